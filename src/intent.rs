@@ -1,0 +1,458 @@
+//! The intent taxonomy (a tree of dotted ids: `billing` > `billing.refund`) and the pure step
+//! that turns calibrated label probabilities into an intent chain. No model, no I/O besides
+//! parsing a taxonomy file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The resolved intent when even the top level is not confident.
+pub const UNKNOWN: &str = "unknown";
+
+/// Errors in a taxonomy or label set.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TaxonomyError {
+    /// The file cannot be read.
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// TOML syntax or shape error.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A node id appears twice.
+    #[error("{path}:{line}: duplicate intent `{id}` (first defined on line {first})")]
+    Duplicate {
+        path: PathBuf,
+        line: usize,
+        id: String,
+        first: usize,
+    },
+    /// A node's parent is not defined.
+    #[error("{path}:{line}: intent `{id}` has no parent `{parent}` in the taxonomy")]
+    MissingParent {
+        path: PathBuf,
+        line: usize,
+        id: String,
+        parent: String,
+    },
+    /// An id is malformed.
+    #[error("{path}:{line}: invalid intent id `{id}`: use lowercase letters, digits, '_' and '-', segments joined by '.'")]
+    InvalidId {
+        path: PathBuf,
+        line: usize,
+        id: String,
+    },
+    /// The taxonomy has no intents.
+    #[error("{0}: the taxonomy defines no intents")]
+    Empty(PathBuf),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTaxonomy {
+    #[serde(default)]
+    intent: Vec<RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: toml::Spanned<String>,
+    #[serde(default)]
+    en: String,
+    #[serde(default)]
+    ru: String,
+}
+
+/// One node of the taxonomy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntentNode {
+    /// Dotted id, e.g. `billing.refund`.
+    pub id: String,
+    /// English description.
+    pub en: String,
+    /// Russian description.
+    pub ru: String,
+    /// Index of the parent node.
+    #[serde(skip)]
+    pub parent: Option<usize>,
+    /// Indices of the children.
+    #[serde(skip)]
+    pub children: Vec<usize>,
+    /// Depth (roots are 0).
+    pub depth: usize,
+}
+
+/// The taxonomy tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentTree {
+    nodes: Vec<IntentNode>,
+    index: HashMap<String, usize>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        })
+}
+
+fn parent_of(id: &str) -> Option<&str> {
+    id.rsplit_once('.').map(|(p, _)| p)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl IntentTree {
+    /// Reads a taxonomy TOML file (`[[intent]]` tables with `id`, `en`, `ru`).
+    pub fn load(path: &Path) -> Result<Self, TaxonomyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TaxonomyError::Io {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses taxonomy TOML; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, TaxonomyError> {
+        let raw: RawTaxonomy = toml::from_str(text).map_err(|e| TaxonomyError::Parse {
+            path: path.into(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().to_string(),
+        })?;
+        if raw.intent.is_empty() {
+            return Err(TaxonomyError::Empty(path.into()));
+        }
+        let mut tree = Self {
+            nodes: Vec::new(),
+            index: HashMap::new(),
+        };
+        let mut lines: HashMap<String, usize> = HashMap::new();
+        for node in &raw.intent {
+            let (id, line) = (
+                node.id.get_ref().clone(),
+                line_of(text, node.id.span().start),
+            );
+            if !valid_id(&id) {
+                return Err(TaxonomyError::InvalidId {
+                    path: path.into(),
+                    line,
+                    id,
+                });
+            }
+            if let Some(&first) = lines.get(&id) {
+                return Err(TaxonomyError::Duplicate {
+                    path: path.into(),
+                    line,
+                    id,
+                    first,
+                });
+            }
+            if let Some(parent) = parent_of(&id) {
+                if !lines.contains_key(parent) {
+                    let parent = parent.to_string();
+                    return Err(TaxonomyError::MissingParent {
+                        path: path.into(),
+                        line,
+                        id,
+                        parent,
+                    });
+                }
+            }
+            lines.insert(id.clone(), line);
+            tree.add(&id, &node.en, &node.ru);
+        }
+        Ok(tree)
+    }
+
+    /// Builds a tree from labels alone, creating parents by splitting on '.'.
+    pub fn from_labels<S: AsRef<str>>(labels: &[S]) -> Self {
+        let mut tree = Self {
+            nodes: Vec::new(),
+            index: HashMap::new(),
+        };
+        for label in labels {
+            tree.ensure(label.as_ref());
+        }
+        tree
+    }
+
+    fn ensure(&mut self, id: &str) -> usize {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        if let Some(parent) = parent_of(id) {
+            self.ensure(parent);
+        }
+        self.add(id, "", "")
+    }
+
+    fn add(&mut self, id: &str, en: &str, ru: &str) -> usize {
+        let parent = parent_of(id).and_then(|p| self.index.get(p).copied());
+        let depth = parent.map_or(0, |p| self.nodes[p].depth + 1);
+        let i = self.nodes.len();
+        self.nodes.push(IntentNode {
+            id: id.to_string(),
+            en: en.to_string(),
+            ru: ru.to_string(),
+            parent,
+            children: Vec::new(),
+            depth,
+        });
+        if let Some(p) = parent {
+            self.nodes[p].children.push(i);
+        }
+        self.index.insert(id.to_string(), i);
+        i
+    }
+
+    /// All nodes in definition order.
+    pub fn nodes(&self) -> &[IntentNode] {
+        &self.nodes
+    }
+
+    /// Looks a node up by id.
+    pub fn get(&self, id: &str) -> Option<&IntentNode> {
+        self.index.get(id).map(|&i| &self.nodes[i])
+    }
+
+    /// Whether `id` is a node.
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Leaf ids in definition order: the default label set of a classifier.
+    pub fn leaves(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.children.is_empty())
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// The root (domain) of an id: `billing` for `billing.refund`.
+    pub fn root_of(id: &str) -> &str {
+        id.split('.').next().unwrap_or(id)
+    }
+
+    /// Serialises the tree back to taxonomy TOML.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# Intent taxonomy: dotted ids form the tree (billing > billing.refund).\n",
+        );
+        for n in &self.nodes {
+            let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+            out.push_str(&format!(
+                "\n[[intent]]\nid = {}\nen = {}\nru = {}\n",
+                q(&n.id),
+                q(&n.en),
+                q(&n.ru)
+            ));
+        }
+        out
+    }
+
+    /// Resolves label probabilities into a chain (see [`Resolver`]).
+    pub fn resolver<'a>(&'a self, labels: &'a [String], thresholds: &'a [f32]) -> Resolver<'a> {
+        Resolver {
+            tree: self,
+            labels,
+            thresholds,
+        }
+    }
+}
+
+/// One step of a chain or one top-k entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// Intent id.
+    pub intent: String,
+    /// Probability.
+    pub p: f32,
+}
+
+/// The outcome of classifying one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The resolved node, or `unknown`.
+    pub intent: String,
+    /// Root to resolved node, each with its probability (empty when unknown).
+    pub chain: Vec<Scored>,
+    /// Most probable labels.
+    pub top_k: Vec<Scored>,
+    /// Top-1 minus top-2 label probability.
+    pub margin: f32,
+}
+
+/// Turns label probabilities into an intent chain: descend from the roots along the most
+/// probable child while its probability (the sum over its subtree) reaches the threshold of its
+/// depth; stop at the last node that did; `unknown` if no root does.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolver<'a> {
+    tree: &'a IntentTree,
+    labels: &'a [String],
+    thresholds: &'a [f32],
+}
+
+impl Resolver<'_> {
+    /// Threshold of a depth (the last one repeats; 0.5 when none are given).
+    pub fn threshold(&self, depth: usize) -> f32 {
+        self.thresholds
+            .get(depth)
+            .or(self.thresholds.last())
+            .copied()
+            .unwrap_or(0.5)
+    }
+
+    /// Node probabilities: each label's probability added to its node and all ancestors.
+    pub fn node_probs(&self, probs: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; self.tree.nodes.len()];
+        for (label, &p) in self.labels.iter().zip(probs) {
+            let mut at = self.tree.index.get(label).copied();
+            while let Some(i) = at {
+                out[i] += p;
+                at = self.tree.nodes[i].parent;
+            }
+        }
+        out
+    }
+
+    /// Resolves one probability vector (aligned with the labels), keeping `k` top labels.
+    pub fn resolve(&self, probs: &[f32], k: usize) -> Resolution {
+        let node_p = self.node_probs(probs);
+        let best = |cands: &mut dyn Iterator<Item = usize>| {
+            cands.max_by(|&a, &b| node_p[a].total_cmp(&node_p[b]))
+        };
+        let mut chain = Vec::new();
+        let mut current = best(
+            &mut self
+                .tree
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.parent.is_none())
+                .map(|(i, _)| i),
+        );
+        while let Some(i) = current {
+            let node = &self.tree.nodes[i];
+            if node_p[i] < self.threshold(node.depth) {
+                break;
+            }
+            chain.push(Scored {
+                intent: node.id.clone(),
+                p: node_p[i],
+            });
+            current = best(&mut node.children.iter().copied());
+        }
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let top_k = order
+            .iter()
+            .take(k.max(1))
+            .map(|&i| Scored {
+                intent: self.labels[i].clone(),
+                p: probs[i],
+            })
+            .collect();
+        let margin = match (order.first(), order.get(1)) {
+            (Some(&a), Some(&b)) => probs[a] - probs[b],
+            (Some(&a), None) => probs[a],
+            _ => 0.0,
+        };
+        let intent = chain
+            .last()
+            .map_or_else(|| UNKNOWN.to_string(), |s| s.intent.clone());
+        Resolution {
+            intent,
+            chain,
+            top_k,
+            margin,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (IntentTree, Vec<String>) {
+        let labels: Vec<String> = ["billing.refund", "billing.charge_dispute", "tech.bug"]
+            .map(String::from)
+            .to_vec();
+        (IntentTree::from_labels(&labels), labels)
+    }
+
+    #[test]
+    fn confident_leaf_resolves_full_chain() {
+        let (t, labels) = tree();
+        let r = t
+            .resolver(&labels, &[0.5, 0.5])
+            .resolve(&[0.8, 0.1, 0.1], 2);
+        assert_eq!(r.intent, "billing.refund");
+        assert_eq!(
+            r.chain
+                .iter()
+                .map(|s| s.intent.as_str())
+                .collect::<Vec<_>>(),
+            ["billing", "billing.refund"]
+        );
+        assert!((r.chain[0].p - 0.9).abs() < 1e-6);
+        assert!((r.margin - 0.7).abs() < 1e-6);
+        assert_eq!(r.top_k.len(), 2);
+    }
+
+    #[test]
+    fn uncertain_between_siblings_stops_at_parent() {
+        let (t, labels) = tree();
+        let r = t
+            .resolver(&labels, &[0.5, 0.5])
+            .resolve(&[0.45, 0.44, 0.11], 3);
+        assert_eq!(r.intent, "billing");
+        assert_eq!(r.chain.len(), 1);
+    }
+
+    #[test]
+    fn weak_top_level_is_unknown() {
+        let (t, labels) = tree();
+        let r = t.resolver(&labels, &[0.7]).resolve(&[0.3, 0.3, 0.4], 3);
+        assert_eq!(r.intent, UNKNOWN);
+        assert!(r.chain.is_empty());
+    }
+
+    #[test]
+    fn taxonomy_errors_name_file_and_line() {
+        let p = Path::new("tax.toml");
+        let dup = "[[intent]]\nid = \"a\"\n[[intent]]\nid = \"a\"\n";
+        assert_eq!(
+            IntentTree::parse(dup, p).unwrap_err().to_string(),
+            "tax.toml:4: duplicate intent `a` (first defined on line 2)"
+        );
+        let orphan = "[[intent]]\nid = \"a.b\"\n";
+        assert_eq!(
+            IntentTree::parse(orphan, p).unwrap_err().to_string(),
+            "tax.toml:2: intent `a.b` has no parent `a` in the taxonomy"
+        );
+        let bad = "[[intent]]\nid = \"A b\"\n";
+        assert!(IntentTree::parse(bad, p)
+            .unwrap_err()
+            .to_string()
+            .starts_with("tax.toml:2: invalid intent id"));
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let text = "[[intent]]\nid = \"a\"\nen = \"A\"\nru = \"А\"\n[[intent]]\nid = \"a.b\"\nen = \"B\"\nru = \"Б\"\n";
+        let t = IntentTree::parse(text, Path::new("x")).unwrap();
+        assert_eq!(IntentTree::parse(&t.to_toml(), Path::new("y")).unwrap(), t);
+        assert_eq!(t.leaves(), vec!["a.b".to_string()]);
+    }
+}

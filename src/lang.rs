@@ -1,0 +1,259 @@
+//! Language of a ticket: `ru`, `en` or `other`, with a confidence. Cyrillic script decides
+//! Russian; Russian typed in Latin letters (transliteration, "ne mogu voiti") is recognised by a
+//! lexicon of common transliterated words; the rest goes to `whatlang`.
+
+use serde::{Deserialize, Serialize};
+
+/// A detected (or given) language.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Language {
+    /// `ru`, `en` or `other` (or whatever code a ticket gave).
+    pub code: String,
+    /// 0..1; 1 when the ticket gave the language.
+    pub confidence: f32,
+    /// Whether the text is Russian written in Latin letters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transliterated: bool,
+}
+
+impl Language {
+    fn new(code: &str, confidence: f32) -> Self {
+        Self {
+            code: code.into(),
+            confidence,
+            transliterated: false,
+        }
+    }
+}
+
+/// Common Russian words as people type them in Latin letters.
+const TRANSLIT: &[&str] = &[
+    "privet",
+    "zdravstvuite",
+    "zdravstvuyte",
+    "zdravstvujte",
+    "dobryi",
+    "dobryy",
+    "dobriy",
+    "den",
+    "spasibo",
+    "pozhaluysta",
+    "pozhalujsta",
+    "pojaluista",
+    "pozhaluista",
+    "ne",
+    "mogu",
+    "mne",
+    "menya",
+    "menja",
+    "moi",
+    "moy",
+    "moj",
+    "moya",
+    "moja",
+    "moego",
+    "zakaz",
+    "zakaza",
+    "zakazal",
+    "zakazala",
+    "dengi",
+    "deneg",
+    "vernite",
+    "vozvrat",
+    "oplata",
+    "oplatu",
+    "oplatil",
+    "oplatila",
+    "schet",
+    "schyot",
+    "akkaunt",
+    "akkaunta",
+    "parol",
+    "prishel",
+    "prishlo",
+    "prihodit",
+    "prikhodit",
+    "rabotaet",
+    "pochemu",
+    "kogda",
+    "gde",
+    "chto",
+    "kak",
+    "uzhe",
+    "eshe",
+    "eshche",
+    "esche",
+    "segodnya",
+    "vchera",
+    "dostavka",
+    "dostavku",
+    "kurer",
+    "tovar",
+    "spisali",
+    "karta",
+    "karty",
+    "kartu",
+    "pomogite",
+    "srochno",
+    "ochen",
+    "nichego",
+    "bylo",
+    "byl",
+    "byla",
+    "mozhno",
+    "nuzhno",
+    "nado",
+    "hochu",
+    "khochu",
+    "otmenit",
+    "otmena",
+    "podpiska",
+    "podpisku",
+    "sait",
+    "sayt",
+    "prilozhenie",
+    "prilozhenii",
+    "oshibka",
+    "oshibku",
+    "vhod",
+    "voiti",
+    "voyti",
+    "zaiti",
+    "zayti",
+    "vy",
+    "vas",
+    "vam",
+    "nas",
+    "eto",
+    "etot",
+    "eta",
+    "tak",
+    "esli",
+    "poka",
+    "tolko",
+    "vse",
+    "vsyo",
+    "vsem",
+    "sdelat",
+    "pochta",
+    "pochtu",
+    "nomer",
+    "dolzhen",
+    "dolzhny",
+    "pishu",
+    "napisal",
+    "otvet",
+    "otveta",
+    "otvetili",
+    "nikto",
+    "sluzhba",
+    "podderzhka",
+    "podderzhki",
+    "kompanii",
+    "rublei",
+    "rubley",
+    "rub",
+    "tovara",
+    "posylka",
+    "posylku",
+    "poluchil",
+    "poluchila",
+    "prosto",
+    "kakoi",
+    "kakoy",
+    "sposob",
+    "nelzya",
+    "nelzja",
+];
+
+/// Detects the language of `text`.
+pub fn detect(text: &str) -> Language {
+    let (mut cyr, mut lat) = (0usize, 0usize);
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        match c {
+            'а'..='я' | 'А'..='Я' | 'ё' | 'Ё' => cyr += 1,
+            'a'..='z' | 'A'..='Z' => lat += 1,
+            _ => {}
+        }
+    }
+    let letters = cyr + lat;
+    if letters == 0 {
+        return Language::new("other", 0.0);
+    }
+    if cyr * 10 >= letters * 3 {
+        return Language::new("ru", (0.5 + 0.5 * cyr as f32 / letters as f32).min(1.0));
+    }
+    if let Some(conf) = translit_confidence(text) {
+        return Language {
+            transliterated: true,
+            ..Language::new("ru", conf)
+        };
+    }
+    match whatlang::detect(text) {
+        Some(info) if info.lang() == whatlang::Lang::Eng => {
+            Language::new("en", info.confidence() as f32)
+        }
+        Some(info) if info.is_reliable() => Language::new("other", info.confidence() as f32),
+        // Short or ambiguous Latin text (codes, product names): English is the likely reading.
+        _ => Language::new("en", 0.3),
+    }
+}
+
+/// Confidence that Latin-letter text is transliterated Russian, if it looks like it.
+fn translit_confidence(text: &str) -> Option<f32> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .map(str::to_lowercase)
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    let hits = words
+        .iter()
+        .filter(|w| TRANSLIT.contains(&w.as_str()))
+        .count();
+    let share = hits as f32 / words.len() as f32;
+    let enough = hits >= 3
+        || (hits >= 2 && share >= 0.15)
+        || (hits >= 1 && words.len() <= 3 && share >= 0.5);
+    enough.then(|| (0.5 + share).min(0.99))
+}
+
+/// The ticket's language: the given code wins (confidence 1), otherwise detection.
+pub fn resolve(given: Option<&str>, text: &str) -> Language {
+    match given.map(str::trim).filter(|g| !g.is_empty()) {
+        Some(code) => Language::new(&code.to_lowercase(), 1.0),
+        None => detect(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_ru_en_translit_and_other() {
+        assert_eq!(detect("Не могу войти в личный кабинет").code, "ru");
+        assert_eq!(
+            detect("I cannot log in to my account since yesterday").code,
+            "en"
+        );
+        let t = detect("zdravstvuite, ne mogu voiti v akkaunt, parol ne podhodit");
+        assert_eq!((t.code.as_str(), t.transliterated), ("ru", true));
+        assert_eq!(detect("vernite dengi").code, "ru");
+        assert_eq!(
+            detect("Ich kann mich seit gestern nicht mehr in mein Konto einloggen").code,
+            "other"
+        );
+        assert_eq!(detect("12345 !!!").code, "other");
+        assert_eq!(detect("не работает webhook после деплоя").code, "ru");
+    }
+
+    #[test]
+    fn given_language_wins() {
+        let l = resolve(Some("EN"), "Не могу войти");
+        assert_eq!((l.code.as_str(), l.confidence), ("en", 1.0));
+        assert_eq!(resolve(Some(" "), "Не могу войти").code, "ru");
+    }
+}

@@ -1,0 +1,14 @@
+//! intent-router: reads helpdesk tickets in Russian and English, works out the customer's intent
+//! and (with the rules layer) decides who handles it.
+
+pub mod batch;
+pub mod cli;
+pub mod engine;
+pub mod fsutil;
+pub mod import;
+pub mod intent;
+pub mod lang;
+pub mod model;
+pub mod text;
+pub mod ticket;
+pub mod train;

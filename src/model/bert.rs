@@ -1,0 +1,390 @@
+//! A BERT encoder on candle-nn that takes dense (f32) or quantised (Q4_0) weights and a training
+//! flag (dropout), which candle-transformers' BERT lacks (its dropout is a no-op and it has no
+//! quantised variant). Follows candle-transformers 0.11.1 `src/models/bert.rs`
+//! (<https://github.com/huggingface/candle/blob/0.11.1/candle-transformers/src/models/bert.rs>),
+//! itself a port of Hugging Face `modeling_bert.py`; a test checks the two agree.
+//! Owns the network only: no tokenizer, pooling or files.
+
+use std::sync::Mutex;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{LayerNorm, Linear};
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+
+/// The subset of a Hugging Face BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    /// Rows of the word-embedding table.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Number of layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward size.
+    pub intermediate_size: usize,
+    /// Positions.
+    pub max_position_embeddings: usize,
+    /// Token types.
+    #[serde(default = "two")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "eps")]
+    pub layer_norm_eps: f64,
+    /// Dropout on hidden states during training.
+    #[serde(default = "dropout")]
+    pub hidden_dropout_prob: f32,
+    /// Dropout on attention probabilities during training.
+    #[serde(default = "dropout")]
+    pub attention_probs_dropout_prob: f32,
+    /// Activation; only the erf GELU (`gelu`) is supported.
+    #[serde(default = "gelu")]
+    pub hidden_act: String,
+}
+
+fn two() -> usize {
+    2
+}
+fn eps() -> f64 {
+    1e-12
+}
+fn dropout() -> f32 {
+    0.1
+}
+fn gelu() -> String {
+    "gelu".into()
+}
+
+/// Where the encoder's tensors come from (HF BERT tensor names, no `bert.` prefix).
+pub trait WeightSource {
+    /// A dense f32 tensor by name.
+    fn dense(&self, name: &str) -> Result<Tensor>;
+    /// The tensor in its stored quantised form, when it is stored quantised.
+    fn quantized(&self, name: &str) -> Result<Option<std::sync::Arc<QTensor>>>;
+}
+
+/// How linear layers hold quantised weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinearMode {
+    /// Dequantise to f32 at load: exact and, on CPU, faster with gemm.
+    #[default]
+    Dense,
+    /// Keep Q4_0 and multiply with candle's `QMatMul` (activations quantised to Q8_0).
+    Quantized,
+}
+
+/// Seeded dropout, so that training runs are reproducible.
+#[derive(Debug)]
+pub struct Dropout {
+    p: f32,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl Dropout {
+    /// Dropout with probability `p`, seeded.
+    pub fn new(p: f32, seed: u64) -> Self {
+        Self {
+            p,
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Applies dropout when `train` is set, identity otherwise.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        let n = xs.elem_count();
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = {
+            let mut rng = self
+                .rng
+                .lock()
+                .expect("dropout rng poisoned. This is a bug.");
+            (0..n)
+                .map(|_| {
+                    if rng.random::<f32>() < self.p {
+                        0.0
+                    } else {
+                        keep
+                    }
+                })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        xs * mask
+    }
+}
+
+/// A linear layer with dense or quantised weights.
+#[derive(Debug, Clone)]
+enum Proj {
+    Dense(Linear),
+    Quant(QMatMul, Tensor),
+}
+
+impl Proj {
+    fn load(ws: &dyn WeightSource, name: &str, mode: LinearMode) -> Result<Self> {
+        let bias = ws.dense(&format!("{name}.bias"))?;
+        let wname = format!("{name}.weight");
+        if mode == LinearMode::Quantized {
+            if let Some(q) = ws.quantized(&wname)? {
+                let q = std::sync::Arc::try_unwrap(q).unwrap_or_else(|a| (*a).clone_q());
+                return Ok(Self::Quant(QMatMul::from_qtensor(q)?, bias));
+            }
+        }
+        Ok(Self::Dense(Linear::new(ws.dense(&wname)?, Some(bias))))
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(l) => l.forward(xs),
+            Self::Quant(q, b) => q.forward(xs)?.broadcast_add(b),
+        }
+    }
+}
+
+trait CloneQ {
+    fn clone_q(&self) -> QTensor;
+}
+
+impl CloneQ for QTensor {
+    fn clone_q(&self) -> QTensor {
+        let data = self.data().expect("quantised tensor data. This is a bug.");
+        candle_core::quantized::ggml_file::qtensor_from_ggml(
+            self.dtype(),
+            &data,
+            self.shape().dims().to_vec(),
+            &self.device(),
+        )
+        .expect("re-wrapping quantised tensor. This is a bug.")
+    }
+}
+
+fn layer_norm(ws: &dyn WeightSource, name: &str, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        ws.dense(&format!("{name}.weight"))?,
+        ws.dense(&format!("{name}.bias"))?,
+        eps,
+    ))
+}
+
+/// Word embeddings, kept quantised when stored quantised (a 144k × 384 f32 table is 221 MB).
+#[derive(Debug)]
+enum WordEmbeddings {
+    Dense(Tensor),
+    Quant(std::sync::Arc<QTensor>),
+}
+
+/// Embedding layer: word + position + token type, then LayerNorm.
+#[derive(Debug)]
+struct Embeddings {
+    word: WordEmbeddings,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl Embeddings {
+    fn load(ws: &dyn WeightSource, cfg: &BertConfig, seed: u64) -> Result<Self> {
+        let name = "embeddings.word_embeddings.weight";
+        let word = match ws.quantized(name)? {
+            Some(q) => WordEmbeddings::Quant(q),
+            None => WordEmbeddings::Dense(ws.dense(name)?),
+        };
+        Ok(Self {
+            word,
+            position: ws.dense("embeddings.position_embeddings.weight")?,
+            token_type: ws.dense("embeddings.token_type_embeddings.weight")?,
+            norm: layer_norm(ws, "embeddings.LayerNorm", cfg.layer_norm_eps)?,
+            dropout: Dropout::new(cfg.hidden_dropout_prob, seed),
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, train: bool) -> Result<Tensor> {
+        let (_b, seq) = input_ids.dims2()?;
+        let words = match &self.word {
+            WordEmbeddings::Dense(t) => {
+                let (b, s) = input_ids.dims2()?;
+                t.index_select(&input_ids.flatten_all()?, 0)?
+                    .reshape((b, s, ()))?
+            }
+            WordEmbeddings::Quant(q) => q.embedding(input_ids)?,
+        };
+        let words = words.to_device(self.position.device())?;
+        let pos = self.position.narrow(0, 0, seq)?;
+        let (b, s) = token_type_ids.dims2()?;
+        let types = self
+            .token_type
+            .index_select(&token_type_ids.flatten_all()?, 0)?;
+        let types = types.reshape((b, s, ()))?;
+        let xs = words.broadcast_add(&pos)?.add(&types)?;
+        self.dropout.forward(&self.norm.forward(&xs)?, train)
+    }
+}
+
+/// One transformer layer (post-LayerNorm, as BERT).
+#[derive(Debug)]
+pub struct BertLayer {
+    query: Proj,
+    key: Proj,
+    value: Proj,
+    attn_out: Proj,
+    attn_norm: LayerNorm,
+    ff_in: Proj,
+    ff_out: Proj,
+    out_norm: LayerNorm,
+    heads: usize,
+    attn_dropout: Dropout,
+    hidden_dropout: Dropout,
+}
+
+impl BertLayer {
+    /// Loads layer `index` from `ws`.
+    pub fn load(
+        ws: &dyn WeightSource,
+        cfg: &BertConfig,
+        index: usize,
+        mode: LinearMode,
+        seed: u64,
+    ) -> Result<Self> {
+        let p = format!("encoder.layer.{index}");
+        let proj = |n: &str| Proj::load(ws, &format!("{p}.{n}"), mode);
+        Ok(Self {
+            query: proj("attention.self.query")?,
+            key: proj("attention.self.key")?,
+            value: proj("attention.self.value")?,
+            attn_out: proj("attention.output.dense")?,
+            attn_norm: layer_norm(
+                ws,
+                &format!("{p}.attention.output.LayerNorm"),
+                cfg.layer_norm_eps,
+            )?,
+            ff_in: proj("intermediate.dense")?,
+            ff_out: proj("output.dense")?,
+            out_norm: layer_norm(ws, &format!("{p}.output.LayerNorm"), cfg.layer_norm_eps)?,
+            heads: cfg.num_attention_heads,
+            attn_dropout: Dropout::new(cfg.attention_probs_dropout_prob, seed ^ 0xA7),
+            hidden_dropout: Dropout::new(cfg.hidden_dropout_prob, seed ^ 0x5E),
+        })
+    }
+
+    /// Runs the layer; `mask_bias` is `[b, 1, 1, s]` with 0 for tokens and a large negative
+    /// value for padding.
+    pub fn forward(&self, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, s, h) = xs.dims3()?;
+        let hd = h / self.heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, s, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(xs)?)?;
+        let k = split(self.key.forward(xs)?)?;
+        let v = split(self.value.forward(xs)?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = self.attn_dropout.forward(&probs, train)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let attn = self
+            .hidden_dropout
+            .forward(&self.attn_out.forward(&ctx)?, train)?;
+        let xs = self.attn_norm.forward(&(attn + xs)?)?;
+        let ff = crate::model::kernels::gelu_erf(&self.ff_in.forward(&xs)?, train)?;
+        let ff = self
+            .hidden_dropout
+            .forward(&self.ff_out.forward(&ff)?, train)?;
+        self.out_norm.forward(&(ff + xs)?)
+    }
+}
+
+/// The BERT encoder: embeddings and layers, returning the last hidden states.
+#[derive(Debug)]
+pub struct Bert {
+    embeddings: Embeddings,
+    /// Transformer layers; public so fine-tuning can replace the top ones.
+    pub layers: Vec<BertLayer>,
+    /// The config it was built from.
+    pub config: BertConfig,
+}
+
+impl Bert {
+    /// Loads the encoder from `ws` following `cfg`.
+    pub fn load(ws: &dyn WeightSource, cfg: &BertConfig, mode: LinearMode) -> Result<Self> {
+        if cfg.hidden_act != "gelu" {
+            candle_core::bail!(
+                "hidden_act `{}` is not supported (only `gelu`)",
+                cfg.hidden_act
+            );
+        }
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::load(ws, cfg, i, mode, 1000 + i as u64))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings: Embeddings::load(ws, cfg, 7)?,
+            layers,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Hidden states `[b, s, h]` for `(input_ids, attention_mask, token_type_ids)`, all `[b, s]`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let xs = self.embeddings.forward(input_ids, token_type_ids, train)?;
+        self.forward_layers(xs, attention_mask, 0..self.layers.len(), train)
+    }
+
+    /// Runs embeddings only (used to cache the frozen part when fine-tuning).
+    pub fn embed(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor> {
+        self.embeddings.forward(input_ids, token_type_ids, false)
+    }
+
+    /// Runs the layers in `range` over hidden states `xs`.
+    pub fn forward_layers(
+        &self,
+        mut xs: Tensor,
+        attention_mask: &Tensor,
+        range: std::ops::Range<usize>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let mask_bias = mask_bias(attention_mask, xs.dtype())?;
+        for layer in &self.layers[range] {
+            xs = layer.forward(&xs, &mask_bias, train)?;
+        }
+        Ok(xs)
+    }
+}
+
+/// `[b, s]` 0/1 mask -> `[b, 1, 1, s]` additive bias (0 to keep, -1e9 to mask padding).
+fn mask_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    let m = mask.to_dtype(dtype)?.reshape((b, 1, 1, s))?;
+    (m.ones_like()? - &m)? * -1e9
+}
+
+/// Mean of `hidden` `[b, s, h]` over tokens where `mask` `[b, s]` is 1.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    sum.broadcast_div(&count)
+}
+
+/// L2-normalises rows of a `[b, h]` tensor.
+pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
+    let norm = xs
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    xs.broadcast_div(&norm)
+}

@@ -1,0 +1,198 @@
+//! A classifier directory (`classifier.json`, `head.safetensors`, `taxonomy.toml`) and the
+//! loaded classifier: encoder + head + calibrated probabilities. The base encoder is referenced
+//! by a path relative to the classifier directory plus a content hash checked at load.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::encoder::{Encoder, EncoderError, EncoderOptions};
+use super::files::{self, FilesError};
+use super::head::{self, Head, HeadKind};
+use crate::batch::BatchLimits;
+use crate::intent::{IntentTree, TaxonomyError};
+
+/// Errors loading or running a classifier.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    /// A file is missing or malformed.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The encoder failed.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// The taxonomy is invalid.
+    #[error(transparent)]
+    Taxonomy(#[from] TaxonomyError),
+    /// The base encoder differs from the one the head was trained on.
+    #[error("{dir}: base encoder {base} has content hash {found}, but the classifier was trained on {expected}")]
+    BaseMismatch {
+        dir: PathBuf,
+        base: PathBuf,
+        expected: String,
+        found: String,
+    },
+    /// The head does not match the metadata.
+    #[error("{path}: {message}")]
+    Head { path: PathBuf, message: String },
+}
+
+/// Reference to the base encoder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BaseRef {
+    /// Path relative to the classifier directory (or absolute).
+    pub path: PathBuf,
+    /// sha256 over the encoder's files (see [`encoder_hash`]).
+    pub sha256: String,
+}
+
+/// `classifier.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierMeta {
+    /// Format version.
+    pub format_version: u32,
+    /// Output labels, in head order.
+    pub labels: Vec<String>,
+    /// Head shape.
+    pub head: HeadKind,
+    /// Calibration temperature (fitted on the dev split).
+    pub temperature: f32,
+    /// Resolution thresholds per depth.
+    pub thresholds: Vec<f32>,
+    /// Truncation used in training (tokens).
+    pub max_tokens: usize,
+    /// Base encoder.
+    pub base: BaseRef,
+    /// Training record (data hash, seed, base, date, metrics...).
+    pub training: serde_json::Value,
+}
+
+/// sha256 over an encoder directory's weight, config and tokenizer files (names included).
+pub fn encoder_hash(dir: &Path) -> Result<String, FilesError> {
+    let mut h = Sha256::new();
+    for name in [
+        files::GGUF_WEIGHTS,
+        files::SAFETENSORS_WEIGHTS,
+        files::OVERRIDES,
+        files::HF_CONFIG,
+        files::TOKENIZER,
+        files::ENCODER_META,
+    ] {
+        let path = dir.join(name);
+        if path.exists() {
+            let bytes = std::fs::read(&path).map_err(|source| FilesError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            h.update(name.as_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+    }
+    Ok(crate::import::hex(&h.finalize()))
+}
+
+/// A loaded classifier.
+#[derive(Debug)]
+pub struct Classifier {
+    /// The encoder.
+    pub encoder: Encoder,
+    /// The head.
+    pub head: Head,
+    /// The taxonomy.
+    pub tree: IntentTree,
+    /// Its metadata.
+    pub meta: ClassifierMeta,
+    /// Directory it was loaded from.
+    pub dir: PathBuf,
+}
+
+impl Classifier {
+    /// Loads a classifier directory, checking the base encoder's hash.
+    pub fn load(dir: &Path, opts: &EncoderOptions) -> Result<Self, ClassifierError> {
+        let meta_path = files::require(
+            dir,
+            files::CLASSIFIER_META,
+            "classifier metadata; is this a model trained by `intent-router train`?",
+        )?;
+        let meta: ClassifierMeta = files::read_json(&meta_path)?;
+        if meta.format_version > files::FORMAT_VERSION {
+            return Err(FilesError::Version {
+                path: meta_path,
+                found: meta.format_version,
+            }
+            .into());
+        }
+        let base = dir.join(&meta.base.path);
+        if !base.is_dir() {
+            return Err(FilesError::Missing {
+                dir: dir.to_path_buf(),
+                file: "base encoder directory",
+                what: "named by base.path in classifier.json",
+            }
+            .into());
+        }
+        let found = encoder_hash(&base)?;
+        if found != meta.base.sha256 {
+            return Err(ClassifierError::BaseMismatch {
+                dir: dir.into(),
+                base,
+                expected: meta.base.sha256.clone(),
+                found,
+            });
+        }
+        let tree = IntentTree::load(&files::require(dir, files::TAXONOMY, "taxonomy")?)?;
+        let head_path = files::require(dir, files::HEAD_WEIGHTS, "classifier head weights")?;
+        let head = Head::load(&head_path, meta.head).map_err(|e| ClassifierError::Head {
+            path: head_path.clone(),
+            message: e.to_string(),
+        })?;
+        if head.labels() != meta.labels.len() {
+            let message = format!(
+                "head has {} outputs but classifier.json lists {} labels",
+                head.labels(),
+                meta.labels.len()
+            );
+            return Err(ClassifierError::Head {
+                path: head_path,
+                message,
+            });
+        }
+        let opts = EncoderOptions {
+            max_tokens: opts.max_tokens.or(Some(meta.max_tokens)),
+            ..opts.clone()
+        };
+        let encoder = Encoder::load(&base, &opts)?;
+        Ok(Self {
+            encoder,
+            head,
+            tree,
+            meta,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Calibrated label probabilities for embeddings `[n, dim]`.
+    pub fn probabilities(&self, embeddings: &Tensor) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        let err = |e: candle_core::Error| ClassifierError::Head {
+            path: self.dir.join(files::HEAD_WEIGHTS),
+            message: e.to_string(),
+        };
+        let logits = self.head.forward(embeddings, false).map_err(err)?;
+        head::probabilities(&logits, self.meta.temperature).map_err(err)
+    }
+
+    /// Calibrated label probabilities for texts (model text, already cleaned).
+    pub fn classify_texts(
+        &self,
+        texts: &[String],
+        limits: BatchLimits,
+    ) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        let emb = self.encoder.embed(texts, limits)?;
+        self.probabilities(&emb)
+    }
+}

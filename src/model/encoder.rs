@@ -1,0 +1,322 @@
+//! The sentence encoder: loads a BERT-family directory (GGUF or Hugging Face safetensors, plus
+//! `tokenizer.json`, `config.json` and optional `encoder.json`) and turns texts into pooled,
+//! normalised embeddings in padded, length-sorted batches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use super::bert::{self, Bert, BertConfig, LinearMode, WeightSource};
+use super::files::{self, EncoderMeta, FilesError, Pooling};
+use crate::batch::{self, Batch, BatchLimits};
+use crate::text::{TextEncoder, TextError, Tokens};
+
+/// Errors loading or running an encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    /// A file is missing or malformed.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// The weights could not be read or the network failed.
+    #[error("{context}: {source}")]
+    Candle {
+        context: String,
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+fn candle(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> EncoderError {
+    let context = context.into();
+    move |source| EncoderError::Candle { context, source }
+}
+
+/// Options for loading an encoder.
+#[derive(Debug, Clone, Default)]
+pub struct EncoderOptions {
+    /// Override of the truncation length (tokens, specials included).
+    pub max_tokens: Option<usize>,
+    /// How quantised linear weights are used.
+    pub linear: LinearMode,
+    /// Device to run on.
+    pub device: DeviceChoice,
+}
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA GPU with this ordinal (needs the `cuda` feature).
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    /// Parses `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}`; valid: cpu, cuda, cuda:N")),
+        }
+    }
+
+    /// Opens the candle device.
+    pub fn open(self) -> candle_core::Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(n) => Device::new_cuda(n),
+        }
+    }
+}
+
+/// A loaded sentence encoder.
+#[derive(Debug)]
+pub struct Encoder {
+    bert: Bert,
+    text: TextEncoder,
+    meta: EncoderMeta,
+    device: Device,
+    dir: PathBuf,
+}
+
+impl Encoder {
+    /// Loads the encoder directory `dir`.
+    pub fn load(dir: &Path, opts: &EncoderOptions) -> Result<Self, EncoderError> {
+        let meta = EncoderMeta::load(dir)?;
+        let config_path = files::require(dir, files::HF_CONFIG, "Hugging Face BERT config")?;
+        let config: BertConfig = files::read_json(&config_path)?;
+        let tok_path = files::require(dir, files::TOKENIZER, "tokenizer")?;
+        let max_tokens = opts
+            .max_tokens
+            .unwrap_or(meta.max_tokens)
+            .min(config.max_position_embeddings);
+        let text = TextEncoder::load(&tok_path, &meta.prefix, max_tokens)?;
+        let device = opts.device.open().map_err(candle("opening device"))?;
+        let weights = load_weights(dir, &meta, &device)?;
+        let bert = Bert::load(weights.as_ref(), &config, opts.linear)
+            .map_err(candle(format!("{}: building the encoder", dir.display())))?;
+        Ok(Self {
+            bert,
+            text,
+            meta,
+            device,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The tokenizer with the model's prefix and truncation.
+    pub fn text(&self) -> &TextEncoder {
+        &self.text
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.bert.config.hidden_size
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The network (for fine-tuning).
+    pub fn bert_mut(&mut self) -> &mut Bert {
+        &mut self.bert
+    }
+
+    /// The network.
+    pub fn bert(&self) -> &Bert {
+        &self.bert
+    }
+
+    /// Embeds texts: `[n, h]` f32 on the CPU, rows in input order.
+    pub fn embed(&self, texts: &[String], limits: BatchLimits) -> Result<Tensor, EncoderError> {
+        let tokens = self.text.encode_many(texts)?;
+        self.embed_tokens(&tokens, limits)
+    }
+
+    /// Embeds already tokenised texts, `[n, h]` on the CPU, rows in input order.
+    pub fn embed_tokens(
+        &self,
+        tokens: &[Tokens],
+        limits: BatchLimits,
+    ) -> Result<Tensor, EncoderError> {
+        let mut rows: Vec<Option<Tensor>> = vec![None; tokens.len()];
+        for group in batch::plan(tokens, limits) {
+            let items: Vec<&Tokens> = group.iter().map(|&i| &tokens[i]).collect();
+            let pooled = self.embed_batch(&items)?;
+            for (k, &i) in group.iter().enumerate() {
+                rows[i] = Some(pooled.get(k).map_err(candle("splitting batch"))?);
+            }
+        }
+        if rows.is_empty() {
+            return Tensor::zeros((0, self.dim()), DType::F32, &Device::Cpu)
+                .map_err(candle("empty"));
+        }
+        let rows: Vec<Tensor> = rows
+            .into_iter()
+            .map(|r| r.expect("every row planned. This is a bug."))
+            .collect();
+        Tensor::stack(&rows, 0).map_err(candle("stacking embeddings"))
+    }
+
+    /// Embeds one padded batch: `[b, h]` on the CPU.
+    pub fn embed_batch(&self, items: &[&Tokens]) -> Result<Tensor, EncoderError> {
+        let batch = Batch::new(items, &self.device).map_err(candle("building batch"))?;
+        let hidden = self
+            .bert
+            .forward(
+                &batch.input_ids,
+                &batch.attention_mask,
+                &batch.token_type_ids,
+                false,
+            )
+            .map_err(candle("encoder forward"))?;
+        self.pool(&hidden, &batch.attention_mask)
+            .map_err(candle("pooling"))
+    }
+
+    /// Pools hidden states `[b, s, h]` with the mask into sentence vectors on the CPU.
+    pub fn pool(&self, hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let pooled = match self.meta.pooling {
+            Pooling::Mean => bert::mean_pool(hidden, mask)?,
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        };
+        let pooled = if self.meta.normalize {
+            bert::l2_normalize(&pooled)?
+        } else {
+            pooled
+        };
+        pooled.to_device(&Device::Cpu)
+    }
+}
+
+/// Tensors of a GGUF file, plus dense overrides (fine-tuned layers).
+struct GgufWeights {
+    tensors: HashMap<String, Arc<QTensor>>,
+    overrides: HashMap<String, Tensor>,
+    device: Device,
+}
+
+impl WeightSource for GgufWeights {
+    fn dense(&self, name: &str) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(t.clone());
+        }
+        match self.tensors.get(name) {
+            Some(q) => q.dequantize(&self.device),
+            None => candle_core::bail!("missing tensor `{name}`"),
+        }
+    }
+
+    fn quantized(&self, name: &str) -> candle_core::Result<Option<Arc<QTensor>>> {
+        if self.overrides.contains_key(name) {
+            return Ok(None);
+        }
+        Ok(self
+            .tensors
+            .get(name)
+            .filter(|q| !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16))
+            .cloned())
+    }
+}
+
+/// Tensors of a safetensors file (f32/f16/bf16, read as f32), with or without a `bert.` prefix.
+struct SafetensorsWeights {
+    vb: VarBuilder<'static>,
+    overrides: HashMap<String, Tensor>,
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn dense(&self, name: &str) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(t.clone());
+        }
+        for candidate in [name.to_string(), format!("bert.{name}")] {
+            if self.vb.contains_tensor(&candidate) {
+                return self.vb.get_unchecked(&candidate);
+            }
+        }
+        // Older checkpoints name LayerNorm parameters gamma/beta.
+        let legacy = name
+            .replace("LayerNorm.weight", "LayerNorm.gamma")
+            .replace("LayerNorm.bias", "LayerNorm.beta");
+        for candidate in [legacy.clone(), format!("bert.{legacy}")] {
+            if self.vb.contains_tensor(&candidate) {
+                return self.vb.get_unchecked(&candidate);
+            }
+        }
+        candle_core::bail!("missing tensor `{name}`")
+    }
+
+    fn quantized(&self, _name: &str) -> candle_core::Result<Option<Arc<QTensor>>> {
+        Ok(None)
+    }
+}
+
+fn load_weights(
+    dir: &Path,
+    meta: &EncoderMeta,
+    device: &Device,
+) -> Result<Box<dyn WeightSource>, EncoderError> {
+    let path = dir.join(&meta.weights);
+    if !path.exists() {
+        return Err(FilesError::Missing {
+            dir: dir.to_path_buf(),
+            file: "model.gguf or model.safetensors",
+            what: "encoder weights",
+        }
+        .into());
+    }
+    let overrides = load_overrides(dir, device)?;
+    if meta.weights.ends_with(".gguf") {
+        let mut file = std::fs::File::open(&path).map_err(|source| FilesError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let ctx = format!("{}", path.display());
+        let content = gguf_file::Content::read(&mut file).map_err(candle(ctx.clone()))?;
+        let mut tensors = HashMap::new();
+        for name in content.tensor_infos.keys() {
+            let q = content
+                .tensor(&mut file, name, device)
+                .map_err(candle(ctx.clone()))?;
+            tensors.insert(name.clone(), Arc::new(q));
+        }
+        return Ok(Box::new(GgufWeights {
+            tensors,
+            overrides,
+            device: device.clone(),
+        }));
+    }
+    // SAFETY: the file is memory-mapped read-only; it must not be modified while loaded.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, device) }
+        .map_err(candle(path.display().to_string()))?;
+    Ok(Box::new(SafetensorsWeights { vb, overrides }))
+}
+
+fn load_overrides(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>, EncoderError> {
+    let path = dir.join(files::OVERRIDES);
+    if !path.exists() {
+        return Ok(HashMap::new());
+    }
+    candle_core::safetensors::load(&path, device).map_err(candle(path.display().to_string()))
+}

