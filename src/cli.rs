@@ -143,6 +143,18 @@ pub struct TrainArgs {
     /// Hub endpoint for hub ids (default: HF_ENDPOINT or huggingface.co).
     #[arg(long, env = "HF_ENDPOINT")]
     pub hub_endpoint: Option<String>,
+    /// Also fine-tune the encoder's top layers (slower; the model then carries its own encoder).
+    #[arg(long)]
+    pub fine_tune: bool,
+    /// Top layers to fine-tune.
+    #[arg(long, default_value_t = 2, requires = "fine_tune")]
+    pub fine_tune_layers: usize,
+    /// Fine-tuning epochs.
+    #[arg(long, default_value_t = 3, requires = "fine_tune")]
+    pub fine_tune_epochs: usize,
+    /// Fine-tuning learning rate.
+    #[arg(long, default_value_t = 5e-5, requires = "fine_tune")]
+    pub fine_tune_lr: f64,
     /// Runtime options.
     #[command(flatten)]
     pub runtime: RuntimeArgs,

@@ -21,6 +21,7 @@ use intent_router::model::head::{HeadKind, HeadTraining};
 use intent_router::model::source::{self, HubOptions};
 use intent_router::ticket::Ticket;
 use intent_router::train::dataset::{self, CsvColumns};
+use intent_router::train::finetune::FineTune;
 use intent_router::train::trainer::{self, Progress, TrainOptions};
 
 fn main() {
@@ -189,6 +190,12 @@ fn train(a: TrainArgs) -> Result<()> {
             a.cache_dir.or_else(trainer::default_cache_dir)
         },
         columns: columns(&a.csv),
+        fine_tune: a.fine_tune.then_some(FineTune {
+            layers: a.fine_tune_layers,
+            epochs: a.fine_tune_epochs,
+            learning_rate: a.fine_tune_lr,
+            ..FineTune::default()
+        }),
     };
     let outcome = trainer::train(&opts, &Bars::default())?;
     eprintln!(

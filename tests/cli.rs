@@ -93,6 +93,25 @@ fn train_eval_classify_round_trip() {
     assert_eq!(lines[1]["language"], "ru");
     assert!(lines[1]["top_k"].as_array().unwrap().len() == 3 && lines[1]["margin"].is_number());
 
+    // The portable kernels give the same answers as the run-time dispatched ones.
+    let (ok, generic, err) = common::run_with_env(
+        &["classify", "--model", &p("model"), "--file", &p("t.jsonl")],
+        &[("INTENT_ROUTER_GENERIC_KERNELS", "1")],
+    );
+    assert!(ok, "{err}");
+    for (fast, slow) in out.lines().zip(generic.lines()) {
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(fast).unwrap(),
+            serde_json::from_str(slow).unwrap(),
+        );
+        assert_eq!(a["intent"], b["intent"]);
+        let (pa, pb) = (
+            a["top_k"][0]["p"].as_f64().unwrap(),
+            b["top_k"][0]["p"].as_f64().unwrap(),
+        );
+        assert!((pa - pb).abs() < 1e-4, "{pa} vs {pb}");
+    }
+
     // Training is seeded: the same run gives the same head.
     let (ok, _, err) = common::run(&[
         "train",
@@ -222,4 +241,61 @@ fn bad_input_gets_clear_errors() {
 
     let (ok, _, err) = common::run(&["classify", "--model", &p("nowhere"), "hello"]);
     assert!(!ok && err.contains("missing classifier.json"), "{err}");
+}
+
+#[test]
+fn fine_tune_writes_its_own_encoder_and_classifies() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    let base = common::tiny_encoder(&d.path().join("base"), Format::Gguf);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 8, 0);
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("ft"),
+        "--epochs",
+        "30",
+        "--fine-tune",
+        "--fine-tune-epochs",
+        "2",
+        "--fine-tune-layers",
+        "1",
+        "--no-cache",
+    ]);
+    assert!(ok, "{err}");
+    assert!(d.path().join("ft/encoder/overrides.safetensors").exists());
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("ft/classifier.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["base"]["path"], "encoder");
+    assert_eq!(meta["training"]["fine_tune"]["layers"], 1);
+    let overrides = candle_core::safetensors::load(
+        d.path().join("ft/encoder/overrides.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(
+        overrides.contains_key("encoder.layer.1.output.dense.weight")
+            && !overrides.contains_key("encoder.layer.0.output.dense.weight")
+    );
+    // The fine-tuned layers moved away from the base ones.
+    let name = "encoder.layer.1.output.LayerNorm.bias";
+    let moved = (&overrides[name] - &base[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(moved > 0.0);
+    let (ok, out, err) =
+        common::run(&["classify", "--model", &p("ft"), "where is my order parcel"]);
+    assert!(ok, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(line["top_k"][0]["p"].as_f64().unwrap() > 0.0);
 }

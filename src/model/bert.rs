@@ -164,12 +164,40 @@ impl CloneQ for QTensor {
     }
 }
 
-fn layer_norm(ws: &dyn WeightSource, name: &str, eps: f64) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(
-        ws.dense(&format!("{name}.weight"))?,
-        ws.dense(&format!("{name}.bias"))?,
+/// LayerNorm: candle-nn's fused kernel for inference; for training, the same maths from
+/// differentiable ops (the fused op has no backward pass, so gradients would stop there).
+#[derive(Debug, Clone)]
+struct Norm {
+    fused: LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl Norm {
+    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return self.fused.forward(xs);
+        }
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centred = xs.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+fn layer_norm(ws: &dyn WeightSource, name: &str, eps: f64) -> Result<Norm> {
+    let weight = ws.dense(&format!("{name}.weight"))?;
+    let bias = ws.dense(&format!("{name}.bias"))?;
+    Ok(Norm {
+        fused: LayerNorm::new(weight.clone(), bias.clone(), eps),
+        weight,
+        bias,
         eps,
-    ))
+    })
 }
 
 /// Word embeddings, kept quantised when stored quantised (a 144k × 384 f32 table is 221 MB).
@@ -185,7 +213,7 @@ struct Embeddings {
     word: WordEmbeddings,
     position: Tensor,
     token_type: Tensor,
-    norm: LayerNorm,
+    norm: Norm,
     dropout: Dropout,
 }
 
@@ -223,8 +251,28 @@ impl Embeddings {
             .index_select(&token_type_ids.flatten_all()?, 0)?;
         let types = types.reshape((b, s, ()))?;
         let xs = words.broadcast_add(&pos)?.add(&types)?;
-        self.dropout.forward(&self.norm.forward(&xs)?, train)
+        self.dropout.forward(&self.norm.forward(&xs, train)?, train)
     }
+}
+
+/// Names of the tensors of layer `index` (Hugging Face BERT naming).
+pub fn layer_tensor_names(index: usize) -> Vec<String> {
+    let p = format!("encoder.layer.{index}");
+    let mut out = Vec::new();
+    for m in [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "attention.output.LayerNorm",
+        "intermediate.dense",
+        "output.dense",
+        "output.LayerNorm",
+    ] {
+        out.push(format!("{p}.{m}.weight"));
+        out.push(format!("{p}.{m}.bias"));
+    }
+    out
 }
 
 /// One transformer layer (post-LayerNorm, as BERT).
@@ -234,10 +282,10 @@ pub struct BertLayer {
     key: Proj,
     value: Proj,
     attn_out: Proj,
-    attn_norm: LayerNorm,
+    attn_norm: Norm,
     ff_in: Proj,
     ff_out: Proj,
-    out_norm: LayerNorm,
+    out_norm: Norm,
     heads: usize,
     attn_dropout: Dropout,
     hidden_dropout: Dropout,
@@ -293,12 +341,12 @@ impl BertLayer {
         let attn = self
             .hidden_dropout
             .forward(&self.attn_out.forward(&ctx)?, train)?;
-        let xs = self.attn_norm.forward(&(attn + xs)?)?;
+        let xs = self.attn_norm.forward(&(attn + xs)?, train)?;
         let ff = crate::model::kernels::gelu_erf(&self.ff_in.forward(&xs)?, train)?;
         let ff = self
             .hidden_dropout
             .forward(&self.ff_out.forward(&ff)?, train)?;
-        self.out_norm.forward(&(ff + xs)?)
+        self.out_norm.forward(&(ff + xs)?, train)
     }
 }
 
@@ -365,7 +413,7 @@ impl Bert {
 }
 
 /// `[b, s]` 0/1 mask -> `[b, 1, 1, s]` additive bias (0 to keep, -1e9 to mask padding).
-fn mask_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+pub fn mask_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     let (b, s) = mask.dims2()?;
     let m = mask.to_dtype(dtype)?.reshape((b, 1, 1, s))?;
     (m.ones_like()? - &m)? * -1e9
@@ -387,4 +435,53 @@ pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
     xs.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn training_layer_norm_equals_fused_kernel() {
+        let dev = Device::Cpu;
+        let xs = Tensor::randn(0f32, 2.0, (2, 3, 16), &dev).unwrap();
+        let weight = Tensor::randn(1f32, 0.1, 16, &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, 16, &dev).unwrap();
+        let n = Norm {
+            fused: LayerNorm::new(weight.clone(), bias.clone(), 1e-12),
+            weight,
+            bias,
+            eps: 1e-12,
+        };
+        let diff = (n.forward(&xs, true).unwrap() - n.forward(&xs, false).unwrap()).unwrap();
+        assert!(
+            diff.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                < 1e-5
+        );
+    }
+
+    #[test]
+    fn dropout_is_identity_at_inference_and_seeded_in_training() {
+        let xs = Tensor::ones((4, 64), DType::F32, &candle_core::Device::Cpu).unwrap();
+        let d = Dropout::new(0.5, 3);
+        assert_eq!(
+            d.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap(),
+            xs.to_vec2::<f32>().unwrap()
+        );
+        let a = d.forward(&xs, true).unwrap().to_vec2::<f32>().unwrap();
+        let b = Dropout::new(0.5, 3)
+            .forward(&xs, true)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+        let zeros = a.iter().flatten().filter(|&&v| v == 0.0).count();
+        assert!((64..192).contains(&zeros), "{zeros}");
+    }
 }

@@ -137,11 +137,6 @@ impl Encoder {
         &self.device
     }
 
-    /// The network (for fine-tuning).
-    pub fn bert_mut(&mut self) -> &mut Bert {
-        &mut self.bert
-    }
-
     /// The network.
     pub fn bert(&self) -> &Bert {
         &self.bert
@@ -272,7 +267,8 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
-fn load_weights(
+/// Opens the weights of an encoder directory (GGUF or safetensors, plus overrides).
+pub fn load_weights(
     dir: &Path,
     meta: &EncoderMeta,
     device: &Device,

@@ -112,6 +112,30 @@ impl Head {
         })
     }
 
+    /// A trainable copy whose parameters are new variables in `vars` (for fine-tuning).
+    pub fn trainable_copy(&self, vars: &VarMap, dropout: f32, seed: u64) -> Result<Self> {
+        let mut data = vars
+            .data()
+            .lock()
+            .expect("varmap lock poisoned. This is a bug.");
+        let mut layers = Vec::new();
+        for (name, l) in names(self.kind).iter().zip(&self.layers) {
+            let w = Var::from_tensor(l.weight())?;
+            let b = Var::from_tensor(l.bias().expect("head layers have a bias. This is a bug."))?;
+            layers.push(Linear::new(
+                w.as_tensor().clone(),
+                Some(b.as_tensor().clone()),
+            ));
+            data.insert(format!("{name}.weight"), w);
+            data.insert(format!("{name}.bias"), b);
+        }
+        Ok(Self {
+            kind: self.kind,
+            layers,
+            dropout: Dropout::new(dropout, seed ^ 0xD1),
+        })
+    }
+
     /// Loads a head from safetensors.
     pub fn load(path: &Path, kind: HeadKind) -> Result<Self> {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::dataset::{self, CsvColumns, DatasetError, Example};
 use super::eval::{self, Report};
+use super::finetune::{self, FineTune};
 use crate::batch::BatchLimits;
 use crate::fsutil::{self, FsError, StagedDir};
 use crate::intent::{IntentTree, TaxonomyError};
@@ -69,6 +70,8 @@ pub struct TrainOptions {
     pub cache_dir: Option<PathBuf>,
     /// CSV column names.
     pub columns: CsvColumns,
+    /// Also fine-tune the encoder's top layers.
+    pub fine_tune: Option<FineTune>,
 }
 
 /// What training produced.
@@ -147,6 +150,47 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
     progress.stage("training head", opts.head.epochs);
     let head = head::train_head(&xs, &ys, labels.len(), &opts.head, &|e| progress.step(e))?;
 
+    let staged = StagedDir::new(&opts.out)?;
+    let (encoder, head, base, cache) = match &opts.fine_tune {
+        None => {
+            let base = BaseRef {
+                path: relative_path(&opts.out, &base_dir),
+                sha256: base_hash,
+            };
+            (encoder, head, base, cache)
+        }
+        Some(ft) => {
+            let texts: Vec<String> = train_set.iter().map(|e| e.text.clone()).collect();
+            let tokens = encoder
+                .text()
+                .encode_many(&texts)
+                .map_err(EncoderError::from)?;
+            progress.stage("fine-tuning", ft.epochs);
+            let tuned =
+                finetune::fine_tune(&encoder, &head, &tokens, &ys, ft, opts.head.seed, &|e| {
+                    progress.step(e)
+                })?;
+            let enc_dir = staged.path().join("encoder");
+            copy_encoder_files(&base_dir, &enc_dir)?;
+            let overrides = enc_dir.join(files::OVERRIDES);
+            candle_core::safetensors::save(&tuned.overrides, &overrides)?;
+            let sha256 = encoder_hash(&enc_dir)?;
+            let cache = EmbeddingCache {
+                dir: cache.dir,
+                key: format!("{sha256}:{}", encoder.text().max_tokens()),
+            };
+            let tuned_encoder = Encoder::load(&enc_dir, &opts.encoder)?;
+            (
+                tuned_encoder,
+                tuned.head,
+                BaseRef {
+                    path: PathBuf::from("encoder"),
+                    sha256,
+                },
+                cache,
+            )
+        }
+    };
     let (temperature, report) = if dev_set.is_empty() {
         (1.0, eval::evaluate(&labels, &[]))
     } else {
@@ -165,10 +209,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
         temperature,
         thresholds: opts.thresholds.clone(),
         max_tokens: encoder.text().max_tokens(),
-        base: BaseRef {
-            path: relative_path(&opts.out, &base_dir),
-            sha256: base_hash,
-        },
+        base,
         training: serde_json::json!({
             "data": opts.data.display().to_string(),
             "data_sha256": file_hash(&opts.data)?,
@@ -177,13 +218,13 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
             "n_dev": dev_set.len(),
             "seed": opts.head.seed,
             "head": opts.head,
+            "fine_tune": opts.fine_tune,
             "base_model": opts.base,
             "date": now_rfc3339(),
             "metrics": {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "ece": report.ece,
                         "per_language": report.per_language},
         }),
     };
-    let staged = StagedDir::new(&opts.out)?;
     let dir = staged.path();
     fsutil::write_atomic(&dir.join(files::HEAD_WEIGHTS), &head.to_safetensors()?)?;
     fsutil::write_atomic(&dir.join(files::TAXONOMY), tree.to_toml().as_bytes())?;
@@ -195,6 +236,26 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
         report,
         temperature,
     })
+}
+
+/// Copies an encoder directory's files (a fine-tuned model carries its own encoder).
+fn copy_encoder_files(from: &Path, to: &Path) -> Result<(), FsError> {
+    std::fs::create_dir_all(to).map_err(|e| FsError::new(to, e))?;
+    for name in [
+        files::GGUF_WEIGHTS,
+        files::SAFETENSORS_WEIGHTS,
+        files::TOKENIZER,
+        files::HF_CONFIG,
+        files::ENCODER_META,
+        files::VOCAB_MAP,
+        "README.md",
+    ] {
+        let src = from.join(name);
+        if src.exists() {
+            std::fs::copy(&src, to.join(name)).map_err(|e| FsError::new(&src, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `eval.json` and `eval.md` into a model directory.

@@ -21,9 +21,16 @@ pub fn binary() -> PathBuf {
 
 /// Runs the binary with `args`; returns (exit ok, stdout, stderr).
 pub fn run(args: &[&str]) -> (bool, String, String) {
+    run_with_env(args, &[])
+}
+
+/// Runs the binary with `args` and extra environment variables.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = std::process::Command::new(binary())
         .args(args)
         .env_remove("INTENT_ROUTER_MODEL")
+        .env_remove("INTENT_ROUTER_GENERIC_KERNELS")
+        .envs(env.iter().copied())
         .output()
         .expect("binary runs");
     (
