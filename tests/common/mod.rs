@@ -264,3 +264,15 @@ pub fn tiny_taxonomy(path: &Path) {
                 [[intent]]\nid = \"orders.status\"\nen = \"Status\"\nru = \"Статус\"\n";
     std::fs::write(path, text).unwrap();
 }
+
+/// Largest absolute element-wise difference of two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
