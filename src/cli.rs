@@ -114,16 +114,16 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Head: `linear` or `mlp`.
-    #[arg(long, default_value = "mlp")]
+    #[arg(long, default_value = "linear")]
     pub head: String,
     /// Hidden width of the MLP head.
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
     /// Training epochs over the data.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 5e-3)]
     pub lr: f64,
     /// Examples per optimisation step.
     #[arg(long, default_value_t = 64)]

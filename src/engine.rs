@@ -65,7 +65,11 @@ impl Engine {
 
     /// Classifies tickets, results in input order.
     pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
-        let texts: Vec<String> = tickets.iter().map(Ticket::model_text).collect();
+        let cleaned: Vec<String> = tickets.iter().map(Ticket::clean_text).collect();
+        let texts: Vec<String> = cleaned
+            .iter()
+            .map(|t| lang::text_for_model(t).into_owned())
+            .collect();
         let probs = self.classifier.classify_texts(&texts, self.opts.limits)?;
         let meta = &self.classifier.meta;
         let resolver = self
@@ -74,7 +78,7 @@ impl Engine {
             .resolver(&meta.labels, &meta.thresholds);
         Ok(tickets
             .iter()
-            .zip(texts.iter().zip(probs))
+            .zip(cleaned.iter().zip(probs))
             .map(|(ticket, (text, p))| {
                 let language = lang::resolve(ticket.language.as_deref(), text);
                 Classification {

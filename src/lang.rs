@@ -220,6 +220,116 @@ fn translit_confidence(text: &str) -> Option<f32> {
     enough.then(|| (0.5 + share).min(0.99))
 }
 
+/// Latin-letter sequences of Russian transliteration and their Cyrillic letters, longest first.
+const TO_CYRILLIC: &[(&str, &str)] = &[
+    ("shch", "щ"),
+    ("sch", "щ"),
+    ("zh", "ж"),
+    ("kh", "х"),
+    ("ts", "ц"),
+    ("ch", "ч"),
+    ("sh", "ш"),
+    ("yu", "ю"),
+    ("ya", "я"),
+    ("yo", "ё"),
+    ("ju", "ю"),
+    ("ja", "я"),
+    ("jo", "ё"),
+    ("'", "ь"),
+    ("a", "а"),
+    ("b", "б"),
+    ("v", "в"),
+    ("w", "в"),
+    ("g", "г"),
+    ("d", "д"),
+    ("e", "е"),
+    ("z", "з"),
+    ("i", "и"),
+    ("j", "й"),
+    ("k", "к"),
+    ("q", "к"),
+    ("l", "л"),
+    ("m", "м"),
+    ("n", "н"),
+    ("o", "о"),
+    ("p", "п"),
+    ("r", "р"),
+    ("s", "с"),
+    ("t", "т"),
+    ("u", "у"),
+    ("f", "ф"),
+    ("h", "х"),
+    ("c", "ц"),
+    ("x", "кс"),
+];
+
+/// Writes transliterated Russian ("ne mogu voiti") back in Cyrillic ("не могу воити"), so the
+/// encoder reads it as the Russian it is. Approximate by nature (Latin spellings are ambiguous);
+/// `y` becomes `й` after a vowel and `ы` otherwise. Non-Latin characters pass through.
+pub fn to_cyrillic(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if !c.is_ascii_alphabetic() && c != '\'' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let rest: String = chars[i..chars.len().min(i + 4)]
+            .iter()
+            .collect::<String>()
+            .to_lowercase();
+        let word_end_at = |n: usize| chars.get(i + n).is_none_or(|c| !c.is_ascii_alphabetic());
+        let ending = [("yi", "ый"), ("yy", "ый"), ("iy", "ий"), ("ij", "ий")]
+            .into_iter()
+            .find(|(l, _)| rest.starts_with(l) && word_end_at(2));
+        let (latin, cyr) = if let Some(e) = ending {
+            e
+        } else if rest.starts_with('y')
+            && !rest.starts_with("yu")
+            && !rest.starts_with("ya")
+            && !rest.starts_with("yo")
+        {
+            let after_vowel = out
+                .chars()
+                .last()
+                .is_some_and(|p| "аеёиоуыэюя".contains(p.to_lowercase().next().unwrap_or(p)));
+            ("y", if after_vowel { "й" } else { "ы" })
+        } else {
+            TO_CYRILLIC
+                .iter()
+                .copied()
+                .find(|(l, _)| rest.starts_with(l))
+                .unwrap_or(("?", ""))
+        };
+        if latin == "?" {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c.is_uppercase() {
+            out.extend(cyr.chars().take(1).flat_map(char::to_uppercase));
+            out.extend(cyr.chars().skip(1));
+        } else {
+            out.push_str(cyr);
+        }
+        i += latin.chars().count();
+    }
+    out
+}
+
+/// The text the model reads: transliterated Russian is written back in Cyrillic, anything else
+/// is unchanged.
+pub fn text_for_model(text: &str) -> std::borrow::Cow<'_, str> {
+    if detect(text).transliterated {
+        std::borrow::Cow::Owned(to_cyrillic(text))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// The ticket's language: the given code wins (confidence 1), otherwise detection.
 pub fn resolve(given: Option<&str>, text: &str) -> Language {
     match given.map(str::trim).filter(|g| !g.is_empty()) {
@@ -248,6 +358,31 @@ mod tests {
         );
         assert_eq!(detect("12345 !!!").code, "other");
         assert_eq!(detect("не работает webhook после деплоя").code, "ru");
+    }
+
+    #[test]
+    fn transliteration_goes_back_to_cyrillic() {
+        assert_eq!(
+            to_cyrillic("ne mogu voiti v akkaunt"),
+            "не могу воити в аккаунт"
+        );
+        assert_eq!(
+            to_cyrillic("Zdravstvuyte, gde moy zakaz?"),
+            "Здравствуйте, где мой заказ?"
+        );
+        assert_eq!(
+            to_cyrillic("vy byli pravy, shchedryi zhest"),
+            "вы были правы, щедрый жест"
+        );
+        assert_eq!(to_cyrillic("spasibo bolshoe"), "спасибо болшое");
+        assert_eq!(
+            text_for_model("vernite dengi za zakaz"),
+            "верните денги за заказ"
+        );
+        assert_eq!(
+            text_for_model("Refund my order please"),
+            "Refund my order please"
+        );
     }
 
     #[test]

@@ -50,8 +50,14 @@ impl Ticket {
         }
     }
 
-    /// The cleaned text the model reads: subject and body joined by a newline.
+    /// The text the model reads: the cleaned text, with transliterated Russian written back in
+    /// Cyrillic (see [`crate::lang::text_for_model`]).
     pub fn model_text(&self) -> String {
+        crate::lang::text_for_model(&self.clean_text()).into_owned()
+    }
+
+    /// The cleaned text: subject and body joined by a newline.
+    pub fn clean_text(&self) -> String {
         let body = clean_body(&self.body);
         let subject = self
             .subject

@@ -54,10 +54,10 @@ pub struct HeadTraining {
 impl Default for HeadTraining {
     fn default() -> Self {
         Self {
-            kind: HeadKind::Mlp { hidden: 256 },
-            epochs: 60,
+            kind: HeadKind::Linear,
+            epochs: 100,
             batch_size: 64,
-            learning_rate: 2e-3,
+            learning_rate: 5e-3,
             weight_decay: 1e-2,
             dropout: 0.1,
             seed: 42,

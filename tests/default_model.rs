@@ -1,0 +1,122 @@
+//! The shipped default model (`models/helpdesk` on `models/base/e5-small-ruen`): real tickets get
+//! the right intents, batching changes nothing, and the binary finds the model by itself.
+
+use intent_router::engine::{Engine, EngineOptions};
+use intent_router::model::classifier::Classifier;
+use intent_router::model::encoder::EncoderOptions;
+use intent_router::ticket::Ticket;
+
+use crate::common;
+
+fn engine() -> Engine {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
+    Engine::new(
+        Classifier::load(&dir, &EncoderOptions::default()).unwrap(),
+        EngineOptions::default(),
+    )
+}
+
+const CASES: &[(&str, &str)] = &[
+    (
+        "Не могу войти в личный кабинет, код из СМС не приходит уже час",
+        "account.access",
+    ),
+    (
+        "I can't log in, the password reset link says it has expired",
+        "account.access",
+    ),
+    (
+        "Удалите мой аккаунт и все персональные данные, пожалуйста",
+        "account.delete",
+    ),
+    (
+        "Please close my account and erase all my personal data",
+        "account.delete",
+    ),
+    (
+        "Здравствуйте, с карты списали оплату дважды за один и тот же заказ",
+        "billing.charge_dispute",
+    ),
+    (
+        "You charged my card twice for the same subscription this month",
+        "billing.charge_dispute",
+    ),
+    (
+        "Пришлите, пожалуйста, счёт-фактуру и акт за сентябрь",
+        "billing.invoice",
+    ),
+    (
+        "Please send an invoice with our company VAT number",
+        "billing.invoice",
+    ),
+    ("Где мой заказ? Трек-номер не обновляется", "orders.status"),
+    (
+        "Where is my order? The tracking page shows nothing yet",
+        "orders.status",
+    ),
+    (
+        "Отмените заказ, пожалуйста, он ещё не отправлен",
+        "orders.cancel",
+    ),
+    (
+        "Сайт лежит у всех, никто в компании не может зайти, ошибка 503",
+        "tech.outage",
+    ),
+    (
+        "How do I set up webhooks with your REST API?",
+        "tech.integration",
+    ),
+    (
+        "Огромное спасибо оператору Марии, всё решили за пять минут!",
+        "feedback.praise",
+    ),
+    (
+        "Сколько стоит тариф для команды из 30 человек? Можно демо?",
+        "sales.pricing",
+    ),
+];
+
+#[test]
+fn clear_tickets_get_the_right_intent() {
+    let engine = engine();
+    let tickets: Vec<Ticket> = CASES.iter().map(|(t, _)| Ticket::from_text(t)).collect();
+    let got = engine.classify(&tickets).unwrap();
+    let wrong: Vec<String> = CASES
+        .iter()
+        .zip(&got)
+        .filter(|((_, want), c)| c.resolution.top_k[0].intent != *want)
+        .map(|((t, want), c)| format!("{t:?}: want {want}, got {:?}", c.resolution.top_k))
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn batched_classifications_equal_single_ones() {
+    let engine = engine();
+    let tickets: Vec<Ticket> = CASES
+        .iter()
+        .take(8)
+        .map(|(t, _)| Ticket::from_text(t))
+        .collect();
+    let batched = engine.classify(&tickets).unwrap();
+    for (t, b) in tickets.iter().zip(&batched) {
+        let single = engine.classify(std::slice::from_ref(t)).unwrap().remove(0);
+        assert_eq!(single.resolution.intent, b.resolution.intent);
+        for (x, y) in single.resolution.top_k.iter().zip(&b.resolution.top_k) {
+            assert_eq!(x.intent, y.intent);
+            assert!((x.p - y.p).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn binary_finds_the_default_model_by_itself() {
+    let (ok, out, err) = common::run(&[
+        "classify",
+        "Верните деньги за возвращённый товар, прошло две недели",
+    ]);
+    assert!(ok, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["chain"][0]["intent"], "billing", "{out}");
+    assert_eq!(line["language"], "ru");
+}

@@ -1,0 +1,42 @@
+"""Builds training-data/train.jsonl and dev.jsonl from the hand-written messages in this folder.
+
+Every message was written by hand; train.jsonl holds each training message as written plus one
+stylistic variant (an e-mail with greeting, signature and sometimes quoted history, a lowercase chat
+line, a typo, or, for Russian, Latin transliteration), seeded. dev.jsonl holds separately written
+messages (other wording and scenarios), every other one in a stylistic variant. Run from the repo root:
+
+    python3 tools/training-data/build.py
+"""
+import json, os, re, sys
+HERE=os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0,HERE)
+os.chdir(HERE)
+import aug
+def load(f):
+    g={}; exec(open(f).read(),g); return g['D']
+train={}
+for f in ['train_account.py','train_billing.py','train_orders.py','train_tech.py']:
+    train.update(load(f))
+dev=load('dev_all.py')
+n=aug.emit(os.path.join(HERE,'..','..','training-data','train.jsonl'),'tr',train,2)
+# dev: one version per message; every other one in a stylised variant
+aug.R.seed(7)
+with open(os.path.join(HERE,'..','..','training-data','dev.jsonl'),'w') as f:
+    m=0
+    for intent,langs in dev.items():
+        for lang,texts in langs.items():
+            for i,t in enumerate(texts):
+                ex=aug.variant(t,lang,i%2)
+                if 'translit' in ex.get('text','') : pass
+                ex.update({"id":f"dev-{intent}-{lang}-{i:03d}","intent":intent,"lang":lang})
+                f.write(json.dumps(ex,ensure_ascii=False)+"\n"); m+=1
+print("train",n,"dev",m)
+def toks(s): return set(re.findall(r"\w+",s.lower()))
+tr=[toks(t) for langs in train.values() for ts in langs.values() for t in ts]
+worst=[]
+for intent,langs in dev.items():
+    for lang,ts in langs.items():
+        for t in ts:
+            a=toks(t); j=max(len(a&b)/max(1,len(a|b)) for b in tr)
+            if j>=0.6: worst.append((round(j,2),t))
+print("near-duplicates dev vs train (jaccard>=0.6):",len(worst)); [print(w) for w in sorted(worst)[-10:]]
