@@ -199,7 +199,42 @@ pub fn detect(text: &str) -> Language {
     }
 }
 
-/// Confidence that Latin-letter text is transliterated Russian, if it looks like it.
+/// Russian function words as they look in Latin letters.
+const TRANSLIT_FUNCTION: &[&str] = &[
+    "v", "vo", "na", "po", "za", "ot", "do", "iz", "k", "ko", "s", "so", "u", "o", "ob", "i",
+    "ili", "no", "a", "ya", "on", "ona", "oni", "my", "mne", "nam", "vas", "dlya", "pri", "bez",
+    "cherez", "pod", "nad", "uzhe", "tozhe", "esche", "eshche", "seichas", "seychas", "pozhe",
+    "nichego", "kotoryi", "kotoryy", "budet", "est", "skolko", "stoit", "vash", "vashe", "vashi",
+    "nash", "nashi", "nashe", "chelovek", "mozhet", "sdelali", "pochemu", "zachem", "teper",
+    "vremya", "den", "dnya", "dnei", "nedelyu", "mesyats", "god",
+];
+
+/// Common English words, so that English text is never taken for transliteration.
+const ENGLISH_COMMON: &[&str] = &[
+    "the", "and", "to", "of", "is", "you", "your", "for", "with", "on", "in", "it", "this", "that",
+    "please", "i", "me", "my", "we", "our", "us", "can", "can't", "cannot", "not", "have", "has",
+    "was", "are", "be", "from", "at", "by", "an", "or", "but", "if", "do", "does", "did", "what",
+    "when", "where", "how", "why", "hi", "hello", "thanks", "thank", "order", "account", "payment",
+    "will", "would", "could", "there", "they", "been", "get", "got", "still", "just", "all", "no",
+    "yes", "so", "a", "am", "as", "up", "out", "about",
+];
+
+/// Whether a Latin word looks like transliterated Russian by its letters and ending.
+fn translit_shaped(word: &str) -> bool {
+    const INNER: &[&str] = &[
+        "zh", "kh", "shch", "sch", "yu", "ya", "yo", "iy", "yi", "yy",
+    ];
+    const ENDINGS: &[&str] = &[
+        "ogo", "ego", "aya", "oye", "iye", "sya", "tsya", "nie", "niye", "ost", "ykh", "ikh",
+        "ami", "ovat", "ivat", "ete", "ite", "aet", "yut", "yat", "ennyi", "nyi", "noe", "naya",
+    ];
+    word.len() >= 3
+        && (INNER.iter().any(|p| word.contains(p)) || ENDINGS.iter().any(|e| word.ends_with(e)))
+}
+
+/// Confidence that Latin-letter text is transliterated Russian, if it looks like it: Russian
+/// words (a lexicon of common transliterated words and function words, or Russian-shaped
+/// spellings) clearly outnumber common English words.
 fn translit_confidence(text: &str) -> Option<f32> {
     let words: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
@@ -209,15 +244,22 @@ fn translit_confidence(text: &str) -> Option<f32> {
     if words.is_empty() {
         return None;
     }
-    let hits = words
-        .iter()
-        .filter(|w| TRANSLIT.contains(&w.as_str()))
-        .count();
-    let share = hits as f32 / words.len() as f32;
-    let enough = hits >= 3
-        || (hits >= 2 && share >= 0.15)
-        || (hits >= 1 && words.len() <= 3 && share >= 0.5);
-    enough.then(|| (0.5 + share).min(0.99))
+    let (mut ru, mut en) = (0usize, 0usize);
+    for w in words.iter().map(String::as_str) {
+        let english = ENGLISH_COMMON.contains(&w);
+        let russian = TRANSLIT.contains(&w) || TRANSLIT_FUNCTION.contains(&w);
+        match (english, russian) {
+            (true, false) => en += 1,
+            (false, true) => ru += 1,
+            (false, false) if translit_shaped(w) => ru += 1,
+            // Words of both languages ("a", "i", "no", "do", "on", "my") decide nothing.
+            _ => {}
+        }
+    }
+    let share = ru as f32 / words.len() as f32;
+    let enough =
+        (ru >= 2 && ru > 2 * en && share >= 0.25) || (ru >= 1 && en == 0 && words.len() <= 3);
+    enough.then(|| (0.5 + share / 2.0).min(0.99))
 }
 
 /// Latin-letter sequences of Russian transliteration and their Cyrillic letters, longest first.
@@ -358,6 +400,23 @@ mod tests {
         );
         assert_eq!(detect("12345 !!!").code, "other");
         assert_eq!(detect("не работает webhook после деплоя").code, "ru");
+        for translit in [
+            "montazhnik vse vremya sidel v telefone i otmahivalsya ot moih voprosov.",
+            "skolko stoit vash korporativnyi tarif na 100 chelovek?",
+            "bolshoe spasibo za gibkost s perenosom broni.",
+            "otmenite zakaz 60021, kompaniya kupit cherez otdel zakupok.",
+        ] {
+            assert!(detect(translit).transliterated, "{translit}");
+        }
+        for english in [
+            "Where is my package? Tracking hasn't updated in three days.",
+            "How do I configure webhooks for order events through the REST API?",
+            "Your agent was rude to me on the phone yesterday.",
+            "Crypto investment opportunity, 300% returns monthly!!!",
+            "Yoga classes in your area, join today",
+        ] {
+            assert_eq!(detect(english).code, "en", "{english}");
+        }
     }
 
     #[test]

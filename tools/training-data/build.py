@@ -17,6 +17,9 @@ def load(f):
 train={}
 for f in ['train_account.py','train_billing.py','train_orders.py','train_tech.py']:
     train.update(load(f))
+for intent,langs in load('train_more.py').items():
+    for lang,texts in langs.items():
+        train[intent][lang]=train[intent][lang]+texts
 dev=load('dev_all.py')
 n=aug.emit(os.path.join(HERE,'..','..','training-data','train.jsonl'),'tr',train,2)
 # dev: one version per message; every other one in a stylised variant
