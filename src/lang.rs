@@ -244,13 +244,17 @@ fn translit_confidence(text: &str) -> Option<f32> {
     if words.is_empty() {
         return None;
     }
+    let lexicon = words
+        .iter()
+        .filter(|w| TRANSLIT.contains(&w.as_str()))
+        .count();
     let (mut ru, mut en) = (0usize, 0usize);
     for w in words.iter().map(String::as_str) {
         let english = ENGLISH_COMMON.contains(&w);
         let russian = TRANSLIT.contains(&w) || TRANSLIT_FUNCTION.contains(&w);
         match (english, russian) {
             (true, false) => en += 1,
-            (false, true) => ru += 1,
+            (false, true) if w.len() > 1 => ru += 1,
             (false, false) if translit_shaped(w) => ru += 1,
             // Words of both languages ("a", "i", "no", "do", "on", "my") decide nothing.
             _ => {}
@@ -258,7 +262,7 @@ fn translit_confidence(text: &str) -> Option<f32> {
     }
     let share = ru as f32 / words.len() as f32;
     let enough =
-        (ru >= 2 && ru > 2 * en && share >= 0.25) || (ru >= 1 && en == 0 && words.len() <= 3);
+        (ru >= 2 && ru > 2 * en && share >= 0.25) || (lexicon >= 1 && en == 0 && words.len() <= 3);
     enough.then(|| (0.5 + share / 2.0).min(0.99))
 }
 
@@ -399,6 +403,7 @@ mod tests {
             "other"
         );
         assert_eq!(detect("12345 !!!").code, "other");
+        assert!(!detect("S\nB").transliterated);
         assert_eq!(detect("не работает webhook после деплоя").code, "ru");
         for translit in [
             "montazhnik vse vremya sidel v telefone i otmahivalsya ot moih voprosov.",

@@ -18,6 +18,8 @@ fn train_tiny(dir: &std::path::Path, out: &str) -> (bool, String, String) {
         &p("base"),
         "--out",
         &p(out),
+        "--head",
+        "mlp",
         "--epochs",
         "40",
         "--no-cache",
