@@ -143,6 +143,9 @@ fn is_signature_start(line: &str) -> bool {
           | (best|kind|warm)\s+regards\b.{0,30}$
           | regards,?\s*$
           | cheers,?\s*$
+          | (many\s+)?thanks,\s*$
+          | thank\s+you,\s*$
+          | (заранее\s+)?спасибо,\s*$
           | thanks\s+(&|and)\s+regards,?\s*$
           | с\s+уважением\b.{0,40}$
           | с\s+наилучшими\s+пожеланиями.{0,20}$
@@ -156,13 +159,27 @@ fn is_signature_start(line: &str) -> bool {
     r.is_match(line)
 }
 
-/// Cleans a body: HTML removed, quoted replies (`> ` lines and everything after a quote header),
+/// Removes an opening greeting ("Hi team,", "Здравствуйте, служба поддержки.") when more text
+/// follows: it says nothing about the intent.
+fn strip_greeting(text: &str) -> &str {
+    static R: OnceLock<Regex> = OnceLock::new();
+    let r = re(
+        &R,
+        r"(?i)^\s*(hi|hello|hey|dear|good\s+(morning|afternoon|evening)|greetings|здравствуйте|здравствуй|добрый\s+(день|вечер)|доброе\s+утро|доброго\s+времени\s+суток|привет|приветствую|уважаемые|уважаемый)\b([,\s]+[\w-]+){0,2}[.!,:]?[ \t]*(\n|$)",
+    );
+    match r.find(text) {
+        Some(m) if !text[m.end()..].trim().is_empty() => &text[m.end()..],
+        _ => text,
+    }
+}
+
+/// Cleans a body: HTML removed, an opening greeting line dropped, quoted replies (`> ` lines and everything after a quote header),
 /// signatures and disclaimers dropped, whitespace collapsed and trimmed. If cleaning would remove
 /// everything, the collapsed original is kept, so a ticket never becomes empty by accident.
 pub fn clean_body(body: &str) -> String {
     let text = strip_html(body).replace("\r\n", "\n");
     let mut kept: Vec<&str> = Vec::new();
-    for line in text.lines() {
+    for line in strip_greeting(&text).lines() {
         if is_quote_header(line) || (is_signature_start(line) && !kept.is_empty()) {
             break;
         }
@@ -192,10 +209,7 @@ mod tests {
     fn removes_quotes_signature_and_html() {
         let body = "<p>Hello,</p><p>I was charged twice&nbsp;for order 123.</p>\
                     <div>--</div><div>John Smith<br>ACME</div>";
-        assert_eq!(
-            clean_body(body),
-            "Hello, I was charged twice for order 123."
-        );
+        assert_eq!(clean_body(body), "I was charged twice for order 123.");
         let mail = "Where is my parcel?\n\nOn Mon, 3 Mar 2025 at 10:12, Support <s@x.com> wrote:\n> We shipped it.\n> Thanks";
         assert_eq!(clean_body(mail), "Where is my parcel?");
         let ru = "Верните деньги за заказ.\nС уважением,\nИван\n\nпн, 3 мар. 2025 г. в 10:12, Поддержка <s@x.ru>: написал(а):\n> текст";
@@ -204,6 +218,24 @@ mod tests {
         assert_eq!(clean_body(fwd), "See below");
         let disclaimer = "Need an invoice for May.\nThis email and any attachments are confidential and intended solely for the addressee.";
         assert_eq!(clean_body(disclaimer), "Need an invoice for May.");
+    }
+
+    #[test]
+    fn drops_greeting_lines_and_sign_offs() {
+        assert_eq!(
+            clean_body("Hello team,\n\nMy card was charged twice.\n\nThanks,\nTom"),
+            "My card was charged twice."
+        );
+        assert_eq!(
+            clean_body("Здравствуйте, служба поддержки.\n\nНе приходит код.\n\nСпасибо,\nОля"),
+            "Не приходит код."
+        );
+        assert_eq!(
+            clean_body("Hi, my login is blocked"),
+            "Hi, my login is blocked"
+        );
+        assert_eq!(clean_body("Привет!"), "Привет!");
+        assert_eq!(clean_body("Thanks!"), "Thanks!");
     }
 
     #[test]
