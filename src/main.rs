@@ -94,6 +94,7 @@ fn load_classifier(model: Option<PathBuf>, r: &RuntimeArgs) -> Result<Classifier
 
 fn classify(a: ClassifyArgs) -> Result<()> {
     let tickets = match (&a.text, &a.file) {
+        (Some(t), _) if t.trim().is_empty() => bail!("the ticket text is empty"),
         (Some(t), _) => vec![Ticket::from_text(t)],
         (None, Some(f)) => read_tickets(f, &columns(&a.csv))?,
         (None, None) => bail!("give a ticket text or --file tickets.jsonl (see --help)"),

@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 /// An incoming helpdesk ticket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
-    /// Helpdesk id, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Helpdesk id, if any (a JSON string or number).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "id_string"
+    )]
     pub id: Option<String>,
     /// Subject line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +43,18 @@ pub struct Customer {
     /// Tier, e.g. `vip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+}
+
+/// Accepts a ticket id given as a string or a number (helpdesks use both).
+fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "`id` must be a string or a number, not {other}"
+        ))),
+    }
 }
 
 impl Ticket {
@@ -246,6 +262,16 @@ mod tests {
             "price > 100$ is too much"
         );
         assert_eq!(clean_body("  a \t\n b  "), "a b");
+    }
+
+    #[test]
+    fn ids_may_be_numbers() {
+        let t: Ticket = serde_json::from_str(r#"{"id": 42, "body": "x"}"#).unwrap();
+        assert_eq!(t.id.as_deref(), Some("42"));
+        let e = serde_json::from_str::<Ticket>(r#"{"id": [1], "body": "x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("`id` must be a string or a number"), "{e}");
     }
 
     #[test]

@@ -232,6 +232,25 @@ fn bad_input_gets_clear_errors() {
     let (ok, _, err) = common::run(&["classify", "--model", &p("base"), "hello"]);
     assert!(!ok && err.contains("missing classifier.json"), "{err}");
 
+    let (ok, _, err) = common::run(&["classify", "--model", &p("base"), "  "]);
+    assert!(!ok && err.contains("the ticket text is empty"), "{err}");
+    std::fs::write(
+        d.path().join("empty-ticket.jsonl"),
+        "{\"id\": 7, \"body\": \" \"}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&[
+        "classify",
+        "--model",
+        &p("base"),
+        "--file",
+        &p("empty-ticket.jsonl"),
+    ]);
+    assert!(
+        !ok && err.contains("empty-ticket.jsonl:1: missing `body`"),
+        "{err}"
+    );
+
     let (ok, _, err) = common::run(&["classify", "--model", &p("nowhere"), "hello"]);
     assert!(!ok && err.contains("missing classifier.json"), "{err}");
 }
