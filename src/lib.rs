@@ -3,12 +3,14 @@
 
 pub mod batch;
 pub mod cli;
+pub mod decision;
 pub mod engine;
 pub mod fsutil;
 pub mod import;
 pub mod intent;
 pub mod lang;
 pub mod model;
+pub mod rules;
 pub mod text;
 pub mod ticket;
 pub mod train;

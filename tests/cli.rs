@@ -303,3 +303,42 @@ fn fine_tune_writes_its_own_encoder_and_classifies() {
     let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(line["top_k"][0]["p"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn rules_check_reports_every_error_with_its_line() {
+    let taxonomy = concat!(env!("CARGO_MANIFEST_DIR"), "/training-data/taxonomy.toml");
+    let (ok, out, err) = common::run(&["rules-check", "--taxonomy", taxonomy]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("(built-in default rules): 14 rules") && out.contains("0 warnings"),
+        "{out}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rules]]\nid = \"x\"\nwhen.intent = \"billing.refnd\"\nthen = { priority = \"hgih\" }\n",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&[
+        "rules-check",
+        "--taxonomy",
+        taxonomy,
+        "--rules",
+        &bad.display().to_string(),
+    ]);
+    assert!(!ok);
+    let b = bad.display();
+    assert!(
+        err.contains(&format!(
+            "{b}:3: rules[0].when.intent: unknown intent \"billing.refnd\"; known: billing.refund,"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{b}:4: rules[0].then.priority: unknown priority \"hgih\""
+        )),
+        "{err}"
+    );
+}

@@ -1,0 +1,372 @@
+//! The pure decision step: ticket facts + classification + ruleset -> [`Decision`] with a trace.
+//! No state: assignment of a concrete agent for a strategy happens elsewhere.
+
+use super::{Actions, Condition, PriorityAction, RuleSet};
+use crate::decision::{Decision, TraceStep};
+use crate::intent::{Resolution, UNKNOWN};
+use crate::rules::{Priority, Status};
+use crate::ticket::Ticket;
+
+/// What the rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The ticket.
+    pub ticket: &'a Ticket,
+    /// Its classification.
+    pub intent: &'a Resolution,
+    /// Its language code.
+    pub language: &'a str,
+}
+
+impl Facts<'_> {
+    fn confidence(&self) -> f32 {
+        self.intent.top_k.first().map_or(0.0, |s| s.p)
+    }
+
+    fn text_lower(&self) -> String {
+        format!(
+            "{}\n{}",
+            self.ticket.subject.as_deref().unwrap_or_default(),
+            self.ticket.body
+        )
+        .to_lowercase()
+    }
+}
+
+/// Whether `intent` is `node` or below it.
+fn under(intent: &str, node: &str) -> bool {
+    intent == node
+        || intent
+            .strip_prefix(node)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+fn one_of(value: Option<&str>, allowed: &[String]) -> bool {
+    value.is_some_and(|v| allowed.iter().any(|a| a.eq_ignore_ascii_case(v)))
+}
+
+/// `None` when the condition holds, otherwise why not.
+fn check(c: &Condition, f: &Facts) -> Option<String> {
+    let fail = |ok: bool, why: String| (!ok).then_some(why);
+    match c {
+        Condition::Intent(nodes) => {
+            let i = f.intent.intent.as_str();
+            fail(
+                nodes.iter().any(|n| under(i, n)),
+                format!("intent {i} is not under {}", nodes.join(" / ")),
+            )
+        }
+        Condition::Unknown(want) => {
+            let is = f.intent.intent == UNKNOWN;
+            fail(
+                is == *want,
+                format!("intent is {}", if is { "unknown" } else { "known" }),
+            )
+        }
+        Condition::ConfidenceBelow(t) => fail(
+            f.confidence() < *t,
+            format!("confidence {:.2} is not below {t}", f.confidence()),
+        ),
+        Condition::ConfidenceAtLeast(t) => fail(
+            f.confidence() >= *t,
+            format!("confidence {:.2} is below {t}", f.confidence()),
+        ),
+        Condition::MarginBelow(t) => fail(
+            f.intent.margin < *t,
+            format!("margin {:.2} is not below {t}", f.intent.margin),
+        ),
+        Condition::Language(l) => fail(
+            one_of(Some(f.language), l),
+            format!("language {} is not {}", f.language, l.join(" / ")),
+        ),
+        Condition::Channel(l) => {
+            let ch = f.ticket.channel.as_deref();
+            fail(
+                one_of(ch, l),
+                format!(
+                    "channel {} is not {}",
+                    ch.unwrap_or("(none)"),
+                    l.join(" / ")
+                ),
+            )
+        }
+        Condition::Tier(l) => {
+            let t = f.ticket.customer.tier.as_deref();
+            fail(
+                one_of(t, l),
+                format!("tier {} is not {}", t.unwrap_or("(none)"), l.join(" / ")),
+            )
+        }
+        Condition::Field(name, values) => {
+            let v = f
+                .ticket
+                .fields
+                .get(name)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+            fail(
+                one_of(v.as_deref(), values),
+                format!("field {name} is {}", v.as_deref().unwrap_or("(absent)")),
+            )
+        }
+        Condition::Keywords(words) => {
+            let text = f.text_lower();
+            fail(
+                words.iter().any(|w| text.contains(w.as_str())),
+                format!("none of the keywords {}", words.join(", ")),
+            )
+        }
+        Condition::Regex(r) => {
+            let text = format!(
+                "{}\n{}",
+                f.ticket.subject.as_deref().unwrap_or_default(),
+                f.ticket.body
+            );
+            fail(
+                r.is_match(&text),
+                format!("text does not match /{}/", r.as_str()),
+            )
+        }
+        Condition::All(cs) => cs.iter().find_map(|c| check(c, f)),
+        Condition::Any(cs) => {
+            let whys: Vec<String> = cs.iter().filter_map(|c| check(c, f)).collect();
+            (whys.len() == cs.len() && !cs.is_empty())
+                .then(|| format!("none of: {}", whys.join("; ")))
+        }
+        Condition::Not(c) => fail(
+            check(c, f).is_some(),
+            "the negated condition holds".to_string(),
+        ),
+    }
+}
+
+/// Applies actions onto a decision in progress.
+fn apply(d: &mut Decision, a: &Actions) {
+    if let Some(t) = &a.team {
+        d.team = Some(t.clone());
+    }
+    if let Some(x) = &a.assignee {
+        d.assignee = Some(x.clone());
+    }
+    if let Some(s) = a.status {
+        d.status = s;
+    }
+    match a.priority {
+        Some(PriorityAction::Set(p)) => d.priority = p,
+        Some(PriorityAction::Raise) => d.priority = d.priority.raised(),
+        Some(PriorityAction::Lower) => d.priority = d.priority.lowered(),
+        None => {}
+    }
+    for t in &a.tags {
+        if !d.tags.contains(t) {
+            d.tags.push(t.clone());
+        }
+    }
+}
+
+/// Decides: start from the defaults (status `open`, priority `normal` unless they say
+/// otherwise), apply every matching rule in order, stop after a matching rule with `stop`.
+pub fn decide(rules: &RuleSet, facts: &Facts) -> Decision {
+    let mut d = Decision {
+        team: None,
+        assignee: None,
+        status: Status::Open,
+        priority: Priority::Normal,
+        tags: Vec::new(),
+        rule_ids: Vec::new(),
+        trace: Vec::new(),
+    };
+    apply(&mut d, &rules.defaults);
+    for rule in &rules.rules {
+        let failed = rule.when.iter().find_map(|c| check(c, facts));
+        d.trace.push(TraceStep {
+            rule: rule.id.clone(),
+            matched: failed.is_none(),
+            failed: failed.clone(),
+        });
+        if failed.is_none() {
+            apply(&mut d, &rule.then);
+            d.rule_ids.push(rule.id.clone());
+            if rule.then.stop {
+                break;
+            }
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::{IntentTree, Scored};
+    use crate::rules::compile::compile;
+    use crate::rules::Assignee;
+
+    const RULES: &str = r#"
+[defaults]
+team = "triage"
+status = "new"
+
+[[rules]]
+id = "spam"
+when.intent = "other.spam"
+then = { status = "spam", assignee = "none", stop = true }
+
+[[rules]]
+id = "outage"
+when.intent = "tech.outage"
+then = { team = "oncall", priority = "urgent", status = "open", assignee = { strategy = "least-loaded" } }
+
+[[rules]]
+id = "billing"
+when = { intent = "billing", confidence_at_least = 0.5 }
+then = { team = "billing", status = "open", assignee = { strategy = "round-robin" } }
+
+[[rules]]
+id = "vip"
+when = { tier = "vip", not = { channel = "phone" } }
+then = { priority = "raise", tags = ["vip"] }
+
+[[rules]]
+id = "refund-words"
+when = { any = [{ keywords = ["chargeback"] }, { regex = "(?i)возврат" }] }
+then = { tags = ["refund-words", "vip"] }
+"#;
+
+    fn resolution(intent: &str, p: f32) -> Resolution {
+        Resolution {
+            intent: intent.into(),
+            chain: vec![],
+            top_k: vec![Scored {
+                intent: intent.into(),
+                p,
+            }],
+            margin: p / 2.0,
+        }
+    }
+
+    fn run(intent: &str, p: f32, ticket: &Ticket) -> Decision {
+        let tree = IntentTree::from_labels(&["billing.refund", "tech.outage", "other.spam"]);
+        let rules = compile(RULES, "r.toml", &tree).unwrap().ruleset;
+        let res = resolution(intent, p);
+        decide(
+            &rules,
+            &Facts {
+                ticket,
+                intent: &res,
+                language: "ru",
+            },
+        )
+    }
+
+    #[test]
+    fn later_rules_refine_and_stop_ends() {
+        let vip = Ticket {
+            customer: crate::ticket::Customer {
+                tier: Some("VIP".into()),
+            },
+            body: "Где возврат?".into(),
+            ..Default::default()
+        };
+        let d = run("billing.refund", 0.9, &vip);
+        assert_eq!(
+            (d.team.as_deref(), d.status, d.priority),
+            (Some("billing"), Status::Open, Priority::High)
+        );
+        assert_eq!(d.assignee, Some(Assignee::RoundRobin));
+        assert_eq!(d.rule_ids, vec!["billing", "vip", "refund-words"]);
+        assert_eq!(d.tags, vec!["vip", "refund-words"]);
+        assert_eq!(d.trace.len(), 5);
+        assert_eq!(
+            d.trace[0].failed.as_deref(),
+            Some("intent billing.refund is not under other.spam")
+        );
+
+        let d = run("other.spam", 0.99, &vip);
+        assert_eq!(
+            (d.status, d.assignee.clone(), d.trace.len()),
+            (Status::Spam, Some(Assignee::Nobody), 1)
+        );
+    }
+
+    #[test]
+    fn default_rules_compile_cleanly_for_the_default_taxonomy() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/training-data/taxonomy.toml");
+        let tree = IntentTree::load(std::path::Path::new(path)).unwrap();
+        let c = compile(crate::rules::DEFAULT_RULES, "default.toml", &tree).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let decide_for = |intent: &str, p: f32, tier: Option<&str>| {
+            let t = Ticket {
+                customer: crate::ticket::Customer {
+                    tier: tier.map(str::to_string),
+                },
+                ..Ticket::from_text("x")
+            };
+            let res = resolution(intent, p);
+            decide(
+                &c.ruleset,
+                &Facts {
+                    ticket: &t,
+                    intent: &res,
+                    language: "en",
+                },
+            )
+        };
+        let d = decide_for("tech.outage", 0.9, None);
+        assert_eq!(
+            (d.team.as_deref(), d.priority, d.status),
+            (Some("oncall"), Priority::Urgent, Status::Open)
+        );
+        let d = decide_for("billing.charge_dispute", 0.9, Some("vip"));
+        assert_eq!(
+            (d.team.as_deref(), d.priority),
+            (Some("billing"), Priority::Urgent)
+        );
+        let d = decide_for("feedback.praise", 0.9, None);
+        assert_eq!((d.status, d.priority), (Status::Solved, Priority::Low));
+        let d = decide_for("other.spam", 0.9, Some("vip"));
+        assert_eq!(
+            (d.status, d.assignee),
+            (Status::Spam, Some(Assignee::Nobody))
+        );
+        let d = decide_for("billing", 0.4, None);
+        assert_eq!((d.team.as_deref(), d.status), (Some("triage"), Status::New));
+        let d = decide_for(UNKNOWN, 0.2, None);
+        assert_eq!(d.rule_ids, vec!["uncertain"]);
+    }
+
+    #[test]
+    fn failed_conditions_are_explained_and_defaults_hold() {
+        let phone = Ticket {
+            channel: Some("phone".into()),
+            customer: crate::ticket::Customer {
+                tier: Some("vip".into()),
+            },
+            body: "x".into(),
+            ..Default::default()
+        };
+        let d = run("billing.refund", 0.3, &phone);
+        assert_eq!(
+            (d.team.as_deref(), d.status, d.priority),
+            (Some("triage"), Status::New, Priority::Normal)
+        );
+        assert_eq!(
+            d.trace[2].failed.as_deref(),
+            Some("confidence 0.30 is below 0.5")
+        );
+        assert_eq!(
+            d.trace[3].failed.as_deref(),
+            Some("the negated condition holds")
+        );
+        assert_eq!(
+            d.trace[4].failed.as_deref(),
+            Some("none of: none of the keywords chargeback; text does not match /(?i)возврат/")
+        );
+        let d = run("tech.outage", 0.8, &Ticket::from_text("down"));
+        assert_eq!(
+            (d.team.as_deref(), d.priority),
+            (Some("oncall"), Priority::Urgent)
+        );
+        assert_eq!(Priority::Urgent.raised(), Priority::Urgent);
+        assert_eq!(Priority::Low.lowered(), Priority::Low);
+    }
+}
