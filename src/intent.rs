@@ -271,6 +271,36 @@ impl IntentTree {
     }
 }
 
+/// "Known: …" text for an unknown intent: the five candidates closest to `wrong` by edit
+/// distance (ties alphabetical), with "…" when there are more.
+pub fn closest_known<S: AsRef<str>>(candidates: &[S], wrong: &str) -> String {
+    let mut ids: Vec<&str> = candidates.iter().map(AsRef::as_ref).collect();
+    ids.sort_by_key(|a| (edit_distance(a, wrong), *a));
+    let more = if ids.len() > 5 { ", …" } else { "" };
+    format!(
+        "{}{more}",
+        ids.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// One step of a chain or one top-k entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored {

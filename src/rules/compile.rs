@@ -292,33 +292,8 @@ fn actions(ctx: &mut Ctx, raw: &Spanned<RawActions>, path: &str) -> Actions {
 }
 
 fn known_intents(tree: &IntentTree, wrong: &str) -> String {
-    let mut ids: Vec<&str> = tree.nodes().iter().map(|n| n.id.as_str()).collect();
-    let dist = |a: &str| strsim(a, wrong);
-    ids.sort_by_key(|a| (dist(a), *a));
-    let shown: Vec<&str> = ids.iter().take(5).copied().collect();
-    format!(
-        "{}{}",
-        shown.join(", "),
-        if ids.len() > 5 { ", …" } else { "" }
-    )
-}
-
-/// Edit distance, so that "did you mean" lists the closest ids first.
-fn strsim(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    let ids: Vec<&str> = tree.nodes().iter().map(|n| n.id.as_str()).collect();
+    crate::intent::closest_known(&ids, wrong)
 }
 
 /// Rules after a stopping catch-all never run; taxonomy leaves that no intent condition covers.

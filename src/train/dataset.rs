@@ -267,14 +267,12 @@ pub fn check_labels(
 ) -> Result<(), DatasetError> {
     for ex in examples {
         if !labels.contains(&ex.intent) {
-            let mut known = labels.to_vec();
-            known.sort_by_key(|l| strsim_distance(l, &ex.intent));
-            let known = known.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            let known = crate::intent::closest_known(labels, &ex.intent);
             return Err(DatasetError::UnknownLabel {
                 path: path.into(),
                 line: ex.line,
                 label: ex.intent.clone(),
-                known: format!("{known}…"),
+                known,
             });
         }
     }
@@ -292,24 +290,6 @@ pub fn labels_from_data(examples: &[Example]) -> Vec<String> {
     labels.sort();
     labels.dedup();
     labels
-}
-
-/// A cheap edit distance so that "did you mean" lists the closest labels first.
-fn strsim_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -381,6 +361,6 @@ mod tests {
         let ex = load(&p, &CsvColumns::default(), true).unwrap();
         let labels = vec!["tech.bug".to_string(), "billing.refund".to_string()];
         let e = check_labels(&ex, &labels, &p).unwrap_err().to_string();
-        assert!(e.ends_with("u.jsonl:1: intent: unknown intent \"billing.refnd\"; known: billing.refund, tech.bug…"), "{e}");
+        assert!(e.ends_with("u.jsonl:1: intent: unknown intent \"billing.refnd\"; known: billing.refund, tech.bug"), "{e}");
     }
 }
