@@ -104,6 +104,10 @@ pub struct ClassifyArgs {
     /// How many labels to list in `top_k`.
     #[arg(long, default_value_t = 3)]
     pub top_k: usize,
+    /// Also apply routing rules (a TOML file, or `default` for the built-in ones) and print each
+    /// ticket's `decision`.
+    #[arg(long, env = "INTENT_ROUTER_RULES")]
+    pub rules: Option<String>,
     /// Runtime options.
     #[command(flatten)]
     pub runtime: RuntimeArgs,

@@ -4,9 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::batch::BatchLimits;
+use crate::decision::Decision;
 use crate::intent::Resolution;
 use crate::lang;
 use crate::model::classifier::{Classifier, ClassifierError};
+use crate::rules::decide::{decide, Facts};
+use crate::rules::RuleSet;
 use crate::ticket::Ticket;
 
 /// The classification of one ticket, as the CLI prints it and the API returns it.
@@ -61,6 +64,28 @@ impl Engine {
     /// The classifier.
     pub fn classifier(&self) -> &Classifier {
         &self.classifier
+    }
+
+    /// Classifies tickets and applies the rules: one (classification, decision) per ticket.
+    pub fn route(
+        &self,
+        tickets: &[Ticket],
+        rules: &RuleSet,
+    ) -> Result<Vec<(Classification, Decision)>, ClassifierError> {
+        let classifications = self.classify(tickets)?;
+        Ok(tickets
+            .iter()
+            .zip(classifications)
+            .map(|(ticket, c)| {
+                let facts = Facts {
+                    ticket,
+                    intent: &c.resolution,
+                    language: &c.language,
+                };
+                let d = decide(rules, &facts);
+                (c, d)
+            })
+            .collect())
     }
 
     /// Classifies tickets, results in input order.

@@ -104,21 +104,74 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         (None, Some(f)) => read_tickets(f, &columns(&a.csv))?,
         (None, None) => bail!("give a ticket text or --file tickets.jsonl (see --help)"),
     };
-    let engine = Engine::new(
-        load_classifier(a.model, &a.runtime)?,
-        EngineOptions {
-            top_k: a.top_k,
-            limits: limits(&a.runtime),
-        },
-    );
+    let opts = EngineOptions {
+        top_k: a.top_k,
+        limits: limits(&a.runtime),
+    };
+    let engine = Engine::new(load_classifier(a.model, &a.runtime)?, opts);
+    let rules = match a.rules.as_deref() {
+        None => None,
+        Some(spec) => Some(load_rules(spec, &engine.classifier().tree)?),
+    };
     let mut out = std::io::stdout().lock();
     for chunk in tickets.chunks(1024) {
-        for c in engine.classify(chunk)? {
-            serde_json::to_writer(&mut out, &c)?;
-            out.write_all(b"\n")?;
+        match &rules {
+            None => engine
+                .classify(chunk)?
+                .iter()
+                .try_for_each(|c| write_line(&mut out, c))?,
+            Some(rules) => {
+                engine
+                    .route(chunk, rules)?
+                    .iter()
+                    .try_for_each(|(classification, decision)| {
+                        write_line(
+                            &mut out,
+                            &Routed {
+                                classification,
+                                decision,
+                            },
+                        )
+                    })?
+            }
         }
     }
     Ok(())
+}
+
+/// A classification with its routing decision, as one JSON object.
+#[derive(serde::Serialize)]
+struct Routed<'a> {
+    #[serde(flatten)]
+    classification: &'a intent_router::engine::Classification,
+    decision: &'a intent_router::decision::Decision,
+}
+
+/// Writes one JSON line.
+fn write_line<T: serde::Serialize>(out: &mut impl Write, value: &T) -> Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Compiles a rules file (or `default`) against the model's taxonomy; warnings go to stderr.
+fn load_rules(spec: &str, tree: &IntentTree) -> Result<rules::RuleSet> {
+    let (text, name) = if spec == "default" {
+        (
+            rules::DEFAULT_RULES.to_string(),
+            "(built-in default rules)".to_string(),
+        )
+    } else {
+        (
+            std::fs::read_to_string(spec).with_context(|| spec.to_string())?,
+            spec.to_string(),
+        )
+    };
+    let compiled = compile(&text, &name, tree)?;
+    for w in &compiled.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(compiled.ruleset)
 }
 
 fn read_tickets(path: &Path, cols: &CsvColumns) -> Result<Vec<Ticket>> {
@@ -260,25 +313,20 @@ fn rules_check(a: RulesCheckArgs) -> Result<()> {
         None => model_dir(a.model)?.join(files::TAXONOMY),
     };
     let tree = IntentTree::load(&taxonomy)?;
-    let (text, name) = match &a.rules {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
-            p.display().to_string(),
-        ),
-        None => (
-            rules::DEFAULT_RULES.to_string(),
-            "(built-in default rules)".to_string(),
-        ),
+    let spec = a
+        .rules
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |p| p.display().to_string());
+    let ruleset = load_rules(&spec, &tree)?;
+    let name = if spec == "default" {
+        "(built-in default rules)"
+    } else {
+        spec.as_str()
     };
-    let compiled = compile(&text, &name, &tree)?;
-    for w in &compiled.warnings {
-        eprintln!("warning: {w}");
-    }
     println!(
-        "{name}: {} rules, version {}, {} warnings",
-        compiled.ruleset.rules.len(),
-        compiled.ruleset.version,
-        compiled.warnings.len()
+        "{name}: {} rules, version {}",
+        ruleset.rules.len(),
+        ruleset.version
     );
     Ok(())
 }

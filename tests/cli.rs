@@ -309,10 +309,8 @@ fn rules_check_reports_every_error_with_its_line() {
     let taxonomy = concat!(env!("CARGO_MANIFEST_DIR"), "/training-data/taxonomy.toml");
     let (ok, out, err) = common::run(&["rules-check", "--taxonomy", taxonomy]);
     assert!(ok, "{err}");
-    assert!(
-        out.contains("(built-in default rules): 14 rules") && out.contains("0 warnings"),
-        "{out}"
-    );
+    assert!(out.contains("(built-in default rules): 14 rules"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("bad.toml");
     std::fs::write(

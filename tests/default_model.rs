@@ -120,3 +120,36 @@ fn binary_finds_the_default_model_by_itself() {
     assert_eq!(line["chain"][0]["intent"], "billing", "{out}");
     assert_eq!(line["language"], "ru");
 }
+
+#[test]
+fn classify_with_rules_prints_each_decision() {
+    let tickets = "{\"id\":\"1\",\"body\":\"Your whole platform is down for everyone in our company since 9am!\"}\n\
+                   {\"id\":\"2\",\"body\":\"You charged my card twice for the same order\",\"customer\":{\"tier\":\"vip\"}}\n";
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("t.jsonl");
+    std::fs::write(&file, tickets).unwrap();
+    let (ok, out, err) = common::run(&[
+        "classify",
+        "--rules",
+        "default",
+        "--file",
+        &file.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["decision"]["team"], "oncall", "{out}");
+    assert_eq!(lines[0]["decision"]["priority"], "urgent");
+    assert_eq!(lines[1]["decision"]["team"], "billing");
+    assert_eq!(
+        lines[1]["decision"]["priority"], "urgent",
+        "charge dispute is high, VIP raises it"
+    );
+    assert_eq!(
+        lines[1]["decision"]["rule_ids"],
+        serde_json::json!(["billing", "charge-dispute", "vip"])
+    );
+    assert_eq!(lines[1]["decision"]["trace"].as_array().unwrap().len(), 14);
+}
