@@ -214,6 +214,13 @@ fn conditions(ctx: &mut Ctx, raw: &Spanned<RawCondition>, path: &str) -> Vec<Con
     }
     for (key, list) in [("all", &c.all), ("any", &c.any)] {
         if let Some(list) = list {
+            if list.is_empty() {
+                ctx.error(
+                    at,
+                    &format!("{path}.{key}"),
+                    "must list at least one condition",
+                );
+            }
             let inner: Vec<Condition> = list
                 .iter()
                 .enumerate()
@@ -368,6 +375,20 @@ then = { status = "closed", assignee = { strategy = "random" } }
                 "rules.toml:10: rules[1].then.status: unknown status \"closed\"; valid: new, open, pending, solved, spam",
                 "rules.toml:10: rules[1].then.assignee: invalid assignee; valid: an agent name, \"none\", { strategy = \"round-robin\" } or { strategy = \"least-loaded\" }",
             ]
+        );
+    }
+
+    #[test]
+    fn empty_combinators_are_errors() {
+        let e = compile(
+            "[[rules]]\nid = \"a\"\nwhen.any = []\nthen = {}\n",
+            "r.toml",
+            &tree(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["r.toml:3: rules[0].when.any: must list at least one condition"]
         );
     }
 
