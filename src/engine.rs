@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::BatchLimits;
 use crate::decision::Decision;
 use crate::intent::Resolution;
-use crate::lang;
+use crate::lang::{self, Language};
 use crate::model::classifier::{Classifier, ClassifierError};
 use crate::rules::decide::{decide, Facts};
 use crate::rules::RuleSet;
@@ -90,10 +90,24 @@ impl Engine {
 
     /// Classifies tickets, results in input order.
     pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
-        let cleaned: Vec<String> = tickets.iter().map(Ticket::clean_text).collect();
+        // Detect once per ticket: the language reported and the transliteration fix both use it.
+        let cleaned: Vec<(String, Language)> = tickets
+            .iter()
+            .map(|t| {
+                let text = t.clean_text();
+                let detected = lang::detect(&text);
+                (text, detected)
+            })
+            .collect();
         let texts: Vec<String> = cleaned
             .iter()
-            .map(|t| lang::text_for_model(t).into_owned())
+            .map(|(t, l)| {
+                if l.transliterated {
+                    lang::to_cyrillic(t)
+                } else {
+                    t.clone()
+                }
+            })
             .collect();
         let probs = self.classifier.classify_texts(&texts, self.opts.limits)?;
         let meta = &self.classifier.meta;
@@ -103,9 +117,9 @@ impl Engine {
             .resolver(&meta.labels, &meta.thresholds);
         Ok(tickets
             .iter()
-            .zip(cleaned.iter().zip(probs))
-            .map(|(ticket, (text, p))| {
-                let language = lang::resolve(ticket.language.as_deref(), text);
+            .zip(cleaned.into_iter().zip(probs))
+            .map(|(ticket, ((_, detected), p))| {
+                let language = lang::prefer_given(ticket.language.as_deref(), detected);
                 Classification {
                     id: ticket.id.clone(),
                     resolution: resolver.resolve(&p, self.opts.top_k),

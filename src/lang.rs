@@ -378,9 +378,14 @@ pub fn text_for_model(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The ticket's language: the given code wins (confidence 1), otherwise detection.
 pub fn resolve(given: Option<&str>, text: &str) -> Language {
+    prefer_given(given, detect(text))
+}
+
+/// The given language code (confidence 1) when there is one, else the detected language.
+pub fn prefer_given(given: Option<&str>, detected: Language) -> Language {
     match given.map(str::trim).filter(|g| !g.is_empty()) {
         Some(code) => Language::new(&code.to_lowercase(), 1.0),
-        None => detect(text),
+        None => detected,
     }
 }
 
