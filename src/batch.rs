@@ -1,7 +1,15 @@
-//! Batches: padded tensors for a group of tokenised texts, and the grouping of many texts into
-//! batches under a size and token budget. No intents, rules or HTTP.
+//! Batches: padded tensors for a group of tokenised texts, the grouping of many texts into
+//! batches under a size and token budget, and the dynamic batching worker: a bounded queue
+//! drained by one inference thread that forms batches by size, tokens and wait time. No
+//! intents, rules or HTTP.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Result, Tensor};
+use tokio::sync::oneshot;
 
 use crate::text::Tokens;
 
@@ -87,6 +95,172 @@ pub fn plan(items: &[Tokens], limits: BatchLimits) -> Vec<Vec<usize>> {
     batches
 }
 
+/// Settings of the batching worker.
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherConfig {
+    /// Size and token limits of one batch.
+    pub limits: BatchLimits,
+    /// How long the first request of a batch waits for company.
+    pub max_wait: Duration,
+    /// Requests that may wait in the queue; beyond that, `submit` fails at once.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatcherConfig {
+    /// Suits a 2-core CPU: batches of up to 32, 5 ms wait, 256 queued requests.
+    fn default() -> Self {
+        Self {
+            limits: BatchLimits::default(),
+            max_wait: Duration::from_millis(5),
+            queue_capacity: 256,
+        }
+    }
+}
+
+/// Why a request got no result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    /// The queue is full (callers answer 429 and ask to retry).
+    #[error("the inference queue is full ({capacity} requests waiting)")]
+    QueueFull {
+        /// Queue capacity.
+        capacity: usize,
+    },
+    /// The worker has stopped.
+    #[error("the inference worker has stopped")]
+    Stopped,
+    /// Inference failed for the batch.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// What the worker answers for one request.
+pub type Scores = std::result::Result<Vec<f32>, BatchError>;
+
+struct Job {
+    tokens: Tokens,
+    reply: oneshot::Sender<Scores>,
+}
+
+/// A cloneable handle to the batching worker thread (an actor: the thread owns the model).
+#[derive(Clone)]
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    depth: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl Batcher {
+    /// Starts the worker thread. `infer` scores one padded group of texts and returns one
+    /// vector per text, in order; it runs on the worker thread only, never on async workers.
+    pub fn start<F>(cfg: BatcherConfig, infer: F) -> Self
+    where
+        F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
+        let depth = Arc::new(AtomicUsize::new(0));
+        let worker_depth = Arc::clone(&depth);
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || worker(rx, cfg, worker_depth, infer))
+            .expect("spawning the inference thread. This is a bug.");
+        Self {
+            tx,
+            depth,
+            capacity: cfg.queue_capacity.max(1),
+        }
+    }
+
+    /// Queues one text; fails at once when the queue is full. Await the receiver for the scores.
+    pub fn submit(
+        &self,
+        tokens: Tokens,
+    ) -> std::result::Result<oneshot::Receiver<Scores>, BatchError> {
+        let (reply, rx) = oneshot::channel();
+        // Count before sending, so the worker never takes off what was not yet added.
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        let sent = self.tx.try_send(Job { tokens, reply });
+        if sent.is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(BatchError::QueueFull {
+                capacity: self.capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(BatchError::Stopped),
+        }
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+fn worker<F>(rx: mpsc::Receiver<Job>, cfg: BatcherConfig, depth: Arc<AtomicUsize>, mut infer: F)
+where
+    F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String>,
+{
+    let mut carry: Option<Job> = None;
+    loop {
+        let Some(first) = carry.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        let deadline = Instant::now() + cfg.max_wait;
+        let mut jobs = vec![first];
+        let mut longest = jobs[0].tokens.ids.len();
+        while jobs.len() < cfg.limits.max_batch {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let job = match rx.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            };
+            let next_longest = longest.max(job.tokens.ids.len());
+            if next_longest * (jobs.len() + 1) > cfg.limits.max_tokens {
+                carry = Some(job);
+                break;
+            }
+            longest = next_longest;
+            jobs.push(job);
+        }
+        depth.fetch_sub(jobs.len(), Ordering::Relaxed);
+        // A client that went away needs no inference.
+        jobs.retain(|j| !j.reply.is_closed());
+        run_batch(jobs, &mut infer);
+    }
+}
+
+fn run_batch<F>(jobs: Vec<Job>, infer: &mut F)
+where
+    F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String>,
+{
+    if jobs.is_empty() {
+        return;
+    }
+    let items: Vec<&Tokens> = jobs.iter().map(|j| &j.tokens).collect();
+    match infer(&items) {
+        Ok(scores) if scores.len() == jobs.len() => {
+            for (job, s) in jobs.into_iter().zip(scores) {
+                let _ = job.reply.send(Ok(s));
+            }
+        }
+        Ok(scores) => {
+            let e = BatchError::Inference(format!(
+                "{} results for {} texts. This is a bug.",
+                scores.len(),
+                jobs.len()
+            ));
+            jobs.into_iter()
+                .for_each(|j| drop(j.reply.send(Err(e.clone()))));
+        }
+        Err(message) => {
+            jobs.into_iter()
+                .for_each(|j| drop(j.reply.send(Err(BatchError::Inference(message.clone())))));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +297,113 @@ mod tests {
             let longest = b.iter().map(|&i| items[i].ids.len()).max().unwrap();
             assert!(b.len() <= 2 && (b.len() == 1 || longest * b.len() <= 60));
         }
+    }
+
+    fn lens(items: &[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        Ok(items.iter().map(|t| vec![t.ids.len() as f32]).collect())
+    }
+
+    #[test]
+    fn every_request_gets_its_own_result_in_batches() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let cfg = BatcherConfig {
+            limits: BatchLimits {
+                max_batch: 4,
+                max_tokens: 1000,
+            },
+            max_wait: Duration::from_millis(50),
+            queue_capacity: 64,
+        };
+        let batcher = Batcher::start(cfg, move |items| {
+            seen.lock().unwrap().push(items.len());
+            lens(items)
+        });
+        let rxs: Vec<_> = (1..=10).map(|n| batcher.submit(toks(n)).unwrap()).collect();
+        for (n, rx) in (1..=10).zip(rxs) {
+            assert_eq!(rx.blocking_recv().unwrap(), Ok(vec![n as f32]));
+        }
+        let sizes = sizes.lock().unwrap();
+        assert!(
+            sizes.iter().all(|&s| s <= 4) && sizes.iter().sum::<usize>() == 10,
+            "{sizes:?}"
+        );
+        assert!(sizes.len() < 10, "requests were batched: {sizes:?}");
+    }
+
+    #[test]
+    fn token_budget_splits_batches() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let cfg = BatcherConfig {
+            limits: BatchLimits {
+                max_batch: 32,
+                max_tokens: 100,
+            },
+            max_wait: Duration::from_millis(50),
+            queue_capacity: 64,
+        };
+        let batcher = Batcher::start(cfg, move |items| {
+            seen.lock()
+                .unwrap()
+                .push(items.iter().map(|t| t.ids.len()).max().unwrap() * items.len());
+            lens(items)
+        });
+        let rxs: Vec<_> = (0..6).map(|_| batcher.submit(toks(40)).unwrap()).collect();
+        rxs.into_iter()
+            .for_each(|rx| assert_eq!(rx.blocking_recv().unwrap(), Ok(vec![40.0])));
+        assert!(sizes.lock().unwrap().iter().all(|&padded| padded <= 100));
+    }
+
+    #[test]
+    fn full_queue_fails_fast_and_abandoned_requests_are_skipped() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let cfg = BatcherConfig {
+            limits: BatchLimits {
+                max_batch: 1,
+                max_tokens: 1000,
+            },
+            max_wait: Duration::ZERO,
+            queue_capacity: 2,
+        };
+        let batcher = Batcher::start(cfg, move |items| {
+            gate_rx.recv().ok();
+            counted.fetch_add(items.len(), Ordering::SeqCst);
+            lens(items)
+        });
+        let first = batcher.submit(toks(1)).unwrap();
+        // Wait until the worker holds the first request, so the queue is empty.
+        while batcher.queue_depth() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let abandoned = batcher.submit(toks(2)).unwrap();
+        let kept = batcher.submit(toks(3)).unwrap();
+        assert_eq!(
+            batcher.submit(toks(4)).unwrap_err(),
+            BatchError::QueueFull { capacity: 2 }
+        );
+        drop(abandoned);
+        for _ in 0..3 {
+            gate_tx.send(()).unwrap();
+        }
+        assert_eq!(first.blocking_recv().unwrap(), Ok(vec![1.0]));
+        assert_eq!(kept.blocking_recv().unwrap(), Ok(vec![3.0]));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the abandoned request was not scored"
+        );
+    }
+
+    #[test]
+    fn inference_errors_reach_every_caller() {
+        let batcher = Batcher::start(BatcherConfig::default(), |_| Err("boom".to_string()));
+        let rx = batcher.submit(toks(1)).unwrap();
+        assert_eq!(
+            rx.blocking_recv().unwrap(),
+            Err(BatchError::Inference("boom".into()))
+        );
     }
 }

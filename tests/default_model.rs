@@ -153,3 +153,45 @@ fn classify_with_rules_prints_each_decision() {
     );
     assert_eq!(lines[1]["decision"]["trace"].as_array().unwrap().len(), 14);
 }
+
+#[test]
+fn batching_worker_scores_like_single_requests() {
+    use intent_router::batch::{Batcher, BatcherConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
+    let classifier = Classifier::load(&dir, &EncoderOptions::default()).unwrap();
+    let text = classifier.encoder.text().clone();
+    let batcher = Batcher::start(BatcherConfig::default(), move |items| {
+        let emb = classifier
+            .encoder
+            .embed_batch(items)
+            .map_err(|e| e.to_string())?;
+        classifier.probabilities(&emb).map_err(|e| e.to_string())
+    });
+    let tokens: Vec<_> = CASES
+        .iter()
+        .take(8)
+        .map(|(t, _)| text.encode(t).unwrap())
+        .collect();
+    let together: Vec<_> = tokens
+        .iter()
+        .map(|t| batcher.submit(t.clone()).unwrap())
+        .collect();
+    let together: Vec<Vec<f32>> = together
+        .into_iter()
+        .map(|rx| rx.blocking_recv().unwrap().unwrap())
+        .collect();
+    for (t, batched) in tokens.iter().zip(&together) {
+        let alone = batcher
+            .submit(t.clone())
+            .unwrap()
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+        let worst = alone
+            .iter()
+            .zip(batched)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "batched vs alone: {worst}");
+    }
+}
