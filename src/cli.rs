@@ -31,6 +31,68 @@ pub enum Command {
     /// Validate a rules file against a taxonomy: every error (file:line: path: message), then
     /// warnings.
     RulesCheck(RulesCheckArgs),
+    /// Run the HTTP service: route tickets, edit rules live (see the README for the API).
+    Serve(Box<ServeArgs>),
+    /// Print the sha256 of an API token read from standard input, for `[[tokens]]` in the config.
+    HashToken,
+}
+
+/// `serve`. Flags win over their environment variables, which win over the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML; every key optional, see the README).
+    #[arg(long, env = "INTENT_ROUTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "INTENT_ROUTER_LISTEN")]
+    pub listen: Option<String>,
+    /// Classifier directory [default: the search order in the README].
+    #[arg(long, env = "INTENT_ROUTER_MODEL")]
+    pub model: Option<PathBuf>,
+    /// SQLite database file (created if missing) [default: intent-router.db].
+    #[arg(long, env = "INTENT_ROUTER_DATABASE")]
+    pub database: Option<PathBuf>,
+    /// Rules file that seeds the database; imported as a new version when it differs from the
+    /// active rules [default: the built-in default rules, on first start only].
+    #[arg(long, env = "INTENT_ROUTER_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Accept requests without tokens (development; loopback addresses only).
+    #[arg(long, env = "INTENT_ROUTER_DEV_NO_AUTH")]
+    pub dev_no_auth: bool,
+    /// Device: cpu, cuda or cuda:N [default: cpu].
+    #[arg(long, env = "INTENT_ROUTER_DEVICE")]
+    pub device: Option<String>,
+    /// Keep linear weights quantised (less memory, slower on most CPUs).
+    #[arg(long, env = "INTENT_ROUTER_QUANTIZED_LINEARS")]
+    pub quantized_linears: bool,
+    /// Most tickets per encoder batch [default: 32].
+    #[arg(long, env = "INTENT_ROUTER_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Most padded tokens per encoder batch [default: 8192].
+    #[arg(long, env = "INTENT_ROUTER_MAX_BATCH_TOKENS")]
+    pub max_batch_tokens: Option<usize>,
+    /// Milliseconds the first ticket of a batch waits for others [default: 5].
+    #[arg(long, env = "INTENT_ROUTER_MAX_WAIT_MS")]
+    pub max_wait_ms: Option<u64>,
+    /// Tickets that may wait for inference; beyond that requests get 429 [default: 256].
+    #[arg(long, env = "INTENT_ROUTER_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    /// Largest request body in bytes [default: 1048576].
+    #[arg(long, env = "INTENT_ROUTER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most tickets in one /v1/route/batch request [default: 256].
+    #[arg(long, env = "INTENT_ROUTER_MAX_BATCH_TICKETS")]
+    pub max_batch_tickets: Option<usize>,
+    /// Characters of subject + body read per ticket; the rest is cut and the response says so
+    /// [default: 20000].
+    #[arg(long, env = "INTENT_ROUTER_MAX_TICKET_CHARS")]
+    pub max_ticket_chars: Option<usize>,
+    /// Per-request time limit in milliseconds [default: 30000].
+    #[arg(long, env = "INTENT_ROUTER_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Days ticket texts are kept for rule simulation; 0 stores none [default: 30].
+    #[arg(long, env = "INTENT_ROUTER_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
 }
 
 /// `rules-check`.

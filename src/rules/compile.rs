@@ -2,12 +2,14 @@
 //! its errors, each with file, line, path and what is valid
 //! (`rules.toml:12: rules[3].when.intent: unknown intent "billing.refnd"; known: billing.refund, …`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use regex::Regex;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use super::calendar::Calendar;
 use super::schema::{OneOrMany, RawActions, RawAssignee, RawCondition, RawRuleSet};
 use super::{Actions, Assignee, Condition, Priority, PriorityAction, Rule, RuleSet, Status};
 use crate::intent::IntentTree;
@@ -30,6 +32,7 @@ struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
     tree: &'a IntentTree,
+    calendars: BTreeMap<String, Arc<Calendar>>,
     errors: Vec<String>,
 }
 
@@ -63,8 +66,23 @@ pub fn compile(text: &str, file: &str, tree: &IntentTree) -> Result<Compiled, Co
         file,
         text,
         tree,
+        calendars: BTreeMap::new(),
         errors: Vec::new(),
     };
+    for (name, raw_cal) in &raw.calendars {
+        match Calendar::parse(raw_cal.get_ref()) {
+            Ok(c) => {
+                ctx.calendars.insert(name.clone(), Arc::new(c));
+            }
+            Err(errors) => {
+                let line = ctx.line(raw_cal.span().start);
+                for e in errors {
+                    ctx.errors
+                        .push(format!("{file}:{line}: calendars.{name}.{e}"));
+                }
+            }
+        }
+    }
     let defaults = match &raw.defaults {
         Some(d) => actions(&mut ctx, d, "defaults"),
         None => Actions::default(),
@@ -209,6 +227,32 @@ fn conditions(ctx: &mut Ctx, raw: &Spanned<RawCondition>, path: &str) -> Vec<Con
                     e.to_string().lines().last().unwrap_or_default()
                 );
                 ctx.error(re.span().start, &format!("{path}.regex"), msg);
+            }
+        }
+    }
+    for (key, name, open) in [
+        ("business_hours", &c.business_hours, true),
+        ("outside_business_hours", &c.outside_business_hours, false),
+    ] {
+        let Some(name) = name else { continue };
+        match ctx.calendars.get(name.get_ref()) {
+            Some(calendar) => out.push(Condition::BusinessHours {
+                name: name.get_ref().clone(),
+                calendar: Arc::clone(calendar),
+                open,
+            }),
+            None => {
+                let known: Vec<&str> = ctx.calendars.keys().map(String::as_str).collect();
+                let msg = format!(
+                    "unknown calendar \"{}\"; defined: {}",
+                    name.get_ref(),
+                    if known.is_empty() {
+                        "none (add a [calendars.<name>] table)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+                ctx.error(name.span().start, &format!("{path}.{key}"), msg);
             }
         }
     }

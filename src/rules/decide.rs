@@ -16,6 +16,8 @@ pub struct Facts<'a> {
     pub intent: &'a Resolution,
     /// Its language code.
     pub language: &'a str,
+    /// When the ticket was received (business-hours conditions).
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Facts<'_> {
@@ -124,6 +126,22 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
             fail(
                 r.is_match(&text),
                 format!("text does not match /{}/", r.as_str()),
+            )
+        }
+        Condition::BusinessHours {
+            name,
+            calendar,
+            open,
+        } => {
+            let is_open = calendar.is_open(f.received_at);
+            fail(
+                is_open == *open,
+                format!(
+                    "received {} ({}), {} business hours of \"{name}\"",
+                    f.received_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    calendar.describe(f.received_at),
+                    if is_open { "inside" } else { "outside" }
+                ),
             )
         }
         Condition::All(cs) => cs.iter().find_map(|c| check(c, f)),
@@ -254,6 +272,7 @@ then = { tags = ["refund-words", "vip"] }
                 ticket,
                 intent: &res,
                 language: "ru",
+                received_at: chrono::Utc::now(),
             },
         )
     }
@@ -308,6 +327,7 @@ then = { tags = ["refund-words", "vip"] }
                     ticket: &t,
                     intent: &res,
                     language: "en",
+                    received_at: chrono::Utc::now(),
                 },
             )
         };
@@ -368,5 +388,74 @@ then = { tags = ["refund-words", "vip"] }
         );
         assert_eq!(Priority::Urgent.raised(), Priority::Urgent);
         assert_eq!(Priority::Low.lowered(), Priority::Low);
+    }
+
+    #[test]
+    fn business_hours_decide_by_the_calendar_and_explain_why() {
+        let text = r#"
+[calendars.moscow]
+timezone = "Europe/Moscow"
+weekly = { mon = "09:00-18:00", tue = "09:00-18:00" }
+holidays = ["2026-12-01"]
+
+[[rules]]
+id = "night"
+when.outside_business_hours = "moscow"
+then = { team = "night-shift" }
+
+[[rules]]
+id = "day"
+when.business_hours = "moscow"
+then = { tags = ["office-hours"] }
+"#;
+        let tree = IntentTree::from_labels(&["billing.refund"]);
+        let rules = compile(text, "r.toml", &tree).unwrap().ruleset;
+        let t = Ticket::from_text("x");
+        let res = resolution("billing.refund", 0.9);
+        let at = |s: &str| {
+            decide(
+                &rules,
+                &Facts {
+                    ticket: &t,
+                    intent: &res,
+                    language: "en",
+                    received_at: chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc(),
+                },
+            )
+        };
+        // Monday 10:00 Moscow.
+        let d = at("2026-11-30T07:00:00Z");
+        assert_eq!(d.rule_ids, vec!["day"]);
+        assert_eq!(
+            d.trace[0].failed.as_deref(),
+            Some("received 2026-11-30T07:00:00Z (Mon 2026-11-30 10:00 Europe/Moscow), inside business hours of \"moscow\"")
+        );
+        // Tuesday 2026-12-01 is a holiday; Wednesday is closed.
+        assert_eq!(at("2026-12-01T07:00:00Z").rule_ids, vec!["night"]);
+        assert_eq!(
+            at("2026-12-02T07:00:00Z").team.as_deref(),
+            Some("night-shift")
+        );
+
+        let e = compile(
+            "[[rules]]\nid = \"a\"\nwhen.business_hours = \"berlin\"\nthen = {}\n",
+            "r.toml",
+            &tree,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["r.toml:3: rules[0].when.business_hours: unknown calendar \"berlin\"; defined: none (add a [calendars.<name>] table)"]
+        );
+        let e = compile(
+            "[calendars.x]\ntimezone = \"Nowhere/City\"\n",
+            "r.toml",
+            &tree,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            vec!["r.toml:1: calendars.x.timezone: unknown time zone \"Nowhere/City\"; use an IANA name such as Europe/Moscow or UTC"]
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! (`compile`) and the pure decision step (`decide`). Never calls the model; never assigns
 //! agents (the stateful assignment step is separate).
 
+pub mod calendar;
 pub mod compile;
 
 /// The default rules for the default taxonomy, embedded in the binary.
@@ -166,6 +167,15 @@ pub enum Condition {
     Keywords(Vec<String>),
     /// Subject or body matches.
     Regex(Regex),
+    /// Received inside (`true`) or outside (`false`) a calendar's opening hours.
+    BusinessHours {
+        /// Calendar name, for traces.
+        name: String,
+        /// The calendar.
+        calendar: std::sync::Arc<calendar::Calendar>,
+        /// Inside (`true`) or outside.
+        open: bool,
+    },
     /// All hold.
     All(Vec<Condition>),
     /// Any holds.

@@ -16,6 +16,9 @@ pub struct RawRuleSet {
     /// Rules, evaluated in order.
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
+    /// Business-hours calendars by name, for `business_hours` conditions.
+    #[serde(default)]
+    pub calendars: BTreeMap<String, Spanned<super::calendar::RawCalendar>>,
 }
 
 /// One rule.
@@ -80,6 +83,10 @@ pub struct RawCondition {
     pub keywords: Option<Vec<String>>,
     /// A regular expression over subject and body.
     pub regex: Option<Spanned<String>>,
+    /// Received during the opening hours of this calendar.
+    pub business_hours: Option<Spanned<String>>,
+    /// Received outside the opening hours of this calendar.
+    pub outside_business_hours: Option<Spanned<String>>,
     /// All of these.
     pub all: Option<Vec<Spanned<RawCondition>>>,
     /// Any of these.

@@ -1,0 +1,233 @@
+//! Bearer-token authentication with scopes. Tokens are configured as sha256 hashes; a request's
+//! token is hashed and compared with every configured hash in constant time. Tokens are never
+//! logged; a token's name identifies the caller (the author of a rules change).
+
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Classify and route tickets, close assignments, read the taxonomy.
+    Route,
+    /// Send agents' corrections.
+    Feedback,
+    /// Read `/metrics`.
+    Metrics,
+    /// Rules, intents, models and the console; implies every other scope.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Route => "route",
+            Self::Feedback => "feedback",
+            Self::Metrics => "metrics",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// One configured token (`[[tokens]]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (shown as the author of changes; never the token itself).
+    pub name: String,
+    /// Lowercase hex sha256 of the token (`intent-router hash-token` prints it).
+    pub sha256: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// The caller a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Token name (`dev` in dev mode).
+    pub name: String,
+}
+
+/// The token table, or dev mode (no tokens, loopback only).
+#[derive(Debug, Clone)]
+pub struct Auth {
+    tokens: Vec<(String, [u8; 32], Vec<Scope>)>,
+    dev: bool,
+}
+
+/// The hex sha256 of a token, as configured.
+pub fn hash_token(token: &str) -> String {
+    crate::import::hex(&Sha256::digest(token.as_bytes()))
+}
+
+impl Auth {
+    /// Validates configured tokens (`dev`: accept every request as `dev`).
+    pub fn new(tokens: &[TokenConfig], dev: bool) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let hex = t.sha256.trim().to_ascii_lowercase();
+            let bytes: Option<Vec<u8>> = (hex.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|j| u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).ok())
+                        .collect()
+                })
+                .flatten();
+            let Some(bytes) = bytes else {
+                return Err(format!(
+                    "tokens[{i}] ({}): sha256 must be 64 hex digits (run `intent-router hash-token`)",
+                    t.name
+                ));
+            };
+            if t.name.trim().is_empty() {
+                return Err(format!("tokens[{i}]: name must not be empty"));
+            }
+            if t.scopes.is_empty() {
+                return Err(format!(
+                    "tokens[{i}] ({}): scopes must list at least one of route, feedback, metrics, admin",
+                    t.name
+                ));
+            }
+            let mut hash = [0u8; 32];
+            hash.copy_from_slice(&bytes);
+            out.push((t.name.clone(), hash, t.scopes.clone()));
+        }
+        Ok(Self { tokens: out, dev })
+    }
+
+    /// Whether requests are accepted without tokens.
+    pub fn is_dev(&self) -> bool {
+        self.dev
+    }
+
+    /// How many tokens are configured.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Authenticates a request for `scope`: 401 without a known token, 403 without the scope.
+    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+        if self.dev {
+            return Ok(Caller { name: "dev".into() });
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return Err(unauthorized(
+                "missing bearer token: send Authorization: Bearer <token>",
+            ));
+        };
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Compare with every token, without stopping early.
+        let mut found: Option<&(String, [u8; 32], Vec<Scope>)> = None;
+        for t in &self.tokens {
+            if bool::from(t.1.ct_eq(&digest)) {
+                found = Some(t);
+            }
+        }
+        let Some((name, _, scopes)) = found else {
+            return Err(unauthorized("unknown or revoked token"));
+        };
+        if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
+            Ok(Caller { name: name.clone() })
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token \"{name}\" lacks the `{}` scope this endpoint needs",
+                    scope.name()
+                ),
+            ))
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(
+            &[
+                TokenConfig {
+                    name: "helpdesk".into(),
+                    sha256: hash_token("s3cret-route"),
+                    scopes: vec![Scope::Route],
+                },
+                TokenConfig {
+                    name: "ann".into(),
+                    sha256: hash_token("s3cret-admin").to_uppercase(),
+                    scopes: vec![Scope::Admin],
+                },
+            ],
+            false,
+        )
+        .unwrap()
+    }
+
+    fn bearer(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn scopes_decide_and_admin_implies_all() {
+        let a = auth();
+        assert_eq!(
+            a.check(&bearer("s3cret-route"), Scope::Route).unwrap().name,
+            "helpdesk"
+        );
+        let e = a.check(&bearer("s3cret-route"), Scope::Admin).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            e.message,
+            "token \"helpdesk\" lacks the `admin` scope this endpoint needs"
+        );
+        assert_eq!(
+            a.check(&bearer("s3cret-admin"), Scope::Route).unwrap().name,
+            "ann"
+        );
+        let e = a.check(&bearer("wrong"), Scope::Route).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let e = a.check(&HeaderMap::new(), Scope::Route).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn bad_token_config_is_explained() {
+        let e = Auth::new(
+            &[TokenConfig {
+                name: "x".into(),
+                sha256: "abc".into(),
+                scopes: vec![Scope::Route],
+            }],
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "tokens[0] (x): sha256 must be 64 hex digits (run `intent-router hash-token`)"
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! Service settings: a TOML file, environment variables and flags, merged so that flags (and
+//! their environment variables) win over the file, and the file over the defaults. Relative
+//! paths in the file are relative to the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::auth::TokenConfig;
+use crate::assign::AssignmentPolicy;
+use crate::batch::{BatchLimits, BatcherConfig};
+use crate::cli::ServeArgs;
+
+/// The config file (`--config`), every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Classifier directory.
+    pub model: Option<PathBuf>,
+    /// SQLite database file.
+    pub database: Option<PathBuf>,
+    /// Rules file that seeds the database.
+    pub rules: Option<PathBuf>,
+    /// Accept requests without tokens (loopback only).
+    pub dev_no_auth: Option<bool>,
+    /// Inference device.
+    pub device: Option<String>,
+    /// Dynamic batching.
+    #[serde(default)]
+    pub batching: BatchingFile,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Retention of stored texts and keys.
+    #[serde(default)]
+    pub retention: RetentionFile,
+    /// Assignment settings.
+    #[serde(default)]
+    pub assignment: AssignmentFile,
+    /// Team -> agents.
+    #[serde(default)]
+    pub rosters: BTreeMap<String, Vec<String>>,
+    /// API tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[batching]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingFile {
+    /// Most tickets per encoder batch.
+    pub max_batch: Option<usize>,
+    /// Most padded tokens per batch.
+    pub max_tokens: Option<usize>,
+    /// How long the first ticket of a batch waits for company.
+    pub max_wait_ms: Option<u64>,
+    /// Tickets that may wait; beyond, 429.
+    pub queue_capacity: Option<usize>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest request body.
+    pub max_body_bytes: Option<usize>,
+    /// Most tickets in one batch request.
+    pub max_batch_tickets: Option<usize>,
+    /// Longer subject + body text is truncated (the response says so).
+    pub max_ticket_chars: Option<usize>,
+    /// A request that takes longer gets 503.
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// `[retention]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Days ticket texts are kept for simulation (0: not stored at all).
+    pub ticket_text_days: Option<u64>,
+    /// Hours an idempotency key is remembered.
+    pub idempotency_hours: Option<u64>,
+}
+
+/// `[assignment]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentFile {
+    /// Open assignments close by themselves after this many hours (0: never).
+    pub close_after_hours: Option<u64>,
+}
+
+/// Request limits, resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most tickets in one batch request.
+    pub max_batch_tickets: usize,
+    /// Longer ticket text is truncated.
+    pub max_ticket_chars: usize,
+    /// Per-request time limit.
+    pub request_timeout: Duration,
+}
+
+/// Resolved settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Classifier directory (`None`: the default search order).
+    pub model: Option<PathBuf>,
+    /// Database file.
+    pub database: PathBuf,
+    /// Rules file that seeds the database (`None`: built-in default rules).
+    pub rules: Option<PathBuf>,
+    /// Accept requests without tokens.
+    pub dev_no_auth: bool,
+    /// Inference device.
+    pub device: String,
+    /// Keep linears quantised.
+    pub quantized_linears: bool,
+    /// Batching worker settings.
+    pub batcher: BatcherConfig,
+    /// Request limits.
+    pub limits: Limits,
+    /// How long ticket texts are kept (`ZERO`: never stored).
+    pub text_retention: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
+    /// Rosters and assignment expiry.
+    pub assignment: AssignmentPolicy,
+    /// API tokens.
+    pub tokens: Vec<TokenConfig>,
+}
+
+const HOUR: u64 = 3600;
+
+impl Settings {
+    /// Reads the config file (if any) and applies flags over it.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, String> {
+        let (file, base) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let file: FileConfig = toml::from_str(&text).map_err(|e| {
+                    let line = e.span().map_or(1, |s| {
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
+                    });
+                    format!("{}:{line}: {}", path.display(), e.message())
+                })?;
+                (
+                    file,
+                    path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                )
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        let rel = |p: Option<PathBuf>| p.map(|p| if p.is_absolute() { p } else { base.join(p) });
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            format!("listen: \"{listen_text}\" is not an address such as 127.0.0.1:8080 or 0.0.0.0:8080")
+        })?;
+        let dev_no_auth = args.dev_no_auth || file.dev_no_auth.unwrap_or(false);
+        let b = &file.batching;
+        let defaults = BatcherConfig::default();
+        let batcher = BatcherConfig {
+            limits: BatchLimits {
+                max_batch: args
+                    .max_batch
+                    .or(b.max_batch)
+                    .unwrap_or(defaults.limits.max_batch)
+                    .max(1),
+                max_tokens: args
+                    .max_batch_tokens
+                    .or(b.max_tokens)
+                    .unwrap_or(defaults.limits.max_tokens)
+                    .max(1),
+            },
+            max_wait: args
+                .max_wait_ms
+                .or(b.max_wait_ms)
+                .map_or(defaults.max_wait, Duration::from_millis),
+            queue_capacity: args
+                .queue_capacity
+                .or(b.queue_capacity)
+                .unwrap_or(defaults.queue_capacity)
+                .max(1),
+        };
+        let l = &file.limits;
+        let limits = Limits {
+            max_body_bytes: args.max_body_bytes.or(l.max_body_bytes).unwrap_or(1 << 20),
+            max_batch_tickets: args
+                .max_batch_tickets
+                .or(l.max_batch_tickets)
+                .unwrap_or(256)
+                .max(1),
+            max_ticket_chars: args
+                .max_ticket_chars
+                .or(l.max_ticket_chars)
+                .unwrap_or(20_000)
+                .max(1),
+            request_timeout: Duration::from_millis(
+                args.request_timeout_ms
+                    .or(l.request_timeout_ms)
+                    .unwrap_or(30_000)
+                    .max(1),
+            ),
+        };
+        let days = args
+            .retention_days
+            .or(file.retention.ticket_text_days)
+            .unwrap_or(30);
+        let close_after = file.assignment.close_after_hours.unwrap_or(72);
+        let settings = Self {
+            listen,
+            model: args.model.clone().or(rel(file.model)),
+            database: args
+                .database
+                .clone()
+                .or(rel(file.database))
+                .unwrap_or_else(|| PathBuf::from("intent-router.db")),
+            rules: args.rules.clone().or(rel(file.rules)),
+            dev_no_auth,
+            device: args
+                .device
+                .clone()
+                .or(file.device)
+                .unwrap_or_else(|| "cpu".into()),
+            quantized_linears: args.quantized_linears,
+            batcher,
+            limits,
+            text_retention: Duration::from_secs(days * 24 * HOUR),
+            idempotency_ttl: Duration::from_secs(
+                file.retention.idempotency_hours.unwrap_or(24) * HOUR,
+            ),
+            assignment: AssignmentPolicy {
+                rosters: file.rosters,
+                close_after: (close_after > 0).then(|| Duration::from_secs(close_after * HOUR)),
+            },
+            tokens: file.tokens,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Refuses unsafe combinations: no tokens off dev mode, dev mode off loopback.
+    fn check(&self) -> Result<(), String> {
+        if self.dev_no_auth && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--dev-no-auth accepts requests without tokens, so it only listens on loopback (127.0.0.1 or ::1), not {}",
+                self.listen
+            ));
+        }
+        if !self.dev_no_auth && self.tokens.is_empty() {
+            return Err("no API tokens configured: add [[tokens]] to the config file (see `intent-router hash-token`), or run with --dev-no-auth on 127.0.0.1".into());
+        }
+        for (team, agents) in &self.assignment.rosters {
+            if agents.is_empty() {
+                return Err(format!("rosters.{team}: lists no agents"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ServeArgs,
+        }
+        let mut argv = vec!["t"];
+        argv.extend_from_slice(extra);
+        T::parse_from(argv).a
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_paths_are_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("router.toml");
+        std::fs::write(
+            &cfg,
+            "listen = \"127.0.0.1:9000\"\ndatabase = \"data/r.db\"\ndev_no_auth = true\n\
+             [batching]\nmax_batch = 8\nmax_wait_ms = 2\n[rosters]\nbilling = [\"ann\", \"bob\"]\n",
+        )
+        .unwrap();
+        let c = cfg.display().to_string();
+        let s = Settings::resolve(&args(&["--config", &c, "--max-batch", "4"])).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.database, dir.path().join("data/r.db"));
+        assert_eq!(s.batcher.limits.max_batch, 4, "the flag wins");
+        assert_eq!(s.batcher.max_wait, Duration::from_millis(2));
+        assert_eq!(s.assignment.roster("billing"), ["ann", "bob"]);
+    }
+
+    #[test]
+    fn unsafe_or_wrong_settings_are_refused_with_reasons() {
+        let e = Settings::resolve(&args(&[])).unwrap_err();
+        assert!(e.starts_with("no API tokens configured"), "{e}");
+        let e =
+            Settings::resolve(&args(&["--dev-no-auth", "--listen", "0.0.0.0:8080"])).unwrap_err();
+        assert!(e.contains("only listens on loopback"), "{e}");
+        let e = Settings::resolve(&args(&["--dev-no-auth", "--listen", "localhost"])).unwrap_err();
+        assert!(
+            e.starts_with("listen: \"localhost\" is not an address"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, "dev_no_auth = true\n\n[batching]\nmax_wiat_ms = 3\n").unwrap();
+        let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
+        assert!(e.contains("bad.toml:4: unknown field `max_wiat_ms`"), "{e}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Prometheus metrics of the service: requests and latency per endpoint, inference queue depth,
+//! batch sizes and inference time, decisions per team and intent, the active rules version.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    team: String,
+    intent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    version: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<EndpointLabels>,
+    queue_depth: Gauge,
+    batch_size: Histogram,
+    inference_seconds: Histogram,
+    decisions: Family<DecisionLabels, Counter>,
+    rules_version: Gauge,
+    model: Family<ModelLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("intent_router");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint, method and status",
+            requests.clone(),
+        );
+        let latency: HistogramFamily<EndpointLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by endpoint",
+            latency.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "inference_queue_depth",
+            "Texts waiting for the inference worker",
+            queue_depth.clone(),
+        );
+        let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        registry.register(
+            "inference_batch_size",
+            "Texts per encoder batch",
+            batch_size.clone(),
+        );
+        let inference_seconds = latency_histogram();
+        registry.register(
+            "inference_duration_seconds",
+            "Encoder + head time per batch",
+            inference_seconds.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Routing decisions by team and intent",
+            decisions.clone(),
+        );
+        let rules_version = Gauge::default();
+        registry.register(
+            "rules_version",
+            "Version number of the active rules",
+            rules_version.clone(),
+        );
+        let model = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "model_info",
+            "The active model version (value 1)",
+            model.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            queue_depth,
+            batch_size,
+            inference_seconds,
+            decisions,
+            rules_version,
+            model,
+        }
+    }
+
+    /// Records one finished HTTP request.
+    pub fn request(&self, endpoint: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Records one encoder batch.
+    pub fn batch(&self, size: usize, seconds: f64) {
+        self.batch_size.observe(size as f64);
+        self.inference_seconds.observe(seconds);
+    }
+
+    /// Counts a decision.
+    pub fn decision(&self, team: Option<&str>, intent: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                team: team.unwrap_or("(none)").to_string(),
+                intent: intent.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the active rules version.
+    pub fn set_rules_version(&self, version: i64) {
+        self.rules_version.set(version);
+    }
+
+    /// Sets the active model version.
+    pub fn set_model(&self, version: &str) {
+        self.model.clear();
+        self.model
+            .get_or_create(&ModelLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+    }
+
+    /// The Prometheus text exposition, with the queue depth read now.
+    pub fn render(&self, queue_depth: usize) -> String {
+        self.queue_depth.set(queue_depth as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing metrics to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.request("/v1/route", "POST", 200, 0.012);
+        m.batch(8, 0.05);
+        m.decision(Some("billing"), "billing.refund");
+        m.set_rules_version(3);
+        m.set_model("abc");
+        let text = m.render(5);
+        for want in [
+            "intent_router_http_requests_total{endpoint=\"/v1/route\",method=\"POST\",status=\"200\"} 1",
+            "intent_router_inference_queue_depth 5",
+            "intent_router_decisions_total{team=\"billing\",intent=\"billing.refund\"} 1",
+            "intent_router_rules_version 3",
+            "intent_router_model_info{version=\"abc\"} 1",
+            "intent_router_inference_batch_size_count 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

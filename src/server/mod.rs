@@ -1,0 +1,402 @@
+//! The HTTP service (`intent-router serve`): state, startup (model, warm-up, rules seeding),
+//! the router with its middleware (request ids, metrics, time limit, body limit) and graceful
+//! shutdown. Endpoints live in `api` (tickets) and `rules_api` (rules).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod rules_api;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use self::auth::Auth;
+use self::config::Settings;
+use self::error::ApiError;
+use self::metrics::Metrics;
+use crate::batch::Batcher;
+use crate::engine::{Engine, EngineOptions};
+use crate::model::bert::LinearMode;
+use crate::model::classifier::Classifier;
+use crate::model::encoder::{DeviceChoice, EncoderOptions};
+use crate::model::{files, source};
+use crate::rules::compile::{compile, CompileErrors};
+use crate::rules::{RuleSet, DEFAULT_RULES};
+use crate::store::{RulesVersion, Store};
+
+/// A loaded model behind its batching worker.
+pub struct LoadedModel {
+    /// The engine (tokeniser, taxonomy, resolver); inference runs on the batcher's thread.
+    pub engine: Arc<Engine>,
+    /// The batching worker.
+    pub batcher: Batcher,
+    /// Content hash of the classifier (head, metadata, taxonomy).
+    pub version: String,
+}
+
+/// The rules serving now.
+#[derive(Debug)]
+pub struct ActiveRules {
+    /// The stored version.
+    pub stored: RulesVersion,
+    /// Compiled.
+    pub ruleset: RuleSet,
+    /// Compile warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Settings.
+    pub settings: Settings,
+    /// Tokens.
+    pub auth: Auth,
+    /// The database.
+    pub store: Store,
+    /// Metrics (the batching worker holds a handle too).
+    pub metrics: Arc<Metrics>,
+    /// The model.
+    pub model: LoadedModel,
+    /// The active rules; a request reads the Arc once, so it never sees a half-applied set.
+    pub rules: RwLock<Arc<ActiveRules>>,
+    /// Set once the model is warmed and the rules are active.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    /// The rules serving now.
+    pub fn active_rules(&self) -> Arc<ActiveRules> {
+        Arc::clone(&self.rules.read().expect("rules lock poisoned"))
+    }
+
+    /// Replaces the active rules.
+    pub fn set_rules(&self, rules: ActiveRules) {
+        self.metrics.set_rules_version(rules.stored.version);
+        *self.rules.write().expect("rules lock poisoned") = Arc::new(rules);
+    }
+
+    /// Compiles rules text against the model's taxonomy.
+    pub fn compile_rules(
+        &self,
+        text: &str,
+        name: &str,
+    ) -> Result<crate::rules::compile::Compiled, CompileErrors> {
+        compile(text, name, &self.model.engine.classifier().tree)
+    }
+}
+
+/// Content hash of a classifier directory (metadata, head, taxonomy), 12 hex digits.
+pub fn model_version(dir: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    for name in [files::CLASSIFIER_META, files::HEAD_WEIGHTS, files::TAXONOMY] {
+        h.update(std::fs::read(dir.join(name))?);
+    }
+    Ok(crate::import::hex(&h.finalize())[..12].to_string())
+}
+
+/// Loads the model and starts its batching worker (blocking: call off the async runtime).
+fn load_model(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<LoadedModel> {
+    use anyhow::Context;
+    let dir = match &settings.model {
+        Some(d) => d.clone(),
+        None => source::find_default_model()?,
+    };
+    let opts = EncoderOptions {
+        max_tokens: None,
+        linear: if settings.quantized_linears {
+            LinearMode::Quantized
+        } else {
+            LinearMode::Dense
+        },
+        device: DeviceChoice::parse(&settings.device).map_err(anyhow::Error::msg)?,
+    };
+    let classifier = Classifier::load(&dir, &opts)
+        .with_context(|| format!("loading model {}", dir.display()))?;
+    let version = model_version(&dir).with_context(|| format!("hashing {}", dir.display()))?;
+    let engine = Arc::new(Engine::new(
+        classifier,
+        EngineOptions {
+            top_k: 3,
+            limits: settings.batcher.limits,
+        },
+    ));
+    let worker_engine = Arc::clone(&engine);
+    let batcher = Batcher::start(settings.batcher, move |items| {
+        let start = Instant::now();
+        let c = worker_engine.classifier();
+        let emb = c.encoder.embed_batch(items).map_err(|e| e.to_string())?;
+        let probs = c.probabilities(&emb).map_err(|e| e.to_string())?;
+        metrics.batch(items.len(), start.elapsed().as_secs_f64());
+        Ok(probs)
+    });
+    Ok(LoadedModel {
+        engine,
+        batcher,
+        version,
+    })
+}
+
+/// Makes the stored rules match the seed: the built-in rules on first start, or `--rules FILE`
+/// imported as a new version when it differs from the active text. Returns the active version.
+async fn seed_rules(
+    store: &Store,
+    settings: &Settings,
+    compile_with: impl Fn(&str, &str) -> Result<(), CompileErrors>,
+) -> anyhow::Result<RulesVersion> {
+    let current = store.current_rules().await?;
+    let seed = match &settings.rules {
+        Some(path) => Some((
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--rules {}: {e}", path.display()))?,
+            path.display().to_string(),
+        )),
+        None if current.is_none() => Some((
+            DEFAULT_RULES.to_string(),
+            "(built-in default rules)".to_string(),
+        )),
+        None => None,
+    };
+    match (current, seed) {
+        (Some(c), None) => Ok(c),
+        (Some(c), Some((text, _))) if c.text == text => Ok(c),
+        (current, Some((text, name))) => {
+            compile_with(&text, &name)
+                .map_err(|e| anyhow::anyhow!("{name}: invalid rules:\n{e}"))?;
+            let note = if current.is_some() {
+                format!("imported from {name}")
+            } else {
+                format!("seeded from {name}")
+            };
+            let hash = crate::import::hex(&Sha256::digest(text.as_bytes()))[..16].to_string();
+            Ok(store
+                .save_rules(&text, &hash, "seed", &note, None, |_| {})
+                .await?)
+        }
+        (None, None) => unreachable!("a seed exists when the database has no rules"),
+    }
+}
+
+/// Builds the state: database, model (warmed), rules.
+pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
+    let auth = Auth::new(&settings.tokens, settings.dev_no_auth).map_err(anyhow::Error::msg)?;
+    let store = Store::open(&settings.database)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let load_settings = settings.clone();
+    let worker_metrics = Arc::clone(&metrics);
+    let model =
+        tokio::task::spawn_blocking(move || load_model(&load_settings, worker_metrics)).await??;
+    // Warm up: the first batch pays for allocation and kernel selection.
+    let warm = model.engine.classifier().encoder.text().encode("warm up")?;
+    model
+        .batcher
+        .submit(warm)?
+        .await
+        .map_err(|_| anyhow::anyhow!("the inference worker stopped"))??;
+    let tree = model.engine.classifier().tree.clone();
+    let stored = seed_rules(&store, &settings, |text, name| {
+        compile(text, name, &tree).map(|_| ())
+    })
+    .await?;
+    let compiled = compile(&stored.text, &format!("rules v{}", stored.version), &tree)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the active rules (version {}) do not compile against this model's taxonomy; fix them with --rules FILE:\n{e}",
+                stored.version
+            )
+        })?;
+    for w in &compiled.warnings {
+        tracing::warn!("rules v{}: {w}", stored.version);
+    }
+    metrics.set_model(&model.version);
+    metrics.set_rules_version(stored.version);
+    let state = Arc::new(AppState {
+        settings,
+        auth,
+        store,
+        metrics,
+        model,
+        rules: RwLock::new(Arc::new(ActiveRules {
+            stored,
+            ruleset: compiled.ruleset,
+            warnings: compiled.warnings,
+        })),
+        ready: AtomicBool::new(false),
+    });
+    state.ready.store(true, Ordering::Release);
+    Ok(state)
+}
+
+/// Every route of the API, with the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.settings.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        .route("/v1/route", post(api::route))
+        .route("/v1/route/batch", post(api::route_batch))
+        .route("/v1/classify", post(api::classify))
+        .route("/v1/intents", get(api::intents))
+        .route("/v1/decisions/{decision_id}", get(api::decision))
+        .route("/v1/assignments", get(api::assignments))
+        .route(
+            "/v1/assignments/{decision_id}/close",
+            post(api::close_assignment),
+        )
+        .route(
+            "/v1/rules",
+            get(rules_api::get_rules).put(rules_api::put_rules),
+        )
+        .route("/v1/rules/versions", get(rules_api::versions))
+        .route("/v1/rules/versions/{version}", get(rules_api::version))
+        .route("/v1/rules/rollback", post(rules_api::rollback))
+        .route("/v1/rules/simulate", post(rules_api::simulate))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Per request: a request id (the client's `X-Request-Id` when sane, else a new one) on the
+/// response and in the log span, the time limit, and the request metrics.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_string(), |m| m.as_str().to_string());
+    let method = req.method().to_string();
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
+    let span = tracing::info_span!("request", request_id = %id, %method, %endpoint);
+    let limit = state.settings.limits.request_timeout;
+    let mut resp = match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request took longer than {} ms", limit.as_millis()),
+            );
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    let status = resp.status().as_u16();
+    let seconds = start.elapsed().as_secs_f64();
+    state.metrics.request(&endpoint, &method, status, seconds);
+    span.in_scope(|| tracing::info!(status, ms = seconds * 1e3, "request done"));
+    resp
+}
+
+/// Purges ticket texts and idempotency keys past their retention, now and every hour.
+fn spawn_retention(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let now = Utc::now();
+            let ago = |d: std::time::Duration| -> DateTime<Utc> {
+                now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            };
+            match state
+                .store
+                .purge_texts(ago(state.settings.text_retention))
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(n, "purged ticket texts past retention"),
+                Ok(_) => {}
+                Err(e) => tracing::error!("purging ticket texts: {e}"),
+            }
+            if let Err(e) = state
+                .store
+                .purge_idempotency(ago(state.settings.idempotency_ttl))
+                .await
+            {
+                tracing::error!("purging idempotency keys: {e}");
+            }
+        }
+    });
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Runs the service until SIGINT / SIGTERM; requests in flight finish first.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.listen;
+    let state = build_state(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    spawn_retention(Arc::clone(&state));
+    let rules = state.active_rules();
+    eprintln!(
+        "intent-router listening on http://{addr} (model {}, rules v{}{})",
+        state.model.version,
+        rules.stored.version,
+        if state.auth.is_dev() {
+            ", DEV MODE: no tokens"
+        } else {
+            ""
+        }
+    );
+    axum::serve(listener, router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    state.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,464 @@
+//! Rules endpoints: read, replace (If-Match, validated, atomic, live), history with diffs,
+//! rollback and simulation of a candidate ruleset. All need the `admin` scope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::api::{classify_tickets, RuleInputs};
+use super::auth::Scope;
+use super::error::{ApiError, ApiJson};
+use super::{ActiveRules, AppState};
+use crate::decision::Decision;
+use crate::engine::{decide_for, Classification};
+use crate::rules::compile::CompileErrors;
+use crate::rules::{Assignee, RuleSet};
+use crate::store::RulesVersion;
+use crate::ticket::Ticket;
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
+}
+
+fn rules_body(v: &RulesVersion, warnings: &[String]) -> Value {
+    json!({
+        "text": v.text,
+        "version": v.version.to_string(),
+        "author": v.author,
+        "note": v.note,
+        "created_at": v.created_at,
+        "warnings": warnings,
+    })
+}
+
+fn with_etag(version: i64, body: Value) -> Response {
+    let mut resp = Json(body).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(version));
+    resp
+}
+
+fn invalid_rules(e: CompileErrors) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_rules",
+        format!(
+            "the ruleset has {} error(s); the active rules are unchanged",
+            e.0.len()
+        ),
+    )
+    .with_details(json!({ "errors": e.0 }))
+}
+
+/// `If-Match: "7"` (or `7`) as a version number.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse().map(Some).map_err(|_| {
+        ApiError::bad_request(format!(
+            "If-Match: \"{text}\" is not a rules version; send the ETag of GET /v1/rules, e.g. If-Match: \"3\""
+        ))
+    })
+}
+
+/// `GET /v1/rules`: the active rules text and version (also the ETag).
+pub async fn get_rules(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let r = state.active_rules();
+    Ok(with_etag(
+        r.stored.version,
+        rules_body(&r.stored, &r.warnings),
+    ))
+}
+
+/// Body of `PUT /v1/rules`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRules {
+    text: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Validates, stores and activates rules text as the next version after `expected`.
+async fn save_and_activate(
+    state: &Arc<AppState>,
+    text: &str,
+    author: &str,
+    note: &str,
+    expected: Option<i64>,
+) -> Result<Response, ApiError> {
+    let compiled = state.compile_rules(text, "rules").map_err(invalid_rules)?;
+    let hash = crate::import::hex(&Sha256::digest(text.as_bytes()))[..16].to_string();
+    let warnings = compiled.warnings.clone();
+    let mut ruleset = Some(compiled.ruleset);
+    let saved = state
+        .store
+        .save_rules(text, &hash, author, note, expected, |stored| {
+            if let Some(ruleset) = ruleset.take() {
+                state.set_rules(ActiveRules {
+                    stored: stored.clone(),
+                    ruleset,
+                    warnings: warnings.clone(),
+                });
+            }
+        })
+        .await?;
+    tracing::info!(version = saved.version, author, "rules saved and active");
+    Ok(with_etag(saved.version, rules_body(&saved, &warnings)))
+}
+
+/// `PUT /v1/rules`: replaces the rules (If-Match required) and swaps them in live.
+pub async fn put_rules(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PutRules>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let Some(expected) = if_match(&headers)? else {
+        let current = state.active_rules().stored.version;
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "if_match_required",
+            format!("send If-Match with the version you edited (GET /v1/rules gives it as the ETag; now \"{current}\"), so that concurrent edits are not lost"),
+        )
+        .with_details(json!({ "current_version": current.to_string() })));
+    };
+    save_and_activate(&state, &body.text, &caller.name, &body.note, Some(expected)).await
+}
+
+/// One entry of the history.
+#[derive(Serialize)]
+struct VersionEntry {
+    version: String,
+    author: String,
+    note: String,
+    created_at: chrono::DateTime<Utc>,
+    content_hash: String,
+    active: bool,
+    diff: String,
+}
+
+/// `GET /v1/rules/versions`: every version, newest first, with its diff from the one before.
+pub async fn versions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let history = state.store.rules_history().await?;
+    let active = state.active_rules().stored.version;
+    let entries: Vec<VersionEntry> = history
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let before = history.get(i + 1).map_or("", |p| p.text.as_str());
+            let from = history
+                .get(i + 1)
+                .map_or("(none)".to_string(), |p| format!("v{}", p.version));
+            let diff = similar::TextDiff::from_lines(before, v.text.as_str())
+                .unified_diff()
+                .context_radius(2)
+                .header(&from, &format!("v{}", v.version))
+                .to_string();
+            VersionEntry {
+                version: v.version.to_string(),
+                author: v.author.clone(),
+                note: v.note.clone(),
+                created_at: v.created_at,
+                content_hash: v.content_hash.clone(),
+                active: v.version == active,
+                diff,
+            }
+        })
+        .collect();
+    Ok(Json(json!({ "versions": entries })))
+}
+
+/// `GET /v1/rules/versions/{version}`: one version's full text.
+pub async fn version(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(v): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let n: i64 = v
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("\"{v}\" is not a version number")))?;
+    let stored = state.store.rules_version(n).await?;
+    Ok(Json(rules_body(&stored, &[])))
+}
+
+/// Body of `POST /v1/rules/rollback`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    version: serde_json::Value,
+}
+
+/// `POST /v1/rules/rollback`: appends a new version with an old version's text and activates
+/// it (If-Match optional).
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Rollback>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let n = match &body.version {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::invalid("version: give a version number, e.g. {\"version\": 3}"))?;
+    let old = state.store.rules_version(n).await?;
+    let expected = if_match(&headers)?;
+    save_and_activate(
+        &state,
+        &old.text,
+        &caller.name,
+        &format!("rollback to v{n}"),
+        expected,
+    )
+    .await
+}
+
+/// Body of `POST /v1/rules/simulate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Simulate {
+    /// Candidate rules text.
+    rules: String,
+    /// Tickets to classify and decide.
+    #[serde(default)]
+    tickets: Option<Vec<Ticket>>,
+    /// Or: the last N logged decisions.
+    #[serde(default)]
+    last: Option<usize>,
+}
+
+/// The outcome of one ruleset for one ticket.
+#[derive(Serialize, PartialEq)]
+struct Outcome {
+    team: Option<String>,
+    assignee: Option<String>,
+    status: &'static str,
+    priority: &'static str,
+    tags: Vec<String>,
+    rule_ids: Vec<String>,
+}
+
+impl From<Decision> for Outcome {
+    fn from(d: Decision) -> Self {
+        Self {
+            team: d.team,
+            assignee: d.assignee.map(|a| match a {
+                Assignee::Agent(a) => a,
+                Assignee::RoundRobin => "(round-robin)".into(),
+                Assignee::LeastLoaded => "(least-loaded)".into(),
+                Assignee::Nobody => "(none)".into(),
+            }),
+            status: d.status.name(),
+            priority: d.priority.name(),
+            tags: d.tags,
+            rule_ids: d.rule_ids,
+        }
+    }
+}
+
+#[derive(Default, Serialize)]
+struct Count {
+    before: usize,
+    after: usize,
+}
+
+fn tally(map: &mut BTreeMap<String, Count>, before: &str, after: &str) {
+    map.entry(before.to_string()).or_default().before += 1;
+    map.entry(after.to_string()).or_default().after += 1;
+}
+
+/// One simulated ticket's inputs.
+struct Case {
+    ticket: Ticket,
+    classification: Classification,
+    received_at: chrono::DateTime<Utc>,
+    decision_id: Option<String>,
+    text_missing: bool,
+}
+
+/// `POST /v1/rules/simulate`: decides tickets (given, or the last N logged) with the active
+/// rules and with a candidate, and reports what would change. Assigns nothing, logs nothing.
+pub async fn simulate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Simulate>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let candidate = state
+        .compile_rules(&body.rules, "rules")
+        .map_err(invalid_rules)?;
+    let cases = match (body.tickets, body.last) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::invalid(
+                "give either `tickets` (a list of tickets) or `last` (how many logged decisions), not both",
+            ))
+        }
+        (Some(tickets), None) => given_cases(&state, tickets).await?,
+        (None, Some(n)) => logged_cases(&state, n).await?,
+    };
+    let active = state.active_rules();
+    Ok(Json(compare(
+        &active.ruleset,
+        &candidate.ruleset,
+        &cases,
+        &candidate.warnings,
+        active.stored.version,
+    )))
+}
+
+async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>, ApiError> {
+    let max = state.settings.limits.max_batch_tickets;
+    if tickets.is_empty() || tickets.len() > max {
+        return Err(ApiError::invalid(format!(
+            "tickets: give 1 to {max} tickets (limits.max_batch_tickets)"
+        )));
+    }
+    for (i, t) in tickets.iter().enumerate() {
+        if t.body.trim().is_empty() && t.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty_ticket",
+                format!("tickets[{i}]: the ticket has no text"),
+            ));
+        }
+    }
+    let classifications = classify_tickets(state, &tickets).await?;
+    let now = Utc::now();
+    Ok(tickets
+        .into_iter()
+        .zip(classifications)
+        .map(|(ticket, classification)| Case {
+            received_at: ticket.received_at.unwrap_or(now),
+            ticket,
+            classification,
+            decision_id: None,
+            text_missing: false,
+        })
+        .collect())
+}
+
+async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError> {
+    if n == 0 || n > 10_000 {
+        return Err(ApiError::invalid("last: give 1 to 10000"));
+    }
+    let logged = state.store.recent_decisions(n as i64).await?;
+    logged
+        .into_iter()
+        .map(|d| {
+            let inputs: RuleInputs = serde_json::from_str(&d.inputs).map_err(ApiError::internal)?;
+            let text_missing = d.text.is_none();
+            let mut ticket = inputs.ticket;
+            if let Some((subject, body)) = d.text {
+                ticket.subject = subject;
+                ticket.body = body;
+            }
+            Ok(Case {
+                ticket,
+                classification: inputs.classification,
+                received_at: inputs.received_at,
+                decision_id: Some(d.decision_id),
+                text_missing,
+            })
+        })
+        .collect()
+}
+
+fn compare(
+    active: &RuleSet,
+    candidate: &RuleSet,
+    cases: &[Case],
+    warnings: &[String],
+    active_version: i64,
+) -> Value {
+    let mut teams = BTreeMap::new();
+    let mut priorities = BTreeMap::new();
+    let mut statuses = BTreeMap::new();
+    let mut changed_count = 0;
+    let results: Vec<Value> = cases
+        .iter()
+        .map(|c| {
+            let before = Outcome::from(decide_for(
+                active,
+                &c.ticket,
+                &c.classification,
+                c.received_at,
+            ));
+            let after = Outcome::from(decide_for(
+                candidate,
+                &c.ticket,
+                &c.classification,
+                c.received_at,
+            ));
+            let mut changed = Vec::new();
+            if before.team != after.team {
+                changed.push("team");
+            }
+            if before.assignee != after.assignee {
+                changed.push("assignee");
+            }
+            if before.status != after.status {
+                changed.push("status");
+            }
+            if before.priority != after.priority {
+                changed.push("priority");
+            }
+            if before.tags != after.tags {
+                changed.push("tags");
+            }
+            if !changed.is_empty() {
+                changed_count += 1;
+            }
+            let none = "(none)".to_string();
+            tally(
+                &mut teams,
+                before.team.as_ref().unwrap_or(&none),
+                after.team.as_ref().unwrap_or(&none),
+            );
+            tally(&mut priorities, before.priority, after.priority);
+            tally(&mut statuses, before.status, after.status);
+            json!({
+                "ticket_id": c.ticket.id,
+                "decision_id": c.decision_id,
+                "intent": c.classification.resolution.intent,
+                "text_missing": c.text_missing,
+                "changed": changed,
+                "before": before,
+                "after": after,
+            })
+        })
+        .collect();
+    json!({
+        "compared_with_version": active_version.to_string(),
+        "warnings": warnings,
+        "summary": {
+            "tickets": cases.len(),
+            "changed": changed_count,
+            "text_missing": cases.iter().filter(|c| c.text_missing).count(),
+            "teams": teams,
+            "priorities": priorities,
+            "statuses": statuses,
+        },
+        "results": results,
+    })
+}

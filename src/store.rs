@@ -1,0 +1,816 @@
+//! All persistent state of the service, behind one type: rules versions, the decision log,
+//! ticket texts (kept apart, with a retention period), idempotency keys and agent assignments.
+//! SQLite (WAL, synchronous FULL: an acknowledged write survives a crash) through `sqlx`, with
+//! versioned migrations, in portable SQL so that PostgreSQL can serve several replicas later.
+//! Writes take one lock and one transaction each, so concurrent requests never interleave.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Mutex;
+
+use crate::assign::{self, AssignmentPolicy};
+use crate::rules::Assignee;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The database was written by a newer version.
+    #[error("the database has schema version {found}, newer than this binary knows ({known}); upgrade intent-router")]
+    TooNew {
+        /// Version in the database.
+        found: i64,
+        /// Newest version this binary knows.
+        known: i64,
+    },
+    /// Someone else changed the rules first.
+    #[error("the rules are at version {current}, not {expected}")]
+    Conflict {
+        /// The version the caller based its change on.
+        expected: i64,
+        /// The current version.
+        current: i64,
+    },
+    /// An idempotency key was reused for a different request.
+    #[error("Idempotency-Key \"{0}\" was already used for a different request")]
+    IdempotencyMismatch(String),
+    /// Not found.
+    #[error("{0}")]
+    NotFound(String),
+    /// A stored value is unreadable.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Versioned migrations, applied in order, each in its own transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE rules_versions (
+    version INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    text TEXT NOT NULL,
+    author TEXT NOT NULL,
+    note TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE decisions (
+    decision_id TEXT PRIMARY KEY,
+    ticket_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    intent TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    language TEXT NOT NULL,
+    team TEXT,
+    assignee TEXT,
+    status TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    rules_version INTEGER NOT NULL,
+    inputs TEXT NOT NULL,
+    decision TEXT NOT NULL
+);
+CREATE INDEX decisions_by_time ON decisions (decided_at);
+CREATE INDEX decisions_by_ticket ON decisions (ticket_id);
+CREATE TABLE ticket_texts (
+    ticket_id TEXT PRIMARY KEY,
+    subject TEXT,
+    body TEXT NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE assignments (
+    decision_id TEXT PRIMARY KEY,
+    team TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    closed_at TEXT,
+    closed_by TEXT
+);
+CREATE INDEX assignments_open ON assignments (team, agent, closed_at);
+CREATE TABLE round_robin (
+    team TEXT PRIMARY KEY,
+    next_index INTEGER NOT NULL
+);
+"#,
+)];
+
+/// Times are stored as RFC 3339 UTC text with fixed width, so they sort as text.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
+}
+
+/// One stored version of the rules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RulesVersion {
+    /// Sequential version number (the ETag).
+    pub version: i64,
+    /// Content hash of the text.
+    pub content_hash: String,
+    /// The rules file.
+    pub text: String,
+    /// Who saved it (the token's name, `seed`, ...).
+    pub author: String,
+    /// Why (`seeded from rules.toml`, `rollback to 3`, ...).
+    pub note: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A decision about to be logged; the assignment step fills `assignee` for strategies.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    /// Decision id.
+    pub decision_id: String,
+    /// Ticket id.
+    pub ticket_id: String,
+    /// When the ticket was received.
+    pub received_at: DateTime<Utc>,
+    /// Resolved intent.
+    pub intent: String,
+    /// Top-1 probability.
+    pub confidence: f32,
+    /// Language code.
+    pub language: String,
+    /// Team.
+    pub team: Option<String>,
+    /// What the rules said about the assignee.
+    pub strategy: Option<Assignee>,
+    /// The agent picked (set by [`Store::record_decisions`]).
+    pub assignee: Option<String>,
+    /// Why no agent was picked, when a strategy could not pick one.
+    pub assignment_note: Option<String>,
+    /// Status name.
+    pub status: String,
+    /// Priority name.
+    pub priority: String,
+    /// Model version.
+    pub model_version: String,
+    /// Rules version.
+    pub rules_version: i64,
+    /// The rule inputs as JSON (ticket facts without text, classification, time).
+    pub inputs: String,
+    /// Ticket subject and body, kept under the retention period.
+    pub text: Option<(Option<String>, String)>,
+}
+
+/// A logged decision, as read back.
+#[derive(Debug, Clone)]
+pub struct LoggedDecision {
+    /// Decision id.
+    pub decision_id: String,
+    /// Ticket id.
+    pub ticket_id: String,
+    /// Rule inputs (JSON).
+    pub inputs: String,
+    /// The decision as returned (JSON).
+    pub decision: String,
+    /// Subject and body, unless purged.
+    pub text: Option<(Option<String>, String)>,
+}
+
+/// One assignment of a ticket to an agent.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Assignment {
+    /// The decision that made it.
+    pub decision_id: String,
+    /// Team.
+    pub team: String,
+    /// Agent.
+    pub agent: String,
+    /// When.
+    pub opened_at: DateTime<Utc>,
+    /// When it was closed, if it was.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Who or what closed it (`api:<token>`, `expired`).
+    pub closed_by: Option<String>,
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    write: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = Self {
+            pool,
+            write: Mutex::new(()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn schema_version() -> i64 {
+        MIGRATIONS.last().map_or(0, |m| m.0)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        if current > Self::schema_version() {
+            return Err(StoreError::TooNew {
+                found: current,
+                known: Self::schema_version(),
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(timestamp(Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied database migration");
+        }
+        Ok(())
+    }
+
+    // ---- rules ----
+
+    /// The newest rules version, if any.
+    pub async fn current_rules(&self) -> Result<Option<RulesVersion>, StoreError> {
+        let row = sqlx::query("SELECT * FROM rules_versions ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rules_row(&r)).transpose()
+    }
+
+    /// One rules version.
+    pub async fn rules_version(&self, version: i64) -> Result<RulesVersion, StoreError> {
+        let row = sqlx::query("SELECT * FROM rules_versions WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no rules version {version}")))?;
+        rules_row(&row)
+    }
+
+    /// Every rules version, newest first.
+    pub async fn rules_history(&self) -> Result<Vec<RulesVersion>, StoreError> {
+        sqlx::query("SELECT * FROM rules_versions ORDER BY version DESC")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rules_row)
+            .collect()
+    }
+
+    /// Appends a rules version if the current one is still `expected` (`None`: no check).
+    /// `activate` runs inside the write lock after the commit, so the version saved and the
+    /// version serving change together.
+    pub async fn save_rules(
+        &self,
+        text: &str,
+        content_hash: &str,
+        author: &str,
+        note: &str,
+        expected: Option<i64>,
+        activate: impl FnOnce(&RulesVersion),
+    ) -> Result<RulesVersion, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM rules_versions")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if let Some(expected) = expected.filter(|e| *e != current) {
+            return Err(StoreError::Conflict { expected, current });
+        }
+        let saved = RulesVersion {
+            version: current + 1,
+            content_hash: content_hash.to_string(),
+            text: text.to_string(),
+            author: author.to_string(),
+            note: note.to_string(),
+            created_at: Utc::now(),
+        };
+        sqlx::query("INSERT INTO rules_versions (version, content_hash, text, author, note, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(saved.version)
+            .bind(&saved.content_hash)
+            .bind(&saved.text)
+            .bind(&saved.author)
+            .bind(&saved.note)
+            .bind(timestamp(saved.created_at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        activate(&saved);
+        Ok(saved)
+    }
+
+    // ---- decisions, idempotency, assignment ----
+
+    /// The stored response for an idempotency key, if the same request was seen before.
+    pub async fn idempotent_response(
+        &self,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT request_hash, response FROM idempotency_keys WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) if r.get::<String, _>(0) == request_hash => Ok(Some(r.get(1))),
+            Some(_) => Err(StoreError::IdempotencyMismatch(key.to_string())),
+        }
+    }
+
+    /// Logs decisions in one transaction: picks agents for strategies (filling `assignee`),
+    /// then `respond` builds each decision's JSON and the whole response, which are stored
+    /// with the idempotency key, if any. If the key was stored meanwhile by a concurrent
+    /// retry, nothing is written and that first response is returned instead.
+    pub async fn record_decisions(
+        &self,
+        items: &mut [NewDecision],
+        idempotency: Option<(&str, &str)>,
+        policy: &AssignmentPolicy,
+        respond: impl FnOnce(&[NewDecision]) -> (Vec<String>, String),
+    ) -> Result<String, StoreError> {
+        let _w = self.write.lock().await;
+        if let Some((key, hash)) = idempotency {
+            if let Some(first) = self.idempotent_response(key, hash).await? {
+                return Ok(first);
+            }
+        }
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        self.expire_assignments(&mut tx, policy, now).await?;
+        for d in items.iter_mut() {
+            let (Some(team), Some(strategy)) = (d.team.clone(), d.strategy.clone()) else {
+                continue;
+            };
+            let roster = policy.roster(&team);
+            let pick = match strategy {
+                Assignee::Nobody => continue,
+                Assignee::Agent(a) => Ok(a),
+                Assignee::RoundRobin => {
+                    let next: i64 =
+                        sqlx::query("SELECT next_index FROM round_robin WHERE team = ?")
+                            .bind(&team)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .map_or(0, |r| r.get(0));
+                    let picked = assign::round_robin(&team, roster, next as usize);
+                    if picked.is_ok() {
+                        sqlx::query("INSERT INTO round_robin (team, next_index) VALUES (?, ?) ON CONFLICT (team) DO UPDATE SET next_index = excluded.next_index")
+                            .bind(&team)
+                            .bind(next + 1)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    picked
+                }
+                Assignee::LeastLoaded => {
+                    let rows = sqlx::query("SELECT agent, COUNT(*) FROM assignments WHERE team = ? AND closed_at IS NULL GROUP BY agent")
+                        .bind(&team)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let loads: Vec<(String, i64)> =
+                        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                    assign::least_loaded(&team, roster, &loads)
+                }
+            };
+            match pick {
+                Ok(agent) => {
+                    sqlx::query("INSERT INTO assignments (decision_id, team, agent, opened_at) VALUES (?, ?, ?, ?)")
+                        .bind(&d.decision_id)
+                        .bind(&team)
+                        .bind(&agent)
+                        .bind(timestamp(now))
+                        .execute(&mut *tx)
+                        .await?;
+                    d.assignee = Some(agent);
+                }
+                Err(why) => d.assignment_note = Some(why),
+            }
+        }
+        let (decisions, response) = respond(items);
+        for (d, json) in items.iter().zip(&decisions) {
+            sqlx::query("INSERT INTO decisions (decision_id, ticket_id, received_at, decided_at, intent, confidence, language, team, assignee, status, priority, model_version, rules_version, inputs, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(&d.decision_id)
+                .bind(&d.ticket_id)
+                .bind(timestamp(d.received_at))
+                .bind(timestamp(now))
+                .bind(&d.intent)
+                .bind(d.confidence)
+                .bind(&d.language)
+                .bind(&d.team)
+                .bind(&d.assignee)
+                .bind(&d.status)
+                .bind(&d.priority)
+                .bind(&d.model_version)
+                .bind(d.rules_version)
+                .bind(&d.inputs)
+                .bind(json)
+                .execute(&mut *tx)
+                .await?;
+            if let Some((subject, body)) = &d.text {
+                sqlx::query("INSERT INTO ticket_texts (ticket_id, subject, body, stored_at) VALUES (?, ?, ?, ?) ON CONFLICT (ticket_id) DO UPDATE SET subject = excluded.subject, body = excluded.body, stored_at = excluded.stored_at")
+                    .bind(&d.ticket_id)
+                    .bind(subject)
+                    .bind(body)
+                    .bind(timestamp(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        if let Some((key, hash)) = idempotency {
+            sqlx::query("INSERT INTO idempotency_keys (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
+                .bind(key)
+                .bind(hash)
+                .bind(&response)
+                .bind(timestamp(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    /// Closes assignments older than the policy's limit.
+    async fn expire_assignments(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        policy: &AssignmentPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(after) = policy.close_after else {
+            return Ok(());
+        };
+        let cutoff = now - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+        sqlx::query("UPDATE assignments SET closed_at = ?, closed_by = 'expired' WHERE closed_at IS NULL AND opened_at < ?")
+            .bind(timestamp(now))
+            .bind(timestamp(cutoff))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The last `n` decisions, newest first, with their ticket text when still kept.
+    pub async fn recent_decisions(&self, n: i64) -> Result<Vec<LoggedDecision>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.decision_id, d.ticket_id, d.inputs, d.decision, t.subject, t.body \
+             FROM decisions d LEFT JOIN ticket_texts t ON t.ticket_id = d.ticket_id \
+             ORDER BY d.decided_at DESC, d.rowid DESC LIMIT ?",
+        )
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LoggedDecision {
+                decision_id: r.get(0),
+                ticket_id: r.get(1),
+                inputs: r.get(2),
+                decision: r.get(3),
+                text: r
+                    .get::<Option<String>, _>(5)
+                    .map(|body| (r.get::<Option<String>, _>(4), body)),
+            })
+            .collect())
+    }
+
+    /// One logged decision's JSON.
+    pub async fn decision(&self, decision_id: &str) -> Result<String, StoreError> {
+        sqlx::query("SELECT decision FROM decisions WHERE decision_id = ?")
+            .bind(decision_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound(format!("no decision {decision_id}")))
+    }
+
+    /// Open assignments (or all, newest first, at most `limit`), optionally for one team.
+    pub async fn assignments(
+        &self,
+        team: Option<&str>,
+        open_only: bool,
+        limit: i64,
+    ) -> Result<Vec<Assignment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT decision_id, team, agent, opened_at, closed_at, closed_by FROM assignments \
+             WHERE (? IS NULL OR team = ?) AND (? = 0 OR closed_at IS NULL) \
+             ORDER BY opened_at DESC LIMIT ?",
+        )
+        .bind(team)
+        .bind(team)
+        .bind(open_only as i64)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(assignment_row).collect()
+    }
+
+    /// Closes the assignment a decision made; closing twice is not an error.
+    pub async fn close_assignment(
+        &self,
+        decision_id: &str,
+        by: &str,
+    ) -> Result<Assignment, StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query("UPDATE assignments SET closed_at = ?, closed_by = ? WHERE decision_id = ? AND closed_at IS NULL")
+            .bind(timestamp(Utc::now()))
+            .bind(by)
+            .bind(decision_id)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT decision_id, team, agent, opened_at, closed_at, closed_by FROM assignments WHERE decision_id = ?")
+            .bind(decision_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("decision {decision_id} assigned no agent"))
+            })?;
+        assignment_row(&row)
+    }
+
+    /// Deletes ticket texts stored before `cutoff`; returns how many.
+    pub async fn purge_texts(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _w = self.write.lock().await;
+        Ok(sqlx::query("DELETE FROM ticket_texts WHERE stored_at < ?")
+            .bind(timestamp(cutoff))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Deletes idempotency keys older than `cutoff`; returns how many.
+    pub async fn purge_idempotency(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _w = self.write.lock().await;
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+                .bind(timestamp(cutoff))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn rules_row(r: &sqlx::sqlite::SqliteRow) -> Result<RulesVersion, StoreError> {
+    Ok(RulesVersion {
+        version: r.get("version"),
+        content_hash: r.get("content_hash"),
+        text: r.get("text"),
+        author: r.get("author"),
+        note: r.get("note"),
+        created_at: parse_time(r.get("created_at"))?,
+    })
+}
+
+fn assignment_row(r: &sqlx::sqlite::SqliteRow) -> Result<Assignment, StoreError> {
+    Ok(Assignment {
+        decision_id: r.get(0),
+        team: r.get(1),
+        agent: r.get(2),
+        opened_at: parse_time(r.get(3))?,
+        closed_at: r
+            .get::<Option<String>, _>(4)
+            .map(|s| parse_time(&s))
+            .transpose()?,
+        closed_by: r.get(5),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(id: &str, team: &str, strategy: Assignee) -> NewDecision {
+        NewDecision {
+            decision_id: id.into(),
+            ticket_id: format!("t-{id}"),
+            received_at: Utc::now(),
+            intent: "billing.refund".into(),
+            confidence: 0.9,
+            language: "en".into(),
+            team: Some(team.into()),
+            strategy: Some(strategy),
+            assignee: None,
+            assignment_note: None,
+            status: "open".into(),
+            priority: "normal".into(),
+            model_version: "m1".into(),
+            rules_version: 1,
+            inputs: "{}".into(),
+            text: Some((None, format!("body {id}"))),
+        }
+    }
+
+    fn respond(items: &[NewDecision]) -> (Vec<String>, String) {
+        let each: Vec<String> = items
+            .iter()
+            .map(|d| serde_json::json!({"id": d.decision_id, "assignee": d.assignee}).to_string())
+            .collect();
+        let all = format!("[{}]", each.join(","));
+        (each, all)
+    }
+
+    #[tokio::test]
+    async fn migrates_once_and_keeps_rules_history_with_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db/router.db");
+        let store = Store::open(&path).await.unwrap();
+        assert!(store.current_rules().await.unwrap().is_none());
+        let mut activated = 0;
+        let v1 = store
+            .save_rules("a", "h1", "seed", "first", Some(0), |_| activated += 1)
+            .await
+            .unwrap();
+        assert_eq!((v1.version, activated), (1, 1));
+        let err = store
+            .save_rules("b", "h2", "ann", "", Some(0), |_| activated += 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                current: 1
+            }
+        ));
+        assert_eq!(activated, 1, "a refused save activates nothing");
+        store
+            .save_rules("b", "h2", "ann", "", Some(1), |_| {})
+            .await
+            .unwrap();
+        store.close().await;
+        // Reopening applies no migration twice and keeps everything.
+        let store = Store::open(&path).await.unwrap();
+        let history = store.rules_history().await.unwrap();
+        assert_eq!(
+            history.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(store.rules_version(1).await.unwrap().text, "a");
+        assert!(matches!(
+            store.rules_version(9).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn assigns_round_robin_and_least_loaded_and_honours_idempotency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.db")).await.unwrap();
+        let policy = AssignmentPolicy {
+            rosters: [("billing".to_string(), vec!["ann".into(), "bob".into()])]
+                .into_iter()
+                .collect(),
+            close_after: None,
+        };
+        let mut batch = vec![
+            decision("1", "billing", Assignee::RoundRobin),
+            decision("2", "billing", Assignee::RoundRobin),
+            decision("3", "billing", Assignee::RoundRobin),
+            decision("4", "sales", Assignee::RoundRobin),
+        ];
+        store
+            .record_decisions(&mut batch, None, &policy, respond)
+            .await
+            .unwrap();
+        let picked: Vec<Option<&str>> = batch.iter().map(|d| d.assignee.as_deref()).collect();
+        assert_eq!(picked, vec![Some("ann"), Some("bob"), Some("ann"), None]);
+        assert_eq!(
+            batch[3].assignment_note.as_deref(),
+            Some("team \"sales\" has no roster")
+        );
+        // ann has 2 open, bob 1: least-loaded picks bob, then (after closing ann's) ann.
+        let mut one = vec![decision("5", "billing", Assignee::LeastLoaded)];
+        store
+            .record_decisions(&mut one, None, &policy, respond)
+            .await
+            .unwrap();
+        assert_eq!(one[0].assignee.as_deref(), Some("bob"));
+        store.close_assignment("1", "api:test").await.unwrap();
+        store.close_assignment("3", "api:test").await.unwrap();
+        let mut one = vec![decision("6", "billing", Assignee::LeastLoaded)];
+        let first = store
+            .record_decisions(&mut one, Some(("key-1", "h")), &policy, respond)
+            .await
+            .unwrap();
+        assert_eq!(one[0].assignee.as_deref(), Some("ann"));
+        // The retry returns the first response and assigns nobody again.
+        let mut retry = vec![decision("7", "billing", Assignee::LeastLoaded)];
+        let again = store
+            .record_decisions(&mut retry, Some(("key-1", "h")), &policy, respond)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(retry[0].assignee, None);
+        assert!(matches!(
+            store.idempotent_response("key-1", "other").await,
+            Err(StoreError::IdempotencyMismatch(_))
+        ));
+        let open = store.assignments(Some("billing"), true, 100).await.unwrap();
+        assert_eq!(open.len(), 3);
+        let recent = store.recent_decisions(2).await.unwrap();
+        assert_eq!(recent[0].decision_id, "6");
+        assert_eq!(recent[0].text.as_ref().unwrap().1, "body 6");
+        assert_eq!(
+            store
+                .purge_texts(Utc::now() + chrono::Duration::seconds(1))
+                .await
+                .unwrap(),
+            6
+        );
+        assert!(store.recent_decisions(1).await.unwrap()[0].text.is_none());
+    }
+
+    #[tokio::test]
+    async fn old_assignments_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.db")).await.unwrap();
+        let mut policy = AssignmentPolicy {
+            rosters: [("t".to_string(), vec!["ann".into(), "bob".into()])]
+                .into_iter()
+                .collect(),
+            close_after: None,
+        };
+        let mut a = vec![decision("1", "t", Assignee::LeastLoaded)];
+        store
+            .record_decisions(&mut a, None, &policy, respond)
+            .await
+            .unwrap();
+        policy.close_after = Some(Duration::ZERO);
+        let mut b = vec![decision("2", "t", Assignee::LeastLoaded)];
+        store
+            .record_decisions(&mut b, None, &policy, respond)
+            .await
+            .unwrap();
+        assert_eq!(
+            b[0].assignee.as_deref(),
+            Some("ann"),
+            "ann's first ticket expired"
+        );
+        let all = store.assignments(None, false, 10).await.unwrap();
+        assert_eq!(
+            all.iter()
+                .filter(|a| a.closed_by.as_deref() == Some("expired"))
+                .count(),
+            1
+        );
+    }
+}
