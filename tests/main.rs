@@ -7,3 +7,4 @@ mod default_model;
 mod encoder;
 mod fidelity;
 mod hub;
+mod server;
