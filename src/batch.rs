@@ -227,8 +227,32 @@ where
         depth.fetch_sub(jobs.len(), Ordering::Relaxed);
         // A client that went away needs no inference.
         jobs.retain(|j| !j.reply.is_closed());
-        run_batch(jobs, &mut infer);
+        // Similar lengths together: a short text padded to a long one wastes compute.
+        jobs.sort_by_key(|j| j.tokens.ids.len());
+        let lens: Vec<usize> = jobs.iter().map(|j| j.tokens.ids.len()).collect();
+        let mut rest = jobs;
+        for size in length_groups(&lens).into_iter().rev() {
+            let group = rest.split_off(rest.len() - size);
+            run_batch(group, &mut infer);
+        }
     }
+}
+
+/// Cuts ascending lengths into runs whose longest is at most twice the shortest plus 8 tokens
+/// (so padding stays under about half of a group); returns the run sizes in order.
+pub fn length_groups(sorted_lens: &[usize]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut start = 0;
+    for (i, &len) in sorted_lens.iter().enumerate() {
+        if len > 2 * sorted_lens[start] + 8 {
+            sizes.push(i - start);
+            start = i;
+        }
+    }
+    if start < sorted_lens.len() {
+        sizes.push(sorted_lens.len() - start);
+    }
+    sizes
 }
 
 fn run_batch<F>(jobs: Vec<Job>, infer: &mut F)
@@ -329,6 +353,13 @@ mod tests {
             "{sizes:?}"
         );
         assert!(sizes.len() < 10, "requests were batched: {sizes:?}");
+    }
+
+    #[test]
+    fn lengths_group_so_padding_stays_small() {
+        assert_eq!(length_groups(&[]), Vec::<usize>::new());
+        assert_eq!(length_groups(&[5, 9, 18, 19, 60, 200]), vec![3, 1, 1, 1]);
+        assert_eq!(length_groups(&[10, 12, 20, 28]), vec![4]);
     }
 
     #[test]
