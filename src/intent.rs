@@ -261,6 +261,21 @@ impl IntentTree {
         out
     }
 
+    /// This tree with more nodes (`(id, en, ru)`, parents first), checked like a file.
+    pub fn with_added(&self, nodes: &[(String, String, String)]) -> Result<Self, TaxonomyError> {
+        let mut text = self.to_toml();
+        for (id, en, ru) in nodes {
+            let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+            text.push_str(&format!(
+                "\n[[intent]]\nid = {}\nen = {}\nru = {}\n",
+                q(id),
+                q(en),
+                q(ru)
+            ));
+        }
+        Self::parse(&text, Path::new("(taxonomy with added intents)"))
+    }
+
     /// Resolves label probabilities into a chain (see [`Resolver`]).
     pub fn resolver<'a>(&'a self, labels: &'a [String], thresholds: &'a [f32]) -> Resolver<'a> {
         Resolver {

@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod import;
 pub mod intent;
 pub mod lang;
+pub mod learn;
 pub mod model;
 pub mod rules;
 pub mod server;

@@ -256,6 +256,7 @@ fn train(a: TrainArgs) -> Result<()> {
             learning_rate: a.fine_tune_lr,
             ..FineTune::default()
         }),
+        preloaded: None,
     };
     let outcome = trainer::train(&opts, &Bars::default())?;
     eprintln!(

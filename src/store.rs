@@ -51,9 +51,10 @@ pub enum StoreError {
 }
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE rules_versions (
     version INTEGER PRIMARY KEY,
     content_hash TEXT NOT NULL,
@@ -107,7 +108,59 @@ CREATE TABLE round_robin (
     next_index INTEGER NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE feedback (
+    feedback_id TEXT PRIMARY KEY,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    decision_id TEXT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    author TEXT NOT NULL,
+    correct_intent TEXT,
+    correct_team TEXT,
+    correct_assignee TEXT,
+    predicted_intent TEXT NOT NULL,
+    predicted_team TEXT,
+    rule_ids TEXT NOT NULL,
+    language TEXT NOT NULL,
+    subject TEXT,
+    body TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX feedback_by_time ON feedback (created_at);
+CREATE INDEX feedback_by_ticket ON feedback (ticket_id);
+CREATE TABLE intents_added (
+    id TEXT PRIMARY KEY,
+    en TEXT NOT NULL,
+    ru TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE models (
+    id TEXT PRIMARY KEY,
+    parent TEXT,
+    path TEXT NOT NULL,
+    data_hash TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    status TEXT NOT NULL,
+    shadow INTEGER NOT NULL DEFAULT 0,
+    note TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    activated_at TEXT
+);
+CREATE TABLE shadow_results (
+    decision_id TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    intent TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    PRIMARY KEY (decision_id, model_id)
+);
+"#,
+    ),
+];
 
 /// Times are stored as RFC 3339 UTC text with fixed width, so they sort as text.
 pub fn timestamp(t: DateTime<Utc>) -> String {
@@ -575,14 +628,22 @@ impl Store {
         assignment_row(&row)
     }
 
-    /// Deletes ticket texts stored before `cutoff`; returns how many.
+    /// Deletes ticket texts stored before `cutoff` (and the texts kept with corrections made
+    /// before it); returns how many tickets' texts.
     pub async fn purge_texts(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let _w = self.write.lock().await;
-        Ok(sqlx::query("DELETE FROM ticket_texts WHERE stored_at < ?")
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM ticket_texts WHERE stored_at < ?")
             .bind(timestamp(cutoff))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected())
+            .rows_affected();
+        sqlx::query("UPDATE feedback SET subject = NULL, body = NULL WHERE body IS NOT NULL AND created_at < ?")
+            .bind(timestamp(cutoff))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Deletes idempotency keys older than `cutoff`; returns how many.
@@ -607,6 +668,517 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// An agent's correction about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewFeedback {
+    /// The decision corrected.
+    pub decision_id: String,
+    /// Its ticket.
+    pub ticket_id: String,
+    /// The agent who corrected it.
+    pub agent: String,
+    /// The token that sent it.
+    pub author: String,
+    /// The right intent, if the intent was wrong.
+    pub correct_intent: Option<String>,
+    /// The right team, if the team was wrong.
+    pub correct_team: Option<String>,
+    /// The right assignee, if the assignee was wrong.
+    pub correct_assignee: Option<String>,
+    /// What the engine said: intent.
+    pub predicted_intent: String,
+    /// What the engine said: team.
+    pub predicted_team: Option<String>,
+    /// The rules that fired.
+    pub rule_ids: Vec<String>,
+    /// Ticket language.
+    pub language: String,
+    /// Ticket subject and body (for training), when still kept.
+    pub text: Option<(Option<String>, String)>,
+}
+
+/// A stored correction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Feedback {
+    /// Id.
+    pub feedback_id: String,
+    /// The decision corrected.
+    pub decision_id: String,
+    /// Its ticket.
+    pub ticket_id: String,
+    /// The agent.
+    pub agent: String,
+    /// Right intent.
+    pub correct_intent: Option<String>,
+    /// Right team.
+    pub correct_team: Option<String>,
+    /// Right assignee.
+    pub correct_assignee: Option<String>,
+    /// The engine's intent.
+    pub predicted_intent: String,
+    /// The engine's team.
+    pub predicted_team: Option<String>,
+    /// The rules that fired.
+    pub rule_ids: Vec<String>,
+    /// Ticket language.
+    pub language: String,
+    /// Whether the ticket text is kept (an intent correction then is a training label).
+    pub has_text: bool,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A training label from agents: the latest intent correction of a ticket whose text is kept.
+#[derive(Debug, Clone)]
+pub struct Correction {
+    /// Ticket id (fixes its train / held-out split forever).
+    pub ticket_id: String,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Body.
+    pub body: String,
+    /// The right intent.
+    pub intent: String,
+    /// Language.
+    pub language: String,
+}
+
+/// An intent added to the taxonomy through the API.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AddedIntent {
+    /// Dotted id.
+    pub id: String,
+    /// English description.
+    pub en: String,
+    /// Russian description.
+    pub ru: String,
+    /// Who added it.
+    pub author: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A model version in the registry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelRecord {
+    /// Id (the version every response names).
+    pub id: String,
+    /// The model it was retrained from.
+    pub parent: Option<String>,
+    /// Classifier directory.
+    pub path: String,
+    /// Hash of the training data.
+    pub data_hash: String,
+    /// Evaluation (the gate report for candidates).
+    pub metrics: serde_json::Value,
+    /// `candidate`, `active` or `retired`.
+    pub status: String,
+    /// Scored beside the active model on live traffic.
+    pub shadow: bool,
+    /// Why it exists or what happened to it.
+    pub note: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it last became active.
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+/// One shadow comparison row: the active and shadow intents of a decision and, if an agent
+/// corrected it, the right one.
+#[derive(Debug, Clone)]
+pub struct ShadowRow {
+    /// Active model's intent.
+    pub active: String,
+    /// Shadow model's intent.
+    pub shadow: String,
+    /// The agent's intent, when corrected.
+    pub correct: Option<String>,
+}
+
+impl Store {
+    /// A logged decision's facts for feedback: (ticket id, intent, team, rule ids, language,
+    /// text if kept). `decision_id` wins; else the newest decision of `ticket_id`.
+    pub async fn decision_for_feedback(
+        &self,
+        decision_id: Option<&str>,
+        ticket_id: Option<&str>,
+    ) -> Result<(String, NewFeedback), StoreError> {
+        let row = match (decision_id, ticket_id) {
+            (Some(d), _) => sqlx::query("SELECT d.decision_id, d.ticket_id, d.intent, d.team, d.decision, d.language, t.subject, t.body FROM decisions d LEFT JOIN ticket_texts t ON t.ticket_id = d.ticket_id WHERE d.decision_id = ?")
+                .bind(d)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no decision {d}")))?,
+            (None, Some(t)) => sqlx::query("SELECT d.decision_id, d.ticket_id, d.intent, d.team, d.decision, d.language, t.subject, t.body FROM decisions d LEFT JOIN ticket_texts t ON t.ticket_id = d.ticket_id WHERE d.ticket_id = ? ORDER BY d.decided_at DESC, d.rowid DESC LIMIT 1")
+                .bind(t)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no decision for ticket {t}")))?,
+            (None, None) => return Err(StoreError::NotFound("give decision_id or ticket_id".into())),
+        };
+        let decision: serde_json::Value = serde_json::from_str(&row.get::<String, _>(4))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rule_ids = decision["rule_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let decision_id: String = row.get(0);
+        Ok((
+            decision_id.clone(),
+            NewFeedback {
+                decision_id,
+                ticket_id: row.get(1),
+                agent: String::new(),
+                author: String::new(),
+                correct_intent: None,
+                correct_team: None,
+                correct_assignee: None,
+                predicted_intent: row.get(2),
+                predicted_team: row.get(3),
+                rule_ids,
+                language: row.get(5),
+                text: row
+                    .get::<Option<String>, _>(7)
+                    .map(|b| (row.get::<Option<String>, _>(6), b)),
+            },
+        ))
+    }
+
+    /// Stores a correction; the same correction sent again returns the first (`false`).
+    pub async fn insert_feedback(&self, f: &NewFeedback) -> Result<(Feedback, bool), StoreError> {
+        let _w = self.write.lock().await;
+        let key = serde_json::json!([
+            f.decision_id,
+            f.agent,
+            f.correct_intent,
+            f.correct_team,
+            f.correct_assignee
+        ])
+        .to_string();
+        let existing = sqlx::query("SELECT * FROM feedback WHERE dedupe_key = ?")
+            .bind(&key)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(r) = existing {
+            return Ok((feedback_row(&r)?, false));
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let (subject, body) = f.text.clone().unzip();
+        sqlx::query("INSERT INTO feedback (feedback_id, dedupe_key, decision_id, ticket_id, agent, author, correct_intent, correct_team, correct_assignee, predicted_intent, predicted_team, rule_ids, language, subject, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(&key)
+            .bind(&f.decision_id)
+            .bind(&f.ticket_id)
+            .bind(&f.agent)
+            .bind(&f.author)
+            .bind(&f.correct_intent)
+            .bind(&f.correct_team)
+            .bind(&f.correct_assignee)
+            .bind(&f.predicted_intent)
+            .bind(&f.predicted_team)
+            .bind(serde_json::to_string(&f.rule_ids).unwrap_or_default())
+            .bind(&f.language)
+            .bind(subject.flatten())
+            .bind(body)
+            .bind(timestamp(Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        let r = sqlx::query("SELECT * FROM feedback WHERE feedback_id = ?")
+            .bind(&id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((feedback_row(&r)?, true))
+    }
+
+    /// Every stored correction, oldest first.
+    pub async fn feedback(&self) -> Result<Vec<Feedback>, StoreError> {
+        sqlx::query("SELECT * FROM feedback ORDER BY created_at, rowid")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(feedback_row)
+            .collect()
+    }
+
+    /// Training labels: per ticket, its newest intent correction, when the text is kept.
+    pub async fn corrections(&self) -> Result<Vec<Correction>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ticket_id, subject, body, correct_intent, language FROM feedback f \
+             WHERE correct_intent IS NOT NULL AND body IS NOT NULL AND rowid = \
+               (SELECT g.rowid FROM feedback g WHERE g.ticket_id = f.ticket_id AND g.correct_intent IS NOT NULL \
+                ORDER BY g.created_at DESC, g.rowid DESC LIMIT 1) \
+             ORDER BY ticket_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Correction {
+                ticket_id: r.get(0),
+                subject: r.get(1),
+                body: r.get(2),
+                intent: r.get(3),
+                language: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Intent corrections stored after `since`.
+    pub async fn corrections_since(&self, since: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) FROM feedback WHERE correct_intent IS NOT NULL AND created_at > ?",
+        )
+        .bind(timestamp(since))
+        .fetch_one(&self.pool)
+        .await?
+        .get(0))
+    }
+
+    /// Adds an intent to the taxonomy.
+    pub async fn add_intent(&self, i: &AddedIntent) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO intents_added (id, en, ru, author, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&i.id)
+        .bind(&i.en)
+        .bind(&i.ru)
+        .bind(&i.author)
+        .bind(timestamp(i.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Intents added through the API, in order.
+    pub async fn added_intents(&self) -> Result<Vec<AddedIntent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, en, ru, author, created_at FROM intents_added ORDER BY created_at, rowid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AddedIntent {
+                    id: r.get(0),
+                    en: r.get(1),
+                    ru: r.get(2),
+                    author: r.get(3),
+                    created_at: parse_time(r.get(4))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Registers a model version.
+    pub async fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query("INSERT INTO models (id, parent, path, data_hash, metrics, status, shadow, note, created_at, activated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&m.id)
+            .bind(&m.parent)
+            .bind(&m.path)
+            .bind(&m.data_hash)
+            .bind(m.metrics.to_string())
+            .bind(&m.status)
+            .bind(m.shadow)
+            .bind(&m.note)
+            .bind(timestamp(m.created_at))
+            .bind(m.activated_at.map(timestamp))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every model version, newest first.
+    pub async fn models(&self) -> Result<Vec<ModelRecord>, StoreError> {
+        sqlx::query("SELECT * FROM models ORDER BY created_at DESC, rowid DESC")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(model_row)
+            .collect()
+    }
+
+    /// One model version.
+    pub async fn model(&self, id: &str) -> Result<ModelRecord, StoreError> {
+        let r = sqlx::query("SELECT * FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no model {id}")))?;
+        model_row(&r)
+    }
+
+    /// Makes `id` the active model (the previous one retires) in one transaction; `swap` runs
+    /// after the commit, inside the write lock, so the stored and the serving model change
+    /// together.
+    pub async fn activate_model(
+        &self,
+        id: &str,
+        note: Option<&str>,
+        swap: impl FnOnce(),
+    ) -> Result<ModelRecord, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query("SELECT id FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if found.is_none() {
+            return Err(StoreError::NotFound(format!("no model {id}")));
+        }
+        sqlx::query("UPDATE models SET status = 'retired' WHERE status = 'active' AND id <> ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE models SET status = 'active', shadow = 0, activated_at = ?, note = COALESCE(?, note) WHERE id = ?")
+            .bind(timestamp(Utc::now()))
+            .bind(note)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        swap();
+        let r = sqlx::query("SELECT * FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        model_row(&r)
+    }
+
+    /// Sets a candidate's note and shadow flag (at most one model is the shadow).
+    pub async fn update_candidate(
+        &self,
+        id: &str,
+        shadow: bool,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        if shadow {
+            sqlx::query("UPDATE models SET shadow = 0")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE models SET shadow = ?, note = ? WHERE id = ?")
+            .bind(shadow)
+            .bind(note)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Logs a shadow model's intent for a decision.
+    pub async fn insert_shadow(
+        &self,
+        decision_id: &str,
+        model_id: &str,
+        intent: &str,
+        confidence: f32,
+    ) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query("INSERT OR IGNORE INTO shadow_results (decision_id, model_id, intent, confidence) VALUES (?, ?, ?, ?)")
+            .bind(decision_id)
+            .bind(model_id)
+            .bind(intent)
+            .bind(confidence)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The shadow model's intents beside the active ones (and agents' corrections).
+    pub async fn shadow_rows(&self, model_id: &str) -> Result<Vec<ShadowRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.intent, s.intent, \
+               (SELECT f.correct_intent FROM feedback f WHERE f.decision_id = d.decision_id AND f.correct_intent IS NOT NULL ORDER BY f.created_at DESC, f.rowid DESC LIMIT 1) \
+             FROM shadow_results s JOIN decisions d ON d.decision_id = s.decision_id WHERE s.model_id = ?",
+        )
+        .bind(model_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ShadowRow {
+                active: r.get(0),
+                shadow: r.get(1),
+                correct: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Decisions most worth an agent's label, newest first within each kind: `unknown`
+    /// resolutions, the smallest margins, and disagreements with the shadow model; none that an
+    /// agent already corrected.
+    pub async fn review_candidates(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.decision_id, d.decision FROM decisions d \
+             WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id) \
+             ORDER BY d.decided_at DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Shadow intents of decisions, for review: decision id -> shadow intent.
+    pub async fn shadow_intents(
+        &self,
+        model_id: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let rows = sqlx::query("SELECT decision_id, intent FROM shadow_results WHERE model_id = ?")
+            .bind(model_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+fn feedback_row(r: &sqlx::sqlite::SqliteRow) -> Result<Feedback, StoreError> {
+    Ok(Feedback {
+        feedback_id: r.get("feedback_id"),
+        decision_id: r.get("decision_id"),
+        ticket_id: r.get("ticket_id"),
+        agent: r.get("agent"),
+        correct_intent: r.get("correct_intent"),
+        correct_team: r.get("correct_team"),
+        correct_assignee: r.get("correct_assignee"),
+        predicted_intent: r.get("predicted_intent"),
+        predicted_team: r.get("predicted_team"),
+        rule_ids: serde_json::from_str(&r.get::<String, _>("rule_ids"))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        language: r.get("language"),
+        has_text: r.get::<Option<String>, _>("body").is_some(),
+        created_at: parse_time(r.get("created_at"))?,
+    })
+}
+
+fn model_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
+    Ok(ModelRecord {
+        id: r.get("id"),
+        parent: r.get("parent"),
+        path: r.get("path"),
+        data_hash: r.get("data_hash"),
+        metrics: serde_json::from_str(&r.get::<String, _>("metrics"))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        status: r.get("status"),
+        shadow: r.get("shadow"),
+        note: r.get("note"),
+        created_at: parse_time(r.get("created_at"))?,
+        activated_at: r
+            .get::<Option<String>, _>("activated_at")
+            .map(|s| parse_time(&s))
+            .transpose()?,
+    })
 }
 
 fn rules_row(r: &sqlx::sqlite::SqliteRow) -> Result<RulesVersion, StoreError> {

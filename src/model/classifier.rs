@@ -3,6 +3,7 @@
 //! by a path relative to the classifier directory plus a content hash checked at load.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -99,8 +100,10 @@ pub fn encoder_hash(dir: &Path) -> Result<String, FilesError> {
 /// A loaded classifier.
 #[derive(Debug)]
 pub struct Classifier {
-    /// The encoder.
-    pub encoder: Encoder,
+    /// The encoder (shared between classifiers on the same base encoder).
+    pub encoder: Arc<Encoder>,
+    /// Content hash of the encoder's files (see [`encoder_hash`]).
+    pub encoder_hash: String,
     /// The head.
     pub head: Head,
     /// The taxonomy.
@@ -114,6 +117,16 @@ pub struct Classifier {
 impl Classifier {
     /// Loads a classifier directory, checking the base encoder's hash.
     pub fn load(dir: &Path, opts: &EncoderOptions) -> Result<Self, ClassifierError> {
+        Self::load_sharing(dir, opts, &[])
+    }
+
+    /// Loads a classifier directory, reusing one of `loaded` (classifiers already in memory)
+    /// when its encoder has the same content hash, so heads on one base share it.
+    pub fn load_sharing(
+        dir: &Path,
+        opts: &EncoderOptions,
+        loaded: &[&Classifier],
+    ) -> Result<Self, ClassifierError> {
         let meta_path = files::require(
             dir,
             files::CLASSIFIER_META,
@@ -166,9 +179,17 @@ impl Classifier {
             max_tokens: opts.max_tokens.or(Some(meta.max_tokens)),
             ..opts.clone()
         };
-        let encoder = Encoder::load(&base, &opts)?;
+        let max_tokens = opts.max_tokens.unwrap_or(meta.max_tokens);
+        let same = |c: &&&Classifier| {
+            c.encoder_hash == found && c.encoder.text().max_tokens() == max_tokens
+        };
+        let encoder = match loaded.iter().find(same) {
+            Some(c) => Arc::clone(&c.encoder),
+            None => Arc::new(Encoder::load(&base, &opts)?),
+        };
         Ok(Self {
             encoder,
+            encoder_hash: found,
             head,
             tree,
             meta,

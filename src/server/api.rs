@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Scope;
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
+use super::models::ServingModel;
 use super::{ActiveRules, AppState};
 use crate::batch::BatchError;
 use crate::decision::{Decision, TraceStep};
@@ -38,10 +39,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let db = state.store.ping().await.is_ok();
     let body = json!({
         "ready": ready && db,
-        "model_version": state.model.version,
+        "model_version": state.model().id,
+        "shadow_model": state.shadow().map(|m| m.id.clone()),
         "rules_version": state.active_rules().stored.version.to_string(),
         "database": if db { "ok" } else { "unreachable" },
-        "queue_depth": state.model.batcher.queue_depth(),
+        "queue_depth": state.model().batcher.queue_depth(),
     });
     let status = if ready && db {
         StatusCode::OK
@@ -56,7 +58,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     if let Err(e) = state.auth.check(&headers, Scope::Metrics) {
         return e.into_response();
     }
-    let text = state.metrics.render(state.model.batcher.queue_depth());
+    let text = state.metrics.render(state.model().batcher.queue_depth());
     (
         [(
             header::CONTENT_TYPE,
@@ -129,26 +131,102 @@ fn admit(ticket: &mut Ticket, max_chars: usize, at: &str) -> Result<bool, ApiErr
     Ok(true)
 }
 
-/// Classifies tickets through the batching worker; all are queued before any is awaited, so
-/// they can share batches. A full queue fails the whole call with 429.
+/// What classifying through the active model gives: the model used (it may be swapped right
+/// after), each ticket's classification, and the embeddings (for a shadow model on the same
+/// encoder).
+pub struct Classified {
+    /// The model that classified.
+    pub model: Arc<ServingModel>,
+    /// Per ticket, in order.
+    pub classifications: Vec<Classification>,
+    /// Per ticket, in order.
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// Classifies tickets through the active model's batching worker; all are queued before any is
+/// awaited, so they can share batches. A full queue fails the whole call with 429.
 pub async fn classify_tickets(
     state: &AppState,
     tickets: &[Ticket],
-) -> Result<Vec<Classification>, ApiError> {
-    let engine = &state.model.engine;
+) -> Result<Classified, ApiError> {
+    let model = state.model();
+    let engine = &model.engine;
     let text = engine.classifier().encoder.text();
     let mut pending = Vec::with_capacity(tickets.len());
     for t in tickets {
         let prepared = engine.prepare(t);
         let tokens = text.encode(&prepared.text).map_err(ApiError::internal)?;
-        pending.push((prepared, state.model.batcher.submit(tokens)?));
+        pending.push((prepared, model.batcher.submit(tokens)?));
     }
-    let mut out = Vec::with_capacity(tickets.len());
-    for (t, (prepared, rx)) in tickets.iter().zip(pending) {
-        let probs = rx.await.map_err(|_| BatchError::Stopped)??;
-        out.push(engine.finish(t, prepared, &probs));
+    let mut prepared = Vec::with_capacity(tickets.len());
+    let mut embeddings = Vec::with_capacity(tickets.len());
+    for (p, rx) in pending {
+        embeddings.push(rx.await.map_err(|_| BatchError::Stopped)??);
+        prepared.push(p);
     }
-    Ok(out)
+    let probs = model.probabilities(&embeddings)?;
+    let classifications = tickets
+        .iter()
+        .zip(prepared.into_iter().zip(probs))
+        .map(|(t, (p, probs))| engine.finish(t, p, &probs))
+        .collect();
+    Ok(Classified {
+        model,
+        classifications,
+        embeddings,
+    })
+}
+
+/// Scores routed tickets with the shadow model, if one runs, and logs its intents; off the
+/// request's path. A shadow on the active encoder reuses the embeddings; another encoder gets
+/// its texts queued best-effort (skipped when its queue is full).
+fn shadow_score(
+    state: &Arc<AppState>,
+    active: &ServingModel,
+    tickets: Vec<Ticket>,
+    embeddings: Vec<Vec<f32>>,
+    decision_ids: Vec<String>,
+) {
+    let Some(shadow) = state.shadow() else {
+        return;
+    };
+    let same = shadow.shares_encoder(active);
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let embeddings = if same {
+            embeddings
+        } else {
+            let text = shadow.engine.classifier().encoder.text();
+            let mut out = Vec::new();
+            for t in &tickets {
+                let p = shadow.engine.prepare(t);
+                let Ok(tokens) = text.encode(&p.text) else {
+                    return;
+                };
+                let Ok(rx) = shadow.batcher.submit(tokens) else {
+                    return;
+                };
+                let Ok(Ok(e)) = rx.await else { return };
+                out.push(e);
+            }
+            out
+        };
+        let Ok(probs) = shadow.probabilities(&embeddings) else {
+            return;
+        };
+        for ((t, p), id) in tickets.iter().zip(probs).zip(decision_ids) {
+            let prepared = shadow.engine.prepare(t);
+            let c = shadow.engine.finish(t, prepared, &p);
+            let conf = c.resolution.top_k.first().map_or(0.0, |s| s.p);
+            if let Err(e) = state
+                .store
+                .insert_shadow(&id, &shadow.id, &c.resolution.intent, conf)
+                .await
+            {
+                tracing::warn!("logging a shadow result: {e}");
+            }
+        }
+    });
 }
 
 /// Hash of the endpoint and body, to tell a retry from a different request with the same key.
@@ -240,7 +318,7 @@ struct Routed {
 
 /// Classifies, decides, assigns and logs; returns the JSON of every decision, in order.
 async fn route_tickets(
-    state: &AppState,
+    state: &Arc<AppState>,
     mut tickets: Vec<Ticket>,
     idempotency: Option<(String, String)>,
     single: bool,
@@ -265,7 +343,11 @@ async fn route_tickets(
             return Ok(json_response(first, true));
         }
     }
-    let classifications = classify_tickets(state, &tickets).await?;
+    let Classified {
+        model,
+        classifications,
+        embeddings,
+    } = classify_tickets(state, &tickets).await?;
     let inference_ms = start.elapsed().as_secs_f64() * 1e3;
     let rules: Arc<ActiveRules> = state.active_rules();
     let routed: Vec<Routed> = tickets
@@ -318,7 +400,7 @@ async fn route_tickets(
                 assignment_note: None,
                 status: r.decision.status.name().to_string(),
                 priority: r.decision.priority.name().to_string(),
-                model_version: state.model.version.clone(),
+                model_version: model.id.clone(),
                 rules_version: rules.stored.version,
                 inputs: serde_json::to_string(&inputs).unwrap_or_default(),
                 text: keep_text.then(|| (r.ticket.subject.clone(), r.ticket.body.clone())),
@@ -327,7 +409,7 @@ async fn route_tickets(
         .collect();
     let (key, hash) = idempotency.unzip();
     let idem = key.as_deref().zip(hash.as_deref());
-    let model_version = state.model.version.as_str();
+    let model_version = model.id.as_str();
     let response = state
         .store
         .record_decisions(&mut records, idem, &state.settings.assignment, |items| {
@@ -378,6 +460,13 @@ async fn route_tickets(
             &r.classification.resolution.intent,
         );
     }
+    shadow_score(
+        state,
+        &model,
+        routed.into_iter().map(|r| r.ticket).collect(),
+        embeddings,
+        records.into_iter().map(|r| r.decision_id).collect(),
+    );
     Ok(json_response(response, false))
 }
 
@@ -448,36 +537,41 @@ pub async fn classify(
         state.settings.limits.max_ticket_chars,
         "ticket",
     )?;
-    let c = classify_tickets(&state, std::slice::from_ref(&ticket))
-        .await?
-        .remove(0);
+    let mut out = classify_tickets(&state, std::slice::from_ref(&ticket)).await?;
+    let c = out.classifications.remove(0);
     let mut body = serde_json::to_value(&c).map_err(ApiError::internal)?;
-    body["model_version"] = json!(state.model.version);
+    body["model_version"] = json!(out.model.id);
     if truncated {
         body["truncated"] = json!(true);
     }
     Ok(Json(body))
 }
 
-/// `GET /v1/intents`: the model's taxonomy (scope `route`).
+/// `GET /v1/intents`: the taxonomy: the active model's intents and those added since, which
+/// the next retraining learns (scope `route`).
 pub async fn intents(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
-    let c = state.model.engine.classifier();
-    let nodes: Vec<Value> = c
-        .tree
+    let model = state.model();
+    let c = model.engine.classifier();
+    let tree = super::learn_api::taxonomy(&state).await?;
+    let nodes: Vec<Value> = tree
         .nodes()
         .iter()
         .map(|n| {
             let parent = n.id.rsplit_once('.').map(|(p, _)| p);
-            json!({"id": n.id, "parent": parent, "en": n.en, "ru": n.ru,
-                   "leaf": !c.tree.nodes().iter().any(|m| m.id.starts_with(&format!("{}.", n.id)))})
+            let leaf = !tree
+                .nodes()
+                .iter()
+                .any(|m| m.id.starts_with(&format!("{}.", n.id)));
+            json!({"id": n.id, "parent": parent, "en": n.en, "ru": n.ru, "leaf": leaf,
+                   "in_model": c.tree.contains(&n.id)})
         })
         .collect();
     Ok(Json(json!({
-        "model_version": state.model.version,
+        "model_version": model.id,
         "labels": c.meta.labels,
         "intents": nodes,
     })))

@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// Assignment settings.
     #[serde(default)]
     pub assignment: AssignmentFile,
+    /// Learning from agents' corrections.
+    #[serde(default)]
+    pub learning: LearningFile,
     /// Team -> agents.
     #[serde(default)]
     pub rosters: BTreeMap<String, Vec<String>>,
@@ -96,6 +99,54 @@ pub struct AssignmentFile {
     pub close_after_hours: Option<u64>,
 }
 
+/// `[learning]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearningFile {
+    /// Curated base training data.
+    pub base_data: Option<PathBuf>,
+    /// Curated dev split (the gate).
+    pub dev_data: Option<PathBuf>,
+    /// Directory of model versions.
+    pub registry: Option<PathBuf>,
+    /// Embedding cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest allowed drop of dev macro-F1 and accuracy.
+    pub tolerance: Option<f64>,
+    /// How many base examples one correction weighs.
+    pub correction_weight: Option<usize>,
+    /// Head training epochs.
+    pub epochs: Option<usize>,
+    /// Retrain after this many new intent corrections (0: never by count).
+    pub retrain_after: Option<i64>,
+    /// Also retrain every this many hours when there are new corrections (0: never by time).
+    pub retrain_every_hours: Option<u64>,
+    /// What a candidate that passes the gate becomes: `active` or `shadow`.
+    pub on_pass: Option<String>,
+}
+
+/// What a candidate that passes the gate becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPass {
+    /// Promoted at once.
+    Activate,
+    /// Scored beside the active model until an admin activates it.
+    Shadow,
+}
+
+/// Learning settings, resolved.
+#[derive(Debug, Clone)]
+pub struct Learning {
+    /// Data, registry, cache, gate tolerance, training.
+    pub learn: crate::learn::LearnSettings,
+    /// Retrain after this many new corrections (0: off).
+    pub retrain_after: i64,
+    /// Retrain on this period when there are new corrections (`None`: off).
+    pub retrain_every: Option<Duration>,
+    /// What a passing candidate becomes.
+    pub on_pass: OnPass,
+}
+
 /// Request limits, resolved.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -138,6 +189,8 @@ pub struct Settings {
     pub assignment: AssignmentPolicy,
     /// API tokens.
     pub tokens: Vec<TokenConfig>,
+    /// Learning from corrections.
+    pub learning: Learning,
 }
 
 const HOUR: u64 = 3600;
@@ -222,14 +275,48 @@ impl Settings {
             .or(file.retention.ticket_text_days)
             .unwrap_or(30);
         let close_after = file.assignment.close_after_hours.unwrap_or(72);
+        let database = args
+            .database
+            .clone()
+            .or(rel(file.database))
+            .unwrap_or_else(|| PathBuf::from("intent-router.db"));
+        let lf = file.learning;
+        let on_pass = match lf.on_pass.as_deref() {
+            None | Some("activate") => OnPass::Activate,
+            Some("shadow") => OnPass::Shadow,
+            Some(other) => {
+                return Err(format!(
+                    "learning.on_pass: \"{other}\" is not one of activate, shadow"
+                ))
+            }
+        };
+        let learning = Learning {
+            learn: crate::learn::LearnSettings {
+                base_data: rel(lf.base_data)
+                    .unwrap_or_else(|| PathBuf::from("training-data/train.jsonl")),
+                dev_data: rel(lf.dev_data)
+                    .unwrap_or_else(|| PathBuf::from("training-data/dev.jsonl")),
+                registry: rel(lf.registry)
+                    .unwrap_or_else(|| crate::learn::default_registry(&database)),
+                cache_dir: rel(lf.cache_dir).or_else(crate::train::trainer::default_cache_dir),
+                tolerance: lf.tolerance.unwrap_or(0.01),
+                correction_weight: lf.correction_weight.unwrap_or(5),
+                head: crate::model::head::HeadTraining {
+                    epochs: lf.epochs.unwrap_or(100),
+                    ..Default::default()
+                },
+            },
+            retrain_after: lf.retrain_after.unwrap_or(50),
+            retrain_every: lf
+                .retrain_every_hours
+                .filter(|h| *h > 0)
+                .map(|h| Duration::from_secs(h * HOUR)),
+            on_pass,
+        };
         let settings = Self {
             listen,
             model: args.model.clone().or(rel(file.model)),
-            database: args
-                .database
-                .clone()
-                .or(rel(file.database))
-                .unwrap_or_else(|| PathBuf::from("intent-router.db")),
+            database,
             rules: args.rules.clone().or(rel(file.rules)),
             dev_no_auth,
             device: args
@@ -249,6 +336,7 @@ impl Settings {
                 close_after: (close_after > 0).then(|| Duration::from_secs(close_after * HOUR)),
             },
             tokens: file.tokens,
+            learning,
         };
         settings.check()?;
         Ok(settings)

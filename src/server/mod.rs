@@ -6,7 +6,9 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod learn_api;
 pub mod metrics;
+pub mod models;
 pub mod rules_api;
 
 use std::path::Path;
@@ -28,25 +30,11 @@ use self::auth::Auth;
 use self::config::Settings;
 use self::error::ApiError;
 use self::metrics::Metrics;
-use crate::batch::Batcher;
-use crate::engine::{Engine, EngineOptions};
-use crate::model::bert::LinearMode;
-use crate::model::classifier::Classifier;
-use crate::model::encoder::{DeviceChoice, EncoderOptions};
-use crate::model::{files, source};
+use self::models::ServingModel;
+use crate::model::files;
 use crate::rules::compile::{compile, CompileErrors};
 use crate::rules::{RuleSet, DEFAULT_RULES};
 use crate::store::{RulesVersion, Store};
-
-/// A loaded model behind its batching worker.
-pub struct LoadedModel {
-    /// The engine (tokeniser, taxonomy, resolver); inference runs on the batcher's thread.
-    pub engine: Arc<Engine>,
-    /// The batching worker.
-    pub batcher: Batcher,
-    /// Content hash of the classifier (head, metadata, taxonomy).
-    pub version: String,
-}
 
 /// The rules serving now.
 #[derive(Debug)]
@@ -69,8 +57,14 @@ pub struct AppState {
     pub store: Store,
     /// Metrics (the batching worker holds a handle too).
     pub metrics: Arc<Metrics>,
-    /// The model.
-    pub model: LoadedModel,
+    /// The active model; a request reads the Arc once and finishes on it across a swap.
+    pub model: RwLock<Arc<ServingModel>>,
+    /// The candidate scored beside the active model on live traffic, if any.
+    pub shadow: RwLock<Option<Arc<ServingModel>>>,
+    /// Serialises model activations.
+    pub swap_lock: tokio::sync::Mutex<()>,
+    /// One retraining at a time.
+    pub retrain_lock: tokio::sync::Mutex<()>,
     /// The active rules; a request reads the Arc once, so it never sees a half-applied set.
     pub rules: RwLock<Arc<ActiveRules>>,
     /// Set once the model is warmed and the rules are active.
@@ -78,6 +72,27 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The active model.
+    pub fn model(&self) -> Arc<ServingModel> {
+        Arc::clone(&self.model.read().expect("model lock poisoned"))
+    }
+
+    /// Swaps the active model.
+    pub fn set_model(&self, m: Arc<ServingModel>) {
+        self.metrics.set_model(&m.id);
+        *self.model.write().expect("model lock poisoned") = m;
+    }
+
+    /// The shadow model, if any.
+    pub fn shadow(&self) -> Option<Arc<ServingModel>> {
+        self.shadow.read().expect("shadow lock poisoned").clone()
+    }
+
+    /// Sets or clears the shadow model.
+    pub fn set_shadow(&self, m: Option<Arc<ServingModel>>) {
+        *self.shadow.write().expect("shadow lock poisoned") = m;
+    }
+
     /// The rules serving now.
     pub fn active_rules(&self) -> Arc<ActiveRules> {
         Arc::clone(&self.rules.read().expect("rules lock poisoned"))
@@ -95,7 +110,7 @@ impl AppState {
         text: &str,
         name: &str,
     ) -> Result<crate::rules::compile::Compiled, CompileErrors> {
-        compile(text, name, &self.model.engine.classifier().tree)
+        compile(text, name, &self.model().engine.classifier().tree)
     }
 }
 
@@ -106,48 +121,6 @@ pub fn model_version(dir: &Path) -> std::io::Result<String> {
         h.update(std::fs::read(dir.join(name))?);
     }
     Ok(crate::import::hex(&h.finalize())[..12].to_string())
-}
-
-/// Loads the model and starts its batching worker (blocking: call off the async runtime).
-fn load_model(settings: &Settings, metrics: Arc<Metrics>) -> anyhow::Result<LoadedModel> {
-    use anyhow::Context;
-    let dir = match &settings.model {
-        Some(d) => d.clone(),
-        None => source::find_default_model()?,
-    };
-    let opts = EncoderOptions {
-        max_tokens: None,
-        linear: if settings.quantized_linears {
-            LinearMode::Quantized
-        } else {
-            LinearMode::Dense
-        },
-        device: DeviceChoice::parse(&settings.device).map_err(anyhow::Error::msg)?,
-    };
-    let classifier = Classifier::load(&dir, &opts)
-        .with_context(|| format!("loading model {}", dir.display()))?;
-    let version = model_version(&dir).with_context(|| format!("hashing {}", dir.display()))?;
-    let engine = Arc::new(Engine::new(
-        classifier,
-        EngineOptions {
-            top_k: 3,
-            limits: settings.batcher.limits,
-        },
-    ));
-    let worker_engine = Arc::clone(&engine);
-    let batcher = Batcher::start(settings.batcher, move |items| {
-        let start = Instant::now();
-        let c = worker_engine.classifier();
-        let emb = c.encoder.embed_batch(items).map_err(|e| e.to_string())?;
-        let probs = c.probabilities(&emb).map_err(|e| e.to_string())?;
-        metrics.batch(items.len(), start.elapsed().as_secs_f64());
-        Ok(probs)
-    });
-    Ok(LoadedModel {
-        engine,
-        batcher,
-        version,
-    })
 }
 
 /// Makes the stored rules match the seed: the built-in rules on first start, or `--rules FILE`
@@ -197,17 +170,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database.display()))?;
     let metrics = Arc::new(Metrics::new());
-    let load_settings = settings.clone();
-    let worker_metrics = Arc::clone(&metrics);
-    let model =
-        tokio::task::spawn_blocking(move || load_model(&load_settings, worker_metrics)).await??;
-    // Warm up: the first batch pays for allocation and kernel selection.
-    let warm = model.engine.classifier().encoder.text().encode("warm up")?;
-    model
-        .batcher
-        .submit(warm)?
-        .await
-        .map_err(|_| anyhow::anyhow!("the inference worker stopped"))??;
+    let (model, shadow) = models::bootstrap(&store, &settings, &metrics).await?;
     let tree = model.engine.classifier().tree.clone();
     let stored = seed_rules(&store, &settings, |text, name| {
         compile(text, name, &tree).map(|_| ())
@@ -223,14 +186,17 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
     for w in &compiled.warnings {
         tracing::warn!("rules v{}: {w}", stored.version);
     }
-    metrics.set_model(&model.version);
+    metrics.set_model(&model.id);
     metrics.set_rules_version(stored.version);
     let state = Arc::new(AppState {
         settings,
         auth,
         store,
         metrics,
-        model,
+        model: RwLock::new(model),
+        shadow: RwLock::new(shadow),
+        swap_lock: tokio::sync::Mutex::new(()),
+        retrain_lock: tokio::sync::Mutex::new(()),
         rules: RwLock::new(Arc::new(ActiveRules {
             stored,
             ruleset: compiled.ruleset,
@@ -253,7 +219,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/route", post(api::route))
         .route("/v1/route/batch", post(api::route_batch))
         .route("/v1/classify", post(api::classify))
-        .route("/v1/intents", get(api::intents))
+        .route("/v1/intents", get(api::intents).post(learn_api::add_intent))
         .route("/v1/decisions/{decision_id}", get(api::decision))
         .route("/v1/assignments", get(api::assignments))
         .route(
@@ -268,6 +234,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rules/versions/{version}", get(rules_api::version))
         .route("/v1/rules/rollback", post(rules_api::rollback))
         .route("/v1/rules/simulate", post(rules_api::simulate))
+        .route("/v1/feedback", post(learn_api::feedback))
+        .route("/v1/feedback/report", get(learn_api::feedback_report))
+        .route("/v1/review", get(learn_api::review))
+        .route("/v1/models", get(learn_api::list_models))
+        .route("/v1/models/retrain", post(learn_api::retrain))
+        .route("/v1/models/rollback", post(learn_api::rollback))
+        .route("/v1/models/{id}/activate", post(learn_api::activate))
+        .route("/v1/models/{id}/shadow", post(learn_api::set_shadow))
+        .route(
+            "/v1/models/{id}/shadow-report",
+            get(learn_api::shadow_report),
+        )
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
@@ -383,10 +361,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     spawn_retention(Arc::clone(&state));
+    learn_api::spawn_jobs(Arc::clone(&state));
     let rules = state.active_rules();
     eprintln!(
         "intent-router listening on http://{addr} (model {}, rules v{}{})",
-        state.model.version,
+        state.model().id,
         rules.stored.version,
         if state.auth.is_dev() {
             ", DEV MODE: no tokens"

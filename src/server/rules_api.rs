@@ -343,7 +343,7 @@ async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>
             ));
         }
     }
-    let classifications = classify_tickets(state, &tickets).await?;
+    let classifications = classify_tickets(state, &tickets).await?.classifications;
     let now = Utc::now();
     Ok(tickets
         .into_iter()

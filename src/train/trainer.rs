@@ -72,6 +72,9 @@ pub struct TrainOptions {
     pub columns: CsvColumns,
     /// Also fine-tune the encoder's top layers.
     pub fine_tune: Option<FineTune>,
+    /// An encoder already in memory with its content hash, used instead of loading the base
+    /// again when the hashes match (the server retraining beside the model it serves).
+    pub preloaded: Option<(String, std::sync::Arc<Encoder>)>,
 }
 
 /// What training produced.
@@ -106,8 +109,26 @@ pub fn in_dev_share(id: &str) -> bool {
     Sha256::digest(id.as_bytes())[0] < 26
 }
 
-/// Trains and writes a classifier directory.
-pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcome, TrainError> {
+/// Labelled data for one training run, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct TrainSets {
+    /// Training examples (their embeddings are cached as one set).
+    pub train: Vec<Example>,
+    /// More training examples, embedded and cached apart so that the main set's cache stays
+    /// valid when only these change (agents' corrections).
+    pub extra: Vec<Example>,
+    /// Dev examples (calibration and the report).
+    pub dev: Vec<Example>,
+    /// Taxonomy.
+    pub tree: IntentTree,
+    /// Output labels, in head order.
+    pub labels: Vec<String>,
+    /// Where the data came from, for the training record (`data`, `data_sha256`, `dev`, ...).
+    pub record: serde_json::Value,
+}
+
+/// Loads the data files `opts` names.
+pub fn load_sets(opts: &TrainOptions) -> Result<TrainSets, TrainError> {
     let mut train_set = dataset::load(&opts.data, &opts.columns, true)?;
     let tree = match &opts.taxonomy {
         Some(p) => IntentTree::load(p)?,
@@ -132,14 +153,55 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
             dev
         }
     };
+    Ok(TrainSets {
+        train: train_set,
+        extra: Vec::new(),
+        dev: dev_set,
+        tree,
+        labels,
+        record: serde_json::json!({
+            "data": opts.data.display().to_string(),
+            "data_sha256": file_hash(&opts.data)?,
+            "dev": opts.dev.as_ref().map(|d| d.display().to_string()),
+        }),
+    })
+}
+
+/// Trains and writes a classifier directory.
+pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcome, TrainError> {
+    train_sets(opts, load_sets(opts)?, progress)
+}
+
+/// Trains on loaded data (`opts.data`, `opts.dev` and `opts.taxonomy` are not read) and writes
+/// a classifier directory.
+pub fn train_sets(
+    opts: &TrainOptions,
+    sets: TrainSets,
+    progress: &dyn Progress,
+) -> Result<TrainOutcome, TrainError> {
+    let TrainSets {
+        train: mut train_set,
+        extra,
+        dev: dev_set,
+        tree,
+        labels,
+        record,
+    } = sets;
     let base_dir = source::resolve_encoder(&opts.base, &opts.hub)?;
     let base_hash = encoder_hash(&base_dir)?;
-    let encoder = Encoder::load(&base_dir, &opts.encoder)?;
+    let encoder = match &opts.preloaded {
+        Some((hash, e)) if *hash == base_hash => std::sync::Arc::clone(e),
+        _ => std::sync::Arc::new(Encoder::load(&base_dir, &opts.encoder)?),
+    };
     let cache = EmbeddingCache {
         dir: opts.cache_dir.clone(),
         key: format!("{base_hash}:{}", encoder.text().max_tokens()),
     };
-    let xs = cache.embed(&encoder, &train_set, progress)?;
+    let mut xs = cache.embed(&encoder, &train_set, progress)?;
+    if !extra.is_empty() {
+        xs = Tensor::cat(&[xs, cache.embed(&encoder, &extra, progress)?], 0)?;
+        train_set.extend(extra);
+    }
     let index = |e: &Example| {
         labels
             .iter()
@@ -179,7 +241,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
                 dir: cache.dir,
                 key: format!("{sha256}:{}", encoder.text().max_tokens()),
             };
-            let tuned_encoder = Encoder::load(&enc_dir, &opts.encoder)?;
+            let tuned_encoder = std::sync::Arc::new(Encoder::load(&enc_dir, &opts.encoder)?);
             (
                 tuned_encoder,
                 tuned.head,
@@ -211,9 +273,7 @@ pub fn train(opts: &TrainOptions, progress: &dyn Progress) -> Result<TrainOutcom
         max_tokens: encoder.text().max_tokens(),
         base,
         training: serde_json::json!({
-            "data": opts.data.display().to_string(),
-            "data_sha256": file_hash(&opts.data)?,
-            "dev": opts.dev.as_ref().map(|d| d.display().to_string()),
+            "data": record,
             "n_train": train_set.len(),
             "n_dev": dev_set.len(),
             "seed": opts.head.seed,

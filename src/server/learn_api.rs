@@ -1,0 +1,740 @@
+//! Learning endpoints: agents' feedback, taxonomy additions, the review queue, retraining
+//! behind the evaluation gate, the model registry (list, activate, roll back), shadow mode and
+//! its report; plus the background jobs (retraining by count or period, following registry
+//! changes made by the CLI).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Scope;
+use super::config::OnPass;
+use super::error::{parse_json, ApiError, ApiJson, RawBody};
+use super::models::{self, ServingModel};
+use super::AppState;
+use crate::intent::{IntentTree, UNKNOWN};
+use crate::learn::{self, GateReport, LearnSettings};
+use crate::model::classifier::Classifier;
+use crate::rules::{Condition, RuleSet};
+use crate::store::{AddedIntent, ModelRecord, Store};
+use crate::train::finetune::FineTune;
+
+/// The active model's taxonomy plus the intents added through the API.
+pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
+    let added = state.store.added_intents().await?;
+    learn::taxonomy(&state.model().engine.classifier().tree, &added).map_err(ApiError::internal)
+}
+
+/// The one intent a team stands for in the rules, if exactly one: every rule that sends
+/// tickets to `team` conditions on one single leaf intent, and they all name the same one.
+pub fn team_intent(rules: &RuleSet, team: &str, labels: &[String]) -> Option<String> {
+    let mut found: Option<String> = None;
+    for r in rules
+        .rules
+        .iter()
+        .filter(|r| r.then.team.as_deref() == Some(team))
+    {
+        let [Condition::Intent(nodes)] = r.when.as_slice() else {
+            return None;
+        };
+        let [node] = nodes.as_slice() else {
+            return None;
+        };
+        if !labels.contains(node) || found.as_ref().is_some_and(|f| f != node) {
+            return None;
+        }
+        found = Some(node.clone());
+    }
+    found
+}
+
+/// Body of `POST /v1/feedback`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    decision_id: Option<String>,
+    ticket_id: Option<String>,
+    correct_intent: Option<String>,
+    correct_team: Option<String>,
+    correct_assignee: Option<String>,
+    agent: String,
+}
+
+/// `POST /v1/feedback`: an agent's correction of a logged decision (scope `feedback`).
+/// Idempotent: the same correction again returns the first (200 instead of 201).
+pub async fn feedback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<FeedbackRequest>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Feedback)?;
+    if req.agent.trim().is_empty() {
+        return Err(ApiError::invalid("agent: say who corrected the decision"));
+    }
+    if req.correct_intent.is_none() && req.correct_team.is_none() && req.correct_assignee.is_none()
+    {
+        return Err(ApiError::invalid(
+            "give at least one of correct_intent, correct_team, correct_assignee",
+        ));
+    }
+    let tree = taxonomy(&state).await?;
+    let labels = crate::train::dataset::taxonomy_labels(&tree);
+    if let Some(intent) = &req.correct_intent {
+        if !labels.contains(intent) {
+            let known = crate::intent::closest_known(&labels, intent);
+            let hint = if tree.contains(intent) {
+                format!("\"{intent}\" is a group; name one of its leaves")
+            } else {
+                format!("unknown intent \"{intent}\" (add it first with POST /v1/intents)")
+            };
+            return Err(ApiError::invalid(format!(
+                "correct_intent: {hint}; known: {known}"
+            )));
+        }
+    }
+    let (_, mut f) = state
+        .store
+        .decision_for_feedback(req.decision_id.as_deref(), req.ticket_id.as_deref())
+        .await?;
+    if let (Some(d), Some(t)) = (&req.decision_id, &req.ticket_id) {
+        if *t != f.ticket_id {
+            return Err(ApiError::invalid(format!(
+                "decision {d} is about ticket {}, not {t}",
+                f.ticket_id
+            )));
+        }
+    }
+    // A team correction is a rules signal; it is also a label when the team stands for one
+    // intent.
+    let label_from_team = match (&req.correct_intent, &req.correct_team) {
+        (None, Some(team)) => team_intent(&state.active_rules().ruleset, team, &labels),
+        _ => None,
+    };
+    f.agent = req.agent.trim().to_string();
+    f.author = caller.name;
+    f.correct_intent = req.correct_intent.clone().or(label_from_team.clone());
+    f.correct_team = req.correct_team;
+    f.correct_assignee = req.correct_assignee;
+    let (stored, created) = state.store.insert_feedback(&f).await?;
+    let training_label = stored.correct_intent.is_some() && stored.has_text;
+    let body = json!({
+        "feedback_id": stored.feedback_id,
+        "decision_id": stored.decision_id,
+        "ticket_id": stored.ticket_id,
+        "created": created,
+        "training_label": training_label,
+        "label_from_team": label_from_team,
+        "rules_signal": stored.correct_team.is_some() || stored.correct_assignee.is_some(),
+        "note": if stored.correct_intent.is_some() && !stored.has_text {
+            Some("the ticket's text is past retention, so this correction cannot train the model")
+        } else {
+            None
+        },
+    });
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+/// The rule that set a decision's team: the last fired rule with a `team` action.
+fn team_rule(rules: &RuleSet, fired: &[String]) -> String {
+    fired
+        .iter()
+        .rev()
+        .find(|id| {
+            rules
+                .rules
+                .iter()
+                .any(|r| &r.id == *id && r.then.team.is_some())
+        })
+        .cloned()
+        .unwrap_or_else(|| "(defaults)".to_string())
+}
+
+/// `GET /v1/feedback/report`: corrections summarised for rule authors and model owners: team
+/// and assignee corrections per rule with suggested changes, intent confusions (scope `admin`).
+pub async fn feedback_report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let all = state.store.feedback().await?;
+    let rules = state.active_rules();
+    // rule -> (tickets corrected, right team -> count, assignee corrections)
+    let mut per_rule: BTreeMap<String, (usize, BTreeMap<String, usize>, usize)> = BTreeMap::new();
+    let mut confusions: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for f in &all {
+        if let Some(right) = &f.correct_intent {
+            if *right != f.predicted_intent {
+                *confusions
+                    .entry((f.predicted_intent.clone(), right.clone()))
+                    .or_default() += 1;
+            }
+        }
+        if f.correct_team.is_some() || f.correct_assignee.is_some() {
+            let entry = per_rule
+                .entry(team_rule(&rules.ruleset, &f.rule_ids))
+                .or_default();
+            entry.0 += 1;
+            if let Some(t) = &f.correct_team {
+                *entry.1.entry(t.clone()).or_default() += 1;
+            }
+            if f.correct_assignee.is_some() {
+                entry.2 += 1;
+            }
+        }
+    }
+    let rules_report: Vec<Value> = per_rule
+        .into_iter()
+        .map(|(rule, (n, teams, assignees))| {
+            let top = teams.iter().max_by_key(|(_, c)| **c);
+            let suggestion = match top {
+                Some((team, &c)) if c >= 3 && c * 10 >= n * 6 => format!(
+                    "agents moved {c} of {n} tickets from rule \"{rule}\" to team \"{team}\": consider `then.team = \"{team}\"` there, or a narrower rule before it"
+                ),
+                Some(_) => format!("agents disagree with rule \"{rule}\" on {n} tickets, with no single better team yet: review its conditions"),
+                None => format!("agents reassigned {assignees} tickets of rule \"{rule}\": review the team's roster or strategy"),
+            };
+            json!({"rule": rule, "corrected": n, "right_teams": teams, "assignee_corrections": assignees, "suggestion": suggestion})
+        })
+        .collect();
+    let confusions: Vec<Value> = confusions
+        .into_iter()
+        .map(|((p, r), n)| json!({"predicted": p, "correct": r, "count": n}))
+        .collect();
+    Ok(Json(json!({
+        "feedback": all.len(),
+        "intent_corrections": all.iter().filter(|f| f.correct_intent.is_some()).count(),
+        "training_labels": all.iter().filter(|f| f.correct_intent.is_some() && f.has_text).count(),
+        "rules": rules_report,
+        "intent_confusions": confusions,
+    })))
+}
+
+/// Body of `POST /v1/intents`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIntent {
+    id: String,
+    en: String,
+    ru: String,
+}
+
+/// `POST /v1/intents`: adds a node to the taxonomy; corrections to it are accepted at once and
+/// the next retraining learns it (scope `admin`).
+pub async fn add_intent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<NewIntent>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let tree = taxonomy(&state).await?;
+    let labels = crate::train::dataset::taxonomy_labels(&tree);
+    let id = req.id.trim().to_string();
+    if tree.contains(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "intent_exists",
+            format!("intent \"{id}\" is already in the taxonomy"),
+        ));
+    }
+    if req.en.trim().is_empty() || req.ru.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "en, ru: describe the intent in English and Russian",
+        ));
+    }
+    if let Some((parent, _)) = id.rsplit_once('.') {
+        if labels.iter().any(|l| l == parent) {
+            return Err(ApiError::invalid(format!(
+                "id: \"{parent}\" is a leaf that tickets are labelled with; add \"{id}\" as a sibling under its parent instead"
+            )));
+        }
+    }
+    let added = AddedIntent {
+        id: id.clone(),
+        en: req.en.trim().to_string(),
+        ru: req.ru.trim().to_string(),
+        author: caller.name,
+        created_at: Utc::now(),
+    };
+    // Validates the id and the parent like a taxonomy file.
+    learn::taxonomy(&tree, std::slice::from_ref(&added))
+        .map_err(|e| ApiError::invalid(format!("id: {e}")))?;
+    state.store.add_intent(&added).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"intent": added, "in_model": false,
+                    "note": "agents can label tickets with it now; the next retraining learns it"})),
+    )
+        .into_response())
+}
+
+/// Query of `GET /v1/review`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewQuery {
+    #[serde(default = "twenty")]
+    limit: usize,
+}
+
+fn twenty() -> usize {
+    20
+}
+
+/// `GET /v1/review?limit=20`: the logged tickets most worth an agent's label, not yet
+/// corrected: `unknown` resolutions first, then disagreements with the shadow model, then the
+/// smallest margins (scope `feedback`).
+pub async fn review(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ReviewQuery>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Feedback)?;
+    let recent = state.store.review_candidates(2000).await?;
+    let shadow = match state.shadow() {
+        Some(s) => Some((s.id.clone(), state.store.shadow_intents(&s.id).await?)),
+        None => None,
+    };
+    let mut items: Vec<(u8, f64, Value)> = recent
+        .into_iter()
+        .filter_map(|(id, decision)| {
+            let d: Value = serde_json::from_str(&decision).ok()?;
+            let intent = d["intent"]["intent"].as_str()?.to_string();
+            let margin = d["intent"]["margin"].as_f64().unwrap_or(0.0);
+            let shadow_intent = shadow
+                .as_ref()
+                .and_then(|(_, m)| m.get(&id).cloned())
+                .filter(|s| *s != intent);
+            let (rank, reason) = if intent == UNKNOWN {
+                (0, "the model did not recognise the intent".to_string())
+            } else if let Some(s) = &shadow_intent {
+                (1, format!("the shadow model says {s}"))
+            } else {
+                (
+                    2,
+                    format!("small margin {margin:.2} between the top intents"),
+                )
+            };
+            Some((
+                rank,
+                margin,
+                json!({"decision_id": id, "ticket_id": d["ticket_id"], "intent": intent,
+                       "top_k": d["intent"]["top_k"], "margin": margin, "reason": reason}),
+            ))
+        })
+        .collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let items: Vec<Value> = items
+        .into_iter()
+        .take(q.limit.clamp(1, 500))
+        .map(|(_, _, v)| v)
+        .collect();
+    Ok(Json(json!({ "review": items })))
+}
+
+/// `GET /v1/models`: every version, newest first (scope `admin`).
+pub async fn list_models(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    Ok(Json(json!({
+        "serving": state.model().id,
+        "shadow": state.shadow().map(|s| s.id.clone()),
+        "models": state.store.models().await?,
+    })))
+}
+
+/// `POST /v1/models/{id}/activate`: makes a version active, live (scope `admin`).
+pub async fn activate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let note = format!("activated by {}", caller.name);
+    let record = models::activate(&state, &id, Some(&note)).await?;
+    Ok(Json(json!({ "model": record })))
+}
+
+/// `POST /v1/models/rollback`: re-activates the model that was active before this one
+/// (scope `admin`).
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let previous = state
+        .store
+        .models()
+        .await?
+        .into_iter()
+        .filter(|m| m.status == "retired" && m.activated_at.is_some())
+        .max_by_key(|m| m.activated_at)
+        .ok_or_else(|| ApiError::not_found("no earlier active model to roll back to"))?;
+    let note = format!("rolled back to by {}", caller.name);
+    let record = models::activate(&state, &previous.id, Some(&note)).await?;
+    Ok(Json(json!({ "model": record })))
+}
+
+/// Body of `POST /v1/models/{id}/shadow`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowRequest {
+    enabled: bool,
+}
+
+/// `POST /v1/models/{id}/shadow`: starts or stops scoring a candidate beside the active model
+/// on live traffic (scope `admin`).
+pub async fn set_shadow(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ShadowRequest>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let record = state.store.model(&id).await?;
+    if record.status != "candidate" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_a_candidate",
+            format!(
+                "model {id} is {}; only candidates run in shadow",
+                record.status
+            ),
+        ));
+    }
+    start_shadow(&state, &record, req.enabled).await?;
+    Ok(Json(json!({ "model": state.store.model(&id).await? })))
+}
+
+async fn start_shadow(
+    state: &Arc<AppState>,
+    record: &ModelRecord,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    let _one = state.swap_lock.lock().await;
+    if !enabled {
+        state
+            .store
+            .update_candidate(&record.id, false, &record.note)
+            .await?;
+        if state.shadow().is_some_and(|s| s.id == record.id) {
+            state.set_shadow(None);
+        }
+        return Ok(());
+    }
+    let active = state.model();
+    let c = models::load_classifier(
+        PathBuf::from(&record.path),
+        &state.settings,
+        vec![Arc::clone(&active)],
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let serving = Arc::new(ServingModel::start(
+        c,
+        record.id.clone(),
+        &state.settings,
+        Arc::clone(&state.metrics),
+        &[&active],
+    ));
+    state
+        .store
+        .update_candidate(&record.id, true, &record.note)
+        .await?;
+    state.set_shadow(Some(serving));
+    Ok(())
+}
+
+/// `GET /v1/models/{id}/shadow-report`: how often the shadow agreed with the active model on
+/// live traffic, and the accuracy of both on the tickets agents corrected (scope `admin`).
+pub async fn shadow_report(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    state.store.model(&id).await?;
+    let rows = state.store.shadow_rows(&id).await?;
+    let agree = rows.iter().filter(|r| r.active == r.shadow).count();
+    let corrected: Vec<_> = rows.iter().filter(|r| r.correct.is_some()).collect();
+    let right = |f: &dyn Fn(&crate::store::ShadowRow) -> &str| {
+        corrected
+            .iter()
+            .filter(|r| r.correct.as_deref() == Some(f(r)))
+            .count()
+    };
+    let ratio = |a: usize, n: usize| {
+        if n == 0 {
+            None
+        } else {
+            Some(a as f64 / n as f64)
+        }
+    };
+    let (active_right, shadow_right) = (right(&|r| &r.active), right(&|r| &r.shadow));
+    Ok(Json(json!({
+        "model": id,
+        "tickets": rows.len(),
+        "agreement": ratio(agree, rows.len()),
+        "corrected_tickets": corrected.len(),
+        "active_accuracy_on_corrected": ratio(active_right, corrected.len()),
+        "shadow_accuracy_on_corrected": ratio(shadow_right, corrected.len()),
+    })))
+}
+
+/// Body of `POST /v1/models/retrain`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainRequest {
+    /// Also fine-tune the encoder's top layers (slow).
+    #[serde(default)]
+    fine_tune: bool,
+    /// Run a passing candidate in shadow instead of activating it.
+    #[serde(default)]
+    shadow: Option<bool>,
+}
+
+/// What one retraining did.
+#[derive(Debug)]
+pub struct RetrainResult {
+    /// The registered candidate.
+    pub record: ModelRecord,
+    /// The gate.
+    pub gate: GateReport,
+    /// `activated`, `shadow` or `refused`.
+    pub outcome: &'static str,
+}
+
+/// Lowers the calling thread's scheduling priority, so retraining yields to routing.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's id only changes its nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Trains and gates a candidate on a low-priority thread, and registers it (status
+/// `candidate`, the gate report as its metrics). Shared by the server and the CLI.
+pub async fn train_candidate(
+    store: &Store,
+    active: Arc<Classifier>,
+    parent_id: &str,
+    settings: &LearnSettings,
+    fine_tune: bool,
+) -> Result<(ModelRecord, GateReport), ApiError> {
+    for (what, p) in [
+        ("base_data", &settings.base_data),
+        ("dev_data", &settings.dev_data),
+    ] {
+        if !p.is_file() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_training_data",
+                format!(
+                    "learning.{what}: {} is not a file; point the config at the curated data",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    let added = store.added_intents().await?;
+    let corrections = store.corrections().await?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (settings, parent) = (settings.clone(), parent_id.to_string());
+    std::thread::Builder::new()
+        .name("retrain".into())
+        .spawn(move || {
+            lower_priority();
+            let ft = fine_tune.then(FineTune::default);
+            let r = learn::retrain(
+                &active,
+                &added,
+                &corrections,
+                &settings,
+                ft,
+                &parent,
+                &crate::train::trainer::Silent,
+            );
+            let _ = tx.send(r);
+        })
+        .map_err(ApiError::internal)?;
+    let candidate = rx
+        .await
+        .map_err(|_| ApiError::internal("the retraining thread died"))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "retrain_failed",
+                format!("{e}"),
+            )
+        })?;
+    let record = ModelRecord {
+        id: candidate.id.clone(),
+        parent: Some(parent_id.to_string()),
+        path: candidate.dir.display().to_string(),
+        data_hash: candidate.data_hash.clone(),
+        metrics: serde_json::to_value(&candidate.gate).map_err(ApiError::internal)?,
+        status: "candidate".into(),
+        shadow: false,
+        note: if candidate.gate.passed {
+            "passed the gate".to_string()
+        } else {
+            format!("refused by the gate: {}", candidate.gate.reasons.join("; "))
+        },
+        created_at: Utc::now(),
+        activated_at: None,
+    };
+    store.insert_model(&record).await?;
+    Ok((record, candidate.gate))
+}
+
+/// Retrains now and applies the policy: a passing candidate is activated (or run in shadow);
+/// a failing one stays a candidate and its note says why.
+pub async fn retrain_now(
+    state: &Arc<AppState>,
+    fine_tune: bool,
+    shadow: Option<bool>,
+) -> Result<RetrainResult, ApiError> {
+    let Ok(_one) = state.retrain_lock.try_lock() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "retrain_running",
+            "a retraining is already running; try again when it ends",
+        ));
+    };
+    let active = state.model();
+    let classifier = Arc::new(active_classifier(&active)?);
+    let (record, gate) = train_candidate(
+        &state.store,
+        classifier,
+        &active.id,
+        &state.settings.learning.learn,
+        fine_tune,
+    )
+    .await?;
+    let to_shadow = shadow.unwrap_or(state.settings.learning.on_pass == OnPass::Shadow);
+    let outcome = if !gate.passed {
+        "refused"
+    } else if to_shadow {
+        start_shadow(state, &record, true).await?;
+        "shadow"
+    } else {
+        models::activate(state, &record.id, Some("passed the gate; activated")).await?;
+        "activated"
+    };
+    tracing::info!(model = record.id, outcome, "retrained");
+    let record = state.store.model(&record.id).await?;
+    Ok(RetrainResult {
+        record,
+        gate,
+        outcome,
+    })
+}
+
+/// A classifier value for the trainer that shares the serving model's encoder.
+fn active_classifier(active: &ServingModel) -> Result<Classifier, ApiError> {
+    let c = active.engine.classifier();
+    let opts = crate::model::encoder::EncoderOptions {
+        max_tokens: Some(c.encoder.text().max_tokens()),
+        ..Default::default()
+    };
+    Classifier::load_sharing(&c.dir, &opts, &[c]).map_err(ApiError::internal)
+}
+
+/// `POST /v1/models/retrain`: trains a candidate on the base data plus corrections, gates it
+/// against the active model, and activates it (or runs it in shadow) if it passes (scope
+/// `admin`). Waits for the result.
+pub async fn retrain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let req: RetrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetrainRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let r = retrain_now(&state, req.fine_tune, req.shadow).await?;
+    Ok(Json(json!({
+        "outcome": r.outcome,
+        "model": r.record,
+        "gate": r.gate,
+    })))
+}
+
+/// Background jobs: retrain after `retrain_after` new corrections or every
+/// `retrain_every` when there are new ones; follow the registry when the CLI changes it.
+pub fn spawn_jobs(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut last_check = std::time::Instant::now();
+        loop {
+            tick.tick().await;
+            if let Err(e) = follow_registry(&state).await {
+                tracing::error!("following the model registry: {}", e.message);
+            }
+            if last_check.elapsed() < Duration::from_secs(30) {
+                continue;
+            }
+            last_check = std::time::Instant::now();
+            let l = &state.settings.learning;
+            let newest = match state.store.models().await {
+                Ok(m) => m.first().map(|m| m.created_at),
+                Err(e) => {
+                    tracing::error!("reading the registry: {e}");
+                    continue;
+                }
+            };
+            let since = newest.unwrap_or_default();
+            let new = state.store.corrections_since(since).await.unwrap_or(0);
+            let by_count = l.retrain_after > 0 && new >= l.retrain_after;
+            let by_time = l.retrain_every.is_some_and(|p| {
+                new > 0 && (Utc::now() - since).to_std().is_ok_and(|age| age >= p)
+            });
+            if by_count || by_time {
+                match retrain_now(&state, false, None).await {
+                    Ok(r) => tracing::info!(
+                        model = r.record.id,
+                        outcome = r.outcome,
+                        "scheduled retraining"
+                    ),
+                    Err(e) => tracing::error!("scheduled retraining: {}", e.message),
+                }
+            }
+        }
+    });
+}
+
+/// Makes the serving models match the registry (the CLI may have changed it).
+async fn follow_registry(state: &Arc<AppState>) -> Result<(), ApiError> {
+    let records = state.store.models().await?;
+    if let Some(active) = records.iter().find(|m| m.status == "active") {
+        if active.id != state.model().id {
+            models::activate(state, &active.id, None).await?;
+        }
+    }
+    let want = records.iter().find(|m| m.shadow && m.status == "candidate");
+    let have = state.shadow().map(|s| s.id.clone());
+    match (want, have) {
+        (Some(w), h) if h.as_deref() != Some(w.id.as_str()) => start_shadow(state, w, true).await?,
+        (None, Some(_)) => state.set_shadow(None),
+        _ => {}
+    }
+    Ok(())
+}
