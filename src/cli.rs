@@ -35,6 +35,50 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print the sha256 of an API token read from standard input, for `[[tokens]]` in the config.
     HashToken,
+    /// Retrain on the base data plus agents' corrections, gate the candidate against the active
+    /// model and promote it if it passes (a running server follows within seconds).
+    Retrain(Box<RetrainArgs>),
+    /// List, activate or roll back model versions in the registry of a `serve` database.
+    Models(Box<ModelsArgs>),
+}
+
+/// `retrain`.
+#[derive(Debug, Args)]
+pub struct RetrainArgs {
+    /// Also fine-tune the encoder's top layers (slow; for larger jobs).
+    #[arg(long)]
+    pub fine_tune: bool,
+    /// Register the candidate but do not activate it, even if it passes.
+    #[arg(long)]
+    pub no_activate: bool,
+    /// The service's settings (config file, database, model).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ModelsAction,
+}
+
+/// `models` actions; each takes the service's settings (config file, database).
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Every version, newest first.
+    List(ServeArgs),
+    /// Make a version active.
+    Activate {
+        /// Model id (see `models list`).
+        id: String,
+        /// The service's settings.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Re-activate the model that was active before the current one.
+    Rollback(ServeArgs),
 }
 
 /// `serve`. Flags win over their environment variables, which win over the config file.

@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use intent_router::batch::BatchLimits;
 use intent_router::cli::{
-    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, RulesCheckArgs, RuntimeArgs,
-    ServeArgs, TrainArgs,
+    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, ModelsAction, ModelsArgs,
+    RetrainArgs, RulesCheckArgs, RuntimeArgs, ServeArgs, TrainArgs,
 };
 use intent_router::engine::{Engine, EngineOptions};
 use intent_router::import::{self, ImportOptions};
@@ -23,7 +23,9 @@ use intent_router::model::files;
 use intent_router::model::head::{HeadKind, HeadTraining};
 use intent_router::model::source::{self, HubOptions};
 use intent_router::rules::{self, compile::compile};
+use intent_router::server::learn_api;
 use intent_router::server::{self, config::Settings};
+use intent_router::store::{ModelRecord, Store};
 use intent_router::ticket::Ticket;
 use intent_router::train::dataset::{self, CsvColumns};
 use intent_router::train::finetune::FineTune;
@@ -52,6 +54,8 @@ fn run(command: Command) -> Result<()> {
         Command::RulesCheck(a) => rules_check(a),
         Command::Serve(a) => serve(&a),
         Command::HashToken => hash_token(),
+        Command::Retrain(a) => runtime()?.block_on(retrain(*a)),
+        Command::Models(a) => runtime()?.block_on(models(*a)),
     }
 }
 
@@ -333,13 +337,133 @@ fn rules_check(a: RulesCheckArgs) -> Result<()> {
     Ok(())
 }
 
-fn serve(a: &ServeArgs) -> Result<()> {
-    let settings = Settings::resolve(a).map_err(anyhow::Error::msg)?;
-    tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("http")
-        .build()?
-        .block_on(server::serve(settings))
+        .build()?)
+}
+
+fn serve(a: &ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(a).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(server::serve(settings))
+}
+
+/// The database and the active model of a `serve` deployment.
+async fn registry(a: &ServeArgs) -> Result<(Settings, Store, ModelRecord)> {
+    let settings = Settings::load(a).map_err(anyhow::Error::msg)?;
+    let store = Store::open(&settings.database)
+        .await
+        .with_context(|| settings.database.display().to_string())?;
+    let active = store
+        .models()
+        .await?
+        .into_iter()
+        .find(|m| m.status == "active")
+        .with_context(|| {
+            format!(
+                "{}: the registry has no active model; start `serve` once first",
+                settings.database.display()
+            )
+        })?;
+    Ok((settings, store, active))
+}
+
+async fn retrain(a: RetrainArgs) -> Result<()> {
+    let (settings, store, active) = registry(&a.serve).await?;
+    let opts = server::models::encoder_options(&settings)?;
+    let classifier = Classifier::load(Path::new(&active.path), &opts)
+        .with_context(|| format!("loading the active model {}", active.path))?;
+    eprintln!("retraining from {} …", active.id);
+    let (record, gate) = learn_api::train_candidate(
+        &store,
+        std::sync::Arc::new(classifier),
+        &active.id,
+        &settings.learning.learn,
+        a.fine_tune,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("{}", serde_json::to_string_pretty(&gate)?);
+    if !gate.passed {
+        bail!(
+            "candidate {} refused by the gate: {}",
+            record.id,
+            gate.reasons.join("; ")
+        );
+    }
+    if a.no_activate {
+        eprintln!(
+            "candidate {} passed the gate; not activated (--no-activate)",
+            record.id
+        );
+        return Ok(());
+    }
+    activate_checked(&store, &record.id, "passed the gate; activated by the CLI").await?;
+    eprintln!(
+        "candidate {} passed the gate and is active (a running server follows)",
+        record.id
+    );
+    Ok(())
+}
+
+/// Activates a version after checking that the active rules compile against its taxonomy.
+async fn activate_checked(store: &Store, id: &str, note: &str) -> Result<()> {
+    let record = store.model(id).await?;
+    let tree = IntentTree::load(&Path::new(&record.path).join(files::TAXONOMY))?;
+    if let Some(rules) = store.current_rules().await? {
+        compile(&rules.text, &format!("rules v{}", rules.version), &tree).map_err(|e| {
+            anyhow::anyhow!(
+                "the active rules do not compile against model {id}'s taxonomy; change them first:\n{e}"
+            )
+        })?;
+    }
+    store.activate_model(id, Some(note), || {}).await?;
+    Ok(())
+}
+
+async fn models(a: ModelsArgs) -> Result<()> {
+    let serve = match &a.action {
+        ModelsAction::List(s) | ModelsAction::Rollback(s) => s,
+        ModelsAction::Activate { serve, .. } => serve,
+    };
+    let (_, store, active) = registry(serve).await?;
+    match a.action {
+        ModelsAction::List(_) => {
+            println!("| id | status | shadow | created | dev macro-F1 | note |");
+            println!("|---|---|---|---|---:|---|");
+            for m in store.models().await? {
+                let f1 = m.metrics["dev"]["candidate"]["macro_f1"]
+                    .as_f64()
+                    .or(m.metrics["macro_f1"].as_f64())
+                    .map_or("-".to_string(), |f| format!("{f:.3}"));
+                println!(
+                    "| {} | {} | {} | {} | {f1} | {} |",
+                    m.id,
+                    m.status,
+                    if m.shadow { "yes" } else { "" },
+                    m.created_at.format("%Y-%m-%d %H:%M"),
+                    m.note
+                );
+            }
+        }
+        ModelsAction::Activate { id, .. } => {
+            activate_checked(&store, &id, "activated by the CLI").await?;
+            eprintln!("{id} is active (a running server follows)");
+        }
+        ModelsAction::Rollback(_) => {
+            let previous = store
+                .models()
+                .await?
+                .into_iter()
+                .filter(|m| m.status == "retired" && m.activated_at.is_some())
+                .max_by_key(|m| m.activated_at)
+                .with_context(|| format!("no model was active before {}", active.id))?;
+            activate_checked(&store, &previous.id, "rolled back to by the CLI").await?;
+            eprintln!("{} is active again (a running server follows)", previous.id);
+        }
+    }
+    Ok(())
 }
 
 fn hash_token() -> Result<()> {

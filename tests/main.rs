@@ -7,4 +7,5 @@ mod default_model;
 mod encoder;
 mod fidelity;
 mod hub;
+mod learning;
 mod server;

@@ -11,9 +11,14 @@ use serde_json::{json, Value};
 
 use crate::common;
 
-const ROUTE_TOKEN: &str = "route-token-0123456789abcdef";
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
-const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
+/// A token with the `route` scope.
+pub const ROUTE_TOKEN: &str = "route-token-0123456789abcdef";
+/// A token with the `admin` scope.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+/// A token with the `metrics` scope.
+pub const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
+/// A token with the `feedback` scope.
+pub const FEEDBACK_TOKEN: &str = "feedback-token-0123456789abcdef";
 
 fn sha(t: &str) -> String {
     intent_router::server::auth::hash_token(t)
@@ -45,10 +50,15 @@ fn test_rules() -> String {
     )
 }
 
-/// Writes a config with three tokens and a billing roster, starts the server with `extra`
+/// Writes a config with four tokens and a billing roster, starts the server with `extra`
 /// flags, and waits until it listens.
 pub fn start(dir: &Path, extra: &[&str]) -> Server {
-    let config = format!(
+    start_with(dir, extra, "")
+}
+
+/// Like [`start`], with more config text appended (e.g. a `[learning]` table).
+pub fn start_with(dir: &Path, extra: &[&str], more_config: &str) -> Server {
+    let mut config = format!(
         r#"listen = "127.0.0.1:0"
 database = "router.db"
 rules = "rules.toml"
@@ -70,21 +80,30 @@ scopes = ["admin"]
 name = "prometheus"
 sha256 = "{}"
 scopes = ["metrics"]
+
+[[tokens]]
+name = "agents"
+sha256 = "{}"
+scopes = ["feedback"]
 "#,
         sha(ROUTE_TOKEN),
         sha(ADMIN_TOKEN),
-        sha(METRICS_TOKEN)
+        sha(METRICS_TOKEN),
+        sha(FEEDBACK_TOKEN)
     );
+    config.push_str(more_config);
     std::fs::write(dir.join("router.toml"), config).unwrap();
     if !dir.join("rules.toml").exists() {
         std::fs::write(dir.join("rules.toml"), test_rules()).unwrap();
     }
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
-    let mut child = Command::new(common::binary())
-        .args(["--log", "info", "serve", "--config"])
-        .arg(dir.join("router.toml"))
-        .arg("--model")
-        .arg(&model)
+    let mut cmd = Command::new(common::binary());
+    cmd.args(["--log", "info", "serve", "--config"])
+        .arg(dir.join("router.toml"));
+    if !extra.contains(&"--model") {
+        cmd.arg("--model").arg(&model);
+    }
+    let mut child = cmd
         .args(extra)
         .env_remove("INTENT_ROUTER_MODEL")
         .env_remove("INTENT_ROUTER_RULES")

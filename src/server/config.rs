@@ -196,8 +196,16 @@ pub struct Settings {
 const HOUR: u64 = 3600;
 
 impl Settings {
-    /// Reads the config file (if any) and applies flags over it.
+    /// Reads the config file (if any), applies flags over it and refuses unsafe settings.
     pub fn resolve(args: &ServeArgs) -> Result<Self, String> {
+        let settings = Self::load(args)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Reads the config file (if any) and applies flags over it (for offline commands, which
+    /// serve nothing and so need no tokens).
+    pub fn load(args: &ServeArgs) -> Result<Self, String> {
         let (file, base) = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -338,7 +346,6 @@ impl Settings {
             tokens: file.tokens,
             learning,
         };
-        settings.check()?;
         Ok(settings)
     }
 
