@@ -277,10 +277,11 @@ pub fn retrain(
     }
     h.update(format!("{weight}:{:?}", settings.head).as_bytes());
     let data_hash = crate::import::hex(&h.finalize());
+    // Time-ordered and unique even for two runs on the same data in one second.
     let id = format!(
         "m-{}-{}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S"),
-        &data_hash[..6]
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        &uuid::Uuid::now_v7().simple().to_string()[26..]
     );
     let out = settings.registry.join(&id);
     let training = serde_json::json!({

@@ -368,7 +368,7 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
 
     // The OpenAPI document describes every endpoint the server has.
     let doc = s.call("GET", "/openapi.json", "", None, &[]).body;
-    for path in [
+    let paths = [
         "/v1/route",
         "/v1/route/batch",
         "/v1/classify",
@@ -381,11 +381,39 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/rules/versions/{version}",
         "/v1/rules/rollback",
         "/v1/rules/simulate",
+        "/v1/feedback",
+        "/v1/feedback/report",
+        "/v1/review",
+        "/v1/models",
+        "/v1/models/retrain",
+        "/v1/models/rollback",
+        "/v1/models/{id}/activate",
+        "/v1/models/{id}/shadow",
+        "/v1/models/{id}/shadow-report",
         "/healthz",
         "/readyz",
         "/metrics",
-    ] {
+        "/openapi.json",
+    ];
+    for path in paths {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        paths.len(),
+        "openapi documents an endpoint the server lacks"
+    );
+    for path in paths {
+        // Every documented path is routed (a 404 with our shape would mean it is not).
+        let probe = path
+            .replace("{decision_id}", "x")
+            .replace("{version}", "1")
+            .replace("{id}", "x");
+        let r = s.call("GET", &probe, ADMIN_TOKEN, None, &[]);
+        assert_ne!(
+            r.body["error"]["message"], "no such endpoint; GET /openapi.json lists them",
+            "{path}"
+        );
     }
     // Tokens never reach the log.
     let log = s.log.lock().unwrap().clone();
