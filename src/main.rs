@@ -453,11 +453,8 @@ async fn models(a: ModelsArgs) -> Result<()> {
         }
         ModelsAction::Rollback(_) => {
             let previous = store
-                .models()
+                .previous_active_model()
                 .await?
-                .into_iter()
-                .filter(|m| m.status == "retired" && m.activated_at.is_some())
-                .max_by_key(|m| m.activated_at)
                 .with_context(|| format!("no model was active before {}", active.id))?;
             activate_checked(&store, &previous.id, "rolled back to by the CLI").await?;
             eprintln!("{} is active again (a running server follows)", previous.id);

@@ -574,6 +574,46 @@ impl Store {
             .collect())
     }
 
+    /// Logged decisions' JSON, newest first, filtered.
+    pub async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT decision FROM decisions WHERE \
+             (?1 IS NULL OR intent = ?1 OR intent LIKE ?1 || '.%') AND (?2 IS NULL OR team = ?2) \
+             AND (?3 IS NULL OR language = ?3) AND (?4 IS NULL OR confidence >= ?4) \
+             AND (?5 IS NULL OR confidence <= ?5) AND (?6 IS NULL OR decided_at >= ?6) \
+             AND (?7 IS NULL OR decided_at < ?7) \
+             ORDER BY decided_at DESC, rowid DESC LIMIT ?8",
+        )
+        .bind(&f.intent)
+        .bind(&f.team)
+        .bind(&f.language)
+        .bind(f.min_confidence)
+        .bind(f.max_confidence)
+        .bind(f.since.map(timestamp))
+        .bind(f.until.map(timestamp))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// (decided at, intent, team, confidence) of every decision since `since`, for statistics.
+    pub async fn decision_facts(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, Option<String>, f64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT decided_at, intent, team, confidence FROM decisions WHERE decided_at >= ? ORDER BY decided_at",
+        )
+        .bind(timestamp(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
     /// One logged decision's JSON.
     pub async fn decision(&self, decision_id: &str) -> Result<String, StoreError> {
         sqlx::query("SELECT decision FROM decisions WHERE decision_id = ?")
@@ -668,6 +708,27 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Filters of the decision log.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionFilter {
+    /// Intent node (matches itself and its descendants).
+    pub intent: Option<String>,
+    /// Team.
+    pub team: Option<String>,
+    /// Language code.
+    pub language: Option<String>,
+    /// Lowest top-1 probability.
+    pub min_confidence: Option<f64>,
+    /// Highest top-1 probability.
+    pub max_confidence: Option<f64>,
+    /// Decided at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Decided before.
+    pub until: Option<DateTime<Utc>>,
+    /// Most rows.
+    pub limit: i64,
 }
 
 /// An agent's correction about to be stored.
@@ -1003,6 +1064,16 @@ impl Store {
             .iter()
             .map(model_row)
             .collect()
+    }
+
+    /// The model that was active most recently before the current one (for rollback).
+    pub async fn previous_active_model(&self) -> Result<Option<ModelRecord>, StoreError> {
+        Ok(self
+            .models()
+            .await?
+            .into_iter()
+            .filter(|m| m.status == "retired" && m.activated_at.is_some())
+            .max_by_key(|m| m.activated_at))
     }
 
     /// One model version.

@@ -3,6 +3,7 @@
 mod common;
 
 mod cli;
+mod console;
 mod default_model;
 mod encoder;
 mod fidelity;

@@ -524,6 +524,39 @@ pub async fn route_batch(
     route_tickets(&state, req.tickets, idem, false).await
 }
 
+/// `POST /v1/route/dry-run`: one ticket -> the decision the active rules would make, with
+/// its trace; nothing is logged or assigned (scope `route`).
+pub async fn dry_run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(mut ticket): ApiJson<Ticket>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Route)?;
+    let truncated = admit(
+        &mut ticket,
+        state.settings.limits.max_ticket_chars,
+        "ticket",
+    )?;
+    let mut out = classify_tickets(&state, std::slice::from_ref(&ticket)).await?;
+    let c = out.classifications.remove(0);
+    let rules = state.active_rules();
+    let d = decide_for(&rules.ruleset, &ticket, &c, Utc::now());
+    Ok(Json(json!({
+        "team": d.team,
+        "assignee": d.assignee,
+        "status": d.status,
+        "priority": d.priority,
+        "tags": d.tags,
+        "rule_ids": d.rule_ids,
+        "trace": d.trace,
+        "intent": c,
+        "language": c.language,
+        "model_version": out.model.id,
+        "rules_version": rules.stored.version.to_string(),
+        "truncated": truncated,
+    })))
+}
+
 /// `POST /v1/classify`: one ticket -> its classification only; nothing is logged or assigned
 /// (scope `route`).
 pub async fn classify(

@@ -2,6 +2,10 @@
 //! token is hashed and compared with every configured hash in constant time. Tokens are never
 //! logged; a token's name identifies the caller (the author of a rules change).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::http::{header, HeaderMap, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -54,11 +58,47 @@ pub struct Caller {
     pub name: String,
 }
 
-/// The token table, or dev mode (no tokens, loopback only).
-#[derive(Debug, Clone)]
+/// The token table, or dev mode (no tokens, loopback only), and the console's sessions.
+#[derive(Debug)]
 pub struct Auth {
     tokens: Vec<(String, [u8; 32], Vec<Scope>)>,
     dev: bool,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// A console session: made by logging in with an `admin` token, kept in an HttpOnly cookie.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The token's name.
+    pub name: String,
+    /// The anti-CSRF token every change must echo in `X-CSRF-Token`.
+    pub csrf: String,
+    /// When it ends.
+    pub expires: Instant,
+}
+
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "ir_session";
+
+/// How long a console session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b[..]);
+    crate::import::hex(&b)
+}
+
+/// The session id in a request's `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
 }
 
 /// The hex sha256 of a token, as configured.
@@ -98,7 +138,70 @@ impl Auth {
             hash.copy_from_slice(&bytes);
             out.push((t.name.clone(), hash, t.scopes.clone()));
         }
-        Ok(Self { tokens: out, dev })
+        Ok(Self {
+            tokens: out,
+            dev,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The token's name and scopes, if it is configured (constant-time over every token).
+    fn lookup(&self, presented: &str) -> Option<(String, Vec<Scope>)> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.1.ct_eq(&digest)) {
+                found = Some((t.0.clone(), t.2.clone()));
+            }
+        }
+        found
+    }
+
+    /// Console login: an `admin` token opens a session; returns its id and the session.
+    pub fn login(&self, token: &str) -> Result<(String, Session), ApiError> {
+        let (name, scopes) = if self.dev {
+            ("dev".to_string(), vec![Scope::Admin])
+        } else {
+            self.lookup(token.trim())
+                .ok_or_else(|| unauthorized("unknown or revoked token"))?
+        };
+        if !scopes.contains(&Scope::Admin) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("token \"{name}\" lacks the `admin` scope the console needs"),
+            ));
+        }
+        let session = Session {
+            name,
+            csrf: random_hex(),
+            expires: Instant::now() + SESSION_TTL,
+        };
+        let id = random_hex();
+        let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
+        sessions.retain(|_, s| s.expires > Instant::now());
+        sessions.insert(id.clone(), session.clone());
+        Ok((id, session))
+    }
+
+    /// The live session of a request's cookie.
+    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let id = session_cookie(headers)?;
+        let sessions = self.sessions.lock().expect("sessions lock poisoned");
+        sessions
+            .get(&id)
+            .filter(|s| s.expires > Instant::now())
+            .cloned()
+    }
+
+    /// Ends a request's session.
+    pub fn logout(&self, headers: &HeaderMap) {
+        if let Some(id) = session_cookie(headers) {
+            self.sessions
+                .lock()
+                .expect("sessions lock poisoned")
+                .remove(&id);
+        }
     }
 
     /// Whether requests are accepted without tokens.
@@ -125,23 +228,19 @@ impl Auth {
             })
             .map(str::trim);
         let Some(presented) = presented else {
+            // The console's session (admin; its CSRF token is checked by the middleware).
+            if let Some(s) = self.session(headers) {
+                return Ok(Caller { name: s.name });
+            }
             return Err(unauthorized(
                 "missing bearer token: send Authorization: Bearer <token>",
             ));
         };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Compare with every token, without stopping early.
-        let mut found: Option<&(String, [u8; 32], Vec<Scope>)> = None;
-        for t in &self.tokens {
-            if bool::from(t.1.ct_eq(&digest)) {
-                found = Some(t);
-            }
-        }
-        let Some((name, _, scopes)) = found else {
+        let Some((name, scopes)) = self.lookup(presented) else {
             return Err(unauthorized("unknown or revoked token"));
         };
         if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
-            Ok(Caller { name: name.clone() })
+            Ok(Caller { name })
         } else {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -378,11 +378,8 @@ pub async fn rollback(
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let previous = state
         .store
-        .models()
+        .previous_active_model()
         .await?
-        .into_iter()
-        .filter(|m| m.status == "retired" && m.activated_at.is_some())
-        .max_by_key(|m| m.activated_at)
         .ok_or_else(|| ApiError::not_found("no earlier active model to roll back to"))?;
     let note = format!("rolled back to by {}", caller.name);
     let record = models::activate(&state, &previous.id, Some(&note)).await?;

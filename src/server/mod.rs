@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod learn_api;
 pub mod metrics;
@@ -218,6 +219,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(api::openapi))
         .route("/v1/route", post(api::route))
         .route("/v1/route/batch", post(api::route_batch))
+        .route("/v1/route/dry-run", post(api::dry_run))
+        .route("/v1/decisions", get(console::decisions))
+        .route("/v1/stats", get(console::stats))
+        .route("/v1/rules/validate", post(rules_api::validate))
+        .route("/v1/models/{id}/report", get(console::model_report))
+        .route("/", get(console::index))
+        .route("/assets/{file}", get(console::asset))
+        .route("/console/login", post(console::login))
+        .route("/console/session", get(console::session))
+        .route("/console/logout", post(console::logout))
         .route("/v1/classify", post(api::classify))
         .route("/v1/intents", get(api::intents).post(learn_api::add_intent))
         .route("/v1/decisions/{decision_id}", get(api::decision))
@@ -276,6 +287,17 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         })
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     let span = tracing::info_span!("request", request_id = %id, %method, %endpoint);
+    if let Some(e) = console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
+    {
+        let mut resp = e.into_response();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID.clone(), v);
+        }
+        state
+            .metrics
+            .request(&endpoint, &method, 403, start.elapsed().as_secs_f64());
+        return resp;
+    }
     let limit = state.settings.limits.request_timeout;
     let mut resp = match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
         Ok(r) => r,

@@ -152,6 +152,41 @@ struct VersionEntry {
     diff: String,
 }
 
+/// Body of `POST /v1/rules/validate`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validate {
+    text: String,
+}
+
+/// `POST /v1/rules/validate`: compiles rules text against the active model's taxonomy without
+/// saving: every error with its line, and the warnings (scope `admin`).
+pub async fn validate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Validate>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    // Messages read `rules:LINE: path: message`.
+    let split = |m: &str| {
+        let rest = m.strip_prefix("rules:").unwrap_or(m);
+        match rest.split_once(": ") {
+            Some((line, msg)) if line.parse::<usize>().is_ok() => {
+                json!({"line": line.parse::<usize>().unwrap_or(1), "message": msg})
+            }
+            _ => json!({"line": null, "message": m}),
+        }
+    };
+    Ok(Json(match state.compile_rules(&body.text, "rules") {
+        Ok(c) => json!({"valid": true, "errors": [], "warnings": c.warnings,
+                         "rules": c.ruleset.rules.len()}),
+        Err(e) => {
+            json!({"valid": false, "errors": e.0.iter().map(|m| split(m)).collect::<Vec<_>>(),
+                         "warnings": []})
+        }
+    }))
+}
+
 /// `GET /v1/rules/versions`: every version, newest first, with its diff from the one before.
 pub async fn versions(
     State(state): State<Arc<AppState>>,

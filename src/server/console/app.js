@@ -1,0 +1,471 @@
+// intent-router admin console: a small page over the JSON API (/v1), logged in with a session
+// cookie; every change carries the session's X-CSRF-Token. No framework, no CDN.
+"use strict";
+
+const T = {
+  en: {
+    "tab.overview": "Overview", "tab.try": "Try a ticket", "tab.rules": "Rules", "tab.decisions": "Decisions", "tab.models": "Models",
+    "logout": "Log out", "refresh": "Refresh",
+    "login.title": "Log in", "login.help": "Paste an API token with the admin scope. It is exchanged for a session cookie and not stored in the page.",
+    "login.token": "admin token", "login.submit": "Log in",
+    "overview.days": "Days", "overview.by_intent": "Tickets per day by intent", "overview.by_team": "Tickets per day by team",
+    "overview.unknown": "Share of unknown", "overview.confidence": "Confidence", "overview.total": "tickets in the period",
+    "try.subject": "Subject", "try.body": "Body", "try.channel": "Channel", "try.tier": "Customer tier", "try.submit": "Decide",
+    "try.chain": "Intent chain", "try.decision": "Decision", "try.trace": "Rule trace", "try.language": "Language",
+    "rules.validate": "Validate", "rules.save": "Save", "rules.last": "Simulate on the last", "rules.simulate": "Simulate",
+    "rules.reload": "Load saved", "rules.history": "History", "rules.valid": "Valid: {n} rules.", "rules.invalid": "{n} error(s): nothing was saved.",
+    "rules.saved": "Saved as version {v}; it serves now.", "rules.conflict": "Someone saved version {v} after you opened version {mine}. Your text is still here: press “Load saved” to see theirs (copy yours first), then apply your change again.",
+    "rules.rollback": "Roll back to this version", "rules.rolledback": "Rolled back: version {v} serves now.", "rules.version": "version {v}",
+    "rules.warnings": "Warnings", "rules.active": "active",
+    "sim.summary": "{changed} of {n} tickets would change ({missing} without text).", "sim.team": "Team", "sim.before": "before", "sim.after": "after",
+    "sim.priority": "Priority", "sim.ticket": "Ticket", "sim.changed": "Changed",
+    "dec.intent": "Intent", "dec.team": "Team", "dec.language": "Language", "dec.min": "Confidence ≥", "dec.max": "≤", "dec.since": "Since",
+    "dec.apply": "Filter", "dec.time": "Time", "dec.ticket": "Ticket", "dec.confidence": "Confidence", "dec.status": "Status",
+    "dec.priority": "Priority", "dec.correct": "Correct", "dec.agent": "Your name", "dec.send": "Send", "dec.sent": "Thanks: stored.",
+    "dec.none": "No decisions match.",
+    "models.rollback": "Roll back to the previous model", "models.id": "Version", "models.status": "Status", "models.shadow": "Shadow",
+    "models.created": "Created", "models.f1": "Dev macro-F1", "models.note": "Note", "models.activate": "Activate", "models.report": "Report",
+    "models.shadow_on": "Shadow on", "models.shadow_off": "Shadow off", "models.shadow_report": "Shadow report",
+    "models.per_intent": "Per intent", "models.confusion": "Confusion (rows: truth, columns: predicted)", "models.calibration": "Calibration",
+    "models.done": "Done.", "models.agreement": "Agreement with the active model: {a} on {n} tickets; on {c} corrected tickets the active model was right {ar}, the shadow {sr}.",
+  },
+  ru: {
+    "tab.overview": "Обзор", "tab.try": "Проверить тикет", "tab.rules": "Правила", "tab.decisions": "Решения", "tab.models": "Модели",
+    "logout": "Выйти", "refresh": "Обновить",
+    "login.title": "Вход", "login.help": "Вставьте API-токен с правами admin. Он обменивается на cookie сессии и не хранится на странице.",
+    "login.token": "токен администратора", "login.submit": "Войти",
+    "overview.days": "Дней", "overview.by_intent": "Тикеты по дням и намерениям", "overview.by_team": "Тикеты по дням и командам",
+    "overview.unknown": "Доля unknown", "overview.confidence": "Уверенность", "overview.total": "тикетов за период",
+    "try.subject": "Тема", "try.body": "Текст", "try.channel": "Канал", "try.tier": "Уровень клиента", "try.submit": "Решить",
+    "try.chain": "Цепочка намерений", "try.decision": "Решение", "try.trace": "Трасса правил", "try.language": "Язык",
+    "rules.validate": "Проверить", "rules.save": "Сохранить", "rules.last": "Симуляция на последних", "rules.simulate": "Симулировать",
+    "rules.reload": "Загрузить сохранённые", "rules.history": "История", "rules.valid": "Без ошибок: правил {n}.", "rules.invalid": "Ошибок: {n}. Ничего не сохранено.",
+    "rules.saved": "Сохранено как версия {v}; она уже работает.", "rules.conflict": "Кто-то сохранил версию {v} после того, как вы открыли версию {mine}. Ваш текст остался здесь: нажмите «Загрузить сохранённые», чтобы увидеть их версию (сначала скопируйте свою), и повторите изменение.",
+    "rules.rollback": "Откатить к этой версии", "rules.rolledback": "Откат выполнен: работает версия {v}.", "rules.version": "версия {v}",
+    "rules.warnings": "Предупреждения", "rules.active": "активна",
+    "sim.summary": "Изменится {changed} из {n} тикетов (без текста: {missing}).", "sim.team": "Команда", "sim.before": "до", "sim.after": "после",
+    "sim.priority": "Приоритет", "sim.ticket": "Тикет", "sim.changed": "Изменения",
+    "dec.intent": "Намерение", "dec.team": "Команда", "dec.language": "Язык", "dec.min": "Уверенность ≥", "dec.max": "≤", "dec.since": "С даты",
+    "dec.apply": "Фильтр", "dec.time": "Время", "dec.ticket": "Тикет", "dec.confidence": "Уверенность", "dec.status": "Статус",
+    "dec.priority": "Приоритет", "dec.correct": "Исправить", "dec.agent": "Ваше имя", "dec.send": "Отправить", "dec.sent": "Спасибо: сохранено.",
+    "dec.none": "Нет подходящих решений.",
+    "models.rollback": "Откатить к предыдущей модели", "models.id": "Версия", "models.status": "Статус", "models.shadow": "Тень",
+    "models.created": "Создана", "models.f1": "Macro-F1 (dev)", "models.note": "Заметка", "models.activate": "Активировать", "models.report": "Отчёт",
+    "models.shadow_on": "Включить тень", "models.shadow_off": "Выключить тень", "models.shadow_report": "Отчёт тени",
+    "models.per_intent": "По намерениям", "models.confusion": "Матрица ошибок (строки: истина, столбцы: прогноз)", "models.calibration": "Калибровка",
+    "models.done": "Готово.", "models.agreement": "Совпадение с активной моделью: {a} на {n} тикетах; на {c} исправленных тикетах активная модель права в {ar}, теневая в {sr}.",
+  },
+};
+
+let lang = localStorage.getItem("ir-lang") || (navigator.language.startsWith("ru") ? "ru" : "en");
+let csrf = "";
+let rulesVersion = null;
+let leaves = [];
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const t = (key, vars = {}) => (T[lang][key] || T.en[key] || key).replace(/\{(\w+)\}/g, (_, k) => vars[k] ?? "");
+const pct = (x) => (x == null ? "–" : (100 * x).toFixed(1) + "%");
+
+function translate() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => { el.placeholder = t(el.dataset.i18nPlaceholder); });
+  $("#lang").textContent = lang === "en" ? "RU" : "EN";
+}
+
+async function api(method, path, body, headers = {}) {
+  const init = { method, credentials: "same-origin", headers: { ...headers } };
+  if (method !== "GET") init.headers["X-CSRF-Token"] = csrf;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  const text = await resp.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
+  if (resp.status === 401 && path !== "/console/login") showLogin();
+  return { status: resp.status, data, headers: resp.headers };
+}
+
+const errorText = (r) => (r.data && r.data.error ? `${r.data.error.code}: ${r.data.error.message}` : `HTTP ${r.status}`);
+
+// ---- login ----
+
+function showLogin() {
+  $("#app").hidden = true; $("#tabs").hidden = true; $("#logout").hidden = true;
+  $("#login").hidden = false; $("#who").textContent = "";
+}
+
+async function showApp(name) {
+  $("#login").hidden = true; $("#app").hidden = false; $("#tabs").hidden = false; $("#logout").hidden = false;
+  $("#who").textContent = name;
+  const i = await api("GET", "/v1/intents");
+  if (i.status === 200) leaves = i.data.intents.filter((n) => n.leaf).map((n) => n.id);
+  show(location.hash.slice(1) || "overview");
+}
+
+$("#login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const r = await api("POST", "/console/login", { token: $("#token").value });
+  $("#token").value = "";
+  if (r.status !== 200) { $("#login-error").textContent = errorText(r); return; }
+  csrf = r.data.csrf;
+  $("#login-error").textContent = "";
+  showApp(r.data.name);
+});
+
+$("#logout").addEventListener("click", async () => { await api("POST", "/console/logout"); csrf = ""; showLogin(); });
+$("#lang").addEventListener("click", () => { lang = lang === "en" ? "ru" : "en"; localStorage.setItem("ir-lang", lang); translate(); show(current); });
+
+// ---- views ----
+
+let current = "overview";
+const loaders = {};
+
+function show(view) {
+  if (!loaders[view]) view = "overview";
+  current = view;
+  location.hash = view;
+  document.querySelectorAll(".view").forEach((v) => v.classList.toggle("active", v.id === "view-" + view));
+  document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.view === view));
+  loaders[view]();
+}
+document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => show(b.dataset.view)));
+
+// ---- overview: inline SVG charts ----
+
+const PALETTE = ["#2f5bd3", "#e07a1f", "#2e9d5b", "#c62828", "#8e24aa", "#00897b", "#6d4c41", "#f4b400", "#5c6bc0", "#9e9d24"];
+
+function stackedBars(byDay) {
+  const days = Object.keys(byDay).sort();
+  const keys = [...new Set(days.flatMap((d) => Object.keys(byDay[d])))].sort();
+  if (!days.length) return `<p class="muted">–</p>`;
+  const W = 560, H = 200, pad = 28, bw = Math.max(4, (W - pad) / days.length - 4);
+  const max = Math.max(...days.map((d) => Object.values(byDay[d]).reduce((a, b) => a + b, 0)));
+  let svg = `<svg viewBox="0 0 ${W} ${H + 20}" role="img">`;
+  svg += `<text x="0" y="10" font-size="10" fill="#6b7385">${max}</text>`;
+  days.forEach((d, i) => {
+    let y = H;
+    keys.forEach((k, j) => {
+      const v = byDay[d][k] || 0;
+      const h = (v / max) * (H - 14);
+      if (v) svg += `<rect x="${pad + i * (bw + 4)}" y="${y - h}" width="${bw}" height="${h}" fill="${PALETTE[j % PALETTE.length]}"><title>${esc(d)} ${esc(k)}: ${v}</title></rect>`;
+      y -= h;
+    });
+    if (days.length <= 16 || i % Math.ceil(days.length / 8) === 0) svg += `<text x="${pad + i * (bw + 4)}" y="${H + 14}" font-size="9" fill="#6b7385">${esc(d.slice(5))}</text>`;
+  });
+  svg += "</svg>";
+  return svg + legend(keys);
+}
+
+function legend(keys) {
+  return `<div class="legend">${keys.map((k, j) => `<span><i data-color="${PALETTE[j % PALETTE.length]}"></i>${esc(k)}</span>`).join("")}</div>`;
+}
+
+function paintLegends(root) {
+  root.querySelectorAll("i[data-color]").forEach((i) => { i.style.background = i.dataset.color; });
+}
+
+function bars(values, labels, color) {
+  const W = 560, H = 160, n = values.length, bw = (W - 20) / n - 4;
+  const max = Math.max(1, ...values);
+  let svg = `<svg viewBox="0 0 ${W} ${H + 20}" role="img">`;
+  values.forEach((v, i) => {
+    const h = (v / max) * (H - 10);
+    svg += `<rect x="${10 + i * (bw + 4)}" y="${H - h}" width="${bw}" height="${h}" fill="${color}"><title>${esc(labels[i])}: ${esc(v)}</title></rect>`;
+    svg += `<text x="${10 + i * (bw + 4)}" y="${H + 14}" font-size="9" fill="#6b7385">${esc(labels[i])}</text>`;
+  });
+  return svg + "</svg>";
+}
+
+loaders.overview = async () => {
+  const r = await api("GET", "/v1/stats?days=" + encodeURIComponent($("#ov-days").value || 14));
+  if (r.status !== 200) { $("#ov-total").textContent = errorText(r); return; }
+  const s = r.data;
+  $("#ov-total").textContent = `${s.tickets} ${t("overview.total")}`;
+  $("#ov-intent").innerHTML = stackedBars(s.by_intent);
+  $("#ov-team").innerHTML = stackedBars(s.by_team);
+  $("#ov-unknown").innerHTML = bars(s.unknown.map((u) => +(100 * u.share).toFixed(1)), s.unknown.map((u) => u.day.slice(5)), "#c62828");
+  $("#ov-conf").innerHTML = bars(s.confidence_histogram, s.confidence_histogram.map((_, i) => `${i / 10}–${(i + 1) / 10}`), "#2f5bd3");
+  paintLegends($("#view-overview"));
+};
+$("#ov-refresh").addEventListener("click", () => loaders.overview());
+
+// ---- try a ticket ----
+
+loaders.try = async () => {};
+$("#try-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const ticket = { body: $("#try-body").value };
+  if ($("#try-subject").value) ticket.subject = $("#try-subject").value;
+  if ($("#try-channel").value) ticket.channel = $("#try-channel").value;
+  if ($("#try-tier").value) ticket.customer = { tier: $("#try-tier").value };
+  const r = await api("POST", "/v1/route/dry-run", ticket);
+  const out = $("#try-result");
+  if (r.status !== 200) { out.innerHTML = `<p class="error">${esc(errorText(r))}</p>`; return; }
+  const d = r.data;
+  const chain = d.intent.chain.map((c) => `<span><b>${esc(c.intent)}</b> ${pct(c.p)}</span>`).join(" › ") || `<b>unknown</b>`;
+  const topk = d.intent.top_k.map((c) => `${esc(c.intent)} ${pct(c.p)}`).join(", ");
+  const trace = d.trace.map((s) => `<tr class="${s.matched ? "" : "trace-miss"}"><td>${esc(s.rule)}</td><td>${s.matched ? "✔" : "✘"}</td><td>${esc(s.failed || "")}</td></tr>`).join("");
+  out.innerHTML = `<div class="card" id="try-decision">
+    <h3>${t("try.chain")}</h3><p class="chain">${chain}</p><p class="muted">top-k: ${topk}; margin ${d.intent.margin.toFixed(2)}</p>
+    <p>${t("try.language")}: <b>${esc(d.language)}</b></p>
+    <h3>${t("try.decision")}</h3>
+    <p id="try-team">team: <b>${esc(d.team ?? "–")}</b> · status: <b>${esc(d.status)}</b> · priority: <b>${esc(d.priority)}</b> · tags: ${esc(d.tags.join(", ") || "–")}</p>
+    <p class="muted">rules v${esc(d.rules_version)} · model ${esc(d.model_version)}</p>
+    <h3>${t("try.trace")}</h3><table class="table">${trace}</table></div>`;
+});
+
+// ---- rules: editor with highlighting, validation at the line, save with ETag, simulate, history ----
+
+function highlight(text) {
+  return text.split("\n").map((line) => {
+    const m = line.match(/^(\s*)(\[\[?[^\]]+\]\]?)(.*)$/);
+    if (m) return esc(m[1]) + `<span class="t-section">${esc(m[2])}</span>` + tokens(m[3]);
+    return tokens(line);
+  }).join("\n") + "\n";
+}
+
+function tokens(s) {
+  let out = "", rest = s;
+  const re = /("(?:[^"\\]|\\.)*"|'[^']*')|(#.*$)|\b(true|false)\b|(-?\b\d+(?:\.\d+)?\b)|([A-Za-z_][\w.-]*)(?=\s*=)/;
+  while (rest.length) {
+    const m = rest.match(re);
+    if (!m) { out += esc(rest); break; }
+    out += esc(rest.slice(0, m.index));
+    const [all, str, comment, bool, num, key] = m;
+    const cls = str ? "t-string" : comment ? "t-comment" : bool ? "t-bool" : num ? "t-number" : key ? "t-key" : "";
+    out += `<span class="${cls}">${esc(all)}</span>`;
+    rest = rest.slice(m.index + all.length);
+  }
+  return out;
+}
+
+let errorLines = new Set();
+
+function renderEditor() {
+  const text = $("#rules-text").value;
+  $("#rules-highlight").innerHTML = highlight(text);
+  const n = text.split("\n").length;
+  $("#rules-gutter").innerHTML = Array.from({ length: n }, (_, i) => errorLines.has(i + 1) ? `<span class="err" data-line="${i + 1}">${i + 1}</span>` : `${i + 1}`).join("\n");
+  sizeEditor();
+}
+
+function sizeEditor() {
+  const ta = $("#rules-text");
+  const code = ta.parentElement;
+  code.style.height = Math.max(440, ta.scrollHeight) + "px";
+  code.style.width = Math.max(code.parentElement.clientWidth - 60, ta.scrollWidth) + "px";
+}
+
+$("#rules-text").addEventListener("input", () => { errorLines = new Set(); renderEditor(); });
+$("#rules-text").addEventListener("keydown", (e) => {
+  if (e.key === "Tab") { e.preventDefault(); document.execCommand("insertText", false, "    "); }
+});
+
+function showErrors(errors) {
+  errorLines = new Set(errors.filter((e) => e.line).map((e) => e.line));
+  $("#rules-errors").innerHTML = errors.map((e) => `<li data-line="${esc(e.line ?? "")}">${e.line ? `line ${e.line}: ` : ""}${esc(e.message)}</li>`).join("");
+  $("#rules-errors").querySelectorAll("li[data-line]").forEach((li) => li.addEventListener("click", () => goToLine(+li.dataset.line)));
+  renderEditor();
+}
+
+// Selects a line in the editor and scrolls it into view.
+function goToLine(n) {
+  if (!n) return;
+  const ta = $("#rules-text");
+  const lines = ta.value.split("\n");
+  const start = lines.slice(0, n - 1).reduce((a, l) => a + l.length + 1, 0);
+  ta.focus();
+  ta.setSelectionRange(start, start + (lines[n - 1] || "").length);
+  const lineHeight = parseFloat(getComputedStyle(ta).lineHeight) || 19.5;
+  $(".editor").scrollTop = Math.max(0, (n - 5) * lineHeight);
+}
+
+// Server messages read "rules:LINE: path: message".
+const parseError = (m) => { const x = /^rules:(\d+): (.*)$/.exec(m); return x ? { line: +x[1], message: x[2] } : { line: null, message: m }; };
+
+async function loadRules() {
+  const r = await api("GET", "/v1/rules");
+  if (r.status !== 200) { $("#rules-status").textContent = errorText(r); return; }
+  rulesVersion = r.data.version;
+  $("#rules-text").value = r.data.text;
+  $("#rules-version").textContent = t("rules.version", { v: rulesVersion });
+  $("#rules-status").textContent = r.data.warnings.length ? `${t("rules.warnings")}: ${r.data.warnings.join("; ")}` : "";
+  $("#rules-status").className = r.data.warnings.length ? "warn" : "";
+  showErrors([]);
+  loadHistory();
+}
+
+loaders.rules = async () => { if (rulesVersion === null) await loadRules(); else { renderEditor(); loadHistory(); } };
+$("#rules-reload").addEventListener("click", loadRules);
+
+$("#rules-validate").addEventListener("click", async () => {
+  const r = await api("POST", "/v1/rules/validate", { text: $("#rules-text").value });
+  if (r.status !== 200) { $("#rules-status").textContent = errorText(r); return; }
+  showErrors(r.data.errors);
+  const st = $("#rules-status");
+  if (r.data.valid) { st.textContent = t("rules.valid", { n: r.data.rules }) + (r.data.warnings.length ? ` ${t("rules.warnings")}: ${r.data.warnings.join("; ")}` : ""); st.className = "ok"; }
+  else { st.textContent = t("rules.invalid", { n: r.data.errors.length }); st.className = "error"; }
+});
+
+$("#rules-save").addEventListener("click", async () => {
+  const st = $("#rules-status");
+  const r = await api("PUT", "/v1/rules", { text: $("#rules-text").value, note: "edited in the console" }, { "If-Match": `"${rulesVersion}"` });
+  if (r.status === 200) {
+    rulesVersion = r.data.version;
+    $("#rules-version").textContent = t("rules.version", { v: rulesVersion });
+    showErrors([]);
+    st.textContent = t("rules.saved", { v: rulesVersion }); st.className = "ok";
+    loadHistory();
+  } else if (r.status === 412) {
+    st.textContent = t("rules.conflict", { v: r.data.error.details.current_version, mine: rulesVersion }); st.className = "error";
+  } else if (r.status === 422 && r.data.error.code === "invalid_rules") {
+    showErrors(r.data.error.details.errors.map(parseError));
+    st.textContent = t("rules.invalid", { n: r.data.error.details.errors.length }); st.className = "error";
+  } else { st.textContent = errorText(r); st.className = "error"; }
+});
+
+$("#rules-simulate").addEventListener("click", async () => {
+  const out = $("#sim-result");
+  const r = await api("POST", "/v1/rules/simulate", { rules: $("#rules-text").value, last: +$("#sim-last").value || 200 });
+  if (r.status === 422 && r.data.error.code === "invalid_rules") { showErrors(r.data.error.details.errors.map(parseError)); out.innerHTML = ""; return; }
+  if (r.status !== 200) { out.innerHTML = `<p class="error">${esc(errorText(r))}</p>`; return; }
+  const s = r.data.summary;
+  const table = (title, m) => `<table class="table"><tr><th>${title}</th><th>${t("sim.before")}</th><th>${t("sim.after")}</th></tr>${Object.entries(m).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v.before}</td><td>${v.after}</td></tr>`).join("")}</table>`;
+  const changed = r.data.results.filter((x) => x.changed.length);
+  const rows = changed.slice(0, 100).map((x) => `<tr><td>${esc(x.ticket_id)}</td><td>${esc(x.intent)}</td><td>${esc(x.changed.join(", "))}</td><td>${esc(x.before.team)} → ${esc(x.after.team)}; ${esc(x.before.priority)} → ${esc(x.after.priority)}</td></tr>`).join("");
+  out.innerHTML = `<div class="card" id="sim-summary"><p><b>${t("sim.summary", { changed: s.changed, n: s.tickets, missing: s.text_missing })}</b></p>
+    <div class="grid2">${table(t("sim.team"), s.teams)}${table(t("sim.priority"), s.priorities)}</div>
+    <table class="table"><tr><th>${t("sim.ticket")}</th><th>intent</th><th>${t("sim.changed")}</th><th></th></tr>${rows}</table></div>`;
+});
+
+function diffHtml(diff) {
+  return diff.split("\n").map((l) => {
+    const cls = l.startsWith("@@") ? "hunk" : l.startsWith("+") && !l.startsWith("+++") ? "add" : l.startsWith("-") && !l.startsWith("---") ? "del" : "";
+    return `<span class="${cls}">${esc(l)}</span>`;
+  }).join("\n");
+}
+
+async function loadHistory() {
+  const r = await api("GET", "/v1/rules/versions");
+  if (r.status !== 200) return;
+  $("#rules-history").innerHTML = r.data.versions.map((v) => `<div class="card">
+      <b>v${esc(v.version)}</b> ${v.active ? `<span class="badge">${t("rules.active")}</span>` : ""} · ${esc(v.author)} · ${esc(new Date(v.created_at).toLocaleString())} · ${esc(v.note)}
+      ${v.active ? "" : `<button class="small secondary" data-rollback="${esc(v.version)}">${t("rules.rollback")}</button>`}
+      <details><summary>diff</summary><pre class="diff">${diffHtml(v.diff)}</pre></details></div>`).join("");
+  document.querySelectorAll("[data-rollback]").forEach((b) => b.addEventListener("click", async () => {
+    const r = await api("POST", "/v1/rules/rollback", { version: +b.dataset.rollback });
+    const st = $("#rules-status");
+    if (r.status !== 200) { st.textContent = errorText(r); st.className = "error"; return; }
+    await loadRules();
+    st.textContent = t("rules.rolledback", { v: r.data.version }); st.className = "ok";
+  }));
+}
+
+// ---- decisions ----
+
+loaders.decisions = async () => {
+  const q = new URLSearchParams();
+  const add = (k, v) => { if (v) q.set(k, v); };
+  add("intent", $("#f-intent").value); add("team", $("#f-team").value); add("language", $("#f-language").value);
+  add("min_confidence", $("#f-min").value); add("max_confidence", $("#f-max").value);
+  if ($("#f-since").value) q.set("since", new Date($("#f-since").value).toISOString());
+  q.set("limit", "100");
+  const r = await api("GET", "/v1/decisions?" + q);
+  const table = $("#dec-table");
+  if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  if (!r.data.decisions.length) { table.innerHTML = `<tr><td class="muted">${t("dec.none")}</td></tr>`; return; }
+  table.innerHTML = `<tr><th>${t("dec.time")}</th><th>${t("dec.ticket")}</th><th>${t("dec.intent")}</th><th>${t("dec.confidence")}</th><th>${t("dec.language")}</th><th>${t("dec.team")}</th><th>${t("dec.status")}</th><th>${t("dec.priority")}</th><th></th></tr>` +
+    r.data.decisions.map((d) => `<tr data-decision="${esc(d.decision_id)}"><td>${esc(new Date(d.received_at).toLocaleString())}</td><td>${esc(d.ticket_id)}</td>
+      <td>${esc(d.intent.intent)}</td><td>${pct(d.intent.top_k[0] && d.intent.top_k[0].p)}</td><td>${esc(d.language)}</td><td>${esc(d.team ?? "–")}</td>
+      <td>${esc(d.status)}</td><td>${esc(d.priority)}</td><td><button class="small secondary" data-correct="${esc(d.decision_id)}">${t("dec.correct")}</button></td></tr>`).join("");
+  table.querySelectorAll("[data-correct]").forEach((b) => b.addEventListener("click", () => correctForm(b)));
+};
+$("#dec-filter").addEventListener("submit", (e) => { e.preventDefault(); loaders.decisions(); });
+
+function correctForm(button) {
+  const cell = button.parentElement;
+  const id = button.dataset.correct;
+  cell.innerHTML = `<form class="row correct-form"><select name="intent">${leaves.map((l) => `<option>${esc(l)}</option>`).join("")}</select>
+    <input name="agent" placeholder="${t("dec.agent")}" required><button class="small">${t("dec.send")}</button></form>`;
+  cell.querySelector("form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const r = await api("POST", "/v1/feedback", { decision_id: id, correct_intent: f.intent.value, agent: f.agent.value });
+    cell.innerHTML = r.status === 201 || r.status === 200 ? `<span class="ok">${t("dec.sent")}</span>` : `<span class="error">${esc(errorText(r))}</span>`;
+  });
+}
+
+// ---- models ----
+
+loaders.models = async () => {
+  const r = await api("GET", "/v1/models");
+  const table = $("#models-table");
+  if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  const f1 = (m) => { const x = (m.metrics && m.metrics.dev && m.metrics.dev.candidate) ? m.metrics.dev.candidate.macro_f1 : (m.metrics && m.metrics.macro_f1); return x == null ? "–" : x.toFixed(3); };
+  table.innerHTML = `<tr><th>${t("models.id")}</th><th>${t("models.status")}</th><th>${t("models.shadow")}</th><th>${t("models.created")}</th><th>${t("models.f1")}</th><th>${t("models.note")}</th><th></th></tr>` +
+    r.data.models.map((m) => `<tr data-model="${esc(m.id)}"><td>${esc(m.id)}${m.id === r.data.serving ? ' <span class="badge">serving</span>' : ""}</td><td>${esc(m.status)}</td><td>${m.shadow ? "✔" : ""}</td>
+      <td>${esc(new Date(m.created_at).toLocaleString())}</td><td>${f1(m)}</td><td>${esc(m.note)}</td>
+      <td>${m.status !== "active" ? `<button class="small" data-activate="${esc(m.id)}">${t("models.activate")}</button>` : ""}
+      ${m.status === "candidate" ? `<button class="small secondary" data-shadow="${esc(m.id)}" data-on="${m.shadow ? "0" : "1"}">${t(m.shadow ? "models.shadow_off" : "models.shadow_on")}</button>` : ""}
+      <button class="small secondary" data-report="${esc(m.id)}">${t("models.report")}</button>
+      ${m.shadow ? `<button class="small secondary" data-shadow-report="${esc(m.id)}">${t("models.shadow_report")}</button>` : ""}</td></tr>`).join("");
+  const act = async (path, body) => {
+    const r = await api("POST", path, body);
+    $("#models-status").textContent = r.status === 200 ? t("models.done") : errorText(r);
+    $("#models-status").className = r.status === 200 ? "ok" : "error";
+    loaders.models();
+  };
+  table.querySelectorAll("[data-activate]").forEach((b) => b.addEventListener("click", () => act(`/v1/models/${encodeURIComponent(b.dataset.activate)}/activate`)));
+  table.querySelectorAll("[data-shadow]").forEach((b) => b.addEventListener("click", () => act(`/v1/models/${encodeURIComponent(b.dataset.shadow)}/shadow`, { enabled: b.dataset.on === "1" })));
+  table.querySelectorAll("[data-report]").forEach((b) => b.addEventListener("click", () => modelReport(b.dataset.report)));
+  table.querySelectorAll("[data-shadow-report]").forEach((b) => b.addEventListener("click", () => shadowReport(b.dataset.shadowReport)));
+};
+$("#models-rollback").addEventListener("click", async () => {
+  const r = await api("POST", "/v1/models/rollback");
+  $("#models-status").textContent = r.status === 200 ? t("models.done") : errorText(r);
+  $("#models-status").className = r.status === 200 ? "ok" : "error";
+  loaders.models();
+});
+
+async function modelReport(id) {
+  const r = await api("GET", `/v1/models/${encodeURIComponent(id)}/report`);
+  const out = $("#model-report");
+  if (r.status !== 200) { out.innerHTML = `<p class="error">${esc(errorText(r))}</p>`; return; }
+  const rep = r.data.report;
+  const perIntent = Object.entries(rep.per_intent).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v.precision.toFixed(3)}</td><td>${v.recall.toFixed(3)}</td><td>${v.f1.toFixed(3)}</td><td>${v.support}</td></tr>`).join("");
+  const labels = rep.confusion.labels;
+  const max = Math.max(1, ...rep.confusion.matrix.flat());
+  const heat = `<table class="table heat" id="heatmap"><tr><th></th>${labels.map((_, j) => `<th title="${esc(labels[j])}">${j + 1}</th>`).join("")}</tr>` +
+    rep.confusion.matrix.map((row, i) => `<tr><th>${i + 1}. ${esc(labels[i])}</th>${row.map((v, j) => `<td data-heat="${v / max}" data-diag="${i === j ? 1 : 0}" title="${esc(labels[i])} → ${esc(labels[j])}: ${v}">${v || ""}</td>`).join("")}</tr>`).join("") + "</table>";
+  const cal = rep.calibration.bins.filter((b) => b.n).map((b) => `<tr><td>${b.lo.toFixed(1)}–${b.hi.toFixed(1)}</td><td>${b.n}</td><td>${b.confidence.toFixed(3)}</td><td>${b.accuracy.toFixed(3)}</td></tr>`).join("");
+  out.innerHTML = `<div class="card" id="report-card"><h3>${esc(id)}: accuracy ${rep.accuracy.toFixed(3)}, macro-F1 ${rep.macro_f1.toFixed(3)}, ECE ${rep.ece.toFixed(3)} (n=${rep.n})</h3>
+    <div class="grid2"><div><h3>${t("models.per_intent")}</h3><table class="table"><tr><th></th><th>P</th><th>R</th><th>F1</th><th>n</th></tr>${perIntent}</table></div>
+    <div><h3>${t("models.calibration")}</h3><table class="table"><tr><th></th><th>n</th><th>conf</th><th>acc</th></tr>${cal}</table></div></div>
+    <h3>${t("models.confusion")}</h3>${heat}</div>`;
+  out.querySelectorAll("td[data-heat]").forEach((td) => {
+    const x = +td.dataset.heat;
+    const hue = td.dataset.diag === "1" ? "47, 91, 211" : "198, 40, 40";
+    td.style.background = x ? `rgba(${hue}, ${0.12 + 0.88 * x})` : "";
+    if (x > 0.5) td.style.color = "#fff";
+  });
+}
+
+async function shadowReport(id) {
+  const r = await api("GET", `/v1/models/${encodeURIComponent(id)}/shadow-report`);
+  const out = $("#model-report");
+  if (r.status !== 200) { out.innerHTML = `<p class="error">${esc(errorText(r))}</p>`; return; }
+  const s = r.data;
+  out.innerHTML = `<div class="card" id="shadow-card"><p>${esc(t("models.agreement", { a: pct(s.agreement), n: s.tickets, c: s.corrected_tickets, ar: pct(s.active_accuracy_on_corrected), sr: pct(s.shadow_accuracy_on_corrected) }))}</p></div>`;
+}
+
+// ---- start ----
+
+translate();
+(async () => {
+  const r = await api("GET", "/console/session");
+  if (r.status === 200) { csrf = r.data.csrf; showApp(r.data.name); } else showLogin();
+})();
