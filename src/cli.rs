@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// Per-request time limit in milliseconds [default: 30000].
     #[arg(long, env = "INTENT_ROUTER_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Requests per minute per token, unless a token sets its own; 0: unlimited [default: 0].
+    #[arg(long, env = "INTENT_ROUTER_RATE_PER_MINUTE")]
+    pub rate_per_minute: Option<u32>,
     /// Days ticket texts are kept for rule simulation; 0 stores none [default: 30].
     #[arg(long, env = "INTENT_ROUTER_RETENTION_DAYS")]
     pub retention_days: Option<u64>,

@@ -12,6 +12,7 @@ pub mod intent;
 pub mod lang;
 pub mod learn;
 pub mod model;
+pub mod privacy;
 pub mod rules;
 pub mod server;
 pub mod store;

@@ -698,6 +698,61 @@ impl Store {
         )
     }
 
+    /// Erases everything stored about a ticket, in one transaction; returns the rows removed
+    /// per kind.
+    pub async fn erase_ticket(
+        &self,
+        ticket_id: &str,
+    ) -> Result<std::collections::BTreeMap<&'static str, u64>, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut removed = std::collections::BTreeMap::new();
+        let ids: Vec<String> = sqlx::query("SELECT decision_id FROM decisions WHERE ticket_id = ?")
+            .bind(ticket_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut by_decision = |n: u64, kind: &'static str| *removed.entry(kind).or_insert(0) += n;
+        for id in &ids {
+            for (table, kind) in [
+                ("assignments", "assignments"),
+                ("shadow_results", "shadow_results"),
+            ] {
+                let n = sqlx::query(&format!("DELETE FROM {table} WHERE decision_id = ?"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                by_decision(n, kind);
+            }
+            let n = sqlx::query("DELETE FROM idempotency_keys WHERE instr(response, ?) > 0")
+                .bind(format!("\"decision_id\":\"{id}\""))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            by_decision(n, "idempotency_keys");
+        }
+        for (table, kind) in [
+            ("decisions", "decisions"),
+            ("ticket_texts", "ticket_texts"),
+            ("feedback", "feedback"),
+        ] {
+            let n = sqlx::query(&format!("DELETE FROM {table} WHERE ticket_id = ?"))
+                .bind(ticket_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            removed.insert(kind, n);
+        }
+        for kind in ["assignments", "shadow_results", "idempotency_keys"] {
+            removed.entry(kind).or_insert(0);
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

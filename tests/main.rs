@@ -7,6 +7,7 @@ mod console;
 mod default_model;
 mod encoder;
 mod fidelity;
+mod hardening;
 mod hub;
 mod learning;
 mod server;

@@ -24,6 +24,11 @@ fn sha(t: &str) -> String {
     intent_router::server::auth::hash_token(t)
 }
 
+/// The configured hash of a token.
+pub fn sha_of(t: &str) -> String {
+    sha(t)
+}
+
 /// A running server; killed on drop.
 pub struct Server {
     child: Child,
@@ -154,6 +159,11 @@ pub struct Resp {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a request; `token` may be empty for none.
     pub fn call(
         &self,

@@ -403,7 +403,7 @@ async fn route_tickets(
                 model_version: model.id.clone(),
                 rules_version: rules.stored.version,
                 inputs: serde_json::to_string(&inputs).unwrap_or_default(),
-                text: keep_text.then(|| (r.ticket.subject.clone(), r.ticket.body.clone())),
+                text: keep_text.then(|| stored_text(state, &r.ticket)),
             }
         })
         .collect();
@@ -468,6 +468,29 @@ async fn route_tickets(
         records.into_iter().map(|r| r.decision_id).collect(),
     );
     Ok(json_response(response, false))
+}
+
+/// The subject and body as stored: with personal data replaced when the setting says so.
+fn stored_text(state: &AppState, t: &Ticket) -> (Option<String>, String) {
+    if !state.settings.redact_stored_text {
+        return (t.subject.clone(), t.body.clone());
+    }
+    let subject = t.subject.as_deref().map(|s| crate::privacy::redact(s).0);
+    (subject, crate::privacy::redact(&t.body).0)
+}
+
+/// `DELETE /v1/tickets/{id}`: a data-subject request: erases the ticket's text, decisions,
+/// assignments, shadow results, feedback and idempotency keys, and says what it removed
+/// (scope `admin`).
+pub async fn erase_ticket(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let removed = state.store.erase_ticket(&id).await?;
+    tracing::info!(by = caller.name, "erased a ticket's data");
+    Ok(Json(json!({ "ticket_id": id, "removed": removed })))
 }
 
 fn json_response(body: String, replayed: bool) -> Response {

@@ -3,7 +3,7 @@
 //! logged; a token's name identifies the caller (the author of a rules change).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, StatusCode};
@@ -49,6 +49,25 @@ pub struct TokenConfig {
     pub sha256: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// Requests per minute this token may make (default: `limits.rate_per_minute`).
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
+}
+
+/// A configured token, validated.
+#[derive(Debug, Clone)]
+struct Token {
+    name: String,
+    hash: [u8; 32],
+    scopes: Vec<Scope>,
+    rate_per_minute: Option<u32>,
+}
+
+/// A token bucket: `tokens` left, refilled continuously up to the per-minute rate.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
 }
 
 /// The caller a request was authenticated as.
@@ -61,8 +80,10 @@ pub struct Caller {
 /// The token table, or dev mode (no tokens, loopback only), and the console's sessions.
 #[derive(Debug)]
 pub struct Auth {
-    tokens: Vec<(String, [u8; 32], Vec<Scope>)>,
+    tokens: RwLock<Vec<Token>>,
     dev: bool,
+    default_rate: Option<u32>,
+    buckets: Mutex<HashMap<String, Bucket>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -107,54 +128,77 @@ pub fn hash_token(token: &str) -> String {
 }
 
 impl Auth {
-    /// Validates configured tokens (`dev`: accept every request as `dev`).
-    pub fn new(tokens: &[TokenConfig], dev: bool) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for (i, t) in tokens.iter().enumerate() {
-            let hex = t.sha256.trim().to_ascii_lowercase();
-            let bytes: Option<Vec<u8>> = (hex.len() == 64)
-                .then(|| {
-                    (0..32)
-                        .map(|j| u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).ok())
-                        .collect()
-                })
-                .flatten();
-            let Some(bytes) = bytes else {
-                return Err(format!(
-                    "tokens[{i}] ({}): sha256 must be 64 hex digits (run `intent-router hash-token`)",
-                    t.name
-                ));
-            };
-            if t.name.trim().is_empty() {
-                return Err(format!("tokens[{i}]: name must not be empty"));
-            }
-            if t.scopes.is_empty() {
-                return Err(format!(
-                    "tokens[{i}] ({}): scopes must list at least one of route, feedback, metrics, admin",
-                    t.name
-                ));
-            }
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&bytes);
-            out.push((t.name.clone(), hash, t.scopes.clone()));
-        }
+    /// Validates configured tokens (`dev`: accept every request as `dev`); `default_rate`
+    /// limits tokens that set no `rate_per_minute` of their own.
+    pub fn new(
+        tokens: &[TokenConfig],
+        dev: bool,
+        default_rate: Option<u32>,
+    ) -> Result<Self, String> {
         Ok(Self {
-            tokens: out,
+            tokens: RwLock::new(validate(tokens)?),
             dev,
+            default_rate,
+            buckets: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The token's name and scopes, if it is configured (constant-time over every token).
-    fn lookup(&self, presented: &str) -> Option<(String, Vec<Scope>)> {
+    /// Replaces the token table (rotation without restart); sessions of names no longer
+    /// configured end. Returns how many tokens are configured now.
+    pub fn reload(&self, tokens: &[TokenConfig]) -> Result<usize, String> {
+        let new = validate(tokens)?;
+        let n = new.len();
+        let names: Vec<String> = new.iter().map(|t| t.name.clone()).collect();
+        *self.tokens.write().expect("tokens lock poisoned") = new;
+        if !self.dev {
+            self.sessions
+                .lock()
+                .expect("sessions lock poisoned")
+                .retain(|_, s| names.contains(&s.name));
+        }
+        Ok(n)
+    }
+
+    /// The configured token a presented one hashes to (constant-time over every token).
+    fn lookup(&self, presented: &str) -> Option<Token> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
-        for t in &self.tokens {
-            if bool::from(t.1.ct_eq(&digest)) {
-                found = Some((t.0.clone(), t.2.clone()));
+        for t in self.tokens.read().expect("tokens lock poisoned").iter() {
+            if bool::from(t.hash.ct_eq(&digest)) {
+                found = Some(t.clone());
             }
         }
         found
+    }
+
+    /// Takes one request from the token's bucket: 429 with the seconds to wait when empty.
+    fn take(&self, name: &str, rate: Option<u32>) -> Result<(), ApiError> {
+        let Some(rate) = rate.or(self.default_rate).filter(|r| *r > 0) else {
+            return Ok(());
+        };
+        let per_sec = f64::from(rate) / 60.0;
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("buckets lock poisoned");
+        let b = buckets.entry(name.to_string()).or_insert(Bucket {
+            tokens: f64::from(rate),
+            last: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.last).as_secs_f64() * per_sec).min(f64::from(rate));
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64;
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("token \"{name}\" may make {rate} requests per minute; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        Err(e)
     }
 
     /// Console login: an `admin` token opens a session; returns its id and the session.
@@ -162,8 +206,10 @@ impl Auth {
         let (name, scopes) = if self.dev {
             ("dev".to_string(), vec![Scope::Admin])
         } else {
-            self.lookup(token.trim())
-                .ok_or_else(|| unauthorized("unknown or revoked token"))?
+            let t = self
+                .lookup(token.trim())
+                .ok_or_else(|| unauthorized("unknown or revoked token"))?;
+            (t.name, t.scopes)
         };
         if !scopes.contains(&Scope::Admin) {
             return Err(ApiError::new(
@@ -211,7 +257,7 @@ impl Auth {
 
     /// How many tokens are configured.
     pub fn token_count(&self) -> usize {
-        self.tokens.len()
+        self.tokens.read().expect("tokens lock poisoned").len()
     }
 
     /// Authenticates a request for `scope`: 401 without a known token, 403 without the scope.
@@ -230,16 +276,24 @@ impl Auth {
         let Some(presented) = presented else {
             // The console's session (admin; its CSRF token is checked by the middleware).
             if let Some(s) = self.session(headers) {
+                self.take(&s.name, None)?;
                 return Ok(Caller { name: s.name });
             }
             return Err(unauthorized(
                 "missing bearer token: send Authorization: Bearer <token>",
             ));
         };
-        let Some((name, scopes)) = self.lookup(presented) else {
+        let Some(Token {
+            name,
+            scopes,
+            rate_per_minute,
+            ..
+        }) = self.lookup(presented)
+        else {
             return Err(unauthorized("unknown or revoked token"));
         };
         if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
+            self.take(&name, rate_per_minute)?;
             Ok(Caller { name })
         } else {
             Err(ApiError::new(
@@ -252,6 +306,45 @@ impl Auth {
             ))
         }
     }
+}
+
+/// Checks configured tokens: hashes, names and scopes.
+fn validate(tokens: &[TokenConfig]) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let hex = t.sha256.trim().to_ascii_lowercase();
+        let bytes: Option<Vec<u8>> = (hex.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|j| u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        let Some(bytes) = bytes else {
+            return Err(format!(
+                "tokens[{i}] ({}): sha256 must be 64 hex digits (run `intent-router hash-token`)",
+                t.name
+            ));
+        };
+        if t.name.trim().is_empty() {
+            return Err(format!("tokens[{i}]: name must not be empty"));
+        }
+        if t.scopes.is_empty() {
+            return Err(format!(
+                "tokens[{i}] ({}): scopes must list at least one of route, feedback, metrics, admin",
+                t.name
+            ));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes);
+        out.push(Token {
+            name: t.name.clone(),
+            hash,
+            scopes: t.scopes.clone(),
+            rate_per_minute: t.rate_per_minute,
+        });
+    }
+    Ok(out)
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -269,14 +362,17 @@ mod tests {
                     name: "helpdesk".into(),
                     sha256: hash_token("s3cret-route"),
                     scopes: vec![Scope::Route],
+                    rate_per_minute: None,
                 },
                 TokenConfig {
                     name: "ann".into(),
                     sha256: hash_token("s3cret-admin").to_uppercase(),
                     scopes: vec![Scope::Admin],
+                    rate_per_minute: None,
                 },
             ],
             false,
+            None,
         )
         .unwrap()
     }
@@ -320,13 +416,57 @@ mod tests {
                 name: "x".into(),
                 sha256: "abc".into(),
                 scopes: vec![Scope::Route],
+                rate_per_minute: None,
             }],
             false,
+            None,
         )
         .unwrap_err();
         assert_eq!(
             e,
             "tokens[0] (x): sha256 must be 64 hex digits (run `intent-router hash-token`)"
+        );
+    }
+
+    #[test]
+    fn rate_limits_per_token_and_rotation() {
+        let a = Auth::new(
+            &[TokenConfig {
+                name: "slow".into(),
+                sha256: hash_token("slow-token-000000"),
+                scopes: vec![Scope::Route],
+                rate_per_minute: Some(2),
+            }],
+            false,
+            None,
+        )
+        .unwrap();
+        let h = bearer("slow-token-000000");
+        assert!(a.check(&h, Scope::Route).is_ok());
+        assert!(a.check(&h, Scope::Route).is_ok());
+        let e = a.check(&h, Scope::Route).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+        );
+        assert_eq!(e.retry_after, Some(30));
+        // Rotation: the old token stops working, the new one works, without a restart.
+        a.reload(&[TokenConfig {
+            name: "fresh".into(),
+            sha256: hash_token("fresh-token-00000"),
+            scopes: vec![Scope::Route],
+            rate_per_minute: None,
+        }])
+        .unwrap();
+        assert_eq!(
+            a.check(&h, Scope::Route).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            a.check(&bearer("fresh-token-00000"), Scope::Route)
+                .unwrap()
+                .name,
+            "fresh"
         );
     }
 }

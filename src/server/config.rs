@@ -45,6 +45,9 @@ pub struct FileConfig {
     /// Learning from agents' corrections.
     #[serde(default)]
     pub learning: LearningFile,
+    /// Personal data.
+    #[serde(default)]
+    pub privacy: PrivacyFile,
     /// Team -> agents.
     #[serde(default)]
     pub rosters: BTreeMap<String, Vec<String>>,
@@ -79,6 +82,8 @@ pub struct LimitsFile {
     pub max_ticket_chars: Option<usize>,
     /// A request that takes longer gets 503.
     pub request_timeout_ms: Option<u64>,
+    /// Requests per minute per token (tokens may set their own); 0 or absent: unlimited.
+    pub rate_per_minute: Option<u32>,
 }
 
 /// `[retention]`.
@@ -97,6 +102,15 @@ pub struct RetentionFile {
 pub struct AssignmentFile {
     /// Open assignments close by themselves after this many hours (0: never).
     pub close_after_hours: Option<u64>,
+}
+
+/// `[privacy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyFile {
+    /// Replace e-mails, phones, card numbers, passport, INN and SNILS numbers in stored ticket
+    /// texts by placeholders (default true).
+    pub redact_stored_text: Option<bool>,
 }
 
 /// `[learning]`.
@@ -158,6 +172,8 @@ pub struct Limits {
     pub max_ticket_chars: usize,
     /// Per-request time limit.
     pub request_timeout: Duration,
+    /// Default requests per minute per token (`None`: unlimited).
+    pub rate_per_minute: Option<u32>,
 }
 
 /// Resolved settings of `serve`.
@@ -191,6 +207,10 @@ pub struct Settings {
     pub tokens: Vec<TokenConfig>,
     /// Learning from corrections.
     pub learning: Learning,
+    /// Redact personal data in ticket texts before storing them.
+    pub redact_stored_text: bool,
+    /// The config file, re-read for tokens on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 const HOUR: u64 = 3600;
@@ -277,6 +297,10 @@ impl Settings {
                     .unwrap_or(30_000)
                     .max(1),
             ),
+            rate_per_minute: args
+                .rate_per_minute
+                .or(l.rate_per_minute)
+                .filter(|r| *r > 0),
         };
         let days = args
             .retention_days
@@ -345,6 +369,8 @@ impl Settings {
             },
             tokens: file.tokens,
             learning,
+            redact_stored_text: file.privacy.redact_stored_text.unwrap_or(true),
+            config_path: args.config.clone(),
         };
         Ok(settings)
     }
@@ -367,6 +393,14 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The `[[tokens]]` of a config file (for rotation on SIGHUP).
+pub fn read_tokens(path: &Path) -> Result<Vec<TokenConfig>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    Ok(file.tokens)
 }
 
 #[cfg(test)]

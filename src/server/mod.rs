@@ -166,7 +166,12 @@ async fn seed_rules(
 
 /// Builds the state: database, model (warmed), rules.
 pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
-    let auth = Auth::new(&settings.tokens, settings.dev_no_auth).map_err(anyhow::Error::msg)?;
+    let auth = Auth::new(
+        &settings.tokens,
+        settings.dev_no_auth,
+        settings.limits.rate_per_minute,
+    )
+    .map_err(anyhow::Error::msg)?;
     let store = Store::open(&settings.database)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database.display()))?;
@@ -221,6 +226,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/route/batch", post(api::route_batch))
         .route("/v1/route/dry-run", post(api::dry_run))
         .route("/v1/decisions", get(console::decisions))
+        .route("/v1/tickets/{id}", axum::routing::delete(api::erase_ticket))
         .route("/v1/stats", get(console::stats))
         .route("/v1/rules/validate", post(rules_api::validate))
         .route("/v1/models/{id}/report", get(console::model_report))
@@ -351,6 +357,27 @@ fn spawn_retention(state: Arc<AppState>) {
     });
 }
 
+/// Re-reads the tokens of the config file on SIGHUP (rotation without restart).
+fn spawn_token_reload(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(path) = &state.settings.config_path else {
+                tracing::warn!("SIGHUP: no config file to reload tokens from");
+                continue;
+            };
+            match config::read_tokens(path).and_then(|t| state.auth.reload(&t)) {
+                Ok(n) => tracing::info!(tokens = n, "SIGHUP: tokens reloaded"),
+                Err(e) => tracing::error!("SIGHUP: tokens not reloaded, the old ones stay: {e}"),
+            }
+        }
+    });
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -384,6 +411,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     spawn_retention(Arc::clone(&state));
     learn_api::spawn_jobs(Arc::clone(&state));
+    spawn_token_reload(Arc::clone(&state));
     let rules = state.active_rules();
     eprintln!(
         "intent-router listening on http://{addr} (model {}, rules v{}{})",

@@ -1,0 +1,132 @@
+//! Hardening over real HTTP: personal data redacted before storage, a data-subject erasure,
+//! token rotation on SIGHUP without a restart, per-token rate limits.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::server::{self, ADMIN_TOKEN, FEEDBACK_TOKEN, ROUTE_TOKEN};
+
+#[test]
+fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server::start(d.path(), &[]);
+    let body = "Refund please: you charged card 4111 1111 1111 1111 twice. Reach me at anna.k@example.com or +7 916 123-45-67.";
+    let r = s.post("/v1/route", &json!({"id": "P-1", "body": body}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let decision_id = r.body["decision_id"].as_str().unwrap().to_string();
+    let fb = json!({"decision_id": decision_id, "correct_intent": "billing.charge_dispute", "agent": "maria"});
+    let f = s.call(
+        "POST",
+        "/v1/feedback",
+        FEEDBACK_TOKEN,
+        Some(&fb.to_string()),
+        &[],
+    );
+    assert_eq!(f.status, 201, "{}", f.body);
+
+    // What the database keeps has placeholders, not the card, e-mail or phone.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored = rt.block_on(async {
+        let store = intent_router::store::Store::open(&d.path().join("router.db"))
+            .await
+            .unwrap();
+        let t = store
+            .recent_decisions(1)
+            .await
+            .unwrap()
+            .remove(0)
+            .text
+            .unwrap()
+            .1;
+        store.close().await;
+        t
+    });
+    assert_eq!(
+        stored,
+        "Refund please: you charged card [CARD] twice. Reach me at [EMAIL] or [PHONE]."
+    );
+
+    // Erasure: everything about the ticket goes, and the answer says what.
+    let e = s.call("DELETE", "/v1/tickets/P-1", ROUTE_TOKEN, None, &[]);
+    assert_eq!(e.status, 403, "erasing needs the admin scope");
+    let e = s.admin("DELETE", "/v1/tickets/P-1", None, &[]);
+    assert_eq!(e.status, 200, "{}", e.body);
+    let assigned = u64::from(!r.body["assignee"].is_null());
+    assert_eq!(
+        e.body["removed"],
+        json!({"assignments": assigned, "decisions": 1, "feedback": 1, "idempotency_keys": 0, "shadow_results": 0, "ticket_texts": 1})
+    );
+    let gone = s.call(
+        "GET",
+        &format!("/v1/decisions/{decision_id}"),
+        ROUTE_TOKEN,
+        None,
+        &[],
+    );
+    assert_eq!(gone.status, 404);
+    let again = s.admin("DELETE", "/v1/tickets/P-1", None, &[]);
+    assert_eq!(again.body["removed"]["decisions"], 0);
+}
+
+#[test]
+fn tokens_rotate_on_sighup_and_rate_limits_hold() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server::start(d.path(), &["--rate-per-minute", "600"]);
+    let ok = |token: &str| {
+        s.call(
+            "POST",
+            "/v1/classify",
+            token,
+            Some(r#"{"body": "refund please"}"#),
+            &[],
+        )
+        .status
+    };
+    assert_eq!(ok(ROUTE_TOKEN), 200);
+    // Rotate: the route token is replaced by a new one with a tight limit.
+    let new_token = "rotated-route-token-0123456789";
+    let config = std::fs::read_to_string(d.path().join("router.toml")).unwrap();
+    let rotated = config.replace(
+        &server::sha_of(ROUTE_TOKEN),
+        &format!("{}\"\nrate_per_minute = 2\n#\"", server::sha_of(new_token)),
+    );
+    std::fs::write(d.path().join("router.toml"), rotated).unwrap();
+    let pid = s.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut old = 0;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        old = ok(ROUTE_TOKEN);
+        if old == 401 {
+            break;
+        }
+    }
+    assert_eq!(old, 401, "the old token is revoked without a restart");
+    assert!(s.log.lock().unwrap().contains("SIGHUP: tokens reloaded"));
+    assert_eq!(ok(new_token), 200);
+    assert_eq!(ok(new_token), 200);
+    let r = s.call(
+        "POST",
+        "/v1/classify",
+        new_token,
+        Some(r#"{"body": "x"}"#),
+        &[],
+    );
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(r.header["retry-after"], "30");
+    // Other tokens keep their own budget.
+    assert_eq!(s.admin("GET", "/v1/rules", None, &[]).status, 200);
+    let _ = ADMIN_TOKEN;
+}
