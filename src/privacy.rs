@@ -33,7 +33,7 @@ pub fn luhn(d: &[u32]) -> bool {
             }
         })
         .sum();
-    !d.is_empty() && sum % 10 == 0
+    !d.is_empty() && sum.is_multiple_of(10)
 }
 
 /// Check digits of a Russian INN (10 digits for organisations, 12 for people).
