@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cli;
 pub mod decision;
 pub mod engine;
+pub mod failpoint;
 pub mod fsutil;
 pub mod import;
 pub mod intent;

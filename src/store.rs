@@ -45,6 +45,9 @@ pub enum StoreError {
     /// Not found.
     #[error("{0}")]
     NotFound(String),
+    /// A write failed by injection (failpoint); nothing was changed.
+    #[error("the database refused the write (injected failure at {0}); nothing was changed")]
+    Injected(String),
     /// A stored value is unreadable.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -395,7 +398,13 @@ impl Store {
             .bind(timestamp(saved.created_at))
             .execute(&mut *tx)
             .await?;
+        crate::failpoint::hit("rules.save.before_commit")
+            .await
+            .map_err(StoreError::Injected)?;
         tx.commit().await?;
+        crate::failpoint::hit("rules.save.after_commit")
+            .await
+            .map_err(StoreError::Injected)?;
         activate(&saved);
         Ok(saved)
     }
@@ -527,6 +536,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        crate::failpoint::hit("decisions.before_commit")
+            .await
+            .map_err(StoreError::Injected)?;
         tx.commit().await?;
         Ok(response)
     }
@@ -751,6 +763,14 @@ impl Store {
         }
         tx.commit().await?;
         Ok(removed)
+    }
+
+    /// SQLite's integrity check: `ok` when the file is consistent.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await?
+            .get(0))
     }
 
     /// Checks that the database answers.
@@ -1169,7 +1189,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        crate::failpoint::hit("model.activate.before_commit")
+            .await
+            .map_err(StoreError::Injected)?;
         tx.commit().await?;
+        crate::failpoint::hit("model.activate.after_commit")
+            .await
+            .map_err(StoreError::Injected)?;
         swap();
         let r = sqlx::query("SELECT * FROM models WHERE id = ?")
             .bind(id)

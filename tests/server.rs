@@ -63,6 +63,11 @@ pub fn start(dir: &Path, extra: &[&str]) -> Server {
 
 /// Like [`start`], with more config text appended (e.g. a `[learning]` table).
 pub fn start_with(dir: &Path, extra: &[&str], more_config: &str) -> Server {
+    start_full(dir, extra, more_config, &[])
+}
+
+/// Like [`start_with`], with environment variables (e.g. failpoints).
+pub fn start_full(dir: &Path, extra: &[&str], more_config: &str, env: &[(&str, &str)]) -> Server {
     let mut config = format!(
         r#"listen = "127.0.0.1:0"
 database = "router.db"
@@ -112,6 +117,8 @@ scopes = ["feedback"]
         .args(extra)
         .env_remove("INTENT_ROUTER_MODEL")
         .env_remove("INTENT_ROUTER_RULES")
+        .env_remove("INTENT_ROUTER_FAILPOINTS")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -159,6 +166,23 @@ pub struct Resp {
 }
 
 impl Server {
+    /// Waits until the server's log contains `what` (panics after 60 s).
+    pub fn wait_log(&self, what: &str) {
+        for _ in 0..600 {
+            if self.log.lock().unwrap().contains(what) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the log never said {what:?}:\n{}", self.log.lock().unwrap());
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

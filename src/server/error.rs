@@ -123,6 +123,16 @@ impl From<StoreError> for ApiError {
                 e.to_string(),
             ),
             StoreError::NotFound(m) => Self::not_found(m),
+            StoreError::Injected(_) => {
+                tracing::error!("{e}");
+                let mut err = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_failed",
+                    format!("{e}; the previous state keeps serving, retry later"),
+                );
+                err.retry_after = Some(5);
+                err
+            }
             other => Self::internal(other),
         }
     }

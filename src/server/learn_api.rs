@@ -580,6 +580,9 @@ pub async fn train_candidate(
                 format!("{e}"),
             )
         })?;
+    crate::failpoint::hit("retrain.after_train")
+        .await
+        .map_err(|p| ApiError::from(crate::store::StoreError::Injected(p)))?;
     let record = ModelRecord {
         id: candidate.id.clone(),
         parent: Some(parent_id.to_string()),

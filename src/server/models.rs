@@ -186,6 +186,7 @@ pub async fn bootstrap(
         store.activate_model(&version, None, || {}).await?;
     }
     let records = store.models().await?;
+    clean_registry(&settings.learning.learn.registry, &records);
     let active = records
         .iter()
         .find(|m| m.status == "active")
@@ -218,6 +219,29 @@ pub async fn bootstrap(
         None => None,
     };
     Ok((active, shadow))
+}
+
+/// Removes what a crashed retraining left in the registry directory: candidates written but
+/// never registered, and staging directories.
+fn clean_registry(dir: &std::path::Path, records: &[ModelRecord]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stray = name.starts_with(".staging-")
+            || (name.starts_with("m-") && !records.iter().any(|r| r.id == name));
+        if stray {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::warn!(dir = %e.path().display(), "removed an unregistered model directory left by an interrupted retraining")
+                }
+                Err(err) => {
+                    tracing::error!(dir = %e.path().display(), "could not remove a stray model directory: {err}")
+                }
+            }
+        }
+    }
 }
 
 /// Activates a registered model: loads it (sharing the encoder), checks that the active rules
