@@ -447,6 +447,20 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         paths.len(),
         "openapi documents an endpoint the server lacks"
     );
+    // Every /v1 endpoint needs a token, checked before the body is read.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for method in item.as_object().unwrap().keys() {
+            let probe = path
+                .replace("{decision_id}", "x")
+                .replace("{version}", "1")
+                .replace("{id}", "x");
+            let r = s.call(&method.to_uppercase(), &probe, "", Some("not json"), &[]);
+            assert_eq!(r.status, 401, "{method} {path} without a token: {}", r.body);
+        }
+    }
     for path in paths {
         // Every documented path is routed (a 404 with our shape would mean it is not).
         let probe = path

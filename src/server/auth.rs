@@ -250,6 +250,26 @@ impl Auth {
         }
     }
 
+    /// Whether a request carries a known token or a live console session (checked before its
+    /// body is read, so an unauthenticated client learns nothing from parse errors).
+    pub fn authenticated(&self, headers: &HeaderMap) -> bool {
+        if self.dev {
+            return true;
+        }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        match bearer {
+            Some(t) => self.lookup(t).is_some(),
+            None => self.session(headers).is_some(),
+        }
+    }
+
     /// Whether requests are accepted without tokens.
     pub fn is_dev(&self) -> bool {
         self.dev

@@ -293,15 +293,27 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         })
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     let span = tracing::info_span!("request", request_id = %id, %method, %endpoint);
-    if let Some(e) = console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
-    {
+    // Unauthenticated requests to /v1 stop here, before any body is read.
+    let unauthenticated =
+        req.uri().path().starts_with("/v1/") && !state.auth.authenticated(req.headers());
+    let refusal = if unauthenticated {
+        Some(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown bearer token: send Authorization: Bearer <token>",
+        ))
+    } else {
+        console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
+    };
+    if let Some(e) = refusal {
+        let status = e.status.as_u16();
         let mut resp = e.into_response();
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(REQUEST_ID.clone(), v);
         }
         state
             .metrics
-            .request(&endpoint, &method, 403, start.elapsed().as_secs_f64());
+            .request(&endpoint, &method, status, start.elapsed().as_secs_f64());
         return resp;
     }
     let limit = state.settings.limits.request_timeout;
