@@ -425,6 +425,7 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/models/{id}/shadow",
         "/v1/models/{id}/shadow-report",
         "/v1/route/dry-run",
+        "/v1/tickets/{id}",
         "/v1/decisions",
         "/v1/stats",
         "/v1/rules/validate",

@@ -670,7 +670,11 @@ pub async fn retrain(
     } else {
         parse_json(&body)?
     };
-    let r = retrain_now(&state, req.fine_tune, req.shadow).await?;
+    // In its own task: a client that goes away does not stop a retraining half way.
+    let job = Arc::clone(&state);
+    let r = tokio::spawn(async move { retrain_now(&job, req.fine_tune, req.shadow).await })
+        .await
+        .map_err(ApiError::internal)??;
     Ok(Json(json!({
         "outcome": r.outcome,
         "model": r.record,

@@ -316,7 +316,12 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
             .request(&endpoint, &method, status, start.elapsed().as_secs_f64());
         return resp;
     }
-    let limit = state.settings.limits.request_timeout;
+    // Retraining waits for the training it starts; it is not bound by the request time limit.
+    let limit = if endpoint == "/v1/models/retrain" {
+        std::time::Duration::from_secs(24 * 3600)
+    } else {
+        state.settings.limits.request_timeout
+    };
     let mut resp = match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
         Ok(r) => r,
         Err(_) => {
