@@ -547,6 +547,16 @@ pub async fn route_batch(
     route_tickets(&state, req.tickets, idem, false).await
 }
 
+/// Admits and classifies one ticket: (classification, the model used, whether text was cut).
+async fn classify_one(
+    state: &AppState,
+    ticket: &mut Ticket,
+) -> Result<(Classification, Arc<ServingModel>, bool), ApiError> {
+    let truncated = admit(ticket, state.settings.limits.max_ticket_chars, "ticket")?;
+    let mut out = classify_tickets(state, std::slice::from_ref(ticket)).await?;
+    Ok((out.classifications.remove(0), out.model, truncated))
+}
+
 /// `POST /v1/route/dry-run`: one ticket -> the decision the active rules would make, with
 /// its trace; nothing is logged or assigned (scope `route`).
 pub async fn dry_run(
@@ -555,13 +565,7 @@ pub async fn dry_run(
     ApiJson(mut ticket): ApiJson<Ticket>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
-    let truncated = admit(
-        &mut ticket,
-        state.settings.limits.max_ticket_chars,
-        "ticket",
-    )?;
-    let mut out = classify_tickets(&state, std::slice::from_ref(&ticket)).await?;
-    let c = out.classifications.remove(0);
+    let (c, model, truncated) = classify_one(&state, &mut ticket).await?;
     let rules = state.active_rules();
     let d = decide_for(&rules.ruleset, &ticket, &c, Utc::now());
     Ok(Json(json!({
@@ -574,7 +578,7 @@ pub async fn dry_run(
         "trace": d.trace,
         "intent": c,
         "language": c.language,
-        "model_version": out.model.id,
+        "model_version": model.id,
         "rules_version": rules.stored.version.to_string(),
         "truncated": truncated,
     })))
@@ -588,15 +592,9 @@ pub async fn classify(
     ApiJson(mut ticket): ApiJson<Ticket>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
-    let truncated = admit(
-        &mut ticket,
-        state.settings.limits.max_ticket_chars,
-        "ticket",
-    )?;
-    let mut out = classify_tickets(&state, std::slice::from_ref(&ticket)).await?;
-    let c = out.classifications.remove(0);
+    let (c, model, truncated) = classify_one(&state, &mut ticket).await?;
     let mut body = serde_json::to_value(&c).map_err(ApiError::internal)?;
-    body["model_version"] = json!(out.model.id);
+    body["model_version"] = json!(model.id);
     if truncated {
         body["truncated"] = json!(true);
     }

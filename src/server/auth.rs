@@ -110,6 +110,18 @@ fn random_hex() -> String {
     crate::import::hex(&b)
 }
 
+/// The token of a request's `Authorization: Bearer` header, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// The session id in a request's `Cookie` header, if any.
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -256,15 +268,7 @@ impl Auth {
         if self.dev {
             return true;
         }
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        match bearer {
+        match bearer(headers) {
             Some(t) => self.lookup(t).is_some(),
             None => self.session(headers).is_some(),
         }
@@ -285,15 +289,7 @@ impl Auth {
         if self.dev {
             return Ok(Caller { name: "dev".into() });
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let Some(presented) = presented else {
+        let Some(presented) = bearer(headers) else {
             // The console's session (admin; its CSRF token is checked by the middleware).
             if let Some(s) = self.session(headers) {
                 self.take(&s.name, None)?;
