@@ -249,11 +249,11 @@ pub fn retrain(
     dataset::check_labels(&base, &labels, &settings.base_data)?;
     let dev = dataset::load(&settings.dev_data, &columns, true)?;
     dataset::check_labels(&dev, &labels, &settings.dev_data)?;
-    let known: Vec<&Correction> = corrections
+    let owned: Vec<Correction> = corrections
         .iter()
         .filter(|c| labels.contains(&c.intent))
+        .cloned()
         .collect();
-    let owned: Vec<Correction> = known.into_iter().cloned().collect();
     let (train_corr, held) = correction_examples(&owned);
     let weight = settings.correction_weight.max(1);
     let extra: Vec<Example> = train_corr

@@ -375,9 +375,10 @@ async fn retrain(a: RetrainArgs) -> Result<()> {
     let classifier = Classifier::load(Path::new(&active.path), &opts)
         .with_context(|| format!("loading the active model {}", active.path))?;
     eprintln!("retraining from {} …", active.id);
+    let engine = Engine::new(classifier, EngineOptions::default());
     let (record, gate) = learn_api::train_candidate(
         &store,
-        std::sync::Arc::new(classifier),
+        std::sync::Arc::new(engine),
         &active.id,
         &settings.learning.learn,
         a.fine_tune,

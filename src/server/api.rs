@@ -193,13 +193,13 @@ fn shadow_score(
     let same = shadow.shares_encoder(active);
     let state = Arc::clone(state);
     tokio::spawn(async move {
+        let prepared: Vec<_> = tickets.iter().map(|t| shadow.engine.prepare(t)).collect();
         let embeddings = if same {
             embeddings
         } else {
             let text = shadow.engine.classifier().encoder.text();
             let mut out = Vec::new();
-            for t in &tickets {
-                let p = shadow.engine.prepare(t);
+            for p in &prepared {
                 let Ok(tokens) = text.encode(&p.text) else {
                     return;
                 };
@@ -214,8 +214,7 @@ fn shadow_score(
         let Ok(probs) = shadow.probabilities(&embeddings) else {
             return;
         };
-        for ((t, p), id) in tickets.iter().zip(probs).zip(decision_ids) {
-            let prepared = shadow.engine.prepare(t);
+        for (((t, prepared), p), id) in tickets.iter().zip(prepared).zip(probs).zip(decision_ids) {
             let c = shadow.engine.finish(t, prepared, &p);
             let conf = c.resolution.top_k.first().map_or(0.0, |s| s.p);
             if let Err(e) = state

@@ -21,9 +21,9 @@ use super::config::OnPass;
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
 use super::models::{self, ServingModel};
 use super::AppState;
+use crate::engine::Engine;
 use crate::intent::{IntentTree, UNKNOWN};
 use crate::learn::{self, GateReport, LearnSettings};
-use crate::model::classifier::Classifier;
 use crate::rules::{Condition, RuleSet};
 use crate::store::{AddedIntent, ModelRecord, Store};
 use crate::train::finetune::FineTune;
@@ -526,10 +526,11 @@ fn lower_priority() {
 }
 
 /// Trains and gates a candidate on a low-priority thread, and registers it (status
-/// `candidate`, the gate report as its metrics). Shared by the server and the CLI.
+/// `candidate`, the gate report as its metrics). Shared by the server (with the serving
+/// engine, whose encoder the candidate shares) and the CLI.
 pub async fn train_candidate(
     store: &Store,
-    active: Arc<Classifier>,
+    active: Arc<Engine>,
     parent_id: &str,
     settings: &LearnSettings,
     fine_tune: bool,
@@ -559,7 +560,7 @@ pub async fn train_candidate(
             lower_priority();
             let ft = fine_tune.then(FineTune::default);
             let r = learn::retrain(
-                &active,
+                active.classifier(),
                 &added,
                 &corrections,
                 &settings,
@@ -618,10 +619,9 @@ pub async fn retrain_now(
         ));
     };
     let active = state.model();
-    let classifier = Arc::new(active_classifier(&active)?);
     let (record, gate) = train_candidate(
         &state.store,
-        classifier,
+        Arc::clone(&active.engine),
         &active.id,
         &state.settings.learning.learn,
         fine_tune,
@@ -644,16 +644,6 @@ pub async fn retrain_now(
         gate,
         outcome,
     })
-}
-
-/// A classifier value for the trainer that shares the serving model's encoder.
-fn active_classifier(active: &ServingModel) -> Result<Classifier, ApiError> {
-    let c = active.engine.classifier();
-    let opts = crate::model::encoder::EncoderOptions {
-        max_tokens: Some(c.encoder.text().max_tokens()),
-        ..Default::default()
-    };
-    Classifier::load_sharing(&c.dir, &opts, &[c]).map_err(ApiError::internal)
 }
 
 /// `POST /v1/models/retrain`: trains a candidate on the base data plus corrections, gates it
