@@ -46,7 +46,11 @@ fn tokenization(c: &mut Criterion) {
 }
 
 fn encoder_forward(c: &mut Criterion) {
-    for (name, linear) in [("dense", LinearMode::Dense), ("q4", LinearMode::Quantized)] {
+    let mut modes = vec![("dense", LinearMode::Dense), ("q4", LinearMode::Quantized)];
+    if intent_router::model::qgemm::available() {
+        modes.insert(0, ("int8", LinearMode::Int8));
+    }
+    for (name, linear) in modes {
         let opts = EncoderOptions {
             linear,
             ..Default::default()
@@ -71,9 +75,13 @@ fn encoder_forward(c: &mut Criterion) {
 }
 
 fn head_and_end_to_end(c: &mut Criterion) {
-    let Ok(classifier) =
-        Classifier::load(&root().join("models/helpdesk"), &EncoderOptions::default())
-    else {
+    let Ok(classifier) = Classifier::load(
+        &root().join("models/helpdesk"),
+        &EncoderOptions {
+            linear: LinearMode::auto(),
+            ..Default::default()
+        },
+    ) else {
         eprintln!("models/helpdesk missing: skipping head and end-to-end benches");
         return;
     };

@@ -203,11 +203,15 @@ where
     F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String>,
 {
     let mut carry: Option<Job> = None;
+    // Waiting for company only pays under concurrency: a lone client would just lose
+    // `max_wait` per request. So the first ticket waits only when the previous batch had
+    // several (whatever is queued already is always taken).
+    let mut busy = false;
     loop {
         let Some(first) = carry.take().or_else(|| rx.recv().ok()) else {
             return;
         };
-        let deadline = Instant::now() + cfg.max_wait;
+        let deadline = Instant::now() + if busy { cfg.max_wait } else { Duration::ZERO };
         let mut jobs = vec![first];
         let mut longest = jobs[0].tokens.ids.len();
         while jobs.len() < cfg.limits.max_batch {
@@ -225,6 +229,7 @@ where
             jobs.push(job);
         }
         depth.fetch_sub(jobs.len(), Ordering::Relaxed);
+        busy = jobs.len() > 1;
         // A client that went away needs no inference.
         jobs.retain(|j| !j.reply.is_closed());
         // Similar lengths together: a short text padded to a long one wastes compute.
@@ -341,6 +346,8 @@ mod tests {
         };
         let batcher = Batcher::start(cfg, move |items| {
             seen.lock().unwrap().push(items.len());
+            // Slow enough that the other requests queue up behind the first batch.
+            std::thread::sleep(Duration::from_millis(5));
             lens(items)
         });
         let rxs: Vec<_> = (1..=10).map(|n| batcher.submit(toks(n)).unwrap()).collect();
@@ -353,6 +360,22 @@ mod tests {
             "{sizes:?}"
         );
         assert!(sizes.len() < 10, "requests were batched: {sizes:?}");
+    }
+
+    #[test]
+    fn a_lone_request_does_not_wait_for_company() {
+        let cfg = BatcherConfig {
+            limits: BatchLimits::default(),
+            max_wait: Duration::from_secs(3600),
+            queue_capacity: 8,
+        };
+        let batcher = Batcher::start(cfg, lens);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pending = batcher.submit(toks(3)).unwrap();
+        std::thread::spawn(move || tx.send(pending.blocking_recv().unwrap()).unwrap());
+        // Without the idle rule this would wait the hour of `max_wait`.
+        let got = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(got, Ok(vec![3.0]));
     }
 
     #[test]

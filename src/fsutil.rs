@@ -40,9 +40,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Temp files are created owner-only; saved files get the usual 0644.
+/// Gives a saved file the usual 0644 (temp files are created owner-only).
 #[cfg(unix)]
-fn set_readable(path: &Path) -> std::io::Result<()> {
+pub fn set_readable(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
 }
@@ -59,8 +59,9 @@ fn set_dir_readable(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Gives a saved file the usual 0644 (a no-op off Unix).
 #[cfg(not(unix))]
-fn set_readable(_: &Path) -> std::io::Result<()> {
+pub fn set_readable(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

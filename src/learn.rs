@@ -322,6 +322,7 @@ pub fn retrain(
         thresholds: active.meta.thresholds.clone(),
         encoder: EncoderOptions {
             max_tokens: Some(active.encoder.text().max_tokens()),
+            linear: active.encoder.linear_mode(),
             ..EncoderOptions::default()
         },
         hub: HubOptions::default(),

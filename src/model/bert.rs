@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear};
+
+use crate::model::kernels;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
@@ -74,6 +76,21 @@ pub enum LinearMode {
     Dense,
     /// Keep Q4_0 and multiply with candle's `QMatMul` (activations quantised to Q8_0).
     Quantized,
+    /// Int8 weights for CPU inference with AVX-512 VNNI (see [`crate::model::qgemm`]); only
+    /// chosen where the CPU has it. Inference only: training needs `Dense`.
+    Int8,
+}
+
+impl LinearMode {
+    /// The fastest exact-enough mode for inference on this machine: int8 where the CPU has
+    /// AVX-512 VNNI (and `INTENT_ROUTER_GENERIC_KERNELS` is not set), dense f32 otherwise.
+    pub fn auto() -> Self {
+        if crate::model::qgemm::available() {
+            Self::Int8
+        } else {
+            Self::Dense
+        }
+    }
 }
 
 /// Seeded dropout, so that training runs are reproducible.
@@ -124,6 +141,7 @@ impl Dropout {
 enum Proj {
     Dense(Linear),
     Quant(QMatMul, Tensor),
+    Int8(crate::model::qgemm::Int8Linear),
 }
 
 impl Proj {
@@ -136,13 +154,25 @@ impl Proj {
                 return Ok(Self::Quant(QMatMul::from_qtensor(q)?, bias));
             }
         }
-        Ok(Self::Dense(Linear::new(ws.dense(&wname)?, Some(bias))))
+        let weight = ws.dense(&wname)?;
+        if mode == LinearMode::Int8 && weight.device().is_cpu() {
+            // Inference only: the dense copy is dropped (85 MB for the default encoder).
+            return Ok(Self::Int8(crate::model::qgemm::Int8Linear::new(
+                &weight, &bias,
+            )?));
+        }
+        Ok(Self::Dense(Linear::new(weight, Some(bias))))
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Applies the layer (int8 layers are for inference only: they have no gradient).
+    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         match self {
             Self::Dense(l) => l.forward(xs),
             Self::Quant(q, b) => q.forward(xs)?.broadcast_add(b),
+            Self::Int8(_) if train => candle_core::bail!(
+                "int8 linear layers cannot be trained; load the encoder with dense linears"
+            ),
+            Self::Int8(q) => q.forward(xs),
         }
     }
 }
@@ -331,21 +361,29 @@ impl BertLayer {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(xs)?)?;
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let probs = self.attn_dropout.forward(&probs, train)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let (q, k, v) = (
+            self.query.forward(xs, train)?,
+            self.key.forward(xs, train)?,
+            self.value.forward(xs, train)?,
+        );
+        let ctx = match kernels::fused_attention(&q, &k, &v, mask_bias, self.heads, train)? {
+            Some(ctx) => ctx,
+            None => {
+                let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+                let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                let probs = self.attn_dropout.forward(&probs, train)?;
+                probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?
+            }
+        };
         let attn = self
             .hidden_dropout
-            .forward(&self.attn_out.forward(&ctx)?, train)?;
+            .forward(&self.attn_out.forward(&ctx, train)?, train)?;
         let xs = self.attn_norm.forward(&(attn + xs)?, train)?;
-        let ff = crate::model::kernels::gelu_erf(&self.ff_in.forward(&xs)?, train)?;
+        let ff = kernels::gelu_erf(&self.ff_in.forward(&xs, train)?, train)?;
         let ff = self
             .hidden_dropout
-            .forward(&self.ff_out.forward(&ff)?, train)?;
+            .forward(&self.ff_out.forward(&ff, train)?, train)?;
         self.out_norm.forward(&(ff + xs)?, train)
     }
 }

@@ -90,6 +90,7 @@ pub struct Encoder {
     meta: EncoderMeta,
     device: Device,
     dir: PathBuf,
+    linear: LinearMode,
 }
 
 impl Encoder {
@@ -114,7 +115,14 @@ impl Encoder {
             meta,
             device,
             dir: dir.to_path_buf(),
+            linear: opts.linear,
         })
+    }
+
+    /// How its linear layers compute (part of the embeddings' identity: int8 ones differ
+    /// slightly from exact f32 ones).
+    pub fn linear_mode(&self) -> LinearMode {
+        self.linear
     }
 
     /// The directory it was loaded from.

@@ -7,4 +7,5 @@ pub mod encoder;
 pub mod files;
 pub mod head;
 pub mod kernels;
+pub mod qgemm;
 pub mod source;

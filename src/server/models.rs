@@ -114,7 +114,7 @@ pub fn encoder_options(settings: &Settings) -> anyhow::Result<EncoderOptions> {
         linear: if settings.quantized_linears {
             LinearMode::Quantized
         } else {
-            LinearMode::Dense
+            LinearMode::auto()
         },
         device: DeviceChoice::parse(&settings.device).map_err(anyhow::Error::msg)?,
     })

@@ -195,7 +195,11 @@ pub fn train_sets(
     };
     let cache = EmbeddingCache {
         dir: opts.cache_dir.clone(),
-        key: format!("{base_hash}:{}", encoder.text().max_tokens()),
+        key: format!(
+            "{base_hash}:{}:{:?}",
+            encoder.text().max_tokens(),
+            encoder.linear_mode()
+        ),
     };
     let mut xs = cache.embed(&encoder, &train_set, progress)?;
     if !extra.is_empty() {
@@ -239,7 +243,11 @@ pub fn train_sets(
             let sha256 = encoder_hash(&enc_dir)?;
             let cache = EmbeddingCache {
                 dir: cache.dir,
-                key: format!("{sha256}:{}", encoder.text().max_tokens()),
+                key: format!(
+                    "{sha256}:{}:{:?}",
+                    encoder.text().max_tokens(),
+                    opts.encoder.linear
+                ),
             };
             let tuned_encoder = std::sync::Arc::new(Encoder::load(&enc_dir, &opts.encoder)?);
             (
