@@ -40,6 +40,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Copies a file into a directory being staged (the staged directory's rename makes the
+/// whole set appear at once, so the single file needs no atomic write of its own).
+pub fn copy_into_staged(from: &Path, to: &Path) -> Result<(), FsError> {
+    std::fs::copy(from, to).map_err(|e| FsError::new(from, e))?;
+    Ok(())
+}
+
 /// Gives a saved file the usual 0644 (temp files are created owner-only).
 #[cfg(unix)]
 pub fn set_readable(path: &Path) -> std::io::Result<()> {

@@ -333,14 +333,11 @@ pub fn retrain(
     };
     let outcome = trainer::train_sets(&opts, sets, progress)?;
     let candidate = Classifier::load_sharing(&outcome.out, &opts.encoder, &[active])?;
-    let cache = EmbeddingCache {
-        dir: settings.cache_dir.clone(),
-        key: format!(
-            "{}:{}",
-            candidate.encoder_hash,
-            candidate.encoder.text().max_tokens()
-        ),
-    };
+    let cache = EmbeddingCache::new(
+        settings.cache_dir.clone(),
+        &candidate.encoder_hash,
+        &candidate.encoder,
+    );
     let (dev_cmp, report) = compare(active, &candidate, &dev, &cache)?;
     let (held_cmp, _) = compare(active, &candidate, &held, &cache)?;
     let tol = settings.tolerance;

@@ -62,14 +62,9 @@ fn run(command: Command) -> Result<()> {
 
 fn encoder_options(r: &RuntimeArgs) -> Result<EncoderOptions> {
     let device = DeviceChoice::parse(&r.device).map_err(anyhow::Error::msg)?;
-    let linear = if r.quantized_linears {
-        LinearMode::Quantized
-    } else {
-        LinearMode::auto()
-    };
     Ok(EncoderOptions {
         max_tokens: r.max_tokens,
-        linear,
+        linear: LinearMode::for_inference(r.quantized_linears),
         device,
     })
 }
@@ -229,6 +224,7 @@ fn train(a: TrainArgs) -> Result<()> {
         "mlp" => HeadKind::Mlp { hidden: a.hidden },
         other => bail!("--head: unknown head `{other}`; valid: linear, mlp"),
     };
+    let runtime = encoder_options(&a.runtime)?;
     let opts = TrainOptions {
         data: a.data,
         dev: a.dev,
@@ -244,14 +240,9 @@ fn train(a: TrainArgs) -> Result<()> {
             ..HeadTraining::default()
         },
         thresholds: a.thresholds,
-        // Training embeds with exact f32 linears (not the int8 inference path), so that the
-        // same data and seed give the same model on every CPU.
         encoder: EncoderOptions {
-            linear: match encoder_options(&a.runtime)?.linear {
-                LinearMode::Int8 => LinearMode::Dense,
-                other => other,
-            },
-            ..encoder_options(&a.runtime)?
+            linear: runtime.linear.for_training(),
+            ..runtime
         },
         hub: HubOptions {
             endpoint: a.hub_endpoint,

@@ -105,8 +105,8 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
         source,
     })?;
     fsutil::set_readable(&st_path).map_err(|e| FsError::new(&st_path, e))?;
-    copy(&config_path, &dir.join(files::HF_CONFIG))?;
-    copy(&tokenizer, &dir.join(files::TOKENIZER))?;
+    fsutil::copy_into_staged(&config_path, &dir.join(files::HF_CONFIG))?;
+    fsutil::copy_into_staged(&tokenizer, &dir.join(files::TOKENIZER))?;
     let exported = EncoderMeta {
         weights: files::SAFETENSORS_WEIGHTS.into(),
         source: format!(
@@ -119,7 +119,7 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
     fsutil::write_json_atomic(&dir.join(files::ENCODER_META), &exported)?;
     if let Some(meta) = &classifier {
         let head = files::require(model, files::HEAD_WEIGHTS, "classifier head weights")?;
-        copy(&head, &dir.join(files::HEAD_WEIGHTS))?;
+        fsutil::copy_into_staged(&head, &dir.join(files::HEAD_WEIGHTS))?;
         let info = ExportedHead {
             labels: meta.labels.clone(),
             temperature: meta.temperature,
@@ -134,11 +134,6 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
         tensors: names.len(),
         head: classifier.is_some(),
     })
-}
-
-fn copy(from: &Path, to: &Path) -> Result<(), FsError> {
-    let bytes = std::fs::read(from).map_err(|e| FsError::new(from, e))?;
-    fsutil::write_atomic(to, &bytes)
 }
 
 #[cfg(test)]

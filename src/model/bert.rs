@@ -91,6 +91,25 @@ impl LinearMode {
             Self::Dense
         }
     }
+
+    /// The mode for inference given the `--quantized-linears` choice: Q4 `QMatMul` when asked
+    /// for, [`LinearMode::auto`] otherwise.
+    pub fn for_inference(quantized_linears: bool) -> Self {
+        if quantized_linears {
+            Self::Quantized
+        } else {
+            Self::auto()
+        }
+    }
+
+    /// The mode for computing training embeddings: int8 becomes exact f32, so that the same
+    /// data and seed give the same model on every CPU.
+    pub fn for_training(self) -> Self {
+        match self {
+            Self::Int8 => Self::Dense,
+            other => other,
+        }
+    }
 }
 
 /// Seeded dropout, so that training runs are reproducible.

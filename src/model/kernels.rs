@@ -171,24 +171,28 @@ pub fn fused_attention(
     }
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; b * s * h];
-    out.par_chunks_mut(h).enumerate().for_each(|(row, o)| {
-        let (bi, _) = (row / s, row % s);
-        if !valid[row] {
-            return;
-        }
-        let base = bi * s * h;
-        let keys = &valid[bi * s..(bi + 1) * s];
-        let ctx = AttnRow {
-            q: &qv[row * h..(row + 1) * h],
-            k: &kv[base..base + s * h],
-            v: &vv[base..base + s * h],
-            keys,
-            h,
-            hd,
-            scale,
-        };
-        run_attention_row(path, &ctx, o);
-    });
+    // One scratch row of probabilities per task, not per query row.
+    let scratch = || vec![0f32; s];
+    out.par_chunks_mut(h)
+        .enumerate()
+        .for_each_init(scratch, |p, (row, o)| {
+            if !valid[row] {
+                return;
+            }
+            let bi = row / s;
+            let base = bi * s * h;
+            let keys = &valid[bi * s..(bi + 1) * s];
+            let ctx = AttnRow {
+                q: &qv[row * h..(row + 1) * h],
+                k: &kv[base..base + s * h],
+                v: &vv[base..base + s * h],
+                keys,
+                h,
+                hd,
+                scale,
+            };
+            run_attention_row(path, &ctx, p, o);
+        });
     Ok(Some(Tensor::from_vec(out, (b, s, h), q.device())?))
 }
 
@@ -204,37 +208,36 @@ struct AttnRow<'a> {
     scale: f32,
 }
 
-fn run_attention_row(path: KernelPath, row: &AttnRow<'_>, out: &mut [f32]) {
+fn run_attention_row(path: KernelPath, row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: the path was chosen only after detecting the features at run time.
         match path {
-            KernelPath::Avx512 => return unsafe { attention_row_avx512(row, out) },
-            KernelPath::Avx2 => return unsafe { attention_row_avx2(row, out) },
+            KernelPath::Avx512 => return unsafe { attention_row_avx512(row, p, out) },
+            KernelPath::Avx2 => return unsafe { attention_row_avx2(row, p, out) },
             KernelPath::Generic => {}
         }
     }
     let _ = path;
-    attention_row(row, out)
+    attention_row(row, p, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attention_row_avx2(row: &AttnRow<'_>, out: &mut [f32]) {
-    attention_row(row, out)
+unsafe fn attention_row_avx2(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
+    attention_row(row, p, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn attention_row_avx512(row: &AttnRow<'_>, out: &mut [f32]) {
-    attention_row(row, out)
+unsafe fn attention_row_avx512(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
+    attention_row(row, p, out)
 }
 
-/// Every head of one query row: scores against the valid keys, softmax, weighted values.
+/// Every head of one query row: scores against the valid keys, softmax, weighted values;
+/// `p` is scratch for one head's probabilities (one per key).
 #[inline(always)]
-fn attention_row(row: &AttnRow<'_>, out: &mut [f32]) {
-    let s = row.keys.len();
-    let mut p = vec![0f32; s];
+fn attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
     for head in 0..row.h / row.hd {
         let cols = head * row.hd..(head + 1) * row.hd;
         let q = &row.q[cols.clone()];

@@ -103,11 +103,6 @@ impl Int8Linear {
         })
     }
 
-    /// Output features.
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
     /// `x [.., k]` (f32, CPU) -> `[.., n]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
@@ -117,7 +112,7 @@ impl Int8Linear {
         }
         let m = x.elem_count() / k.max(1);
         let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let out = self.matmul(&data, m, kernel_path() == KernelPath::Avx512 && vnni());
+        let out = self.matmul(&data, m, available());
         let mut shape = dims;
         *shape.last_mut().expect("non-empty shape") = self.n;
         Tensor::from_vec(out, shape, x.device())

@@ -111,11 +111,7 @@ impl ServingModel {
 pub fn encoder_options(settings: &Settings) -> anyhow::Result<EncoderOptions> {
     Ok(EncoderOptions {
         max_tokens: None,
-        linear: if settings.quantized_linears {
-            LinearMode::Quantized
-        } else {
-            LinearMode::auto()
-        },
+        linear: LinearMode::for_inference(settings.quantized_linears),
         device: DeviceChoice::parse(&settings.device).map_err(anyhow::Error::msg)?,
     })
 }

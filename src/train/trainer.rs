@@ -193,14 +193,7 @@ pub fn train_sets(
         Some((hash, e)) if *hash == base_hash => std::sync::Arc::clone(e),
         _ => std::sync::Arc::new(Encoder::load(&base_dir, &opts.encoder)?),
     };
-    let cache = EmbeddingCache {
-        dir: opts.cache_dir.clone(),
-        key: format!(
-            "{base_hash}:{}:{:?}",
-            encoder.text().max_tokens(),
-            encoder.linear_mode()
-        ),
-    };
+    let cache = EmbeddingCache::new(opts.cache_dir.clone(), &base_hash, &encoder);
     let mut xs = cache.embed(&encoder, &train_set, progress)?;
     if !extra.is_empty() {
         xs = Tensor::cat(&[xs, cache.embed(&encoder, &extra, progress)?], 0)?;
@@ -241,15 +234,8 @@ pub fn train_sets(
             let overrides = enc_dir.join(files::OVERRIDES);
             candle_core::safetensors::save(&tuned.overrides, &overrides)?;
             let sha256 = encoder_hash(&enc_dir)?;
-            let cache = EmbeddingCache {
-                dir: cache.dir,
-                key: format!(
-                    "{sha256}:{}:{:?}",
-                    encoder.text().max_tokens(),
-                    opts.encoder.linear
-                ),
-            };
             let tuned_encoder = std::sync::Arc::new(Encoder::load(&enc_dir, &opts.encoder)?);
+            let cache = EmbeddingCache::new(cache.dir, &sha256, &tuned_encoder);
             (
                 tuned_encoder,
                 tuned.head,
@@ -320,7 +306,7 @@ fn copy_encoder_files(from: &Path, to: &Path) -> Result<(), FsError> {
     ] {
         let src = from.join(name);
         if src.exists() {
-            std::fs::copy(&src, to.join(name)).map_err(|e| FsError::new(&src, e))?;
+            fsutil::copy_into_staged(&src, &to.join(name))?;
         }
     }
     Ok(())
@@ -379,6 +365,19 @@ pub struct EmbeddingCache {
 }
 
 impl EmbeddingCache {
+    /// A cache for `encoder` (whose files hash to `encoder_hash`): the key covers everything
+    /// that changes its embeddings (files, truncation, how the linear layers compute).
+    pub fn new(dir: Option<PathBuf>, encoder_hash: &str, encoder: &Encoder) -> Self {
+        Self {
+            dir,
+            key: format!(
+                "{encoder_hash}:{}:{:?}",
+                encoder.text().max_tokens(),
+                encoder.linear_mode()
+            ),
+        }
+    }
+
     /// Embeddings `[n, dim]` for the examples' texts, from the cache when present.
     pub fn embed(
         &self,
