@@ -76,17 +76,20 @@ fn main() {
         correction_weight: 5,
         head: HeadTraining::default(),
     };
+    let retrain = || {
+        learn::retrain(
+            &active,
+            &[],
+            &corrections,
+            &settings,
+            None,
+            "bench",
+            &Silent,
+        )
+        .expect("retrain")
+    };
     let t = Instant::now();
-    let first = learn::retrain(
-        &active,
-        &[],
-        &corrections,
-        &settings,
-        None,
-        "bench",
-        &Silent,
-    )
-    .expect("retrain");
+    let first = retrain();
     println!(
         "warm-up (fills the embedding cache when cold): {:.1} s",
         t.elapsed().as_secs_f64()
@@ -103,16 +106,7 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        learn::retrain(
-            &active,
-            &[],
-            &corrections,
-            &settings,
-            None,
-            "bench",
-            &Silent,
-        )
-        .expect("retrain");
+        retrain();
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);

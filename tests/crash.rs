@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::server::{self, Server, ADMIN_TOKEN, FEEDBACK_TOKEN};
+use crate::server::{self, Server, ADMIN_TOKEN};
 
 fn integrity(dir: &Path) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -119,13 +119,7 @@ fn acknowledged_feedback_survives_a_crash_and_a_failed_write_keeps_the_old_state
         &json!({"id": "K-1", "body": "You charged my card twice for the same order"}),
     );
     let fb = json!({"decision_id": r.body["decision_id"], "correct_intent": "billing.charge_dispute", "agent": "maria"});
-    let f = s.call(
-        "POST",
-        "/v1/feedback",
-        FEEDBACK_TOKEN,
-        Some(&fb.to_string()),
-        &[],
-    );
+    let f = s.feedback(&fb);
     assert_eq!(f.status, 201);
     s.crash();
     assert_eq!(integrity(d.path()), "ok");

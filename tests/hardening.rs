@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::server::{self, ADMIN_TOKEN, FEEDBACK_TOKEN, ROUTE_TOKEN};
+use crate::server::{self, ADMIN_TOKEN, ROUTE_TOKEN};
 
 #[test]
 fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
@@ -17,13 +17,7 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
     assert_eq!(r.status, 200, "{}", r.body);
     let decision_id = r.body["decision_id"].as_str().unwrap().to_string();
     let fb = json!({"decision_id": decision_id, "correct_intent": "billing.charge_dispute", "agent": "maria"});
-    let f = s.call(
-        "POST",
-        "/v1/feedback",
-        FEEDBACK_TOKEN,
-        Some(&fb.to_string()),
-        &[],
-    );
+    let f = s.feedback(&fb);
     assert_eq!(f.status, 201, "{}", f.body);
 
     // What the database keeps has placeholders, not the card, e-mail or phone.

@@ -131,13 +131,7 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
     // A correction to an intent the taxonomy lacks is refused until an admin adds it.
     let r0 = route(&s, "C-0", CRYPTO[0]);
     let fb = json!({"decision_id": r0["decision_id"], "correct_intent": "billing.crypto", "agent": "maria"});
-    let r = s.call(
-        "POST",
-        "/v1/feedback",
-        server::FEEDBACK_TOKEN,
-        Some(&fb.to_string()),
-        &[],
-    );
+    let r = s.feedback(&fb);
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body["error"]["message"]
         .as_str()
@@ -173,23 +167,11 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
         };
         assert_ne!(routed["intent"]["intent"], "billing.crypto");
         let fb = json!({"decision_id": routed["decision_id"], "correct_intent": "billing.crypto", "agent": "maria"});
-        let r = s.call(
-            "POST",
-            "/v1/feedback",
-            server::FEEDBACK_TOKEN,
-            Some(&fb.to_string()),
-            &[],
-        );
+        let r = s.feedback(&fb);
         assert_eq!(r.status, 201, "{}", r.body);
         assert_eq!(r.body["training_label"], true);
         if i == 3 {
-            let again = s.call(
-                "POST",
-                "/v1/feedback",
-                server::FEEDBACK_TOKEN,
-                Some(&fb.to_string()),
-                &[],
-            );
+            let again = s.feedback(&fb);
             assert_eq!(
                 (again.status, &again.body["feedback_id"]),
                 (200, &r.body["feedback_id"])
@@ -203,13 +185,7 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
         "You charged my card twice for the same order, refund the extra charge",
     );
     let fb = json!({"ticket_id": "T-1", "correct_team": "finance-escalations", "agent": "oleg"});
-    let r = s.call(
-        "POST",
-        "/v1/feedback",
-        server::FEEDBACK_TOKEN,
-        Some(&fb.to_string()),
-        &[],
-    );
+    let r = s.feedback(&fb);
     assert_eq!(
         (r.status, &r.body["rules_signal"]),
         (201, &json!(true)),
@@ -267,17 +243,7 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
         let wrong = &labels[(k + 1 + i % 5) % labels.len()];
         let fb =
             json!({"decision_id": b["decision_id"], "correct_intent": wrong, "agent": "saboteur"});
-        assert_eq!(
-            s.call(
-                "POST",
-                "/v1/feedback",
-                server::FEEDBACK_TOKEN,
-                Some(&fb.to_string()),
-                &[]
-            )
-            .status,
-            201
-        );
+        assert_eq!(s.feedback(&fb).status, 201);
     }
     let r = s.admin("POST", "/v1/models/retrain", None, &[]);
     assert_eq!(r.status, 200, "{}", r.body);

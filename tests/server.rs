@@ -247,6 +247,17 @@ impl Server {
         let text = body.map(Value::to_string);
         self.call(method, path, ADMIN_TOKEN, text.as_deref(), headers)
     }
+
+    /// `POST /v1/feedback` with the agents' (feedback-scoped) token.
+    pub fn feedback(&self, body: &Value) -> Resp {
+        self.call(
+            "POST",
+            "/v1/feedback",
+            FEEDBACK_TOKEN,
+            Some(&body.to_string()),
+            &[],
+        )
+    }
 }
 
 fn refund_ticket(id: &str) -> Value {
