@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::batch::BatchLimits;
+
 /// intent-router: helpdesk ticket triage for Russian and English.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -172,8 +174,11 @@ pub struct RuntimeArgs {
     #[arg(long, env = "INTENT_ROUTER_QUANTIZED_LINEARS")]
     pub quantized_linears: bool,
     /// Most texts per encoder batch.
-    #[arg(long, env = "INTENT_ROUTER_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = "INTENT_ROUTER_BATCH_SIZE", default_value_t = BatchLimits::default().max_batch)]
     pub batch_size: usize,
+    /// Most padded tokens (texts × longest) per encoder batch; raise it with --batch-size on a GPU.
+    #[arg(long, env = "INTENT_ROUTER_MAX_BATCH_TOKENS", default_value_t = BatchLimits::default().max_tokens)]
+    pub max_batch_tokens: usize,
 }
 
 /// CSV column names for data files.
@@ -220,6 +225,9 @@ pub struct ClassifyArgs {
     /// ticket's `decision`.
     #[arg(long, env = "INTENT_ROUTER_RULES")]
     pub rules: Option<String>,
+    /// Print to stderr how long loading and classifying took (tickets/s without the loading).
+    #[arg(long)]
+    pub timings: bool,
     /// Runtime options.
     #[command(flatten)]
     pub runtime: RuntimeArgs,

@@ -40,9 +40,26 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(cli.command) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each said once: our typed errors already carry their
+/// source's text in their own message, which `{:#}` would print a second time.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(command: Command) -> Result<()> {
@@ -72,7 +89,7 @@ fn encoder_options(r: &RuntimeArgs) -> Result<EncoderOptions> {
 fn limits(r: &RuntimeArgs) -> BatchLimits {
     BatchLimits {
         max_batch: r.batch_size.max(1),
-        ..BatchLimits::default()
+        max_tokens: r.max_batch_tokens.max(1),
     }
 }
 
@@ -111,7 +128,9 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         top_k: a.top_k,
         limits: limits(&a.runtime),
     };
+    let started = std::time::Instant::now();
     let engine = Engine::new(load_classifier(a.model, &a.runtime)?, opts);
+    let loaded = started.elapsed();
     let rules = match a.rules.as_deref() {
         None => None,
         Some(spec) => Some(load_rules(spec, &engine.classifier().tree)?),
@@ -136,6 +155,16 @@ fn classify(a: ClassifyArgs) -> Result<()> {
                     )
                 })?,
         }
+    }
+    if a.timings {
+        let work = started.elapsed() - loaded;
+        eprintln!(
+            "timings: model loaded in {:.3} s; {} tickets classified in {:.3} s ({:.1} tickets/s)",
+            loaded.as_secs_f64(),
+            tickets.len(),
+            work.as_secs_f64(),
+            tickets.len() as f64 / work.as_secs_f64().max(1e-9),
+        );
     }
     Ok(())
 }
@@ -514,5 +543,27 @@ impl Progress for Bars {
         if let Some(b) = self.bar.lock().expect("progress lock").as_ref() {
             b.set_position(done as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        // A typed error that repeats its source's text, as ours do, under a context.
+        #[derive(Debug, thiserror::Error)]
+        #[error("rules.toml: {source}")]
+        struct Read {
+            #[source]
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Read { source: io }).context("loading rules");
+        assert_eq!(error_line(&e), "loading rules: rules.toml: no such file");
+        // A cause whose text is new is kept.
+        let e = anyhow::anyhow!("disk full").context("saving rules");
+        assert_eq!(error_line(&e), "saving rules: disk full");
     }
 }

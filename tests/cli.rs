@@ -126,6 +126,29 @@ fn train_eval_classify_round_trip() {
         assert!((pa - pb).abs() < bound, "{pa} vs {pb}");
     }
 
+    // Batches of one ticket (by count, and by a token budget smaller than any ticket) give the
+    // same answers; --timings reports on stderr, leaving stdout to the results.
+    let (model, tickets) = (p("model"), p("t.jsonl"));
+    for limit in [["--batch-size", "1"], ["--max-batch-tokens", "1"]] {
+        let mut args = vec!["classify", "--model", &model, "--file", &tickets];
+        args.extend(limit);
+        args.push("--timings");
+        let (ok, single, err) = common::run(&args);
+        assert!(ok, "{err}");
+        assert_eq!(single.lines().count(), out.lines().count());
+        for (a, b) in out.lines().zip(single.lines()) {
+            let (a, b): (serde_json::Value, serde_json::Value) = (
+                serde_json::from_str(a).unwrap(),
+                serde_json::from_str(b).unwrap(),
+            );
+            assert_eq!(a["intent"], b["intent"], "{limit:?}");
+        }
+        assert!(
+            err.contains("timings: model loaded in ") && err.contains(" 2 tickets classified in "),
+            "{err}"
+        );
+    }
+
     // Training is seeded: the same run gives the same head.
     let (ok, _, err) = train_tiny(d.path(), "model2");
     assert!(ok, "{err}");
@@ -259,6 +282,31 @@ fn bad_input_gets_clear_errors() {
 
     let (ok, _, err) = common::run(&["classify", "--model", &p("nowhere"), "hello"]);
     assert!(!ok && err.contains("missing classifier.json"), "{err}");
+
+    // A malformed file: the parser's message is said once, after the file and position.
+    std::fs::create_dir_all(d.path().join("broken")).unwrap();
+    std::fs::write(d.path().join("broken/classifier.json"), "{bad").unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("broken"), "hello"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("classifier.json: key must be a string at line 1 column 2"),
+        "{err}"
+    );
+    assert_eq!(err.matches("key must be a string").count(), 1, "{err}");
+}
+
+/// A CPU-only build asked for a GPU says so and how to get one, in one line.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_on_a_cpu_build_is_a_clear_error() {
+    let (ok, _, err) = common::run(&["classify", "--device", "cuda", "hello"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("device `cuda:0`: this binary was built without CUDA support")
+            && err.contains("--features cuda"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]

@@ -71,38 +71,32 @@ fn token_ids_match_the_wheel_through_the_pruning_map() {
 fn exact_model_matches_wheel_embeddings_and_fast_paths_match_exact() {
     let fx = fixture();
     let texts: Vec<String> = fx.sentences.iter().map(|s| s.text.clone()).collect();
-    let exact = Encoder::load(&common::base_model(), &EncoderOptions::default()).unwrap();
-    let ours = embed_all(&exact, &texts);
+    let load = |linear: LinearMode| {
+        let opts = EncoderOptions {
+            linear,
+            ..Default::default()
+        };
+        Encoder::load(&common::base_model(), &opts).unwrap()
+    };
+    let ours = embed_all(&load(LinearMode::Dense), &texts);
     for (s, v) in fx.sentences.iter().zip(&ours) {
         let c = cosine(v, &s.vector);
         assert!(c >= 0.998, "cosine {c} for {:?}", s.text);
     }
     // Q4 linears through QMatMul (Q8 activations): its own, looser bound.
-    let q = Encoder::load(
-        &common::base_model(),
-        &EncoderOptions {
-            linear: LinearMode::Quantized,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    for (a, b) in embed_all(&q, &texts).iter().zip(&ours) {
+    for (a, b) in embed_all(&load(LinearMode::Quantized), &texts)
+        .iter()
+        .zip(&ours)
+    {
         assert!(
             cosine(a, b) >= 0.99,
             "quantised linears: cosine {}",
             cosine(a, b)
         );
-    } // Int8 linears (AVX-512 VNNI; per-row u8 activations): their own bound.
+    }
+    // Int8 linears (AVX-512 VNNI; per-row u8 activations): their own bound.
     if intent_router::model::qgemm::available() {
-        let int8 = Encoder::load(
-            &common::base_model(),
-            &EncoderOptions {
-                linear: LinearMode::Int8,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let worst = embed_all(&int8, &texts)
+        let worst = embed_all(&load(LinearMode::Int8), &texts)
             .iter()
             .zip(&ours)
             .map(|(a, b)| cosine(a, b))

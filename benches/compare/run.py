@@ -3,6 +3,7 @@
 text-embeddings-inference) on the same model, the same inputs and the same machine.
 
     python3 benches/compare/run.py [--tei PATH/TO/text-embeddings-router] [--rounds 2] [--seconds 10]
+    python3 benches/compare/run.py --device cuda      # GPU machine: offline at batch 64 and 256
 
 What it does, in order:
 1. Sets up the Python baseline: a virtual environment outside the repository
@@ -19,6 +20,10 @@ What it does, in order:
    alternately, best of --rounds; throughput and p50 / p99 latency; our server's peak RSS.
 6. Prints the table of ratios against the targets and writes results.json in the work folder.
 The figures are reported, not gated. Takes about 5 minutes on 2 cores after the first setup.
+
+With --device cuda (a GPU machine with the CUDA toolkit) it builds `--features cuda` instead and
+runs only the offline comparison, on the 1,000 tickets repeated 10 times, at batch 64 and 256,
+both sides on the GPU in f32 and both timed without model loading (ours: `classify --timings`).
 """
 import argparse
 import hashlib
@@ -170,11 +175,14 @@ def main():
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--venv", default=os.path.expanduser("~/.cache/intent-router/compare-venv"))
     p.add_argument("--work", default=os.path.expanduser("~/.cache/intent-router/compare"))
+    p.add_argument("--device", default="cpu", help="cpu (default), or cuda for the GPU comparison")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     py = setup_venv(a.venv)
-    log("building intent-router (release)")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    gpu = a.device != "cpu"
+    log("building intent-router (release%s)" % (", --features cuda" if gpu else ""))
+    features = ["--features", "cuda"] if gpu else []
+    subprocess.run(["cargo", "build", "--release", "--quiet", *features], cwd=ROOT, check=True)
     hf = os.path.join(a.work, "hf")
     subprocess.run([BIN, "export-hf", "--model", os.path.join(ROOT, "models", "helpdesk"), "--out", hf], check=True)
 
@@ -184,6 +192,8 @@ def main():
         for t in tickets:
             f.write(json.dumps({"id": t["id"], "text": t["text"]}, ensure_ascii=False) + "\n")
     results = {"machine": machine(), "n": len(tickets)}
+    if gpu:
+        return gpu_offline(a, py, hf, tickets, results)
 
     # Offline throughput.
     ours_s, py_s = [], []
@@ -193,11 +203,7 @@ def main():
         with open(os.path.join(a.work, "ours.jsonl"), "w") as out:
             subprocess.run([BIN, "classify", "--file", inp, "--batch-size", "32"], stdout=out, check=True)
         ours_s.append(time.perf_counter() - t0)
-        res = subprocess.run(
-            [py, os.path.join(HERE, "baseline.py"), "offline", "--model", hf, "--input", inp,
-             "--batch", "32", "--out", os.path.join(a.work, "py.jsonl")],
-            check=True, capture_output=True, text=True)
-        py_s.append(json.loads(res.stdout.strip().splitlines()[-1])["seconds"])
+        py_s.append(baseline_offline(py, hf, inp, 32, os.path.join(a.work, "py.jsonl")))
     ours = [json.loads(l) for l in open(os.path.join(a.work, "ours.jsonl"))]
     pyo = [json.loads(l) for l in open(os.path.join(a.work, "py.jsonl"))]
     agree = sum(o["top_k"][0]["intent"] == q["intent"] for o, q in zip(ours, pyo)) / len(tickets)
@@ -265,6 +271,46 @@ def main():
     report(results)
 
 
+def baseline_offline(py, hf, inp, batch, out, device="cpu"):
+    """Runs baseline.py's batch loop; returns its compute seconds (model loading excluded)."""
+    res = subprocess.run(
+        [py, os.path.join(HERE, "baseline.py"), "offline", "--model", hf, "--input", inp,
+         "--batch", str(batch), "--device", device, "--out", out],
+        check=True, capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def gpu_offline(a, py, hf, tickets, results):
+    """Offline throughput on the GPU at batch 64 and 256, model loading excluded on both sides."""
+    inp = os.path.join(a.work, "tickets-x10.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        for rep in range(10):
+            for t in tickets:
+                f.write(json.dumps({"id": f"{t['id']}-{rep}", "text": t["text"]}, ensure_ascii=False) + "\n")
+    n = len(tickets) * 10
+    rows = {}
+    for batch in (64, 256):
+        ours_s, py_s = [], []
+        for r in range(a.rounds):
+            log(f"gpu offline, batch {batch}, round {r + 1}/{a.rounds}")
+            res = subprocess.run(
+                [BIN, "classify", "--file", inp, "--device", a.device, "--batch-size", str(batch),
+                 "--max-batch-tokens", str(batch * 512), "--timings"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+            line = next(l for l in res.stderr.splitlines() if l.startswith("timings:"))
+            ours_s.append(float(line.split(" classified in ")[1].split()[0]))
+            py_s.append(baseline_offline(py, hf, inp, batch, os.path.join(a.work, "py-gpu.jsonl"), a.device))
+        rows[batch] = {"ours_per_s": n / min(ours_s), "pytorch_per_s": n / min(py_s),
+                       "ratio": min(py_s) / min(ours_s)}
+    results["gpu_offline"] = rows
+    json.dump(results, open(os.path.join(a.work, "results-gpu.json"), "w"), indent=2)
+    print(f"\nMachine: {results['machine']}; device {a.device}; {n} tickets (ru/en)\n")
+    print("| batch | intent-router (tickets/s) | PyTorch f32 (tickets/s) | ratio |")
+    print("|---:|---:|---:|---:|")
+    for batch, r in rows.items():
+        print(f"| {batch} | {r['ours_per_s']:.0f} | {r['pytorch_per_s']:.0f} | {r['ratio']:.2f}× |")
+
+
 def machine():
     model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     return f"{os.cpu_count()} × {model}"
@@ -283,6 +329,10 @@ def report(r):
     a32, b32 = h["intent-router@32"], h["pytorch@32"]
     print(f"| HTTP, 32 clients (requests/s) | {a32['rps']:.1f} | {b32['rps']:.1f} | "
           f"{a32['rps'] / b32['rps']:.2f}× | ≥ 1.5× |")
+    if "tei@1" in h:
+        t = h["tei@1"]
+        print(f"| HTTP, 1 client, p50 latency vs TEI (ms) | {a1['p50_ms']:.1f} | TEI {t['p50_ms']:.1f} | "
+              f"{a1['p50_ms'] / t['p50_ms']:.2f}× | |")
     if "tei@32" in h:
         t = h["tei@32"]
         print(f"| HTTP, 32 clients vs TEI (requests/s) | {a32['rps']:.1f} | TEI {t['rps']:.1f} | "

@@ -61,6 +61,21 @@ pub struct ExportedHead {
     pub head: serde_json::Value,
 }
 
+/// Fills in the fields that `transformers` writes into every BERT `config.json` and that our own
+/// config leaves out, so that strict readers (text-embeddings-inference requires
+/// `initializer_range`) accept the export. Fields already present are kept.
+fn complete_hf_config(mut config: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = config.as_object_mut() {
+        for (key, value) in [
+            ("initializer_range", serde_json::json!(0.02)),
+            ("torch_dtype", serde_json::json!("float32")),
+        ] {
+            map.entry(key).or_insert(value);
+        }
+    }
+    config
+}
+
 /// Exports `model` (an encoder directory, or a classifier directory whose base encoder is
 /// exported along with its head) to `out` as a Hugging Face directory.
 pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError> {
@@ -105,7 +120,8 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
         source,
     })?;
     fsutil::set_readable(&st_path).map_err(|e| FsError::new(&st_path, e))?;
-    fsutil::copy_into_staged(&config_path, &dir.join(files::HF_CONFIG))?;
+    let hf_config: serde_json::Value = files::read_json(&config_path)?;
+    fsutil::write_json_atomic(&dir.join(files::HF_CONFIG), &complete_hf_config(hf_config))?;
     fsutil::copy_into_staged(&tokenizer, &dir.join(files::TOKENIZER))?;
     let exported = EncoderMeta {
         weights: files::SAFETENSORS_WEIGHTS.into(),
@@ -168,6 +184,10 @@ mod tests {
         let head: ExportedHead =
             serde_json::from_slice(&std::fs::read(out.join("head.json")).unwrap()).unwrap();
         assert_eq!(head.labels.len(), 17);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["initializer_range"], 0.02, "{config}");
+        assert_eq!(config["num_hidden_layers"], 12, "{config}");
 
         let opts = EncoderOptions::default();
         let a = Encoder::load(&committed_base(), &opts).unwrap();
@@ -179,14 +199,7 @@ mod tests {
         let limits = Default::default();
         let ea = a.embed(&texts, limits).unwrap();
         let eb = b.embed(&texts, limits).unwrap();
-        let diff = (ea - eb)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::model::max_abs_diff(&ea, &eb);
         assert!(diff < 1e-5, "{diff}");
     }
 

@@ -31,6 +31,12 @@ pub enum EncoderError {
         #[source]
         source: candle_core::Error,
     },
+    /// The chosen device cannot be used (no GPU, or a build without CUDA).
+    #[error("device `{device}`: {reason}")]
+    Device {
+        device: DeviceChoice,
+        reason: String,
+    },
 }
 
 fn candle(context: impl Into<String>) -> impl FnOnce(candle_core::Error) -> EncoderError {
@@ -73,12 +79,41 @@ impl DeviceChoice {
         }
     }
 
-    /// Opens the candle device.
-    pub fn open(self) -> candle_core::Result<Device> {
+    /// Opens the candle device, or says why it cannot be used.
+    pub fn open(self) -> Result<Device, EncoderError> {
+        let unusable = |reason: String| EncoderError::Device {
+            device: self,
+            reason,
+        };
         match self {
             Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda(n) => Device::new_cuda(n),
+            Self::Cuda(_) if !cfg!(feature = "cuda") => Err(unusable(
+                "this binary was built without CUDA support; build it with \
+                 `cargo build --release --features cuda` (needs the CUDA toolkit)"
+                    .into(),
+            )),
+            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| unusable(root_message(e))),
         }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// A candle error's message on one line, without the backtrace candle attaches to it.
+fn root_message(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => root_message(*inner),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", root_message(*inner))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -105,7 +140,7 @@ impl Encoder {
             .unwrap_or(meta.max_tokens)
             .min(config.max_position_embeddings);
         let text = TextEncoder::load(&tok_path, &meta.prefix, max_tokens)?;
-        let device = opts.device.open().map_err(candle("opening device"))?;
+        let device = opts.device.open()?;
         let weights = load_weights(dir, &meta, &device)?;
         let bert = Bert::load(weights.as_ref(), &config, opts.linear)
             .map_err(candle(format!("{}: building the encoder", dir.display())))?;

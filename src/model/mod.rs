@@ -9,3 +9,11 @@ pub mod head;
 pub mod kernels;
 pub mod qgemm;
 pub mod source;
+
+/// Largest absolute element-wise difference of two tensors of the same shape (unit tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("tensors of the same shape")
+}
