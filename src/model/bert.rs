@@ -221,9 +221,19 @@ struct Norm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    /// The same parameters as plain values, for the fused residual kernel.
+    params: kernels::NormParams,
 }
 
 impl Norm {
+    /// `LayerNorm(xs + residual)`: one fused pass for inference on CPU, candle's ops otherwise.
+    fn forward_residual(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        match kernels::add_layer_norm(xs, residual, &self.params, train)? {
+            Some(out) => Ok(out),
+            None => self.forward(&(xs + residual)?, train),
+        }
+    }
+
     fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
             return self.fused.forward(xs);
@@ -241,12 +251,24 @@ impl Norm {
 fn layer_norm(ws: &dyn WeightSource, name: &str, eps: f64) -> Result<Norm> {
     let weight = ws.dense(&format!("{name}.weight"))?;
     let bias = ws.dense(&format!("{name}.bias"))?;
-    Ok(Norm {
-        fused: LayerNorm::new(weight.clone(), bias.clone(), eps),
-        weight,
-        bias,
-        eps,
-    })
+    Norm::new(weight, bias, eps)
+}
+
+impl Norm {
+    fn new(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
+        let params = kernels::NormParams {
+            weight: weight.flatten_all()?.to_vec1()?,
+            bias: bias.flatten_all()?.to_vec1()?,
+            eps: eps as f32,
+        };
+        Ok(Self {
+            fused: LayerNorm::new(weight.clone(), bias.clone(), eps),
+            params,
+            weight,
+            bias,
+            eps,
+        })
+    }
 }
 
 /// Word embeddings, kept quantised when stored quantised (a 144k × 384 f32 table is 221 MB).
@@ -398,12 +420,12 @@ impl BertLayer {
         let attn = self
             .hidden_dropout
             .forward(&self.attn_out.forward(&ctx, train)?, train)?;
-        let xs = self.attn_norm.forward(&(attn + xs)?, train)?;
+        let xs = self.attn_norm.forward_residual(&attn, xs, train)?;
         let ff = kernels::gelu_erf(&self.ff_in.forward(&xs, train)?, train)?;
         let ff = self
             .hidden_dropout
             .forward(&self.ff_out.forward(&ff, train)?, train)?;
-        self.out_norm.forward(&(ff + xs)?, train)
+        self.out_norm.forward_residual(&ff, &xs, train)
     }
 }
 
@@ -500,27 +522,27 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn training_layer_norm_equals_fused_kernel() {
+    fn training_layer_norm_equals_fused_kernels() {
         let dev = Device::Cpu;
-        let xs = Tensor::randn(0f32, 2.0, (2, 3, 16), &dev).unwrap();
-        let weight = Tensor::randn(1f32, 0.1, 16, &dev).unwrap();
-        let bias = Tensor::randn(0f32, 0.1, 16, &dev).unwrap();
-        let n = Norm {
-            fused: LayerNorm::new(weight.clone(), bias.clone(), 1e-12),
-            weight,
-            bias,
-            eps: 1e-12,
-        };
-        let diff = (n.forward(&xs, true).unwrap() - n.forward(&xs, false).unwrap()).unwrap();
-        assert!(
-            diff.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                < 1e-5
+        // 4 × 19 rows of 48: more rows than one task of the residual kernel takes.
+        let xs = Tensor::randn(0f32, 2.0, (4, 19, 48), &dev).unwrap();
+        let residual = Tensor::randn(0.5f32, 1.0, (4, 19, 48), &dev).unwrap();
+        let weight = Tensor::randn(1f32, 0.1, 48, &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.1, 48, &dev).unwrap();
+        let n = Norm::new(weight, bias, 1e-12).unwrap();
+        let (train, infer) = (
+            n.forward(&xs, true).unwrap(),
+            n.forward(&xs, false).unwrap(),
         );
+        assert!(crate::model::max_abs_diff(&train, &infer) < 1e-5);
+        // The residual connection: candle's differentiable ops vs the fused inference kernel.
+        let sum = (&xs + &residual).unwrap();
+        let (train, infer) = (
+            n.forward_residual(&xs, &residual, true).unwrap(),
+            n.forward_residual(&xs, &residual, false).unwrap(),
+        );
+        assert!(crate::model::max_abs_diff(&train, &n.forward(&sum, true).unwrap()) < 1e-6);
+        assert!(crate::model::max_abs_diff(&train, &infer) < 1e-5);
     }
 
     #[test]

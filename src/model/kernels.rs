@@ -3,6 +3,7 @@
 //! `INTENT_ROUTER_GENERIC_KERNELS=1` forces the generic path, so tests cover both.
 //! (Matrix multiplication is candle's `gemm`, which dispatches the same way by itself.)
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
@@ -51,6 +52,37 @@ fn detect() -> KernelPath {
     KernelPath::Generic
 }
 
+/// Defines `fn $run(path, args…)`, which runs the `#[inline(always)]` body `$body` compiled for
+/// AVX-512F or for AVX2 + FMA, as `path` (detected at run time) allows, or as portable code.
+/// The body is written as plain loops without branches or serial reductions, so that the
+/// compiler vectorises it for whichever features it is inlined into.
+macro_rules! dispatched {
+    ($(#[$doc:meta])* fn $run:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        fn $run(path: KernelPath, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                // SAFETY: the path was chosen only after detecting the features at run time.
+                match path {
+                    KernelPath::Avx512 => return unsafe { avx512($($arg),*) },
+                    KernelPath::Avx2 => return unsafe { avx2($($arg),*) },
+                    KernelPath::Generic => {}
+                }
+            }
+            let _ = path;
+            $body($($arg),*)
+        }
+    };
+}
+
 /// GELU (erf form). Inference on CPU f32 uses a vectorised rational erf approximation
 /// (|error| < 1e-6, tested against the exact op); training and other devices use candle's
 /// exact `gelu_erf`, which has a gradient.
@@ -80,36 +112,20 @@ impl CustomOp1 for FastGelu {
             Some((a, b)) => &data[a..b],
             None => candle_core::bail!("fast-gelu-erf: non-contiguous input. This is a bug."),
         };
+        // Chunks of 16k values over rayon: large enough to amortise a task, small enough that
+        // a batch of one ticket (s × 1536 values per layer) still spreads over the cores.
+        const CHUNK: usize = 1 << 14;
         let mut out = vec![0f32; src.len()];
-        run_gelu(self.0, src, &mut out);
+        out.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(o, x)| run_gelu(self.0, x, o));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
-fn run_gelu(path: KernelPath, src: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the path was chosen only after detecting the features at run time.
-        match path {
-            KernelPath::Avx512 => return unsafe { gelu_avx512(src, out) },
-            KernelPath::Avx2 => return unsafe { gelu_avx2(src, out) },
-            KernelPath::Generic => {}
-        }
-    }
-    let _ = path;
-    gelu_slice(src, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(src: &[f32], out: &mut [f32]) {
-    gelu_slice(src, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gelu_avx512(src: &[f32], out: &mut [f32]) {
-    gelu_slice(src, out)
+dispatched! {
+    /// GELU of `src` into `out` (same length).
+    fn run_gelu => gelu_slice(src: &[f32], out: &mut [f32])
 }
 
 /// Branch-free loop the compiler vectorises for whichever target features it is inlined into.
@@ -154,126 +170,334 @@ pub fn fused_attention(
     heads: usize,
     train: bool,
 ) -> Result<Option<Tensor>> {
-    let path = kernel_path();
+    fused_attention_on(kernel_path(), q, k, v, mask_bias, heads, train)
+}
+
+/// [`fused_attention`] on a given kernel path (tests run every path the CPU has).
+fn fused_attention_on(
+    path: KernelPath,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask_bias: &Tensor,
+    heads: usize,
+    train: bool,
+) -> Result<Option<Tensor>> {
     if train || path == KernelPath::Generic || !q.device().is_cpu() || q.dtype() != DType::F32 {
         return Ok(None);
     }
     let (b, s, h) = q.dims3()?;
-    let hd = h / heads;
-    let flat = |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_vec1::<f32>() };
-    let (qv, kv, vv) = (flat(q)?, flat(k)?, flat(v)?);
-    let valid: Vec<bool> = flat(mask_bias)?.iter().map(|&m| m > -1.0).collect();
+    if !h.is_multiple_of(heads) || !(h / heads).is_multiple_of(BLOCK) {
+        // The kernel works in blocks of 16 lanes of a head (BERT heads are 32 or 64 wide).
+        return Ok(None);
+    }
+    let valid: Vec<bool> = with_f32(mask_bias, |m| m.iter().map(|&m| m > -1.0).collect())?;
     if valid.len() != b * s {
         candle_core::bail!(
             "fused attention: mask of {} values for {b} × {s}",
             valid.len()
         );
     }
-    let scale = 1.0 / (hd as f32).sqrt();
+    let shape = AttnShape {
+        b,
+        s,
+        h,
+        hd: h / heads,
+    };
+    // Each batch item's valid keys, gathered once per head (see `HeadKv`) and shared by all of
+    // that item's query rows.
+    let kvs: Vec<HeadKv> = with_f32(k, |kv| {
+        with_f32(v, |vv| {
+            (0..b * heads)
+                .into_par_iter()
+                .map(|t| HeadKv::gather(kv, vv, &shape, &valid, t / heads, t % heads))
+                .collect()
+        })
+    })??;
+    let scale = 1.0 / (shape.hd as f32).sqrt();
     let mut out = vec![0f32; b * s * h];
-    // One scratch row of probabilities per task, not per query row.
-    let scratch = || vec![0f32; s];
-    out.par_chunks_mut(h)
-        .enumerate()
-        .for_each_init(scratch, |p, (row, o)| {
-            if !valid[row] {
-                return;
-            }
-            let bi = row / s;
-            let base = bi * s * h;
-            let keys = &valid[bi * s..(bi + 1) * s];
-            let ctx = AttnRow {
-                q: &qv[row * h..(row + 1) * h],
-                k: &kv[base..base + s * h],
-                v: &vv[base..base + s * h],
-                keys,
-                h,
-                hd,
-                scale,
-            };
-            run_attention_row(path, &ctx, p, o);
-        });
+    with_f32(q, |qv| {
+        // One scratch row of scores per task, not per query row.
+        out.par_chunks_mut(h).enumerate().for_each_init(
+            || vec![0f32; s.div_ceil(BLOCK) * BLOCK],
+            |p, (row, o)| {
+                if !valid[row] {
+                    return;
+                }
+                let bi = row / s;
+                let ctx = AttnRow {
+                    q: &qv[row * h..(row + 1) * h],
+                    heads: &kvs[bi * heads..(bi + 1) * heads],
+                    hd: shape.hd,
+                    scale,
+                };
+                run_attention_row(path, &ctx, p, o);
+            },
+        )
+    })?;
     Ok(Some(Tensor::from_vec(out, (b, s, h), q.device())?))
 }
 
-/// One query row's inputs: its `h` values, the batch item's keys and values (`[s, h]`) and
-/// which keys are tokens.
+/// Runs `f` on a CPU f32 tensor's values in row-major order: borrowed when the tensor is
+/// contiguous (the projections' outputs are), copied otherwise.
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&data[start..end]));
+        }
+    }
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// Sizes of one attention call: batch, sequence, hidden and head width.
+struct AttnShape {
+    b: usize,
+    s: usize,
+    h: usize,
+    hd: usize,
+}
+
+/// Width of the kernels' register blocks: 16 f32 (one AVX-512 register, two AVX2 ones).
+const BLOCK: usize = 16;
+
+/// One head of one batch item, its `n` valid keys only. `kt` holds K transposed in blocks of
+/// `BLOCK` keys (`[n / BLOCK rounded up, hd, BLOCK]`, the last block padded with zeros), so
+/// that one query's scores against a block of keys stay in registers; `v` is `[n, hd]`.
+struct HeadKv {
+    kt: Vec<f32>,
+    v: Vec<f32>,
+    n: usize,
+}
+
+impl HeadKv {
+    fn gather(
+        k: &[f32],
+        v: &[f32],
+        shape: &AttnShape,
+        valid: &[bool],
+        bi: usize,
+        head: usize,
+    ) -> Self {
+        let AttnShape { s, h, hd, .. } = *shape;
+        debug_assert!(bi < shape.b);
+        let keys: Vec<usize> = (0..s).filter(|&j| valid[bi * s + j]).collect();
+        let n = keys.len();
+        let mut kt = vec![0f32; n.div_ceil(BLOCK) * hd * BLOCK];
+        let mut vs = Vec::with_capacity(n * hd);
+        for (jj, &j) in keys.iter().enumerate() {
+            let src = (bi * s + j) * h + head * hd;
+            let block = &mut kt[(jj / BLOCK) * hd * BLOCK..][..hd * BLOCK];
+            for (d, &x) in k[src..src + hd].iter().enumerate() {
+                block[d * BLOCK + jj % BLOCK] = x;
+            }
+            vs.extend_from_slice(&v[src..src + hd]);
+        }
+        Self { kt, v: vs, n }
+    }
+}
+
+/// One query row's inputs: its `h` values and its batch item's keys and values, per head.
 struct AttnRow<'a> {
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    keys: &'a [bool],
-    h: usize,
+    heads: &'a [HeadKv],
     hd: usize,
     scale: f32,
 }
 
-fn run_attention_row(path: KernelPath, row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the path was chosen only after detecting the features at run time.
-        match path {
-            KernelPath::Avx512 => return unsafe { attention_row_avx512(row, p, out) },
-            KernelPath::Avx2 => return unsafe { attention_row_avx2(row, p, out) },
-            KernelPath::Generic => {}
-        }
-    }
-    let _ = path;
-    attention_row(row, p, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attention_row_avx2(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
-    attention_row(row, p, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn attention_row_avx512(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
-    attention_row(row, p, out)
+dispatched! {
+    /// One query row of attention into `out` (`p`: scratch scores).
+    fn run_attention_row => attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32])
 }
 
 /// Every head of one query row: scores against the valid keys, softmax, weighted values;
-/// `p` is scratch for one head's probabilities (one per key).
+/// `p` is scratch for one head's scores (one per key, rounded up to `BLOCK`). The scores and
+/// the weighted sum accumulate `BLOCK` lanes in registers, and no loop has a branch or a
+/// serial reduction, so everything vectorises.
 #[inline(always)]
 fn attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
-    for head in 0..row.h / row.hd {
-        let cols = head * row.hd..(head + 1) * row.hd;
-        let q = &row.q[cols.clone()];
-        let mut max = f32::NEG_INFINITY;
-        for (j, pj) in p.iter_mut().enumerate() {
-            if !row.keys[j] {
-                continue;
-            }
-            let k = &row.k[j * row.h + cols.start..j * row.h + cols.end];
-            let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
-            *pj = dot * row.scale;
-            max = max.max(*pj);
+    let hd = row.hd;
+    for (head, kv) in row.heads.iter().enumerate() {
+        let q = &row.q[head * hd..(head + 1) * hd];
+        let o = &mut out[head * hd..(head + 1) * hd];
+        if kv.n == 0 {
+            o.fill(0.0);
+            continue;
         }
-        let mut sum = 0f32;
-        for (j, pj) in p.iter_mut().enumerate() {
-            *pj = if row.keys[j] {
-                exp_approx(*pj - max)
-            } else {
-                0.0
-            };
-            sum += *pj;
-        }
-        let inv = 1.0 / sum;
-        let o = &mut out[cols.clone()];
-        o.fill(0.0);
-        for (j, &pj) in p.iter().enumerate() {
-            if pj == 0.0 {
-                continue;
+        let p = &mut p[..kv.n.div_ceil(BLOCK) * BLOCK];
+        for (pb, kb) in p
+            .chunks_exact_mut(BLOCK)
+            .zip(kv.kt.chunks_exact(hd * BLOCK))
+        {
+            let mut acc = [0f32; BLOCK];
+            for (&qd, k) in q.iter().zip(kb.chunks_exact(BLOCK)) {
+                for (a, &x) in acc.iter_mut().zip(k) {
+                    *a = x.mul_add(qd, *a);
+                }
             }
-            let v = &row.v[j * row.h + cols.start..j * row.h + cols.end];
-            let w = pj * inv;
-            for (o, v) in o.iter_mut().zip(v) {
-                *o += w * v;
+            for (pj, a) in pb.iter_mut().zip(acc) {
+                *pj = a * row.scale;
+            }
+        }
+        let p = &mut p[..kv.n];
+        let max = lanes_fold(p, f32::NEG_INFINITY, f32::max);
+        for pj in p.iter_mut() {
+            *pj = exp_approx(*pj - max);
+        }
+        let inv = 1.0 / lanes_fold(p, 0.0, |a, b| a + b);
+        for (c, oc) in o.chunks_exact_mut(BLOCK).enumerate() {
+            let mut acc = [0f32; BLOCK];
+            for (&pj, v) in p.iter().zip(kv.v.chunks_exact(hd)) {
+                for (a, &x) in acc.iter_mut().zip(&v[c * BLOCK..(c + 1) * BLOCK]) {
+                    *a = x.mul_add(pj, *a);
+                }
+            }
+            for (o, a) in oc.iter_mut().zip(acc) {
+                *o = a * inv;
             }
         }
     }
+}
+
+/// Folds `xs` with `f` over 16 independent lanes, then the lanes together: unlike a plain fold
+/// (one serial chain), this vectorises.
+#[inline(always)]
+fn lanes_fold(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [init; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder().iter().fold(init, |a, &x| f(a, x));
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = f(*a, x);
+        }
+    }
+    acc.into_iter().fold(rest, f)
+}
+
+/// A LayerNorm's parameters as plain values, for [`add_layer_norm`].
+#[derive(Debug, Clone)]
+pub struct NormParams {
+    /// Scale, one per feature.
+    pub weight: Vec<f32>,
+    /// Shift, one per feature.
+    pub bias: Vec<f32>,
+    /// Added to the variance.
+    pub eps: f32,
+}
+
+/// `LayerNorm(a + b)` over the last dimension for inference on CPU f32: a residual connection
+/// and its norm in one parallel pass over rows. (candle's add would run on candle's own thread
+/// pool, whose threads spin after each op and take the cores from rayon's, where every other
+/// kernel of a layer runs.) `None` when this path does not apply, so that the caller uses
+/// candle's ops.
+pub fn add_layer_norm(
+    a: &Tensor,
+    b: &Tensor,
+    norm: &NormParams,
+    train: bool,
+) -> Result<Option<Tensor>> {
+    add_layer_norm_on(kernel_path(), a, b, norm, train)
+}
+
+/// [`add_layer_norm`] on a given kernel path (tests run every path the CPU has).
+fn add_layer_norm_on(
+    path: KernelPath,
+    a: &Tensor,
+    b: &Tensor,
+    norm: &NormParams,
+    train: bool,
+) -> Result<Option<Tensor>> {
+    let h = norm.weight.len();
+    if train
+        || path == KernelPath::Generic
+        || !a.device().is_cpu()
+        || a.dtype() != DType::F32
+        || b.dtype() != DType::F32
+        || a.shape() != b.shape()
+        || a.dims().last() != Some(&h)
+    {
+        return Ok(None);
+    }
+    // Rows per task: a few thousand values, so that a task outweighs its scheduling.
+    const ROWS: usize = 16;
+    let out = with_f32(a, |a| {
+        with_f32(b, |b| {
+            let mut out: Vec<f32> = Vec::with_capacity(a.len());
+            out.spare_capacity_mut()
+                .par_chunks_mut(h * ROWS)
+                .zip(a.par_chunks(h * ROWS).zip(b.par_chunks(h * ROWS)))
+                .for_each_init(
+                    || vec![0f32; h],
+                    |sum, (o, (a, b))| run_add_norm(path, a, b, norm, sum, o),
+                );
+            // SAFETY: the chunks cover the whole capacity and `add_norm_rows` writes every
+            // value of its chunk.
+            unsafe { out.set_len(a.len()) };
+            out
+        })
+    })??;
+    Ok(Some(Tensor::from_vec(out, a.shape(), a.device())?))
+}
+
+dispatched! {
+    /// `LayerNorm(a + b)` of whole rows into `out`; `sum` is scratch for one row.
+    fn run_add_norm => add_norm_rows(
+        a: &[f32],
+        b: &[f32],
+        norm: &NormParams,
+        sum: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
+    )
+}
+
+#[inline(always)]
+fn add_norm_rows(
+    a: &[f32],
+    b: &[f32],
+    norm: &NormParams,
+    sum: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
+) {
+    let h = norm.weight.len();
+    let rows = a.chunks_exact(h).zip(b.chunks_exact(h));
+    for ((a, b), o) in rows.zip(out.chunks_exact_mut(h)) {
+        for ((s, &x), &y) in sum.iter_mut().zip(a).zip(b) {
+            *s = x + y;
+        }
+        let mean = lanes_fold(sum, 0.0, |u, v| u + v) / h as f32;
+        for s in sum.iter_mut() {
+            *s -= mean;
+        }
+        let var = lanes_dot(sum, sum) / h as f32;
+        let inv = 1.0 / (var + norm.eps).sqrt();
+        let params = norm.weight.iter().zip(&norm.bias);
+        for ((o, &s), (&w, &bias)) in o.iter_mut().zip(sum.iter()).zip(params) {
+            o.write((s * inv).mul_add(w, bias));
+        }
+    }
+}
+
+/// The dot product of `x` and `y` over 16 independent lanes (see [`lanes_fold`]).
+#[inline(always)]
+fn lanes_dot(x: &[f32], y: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let rest: f32 = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in cx.zip(cy) {
+        for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *acc = a.mul_add(b, *acc);
+        }
+    }
+    acc.into_iter().fold(rest, |s, a| s + a)
 }
 
 /// exp(x) for x ≤ 0 (softmax after subtracting the maximum): 2^n · P(f) with a degree-6
@@ -311,26 +535,20 @@ mod tests {
 
     #[test]
     fn fused_attention_matches_candle_ops_on_every_token() {
-        if kernel_path() == KernelPath::Generic {
-            eprintln!("skipped: generic kernels forced");
-            return;
-        }
         let dev = Device::Cpu;
-        let (b, s, heads, hd) = (3, 9, 4, 8);
+        // Heads 32 wide (two register blocks), up to 19 keys (a full key block and a partial one).
+        let (b, s, heads, hd) = (4, 19, 3, 32);
         let h = heads * hd;
         let q = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
         let k = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-        let lens = [9usize, 4, 1];
+        let lens = [19usize, 16, 4, 1];
         let mask: Vec<u32> = lens
             .iter()
             .flat_map(|&l| (0..s).map(move |j| u32::from(j < l)))
             .collect();
         let mask = Tensor::from_vec(mask, (b, s), &dev).unwrap();
         let bias = crate::model::bert::mask_bias(&mask, DType::F32).unwrap();
-        let fused = fused_attention(&q, &k, &v, &bias, heads, false)
-            .unwrap()
-            .unwrap();
         let split = |t: &Tensor| {
             t.reshape((b, s, heads, hd))
                 .unwrap()
@@ -352,19 +570,67 @@ mod tests {
             .unwrap()
             .reshape((b, s, h))
             .unwrap();
-        let f: Vec<Vec<Vec<f32>>> = fused.to_vec3().unwrap();
         let r: Vec<Vec<Vec<f32>>> = reference.to_vec3().unwrap();
-        for (bi, &len) in lens.iter().enumerate() {
-            for i in 0..s {
-                for c in 0..h {
-                    let want = if i < len { r[bi][i][c] } else { 0.0 };
-                    assert!((f[bi][i][c] - want).abs() < 1e-5, "{bi} {i} {c}");
+        for path in fast_paths() {
+            let fused = fused_attention_on(path, &q, &k, &v, &bias, heads, false)
+                .unwrap()
+                .unwrap();
+            let f: Vec<Vec<Vec<f32>>> = fused.to_vec3().unwrap();
+            for (bi, &len) in lens.iter().enumerate() {
+                for i in 0..s {
+                    for c in 0..h {
+                        let want = if i < len { r[bi][i][c] } else { 0.0 };
+                        let got = f[bi][i][c];
+                        assert!((got - want).abs() < 1e-5, "{path:?} {bi} {i} {c}");
+                    }
                 }
             }
         }
+        let generic = fused_attention_on(KernelPath::Generic, &q, &k, &v, &bias, heads, false);
+        assert!(generic.unwrap().is_none());
         assert!(fused_attention(&q, &k, &v, &bias, heads, true)
             .unwrap()
             .is_none());
+        // Heads whose width is not a multiple of the block are left to candle's ops.
+        assert!(fused_attention(&q, &k, &v, &bias, heads * 4, false)
+            .unwrap()
+            .is_none());
+    }
+
+    /// The vectorised paths this CPU can run.
+    fn fast_paths() -> Vec<KernelPath> {
+        match detect() {
+            KernelPath::Avx512 => vec![KernelPath::Avx2, KernelPath::Avx512],
+            KernelPath::Avx2 => vec![KernelPath::Avx2],
+            KernelPath::Generic => vec![],
+        }
+    }
+
+    #[test]
+    fn residual_layer_norm_matches_candle_ops_on_every_path() {
+        let dev = Device::Cpu;
+        // 37 rows of 48: two full tasks of 16 rows and a partial one.
+        let a = Tensor::randn(0f32, 2.0, (37, 48), &dev).unwrap();
+        let b = Tensor::randn(1f32, 1.0, (37, 48), &dev).unwrap();
+        let weight = Tensor::randn(1f32, 0.2, 48, &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.2, 48, &dev).unwrap();
+        let norm = NormParams {
+            weight: weight.to_vec1().unwrap(),
+            bias: bias.to_vec1().unwrap(),
+            eps: 1e-12,
+        };
+        let sum = (&a + &b).unwrap();
+        let reference = candle_nn::ops::layer_norm(&sum, &weight, &bias, 1e-12).unwrap();
+        for path in fast_paths() {
+            let fused = add_layer_norm_on(path, &a, &b, &norm, false)
+                .unwrap()
+                .unwrap();
+            let diff = crate::model::max_abs_diff(&fused, &reference);
+            assert!(diff < 1e-5, "{path:?}: {diff}");
+        }
+        let generic = add_layer_norm_on(KernelPath::Generic, &a, &b, &norm, false);
+        assert!(generic.unwrap().is_none());
+        assert!(add_layer_norm(&a, &b, &norm, true).unwrap().is_none());
     }
 
     #[test]
@@ -372,14 +638,7 @@ mod tests {
         let xs: Vec<f32> = (-8000..8000).map(|i| i as f32 / 1000.0).collect();
         let t = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
         let exact: Vec<f32> = t.gelu_erf().unwrap().to_vec1().unwrap();
-        let mut paths = vec![KernelPath::Generic];
-        if detect() != KernelPath::Generic {
-            paths.push(KernelPath::Avx2);
-        }
-        if detect() == KernelPath::Avx512 {
-            paths.push(KernelPath::Avx512);
-        }
-        for path in paths {
+        for path in [vec![KernelPath::Generic], fast_paths()].concat() {
             let mut out = vec![0f32; xs.len()];
             run_gelu(path, &xs, &mut out);
             let worst = out

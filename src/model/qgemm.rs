@@ -12,7 +12,7 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{kernel_path, KernelPath};
+use super::kernels::{kernel_path, with_f32, KernelPath};
 
 /// Rows of the activation tile one micro-kernel call computes.
 const MR: usize = 6;
@@ -111,8 +111,7 @@ impl Int8Linear {
             candle_core::bail!("int8 linear: input has {k} features, expected {}", self.k);
         }
         let m = x.elem_count() / k.max(1);
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let out = self.matmul(&data, m, available());
+        let out = with_f32(x, |data| self.matmul(data, m, available()))?;
         let mut shape = dims;
         *shape.last_mut().expect("non-empty shape") = self.n;
         Tensor::from_vec(out, shape, x.device())
@@ -121,7 +120,9 @@ impl Int8Linear {
     /// `[m, k]` row-major f32 -> `[m, n]`; `simd` picks the VNNI kernel over the scalar one.
     fn matmul(&self, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
         let rows = m.div_ceil(MR) * MR;
-        let mut xq = vec![0u8; rows * self.kp];
+        // Zeroed in parallel: one thread zeroing megabytes would leave the other cores idle.
+        let mut xq = Vec::with_capacity(rows * self.kp);
+        xq.par_extend(rayon::iter::repeat_n(0u8, rows * self.kp));
         let mut xs = vec![RowQuant::default(); rows];
         // Quantise in chunks of rows (one parallel task each: rayon's cost per task is larger
         // than a row's work).
@@ -138,7 +139,8 @@ impl Int8Linear {
                 }
             });
         let np = self.bias.len();
-        let mut out = vec![0f32; m * self.n];
+        // Not zeroed: the tiles below write every element (see the SAFETY note at `set_len`).
+        let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
         // Tasks: row panels when there are enough rows to keep every thread busy, otherwise
         // row panels × column blocks.
         let threads = rayon::current_num_threads().max(1);
@@ -172,12 +174,17 @@ impl Int8Linear {
                         rows: (m.saturating_sub(r)).min(MR),
                         block: b,
                     };
-                    // SAFETY: tasks cover disjoint (row, column) tiles of `out`, which outlives
-                    // the parallel loop; each tile writes only its own rows < m and columns < n.
+                    // SAFETY: tasks cover disjoint (row, column) tiles of `out`'s capacity,
+                    // which outlives the parallel loop; each tile writes only its own rows < m
+                    // and columns < n.
                     unsafe { self.tile(&tile, out_ptr.0.add(r * self.n), simd) };
                 }
             }
         });
+        // SAFETY: the tiles cover every row < m (row panels step by MR up to `rows` ≥ m) and
+        // every column < n (blocks up to `np` ≥ n), and each tile stores all of its real rows
+        // and columns, so all m × n elements are initialised.
+        unsafe { out.set_len(m * self.n) };
         out
     }
 
