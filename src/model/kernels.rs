@@ -426,7 +426,7 @@ fn add_layer_norm_on(
     let out = with_f32(a, |a| {
         with_f32(b, |b| {
             let mut out: Vec<f32> = Vec::with_capacity(a.len());
-            out.spare_capacity_mut()
+            out.spare_capacity_mut()[..a.len()]
                 .par_chunks_mut(h * ROWS)
                 .zip(a.par_chunks(h * ROWS).zip(b.par_chunks(h * ROWS)))
                 .for_each_init(
