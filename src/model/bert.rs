@@ -226,6 +226,21 @@ struct Norm {
 }
 
 impl Norm {
+    fn new(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
+        let params = kernels::NormParams {
+            weight: weight.flatten_all()?.to_vec1()?,
+            bias: bias.flatten_all()?.to_vec1()?,
+            eps: eps as f32,
+        };
+        Ok(Self {
+            fused: LayerNorm::new(weight.clone(), bias.clone(), eps),
+            params,
+            weight,
+            bias,
+            eps,
+        })
+    }
+
     /// `LayerNorm(xs + residual)`: one fused pass for inference on CPU, candle's ops otherwise.
     fn forward_residual(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
         match kernels::add_layer_norm(xs, residual, &self.params, train)? {
@@ -252,23 +267,6 @@ fn layer_norm(ws: &dyn WeightSource, name: &str, eps: f64) -> Result<Norm> {
     let weight = ws.dense(&format!("{name}.weight"))?;
     let bias = ws.dense(&format!("{name}.bias"))?;
     Norm::new(weight, bias, eps)
-}
-
-impl Norm {
-    fn new(weight: Tensor, bias: Tensor, eps: f64) -> Result<Self> {
-        let params = kernels::NormParams {
-            weight: weight.flatten_all()?.to_vec1()?,
-            bias: bias.flatten_all()?.to_vec1()?,
-            eps: eps as f32,
-        };
-        Ok(Self {
-            fused: LayerNorm::new(weight.clone(), bias.clone(), eps),
-            params,
-            weight,
-            bias,
-            eps,
-        })
-    }
 }
 
 /// Word embeddings, kept quantised when stored quantised (a 144k × 384 f32 table is 221 MB).

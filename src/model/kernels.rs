@@ -199,7 +199,6 @@ fn fused_attention_on(
         );
     }
     let shape = AttnShape {
-        b,
         s,
         h,
         hd: h / heads,
@@ -252,9 +251,8 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
     Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
 }
 
-/// Sizes of one attention call: batch, sequence, hidden and head width.
+/// Sizes of one attention call: sequence, hidden and head width.
 struct AttnShape {
-    b: usize,
     s: usize,
     h: usize,
     hd: usize,
@@ -281,8 +279,7 @@ impl HeadKv {
         bi: usize,
         head: usize,
     ) -> Self {
-        let AttnShape { s, h, hd, .. } = *shape;
-        debug_assert!(bi < shape.b);
+        let AttnShape { s, h, hd } = *shape;
         let keys: Vec<usize> = (0..s).filter(|&j| valid[bi * s + j]).collect();
         let n = keys.len();
         let mut kt = vec![0f32; n.div_ceil(BLOCK) * hd * BLOCK];
@@ -342,11 +339,11 @@ fn attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
             }
         }
         let p = &mut p[..kv.n];
-        let max = lanes_fold(p, f32::NEG_INFINITY, f32::max);
+        let max = lanes_fold(p, f32::NEG_INFINITY, f32::max, f32::max);
         for pj in p.iter_mut() {
             *pj = exp_approx(*pj - max);
         }
-        let inv = 1.0 / lanes_fold(p, 0.0, |a, b| a + b);
+        let inv = 1.0 / lanes_fold(p, 0.0, |a, x| a + x, |a, b| a + b);
         for (c, oc) in o.chunks_exact_mut(BLOCK).enumerate() {
             let mut acc = [0f32; BLOCK];
             for (&pj, v) in p.iter().zip(kv.v.chunks_exact(hd)) {
@@ -361,20 +358,25 @@ fn attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
     }
 }
 
-/// Folds `xs` with `f` over 16 independent lanes, then the lanes together: unlike a plain fold
-/// (one serial chain), this vectorises.
+/// Folds `xs` over 16 independent lanes with `fold`, then merges the lanes with `combine`
+/// (as rayon's fold / reduce): unlike a plain fold (one serial chain), this vectorises.
 #[inline(always)]
-fn lanes_fold(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+fn lanes_fold(
+    xs: &[f32],
+    init: f32,
+    fold: impl Fn(f32, f32) -> f32,
+    combine: impl Fn(f32, f32) -> f32,
+) -> f32 {
     const LANES: usize = 16;
     let mut acc = [init; LANES];
     let chunks = xs.chunks_exact(LANES);
-    let rest = chunks.remainder().iter().fold(init, |a, &x| f(a, x));
+    let rest = chunks.remainder().iter().fold(init, |a, &x| fold(a, x));
     for c in chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            *a = f(*a, x);
+            *a = fold(*a, x);
         }
     }
-    acc.into_iter().fold(rest, f)
+    acc.into_iter().fold(rest, combine)
 }
 
 /// A LayerNorm's parameters as plain values, for [`add_layer_norm`].
@@ -467,37 +469,17 @@ fn add_norm_rows(
         for ((s, &x), &y) in sum.iter_mut().zip(a).zip(b) {
             *s = x + y;
         }
-        let mean = lanes_fold(sum, 0.0, |u, v| u + v) / h as f32;
+        let mean = lanes_fold(sum, 0.0, |a, x| a + x, |a, b| a + b) / h as f32;
         for s in sum.iter_mut() {
             *s -= mean;
         }
-        let var = lanes_dot(sum, sum) / h as f32;
+        let var = lanes_fold(sum, 0.0, |a, x| x.mul_add(x, a), |a, b| a + b) / h as f32;
         let inv = 1.0 / (var + norm.eps).sqrt();
         let params = norm.weight.iter().zip(&norm.bias);
         for ((o, &s), (&w, &bias)) in o.iter_mut().zip(sum.iter()).zip(params) {
             o.write((s * inv).mul_add(w, bias));
         }
     }
-}
-
-/// The dot product of `x` and `y` over 16 independent lanes (see [`lanes_fold`]).
-#[inline(always)]
-fn lanes_dot(x: &[f32], y: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let rest: f32 = cx
-        .remainder()
-        .iter()
-        .zip(cy.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in cx.zip(cy) {
-        for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
-            *acc = a.mul_add(b, *acc);
-        }
-    }
-    acc.into_iter().fold(rest, |s, a| s + a)
 }
 
 /// exp(x) for x ≤ 0 (softmax after subtracting the maximum): 2^n · P(f) with a degree-6
