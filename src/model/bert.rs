@@ -183,6 +183,23 @@ impl Proj {
         Ok(Self::Dense(Linear::new(weight, Some(bias))))
     }
 
+    /// Applies layers that read the same input, in order; int8 ones share one quantisation
+    /// of it.
+    fn forward_shared(projs: &[&Proj], xs: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+        let int8 = projs.iter().filter(|p| matches!(p, Self::Int8(_))).count();
+        let shared = match int8 > 1 && !train {
+            true => Some(crate::model::qgemm::QuantizedInput::new(xs)?),
+            false => None,
+        };
+        projs
+            .iter()
+            .map(|p| match (p, &shared) {
+                (Self::Int8(q), Some(x)) => q.forward_quantized(x),
+                _ => p.forward(xs, train),
+            })
+            .collect()
+    }
+
     /// Applies the layer (int8 layers are for inference only: they have no gradient).
     fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         match self {
@@ -400,11 +417,8 @@ impl BertLayer {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let (q, k, v) = (
-            self.query.forward(xs, train)?,
-            self.key.forward(xs, train)?,
-            self.value.forward(xs, train)?,
-        );
+        let qkv = Proj::forward_shared(&[&self.query, &self.key, &self.value], xs, train)?;
+        let [q, k, v] = <[Tensor; 3]>::try_from(qkv).expect("one output per projection");
         let ctx = match kernels::fused_attention(&q, &k, &v, mask_bias, self.heads, train)? {
             Some(ctx) => ctx,
             None => {

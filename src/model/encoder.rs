@@ -144,6 +144,12 @@ impl Encoder {
         let weights = load_weights(dir, &meta, &device)?;
         let bert = Bert::load(weights.as_ref(), &config, opts.linear)
             .map_err(candle(format!("{}: building the encoder", dir.display())))?;
+        tracing::info!(
+            dir = %dir.display(),
+            linears = ?opts.linear,
+            kernels = ?crate::model::kernels::kernel_path(),
+            "loaded the encoder"
+        );
         Ok(Self {
             bert,
             text,
