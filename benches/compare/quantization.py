@@ -42,23 +42,31 @@ def int8_available(binary, model):
     return "int8" in out.stderr.lower()
 
 
-def write_set(files, work):
-    """The labelled examples of `files` as one file, and the same tickets without labels."""
-    data = os.path.join(work, "data.jsonl")
-    tickets = os.path.join(work, "tickets.jsonl")
-    with open(data, "w", encoding="utf-8") as d, open(tickets, "w", encoding="utf-8") as t:
+def labelled(files, work):
+    """One labelled file holding `files` (the file itself when there is one)."""
+    if len(files) == 1:
+        return os.path.join(DATA, files[0])
+    path = os.path.join(work, "+".join(files))
+    with open(path, "w", encoding="utf-8") as out:
         for name in files:
-            for line in open(os.path.join(DATA, name), encoding="utf-8"):
-                d.write(line)
-                ex = json.loads(line)
-                t.write(json.dumps({k: v for k, v in ex.items() if k not in ("intent", "lang")},
-                                   ensure_ascii=False) + "\n")
-    return data, tickets
+            out.write(open(os.path.join(DATA, name), encoding="utf-8").read())
+    return path
+
+
+def unlabelled(name, work):
+    """The examples of `name` as tickets for `classify`, without their labels."""
+    path = os.path.join(work, "tickets-" + name)
+    with open(path, "w", encoding="utf-8") as out:
+        for line in open(os.path.join(DATA, name), encoding="utf-8"):
+            ex = json.loads(line)
+            out.write(json.dumps({k: v for k, v in ex.items() if k not in ("intent", "lang")},
+                                 ensure_ascii=False) + "\n")
+    return path
 
 
 def compare(binary, model, files, work, answers_of):
     """One table row; `answers_of` caches each file's classify output per side."""
-    data, _ = write_set(files, work)
+    data = labelled(files, work)
     row = {}
     outs = {}
     for side, env in [("int8", None), ("exact", EXACT)]:
@@ -67,7 +75,7 @@ def compare(binary, model, files, work, answers_of):
         outs[side] = []
         for name in files:
             if (name, side) not in answers_of:
-                _, tickets = write_set([name], work)
+                tickets = unlabelled(name, work)
                 answers_of[name, side] = [
                     json.loads(l)
                     for l in run([binary, "classify", "--model", model, "--file", tickets],

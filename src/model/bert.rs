@@ -187,9 +187,10 @@ impl Proj {
     /// of it.
     fn forward_shared(projs: &[&Proj], xs: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let int8 = projs.iter().filter(|p| matches!(p, Self::Int8(_))).count();
-        let shared = match int8 > 1 && !train {
-            true => Some(crate::model::qgemm::QuantizedInput::new(xs)?),
-            false => None,
+        let shared = if int8 > 1 && !train {
+            Some(crate::model::qgemm::QuantizedInput::new(xs)?)
+        } else {
+            None
         };
         projs
             .iter()

@@ -134,13 +134,13 @@ impl Int8Linear {
         }
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = self.n;
-        Tensor::from_vec(self.matmul(x, x.simd), shape, &x.device)
+        Tensor::from_vec(self.matmul(x), shape, &x.device)
     }
 
-    /// `[m, k]` quantised rows -> `[m, n]` row-major f32; `simd` picks the VNNI kernel over
-    /// the scalar one.
-    fn matmul(&self, x: &QuantizedInput, simd: bool) -> Vec<f32> {
-        let (m, rows, nb) = (x.m, x.rows(), self.kp / QK);
+    /// `[m, k]` quantised rows -> `[m, n]` row-major f32, with the VNNI kernel where the
+    /// input was quantised for it (`x.simd`), the scalar one otherwise.
+    fn matmul(&self, x: &QuantizedInput) -> Vec<f32> {
+        let (m, rows, nb, simd) = (x.m, x.rows(), self.kp / QK, x.simd);
         let (xq, xs) = (&x.bytes, &x.scales);
         let np = self.bias.len();
         // Not zeroed: the tiles below write every element (see the SAFETY note at `set_len`).
@@ -545,7 +545,7 @@ mod tests {
 
     /// `[m, k]` rows through the layer, quantised and multiplied by the SIMD or scalar code.
     fn run(lin: &Int8Linear, x: &[f32], m: usize, simd: bool) -> Vec<f32> {
-        lin.matmul(&QuantizedInput::from_rows(x, m, lin.k, simd), simd)
+        lin.matmul(&QuantizedInput::from_rows(x, m, lin.k, simd))
     }
 
     impl Int8Linear {
