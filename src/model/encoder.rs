@@ -139,15 +139,31 @@ impl Encoder {
             .max_tokens
             .unwrap_or(meta.max_tokens)
             .min(config.max_position_embeddings);
-        let text = TextEncoder::load(&tok_path, &meta.prefix, max_tokens)?;
-        let device = opts.device.open()?;
-        let weights = load_weights(dir, &meta, &device)?;
-        let bert = Bert::load(weights.as_ref(), &config, opts.linear)
-            .map_err(candle(format!("{}: building the encoder", dir.display())))?;
+        let started = std::time::Instant::now();
+        // The tokenizer's vocabulary is built on one thread of its own while the weights are
+        // read and packed (on rayon's pool), so loading takes the longer of the two, not both.
+        let ((text, tokenizer_time), network) = std::thread::scope(|s| {
+            let text = s.spawn(|| {
+                let text = TextEncoder::load(&tok_path, &meta.prefix, max_tokens);
+                (text, started.elapsed())
+            });
+            let network = (|| {
+                let device = opts.device.open()?;
+                let weights = load_weights(dir, &meta, &device)?;
+                let bert = Bert::load(weights.as_ref(), &config, opts.linear)
+                    .map_err(candle(format!("{}: building the encoder", dir.display())))?;
+                Ok::<_, EncoderError>((device, bert, started.elapsed()))
+            })();
+            let text = text.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (text, network)
+        });
+        let (text, (device, bert, weights_time)) = (text?, network?);
         tracing::info!(
             dir = %dir.display(),
             linears = ?opts.linear,
             kernels = ?crate::model::kernels::kernel_path(),
+            tokenizer_ms = tokenizer_time.as_millis() as u64,
+            weights_ms = weights_time.as_millis() as u64,
             "loaded the encoder"
         );
         Ok(Self {
