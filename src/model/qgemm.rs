@@ -84,27 +84,33 @@ impl Int8Linear {
                     *s = quantize_weight_block(v, d);
                 }
             });
+        // Packed panel by panel, in parallel.
         let mut packed = vec![0i8; np * kp];
         let (mut scale, mut start) = (vec![0f32; np * nb], vec![0i32; np * nb]);
-        for panel in 0..np / NR {
-            for k4 in 0..kp / 4 {
-                for col in 0..NR {
-                    for j in 0..4 {
-                        let dst = ((panel * (kp / 4) + k4) * NR + col) * 4 + j;
-                        packed[dst] = q[(panel * NR + col) * kp + k4 * 4 + j];
+        packed
+            .par_chunks_mut(kp * NR)
+            .zip(scale.par_chunks_mut(nb * NR))
+            .zip(start.par_chunks_mut(nb * NR))
+            .enumerate()
+            .for_each(|(panel, ((packed, scale), start))| {
+                for k4 in 0..kp / 4 {
+                    for col in 0..NR {
+                        for j in 0..4 {
+                            packed[(k4 * NR + col) * 4 + j] =
+                                q[(panel * NR + col) * kp + k4 * 4 + j];
+                        }
                     }
                 }
-            }
-            for g in 0..nb {
-                for col in 0..NR {
-                    let row = panel * NR + col;
-                    let block = &q[row * kp + g * QK..row * kp + (g + 1) * QK];
-                    let sum: i32 = block.iter().map(|&v| v as i32).sum();
-                    scale[(panel * nb + g) * NR + col] = row_scales[row * nb + g];
-                    start[(panel * nb + g) * NR + col] = -OFFSET * sum;
+                for g in 0..nb {
+                    for col in 0..NR {
+                        let row = panel * NR + col;
+                        let block = &q[row * kp + g * QK..row * kp + (g + 1) * QK];
+                        let sum: i32 = block.iter().map(|&v| v as i32).sum();
+                        scale[g * NR + col] = row_scales[row * nb + g];
+                        start[g * NR + col] = -OFFSET * sum;
+                    }
                 }
-            }
-        }
+            });
         let mut bias = b;
         bias.resize(np, 0.0);
         Ok(Self {
@@ -304,12 +310,27 @@ fn quantize_weight_block(v: &[f32], dst: &mut [i8]) -> f32 {
         dst.fill(0);
         return 0.0;
     }
-    // |x / s| <= 127, so the integer conversion is exact when the quotient is an integer.
-    let on_grid = |s: f32| v.iter().all(|&x| ((x / s) as i32) as f32 * s == x);
-    let s = (1..=127)
-        .map(|steps| amax / steps as f32)
-        .find(|&s| on_grid(s))
-        .unwrap_or(amax / 127.0);
+    // |x / s| <= 127, so the integer conversion is exact when the quotient is an integer; the
+    // quotients are written as they are checked, so a block on the grid is done.
+    let fits = |s: f32, dst: &mut [i8]| {
+        v.iter().zip(dst.iter_mut()).all(|(&x, d)| {
+            let q = (x / s) as i32;
+            *d = q as i8;
+            q as f32 * s == x
+        })
+    };
+    // Eight steps first, a Q4_0 block's grid (its largest magnitude is 8 steps), then the
+    // smallest grid that fits. A block whose smallest grid is 1, 2 or 4 steps is held on 8
+    // instead, with the same outputs: its scale and integers differ by a power of two, which
+    // every product and sum carries exactly.
+    let grids = std::iter::once(8).chain((1..=127).filter(|&steps| steps != 8));
+    for steps in grids {
+        let s = amax / steps as f32;
+        if fits(s, dst) {
+            return s;
+        }
+    }
+    let s = amax / 127.0;
     for (d, &x) in dst.iter_mut().zip(v) {
         *d = (x / s).round().clamp(-127.0, 127.0) as i8;
     }
