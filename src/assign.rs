@@ -1,9 +1,13 @@
-//! The assignment step's policy: which member of a team's roster gets a ticket when the rules
-//! ask for a strategy. Pure functions over the roster and the state the store reads (the
-//! round-robin cursor, open assignments per agent); the store owns that state.
+//! The assignment step: which member of a team's roster gets a ticket when the rules ask for a
+//! strategy. Pure functions over the roster and the state the store reads (the round-robin
+//! cursor, open assignments per agent), and [`assign`], which runs a strategy against that state
+//! inside the transaction that logs the decision; the store owns the state.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
+
+use crate::rules::Assignee;
 
 /// Rosters and how long an assignment stays open without being closed.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +54,80 @@ pub fn least_loaded(
         })
         .cloned()
         .ok_or_else(|| no_roster(team))
+}
+
+/// The assignment state a strategy reads and advances, inside the transaction that logs the
+/// decision (so two decisions never read the same cursor).
+pub trait AssignmentState {
+    /// The store's error.
+    type Error;
+    /// The team's round-robin cursor (0 before the first pick).
+    fn round_robin_cursor(
+        &mut self,
+        team: &str,
+    ) -> impl Future<Output = Result<usize, Self::Error>> + Send;
+    /// Moves the team's round-robin cursor to `next`.
+    fn advance_round_robin(
+        &mut self,
+        team: &str,
+        next: usize,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Open assignments per agent of the team.
+    fn open_loads(
+        &mut self,
+        team: &str,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, Self::Error>> + Send;
+    /// Records that `agent` of `team` has the decision's ticket.
+    fn open_assignment(
+        &mut self,
+        decision_id: &str,
+        team: &str,
+        agent: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// What the assignment step did for one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// This agent has the ticket.
+    Agent(String),
+    /// The strategy could not pick anyone; why.
+    Unassigned(String),
+}
+
+/// Runs the rules' assignee strategy for a decision of `team` and records the assignment;
+/// `None` when the rules asked for nobody.
+pub async fn assign<S: AssignmentState + Send>(
+    state: &mut S,
+    policy: &AssignmentPolicy,
+    decision_id: &str,
+    team: &str,
+    strategy: &Assignee,
+) -> Result<Option<Pick>, S::Error> {
+    let roster = policy.roster(team);
+    let pick = match strategy {
+        Assignee::Nobody => return Ok(None),
+        Assignee::Agent(a) => Ok(a.clone()),
+        Assignee::RoundRobin => {
+            let next = state.round_robin_cursor(team).await?;
+            let picked = round_robin(team, roster, next);
+            if picked.is_ok() {
+                state.advance_round_robin(team, next + 1).await?;
+            }
+            picked
+        }
+        Assignee::LeastLoaded => {
+            let loads = state.open_loads(team).await?;
+            least_loaded(team, roster, &loads)
+        }
+    };
+    Ok(Some(match pick {
+        Ok(agent) => {
+            state.open_assignment(decision_id, team, &agent).await?;
+            Pick::Agent(agent)
+        }
+        Err(why) => Pick::Unassigned(why),
+    }))
 }
 
 #[cfg(test)]

@@ -469,7 +469,7 @@ async fn activate_checked(store: &Store, id: &str, note: &str) -> Result<()> {
             )
         })?;
     }
-    store.activate_model(id, Some(note), || {}).await?;
+    store.activate_model(id, Some(note)).await?;
     Ok(())
 }
 

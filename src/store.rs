@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
-use crate::assign::{self, AssignmentPolicy};
+use crate::assign::AssignmentState;
 use crate::rules::Assignee;
 
 /// Storage errors.
@@ -212,7 +212,7 @@ pub struct NewDecision {
     pub team: Option<String>,
     /// What the rules said about the assignee.
     pub strategy: Option<Assignee>,
-    /// The agent picked (set by [`Store::record_decisions`]).
+    /// The agent picked (by the assignment step, or fixed by the rules).
     pub assignee: Option<String>,
     /// Why no agent was picked, when a strategy could not pick one.
     pub assignment_note: Option<String>,
@@ -361,8 +361,6 @@ impl Store {
     }
 
     /// Appends a rules version if the current one is still `expected` (`None`: no check).
-    /// `activate` runs inside the write lock after the commit, so the version saved and the
-    /// version serving change together.
     pub async fn save_rules(
         &self,
         text: &str,
@@ -370,7 +368,6 @@ impl Store {
         author: &str,
         note: &str,
         expected: Option<i64>,
-        activate: impl FnOnce(&RulesVersion),
     ) -> Result<RulesVersion, StoreError> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -405,7 +402,6 @@ impl Store {
         crate::failpoint::hit("rules.save.after_commit")
             .await
             .map_err(StoreError::Injected)?;
-        activate(&saved);
         Ok(saved)
     }
 
@@ -428,138 +424,36 @@ impl Store {
         }
     }
 
-    /// Logs decisions in one transaction: picks agents for strategies (filling `assignee`),
-    /// then `respond` builds each decision's JSON and the whole response, which are stored
-    /// with the idempotency key, if any. If the key was stored meanwhile by a concurrent
-    /// retry, nothing is written and that first response is returned instead.
-    pub async fn record_decisions(
+    /// Starts logging decisions: one transaction under the write lock, with the assignments
+    /// past `close_after` closed first. If the idempotency key was already stored for the same
+    /// request (by a concurrent retry, say), returns that first response instead.
+    pub async fn begin_decisions(
         &self,
-        items: &mut [NewDecision],
         idempotency: Option<(&str, &str)>,
-        policy: &AssignmentPolicy,
-        respond: impl FnOnce(&[NewDecision]) -> (Vec<String>, String),
-    ) -> Result<String, StoreError> {
-        let _w = self.write.lock().await;
+        close_after: Option<Duration>,
+    ) -> Result<DecisionLog<'_>, StoreError> {
+        let write = self.write.lock().await;
         if let Some((key, hash)) = idempotency {
             if let Some(first) = self.idempotent_response(key, hash).await? {
-                return Ok(first);
+                return Ok(DecisionLog::Replay(first));
             }
         }
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
-        self.expire_assignments(&mut tx, policy, now).await?;
-        for d in items.iter_mut() {
-            let (Some(team), Some(strategy)) = (d.team.clone(), d.strategy.clone()) else {
-                continue;
-            };
-            let roster = policy.roster(&team);
-            let pick = match strategy {
-                Assignee::Nobody => continue,
-                Assignee::Agent(a) => Ok(a),
-                Assignee::RoundRobin => {
-                    let next: i64 =
-                        sqlx::query("SELECT next_index FROM round_robin WHERE team = ?")
-                            .bind(&team)
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .map_or(0, |r| r.get(0));
-                    let picked = assign::round_robin(&team, roster, next as usize);
-                    if picked.is_ok() {
-                        sqlx::query("INSERT INTO round_robin (team, next_index) VALUES (?, ?) ON CONFLICT (team) DO UPDATE SET next_index = excluded.next_index")
-                            .bind(&team)
-                            .bind(next + 1)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    picked
-                }
-                Assignee::LeastLoaded => {
-                    let rows = sqlx::query("SELECT agent, COUNT(*) FROM assignments WHERE team = ? AND closed_at IS NULL GROUP BY agent")
-                        .bind(&team)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let loads: Vec<(String, i64)> =
-                        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-                    assign::least_loaded(&team, roster, &loads)
-                }
-            };
-            match pick {
-                Ok(agent) => {
-                    sqlx::query("INSERT INTO assignments (decision_id, team, agent, opened_at) VALUES (?, ?, ?, ?)")
-                        .bind(&d.decision_id)
-                        .bind(&team)
-                        .bind(&agent)
-                        .bind(timestamp(now))
-                        .execute(&mut *tx)
-                        .await?;
-                    d.assignee = Some(agent);
-                }
-                Err(why) => d.assignment_note = Some(why),
-            }
-        }
-        let (decisions, response) = respond(items);
-        for (d, json) in items.iter().zip(&decisions) {
-            sqlx::query("INSERT INTO decisions (decision_id, ticket_id, received_at, decided_at, intent, confidence, language, team, assignee, status, priority, model_version, rules_version, inputs, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(&d.decision_id)
-                .bind(&d.ticket_id)
-                .bind(timestamp(d.received_at))
+        if let Some(after) = close_after {
+            let cutoff = now - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+            sqlx::query("UPDATE assignments SET closed_at = ?, closed_by = 'expired' WHERE closed_at IS NULL AND opened_at < ?")
                 .bind(timestamp(now))
-                .bind(&d.intent)
-                .bind(d.confidence)
-                .bind(&d.language)
-                .bind(&d.team)
-                .bind(&d.assignee)
-                .bind(&d.status)
-                .bind(&d.priority)
-                .bind(&d.model_version)
-                .bind(d.rules_version)
-                .bind(&d.inputs)
-                .bind(json)
-                .execute(&mut *tx)
-                .await?;
-            if let Some((subject, body)) = &d.text {
-                sqlx::query("INSERT INTO ticket_texts (ticket_id, subject, body, stored_at) VALUES (?, ?, ?, ?) ON CONFLICT (ticket_id) DO UPDATE SET subject = excluded.subject, body = excluded.body, stored_at = excluded.stored_at")
-                    .bind(&d.ticket_id)
-                    .bind(subject)
-                    .bind(body)
-                    .bind(timestamp(now))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if let Some((key, hash)) = idempotency {
-            sqlx::query("INSERT INTO idempotency_keys (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
-                .bind(key)
-                .bind(hash)
-                .bind(&response)
-                .bind(timestamp(now))
+                .bind(timestamp(cutoff))
                 .execute(&mut *tx)
                 .await?;
         }
-        crate::failpoint::hit("decisions.before_commit")
-            .await
-            .map_err(StoreError::Injected)?;
-        tx.commit().await?;
-        Ok(response)
-    }
-
-    /// Closes assignments older than the policy's limit.
-    async fn expire_assignments(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        policy: &AssignmentPolicy,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let Some(after) = policy.close_after else {
-            return Ok(());
-        };
-        let cutoff = now - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
-        sqlx::query("UPDATE assignments SET closed_at = ?, closed_by = 'expired' WHERE closed_at IS NULL AND opened_at < ?")
-            .bind(timestamp(now))
-            .bind(timestamp(cutoff))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        Ok(DecisionLog::Open(DecisionTx {
+            tx,
+            _write: write,
+            now,
+            idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
+        }))
     }
 
     /// The last `n` decisions, newest first, with their ticket text when still kept.
@@ -782,6 +676,129 @@ impl Store {
     /// Closes the pool (waits for connections to finish).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// What [`Store::begin_decisions`] found: the first response to the same request, or an open
+/// transaction to log new decisions in.
+pub enum DecisionLog<'a> {
+    /// The stored response of the first request with this idempotency key.
+    Replay(String),
+    /// Log the decisions here, then [`DecisionTx::commit`].
+    Open(DecisionTx<'a>),
+}
+
+/// Decisions being logged: one transaction, under the store's write lock, that the assignment
+/// step reads and advances ([`AssignmentState`]). Dropping it without a commit writes nothing.
+pub struct DecisionTx<'a> {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _write: tokio::sync::MutexGuard<'a, ()>,
+    now: DateTime<Utc>,
+    idempotency: Option<(String, String)>,
+}
+
+impl DecisionTx<'_> {
+    /// The time the decisions are logged at.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    /// Logs one decision (`json`: the decision as returned) and its ticket's text, if kept.
+    pub async fn insert_decision(&mut self, d: &NewDecision, json: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO decisions (decision_id, ticket_id, received_at, decided_at, intent, confidence, language, team, assignee, status, priority, model_version, rules_version, inputs, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(&d.decision_id)
+            .bind(&d.ticket_id)
+            .bind(timestamp(d.received_at))
+            .bind(timestamp(self.now))
+            .bind(&d.intent)
+            .bind(d.confidence)
+            .bind(&d.language)
+            .bind(&d.team)
+            .bind(&d.assignee)
+            .bind(&d.status)
+            .bind(&d.priority)
+            .bind(&d.model_version)
+            .bind(d.rules_version)
+            .bind(&d.inputs)
+            .bind(json)
+            .execute(&mut *self.tx)
+            .await?;
+        if let Some((subject, body)) = &d.text {
+            sqlx::query("INSERT INTO ticket_texts (ticket_id, subject, body, stored_at) VALUES (?, ?, ?, ?) ON CONFLICT (ticket_id) DO UPDATE SET subject = excluded.subject, body = excluded.body, stored_at = excluded.stored_at")
+                .bind(&d.ticket_id)
+                .bind(subject)
+                .bind(body)
+                .bind(timestamp(self.now))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Commits everything logged, with `response` stored under the idempotency key, if any.
+    pub async fn commit(mut self, response: &str) -> Result<(), StoreError> {
+        if let Some((key, hash)) = &self.idempotency {
+            sqlx::query("INSERT INTO idempotency_keys (key, request_hash, response, created_at) VALUES (?, ?, ?, ?)")
+                .bind(key)
+                .bind(hash)
+                .bind(response)
+                .bind(timestamp(self.now))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        crate::failpoint::hit("decisions.before_commit")
+            .await
+            .map_err(StoreError::Injected)?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl AssignmentState for DecisionTx<'_> {
+    type Error = StoreError;
+
+    async fn round_robin_cursor(&mut self, team: &str) -> Result<usize, StoreError> {
+        let next: Option<i64> = sqlx::query("SELECT next_index FROM round_robin WHERE team = ?")
+            .bind(team)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| r.get(0));
+        Ok(next.unwrap_or(0).max(0) as usize)
+    }
+
+    async fn advance_round_robin(&mut self, team: &str, next: usize) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO round_robin (team, next_index) VALUES (?, ?) ON CONFLICT (team) DO UPDATE SET next_index = excluded.next_index")
+            .bind(team)
+            .bind(next as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn open_loads(&mut self, team: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT agent, COUNT(*) FROM assignments WHERE team = ? AND closed_at IS NULL GROUP BY agent")
+            .bind(team)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn open_assignment(
+        &mut self,
+        decision_id: &str,
+        team: &str,
+        agent: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO assignments (decision_id, team, agent, opened_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(decision_id)
+        .bind(team)
+        .bind(agent)
+        .bind(timestamp(self.now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 }
 
@@ -1161,14 +1178,11 @@ impl Store {
         model_row(&r)
     }
 
-    /// Makes `id` the active model (the previous one retires) in one transaction; `swap` runs
-    /// after the commit, inside the write lock, so the stored and the serving model change
-    /// together.
+    /// Makes `id` the active model (the previous one retires) in one transaction.
     pub async fn activate_model(
         &self,
         id: &str,
         note: Option<&str>,
-        swap: impl FnOnce(),
     ) -> Result<ModelRecord, StoreError> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -1196,7 +1210,6 @@ impl Store {
         crate::failpoint::hit("model.activate.after_commit")
             .await
             .map_err(StoreError::Injected)?;
-        swap();
         let r = sqlx::query("SELECT * FROM models WHERE id = ?")
             .bind(id)
             .fetch_one(&self.pool)
@@ -1361,6 +1374,7 @@ fn assignment_row(r: &sqlx::sqlite::SqliteRow) -> Result<Assignment, StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assign::{self, AssignmentPolicy, Pick};
 
     fn decision(id: &str, team: &str, strategy: Assignee) -> NewDecision {
         NewDecision {
@@ -1383,13 +1397,40 @@ mod tests {
         }
     }
 
-    fn respond(items: &[NewDecision]) -> (Vec<String>, String) {
-        let each: Vec<String> = items
-            .iter()
-            .map(|d| serde_json::json!({"id": d.decision_id, "assignee": d.assignee}).to_string())
-            .collect();
+    /// Logs decisions as the route service does: assignment step, one row each, commit; returns
+    /// the response (a JSON list of ids and assignees) or the replayed first one.
+    async fn record(
+        store: &Store,
+        items: &mut [NewDecision],
+        idempotency: Option<(&str, &str)>,
+        policy: &AssignmentPolicy,
+    ) -> String {
+        let mut tx = match store
+            .begin_decisions(idempotency, policy.close_after)
+            .await
+            .unwrap()
+        {
+            DecisionLog::Replay(first) => return first,
+            DecisionLog::Open(tx) => tx,
+        };
+        let mut each = Vec::new();
+        for d in items.iter_mut() {
+            let (team, strategy) = (d.team.clone().unwrap(), d.strategy.clone().unwrap());
+            match assign::assign(&mut tx, policy, &d.decision_id, &team, &strategy)
+                .await
+                .unwrap()
+            {
+                Some(Pick::Agent(a)) => d.assignee = Some(a),
+                Some(Pick::Unassigned(why)) => d.assignment_note = Some(why),
+                None => {}
+            }
+            let json = serde_json::json!({"id": d.decision_id, "assignee": d.assignee}).to_string();
+            tx.insert_decision(d, &json).await.unwrap();
+            each.push(json);
+        }
         let all = format!("[{}]", each.join(","));
-        (each, all)
+        tx.commit(&all).await.unwrap();
+        all
     }
 
     #[tokio::test]
@@ -1398,14 +1439,13 @@ mod tests {
         let path = dir.path().join("db/router.db");
         let store = Store::open(&path).await.unwrap();
         assert!(store.current_rules().await.unwrap().is_none());
-        let mut activated = 0;
         let v1 = store
-            .save_rules("a", "h1", "seed", "first", Some(0), |_| activated += 1)
+            .save_rules("a", "h1", "seed", "first", Some(0))
             .await
             .unwrap();
-        assert_eq!((v1.version, activated), (1, 1));
+        assert_eq!(v1.version, 1);
         let err = store
-            .save_rules("b", "h2", "ann", "", Some(0), |_| activated += 1)
+            .save_rules("b", "h2", "ann", "", Some(0))
             .await
             .unwrap_err();
         assert!(matches!(
@@ -1415,9 +1455,9 @@ mod tests {
                 current: 1
             }
         ));
-        assert_eq!(activated, 1, "a refused save activates nothing");
+        assert_eq!(store.current_rules().await.unwrap().unwrap().version, 1);
         store
-            .save_rules("b", "h2", "ann", "", Some(1), |_| {})
+            .save_rules("b", "h2", "ann", "", Some(1))
             .await
             .unwrap();
         store.close().await;
@@ -1451,10 +1491,7 @@ mod tests {
             decision("3", "billing", Assignee::RoundRobin),
             decision("4", "sales", Assignee::RoundRobin),
         ];
-        store
-            .record_decisions(&mut batch, None, &policy, respond)
-            .await
-            .unwrap();
+        record(&store, &mut batch, None, &policy).await;
         let picked: Vec<Option<&str>> = batch.iter().map(|d| d.assignee.as_deref()).collect();
         assert_eq!(picked, vec![Some("ann"), Some("bob"), Some("ann"), None]);
         assert_eq!(
@@ -1463,25 +1500,16 @@ mod tests {
         );
         // ann has 2 open, bob 1: least-loaded picks bob, then (after closing ann's) ann.
         let mut one = vec![decision("5", "billing", Assignee::LeastLoaded)];
-        store
-            .record_decisions(&mut one, None, &policy, respond)
-            .await
-            .unwrap();
+        record(&store, &mut one, None, &policy).await;
         assert_eq!(one[0].assignee.as_deref(), Some("bob"));
         store.close_assignment("1", "api:test").await.unwrap();
         store.close_assignment("3", "api:test").await.unwrap();
         let mut one = vec![decision("6", "billing", Assignee::LeastLoaded)];
-        let first = store
-            .record_decisions(&mut one, Some(("key-1", "h")), &policy, respond)
-            .await
-            .unwrap();
+        let first = record(&store, &mut one, Some(("key-1", "h")), &policy).await;
         assert_eq!(one[0].assignee.as_deref(), Some("ann"));
         // The retry returns the first response and assigns nobody again.
         let mut retry = vec![decision("7", "billing", Assignee::LeastLoaded)];
-        let again = store
-            .record_decisions(&mut retry, Some(("key-1", "h")), &policy, respond)
-            .await
-            .unwrap();
+        let again = record(&store, &mut retry, Some(("key-1", "h")), &policy).await;
         assert_eq!(again, first);
         assert_eq!(retry[0].assignee, None);
         assert!(matches!(
@@ -1514,16 +1542,10 @@ mod tests {
             close_after: None,
         };
         let mut a = vec![decision("1", "t", Assignee::LeastLoaded)];
-        store
-            .record_decisions(&mut a, None, &policy, respond)
-            .await
-            .unwrap();
+        record(&store, &mut a, None, &policy).await;
         policy.close_after = Some(Duration::ZERO);
         let mut b = vec![decision("2", "t", Assignee::LeastLoaded)];
-        store
-            .record_decisions(&mut b, None, &policy, respond)
-            .await
-            .unwrap();
+        record(&store, &mut b, None, &policy).await;
         assert_eq!(
             b[0].assignee.as_deref(),
             Some("ann"),

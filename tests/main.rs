@@ -11,4 +11,5 @@ mod fidelity;
 mod hardening;
 mod hub;
 mod learning;
+mod routing;
 mod server;

@@ -66,8 +66,9 @@ pub fn start_with(dir: &Path, extra: &[&str], more_config: &str) -> Server {
     start_full(dir, extra, more_config, &[])
 }
 
-/// Like [`start_with`], with environment variables (e.g. failpoints).
-pub fn start_full(dir: &Path, extra: &[&str], more_config: &str, env: &[(&str, &str)]) -> Server {
+/// Writes `dir/router.toml` (four tokens, a billing roster, `more_config` appended) and, unless
+/// one is there, `dir/rules.toml` with the default rules and a round-robin billing assignee.
+pub fn write_config(dir: &Path, more_config: &str) {
     let mut config = format!(
         r#"listen = "127.0.0.1:0"
 database = "router.db"
@@ -106,6 +107,11 @@ scopes = ["feedback"]
     if !dir.join("rules.toml").exists() {
         std::fs::write(dir.join("rules.toml"), test_rules()).unwrap();
     }
+}
+
+/// Like [`start_with`], with environment variables (e.g. failpoints).
+pub fn start_full(dir: &Path, extra: &[&str], more_config: &str, env: &[(&str, &str)]) -> Server {
+    write_config(dir, more_config);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
     let mut cmd = Command::new(common::binary());
     cmd.args(["--log", "info", "serve", "--config"])

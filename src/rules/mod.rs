@@ -8,6 +8,7 @@ pub mod compile;
 /// The default rules for the default taxonomy, embedded in the binary.
 pub const DEFAULT_RULES: &str = include_str!("default.toml");
 pub mod decide;
+pub mod live;
 pub mod schema;
 
 use regex::Regex;

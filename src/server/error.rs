@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::batch::BatchError;
+use crate::rules::compile::CompileErrors;
+use crate::rules::live::RulesError;
+use crate::service::RouteError;
+use crate::serving::ClassifyError;
 use crate::store::StoreError;
 
 /// An API error: status, machine-readable code, message and optional details.
@@ -104,6 +108,58 @@ impl From<BatchError> for ApiError {
                 err
             }
             BatchError::Inference(m) => Self::internal(m),
+        }
+    }
+}
+
+impl From<ClassifyError> for ApiError {
+    fn from(e: ClassifyError) -> Self {
+        match e {
+            ClassifyError::Batch(b) => b.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::EmptyTicket { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty_ticket",
+                e.to_string(),
+            ),
+            RouteError::BadTicketId { .. } | RouteError::NoTickets => Self::invalid(e.to_string()),
+            RouteError::TooManyTickets { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_tickets",
+                e.to_string(),
+            ),
+            RouteError::Classify(c) => c.into(),
+            RouteError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// 422 `invalid_rules` with every compile error in the details.
+pub fn invalid_rules(e: CompileErrors) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_rules",
+        format!(
+            "the ruleset has {} error(s); the active rules are unchanged",
+            e.0.len()
+        ),
+    )
+    .with_details(json!({ "errors": e.0 }))
+}
+
+impl From<RulesError> for ApiError {
+    fn from(e: RulesError) -> Self {
+        match e {
+            RulesError::Invalid(errors) => invalid_rules(errors),
+            RulesError::Store(s) => s.into(),
+            other => Self::internal(other),
         }
     }
 }

@@ -19,19 +19,21 @@ use serde_json::{json, Value};
 use super::auth::Scope;
 use super::config::OnPass;
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
-use super::models::{self, ServingModel};
+use super::models;
 use super::AppState;
 use crate::engine::Engine;
 use crate::intent::{IntentTree, UNKNOWN};
 use crate::learn::{self, GateReport, LearnSettings};
 use crate::rules::{Condition, RuleSet};
+use crate::serving::ServingModel;
 use crate::store::{AddedIntent, ModelRecord, Store};
 use crate::train::finetune::FineTune;
 
 /// The active model's taxonomy plus the intents added through the API.
 pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
     let added = state.store.added_intents().await?;
-    learn::taxonomy(&state.model().engine.classifier().tree, &added).map_err(ApiError::internal)
+    learn::taxonomy(&state.models.active().engine.classifier().tree, &added)
+        .map_err(ApiError::internal)
 }
 
 /// The one intent a team stands for in the rules, if exactly one: every rule that sends
@@ -116,7 +118,7 @@ pub async fn feedback(
     // A team correction is a rules signal; it is also a label when the team stands for one
     // intent.
     let label_from_team = match (&req.correct_intent, &req.correct_team) {
-        (None, Some(team)) => team_intent(&state.active_rules().ruleset, team, &labels),
+        (None, Some(team)) => team_intent(&state.rules.current().ruleset, team, &labels),
         _ => None,
     };
     f.agent = req.agent.trim().to_string();
@@ -171,7 +173,7 @@ pub async fn feedback_report(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let all = state.store.feedback().await?;
-    let rules = state.active_rules();
+    let rules = state.rules.current();
     // rule -> (tickets corrected, right team -> count, assignee corrections)
     let mut per_rule: BTreeMap<String, (usize, BTreeMap<String, usize>, usize)> = BTreeMap::new();
     let mut confusions: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -303,7 +305,7 @@ pub async fn review(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Feedback)?;
     let recent = state.store.review_candidates(2000).await?;
-    let shadow = match state.shadow() {
+    let shadow = match state.models.shadow() {
         Some(s) => Some((s.id.clone(), state.store.shadow_intents(&s.id).await?)),
         None => None,
     };
@@ -351,8 +353,8 @@ pub async fn list_models(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     Ok(Json(json!({
-        "serving": state.model().id,
-        "shadow": state.shadow().map(|s| s.id.clone()),
+        "serving": state.models.active().id,
+        "shadow": state.models.shadow().map(|s| s.id.clone()),
         "models": state.store.models().await?,
     })))
 }
@@ -428,12 +430,12 @@ async fn start_shadow(
             .store
             .update_candidate(&record.id, false, &record.note)
             .await?;
-        if state.shadow().is_some_and(|s| s.id == record.id) {
-            state.set_shadow(None);
+        if state.models.shadow().is_some_and(|s| s.id == record.id) {
+            state.models.set_shadow(None);
         }
         return Ok(());
     }
-    let active = state.model();
+    let active = state.models.active();
     let c = models::load_classifier(
         PathBuf::from(&record.path),
         &state.settings,
@@ -444,7 +446,7 @@ async fn start_shadow(
     let serving = Arc::new(ServingModel::start(
         c,
         record.id.clone(),
-        &state.settings,
+        state.settings.batcher,
         Arc::clone(&state.metrics),
         &[&active],
     ));
@@ -452,7 +454,7 @@ async fn start_shadow(
         .store
         .update_candidate(&record.id, true, &record.note)
         .await?;
-    state.set_shadow(Some(serving));
+    state.models.set_shadow(Some(serving));
     Ok(())
 }
 
@@ -618,7 +620,7 @@ pub async fn retrain_now(
             "a retraining is already running; try again when it ends",
         ));
     };
-    let active = state.model();
+    let active = state.models.active();
     let (record, gate) = train_candidate(
         &state.store,
         Arc::clone(&active.engine),
@@ -719,15 +721,15 @@ pub fn spawn_jobs(state: Arc<AppState>) {
 async fn follow_registry(state: &Arc<AppState>) -> Result<(), ApiError> {
     let records = state.store.models().await?;
     if let Some(active) = records.iter().find(|m| m.status == "active") {
-        if active.id != state.model().id {
+        if active.id != state.models.active().id {
             models::activate(state, &active.id, None).await?;
         }
     }
     let want = records.iter().find(|m| m.shadow && m.status == "candidate");
-    let have = state.shadow().map(|s| s.id.clone());
+    let have = state.models.shadow().map(|s| s.id.clone());
     match (want, have) {
         (Some(w), h) if h.as_deref() != Some(w.id.as_str()) => start_shadow(state, w, true).await?,
-        (None, Some(_)) => state.set_shadow(None),
+        (None, Some(_)) => state.models.set_shadow(None),
         _ => {}
     }
     Ok(())

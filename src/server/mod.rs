@@ -8,13 +8,12 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod learn_api;
-pub mod metrics;
 pub mod models;
 pub mod rules_api;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -30,89 +29,35 @@ use tracing::Instrument;
 use self::auth::Auth;
 use self::config::Settings;
 use self::error::ApiError;
-use self::metrics::Metrics;
-use self::models::ServingModel;
+use crate::metrics::Metrics;
 use crate::model::files;
-use crate::rules::compile::{compile, CompileErrors};
-use crate::rules::{RuleSet, DEFAULT_RULES};
-use crate::store::{RulesVersion, Store};
+use crate::rules::live::LiveRules;
+use crate::service::{RoutePolicy, RouteService};
+use crate::serving::LiveModels;
+use crate::store::Store;
 
-/// The rules serving now.
-#[derive(Debug)]
-pub struct ActiveRules {
-    /// The stored version.
-    pub stored: RulesVersion,
-    /// Compiled.
-    pub ruleset: RuleSet,
-    /// Compile warnings.
-    pub warnings: Vec<String>,
-}
-
-/// Everything the handlers share.
+/// Everything the handlers share: settings, tokens, the database and the live handles.
 pub struct AppState {
     /// Settings.
     pub settings: Settings,
     /// Tokens.
     pub auth: Auth,
     /// The database.
-    pub store: Store,
+    pub store: Arc<Store>,
     /// Metrics (the batching worker holds a handle too).
     pub metrics: Arc<Metrics>,
-    /// The active model; a request reads the Arc once and finishes on it across a swap.
-    pub model: RwLock<Arc<ServingModel>>,
-    /// The candidate scored beside the active model on live traffic, if any.
-    pub shadow: RwLock<Option<Arc<ServingModel>>>,
+    /// The active and shadow models.
+    pub models: LiveModels,
+    /// The active rules.
+    pub rules: LiveRules,
+    /// Routing, classification and dry runs.
+    pub route: RouteService,
     /// Serialises model activations.
     pub swap_lock: tokio::sync::Mutex<()>,
     /// One retraining at a time.
     pub retrain_lock: tokio::sync::Mutex<()>,
-    /// The active rules; a request reads the Arc once, so it never sees a half-applied set.
-    pub rules: RwLock<Arc<ActiveRules>>,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
-}
-
-impl AppState {
-    /// The active model.
-    pub fn model(&self) -> Arc<ServingModel> {
-        Arc::clone(&self.model.read().expect("model lock poisoned"))
-    }
-
-    /// Swaps the active model.
-    pub fn set_model(&self, m: Arc<ServingModel>) {
-        self.metrics.set_model(&m.id);
-        *self.model.write().expect("model lock poisoned") = m;
-    }
-
-    /// The shadow model, if any.
-    pub fn shadow(&self) -> Option<Arc<ServingModel>> {
-        self.shadow.read().expect("shadow lock poisoned").clone()
-    }
-
-    /// Sets or clears the shadow model.
-    pub fn set_shadow(&self, m: Option<Arc<ServingModel>>) {
-        *self.shadow.write().expect("shadow lock poisoned") = m;
-    }
-
-    /// The rules serving now.
-    pub fn active_rules(&self) -> Arc<ActiveRules> {
-        Arc::clone(&self.rules.read().expect("rules lock poisoned"))
-    }
-
-    /// Replaces the active rules.
-    pub fn set_rules(&self, rules: ActiveRules) {
-        self.metrics.set_rules_version(rules.stored.version);
-        *self.rules.write().expect("rules lock poisoned") = Arc::new(rules);
-    }
-
-    /// Compiles rules text against the model's taxonomy.
-    pub fn compile_rules(
-        &self,
-        text: &str,
-        name: &str,
-    ) -> Result<crate::rules::compile::Compiled, CompileErrors> {
-        compile(text, name, &self.model().engine.classifier().tree)
-    }
 }
 
 /// Content hash of a classifier directory (metadata, head, taxonomy), 12 hex digits.
@@ -122,46 +67,6 @@ pub fn model_version(dir: &Path) -> std::io::Result<String> {
         h.update(std::fs::read(dir.join(name))?);
     }
     Ok(crate::import::hex(&h.finalize())[..12].to_string())
-}
-
-/// Makes the stored rules match the seed: the built-in rules on first start, or `--rules FILE`
-/// imported as a new version when it differs from the active text. Returns the active version.
-async fn seed_rules(
-    store: &Store,
-    settings: &Settings,
-    compile_with: impl Fn(&str, &str) -> Result<(), CompileErrors>,
-) -> anyhow::Result<RulesVersion> {
-    let current = store.current_rules().await?;
-    let seed = match &settings.rules {
-        Some(path) => Some((
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("--rules {}: {e}", path.display()))?,
-            path.display().to_string(),
-        )),
-        None if current.is_none() => Some((
-            DEFAULT_RULES.to_string(),
-            "(built-in default rules)".to_string(),
-        )),
-        None => None,
-    };
-    match (current, seed) {
-        (Some(c), None) => Ok(c),
-        (Some(c), Some((text, _))) if c.text == text => Ok(c),
-        (current, Some((text, name))) => {
-            compile_with(&text, &name)
-                .map_err(|e| anyhow::anyhow!("{name}: invalid rules:\n{e}"))?;
-            let note = if current.is_some() {
-                format!("imported from {name}")
-            } else {
-                format!("seeded from {name}")
-            };
-            let hash = crate::import::hex(&Sha256::digest(text.as_bytes()))[..16].to_string();
-            Ok(store
-                .save_rules(&text, &hash, "seed", &note, None, |_| {})
-                .await?)
-        }
-        (None, None) => unreachable!("a seed exists when the database has no rules"),
-    }
 }
 
 /// Builds the state: database, model (warmed), rules.
@@ -175,39 +80,40 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
     let store = Store::open(&settings.database)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database.display()))?;
+    let store = Arc::new(store);
     let metrics = Arc::new(Metrics::new());
     let (model, shadow) = models::bootstrap(&store, &settings, &metrics).await?;
-    let tree = model.engine.classifier().tree.clone();
-    let stored = seed_rules(&store, &settings, |text, name| {
-        compile(text, name, &tree).map(|_| ())
-    })
+    let rules = LiveRules::start(
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        settings.rules.as_deref(),
+        &model.engine.classifier().tree,
+    )
     .await?;
-    let compiled = compile(&stored.text, &format!("rules v{}", stored.version), &tree)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the active rules (version {}) do not compile against this model's taxonomy; fix them with --rules FILE:\n{e}",
-                stored.version
-            )
-        })?;
-    for w in &compiled.warnings {
-        tracing::warn!("rules v{}: {w}", stored.version);
-    }
-    metrics.set_model(&model.id);
-    metrics.set_rules_version(stored.version);
+    let models = LiveModels::new(model, shadow, Arc::clone(&metrics));
+    let route = RouteService::new(
+        models.clone(),
+        rules.clone(),
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+        RoutePolicy {
+            max_ticket_chars: settings.limits.max_ticket_chars,
+            max_batch_tickets: settings.limits.max_batch_tickets,
+            keep_text: !settings.text_retention.is_zero(),
+            redact_stored_text: settings.redact_stored_text,
+            assignment: settings.assignment.clone(),
+        },
+    );
     let state = Arc::new(AppState {
         settings,
         auth,
         store,
         metrics,
-        model: RwLock::new(model),
-        shadow: RwLock::new(shadow),
+        models,
+        rules,
+        route,
         swap_lock: tokio::sync::Mutex::new(()),
         retrain_lock: tokio::sync::Mutex::new(()),
-        rules: RwLock::new(Arc::new(ActiveRules {
-            stored,
-            ruleset: compiled.ruleset,
-            warnings: compiled.warnings,
-        })),
         ready: AtomicBool::new(false),
     });
     state.ready.store(true, Ordering::Release);
@@ -429,10 +335,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     spawn_retention(Arc::clone(&state));
     learn_api::spawn_jobs(Arc::clone(&state));
     spawn_token_reload(Arc::clone(&state));
-    let rules = state.active_rules();
+    let rules = state.rules.current();
     eprintln!(
         "intent-router listening on http://{addr} (model {}, rules v{}{})",
-        state.model().id,
+        state.models.active().id,
         rules.stored.version,
         if state.auth.is_dev() {
             ", DEV MODE: no tokens"

@@ -1,111 +1,23 @@
-//! Models in the service: a serving model (engine + the batching worker of its encoder, which
-//! returns embeddings so that heads on one base share one encoder pass), the registry bootstrap
-//! at startup, loading a registered version, and the hot swap that never drops a request in
-//! flight (a request holds the `Arc` of the model it started with).
+//! Models in the service: the registry bootstrap at startup, loading a registered version with
+//! the service's settings, and activation: the hot swap (through [`crate::serving::LiveModels`])
+//! that never drops a request in flight.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use candle_core::{Device, Tensor};
 use chrono::Utc;
 
 use super::config::Settings;
 use super::error::ApiError;
-use super::metrics::Metrics;
 use super::AppState;
-use crate::batch::Batcher;
-use crate::engine::{Engine, EngineOptions};
+use crate::metrics::Metrics;
 use crate::model::bert::LinearMode;
 use crate::model::classifier::Classifier;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
 use crate::model::source;
+use crate::rules::live::RulesError;
+use crate::serving::{self, ServingModel};
 use crate::store::{ModelRecord, Store};
-
-/// A model that serves requests (active) or is scored beside it (shadow).
-pub struct ServingModel {
-    /// Registry id: the version every response names.
-    pub id: String,
-    /// Tokeniser, head, taxonomy, resolver.
-    pub engine: Arc<Engine>,
-    /// The batching worker of the engine's encoder (shared by models on one encoder).
-    pub batcher: Batcher,
-}
-
-impl ServingModel {
-    /// Wraps a loaded classifier; reuses the batching worker of `others` that run the same
-    /// encoder in memory, else starts one.
-    pub fn start(
-        classifier: Classifier,
-        id: String,
-        settings: &Settings,
-        metrics: Arc<Metrics>,
-        others: &[&ServingModel],
-    ) -> Self {
-        let shared = others
-            .iter()
-            .find(|o| Arc::ptr_eq(&o.engine.classifier().encoder, &classifier.encoder))
-            .map(|o| o.batcher.clone());
-        let engine = Arc::new(Engine::new(
-            classifier,
-            EngineOptions {
-                top_k: 3,
-                limits: settings.batcher.limits,
-            },
-        ));
-        let batcher = shared.unwrap_or_else(|| {
-            let encoder = Arc::clone(&engine.classifier().encoder);
-            Batcher::start(settings.batcher, move |items| {
-                let start = Instant::now();
-                let emb = encoder
-                    .embed_batch(items)
-                    .map_err(|e| e.to_string())?
-                    .to_vec2::<f32>()
-                    .map_err(|e| e.to_string())?;
-                metrics.batch(items.len(), start.elapsed().as_secs_f64());
-                Ok(emb)
-            })
-        });
-        Self {
-            id,
-            engine,
-            batcher,
-        }
-    }
-
-    /// Whether two models run the same encoder in memory (one embedding serves both).
-    pub fn shares_encoder(&self, other: &ServingModel) -> bool {
-        Arc::ptr_eq(
-            &self.engine.classifier().encoder,
-            &other.engine.classifier().encoder,
-        )
-    }
-
-    /// Label probabilities for embeddings (one per text).
-    pub fn probabilities(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ApiError> {
-        let dim = embeddings.first().map_or(0, Vec::len);
-        let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
-        let t = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu)
-            .map_err(ApiError::internal)?;
-        self.engine
-            .classifier()
-            .probabilities(&t)
-            .map_err(ApiError::internal)
-    }
-
-    /// Scores one text end to end, so the first real request does not pay for warm-up.
-    pub async fn warm_up(&self) -> anyhow::Result<()> {
-        let tokens = self.engine.classifier().encoder.text().encode("warm up")?;
-        let emb = self
-            .batcher
-            .submit(tokens)?
-            .await
-            .map_err(|_| anyhow::anyhow!("the inference worker stopped"))??;
-        self.probabilities(&[emb])
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        Ok(())
-    }
-}
 
 /// Encoder options of the service.
 pub fn encoder_options(settings: &Settings) -> anyhow::Result<EncoderOptions> {
@@ -116,20 +28,14 @@ pub fn encoder_options(settings: &Settings) -> anyhow::Result<EncoderOptions> {
     })
 }
 
-/// Loads a classifier directory off the async runtime, sharing encoders with `others`.
+/// Loads a classifier directory with the service's encoder options, sharing encoders with
+/// `others`.
 pub async fn load_classifier(
     dir: PathBuf,
     settings: &Settings,
     others: Vec<Arc<ServingModel>>,
 ) -> anyhow::Result<Classifier> {
-    use anyhow::Context;
-    let opts = encoder_options(settings)?;
-    tokio::task::spawn_blocking(move || {
-        let loaded: Vec<&Classifier> = others.iter().map(|m| m.engine.classifier()).collect();
-        Classifier::load_sharing(&dir, &opts, &loaded)
-            .with_context(|| format!("loading model {}", dir.display()))
-    })
-    .await?
+    serving::load_classifier(dir, encoder_options(settings)?, others).await
 }
 
 /// The registry at startup: the configured model is registered (and made active) unless the
@@ -179,7 +85,7 @@ pub async fn bootstrap(
                 activated_at: None,
             })
             .await?;
-        store.activate_model(&version, None, || {}).await?;
+        store.activate_model(&version, None).await?;
     }
     let records = store.models().await?;
     clean_registry(&settings.learning.learn.registry, &records);
@@ -191,7 +97,7 @@ pub async fn bootstrap(
     let active = Arc::new(ServingModel::start(
         classifier,
         active.id.clone(),
-        settings,
+        settings.batcher,
         Arc::clone(metrics),
         &[],
     ));
@@ -207,7 +113,7 @@ pub async fn bootstrap(
             Some(Arc::new(ServingModel::start(
                 c,
                 rec.id.clone(),
-                settings,
+                settings.batcher,
                 Arc::clone(metrics),
                 &[&active],
             )))
@@ -240,9 +146,9 @@ fn clean_registry(dir: &std::path::Path, records: &[ModelRecord]) {
     }
 }
 
-/// Activates a registered model: loads it (sharing the encoder), checks that the active rules
-/// compile against its taxonomy, warms it, then records and swaps it in one step. Requests in
-/// flight finish on the model they started with.
+/// Activates a registered model: loads it (sharing the encoder), warms it, then, if the active
+/// rules compile against its taxonomy, records and swaps it in one step. Requests in flight
+/// finish on the model they started with.
 pub async fn activate(
     state: &Arc<AppState>,
     id: &str,
@@ -250,12 +156,12 @@ pub async fn activate(
 ) -> Result<ModelRecord, ApiError> {
     let _one = state.swap_lock.lock().await;
     let record = state.store.model(id).await?;
-    let current = state.model();
+    let current = state.models.active();
     if current.id == record.id {
         return Ok(record);
     }
     let mut others = vec![Arc::clone(&current)];
-    if let Some(s) = state.shadow() {
+    if let Some(s) = state.models.shadow() {
         others.push(s);
     }
     let classifier = load_classifier(PathBuf::from(&record.path), &state.settings, others.clone())
@@ -267,41 +173,35 @@ pub async fn activate(
                 format!("{e:#}"),
             )
         })?;
-    let rules = state.active_rules();
-    if let Err(e) = crate::rules::compile::compile(
-        &rules.stored.text,
-        &format!("rules v{}", rules.stored.version),
-        &classifier.tree,
-    ) {
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "rules_incompatible",
-            format!(
-                "the active rules (version {}) do not compile against model {id}'s taxonomy; change the rules first",
-                rules.stored.version
-            ),
-        )
-        .with_details(serde_json::json!({ "errors": e.0 })));
-    }
     let refs: Vec<&ServingModel> = others.iter().map(|m| m.as_ref()).collect();
     let serving = Arc::new(ServingModel::start(
         classifier,
         record.id.clone(),
-        &state.settings,
+        state.settings.batcher,
         Arc::clone(&state.metrics),
         &refs,
     ));
     serving.warm_up().await.map_err(ApiError::internal)?;
+    let tree = &serving.engine.classifier().tree;
     let swapped = state
-        .store
-        .activate_model(id, note, || {
-            state.set_model(Arc::clone(&serving));
-            // A model that becomes active stops being the shadow.
-            if state.shadow().is_some_and(|s| s.id == serving.id) {
-                state.set_shadow(None);
-            }
+        .rules
+        .check_then(tree, async {
+            let stored = state.store.activate_model(id, note).await?;
+            state.models.activate(Arc::clone(&serving));
+            Ok::<_, ApiError>(stored)
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            RulesError::Incompatible { version, errors } => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "rules_incompatible",
+                format!(
+                    "the active rules (version {version}) do not compile against model {id}'s taxonomy; change the rules first"
+                ),
+            )
+            .with_details(serde_json::json!({ "errors": errors.0 })),
+            other => ApiError::from(other),
+        })??;
     tracing::info!(model = id, "model activated");
     Ok(swapped)
 }

@@ -11,15 +11,14 @@ use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use super::api::{classify_tickets, RuleInputs};
 use super::auth::Scope;
-use super::error::{ApiError, ApiJson};
-use super::{ActiveRules, AppState};
+use super::error::{invalid_rules, ApiError, ApiJson};
+use super::AppState;
 use crate::decision::Decision;
+use crate::decision::RuleInputs;
 use crate::engine::{decide_for, Classification};
-use crate::rules::compile::CompileErrors;
+use crate::rules::live::{RulesChange, Taxonomy};
 use crate::rules::{Assignee, RuleSet};
 use crate::store::RulesVersion;
 use crate::ticket::Ticket;
@@ -45,18 +44,6 @@ fn with_etag(version: i64, body: Value) -> Response {
     resp
 }
 
-fn invalid_rules(e: CompileErrors) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_rules",
-        format!(
-            "the ruleset has {} error(s); the active rules are unchanged",
-            e.0.len()
-        ),
-    )
-    .with_details(json!({ "errors": e.0 }))
-}
-
 /// `If-Match: "7"` (or `7`) as a version number.
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
@@ -77,7 +64,7 @@ pub async fn get_rules(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
-    let r = state.active_rules();
+    let r = state.rules.current();
     Ok(with_etag(
         r.stored.version,
         rules_body(&r.stored, &r.warnings),
@@ -95,30 +82,14 @@ pub struct PutRules {
 
 /// Validates, stores and activates rules text as the next version after `expected`.
 async fn save_and_activate(
-    state: &Arc<AppState>,
-    text: &str,
-    author: &str,
-    note: &str,
-    expected: Option<i64>,
+    state: &AppState,
+    change: RulesChange<'_>,
 ) -> Result<Response, ApiError> {
-    let compiled = state.compile_rules(text, "rules").map_err(invalid_rules)?;
-    let hash = crate::import::hex(&Sha256::digest(text.as_bytes()))[..16].to_string();
-    let warnings = compiled.warnings.clone();
-    let mut ruleset = Some(compiled.ruleset);
-    let saved = state
-        .store
-        .save_rules(text, &hash, author, note, expected, |stored| {
-            if let Some(ruleset) = ruleset.take() {
-                state.set_rules(ActiveRules {
-                    stored: stored.clone(),
-                    ruleset,
-                    warnings: warnings.clone(),
-                });
-            }
-        })
-        .await?;
-    tracing::info!(version = saved.version, author, "rules saved and active");
-    Ok(with_etag(saved.version, rules_body(&saved, &warnings)))
+    let saved = state.rules.replace(change, &state.models).await?;
+    Ok(with_etag(
+        saved.stored.version,
+        rules_body(&saved.stored, &saved.warnings),
+    ))
 }
 
 /// `PUT /v1/rules`: replaces the rules (If-Match required) and swaps them in live.
@@ -129,7 +100,7 @@ pub async fn put_rules(
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let Some(expected) = if_match(&headers)? else {
-        let current = state.active_rules().stored.version;
+        let current = state.rules.current().stored.version;
         return Err(ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,
             "if_match_required",
@@ -137,7 +108,16 @@ pub async fn put_rules(
         )
         .with_details(json!({ "current_version": current.to_string() })));
     };
-    save_and_activate(&state, &body.text, &caller.name, &body.note, Some(expected)).await
+    save_and_activate(
+        &state,
+        RulesChange {
+            text: &body.text,
+            author: &caller.name,
+            note: &body.note,
+            expected: Some(expected),
+        },
+    )
+    .await
 }
 
 /// One entry of the history.
@@ -177,14 +157,16 @@ pub async fn validate(
             _ => json!({"line": null, "message": m}),
         }
     };
-    Ok(Json(match state.compile_rules(&body.text, "rules") {
-        Ok(c) => json!({"valid": true, "errors": [], "warnings": c.warnings,
+    Ok(Json(
+        match state.models.compile_rules(&body.text, "rules") {
+            Ok(c) => json!({"valid": true, "errors": [], "warnings": c.warnings,
                          "rules": c.ruleset.rules.len()}),
-        Err(e) => {
-            json!({"valid": false, "errors": e.0.iter().map(|m| split(m)).collect::<Vec<_>>(),
+            Err(e) => {
+                json!({"valid": false, "errors": e.0.iter().map(|m| split(m)).collect::<Vec<_>>(),
                          "warnings": []})
-        }
-    }))
+            }
+        },
+    ))
 }
 
 /// `GET /v1/rules/versions`: every version, newest first, with its diff from the one before.
@@ -194,7 +176,7 @@ pub async fn versions(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let history = state.store.rules_history().await?;
-    let active = state.active_rules().stored.version;
+    let active = state.rules.current().stored.version;
     let entries: Vec<VersionEntry> = history
         .iter()
         .enumerate()
@@ -261,10 +243,12 @@ pub async fn rollback(
     let expected = if_match(&headers)?;
     save_and_activate(
         &state,
-        &old.text,
-        &caller.name,
-        &format!("rollback to v{n}"),
-        expected,
+        RulesChange {
+            text: &old.text,
+            author: &caller.name,
+            note: &format!("rollback to v{n}"),
+            expected,
+        },
     )
     .await
 }
@@ -341,6 +325,7 @@ pub async fn simulate(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let candidate = state
+        .models
         .compile_rules(&body.rules, "rules")
         .map_err(invalid_rules)?;
     let cases = match (body.tickets, body.last) {
@@ -352,7 +337,7 @@ pub async fn simulate(
         (Some(tickets), None) => given_cases(&state, tickets).await?,
         (None, Some(n)) => logged_cases(&state, n).await?,
     };
-    let active = state.active_rules();
+    let active = state.rules.current();
     Ok(Json(compare(
         &active.ruleset,
         &candidate.ruleset,
@@ -369,20 +354,12 @@ async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>
             "tickets: give 1 to {max} tickets (limits.max_batch_tickets)"
         )));
     }
-    for (i, t) in tickets.iter().enumerate() {
-        if t.body.trim().is_empty() && t.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "empty_ticket",
-                format!("tickets[{i}]: the ticket has no text"),
-            ));
-        }
-    }
-    let classifications = classify_tickets(state, &tickets).await?.classifications;
+    let admitted = state.route.classify_all(tickets).await?;
     let now = Utc::now();
-    Ok(tickets
+    Ok(admitted
+        .tickets
         .into_iter()
-        .zip(classifications)
+        .zip(admitted.classified.classifications)
         .map(|(ticket, classification)| Case {
             received_at: ticket.received_at.unwrap_or(now),
             ticket,

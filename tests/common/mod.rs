@@ -1,6 +1,8 @@
 //! Shared test helpers: a tiny random-weight BERT encoder directory (safetensors or GGUF) with a
 //! small Unigram tokenizer, the committed base model's path, and the binary's path.
 
+pub mod app;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 

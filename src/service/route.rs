@@ -1,0 +1,569 @@
+//! The route use case: admission and truncation of tickets, idempotent replay, classification
+//! through the active model's batching worker, the rules, the assignment step and the decision
+//! log (one transaction), then shadow scoring off the request's path. Also the read-only
+//! variants (classify, dry run) that stop earlier. Owns no state: it holds the live handles.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::assign::{self, AssignmentPolicy, Pick};
+use crate::decision::{AssignmentInfo, Decision, Routed, RuleInputs, Timings, TraceStep};
+use crate::engine::{decide_for, Classification};
+use crate::metrics::Metrics;
+use crate::rules::live::{ActiveRules, LiveRules};
+use crate::rules::{Assignee, Priority, Status};
+use crate::serving::{Classified, ClassifyError, LiveModels, ServingModel};
+use crate::store::{DecisionLog, DecisionTx, NewDecision, Store, StoreError};
+use crate::ticket::Ticket;
+
+/// Why tickets were not routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// A ticket has neither subject nor body.
+    #[error("{at}: the ticket has no text; send `body` (or `text`) and/or `subject`")]
+    EmptyTicket {
+        /// Where in the request (`ticket`, `tickets[3]`).
+        at: String,
+    },
+    /// A ticket id is blank or too long.
+    #[error("{at}.id: must be 1 to 256 characters")]
+    BadTicketId {
+        /// Where in the request.
+        at: String,
+    },
+    /// A batch without tickets.
+    #[error("tickets: the list is empty")]
+    NoTickets,
+    /// A batch over the limit.
+    #[error(
+        "tickets: {count} tickets in one request; the limit is {max} (limits.max_batch_tickets)"
+    )]
+    TooManyTickets {
+        /// Tickets sent.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Classification failed (queue full, worker stopped, model error).
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
+    /// The decision log failed (idempotency key reused, write failure).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The limits and storage choices of routing.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    /// Text beyond this many characters (subject + body) is cut before classification.
+    pub max_ticket_chars: usize,
+    /// Tickets in one batch request.
+    pub max_batch_tickets: usize,
+    /// Keep ticket texts in the log (under retention); `false`: never stored.
+    pub keep_text: bool,
+    /// Replace personal data in stored texts.
+    pub redact_stored_text: bool,
+    /// Rosters and assignment expiry.
+    pub assignment: AssignmentPolicy,
+}
+
+/// How the answer is shaped: one ticket gives its decision, a batch `{"decisions": [...]}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One ticket in, one decision out.
+    One,
+    /// A list in, a list out.
+    Batch,
+}
+
+/// An idempotency key and the hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    /// The client's key.
+    pub key: String,
+    /// Hash of the endpoint and body (a retry has the same).
+    pub request_hash: String,
+}
+
+/// Tickets to route.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    /// The tickets, in order.
+    pub tickets: Vec<Ticket>,
+    /// One or a batch.
+    pub shape: Shape,
+    /// Retries with the same key get the first answer.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// The answer: the JSON body (stored with the idempotency key, so a retry gets the same bytes)
+/// and the decisions it holds.
+#[derive(Debug)]
+pub struct RouteReply {
+    /// The response body.
+    pub body: String,
+    /// Whether this is the stored answer to an earlier request with the same key.
+    pub replayed: bool,
+    /// The decisions made now (empty when replayed).
+    pub decisions: Vec<Routed>,
+}
+
+/// One ticket's classification, as `POST /v1/classify` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifyReply {
+    /// The classification.
+    #[serde(flatten)]
+    pub classification: Classification,
+    /// The model that classified.
+    pub model_version: String,
+    /// Whether the text was cut to the limit.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// The decision the active rules would make for one ticket, with nothing logged or assigned.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    /// Team.
+    pub team: Option<String>,
+    /// The rules' assignee (an agent or a strategy).
+    pub assignee: Option<Assignee>,
+    /// Status.
+    pub status: Status,
+    /// Priority.
+    pub priority: Priority,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The rules that fired.
+    pub rule_ids: Vec<String>,
+    /// Every evaluated rule.
+    pub trace: Vec<TraceStep>,
+    /// The classification.
+    pub intent: Classification,
+    /// The ticket's language.
+    pub language: String,
+    /// The model that classified.
+    pub model_version: String,
+    /// The rules that decided.
+    pub rules_version: String,
+    /// Whether the text was cut to the limit.
+    pub truncated: bool,
+}
+
+/// Admitted and classified tickets (the simulation's input).
+pub struct Admitted {
+    /// The tickets, with ids and text as classified.
+    pub tickets: Vec<Ticket>,
+    /// Whether each was cut.
+    pub truncated: Vec<bool>,
+    /// Their classification.
+    pub classified: Classified,
+}
+
+/// The route use case; cheap to clone (handles only).
+#[derive(Clone)]
+pub struct RouteService {
+    models: LiveModels,
+    rules: LiveRules,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    policy: Arc<RoutePolicy>,
+}
+
+impl RouteService {
+    /// A service over the live models and rules, logging to `store`.
+    pub fn new(
+        models: LiveModels,
+        rules: LiveRules,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        policy: RoutePolicy,
+    ) -> Self {
+        Self {
+            models,
+            rules,
+            store,
+            metrics,
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// Routes tickets: classifies, decides, assigns and logs them in one transaction; a retry
+    /// with the same idempotency key gets the first answer and changes nothing.
+    pub async fn route(&self, req: RouteRequest) -> Result<RouteReply, RouteError> {
+        let start = Instant::now();
+        let received = Utc::now();
+        if req.shape == Shape::Batch {
+            self.check_batch(req.tickets.len())?;
+        }
+        let mut tickets = req.tickets;
+        let truncated = self.admit_all(&mut tickets, req.shape)?;
+        for t in &mut tickets {
+            t.id.get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
+        }
+        let idem = req
+            .idempotency
+            .as_ref()
+            .map(|i| (i.key.as_str(), i.request_hash.as_str()));
+        if let Some((key, hash)) = idem {
+            if let Some(first) = self.store.idempotent_response(key, hash).await? {
+                return Ok(replayed(first));
+            }
+        }
+        let classified = self.models.active().classify(&tickets, None).await?;
+        let round = Round {
+            model: &classified.model,
+            rules: self.rules.current(),
+            received,
+            start,
+            inference_ms: start.elapsed().as_secs_f64() * 1e3,
+        };
+        let mut tx = match self
+            .store
+            .begin_decisions(idem, self.policy.assignment.close_after)
+            .await?
+        {
+            DecisionLog::Replay(first) => return Ok(replayed(first)),
+            DecisionLog::Open(tx) => tx,
+        };
+        let mut decisions = Vec::with_capacity(tickets.len());
+        let mut json = Vec::with_capacity(tickets.len());
+        for ((ticket, c), cut) in tickets
+            .iter()
+            .zip(&classified.classifications)
+            .zip(truncated)
+        {
+            let (routed, body) = self.log_one(&mut tx, &round, ticket, c, cut).await?;
+            json.push(body);
+            decisions.push(routed);
+        }
+        let body = match req.shape {
+            Shape::One => json.swap_remove(0),
+            Shape::Batch => format!("{{\"decisions\":[{}]}}", json.join(",")),
+        };
+        tx.commit(&body).await?;
+        for d in &decisions {
+            self.metrics
+                .decision(d.team.as_deref(), &d.intent.resolution.intent);
+        }
+        let ids = decisions.iter().map(|d| d.decision_id.clone()).collect();
+        self.shadow_score(tickets, classified, ids);
+        Ok(RouteReply {
+            body,
+            replayed: false,
+            decisions,
+        })
+    }
+
+    /// Decides one classified ticket, runs the assignment step and logs the decision in `tx`;
+    /// returns the decision and its JSON as stored.
+    async fn log_one(
+        &self,
+        tx: &mut DecisionTx<'_>,
+        round: &Round<'_>,
+        ticket: &Ticket,
+        c: &Classification,
+        truncated: bool,
+    ) -> Result<(Routed, String), RouteError> {
+        let decision = decide_for(&round.rules.ruleset, ticket, c, round.received);
+        let mut record = self.new_decision(ticket, c, &decision, round);
+        let assignment = match (&decision.team, &decision.assignee) {
+            (Some(team), Some(strategy)) => {
+                let pick = assign::assign(
+                    tx,
+                    &self.policy.assignment,
+                    &record.decision_id,
+                    team,
+                    strategy,
+                )
+                .await?;
+                match pick {
+                    Some(Pick::Agent(a)) => record.assignee = Some(a),
+                    Some(Pick::Unassigned(why)) => record.assignment_note = Some(why),
+                    None => {}
+                }
+                Some(strategy)
+            }
+            (_, strategy) => strategy.as_ref(),
+        };
+        let routed = Routed {
+            decision_id: record.decision_id.clone(),
+            ticket_id: record.ticket_id.clone(),
+            team: decision.team,
+            assignee: record.assignee.clone(),
+            assignment: assignment.map(|a| AssignmentInfo {
+                strategy: strategy_name(a).to_string(),
+                note: record.assignment_note.clone(),
+            }),
+            status: decision.status,
+            priority: decision.priority,
+            tags: decision.tags,
+            rule_ids: decision.rule_ids,
+            intent: c.clone(),
+            language: c.language.clone(),
+            trace: decision.trace,
+            model_version: round.model.id.clone(),
+            rules_version: round.rules.stored.version.to_string(),
+            received_at: record.received_at,
+            truncated,
+            timings: Timings {
+                inference_ms: round.inference_ms,
+                total_ms: round.start.elapsed().as_secs_f64() * 1e3,
+            },
+        };
+        let body = serde_json::to_string(&routed).expect("a decision serialises. This is a bug.");
+        tx.insert_decision(&record, &body).await?;
+        Ok((routed, body))
+    }
+
+    /// Classifies one ticket; nothing is logged or assigned.
+    pub async fn classify(&self, mut ticket: Ticket) -> Result<ClassifyReply, RouteError> {
+        let truncated = admit(&mut ticket, self.policy.max_ticket_chars, "ticket")?;
+        let mut out = self.models.active().classify(&[ticket], None).await?;
+        Ok(ClassifyReply {
+            classification: out.classifications.remove(0),
+            model_version: out.model.id.clone(),
+            truncated,
+        })
+    }
+
+    /// The decision the active rules would make for one ticket, with its trace; nothing is
+    /// logged or assigned.
+    pub async fn dry_run(&self, mut ticket: Ticket) -> Result<DryRun, RouteError> {
+        let truncated = admit(&mut ticket, self.policy.max_ticket_chars, "ticket")?;
+        let mut out = self
+            .models
+            .active()
+            .classify(std::slice::from_ref(&ticket), None)
+            .await?;
+        let c = out.classifications.remove(0);
+        let rules = self.rules.current();
+        let d = decide_for(&rules.ruleset, &ticket, &c, Utc::now());
+        Ok(DryRun {
+            team: d.team,
+            assignee: d.assignee,
+            status: d.status,
+            priority: d.priority,
+            tags: d.tags,
+            rule_ids: d.rule_ids,
+            trace: d.trace,
+            language: c.language.clone(),
+            intent: c,
+            model_version: out.model.id.clone(),
+            rules_version: rules.stored.version.to_string(),
+            truncated,
+        })
+    }
+
+    /// Admits and classifies a list of tickets (as a batch route would), logging nothing.
+    pub async fn classify_all(&self, mut tickets: Vec<Ticket>) -> Result<Admitted, RouteError> {
+        let truncated = self.admit_all(&mut tickets, Shape::Batch)?;
+        let classified = self.models.active().classify(&tickets, None).await?;
+        Ok(Admitted {
+            tickets,
+            truncated,
+            classified,
+        })
+    }
+
+    fn check_batch(&self, count: usize) -> Result<(), RouteError> {
+        let max = self.policy.max_batch_tickets;
+        if count == 0 {
+            return Err(RouteError::NoTickets);
+        }
+        if count > max {
+            return Err(RouteError::TooManyTickets { count, max });
+        }
+        Ok(())
+    }
+
+    /// Admits every ticket (see [`admit`]); returns which were cut.
+    fn admit_all(&self, tickets: &mut [Ticket], shape: Shape) -> Result<Vec<bool>, RouteError> {
+        tickets
+            .iter_mut()
+            .enumerate()
+            .map(|(i, t)| {
+                let at = match shape {
+                    Shape::One => "ticket".to_string(),
+                    Shape::Batch => format!("tickets[{i}]"),
+                };
+                admit(t, self.policy.max_ticket_chars, &at)
+            })
+            .collect()
+    }
+
+    /// The log row of a decision, before the assignment step.
+    fn new_decision(
+        &self,
+        ticket: &Ticket,
+        c: &Classification,
+        decision: &Decision,
+        round: &Round<'_>,
+    ) -> NewDecision {
+        let received_at = ticket.received_at.unwrap_or(round.received);
+        let inputs = RuleInputs {
+            ticket: Ticket {
+                subject: None,
+                body: String::new(),
+                ..ticket.clone()
+            },
+            classification: c.clone(),
+            received_at,
+        };
+        let fixed_without_team = match (&decision.team, &decision.assignee) {
+            (None, Some(Assignee::Agent(a))) => Some(a.clone()),
+            _ => None,
+        };
+        NewDecision {
+            decision_id: uuid::Uuid::now_v7().to_string(),
+            ticket_id: ticket.id.clone().unwrap_or_default(),
+            received_at,
+            intent: c.resolution.intent.clone(),
+            confidence: c.resolution.top_k.first().map_or(0.0, |s| s.p),
+            language: c.language.clone(),
+            team: decision.team.clone(),
+            strategy: decision.assignee.clone(),
+            assignee: fixed_without_team,
+            assignment_note: None,
+            status: decision.status.name().to_string(),
+            priority: decision.priority.name().to_string(),
+            model_version: round.model.id.clone(),
+            rules_version: round.rules.stored.version,
+            inputs: serde_json::to_string(&inputs).expect("rule inputs serialise. This is a bug."),
+            text: self.policy.keep_text.then(|| self.stored_text(ticket)),
+        }
+    }
+
+    /// The subject and body as stored: with personal data replaced when the policy says so.
+    fn stored_text(&self, t: &Ticket) -> (Option<String>, String) {
+        if !self.policy.redact_stored_text {
+            return (t.subject.clone(), t.body.clone());
+        }
+        let subject = t.subject.as_deref().map(|s| crate::privacy::redact(s).0);
+        (subject, crate::privacy::redact(&t.body).0)
+    }
+
+    /// Scores routed tickets with the shadow model, if one runs, and logs its intents; off the
+    /// request's path. A shadow on the active encoder reuses the embeddings; another encoder
+    /// gets its texts queued best-effort (skipped when its queue is full).
+    fn shadow_score(&self, tickets: Vec<Ticket>, active: Classified, decision_ids: Vec<String>) {
+        let Some(shadow) = self.models.shadow() else {
+            return;
+        };
+        let embeddings = shadow
+            .shares_encoder(&active.model)
+            .then_some(active.embeddings);
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let scored = match shadow.classify(&tickets, embeddings).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!("shadow scoring skipped: {e}");
+                    return;
+                }
+            };
+            for (c, id) in scored.classifications.iter().zip(decision_ids) {
+                let conf = c.resolution.top_k.first().map_or(0.0, |s| s.p);
+                if let Err(e) = store
+                    .insert_shadow(&id, &shadow.id, &c.resolution.intent, conf)
+                    .await
+                {
+                    tracing::warn!("logging a shadow result: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// What one routing call decides with: the model and the rules it read once, and its clock.
+struct Round<'a> {
+    model: &'a ServingModel,
+    rules: Arc<ActiveRules>,
+    received: DateTime<Utc>,
+    start: Instant,
+    inference_ms: f64,
+}
+
+fn replayed(body: String) -> RouteReply {
+    RouteReply {
+        body,
+        replayed: true,
+        decisions: Vec::new(),
+    }
+}
+
+fn strategy_name(a: &Assignee) -> &'static str {
+    match a {
+        Assignee::Agent(_) => "fixed",
+        Assignee::RoundRobin => "round-robin",
+        Assignee::LeastLoaded => "least-loaded",
+        Assignee::Nobody => "none",
+    }
+}
+
+/// Checks a ticket: it must have text; text beyond `max_chars` characters is cut (returns
+/// whether it was). `at` says where the ticket is in the request.
+pub fn admit(ticket: &mut Ticket, max_chars: usize, at: &str) -> Result<bool, RouteError> {
+    let subject_len = ticket.subject.as_deref().map_or(0, |s| s.chars().count());
+    if ticket.body.trim().is_empty()
+        && ticket
+            .subject
+            .as_deref()
+            .is_none_or(|s| s.trim().is_empty())
+    {
+        return Err(RouteError::EmptyTicket { at: at.to_string() });
+    }
+    if let Some(id) = &ticket.id {
+        if id.trim().is_empty() || id.len() > 256 {
+            return Err(RouteError::BadTicketId { at: at.to_string() });
+        }
+    }
+    let body_len = ticket.body.chars().count();
+    if subject_len + body_len <= max_chars {
+        return Ok(false);
+    }
+    if subject_len >= max_chars {
+        let s: String = ticket
+            .subject
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .take(max_chars)
+            .collect();
+        ticket.subject = Some(s);
+        ticket.body.clear();
+    } else {
+        ticket.body = ticket.body.chars().take(max_chars - subject_len).collect();
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admit_refuses_empty_tickets_and_cuts_long_ones() {
+        let mut t = Ticket {
+            subject: Some("  ".into()),
+            ..Default::default()
+        };
+        let e = admit(&mut t, 10, "tickets[2]").unwrap_err();
+        assert!(matches!(e, RouteError::EmptyTicket { .. }));
+        assert!(e
+            .to_string()
+            .starts_with("tickets[2]: the ticket has no text"));
+        let mut t = Ticket {
+            subject: Some("Тема".into()),
+            body: "абвгдежзий".into(),
+            ..Default::default()
+        };
+        assert!(admit(&mut t, 8, "ticket").unwrap());
+        assert_eq!(t.body, "абвг");
+        let mut t = Ticket::from_text("short");
+        assert!(!admit(&mut t, 8, "ticket").unwrap());
+    }
+}

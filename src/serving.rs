@@ -1,0 +1,280 @@
+//! Models as they serve requests: a [`ServingModel`] (the engine plus the batching worker of its
+//! encoder, which returns embeddings so that heads on one base share one encoder pass), the
+//! classification of tickets through that worker, and [`LiveModels`], the handle to the active
+//! model and the shadow that every channel reads and the model registry swaps. A request reads
+//! the `Arc` of a model once and finishes on it across a swap. Knows no HTTP and no registry.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use crate::batch::{BatchError, Batcher, BatcherConfig};
+use crate::engine::{Classification, Engine, EngineOptions};
+use crate::metrics::Metrics;
+use crate::model::classifier::{Classifier, ClassifierError};
+use crate::model::encoder::EncoderOptions;
+use crate::rules::compile::{CompileErrors, Compiled};
+use crate::rules::live::Taxonomy;
+use crate::text::TextError;
+use crate::ticket::Ticket;
+
+/// Why tickets could not be classified.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    /// The batching worker refused or failed (queue full, stopped, inference error).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// A text could not be tokenised.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// The head failed on the embeddings.
+    #[error(transparent)]
+    Head(#[from] ClassifierError),
+}
+
+/// A model that serves requests (active) or is scored beside it (shadow).
+pub struct ServingModel {
+    /// Registry id: the version every response names.
+    pub id: String,
+    /// Tokeniser, head, taxonomy, resolver.
+    pub engine: Arc<Engine>,
+    /// The batching worker of the engine's encoder (shared by models on one encoder).
+    pub batcher: Batcher,
+}
+
+/// What classifying through a serving model gives: each ticket's classification and its
+/// embedding (which a shadow model on the same encoder reuses), in input order.
+pub struct Classified {
+    /// The model that classified (it may have been swapped out since).
+    pub model: Arc<ServingModel>,
+    /// Per ticket, in order.
+    pub classifications: Vec<Classification>,
+    /// Per ticket, in order.
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+impl ServingModel {
+    /// Wraps a loaded classifier; reuses the batching worker of `others` that run the same
+    /// encoder in memory, else starts one (its batches are counted in `metrics`).
+    pub fn start(
+        classifier: Classifier,
+        id: String,
+        batching: BatcherConfig,
+        metrics: Arc<Metrics>,
+        others: &[&ServingModel],
+    ) -> Self {
+        let shared = others
+            .iter()
+            .find(|o| Arc::ptr_eq(&o.engine.classifier().encoder, &classifier.encoder))
+            .map(|o| o.batcher.clone());
+        let engine = Arc::new(Engine::new(
+            classifier,
+            EngineOptions {
+                top_k: 3,
+                limits: batching.limits,
+            },
+        ));
+        let batcher = shared.unwrap_or_else(|| {
+            let encoder = Arc::clone(&engine.classifier().encoder);
+            Batcher::start(batching, move |items| {
+                let start = Instant::now();
+                let emb = encoder
+                    .embed_batch(items)
+                    .map_err(|e| e.to_string())?
+                    .to_vec2::<f32>()
+                    .map_err(|e| e.to_string())?;
+                metrics.batch(items.len(), start.elapsed().as_secs_f64());
+                Ok(emb)
+            })
+        });
+        Self {
+            id,
+            engine,
+            batcher,
+        }
+    }
+
+    /// Whether two models run the same encoder in memory (one embedding serves both).
+    pub fn shares_encoder(&self, other: &ServingModel) -> bool {
+        Arc::ptr_eq(
+            &self.engine.classifier().encoder,
+            &other.engine.classifier().encoder,
+        )
+    }
+
+    /// Label probabilities for embeddings (one per text).
+    pub fn probabilities(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClassifyError> {
+        let dim = embeddings.first().map_or(0, Vec::len);
+        let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
+        let t = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu).map_err(|e| {
+            BatchError::Inference(format!("embeddings of {} texts: {e}", embeddings.len()))
+        })?;
+        Ok(self.engine.classifier().probabilities(&t)?)
+    }
+
+    /// Embeds tickets through the batching worker: all are queued before any is awaited, so
+    /// they can share batches; a full queue fails the whole call at once.
+    async fn embed(&self, tickets: &[Ticket]) -> Result<Embedded, ClassifyError> {
+        let text = self.engine.classifier().encoder.text();
+        let mut pending = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            let prepared = self.engine.prepare(t);
+            let tokens = text.encode(&prepared.text)?;
+            pending.push((prepared, self.batcher.submit(tokens)?));
+        }
+        let mut out = Embedded {
+            prepared: Vec::with_capacity(tickets.len()),
+            embeddings: Vec::with_capacity(tickets.len()),
+        };
+        for (p, rx) in pending {
+            out.embeddings
+                .push(rx.await.map_err(|_| BatchError::Stopped)??);
+            out.prepared.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Classifies tickets through this model's batching worker, results in input order;
+    /// `embeddings` skips the encoder when another model on the same encoder already ran it.
+    pub async fn classify(
+        self: &Arc<Self>,
+        tickets: &[Ticket],
+        embeddings: Option<Vec<Vec<f32>>>,
+    ) -> Result<Classified, ClassifyError> {
+        let Embedded {
+            prepared,
+            embeddings,
+        } = match embeddings {
+            Some(embeddings) => Embedded {
+                prepared: tickets.iter().map(|t| self.engine.prepare(t)).collect(),
+                embeddings,
+            },
+            None => self.embed(tickets).await?,
+        };
+        let probs = self.probabilities(&embeddings)?;
+        let classifications = tickets
+            .iter()
+            .zip(prepared.into_iter().zip(probs))
+            .map(|(t, (p, probs))| self.engine.finish(t, p, &probs))
+            .collect();
+        Ok(Classified {
+            model: Arc::clone(self),
+            classifications,
+            embeddings,
+        })
+    }
+
+    /// Scores one text end to end, so the first real request does not pay for warm-up.
+    pub async fn warm_up(self: &Arc<Self>) -> Result<(), ClassifyError> {
+        self.classify(&[Ticket::from_text("warm up")], None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Tickets read for the model and their embeddings, in order.
+struct Embedded {
+    prepared: Vec<crate::engine::Prepared>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+/// Loads a classifier directory off the async runtime, sharing encoders with `others`.
+pub async fn load_classifier(
+    dir: PathBuf,
+    opts: EncoderOptions,
+    others: Vec<Arc<ServingModel>>,
+) -> anyhow::Result<Classifier> {
+    use anyhow::Context;
+    tokio::task::spawn_blocking(move || {
+        let loaded: Vec<&Classifier> = others.iter().map(|m| m.engine.classifier()).collect();
+        Classifier::load_sharing(&dir, &opts, &loaded)
+            .with_context(|| format!("loading model {}", dir.display()))
+    })
+    .await?
+}
+
+impl Taxonomy for LiveModels {
+    /// Compiles rules against the active model's taxonomy.
+    fn compile_rules(&self, text: &str, name: &str) -> Result<Compiled, CompileErrors> {
+        self.active()
+            .engine
+            .classifier()
+            .tree
+            .compile_rules(text, name)
+    }
+}
+
+/// The handle to the models serving now: the active one and the shadow, if any. Cloning
+/// shares the same state.
+#[derive(Clone)]
+pub struct LiveModels {
+    inner: Arc<Live>,
+}
+
+struct Live {
+    active: RwLock<Arc<ServingModel>>,
+    shadow: RwLock<Option<Arc<ServingModel>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl LiveModels {
+    /// Starts serving `active` (and `shadow`); the metrics name the active version.
+    pub fn new(
+        active: Arc<ServingModel>,
+        shadow: Option<Arc<ServingModel>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.set_model(&active.id);
+        Self {
+            inner: Arc::new(Live {
+                active: RwLock::new(active),
+                shadow: RwLock::new(shadow),
+                metrics,
+            }),
+        }
+    }
+
+    /// The active model.
+    pub fn active(&self) -> Arc<ServingModel> {
+        Arc::clone(
+            &self
+                .inner
+                .active
+                .read()
+                .expect("model lock poisoned. This is a bug."),
+        )
+    }
+
+    /// The shadow model, if any.
+    pub fn shadow(&self) -> Option<Arc<ServingModel>> {
+        self.inner
+            .shadow
+            .read()
+            .expect("shadow lock poisoned. This is a bug.")
+            .clone()
+    }
+
+    /// Makes `model` the active one; a model that becomes active stops being the shadow.
+    pub fn activate(&self, model: Arc<ServingModel>) {
+        self.inner.metrics.set_model(&model.id);
+        if self.shadow().is_some_and(|s| s.id == model.id) {
+            self.set_shadow(None);
+        }
+        *self
+            .inner
+            .active
+            .write()
+            .expect("model lock poisoned. This is a bug.") = model;
+    }
+
+    /// Sets or clears the shadow model.
+    pub fn set_shadow(&self, model: Option<Arc<ServingModel>>) {
+        *self
+            .inner
+            .shadow
+            .write()
+            .expect("shadow lock poisoned. This is a bug.") = model;
+    }
+}

@@ -1,0 +1,227 @@
+//! The route service through the real router in process (`oneshot`, tiny model): routing one
+//! ticket and a batch, assignment, the decision log, idempotent replay, admission errors,
+//! classify and dry run, and live rules changes seen by the very next request.
+
+use serde_json::{json, Value};
+
+use crate::common::app::App;
+use crate::server::{ADMIN_TOKEN, ROUTE_TOKEN};
+
+const REFUND: &str = "refund my money back please";
+const PARCEL: &str = "where is my order parcel";
+const LOGIN: &str = "i forgot my password login code";
+
+async fn route(app: &App, body: &Value) -> Value {
+    let r = app.post("/v1/route", ROUTE_TOKEN, body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+#[tokio::test]
+async fn a_routed_ticket_is_decided_assigned_logged_and_replayed_on_retry() {
+    let app = App::start().await;
+    let first = route(&app, &json!({"id": "T-1", "body": REFUND})).await;
+    assert_eq!(first["ticket_id"], "T-1");
+    assert_eq!(first["intent"]["intent"], "billing.refund", "{first}");
+    let chain: Vec<&str> = first["intent"]["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["intent"].as_str().unwrap())
+        .collect();
+    assert_eq!(chain, ["billing", "billing.refund"]);
+    assert_eq!(first["team"], "billing");
+    assert_eq!(first["status"], "open");
+    assert_eq!(first["rule_ids"], json!(["billing"]));
+    assert_eq!(first["assignee"], "ann");
+    assert_eq!(first["assignment"], json!({"strategy": "round-robin"}));
+    assert_eq!(first["model_version"], app.state.models.active().id);
+    assert_eq!(first["rules_version"], "1");
+    assert!(first["timings"]["total_ms"].as_f64().unwrap() >= 0.0);
+    assert!(first.get("truncated").is_none());
+
+    // The log keeps exactly what was returned.
+    let id = first["decision_id"].as_str().unwrap();
+    let logged = app.get(&format!("/v1/decisions/{id}"), ROUTE_TOKEN).await;
+    assert_eq!((logged.status, &logged.body), (200, &first));
+
+    // The next billing ticket goes to the next agent of the roster.
+    let second = route(&app, &json!({"body": REFUND})).await;
+    assert_eq!(second["assignee"], "bob");
+    assert!(!second["ticket_id"].as_str().unwrap().is_empty());
+
+    // A retry with the same key gets the same bytes and assigns nobody again.
+    let body = json!({"id": "T-3", "body": REFUND}).to_string();
+    let key = [("idempotency-key", "retry-1")];
+    let a = app
+        .call("POST", "/v1/route", ROUTE_TOKEN, Some(&body), &key)
+        .await;
+    let b = app
+        .call("POST", "/v1/route", ROUTE_TOKEN, Some(&body), &key)
+        .await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.body, b.body);
+    assert_eq!(a.body["assignee"], "ann");
+    assert!(!a.header.contains_key("idempotent-replayed"));
+    assert_eq!(b.header["idempotent-replayed"], "true");
+    let open = app.get("/v1/assignments?team=billing", ROUTE_TOKEN).await;
+    assert_eq!(open.body["assignments"].as_array().unwrap().len(), 3);
+    // The same key with another request is refused.
+    let other = json!({"id": "T-4", "body": REFUND}).to_string();
+    let c = app
+        .call("POST", "/v1/route", ROUTE_TOKEN, Some(&other), &key)
+        .await;
+    assert_eq!(c.status, 422);
+    assert_eq!(c.body["error"]["code"], "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn a_batch_is_routed_in_order_and_bad_batches_are_refused_with_their_place() {
+    let app = App::with_config("\n[limits]\nmax_batch_tickets = 3\n").await;
+    let r = app
+        .post(
+            "/v1/route/batch",
+            ROUTE_TOKEN,
+            &json!({"tickets": [{"body": PARCEL}, {"subject": LOGIN}, {"text": REFUND}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = r.body["decisions"].as_array().unwrap();
+    let teams: Vec<&str> = d.iter().map(|d| d["team"].as_str().unwrap()).collect();
+    assert_eq!(teams, ["logistics", "l1-support", "billing"]);
+    assert_eq!(d[1]["priority"], "urgent");
+    assert_eq!(d[2]["assignee"], "ann");
+
+    let refused = [
+        (
+            json!({"tickets": []}),
+            422,
+            "invalid_request",
+            "tickets: the list is empty",
+        ),
+        (
+            json!({"tickets": [{"body": "a"}, {"body": "b"}, {"body": "c"}, {"body": "d"}]}),
+            413,
+            "too_many_tickets",
+            "tickets: 4 tickets in one request; the limit is 3 (limits.max_batch_tickets)",
+        ),
+        (
+            json!({"tickets": [{"body": PARCEL}, {"subject": " ", "body": ""}]}),
+            422,
+            "empty_ticket",
+            "tickets[1]: the ticket has no text; send `body` (or `text`) and/or `subject`",
+        ),
+        (
+            json!({"tickets": [{"id": "", "body": PARCEL}]}),
+            422,
+            "invalid_request",
+            "tickets[0].id: must be 1 to 256 characters",
+        ),
+    ];
+    for (body, status, code, message) in refused {
+        let r = app.post("/v1/route/batch", ROUTE_TOKEN, &body).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], code);
+        assert_eq!(r.body["error"]["message"], message);
+    }
+    // Nothing was logged for the refused batches.
+    let log = app.get("/v1/decisions", ROUTE_TOKEN).await;
+    assert_eq!(log.body["decisions"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn classify_and_dry_run_agree_with_route_and_log_nothing() {
+    let app = App::with_config("\n[limits]\nmax_ticket_chars = 40\n").await;
+    let ticket = json!({"subject": PARCEL, "body": format!("{PARCEL} ").repeat(5)});
+    let c = app.post("/v1/classify", ROUTE_TOKEN, &ticket).await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.body["truncated"], true);
+    let dry = app.post("/v1/route/dry-run", ROUTE_TOKEN, &ticket).await;
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(dry.body["truncated"], true);
+    assert_eq!(dry.body["trace"].as_array().unwrap().len(), 3);
+    let log = app.get("/v1/decisions", ROUTE_TOKEN).await;
+    assert_eq!(log.body["decisions"], json!([]), "nothing is logged");
+
+    let routed = route(&app, &ticket).await;
+    assert_eq!(routed["truncated"], true);
+    for (key, value) in c.body.as_object().unwrap() {
+        if key != "model_version" && key != "truncated" {
+            assert_eq!(&routed["intent"][key], value, "{key}");
+        }
+    }
+    assert_eq!(routed["team"], "logistics");
+    for key in [
+        "team", "status", "priority", "tags", "rule_ids", "trace", "language",
+    ] {
+        assert_eq!(routed[key], dry.body[key], "{key}");
+    }
+    // Routing gives the ticket an id; the rest of the classification is the same.
+    assert_eq!(routed["intent"]["id"], routed["ticket_id"]);
+    let mut intent = routed["intent"].clone();
+    intent.as_object_mut().unwrap().remove("id");
+    assert_eq!(intent, dry.body["intent"]);
+    assert_eq!(routed["model_version"], c.body["model_version"]);
+
+    let empty = app
+        .post("/v1/classify", ROUTE_TOKEN, &json!({"body": "  "}))
+        .await;
+    assert_eq!(empty.status, 422);
+    assert_eq!(
+        empty.body["error"]["message"],
+        "ticket: the ticket has no text; send `body` (or `text`) and/or `subject`"
+    );
+}
+
+#[tokio::test]
+async fn a_rules_change_is_live_for_the_next_request_and_a_bad_one_changes_nothing() {
+    let app = App::start().await;
+    let before = route(&app, &json!({"body": PARCEL})).await;
+    assert_eq!(before["team"], "logistics");
+
+    let text =
+        crate::common::app::TINY_RULES.replace("team = \"logistics\"", "team = \"couriers\"");
+    let put = |body: Value, if_match: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                "PUT",
+                "/v1/rules",
+                ADMIN_TOKEN,
+                Some(&body.to_string()),
+                &[("if-match", if_match)],
+            )
+            .await
+        }
+    };
+    let saved = put(json!({"text": text, "note": "new couriers"}), "\"1\"").await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.header["etag"], "\"2\"");
+    let after = route(&app, &json!({"body": PARCEL})).await;
+    assert_eq!(
+        (after["team"].as_str(), after["rules_version"].as_str()),
+        (Some("couriers"), Some("2"))
+    );
+
+    // An edit based on an old version, and rules that do not compile, leave version 2 serving.
+    let stale = put(json!({"text": crate::common::app::TINY_RULES}), "\"1\"").await;
+    assert_eq!(stale.status, 412);
+    assert_eq!(stale.body["error"]["code"], "version_conflict");
+    let bad = text.replace("when.intent = \"orders\"", "when.intent = \"orders.lost\"");
+    let invalid = put(json!({"text": bad}), "\"2\"").await;
+    assert_eq!(invalid.status, 422);
+    assert_eq!(invalid.body["error"]["code"], "invalid_rules");
+    let message = invalid.body["error"]["details"]["errors"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("unknown intent \"orders.lost\""),
+        "{message}"
+    );
+    let still = route(&app, &json!({"body": PARCEL})).await;
+    assert_eq!(
+        (still["team"].as_str(), still["rules_version"].as_str()),
+        (Some("couriers"), Some("2"))
+    );
+    assert_eq!(app.state.rules.current().stored.version, 2);
+}
