@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use intent_router::cli::ServeArgs;
-use intent_router::server::{self, config::Settings};
+use intent_router::config::Settings;
+use intent_router::server;
 
 #[derive(Parser)]
 struct Wrap {

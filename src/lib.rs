@@ -4,6 +4,8 @@
 pub mod assign;
 pub mod batch;
 pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod failpoint;
@@ -15,6 +17,7 @@ pub mod learn;
 pub mod metrics;
 pub mod model;
 pub mod privacy;
+pub mod registry;
 pub mod rules;
 pub mod server;
 pub mod service;

@@ -913,6 +913,42 @@ pub struct AddedIntent {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where a model version stands in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStatus {
+    /// Trained (and gated); not serving.
+    Candidate,
+    /// Serving (exactly one model at a time).
+    Active,
+    /// Served before; a rollback target.
+    Retired,
+}
+
+impl ModelStatus {
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Candidate => "candidate",
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        [Self::Candidate, Self::Active, Self::Retired]
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("model status {s:?}")))
+    }
+}
+
+impl std::fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A model version in the registry.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ModelRecord {
@@ -926,8 +962,8 @@ pub struct ModelRecord {
     pub data_hash: String,
     /// Evaluation (the gate report for candidates).
     pub metrics: serde_json::Value,
-    /// `candidate`, `active` or `retired`.
-    pub status: String,
+    /// Candidate, active or retired.
+    pub status: ModelStatus,
     /// Scored beside the active model on live traffic.
     pub shadow: bool,
     /// Why it exists or what happened to it.
@@ -1138,7 +1174,7 @@ impl Store {
             .bind(&m.path)
             .bind(&m.data_hash)
             .bind(m.metrics.to_string())
-            .bind(&m.status)
+            .bind(m.status.name())
             .bind(m.shadow)
             .bind(&m.note)
             .bind(timestamp(m.created_at))
@@ -1164,7 +1200,7 @@ impl Store {
             .models()
             .await?
             .into_iter()
-            .filter(|m| m.status == "retired" && m.activated_at.is_some())
+            .filter(|m| m.status == ModelStatus::Retired && m.activated_at.is_some())
             .max_by_key(|m| m.activated_at))
     }
 
@@ -1335,7 +1371,7 @@ fn model_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
         data_hash: r.get("data_hash"),
         metrics: serde_json::from_str(&r.get::<String, _>("metrics"))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        status: r.get("status"),
+        status: ModelStatus::parse(r.get("status"))?,
         shadow: r.get("shadow"),
         note: r.get("note"),
         created_at: parse_time(r.get("created_at"))?,

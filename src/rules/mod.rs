@@ -1,6 +1,7 @@
 //! Routing rules: the file format (`schema`), compiling it into a frozen, validated [`RuleSet`]
-//! (`compile`) and the pure decision step (`decide`). Never calls the model; never assigns
-//! agents (the stateful assignment step is separate).
+//! (`compile`), the pure decision step (`decide`) and the rules serving now (`live`: validate,
+//! persist, swap). Never calls the model; never assigns agents (the stateful assignment step is
+//! separate).
 
 pub mod calendar;
 pub mod compile;

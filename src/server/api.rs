@@ -12,9 +12,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::auth::Scope;
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
 use super::AppState;
+use crate::config::Scope;
 use crate::service::route::{ClassifyReply, DryRun, Idempotency, RouteRequest, Shape};
 use crate::ticket::Ticket;
 

@@ -7,52 +7,11 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, StatusCode};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Classify and route tickets, close assignments, read the taxonomy.
-    Route,
-    /// Send agents' corrections.
-    Feedback,
-    /// Read `/metrics`.
-    Metrics,
-    /// Rules, intents, models and the console; implies every other scope.
-    Admin,
-}
-
-impl Scope {
-    /// The scope's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Route => "route",
-            Self::Feedback => "feedback",
-            Self::Metrics => "metrics",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-/// One configured token (`[[tokens]]` in the config file).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Who holds it (shown as the author of changes; never the token itself).
-    pub name: String,
-    /// Lowercase hex sha256 of the token (`intent-router hash-token` prints it).
-    pub sha256: String,
-    /// What it may do.
-    pub scopes: Vec<Scope>,
-    /// Requests per minute this token may make (default: `limits.rate_per_minute`).
-    #[serde(default)]
-    pub rate_per_minute: Option<u32>,
-}
+use crate::config::{Scope, TokenConfig};
 
 /// A configured token, validated.
 #[derive(Debug, Clone)]

@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{Scope, SESSION_COOKIE, SESSION_TTL};
+use super::auth::{SESSION_COOKIE, SESSION_TTL};
 use super::error::{ApiError, ApiJson};
 use super::AppState;
+use crate::config::Scope;
 use crate::store::DecisionFilter;
 
 const INDEX: &str = include_str!("console/index.html");

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::batch::BatchError;
+use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
 use crate::service::RouteError;
@@ -160,6 +161,33 @@ impl From<RulesError> for ApiError {
             RulesError::Invalid(errors) => invalid_rules(errors),
             RulesError::Store(s) => s.into(),
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let conflict = |code| Self::new(StatusCode::CONFLICT, code, e.to_string());
+        match &e {
+            RegistryError::Unloadable(_) => conflict("model_unloadable"),
+            RegistryError::NotACandidate { .. } => conflict("not_a_candidate"),
+            RegistryError::RetrainRunning => conflict("retrain_running"),
+            RegistryError::NoTrainingData { .. } => conflict("no_training_data"),
+            RegistryError::RulesIncompatible { errors, .. } => {
+                let details = json!({ "errors": errors.0 });
+                conflict("rules_incompatible").with_details(details)
+            }
+            RegistryError::NothingToRollBackTo => Self::not_found(e.to_string()),
+            RegistryError::RetrainFailed(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "retrain_failed",
+                e.to_string(),
+            ),
+            _ => match e {
+                RegistryError::Store(s) => s.into(),
+                RegistryError::Rules(r) => r.into(),
+                other => Self::internal(other),
+            },
         }
     }
 }

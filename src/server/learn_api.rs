@@ -4,9 +4,7 @@
 //! changes made by the CLI).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,18 +14,14 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Scope;
-use super::config::OnPass;
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
-use super::models;
 use super::AppState;
-use crate::engine::Engine;
+use crate::config::Scope;
 use crate::intent::{IntentTree, UNKNOWN};
-use crate::learn::{self, GateReport, LearnSettings};
+use crate::learn;
+use crate::registry::AfterGate;
 use crate::rules::{Condition, RuleSet};
-use crate::serving::ServingModel;
-use crate::store::{AddedIntent, ModelRecord, Store};
-use crate::train::finetune::FineTune;
+use crate::store::AddedIntent;
 
 /// The active model's taxonomy plus the intents added through the API.
 pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
@@ -367,7 +361,7 @@ pub async fn activate(
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let note = format!("activated by {}", caller.name);
-    let record = models::activate(&state, &id, Some(&note)).await?;
+    let record = state.registry.activate(&id, Some(&note)).await?;
     Ok(Json(json!({ "model": record })))
 }
 
@@ -378,13 +372,8 @@ pub async fn rollback(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
-    let previous = state
-        .store
-        .previous_active_model()
-        .await?
-        .ok_or_else(|| ApiError::not_found("no earlier active model to roll back to"))?;
     let note = format!("rolled back to by {}", caller.name);
-    let record = models::activate(&state, &previous.id, Some(&note)).await?;
+    let record = state.registry.rollback(&note).await?;
     Ok(Json(json!({ "model": record })))
 }
 
@@ -404,58 +393,8 @@ pub async fn set_shadow(
     ApiJson(req): ApiJson<ShadowRequest>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
-    let record = state.store.model(&id).await?;
-    if record.status != "candidate" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_a_candidate",
-            format!(
-                "model {id} is {}; only candidates run in shadow",
-                record.status
-            ),
-        ));
-    }
-    start_shadow(&state, &record, req.enabled).await?;
-    Ok(Json(json!({ "model": state.store.model(&id).await? })))
-}
-
-async fn start_shadow(
-    state: &Arc<AppState>,
-    record: &ModelRecord,
-    enabled: bool,
-) -> Result<(), ApiError> {
-    let _one = state.swap_lock.lock().await;
-    if !enabled {
-        state
-            .store
-            .update_candidate(&record.id, false, &record.note)
-            .await?;
-        if state.models.shadow().is_some_and(|s| s.id == record.id) {
-            state.models.set_shadow(None);
-        }
-        return Ok(());
-    }
-    let active = state.models.active();
-    let c = models::load_classifier(
-        PathBuf::from(&record.path),
-        &state.settings,
-        vec![Arc::clone(&active)],
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    let serving = Arc::new(ServingModel::start(
-        c,
-        record.id.clone(),
-        state.settings.batcher,
-        Arc::clone(&state.metrics),
-        &[&active],
-    ));
-    state
-        .store
-        .update_candidate(&record.id, true, &record.note)
-        .await?;
-    state.models.set_shadow(Some(serving));
-    Ok(())
+    let record = state.registry.set_shadow(&id, req.enabled).await?;
+    Ok(Json(json!({ "model": record })))
 }
 
 /// `GET /v1/models/{id}/shadow-report`: how often the shadow agreed with the active model on
@@ -506,148 +445,6 @@ pub struct RetrainRequest {
     shadow: Option<bool>,
 }
 
-/// What one retraining did.
-#[derive(Debug)]
-pub struct RetrainResult {
-    /// The registered candidate.
-    pub record: ModelRecord,
-    /// The gate.
-    pub gate: GateReport,
-    /// `activated`, `shadow` or `refused`.
-    pub outcome: &'static str,
-}
-
-/// Lowers the calling thread's scheduling priority, so retraining yields to routing.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on the calling thread's id only changes its nice value.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
-}
-
-/// Trains and gates a candidate on a low-priority thread, and registers it (status
-/// `candidate`, the gate report as its metrics). Shared by the server (with the serving
-/// engine, whose encoder the candidate shares) and the CLI.
-pub async fn train_candidate(
-    store: &Store,
-    active: Arc<Engine>,
-    parent_id: &str,
-    settings: &LearnSettings,
-    fine_tune: bool,
-) -> Result<(ModelRecord, GateReport), ApiError> {
-    for (what, p) in [
-        ("base_data", &settings.base_data),
-        ("dev_data", &settings.dev_data),
-    ] {
-        if !p.is_file() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "no_training_data",
-                format!(
-                    "learning.{what}: {} is not a file; point the config at the curated data",
-                    p.display()
-                ),
-            ));
-        }
-    }
-    let added = store.added_intents().await?;
-    let corrections = store.corrections().await?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (settings, parent) = (settings.clone(), parent_id.to_string());
-    std::thread::Builder::new()
-        .name("retrain".into())
-        .spawn(move || {
-            lower_priority();
-            let ft = fine_tune.then(FineTune::default);
-            let r = learn::retrain(
-                active.classifier(),
-                &added,
-                &corrections,
-                &settings,
-                ft,
-                &parent,
-                &crate::train::trainer::Silent,
-            );
-            let _ = tx.send(r);
-        })
-        .map_err(ApiError::internal)?;
-    let candidate = rx
-        .await
-        .map_err(|_| ApiError::internal("the retraining thread died"))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "retrain_failed",
-                format!("{e}"),
-            )
-        })?;
-    crate::failpoint::hit("retrain.after_train")
-        .await
-        .map_err(|p| ApiError::from(crate::store::StoreError::Injected(p)))?;
-    let record = ModelRecord {
-        id: candidate.id.clone(),
-        parent: Some(parent_id.to_string()),
-        path: candidate.dir.display().to_string(),
-        data_hash: candidate.data_hash.clone(),
-        metrics: serde_json::to_value(&candidate.gate).map_err(ApiError::internal)?,
-        status: "candidate".into(),
-        shadow: false,
-        note: if candidate.gate.passed {
-            "passed the gate".to_string()
-        } else {
-            format!("refused by the gate: {}", candidate.gate.reasons.join("; "))
-        },
-        created_at: Utc::now(),
-        activated_at: None,
-    };
-    store.insert_model(&record).await?;
-    Ok((record, candidate.gate))
-}
-
-/// Retrains now and applies the policy: a passing candidate is activated (or run in shadow);
-/// a failing one stays a candidate and its note says why.
-pub async fn retrain_now(
-    state: &Arc<AppState>,
-    fine_tune: bool,
-    shadow: Option<bool>,
-) -> Result<RetrainResult, ApiError> {
-    let Ok(_one) = state.retrain_lock.try_lock() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "retrain_running",
-            "a retraining is already running; try again when it ends",
-        ));
-    };
-    let active = state.models.active();
-    let (record, gate) = train_candidate(
-        &state.store,
-        Arc::clone(&active.engine),
-        &active.id,
-        &state.settings.learning.learn,
-        fine_tune,
-    )
-    .await?;
-    let to_shadow = shadow.unwrap_or(state.settings.learning.on_pass == OnPass::Shadow);
-    let outcome = if !gate.passed {
-        "refused"
-    } else if to_shadow {
-        start_shadow(state, &record, true).await?;
-        "shadow"
-    } else {
-        models::activate(state, &record.id, Some("passed the gate; activated")).await?;
-        "activated"
-    };
-    tracing::info!(model = record.id, outcome, "retrained");
-    let record = state.store.model(&record.id).await?;
-    Ok(RetrainResult {
-        record,
-        gate,
-        outcome,
-    })
-}
-
 /// `POST /v1/models/retrain`: trains a candidate on the base data plus corrections, gates it
 /// against the active model, and activates it (or runs it in shadow) if it passes (scope
 /// `admin`). Waits for the result.
@@ -662,9 +459,16 @@ pub async fn retrain(
     } else {
         parse_json(&body)?
     };
+    let after = req.shadow.map(|shadow| {
+        if shadow {
+            AfterGate::Shadow
+        } else {
+            AfterGate::Activate
+        }
+    });
     // In its own task: a client that goes away does not stop a retraining half way.
-    let job = Arc::clone(&state);
-    let r = tokio::spawn(async move { retrain_now(&job, req.fine_tune, req.shadow).await })
+    let registry = state.registry.clone();
+    let r = tokio::spawn(async move { registry.retrain(req.fine_tune, after).await })
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(json!({
@@ -672,65 +476,4 @@ pub async fn retrain(
         "model": r.record,
         "gate": r.gate,
     })))
-}
-
-/// Background jobs: retrain after `retrain_after` new corrections or every
-/// `retrain_every` when there are new ones; follow the registry when the CLI changes it.
-pub fn spawn_jobs(state: Arc<AppState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let mut last_check = std::time::Instant::now();
-        loop {
-            tick.tick().await;
-            if let Err(e) = follow_registry(&state).await {
-                tracing::error!("following the model registry: {}", e.message);
-            }
-            if last_check.elapsed() < Duration::from_secs(30) {
-                continue;
-            }
-            last_check = std::time::Instant::now();
-            let l = &state.settings.learning;
-            let newest = match state.store.models().await {
-                Ok(m) => m.first().map(|m| m.created_at),
-                Err(e) => {
-                    tracing::error!("reading the registry: {e}");
-                    continue;
-                }
-            };
-            let since = newest.unwrap_or_default();
-            let new = state.store.corrections_since(since).await.unwrap_or(0);
-            let by_count = l.retrain_after > 0 && new >= l.retrain_after;
-            let by_time = l.retrain_every.is_some_and(|p| {
-                new > 0 && (Utc::now() - since).to_std().is_ok_and(|age| age >= p)
-            });
-            if by_count || by_time {
-                match retrain_now(&state, false, None).await {
-                    Ok(r) => tracing::info!(
-                        model = r.record.id,
-                        outcome = r.outcome,
-                        "scheduled retraining"
-                    ),
-                    Err(e) => tracing::error!("scheduled retraining: {}", e.message),
-                }
-            }
-        }
-    });
-}
-
-/// Makes the serving models match the registry (the CLI may have changed it).
-async fn follow_registry(state: &Arc<AppState>) -> Result<(), ApiError> {
-    let records = state.store.models().await?;
-    if let Some(active) = records.iter().find(|m| m.status == "active") {
-        if active.id != state.models.active().id {
-            models::activate(state, &active.id, None).await?;
-        }
-    }
-    let want = records.iter().find(|m| m.shadow && m.status == "candidate");
-    let have = state.models.shadow().map(|s| s.id.clone());
-    match (want, have) {
-        (Some(w), h) if h.as_deref() != Some(w.id.as_str()) => start_shadow(state, w, true).await?,
-        (None, Some(_)) => state.models.set_shadow(None),
-        _ => {}
-    }
-    Ok(())
 }

@@ -1,17 +1,15 @@
-//! The HTTP service (`intent-router serve`): state, startup (model, warm-up, rules seeding),
-//! the router with its middleware (request ids, metrics, time limit, body limit) and graceful
-//! shutdown. Endpoints live in `api` (tickets) and `rules_api` (rules).
+//! The HTTP channel (`intent-router serve`): the state (settings, tokens and the services'
+//! handles), startup, the router with its middleware (request ids, metrics, time limit, body
+//! limit) and graceful shutdown. Handlers translate HTTP to the services and back: `api`
+//! (tickets), `rules_api` (rules), `learn_api` (feedback, intents, models), `console`.
 
 pub mod api;
 pub mod auth;
-pub mod config;
 pub mod console;
 pub mod error;
 pub mod learn_api;
-pub mod models;
 pub mod rules_api;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,14 +21,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use self::auth::Auth;
-use self::config::Settings;
 use self::error::ApiError;
+use crate::config::{self, Settings};
 use crate::metrics::Metrics;
-use crate::model::files;
+use crate::model::source;
+use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
 use crate::service::{RoutePolicy, RouteService};
 use crate::serving::LiveModels;
@@ -52,21 +50,10 @@ pub struct AppState {
     pub rules: LiveRules,
     /// Routing, classification and dry runs.
     pub route: RouteService,
-    /// Serialises model activations.
-    pub swap_lock: tokio::sync::Mutex<()>,
-    /// One retraining at a time.
-    pub retrain_lock: tokio::sync::Mutex<()>,
+    /// Model versions: activation, rollback, shadow, retraining.
+    pub registry: ModelRegistry,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
-}
-
-/// Content hash of a classifier directory (metadata, head, taxonomy), 12 hex digits.
-pub fn model_version(dir: &Path) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    for name in [files::CLASSIFIER_META, files::HEAD_WEIGHTS, files::TAXONOMY] {
-        h.update(std::fs::read(dir.join(name))?);
-    }
-    Ok(crate::import::hex(&h.finalize())[..12].to_string())
 }
 
 /// Builds the state: database, model (warmed), rules.
@@ -82,7 +69,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database.display()))?;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::new());
-    let (model, shadow) = models::bootstrap(&store, &settings, &metrics).await?;
+    let registry_config = settings.registry().map_err(anyhow::Error::msg)?;
+    let configured = match &settings.model {
+        Some(d) => d.clone(),
+        None => source::find_default_model()?,
+    };
+    let (model, shadow) =
+        registry::bootstrap(&store, &configured, &registry_config, &metrics).await?;
     let rules = LiveRules::start(
         Arc::clone(&store),
         Arc::clone(&metrics),
@@ -91,6 +84,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
     )
     .await?;
     let models = LiveModels::new(model, shadow, Arc::clone(&metrics));
+    let registry = ModelRegistry::serving(
+        Arc::clone(&store),
+        rules.clone(),
+        models.clone(),
+        Arc::clone(&metrics),
+        registry_config,
+    );
     let route = RouteService::new(
         models.clone(),
         rules.clone(),
@@ -112,8 +112,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         models,
         rules,
         route,
-        swap_lock: tokio::sync::Mutex::new(()),
-        retrain_lock: tokio::sync::Mutex::new(()),
+        registry,
         ready: AtomicBool::new(false),
     });
     state.ready.store(true, Ordering::Release);
@@ -333,7 +332,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     spawn_retention(Arc::clone(&state));
-    learn_api::spawn_jobs(Arc::clone(&state));
+    state.registry.spawn_jobs(state.settings.schedule());
     spawn_token_reload(Arc::clone(&state));
     let rules = state.rules.current();
     eprintln!(

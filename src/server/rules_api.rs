@@ -12,9 +12,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::auth::Scope;
 use super::error::{invalid_rules, ApiError, ApiJson};
 use super::AppState;
+use crate::config::Scope;
 use crate::decision::Decision;
 use crate::decision::RuleInputs;
 use crate::engine::{decide_for, Classification};

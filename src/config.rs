@@ -9,10 +9,54 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::auth::TokenConfig;
 use crate::assign::AssignmentPolicy;
 use crate::batch::{BatchLimits, BatcherConfig};
 use crate::cli::ServeArgs;
+use crate::model::bert::LinearMode;
+use crate::model::encoder::{DeviceChoice, EncoderOptions};
+use crate::registry::jobs::Schedule;
+use crate::registry::{AfterGate, RegistryConfig};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Classify and route tickets, close assignments, read the taxonomy.
+    Route,
+    /// Send agents' corrections.
+    Feedback,
+    /// Read `/metrics`.
+    Metrics,
+    /// Rules, intents, models and the console; implies every other scope.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Route => "route",
+            Self::Feedback => "feedback",
+            Self::Metrics => "metrics",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// One configured token (`[[tokens]]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (shown as the author of changes; never the token itself).
+    pub name: String,
+    /// Lowercase hex sha256 of the token (`intent-router hash-token` prints it).
+    pub sha256: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Requests per minute this token may make (default: `limits.rate_per_minute`).
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
+}
 
 /// The config file (`--config`), every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -139,15 +183,6 @@ pub struct LearningFile {
     pub on_pass: Option<String>,
 }
 
-/// What a candidate that passes the gate becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnPass {
-    /// Promoted at once.
-    Activate,
-    /// Scored beside the active model until an admin activates it.
-    Shadow,
-}
-
 /// Learning settings, resolved.
 #[derive(Debug, Clone)]
 pub struct Learning {
@@ -157,8 +192,8 @@ pub struct Learning {
     pub retrain_after: i64,
     /// Retrain on this period when there are new corrections (`None`: off).
     pub retrain_every: Option<Duration>,
-    /// What a passing candidate becomes.
-    pub on_pass: OnPass,
+    /// What a passing candidate becomes (`learning.on_pass`: activate or shadow).
+    pub on_pass: AfterGate,
 }
 
 /// Request limits, resolved.
@@ -216,6 +251,33 @@ pub struct Settings {
 const HOUR: u64 = 3600;
 
 impl Settings {
+    /// How the service loads encoders.
+    pub fn encoder_options(&self) -> Result<EncoderOptions, String> {
+        Ok(EncoderOptions {
+            max_tokens: None,
+            linear: LinearMode::for_inference(self.quantized_linears),
+            device: DeviceChoice::parse(&self.device)?,
+        })
+    }
+
+    /// The model registry's settings.
+    pub fn registry(&self) -> Result<RegistryConfig, String> {
+        Ok(RegistryConfig {
+            learn: self.learning.learn.clone(),
+            after_gate: self.learning.on_pass,
+            encoder: self.encoder_options()?,
+            batching: self.batcher,
+        })
+    }
+
+    /// When the service retrains by itself.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            retrain_after: self.learning.retrain_after,
+            retrain_every: self.learning.retrain_every,
+        }
+    }
+
     /// Reads the config file (if any), applies flags over it and refuses unsafe settings.
     pub fn resolve(args: &ServeArgs) -> Result<Self, String> {
         let settings = Self::load(args)?;
@@ -314,8 +376,8 @@ impl Settings {
             .unwrap_or_else(|| PathBuf::from("intent-router.db"));
         let lf = file.learning;
         let on_pass = match lf.on_pass.as_deref() {
-            None | Some("activate") => OnPass::Activate,
-            Some("shadow") => OnPass::Shadow,
+            None | Some("activate") => AfterGate::Activate,
+            Some("shadow") => AfterGate::Shadow,
             Some(other) => {
                 return Err(format!(
                     "learning.on_pass: \"{other}\" is not one of activate, shadow"

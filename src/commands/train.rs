@@ -1,0 +1,116 @@
+//! `train` and `eval`: a classifier trained on labelled tickets, and its evaluation report.
+
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{columns, encoder_options, limits, load_classifier};
+use crate::cli::{EvalArgs, TrainArgs};
+use crate::model::encoder::EncoderOptions;
+use crate::model::head::{HeadKind, HeadTraining};
+use crate::model::source::HubOptions;
+use crate::train::dataset;
+use crate::train::finetune::FineTune;
+use crate::train::trainer::{self, Progress, TrainOptions};
+
+pub(super) fn train(a: TrainArgs) -> Result<()> {
+    let kind = match a.head.as_str() {
+        "linear" => HeadKind::Linear,
+        "mlp" => HeadKind::Mlp { hidden: a.hidden },
+        other => bail!("--head: unknown head `{other}`; valid: linear, mlp"),
+    };
+    let runtime = encoder_options(&a.runtime)?;
+    let opts = TrainOptions {
+        data: a.data,
+        dev: a.dev,
+        taxonomy: a.taxonomy,
+        base: a.base,
+        out: a.out,
+        head: HeadTraining {
+            kind,
+            epochs: a.epochs,
+            batch_size: a.train_batch,
+            learning_rate: a.lr,
+            seed: a.seed,
+            ..HeadTraining::default()
+        },
+        thresholds: a.thresholds,
+        encoder: EncoderOptions {
+            linear: runtime.linear.for_training(),
+            ..runtime
+        },
+        hub: HubOptions {
+            endpoint: a.hub_endpoint,
+            ..HubOptions::default()
+        },
+        cache_dir: if a.no_cache {
+            None
+        } else {
+            a.cache_dir.or_else(trainer::default_cache_dir)
+        },
+        columns: columns(&a.csv),
+        fine_tune: a.fine_tune.then_some(FineTune {
+            layers: a.fine_tune_layers,
+            epochs: a.fine_tune_epochs,
+            learning_rate: a.fine_tune_lr,
+            ..FineTune::default()
+        }),
+        preloaded: None,
+    };
+    let outcome = trainer::train(&opts, &Bars::default())?;
+    eprintln!(
+        "wrote {} (temperature {:.3})",
+        outcome.out.display(),
+        outcome.temperature
+    );
+    println!("{}", outcome.report.to_table());
+    Ok(())
+}
+
+pub(super) fn eval(a: EvalArgs) -> Result<()> {
+    let classifier = load_classifier(a.model, &a.runtime)?;
+    let examples = dataset::load(&a.data, &columns(&a.csv), true)?;
+    dataset::check_labels(&examples, &classifier.meta.labels, &a.data)?;
+    let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+    let probs = classifier.classify_texts(&texts, limits(&a.runtime))?;
+    let m = &classifier.meta;
+    let report = trainer::score(
+        &classifier.tree,
+        &m.labels,
+        &m.thresholds,
+        &examples,
+        &probs,
+    );
+    if a.save {
+        trainer::write_report(&classifier.dir, &report)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.to_table());
+    }
+    Ok(())
+}
+
+/// Progress bars on stderr.
+#[derive(Default)]
+struct Bars {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, steps: usize) {
+        let bar = ProgressBar::new(steps as u64).with_message(name.to_string());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        if let Some(old) = self.bar.lock().expect("progress lock").replace(bar) {
+            old.finish();
+        }
+    }
+    fn step(&self, done: usize) {
+        if let Some(b) = self.bar.lock().expect("progress lock").as_ref() {
+            b.set_position(done as u64);
+        }
+    }
+}
