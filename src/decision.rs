@@ -60,13 +60,17 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
-/// One routed ticket: the decision as the API returns it and the log keeps it.
+/// One routed ticket: the decision as `POST /v1/route` returns it, the decision log keeps it,
+/// `POST /v1/route/dry-run` previews it and `classify --rules` prints it. Only a logged decision
+/// has an id, an agent picked by a strategy, and timings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Routed {
-    /// Decision id (for feedback and the log).
-    pub decision_id: String,
-    /// The ticket's id (given, or a new one).
-    pub ticket_id: String,
+    /// Decision id (for feedback and the log); only logged decisions have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// The ticket's id (given, or one the service made when routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<String>,
     /// Team.
     pub team: Option<String>,
     /// The agent who has the ticket, if any.
@@ -97,8 +101,68 @@ pub struct Routed {
     /// Whether the text was cut to the limit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
-    /// Time spent.
-    pub timings: Timings,
+    /// Time spent (routing only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+/// The versions a decision was made with.
+#[derive(Debug, Clone)]
+pub struct Versions {
+    /// The model's registry id (the content hash of its directory).
+    pub model: String,
+    /// The rules' stored version number, or their content hash where nothing is stored.
+    pub rules: String,
+}
+
+impl Routed {
+    /// The routed form of a classified ticket and the rules' decision for it: an agent named by
+    /// the rules is the assignee; a strategy's pick, the decision id and timings come when the
+    /// decision is logged.
+    pub fn new(
+        classification: Classification,
+        decision: Decision,
+        versions: Versions,
+        received_at: DateTime<Utc>,
+        truncated: bool,
+    ) -> Self {
+        let assignee = match &decision.assignee {
+            Some(Assignee::Agent(a)) => Some(a.clone()),
+            _ => None,
+        };
+        Self {
+            decision_id: None,
+            ticket_id: classification.id.clone(),
+            team: decision.team,
+            assignee,
+            assignment: decision.assignee.as_ref().map(|a| AssignmentInfo {
+                strategy: strategy_name(a).to_string(),
+                note: None,
+            }),
+            status: decision.status,
+            priority: decision.priority,
+            tags: decision.tags,
+            rule_ids: decision.rule_ids,
+            language: classification.language.clone(),
+            intent: classification,
+            trace: decision.trace,
+            model_version: versions.model,
+            rules_version: versions.rules,
+            received_at,
+            truncated,
+            timings: None,
+        }
+    }
+}
+
+/// The name of an assignee strategy in a decision.
+fn strategy_name(a: &Assignee) -> &'static str {
+    match a {
+        Assignee::Agent(_) => "fixed",
+        Assignee::RoundRobin => "round-robin",
+        Assignee::LeastLoaded => "least-loaded",
+        Assignee::Nobody => "none",
+    }
 }
 
 /// The rule inputs the log keeps for simulation: the ticket without its text (kept apart,

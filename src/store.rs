@@ -15,6 +15,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 use crate::assign::AssignmentState;
+use crate::decision::Routed;
 use crate::rules::Assignee;
 
 /// Storage errors.
@@ -481,7 +482,7 @@ impl Store {
     }
 
     /// Logged decisions' JSON, newest first, filtered.
-    pub async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<String>, StoreError> {
+    pub async fn decisions(&self, f: &DecisionFilter) -> Result<Vec<Routed>, StoreError> {
         let rows = sqlx::query(
             "SELECT decision FROM decisions WHERE \
              (?1 IS NULL OR intent = ?1 OR intent LIKE ?1 || '.%') AND (?2 IS NULL OR team = ?2) \
@@ -500,7 +501,7 @@ impl Store {
         .bind(f.limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| decision_row(r.get(0))).collect()
     }
 
     /// (decided at, intent, team, confidence) of every decision since `since`, for statistics.
@@ -1007,16 +1008,7 @@ impl Store {
                 .ok_or_else(|| StoreError::NotFound(format!("no decision for ticket {t}")))?,
             (None, None) => return Err(StoreError::NotFound("give decision_id or ticket_id".into())),
         };
-        let decision: serde_json::Value = serde_json::from_str(&row.get::<String, _>(4))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let rule_ids = decision["rule_ids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let rule_ids = decision_row(row.get(4))?.rule_ids;
         let decision_id: String = row.get(0);
         Ok((
             decision_id.clone(),
@@ -1319,7 +1311,7 @@ impl Store {
     /// Decisions most worth an agent's label, newest first within each kind: `unknown`
     /// resolutions, the smallest margins, and disagreements with the shadow model; none that an
     /// agent already corrected.
-    pub async fn review_candidates(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn review_candidates(&self, limit: i64) -> Result<Vec<Routed>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.decision_id, d.decision FROM decisions d \
              WHERE NOT EXISTS (SELECT 1 FROM feedback f WHERE f.decision_id = d.decision_id) \
@@ -1328,7 +1320,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter().map(|r| decision_row(r.get(1))).collect()
     }
 
     /// Shadow intents of decisions, for review: decision id -> shadow intent.
@@ -1380,6 +1372,11 @@ fn model_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
             .map(|s| parse_time(&s))
             .transpose()?,
     })
+}
+
+/// A logged decision as the API returned it (rows of every release read the same).
+fn decision_row(json: &str) -> Result<Routed, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("logged decision: {e}")))
 }
 
 fn rules_row(r: &sqlx::sqlite::SqliteRow) -> Result<RulesVersion, StoreError> {

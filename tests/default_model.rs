@@ -140,18 +140,21 @@ fn classify_with_rules_prints_each_decision() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["decision"]["team"], "oncall", "{out}");
-    assert_eq!(lines[0]["decision"]["priority"], "urgent");
-    assert_eq!(lines[1]["decision"]["team"], "billing");
+    assert_eq!(lines[0]["team"], "oncall", "{out}");
+    assert_eq!(lines[0]["priority"], "urgent");
+    assert_eq!(lines[0]["ticket_id"], "1");
+    assert_eq!(lines[0]["intent"]["intent"], "tech.outage");
+    assert_eq!(lines[1]["team"], "billing");
     assert_eq!(
-        lines[1]["decision"]["priority"], "urgent",
+        lines[1]["priority"], "urgent",
         "charge dispute is high, VIP raises it"
     );
     assert_eq!(
-        lines[1]["decision"]["rule_ids"],
+        lines[1]["rule_ids"],
         serde_json::json!(["billing", "charge-dispute", "vip"])
     );
-    assert_eq!(lines[1]["decision"]["trace"].as_array().unwrap().len(), 14);
+    assert_eq!(lines[1]["trace"].as_array().unwrap().len(), 14);
+    assert_eq!(lines[1]["model_version"].as_str().unwrap().len(), 12);
 }
 
 #[test]

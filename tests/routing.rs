@@ -225,3 +225,160 @@ async fn a_rules_change_is_live_for_the_next_request_and_a_bad_one_changes_nothi
     );
     assert_eq!(app.state.rules.current().stored.version, 2);
 }
+
+/// A copy of a database written by the release before the typed decision record (commit
+/// f5b3273, `serve` with the default model and the test rules: five decisions, one under the
+/// idempotency key `fx-1`), with its registry pointed at this checkout's model.
+async fn previous_release_database() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("router.db");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/router-f5b3273.db"
+        ),
+        &db,
+    )
+    .unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE models SET path = ?")
+        .bind(helpdesk_model().display().to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    dir
+}
+
+fn helpdesk_model() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk")
+}
+
+#[tokio::test]
+async fn the_decision_log_of_the_previous_release_is_read_and_extended() {
+    let dir = previous_release_database().await;
+    let app = App::in_dir(dir, &helpdesk_model(), "").await;
+    let log = app.get("/v1/decisions", ROUTE_TOKEN).await;
+    assert_eq!(log.status, 200, "{}", log.body);
+    let old = log.body["decisions"].as_array().unwrap().clone();
+    let tickets: Vec<&str> = old
+        .iter()
+        .map(|d| d["ticket_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tickets, ["F-5", "F-4", "F-3", "F-2", "F-1"]);
+    assert_eq!(old[4]["assignee"], "ann");
+    assert_eq!(old[4]["assignment"], json!({"strategy": "round-robin"}));
+    assert!(old[4]["timings"]["total_ms"].is_number());
+    let f1 = old[4]["decision_id"].as_str().unwrap();
+    let one = app.get(&format!("/v1/decisions/{f1}"), ROUTE_TOKEN).await;
+    assert_eq!(
+        one.body, old[4],
+        "read typed or raw, a logged decision is the same"
+    );
+
+    // Readers of the log: the review queue, feedback (the rules that fired), simulation.
+    let review = app.get("/v1/review", crate::server::FEEDBACK_TOKEN).await;
+    assert_eq!(review.status, 200, "{}", review.body);
+    assert_eq!(review.body["review"].as_array().unwrap().len(), 5);
+    let feedback = app
+        .post(
+            "/v1/feedback",
+            crate::server::FEEDBACK_TOKEN,
+            &json!({"decision_id": f1, "correct_team": "sales", "agent": "ann"}),
+        )
+        .await;
+    assert_eq!(feedback.status, 201, "{}", feedback.body);
+    let report = app.get("/v1/feedback/report", ADMIN_TOKEN).await;
+    assert_eq!(
+        report.body["rules"][0]["rule"], "billing",
+        "{}",
+        report.body
+    );
+    let rules = app.get("/v1/rules", ADMIN_TOKEN).await;
+    assert_eq!(rules.body["version"], "1", "the stored rules are the same");
+    let sim = app
+        .post(
+            "/v1/rules/simulate",
+            ADMIN_TOKEN,
+            &json!({"rules": rules.body["text"], "last": 10}),
+        )
+        .await;
+    assert_eq!(sim.status, 200, "{}", sim.body);
+    assert_eq!(sim.body["summary"]["tickets"], 5);
+    assert_eq!(sim.body["summary"]["changed"], 0);
+
+    // A retry of an old request gets the old answer; new decisions continue the round robin.
+    let retry = app
+        .call(
+            "POST",
+            "/v1/route",
+            ROUTE_TOKEN,
+            Some(r#"{"id":"F-2","body":"Где моя посылка? Заказ 5512 не пришёл уже неделю"}"#),
+            &[("idempotency-key", "fx-1")],
+        )
+        .await;
+    assert_eq!(retry.header["idempotent-replayed"], "true");
+    assert_eq!(retry.body, old[3]);
+    let next = route(
+        &app,
+        &json!({"body": "I was charged twice, please refund the money"}),
+    )
+    .await;
+    assert_eq!(
+        (next["team"].as_str(), next["assignee"].as_str()),
+        (Some("billing"), Some("ann"))
+    );
+    let log = app.get("/v1/decisions", ROUTE_TOKEN).await;
+    assert_eq!(log.body["decisions"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn classify_with_rules_prints_the_decision_that_route_returns() {
+    let app = App::start().await;
+    let ticket = json!({"id": "T-9", "body": REFUND, "received_at": "2026-12-01T10:00:00Z"});
+    let api = route(&app, &ticket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tickets.jsonl");
+    std::fs::write(&file, format!("{ticket}\n")).unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, crate::common::app::TINY_RULES).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ok, out, err) = crate::common::run(&[
+        "classify",
+        "--model",
+        &path(crate::common::app::tiny_model()),
+        "--rules",
+        &path(&rules),
+        "--file",
+        &path(&file),
+    ]);
+    assert!(ok, "{err}");
+    let cli: Value = serde_json::from_str(out.trim()).unwrap();
+    // Offline there is no decision log, no agent picked, no stored rules version.
+    assert!(
+        cli.get("decision_id").is_none() && cli.get("timings").is_none(),
+        "{cli}"
+    );
+    assert_eq!(cli["assignee"], Value::Null);
+    assert_eq!(cli["assignment"], json!({"strategy": "round-robin"}));
+    assert_eq!(
+        cli["rules_version"].as_str().unwrap().len(),
+        16,
+        "the rules' content hash"
+    );
+    let without = |mut v: Value| {
+        for key in [
+            "decision_id",
+            "timings",
+            "assignee",
+            "assignment",
+            "rules_version",
+        ] {
+            v.as_object_mut().unwrap().remove(key);
+        }
+        v
+    };
+    assert_eq!(without(cli), without(api));
+}

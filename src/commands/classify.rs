@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use super::rules::load_rules;
 use super::{columns, limits, load_classifier, write_line};
 use crate::cli::ClassifyArgs;
+use crate::decision::{Routed, Versions};
 use crate::engine::{Engine, EngineOptions};
+use crate::registry::model_version;
 use crate::ticket::Ticket;
 use crate::train::dataset::{self, CsvColumns};
 
@@ -29,7 +31,14 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
     let loaded = started.elapsed();
     let rules = match a.rules.as_deref() {
         None => None,
-        Some(spec) => Some(load_rules(spec, &engine.classifier().tree)?),
+        Some(spec) => {
+            let rules = load_rules(spec, &engine.classifier().tree)?;
+            let dir = &engine.classifier().dir;
+            let model = model_version(dir).with_context(|| dir.display().to_string())?;
+            // Offline there is no stored rules version: the rules' content hash names them.
+            let rules_version = rules.version.clone();
+            Some((rules, model, rules_version))
+        }
     };
     let mut out = std::io::stdout().lock();
     for chunk in tickets.chunks(1024) {
@@ -38,18 +47,17 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
                 .classify(chunk)?
                 .iter()
                 .try_for_each(|c| write_line(&mut out, c))?,
-            Some(rules) => engine
-                .route(chunk, rules, chrono::Utc::now())?
-                .iter()
-                .try_for_each(|(classification, decision)| {
-                    write_line(
-                        &mut out,
-                        &Routed {
-                            classification,
-                            decision,
-                        },
-                    )
-                })?,
+            Some((rules, model, rules_version)) => {
+                let now = chrono::Utc::now();
+                for (ticket, (c, d)) in chunk.iter().zip(engine.route(chunk, rules, now)?) {
+                    let versions = Versions {
+                        model: model.clone(),
+                        rules: rules_version.clone(),
+                    };
+                    let received_at = ticket.received_at.unwrap_or(now);
+                    write_line(&mut out, &Routed::new(c, d, versions, received_at, false))?;
+                }
+            }
         }
     }
     if a.timings {
@@ -66,14 +74,6 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
     // million of them) would take a fifth of a second and gives nothing back.
     std::mem::forget(engine);
     Ok(())
-}
-
-/// A classification with its routing decision, as one JSON object.
-#[derive(serde::Serialize)]
-struct Routed<'a> {
-    #[serde(flatten)]
-    classification: &'a crate::engine::Classification,
-    decision: &'a crate::decision::Decision,
 }
 
 fn read_tickets(path: &Path, cols: &CsvColumns) -> Result<Vec<Ticket>> {

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
 use super::AppState;
 use crate::config::Scope;
-use crate::service::route::{ClassifyReply, DryRun, Idempotency, RouteRequest, Shape};
+use crate::decision::Routed;
+use crate::service::route::{ClassifyReply, Idempotency, RouteRequest, Shape};
 use crate::ticket::Ticket;
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -186,7 +187,7 @@ pub async fn dry_run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(ticket): ApiJson<Ticket>,
-) -> Result<Json<DryRun>, ApiError> {
+) -> Result<Json<Routed>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     Ok(Json(state.route.dry_run(ticket).await?))
 }

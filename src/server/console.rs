@@ -11,13 +11,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::{SESSION_COOKIE, SESSION_TTL};
 use super::error::{ApiError, ApiJson};
 use super::AppState;
 use crate::config::Scope;
+use crate::decision::Routed;
 use crate::store::DecisionFilter;
 
 const INDEX: &str = include_str!("console/index.html");
@@ -148,6 +149,13 @@ fn fifty() -> i64 {
     50
 }
 
+/// Body of `GET /v1/decisions`.
+#[derive(Serialize)]
+pub struct DecisionList {
+    /// Newest first.
+    decisions: Vec<Routed>,
+}
+
 /// `GET /v1/decisions?intent=&team=&language=&min_confidence=&max_confidence=&since=&until=&limit=`:
 /// the decision log, newest first; `intent` matches the node and its descendants (scope
 /// `route`).
@@ -155,7 +163,7 @@ pub async fn decisions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<DecisionsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecisionList>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     let filter = DecisionFilter {
         intent: q.intent.filter(|s| !s.is_empty()),
@@ -167,12 +175,9 @@ pub async fn decisions(
         until: q.until,
         limit: q.limit.clamp(1, 1000),
     };
-    let rows = state.store.decisions(&filter).await?;
-    let list: Vec<Value> = rows
-        .iter()
-        .filter_map(|r| serde_json::from_str(r).ok())
-        .collect();
-    Ok(Json(json!({ "decisions": list })))
+    Ok(Json(DecisionList {
+        decisions: state.store.decisions(&filter).await?,
+    }))
 }
 
 /// Query of `GET /v1/stats`.

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{parse_json, ApiError, ApiJson, RawBody};
@@ -296,22 +296,22 @@ pub async fn review(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<ReviewQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Review>, ApiError> {
     state.auth.check(&headers, Scope::Feedback)?;
     let recent = state.store.review_candidates(2000).await?;
     let shadow = match state.models.shadow() {
         Some(s) => Some((s.id.clone(), state.store.shadow_intents(&s.id).await?)),
         None => None,
     };
-    let mut items: Vec<(u8, f64, Value)> = recent
+    let mut items: Vec<(u8, ReviewItem)> = recent
         .into_iter()
-        .filter_map(|(id, decision)| {
-            let d: Value = serde_json::from_str(&decision).ok()?;
-            let intent = d["intent"]["intent"].as_str()?.to_string();
-            let margin = d["intent"]["margin"].as_f64().unwrap_or(0.0);
+        .filter_map(|d| {
+            let decision_id = d.decision_id?;
+            let intent = d.intent.resolution.intent;
+            let margin = d.intent.resolution.margin;
             let shadow_intent = shadow
                 .as_ref()
-                .and_then(|(_, m)| m.get(&id).cloned())
+                .and_then(|(_, m)| m.get(&decision_id).cloned())
                 .filter(|s| *s != intent);
             let (rank, reason) = if intent == UNKNOWN {
                 (0, "the model did not recognise the intent".to_string())
@@ -323,21 +323,42 @@ pub async fn review(
                     format!("small margin {margin:.2} between the top intents"),
                 )
             };
-            Some((
-                rank,
+            let item = ReviewItem {
+                decision_id,
+                ticket_id: d.ticket_id,
+                intent,
+                top_k: d.intent.resolution.top_k,
                 margin,
-                json!({"decision_id": id, "ticket_id": d["ticket_id"], "intent": intent,
-                       "top_k": d["intent"]["top_k"], "margin": margin, "reason": reason}),
-            ))
+                reason,
+            };
+            Some((rank, item))
         })
         .collect();
-    items.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let items: Vec<Value> = items
+    items.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.margin.total_cmp(&b.1.margin)));
+    let review = items
         .into_iter()
         .take(q.limit.clamp(1, 500))
-        .map(|(_, _, v)| v)
+        .map(|(_, item)| item)
         .collect();
-    Ok(Json(json!({ "review": items })))
+    Ok(Json(Review { review }))
+}
+
+/// Body of `GET /v1/review`.
+#[derive(Serialize)]
+pub struct Review {
+    /// The tickets most worth a label first.
+    review: Vec<ReviewItem>,
+}
+
+/// One ticket worth an agent's label.
+#[derive(Serialize)]
+pub struct ReviewItem {
+    decision_id: String,
+    ticket_id: Option<String>,
+    intent: String,
+    top_k: Vec<crate::intent::Scored>,
+    margin: f32,
+    reason: String,
 }
 
 /// `GET /v1/models`: every version, newest first (scope `admin`).

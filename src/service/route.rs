@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::assign::{self, AssignmentPolicy, Pick};
-use crate::decision::{AssignmentInfo, Decision, Routed, RuleInputs, Timings, TraceStep};
+use crate::decision::{Routed, RuleInputs, Timings, Versions};
 use crate::engine::{decide_for, Classification};
 use crate::metrics::Metrics;
 use crate::rules::live::{ActiveRules, LiveRules};
-use crate::rules::{Assignee, Priority, Status};
+use crate::rules::Assignee;
 use crate::serving::{Classified, ClassifyError, LiveModels, ServingModel};
 use crate::store::{DecisionLog, DecisionTx, NewDecision, Store, StoreError};
 use crate::ticket::Ticket;
@@ -124,35 +124,6 @@ pub struct ClassifyReply {
     pub truncated: bool,
 }
 
-/// The decision the active rules would make for one ticket, with nothing logged or assigned.
-#[derive(Debug, Clone, Serialize)]
-pub struct DryRun {
-    /// Team.
-    pub team: Option<String>,
-    /// The rules' assignee (an agent or a strategy).
-    pub assignee: Option<Assignee>,
-    /// Status.
-    pub status: Status,
-    /// Priority.
-    pub priority: Priority,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// The rules that fired.
-    pub rule_ids: Vec<String>,
-    /// Every evaluated rule.
-    pub trace: Vec<TraceStep>,
-    /// The classification.
-    pub intent: Classification,
-    /// The ticket's language.
-    pub language: String,
-    /// The model that classified.
-    pub model_version: String,
-    /// The rules that decided.
-    pub rules_version: String,
-    /// Whether the text was cut to the limit.
-    pub truncated: bool,
-}
-
 /// Admitted and classified tickets (the simulation's input).
 pub struct Admitted {
     /// The tickets, with ids and text as classified.
@@ -249,7 +220,10 @@ impl RouteService {
             self.metrics
                 .decision(d.team.as_deref(), &d.intent.resolution.intent);
         }
-        let ids = decisions.iter().map(|d| d.decision_id.clone()).collect();
+        let ids = decisions
+            .iter()
+            .filter_map(|d| d.decision_id.clone())
+            .collect();
         self.shadow_score(tickets, classified, ids);
         Ok(RouteReply {
             body,
@@ -269,51 +243,33 @@ impl RouteService {
         truncated: bool,
     ) -> Result<(Routed, String), RouteError> {
         let decision = decide_for(&round.rules.ruleset, ticket, c, round.received);
-        let mut record = self.new_decision(ticket, c, &decision, round);
-        let assignment = match (&decision.team, &decision.assignee) {
-            (Some(team), Some(strategy)) => {
-                let pick = assign::assign(
-                    tx,
-                    &self.policy.assignment,
-                    &record.decision_id,
-                    team,
-                    strategy,
-                )
-                .await?;
-                match pick {
-                    Some(Pick::Agent(a)) => record.assignee = Some(a),
-                    Some(Pick::Unassigned(why)) => record.assignment_note = Some(why),
-                    None => {}
-                }
-                Some(strategy)
-            }
-            (_, strategy) => strategy.as_ref(),
-        };
-        let routed = Routed {
-            decision_id: record.decision_id.clone(),
-            ticket_id: record.ticket_id.clone(),
-            team: decision.team,
-            assignee: record.assignee.clone(),
-            assignment: assignment.map(|a| AssignmentInfo {
-                strategy: strategy_name(a).to_string(),
-                note: record.assignment_note.clone(),
-            }),
-            status: decision.status,
-            priority: decision.priority,
-            tags: decision.tags,
-            rule_ids: decision.rule_ids,
-            intent: c.clone(),
-            language: c.language.clone(),
-            trace: decision.trace,
-            model_version: round.model.id.clone(),
-            rules_version: round.rules.stored.version.to_string(),
-            received_at: record.received_at,
+        let strategy = decision.assignee.clone();
+        let received_at = ticket.received_at.unwrap_or(round.received);
+        let mut routed = Routed::new(
+            c.clone(),
+            decision,
+            round.versions(),
+            received_at,
             truncated,
-            timings: Timings {
-                inference_ms: round.inference_ms,
-                total_ms: round.start.elapsed().as_secs_f64() * 1e3,
-            },
-        };
+        );
+        let mut record = self.new_decision(ticket, &routed, strategy, round);
+        if let (Some(team), Some(strategy)) = (&routed.team, &record.strategy) {
+            let policy = &self.policy.assignment;
+            match assign::assign(tx, policy, &record.decision_id, team, strategy).await? {
+                Some(Pick::Agent(a)) => record.assignee = Some(a),
+                Some(Pick::Unassigned(why)) => record.assignment_note = Some(why),
+                None => {}
+            }
+        }
+        routed.decision_id = Some(record.decision_id.clone());
+        routed.assignee = record.assignee.clone();
+        if let Some(a) = &mut routed.assignment {
+            a.note = record.assignment_note.clone();
+        }
+        routed.timings = Some(Timings {
+            inference_ms: round.inference_ms,
+            total_ms: round.start.elapsed().as_secs_f64() * 1e3,
+        });
         let body = serde_json::to_string(&routed).expect("a decision serialises. This is a bug.");
         tx.insert_decision(&record, &body).await?;
         Ok((routed, body))
@@ -332,7 +288,7 @@ impl RouteService {
 
     /// The decision the active rules would make for one ticket, with its trace; nothing is
     /// logged or assigned.
-    pub async fn dry_run(&self, mut ticket: Ticket) -> Result<DryRun, RouteError> {
+    pub async fn dry_run(&self, mut ticket: Ticket) -> Result<Routed, RouteError> {
         let truncated = admit(&mut ticket, self.policy.max_ticket_chars, "ticket")?;
         let mut out = self
             .models
@@ -341,21 +297,14 @@ impl RouteService {
             .await?;
         let c = out.classifications.remove(0);
         let rules = self.rules.current();
-        let d = decide_for(&rules.ruleset, &ticket, &c, Utc::now());
-        Ok(DryRun {
-            team: d.team,
-            assignee: d.assignee,
-            status: d.status,
-            priority: d.priority,
-            tags: d.tags,
-            rule_ids: d.rule_ids,
-            trace: d.trace,
-            language: c.language.clone(),
-            intent: c,
-            model_version: out.model.id.clone(),
-            rules_version: rules.stored.version.to_string(),
-            truncated,
-        })
+        let now = Utc::now();
+        let d = decide_for(&rules.ruleset, &ticket, &c, now);
+        let versions = Versions {
+            model: out.model.id.clone(),
+            rules: rules.stored.version.to_string(),
+        };
+        let received_at = ticket.received_at.unwrap_or(now);
+        Ok(Routed::new(c, d, versions, received_at, truncated))
     }
 
     /// Admits and classifies a list of tickets (as a batch route would), logging nothing.
@@ -399,11 +348,11 @@ impl RouteService {
     fn new_decision(
         &self,
         ticket: &Ticket,
-        c: &Classification,
-        decision: &Decision,
+        routed: &Routed,
+        strategy: Option<Assignee>,
         round: &Round<'_>,
     ) -> NewDecision {
-        let received_at = ticket.received_at.unwrap_or(round.received);
+        let c = &routed.intent;
         let inputs = RuleInputs {
             ticket: Ticket {
                 subject: None,
@@ -411,25 +360,21 @@ impl RouteService {
                 ..ticket.clone()
             },
             classification: c.clone(),
-            received_at,
-        };
-        let fixed_without_team = match (&decision.team, &decision.assignee) {
-            (None, Some(Assignee::Agent(a))) => Some(a.clone()),
-            _ => None,
+            received_at: routed.received_at,
         };
         NewDecision {
             decision_id: uuid::Uuid::now_v7().to_string(),
             ticket_id: ticket.id.clone().unwrap_or_default(),
-            received_at,
+            received_at: routed.received_at,
             intent: c.resolution.intent.clone(),
             confidence: c.resolution.top_k.first().map_or(0.0, |s| s.p),
             language: c.language.clone(),
-            team: decision.team.clone(),
-            strategy: decision.assignee.clone(),
-            assignee: fixed_without_team,
+            team: routed.team.clone(),
+            strategy,
+            assignee: routed.assignee.clone(),
             assignment_note: None,
-            status: decision.status.name().to_string(),
-            priority: decision.priority.name().to_string(),
+            status: routed.status.name().to_string(),
+            priority: routed.priority.name().to_string(),
             model_version: round.model.id.clone(),
             rules_version: round.rules.stored.version,
             inputs: serde_json::to_string(&inputs).expect("rule inputs serialise. This is a bug."),
@@ -487,20 +432,20 @@ struct Round<'a> {
     inference_ms: f64,
 }
 
+impl Round<'_> {
+    fn versions(&self) -> Versions {
+        Versions {
+            model: self.model.id.clone(),
+            rules: self.rules.stored.version.to_string(),
+        }
+    }
+}
+
 fn replayed(body: String) -> RouteReply {
     RouteReply {
         body,
         replayed: true,
         decisions: Vec::new(),
-    }
-}
-
-fn strategy_name(a: &Assignee) -> &'static str {
-    match a {
-        Assignee::Agent(_) => "fixed",
-        Assignee::RoundRobin => "round-robin",
-        Assignee::LeastLoaded => "least-loaded",
-        Assignee::Nobody => "none",
     }
 }
 

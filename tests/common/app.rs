@@ -105,9 +105,15 @@ impl App {
     pub async fn with_config(more_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rules.toml"), TINY_RULES).unwrap();
+        Self::in_dir(dir, tiny_model(), more_config).await
+    }
+
+    /// The service on `model` in a prepared directory (its `rules.toml` and `router.db`, if
+    /// there, are used; the test rules otherwise).
+    pub async fn in_dir(dir: tempfile::TempDir, model: &Path, more_config: &str) -> Self {
         write_config(dir.path(), more_config);
         let config = dir.path().join("router.toml").display().to_string();
-        let model = tiny_model().display().to_string();
+        let model = model.display().to_string();
         let args = Wrap::parse_from(["serve", "--config", &config, "--model", &model]).serve;
         let settings = Settings::resolve(&args).expect("the test config is valid");
         let state = server::build_state(settings)
