@@ -4,6 +4,7 @@ mod common;
 
 mod cli;
 mod console;
+mod contract;
 mod crash;
 mod default_model;
 mod encoder;

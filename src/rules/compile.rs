@@ -14,10 +14,40 @@ use super::schema::{OneOrMany, RawActions, RawAssignee, RawCondition, RawRuleSet
 use super::{Actions, Assignee, Condition, Priority, PriorityAction, Rule, RuleSet, Status};
 use crate::intent::IntentTree;
 
-/// Every error of a ruleset, one per line.
+/// One error in a rules file: where (file, line, the key path) and what is wrong.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RuleError {
+    /// The file's name (`rules` over the API).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The key path (`rules[3].when.intent`); empty for TOML syntax errors.
+    pub path: String,
+    /// What is wrong, and what is valid.
+    pub message: String,
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every error of a ruleset.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
-pub struct CompileErrors(pub Vec<String>);
+#[error("{}", self.lines().join("\n"))]
+pub struct CompileErrors(pub Vec<RuleError>);
+
+impl CompileErrors {
+    /// Each error on one line, as `file:line: path: message`.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
 
 /// A compiled ruleset and what looks wrong in it without being an error.
 #[derive(Debug, Clone)]
@@ -33,7 +63,7 @@ struct Ctx<'a> {
     text: &'a str,
     tree: &'a IntentTree,
     calendars: BTreeMap<String, Arc<Calendar>>,
-    errors: Vec<String>,
+    errors: Vec<RuleError>,
 }
 
 impl Ctx<'_> {
@@ -46,11 +76,12 @@ impl Ctx<'_> {
 
     fn error(&mut self, offset: usize, path: &str, message: impl AsRef<str>) {
         let line = self.line(offset);
-        self.errors.push(format!(
-            "{}:{line}: {path}: {}",
-            self.file,
-            message.as_ref()
-        ));
+        self.errors.push(RuleError {
+            file: self.file.to_string(),
+            line,
+            path: path.to_string(),
+            message: message.as_ref().to_string(),
+        });
     }
 }
 
@@ -60,7 +91,12 @@ pub fn compile(text: &str, file: &str, tree: &IntentTree) -> Result<Compiled, Co
         let line = e.span().map_or(1, |s| {
             text[..s.start.min(text.len())].matches('\n').count() + 1
         });
-        CompileErrors(vec![format!("{file}:{line}: {}", e.message())])
+        CompileErrors(vec![RuleError {
+            file: file.to_string(),
+            line,
+            path: String::new(),
+            message: e.message().to_string(),
+        }])
     })?;
     let mut ctx = Ctx {
         file,
@@ -77,8 +113,14 @@ pub fn compile(text: &str, file: &str, tree: &IntentTree) -> Result<Compiled, Co
             Err(errors) => {
                 let line = ctx.line(raw_cal.span().start);
                 for e in errors {
-                    ctx.errors
-                        .push(format!("{file}:{line}: calendars.{name}.{e}"));
+                    // Calendar errors read `field: what is wrong`.
+                    let (field, message) = e.split_once(": ").unwrap_or(("", &e));
+                    ctx.errors.push(RuleError {
+                        file: file.to_string(),
+                        line,
+                        path: format!("calendars.{name}.{field}"),
+                        message: message.to_string(),
+                    });
                 }
             }
         }
@@ -407,7 +449,7 @@ id = "a"
 when = { confidence_below = 1.5, regex = "(" }
 then = { status = "closed", assignee = { strategy = "random" } }
 "#;
-        let errors = compile(text, "rules.toml", &tree()).unwrap_err().0;
+        let errors = compile(text, "rules.toml", &tree()).unwrap_err().lines();
         assert_eq!(
             errors,
             vec![
@@ -431,8 +473,17 @@ then = { status = "closed", assignee = { strategy = "random" } }
         )
         .unwrap_err();
         assert_eq!(
-            e.0,
+            e.lines(),
             vec!["r.toml:3: rules[0].when.any: must list at least one condition"]
+        );
+        assert_eq!(
+            e.0[0],
+            RuleError {
+                file: "r.toml".into(),
+                line: 3,
+                path: "rules[0].when.any".into(),
+                message: "must list at least one condition".into(),
+            }
         );
     }
 
@@ -445,11 +496,11 @@ then = { status = "closed", assignee = { strategy = "random" } }
         )
         .unwrap_err();
         assert!(
-            e.0[0].starts_with("r.toml:3: unknown field `colour`"),
+            e.lines()[0].starts_with("r.toml:3: unknown field `colour`"),
             "{e}"
         );
         let e = compile("[[rules]\n", "r.toml", &tree()).unwrap_err();
-        assert!(e.0[0].starts_with("r.toml:1: "), "{e}");
+        assert!(e.lines()[0].starts_with("r.toml:1: "), "{e}");
     }
 
     #[test]

@@ -444,7 +444,7 @@ then = { tags = ["office-hours"] }
         )
         .unwrap_err();
         assert_eq!(
-            e.0,
+            e.lines(),
             vec!["r.toml:3: rules[0].when.business_hours: unknown calendar \"berlin\"; defined: none (add a [calendars.<name>] table)"]
         );
         let e = compile(
@@ -454,7 +454,7 @@ then = { tags = ["office-hours"] }
         )
         .unwrap_err();
         assert_eq!(
-            e.0,
+            e.lines(),
             vec!["r.toml:1: calendars.x.timezone: unknown time zone \"Nowhere/City\"; use an IANA name such as Europe/Moscow or UTC"]
         );
     }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::error::{parse_json, ApiError, ApiJson, RawBody};
+use super::error::{ApiError, Code};
+use super::extract::{parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
@@ -78,8 +79,7 @@ pub async fn not_found() -> ApiError {
 /// Known paths with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         "this endpoint does not take that method; GET /openapi.json lists them",
     )
 }
@@ -119,7 +119,7 @@ fn idempotency(
 pub async fn erase_ticket(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let removed = state.store.erase_ticket(&id).await?;
@@ -237,7 +237,7 @@ pub async fn intents(
 pub async fn decision(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     Ok(json_response(state.store.decision(&id).await?, false))
@@ -266,7 +266,7 @@ fn hundred() -> i64 {
 pub async fn assignments(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<AssignmentsQuery>,
+    ApiQuery(q): ApiQuery<AssignmentsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     let list = state
@@ -281,7 +281,7 @@ pub async fn assignments(
 pub async fn close_assignment(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Route)?;
     let a = state

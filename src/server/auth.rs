@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use crate::config::{Scope, TokenConfig};
 
 /// A configured token, validated.
@@ -164,8 +164,7 @@ impl Auth {
         }
         let wait = ((1.0 - b.tokens) / per_sec).ceil().max(1.0) as u64;
         let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             format!("token \"{name}\" may make {rate} requests per minute; retry in {wait} s"),
         );
         e.retry_after = Some(wait);
@@ -184,8 +183,7 @@ impl Auth {
         };
         if !scopes.contains(&Scope::Admin) {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                Code::Forbidden,
                 format!("token \"{name}\" lacks the `admin` scope the console needs"),
             ));
         }
@@ -272,8 +270,7 @@ impl Auth {
             Ok(Caller { name })
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                Code::Forbidden,
                 format!(
                     "token \"{name}\" lacks the `{}` scope this endpoint needs",
                     scope.name()
@@ -323,12 +320,13 @@ fn validate(tokens: &[TokenConfig]) -> Result<Vec<Token>, String> {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(Code::Unauthorized, message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn auth() -> Auth {
         Auth::new(
@@ -369,7 +367,7 @@ mod tests {
             "helpdesk"
         );
         let e = a.check(&bearer("s3cret-route"), Scope::Admin).unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             e.message,
             "token \"helpdesk\" lacks the `admin` scope this endpoint needs"
@@ -379,9 +377,9 @@ mod tests {
             "ann"
         );
         let e = a.check(&bearer("wrong"), Scope::Route).unwrap_err();
-        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         let e = a.check(&HeaderMap::new(), Scope::Route).unwrap_err();
-        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]
@@ -421,8 +419,8 @@ mod tests {
         assert!(a.check(&h, Scope::Route).is_ok());
         let e = a.check(&h, Scope::Route).unwrap_err();
         assert_eq!(
-            (e.status, e.code),
-            (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            (e.status(), e.code),
+            (StatusCode::TOO_MANY_REQUESTS, Code::RateLimited)
         );
         assert_eq!(e.retry_after, Some(30));
         // Rotation: the old token stops working, the new one works, without a restart.
@@ -434,7 +432,7 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(
-            a.check(&h, Scope::Route).unwrap_err().status,
+            a.check(&h, Scope::Route).unwrap_err().status(),
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::{SESSION_COOKIE, SESSION_TTL};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, Code};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
@@ -41,7 +42,7 @@ pub async fn index() -> Response {
 }
 
 /// `GET /assets/{file}`: the console's script and style.
-pub async fn asset(Path(file): Path<String>) -> Response {
+pub async fn asset(ApiPath(file): ApiPath<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
@@ -81,13 +82,10 @@ pub async fn session(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let s = state.auth.session(&headers).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "not logged in to the console",
-        )
-    })?;
+    let s = state
+        .auth
+        .session(&headers)
+        .ok_or_else(|| ApiError::new(Code::Unauthorized, "not logged in to the console"))?;
     Ok(Json(json!({"name": s.name, "csrf": s.csrf})))
 }
 
@@ -123,8 +121,7 @@ pub fn csrf_violation(
     });
     (!ok).then(|| {
         ApiError::new(
-            StatusCode::FORBIDDEN,
-            "csrf",
+            Code::Csrf,
             "this change comes with the console's session cookie but without its X-CSRF-Token; reload the console",
         )
     })
@@ -162,7 +159,7 @@ pub struct DecisionList {
 pub async fn decisions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<DecisionsQuery>,
+    ApiQuery(q): ApiQuery<DecisionsQuery>,
 ) -> Result<Json<DecisionList>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     let filter = DecisionFilter {
@@ -197,7 +194,7 @@ fn fourteen() -> i64 {
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<StatsQuery>,
+    ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let days = q.days.clamp(1, 366);
@@ -245,7 +242,7 @@ pub async fn stats(
 pub async fn model_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let record = state.store.model(&id).await?;

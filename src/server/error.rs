@@ -1,12 +1,9 @@
-//! The one error shape of the API, `{"error": {"code", "message", "details"}}`, the mapping
-//! from library errors to HTTP statuses, and the JSON body extractor whose every rejection
-//! (empty, oversized, malformed, unknown fields) uses that shape.
+//! The one error shape of the API, `{"error": {"code", "message", "details"}}`: the table of
+//! error codes with their HTTP status ([`Code`], the contract integrations rely on), and the
+//! mapping from the library's typed errors to codes.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::batch::BatchError;
@@ -17,13 +14,103 @@ use crate::service::RouteError;
 use crate::serving::ClassifyError;
 use crate::store::StoreError;
 
-/// An API error: status, machine-readable code, message and optional details.
+/// Declares [`Code`] with each code's name and HTTP status, once.
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = ($name:literal, $status:ident),)*) => {
+        /// Every error code of the API with its HTTP status. The README's error table lists
+        /// them (a test checks it); integrations rely on them: add codes, never change one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in table order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code as it appears in `error.code`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            /// The HTTP status that goes with it.
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// No request body where one is needed.
+    EmptyBody = ("empty_body", BAD_REQUEST),
+    /// The body is not JSON (with line and column).
+    MalformedJson = ("malformed_json", BAD_REQUEST),
+    /// A bad header, query string or path parameter.
+    BadRequest = ("bad_request", BAD_REQUEST),
+    /// No or unknown token.
+    Unauthorized = ("unauthorized", UNAUTHORIZED),
+    /// The token lacks the scope.
+    Forbidden = ("forbidden", FORBIDDEN),
+    /// A console change without the CSRF token.
+    Csrf = ("csrf", FORBIDDEN),
+    /// Unknown path, decision, version or model.
+    NotFound = ("not_found", NOT_FOUND),
+    /// The path does not take that method.
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED),
+    /// One retraining at a time.
+    RetrainRunning = ("retrain_running", CONFLICT),
+    /// The active rules do not compile against a model's taxonomy.
+    RulesIncompatible = ("rules_incompatible", CONFLICT),
+    /// The intent is in the taxonomy already.
+    IntentExists = ("intent_exists", CONFLICT),
+    /// Only candidates run in shadow.
+    NotACandidate = ("not_a_candidate", CONFLICT),
+    /// The curated training data is missing.
+    NoTrainingData = ("no_training_data", CONFLICT),
+    /// A model's files do not load.
+    ModelUnloadable = ("model_unloadable", CONFLICT),
+    /// The rules changed since they were read.
+    VersionConflict = ("version_conflict", PRECONDITION_FAILED),
+    /// A rules change without If-Match.
+    IfMatchRequired = ("if_match_required", PRECONDITION_REQUIRED),
+    /// Over `limits.max_body_bytes`.
+    BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE),
+    /// Over `limits.max_batch_tickets`.
+    TooManyTickets = ("too_many_tickets", PAYLOAD_TOO_LARGE),
+    /// Unknown field, wrong type or value (with line and column where there is a body).
+    InvalidRequest = ("invalid_request", UNPROCESSABLE_ENTITY),
+    /// A ticket without text.
+    EmptyTicket = ("empty_ticket", UNPROCESSABLE_ENTITY),
+    /// Rules that do not compile (every error).
+    InvalidRules = ("invalid_rules", UNPROCESSABLE_ENTITY),
+    /// An idempotency key reused for another request.
+    IdempotencyKeyReused = ("idempotency_key_reused", UNPROCESSABLE_ENTITY),
+    /// Training the candidate failed.
+    RetrainFailed = ("retrain_failed", UNPROCESSABLE_ENTITY),
+    /// The inference queue is full.
+    Overloaded = ("overloaded", TOO_MANY_REQUESTS),
+    /// The token's requests per minute are used up.
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS),
+    /// A bug or an unexpected failure; the server log has the cause.
+    Internal = ("internal", INTERNAL_SERVER_ERROR),
+    /// Over `limits.request_timeout_ms`.
+    Timeout = ("timeout", SERVICE_UNAVAILABLE),
+    /// The inference worker stopped.
+    Unavailable = ("unavailable", SERVICE_UNAVAILABLE),
+    /// The database refused a write; nothing changed.
+    StorageFailed = ("storage_failed", SERVICE_UNAVAILABLE),
+}
+
+/// An API error: its code (and so its status), a message and optional details.
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
     /// Stable code, e.g. `invalid_rules`.
-    pub code: &'static str,
+    pub code: Code,
     /// What is wrong, for people.
     pub message: String,
     /// Structured details (errors list, current version...).
@@ -34,14 +121,18 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error without details.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             details: Value::Null,
             retry_after: None,
         }
+    }
+
+    /// The HTTP status of the code.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     /// Adds details.
@@ -50,27 +141,32 @@ impl ApiError {
         self
     }
 
-    /// 400 with code `bad_request`.
+    /// Asks the client to retry after `seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(Code::BadRequest, message)
     }
 
-    /// 422 with code `invalid_request`.
+    /// 422 `invalid_request`.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+        Self::new(Code::InvalidRequest, message)
     }
 
-    /// 404 with code `not_found`.
+    /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(Code::NotFound, message)
     }
 
-    /// 500 with code `internal`; the cause is logged, not returned.
+    /// 500 `internal`; the cause is logged, not returned.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            Code::Internal,
             "internal error; the server log has the cause",
         )
     }
@@ -78,11 +174,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
+        let status = self.status();
+        let mut error = json!({"code": self.code.name(), "message": self.message});
         if !self.details.is_null() {
             error["details"] = self.details;
         }
-        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let mut resp = (status, axum::Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -95,19 +192,9 @@ impl From<BatchError> for ApiError {
     fn from(e: BatchError) -> Self {
         match e {
             BatchError::QueueFull { .. } => {
-                let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string());
-                err.retry_after = Some(1);
-                err
+                Self::new(Code::Overloaded, e.to_string()).retry_after(1)
             }
-            BatchError::Stopped => {
-                let mut err = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    e.to_string(),
-                );
-                err.retry_after = Some(5);
-                err
-            }
+            BatchError::Stopped => Self::new(Code::Unavailable, e.to_string()).retry_after(5),
             BatchError::Inference(m) => Self::internal(m),
         }
     }
@@ -124,35 +211,38 @@ impl From<ClassifyError> for ApiError {
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
-        match e {
-            RouteError::EmptyTicket { .. } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "empty_ticket",
-                e.to_string(),
-            ),
-            RouteError::BadTicketId { .. } | RouteError::NoTickets => Self::invalid(e.to_string()),
-            RouteError::TooManyTickets { .. } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_tickets",
-                e.to_string(),
-            ),
-            RouteError::Classify(c) => c.into(),
-            RouteError::Store(s) => s.into(),
-        }
+        let code = match &e {
+            RouteError::EmptyTicket { .. } => Code::EmptyTicket,
+            RouteError::BadTicketId { .. } | RouteError::NoTickets => Code::InvalidRequest,
+            RouteError::TooManyTickets { .. } => Code::TooManyTickets,
+            RouteError::Classify(_) | RouteError::Store(_) => {
+                return match e {
+                    RouteError::Classify(c) => c.into(),
+                    RouteError::Store(s) => s.into(),
+                    _ => unreachable!("matched above. This is a bug."),
+                }
+            }
+        };
+        Self::new(code, e.to_string())
     }
+}
+
+/// Every rules compile error, as the details of an error: `errors` (one line each, as
+/// `rules-check` prints them) and `problems` (the same, as fields).
+pub fn compile_details(e: &CompileErrors) -> Value {
+    json!({ "errors": e.lines(), "problems": e.0 })
 }
 
 /// 422 `invalid_rules` with every compile error in the details.
 pub fn invalid_rules(e: CompileErrors) -> ApiError {
     ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_rules",
+        Code::InvalidRules,
         format!(
             "the ruleset has {} error(s); the active rules are unchanged",
             e.0.len()
         ),
     )
-    .with_details(json!({ "errors": e.0 }))
+    .with_details(compile_details(&e))
 }
 
 impl From<RulesError> for ApiError {
@@ -167,28 +257,27 @@ impl From<RulesError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        let conflict = |code| Self::new(StatusCode::CONFLICT, code, e.to_string());
-        match &e {
-            RegistryError::Unloadable(_) => conflict("model_unloadable"),
-            RegistryError::NotACandidate { .. } => conflict("not_a_candidate"),
-            RegistryError::RetrainRunning => conflict("retrain_running"),
-            RegistryError::NoTrainingData { .. } => conflict("no_training_data"),
+        let code = match &e {
+            RegistryError::Unloadable(_) => Code::ModelUnloadable,
+            RegistryError::NotACandidate { .. } => Code::NotACandidate,
+            RegistryError::RetrainRunning => Code::RetrainRunning,
+            RegistryError::NoTrainingData { .. } => Code::NoTrainingData,
             RegistryError::RulesIncompatible { errors, .. } => {
-                let details = json!({ "errors": errors.0 });
-                conflict("rules_incompatible").with_details(details)
+                return Self::new(Code::RulesIncompatible, e.to_string())
+                    .with_details(compile_details(errors))
             }
-            RegistryError::NothingToRollBackTo => Self::not_found(e.to_string()),
-            RegistryError::RetrainFailed(_) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "retrain_failed",
-                e.to_string(),
-            ),
-            _ => match e {
-                RegistryError::Store(s) => s.into(),
-                RegistryError::Rules(r) => r.into(),
-                other => Self::internal(other),
-            },
-        }
+            RegistryError::NothingToRollBackTo => Code::NotFound,
+            RegistryError::RetrainFailed(_) => Code::RetrainFailed,
+            RegistryError::Store(_) | RegistryError::Rules(_) => {
+                return match e {
+                    RegistryError::Store(s) => s.into(),
+                    RegistryError::Rules(r) => r.into(),
+                    _ => unreachable!("matched above. This is a bug."),
+                }
+            }
+            _ => return Self::internal(e),
+        };
+        Self::new(code, e.to_string())
     }
 }
 
@@ -196,110 +285,69 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { current, .. } => Self::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_conflict",
+                Code::VersionConflict,
                 format!("{e}: someone saved the rules since you read them; GET /v1/rules, reapply your change and send If-Match: \"{current}\""),
             )
             .with_details(json!({ "current_version": current.to_string() })),
-            StoreError::IdempotencyMismatch(_) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                e.to_string(),
-            ),
+            StoreError::IdempotencyMismatch(_) => {
+                Self::new(Code::IdempotencyKeyReused, e.to_string())
+            }
             StoreError::NotFound(m) => Self::not_found(m),
             StoreError::Injected(_) => {
                 tracing::error!("{e}");
-                let mut err = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_failed",
+                Self::new(
+                    Code::StorageFailed,
                     format!("{e}; the previous state keeps serving, retry later"),
-                );
-                err.retry_after = Some(5);
-                err
+                )
+                .retry_after(5)
             }
             other => Self::internal(other),
         }
     }
 }
 
-/// A JSON request body; rejections use the API error shape with line and column.
-#[derive(Debug)]
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
-        parse_json(&bytes).map(ApiJson)
-    }
-}
-
-/// The raw request body under the size limit (for handlers that also hash it).
-#[derive(Debug)]
-pub struct RawBody(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is larger than the server's limit (limits.max_body_bytes)",
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
-            }
-        })?;
-        Ok(RawBody(bytes))
-    }
-}
-
-/// Parses a JSON body: empty -> 400 `empty_body`; syntax -> 400 `malformed_json`; wrong shape or
-/// unknown field -> 422 `invalid_request`, each with line and column.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            "the request body is empty; send a JSON object",
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::invalid(e.to_string()),
-            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {e}"),
-            ),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::Ticket;
 
+    /// The README's error table is the contract: it lists every code with its status, and
+    /// nothing else.
     #[test]
-    fn json_errors_are_classified_with_positions() {
-        let e = parse_json::<Ticket>(b"  ").unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code), (400, "empty_body"));
-        let e = parse_json::<Ticket>(b"{\"body\": ").unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code), (400, "malformed_json"));
-        let e = parse_json::<Ticket>(b"{\"body\": \"x\", \"colour\": 1}").unwrap_err();
-        assert_eq!((e.status.as_u16(), e.code), (422, "invalid_request"));
-        assert!(
-            e.message
-                .starts_with("unknown field `colour`, expected one of"),
-            "{}",
-            e.message
-        );
-        assert!(e.message.ends_with("at line 1 column 22"), "{}", e.message);
+    fn the_readme_table_lists_every_code_with_its_status() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let table = readme
+            .split("### Errors")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("README has an Errors section");
+        let mut listed = Vec::new();
+        for row in table
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.contains('`'))
+        {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let statuses: Vec<u16> = cells[1]
+                .split('/')
+                .map(|s| s.trim().parse().expect("a status"))
+                .collect();
+            let groups: Vec<Vec<&str>> = cells[2]
+                .split(" / ")
+                .map(|g| g.split(',').map(|c| c.trim().trim_matches('`')).collect())
+                .collect();
+            assert_eq!(statuses.len(), groups.len(), "{row}");
+            for (status, group) in statuses.iter().zip(groups) {
+                for code in group {
+                    listed.push((code.to_string(), *status));
+                }
+            }
+        }
+        let known: Vec<(String, u16)> = Code::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), c.status().as_u16()))
+            .collect();
+        listed.sort();
+        let mut known_sorted = known.clone();
+        known_sorted.sort();
+        assert_eq!(listed, known_sorted);
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::{parse_json, ApiError, ApiJson, RawBody};
+use super::error::{ApiError, Code};
+use super::extract::{parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::intent::{IntentTree, UNKNOWN};
@@ -241,8 +242,7 @@ pub async fn add_intent(
     let id = req.id.trim().to_string();
     if tree.contains(&id) {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "intent_exists",
+            Code::IntentExists,
             format!("intent \"{id}\" is already in the taxonomy"),
         ));
     }
@@ -295,7 +295,7 @@ fn twenty() -> usize {
 pub async fn review(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<ReviewQuery>,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> Result<Json<Review>, ApiError> {
     state.auth.check(&headers, Scope::Feedback)?;
     let recent = state.store.review_candidates(2000).await?;
@@ -378,7 +378,7 @@ pub async fn list_models(
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let note = format!("activated by {}", caller.name);
@@ -410,7 +410,7 @@ pub struct ShadowRequest {
 pub async fn set_shadow(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ShadowRequest>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
@@ -423,7 +423,7 @@ pub async fn set_shadow(
 pub async fn shadow_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     state.store.model(&id).await?;

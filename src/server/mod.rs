@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod extract;
 pub mod learn_api;
 pub mod rules_api;
 
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 use self::auth::Auth;
-use self::error::ApiError;
+use self::error::{ApiError, Code};
 use crate::config::{self, Settings};
 use crate::metrics::Metrics;
 use crate::model::source;
@@ -203,15 +204,14 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         req.uri().path().starts_with("/v1/") && !state.auth.authenticated(req.headers());
     let refusal = if unauthenticated {
         Some(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Code::Unauthorized,
             "missing or unknown bearer token: send Authorization: Bearer <token>",
         ))
     } else {
         console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
     };
     if let Some(e) = refusal {
-        let status = e.status.as_u16();
+        let status = e.status().as_u16();
         let mut resp = e.into_response();
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(REQUEST_ID.clone(), v);
@@ -231,8 +231,7 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         Ok(r) => r,
         Err(_) => {
             let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
+                Code::Timeout,
                 format!("the request took longer than {} ms", limit.as_millis()),
             );
             e.retry_after = Some(1);

@@ -4,20 +4,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::error::{invalid_rules, ApiError, ApiJson};
+use super::error::{invalid_rules, ApiError, Code};
+use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Decision;
 use crate::decision::RuleInputs;
 use crate::engine::{decide_for, Classification};
+use crate::rules::compile::RuleError;
 use crate::rules::live::{RulesChange, Taxonomy};
 use crate::rules::{Assignee, RuleSet};
 use crate::store::RulesVersion;
@@ -44,16 +46,37 @@ fn with_etag(version: i64, body: Value) -> Response {
     resp
 }
 
-/// `If-Match: "7"` (or `7`) as a version number.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+/// What `If-Match` asks for.
+enum IfMatch {
+    /// `*`: whatever version is current (RFC 9110).
+    Any,
+    /// `"7"` (or `7`): that version.
+    Version(i64),
+}
+
+impl IfMatch {
+    /// The version a change must be based on (`None`: any).
+    fn expected(self) -> Option<i64> {
+        match self {
+            Self::Any => None,
+            Self::Version(v) => Some(v),
+        }
+    }
+}
+
+/// The `If-Match` header, if sent.
+fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
     let text = v.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(Some(IfMatch::Any));
+    }
     let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    text.parse().map(Some).map_err(|_| {
+    text.parse().map(|v| Some(IfMatch::Version(v))).map_err(|_| {
         ApiError::bad_request(format!(
-            "If-Match: \"{text}\" is not a rules version; send the ETag of GET /v1/rules, e.g. If-Match: \"3\""
+            "If-Match: \"{text}\" is not a rules version; send the ETag of GET /v1/rules, e.g. If-Match: \"3\", or * for whatever version is current"
         ))
     })
 }
@@ -102,8 +125,7 @@ pub async fn put_rules(
     let Some(expected) = if_match(&headers)? else {
         let current = state.rules.current().stored.version;
         return Err(ApiError::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "if_match_required",
+            Code::IfMatchRequired,
             format!("send If-Match with the version you edited (GET /v1/rules gives it as the ETag; now \"{current}\"), so that concurrent edits are not lost"),
         )
         .with_details(json!({ "current_version": current.to_string() })));
@@ -114,7 +136,7 @@ pub async fn put_rules(
             text: &body.text,
             author: &caller.name,
             note: &body.note,
-            expected: Some(expected),
+            expected: expected.expected(),
         },
     )
     .await
@@ -147,22 +169,20 @@ pub async fn validate(
     ApiJson(body): ApiJson<Validate>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
-    // Messages read `rules:LINE: path: message`.
-    let split = |m: &str| {
-        let rest = m.strip_prefix("rules:").unwrap_or(m);
-        match rest.split_once(": ") {
-            Some((line, msg)) if line.parse::<usize>().is_ok() => {
-                json!({"line": line.parse::<usize>().unwrap_or(1), "message": msg})
-            }
-            _ => json!({"line": null, "message": m}),
-        }
+    // Each error as its line, its key path, and the message with the path in front.
+    let entry = |e: &RuleError| {
+        let message = match e.path.as_str() {
+            "" => e.message.clone(),
+            path => format!("{path}: {}", e.message),
+        };
+        json!({"line": e.line, "path": e.path, "message": message})
     };
     Ok(Json(
         match state.models.compile_rules(&body.text, "rules") {
             Ok(c) => json!({"valid": true, "errors": [], "warnings": c.warnings,
                          "rules": c.ruleset.rules.len()}),
             Err(e) => {
-                json!({"valid": false, "errors": e.0.iter().map(|m| split(m)).collect::<Vec<_>>(),
+                json!({"valid": false, "errors": e.0.iter().map(entry).collect::<Vec<_>>(),
                          "warnings": []})
             }
         },
@@ -208,7 +228,7 @@ pub async fn versions(
 pub async fn version(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(v): Path<String>,
+    ApiPath(v): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let n: i64 = v
@@ -240,7 +260,7 @@ pub async fn rollback(
     }
     .ok_or_else(|| ApiError::invalid("version: give a version number, e.g. {\"version\": 3}"))?;
     let old = state.store.rules_version(n).await?;
-    let expected = if_match(&headers)?;
+    let expected = if_match(&headers)?.and_then(IfMatch::expected);
     save_and_activate(
         &state,
         RulesChange {

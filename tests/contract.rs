@@ -1,0 +1,167 @@
+//! The API's error contract through the real router in process: every rejection has the one
+//! JSON shape (bad query strings, path parameters, methods and paths included), rules compile
+//! errors come as lines and as fields, and `If-Match: *` means the current version.
+
+use serde_json::{json, Value};
+
+use crate::common::app::{App, TINY_RULES};
+use crate::server::{ADMIN_TOKEN, ROUTE_TOKEN};
+
+fn assert_error(r: &crate::server::Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.header["content-type"], "application/json", "{}", r.body);
+    assert_eq!(r.body["error"]["code"], code, "{}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test]
+async fn every_rejection_has_the_one_error_shape() {
+    let app = App::start().await;
+    let r = app.get("/v1/assignments?limit=lots", ROUTE_TOKEN).await;
+    assert_error(&r, 400, "bad_request");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("query string: ") && message.contains("limit"),
+        "{message}"
+    );
+    let r = app.get("/v1/decisions?colour=red", ROUTE_TOKEN).await;
+    assert_error(&r, 400, "bad_request");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("colour"));
+    let r = app.get("/v1/decisions?since=yesterday", ROUTE_TOKEN).await;
+    assert_error(&r, 400, "bad_request");
+    let r = app.get("/v1/rules/versions/%FF", ADMIN_TOKEN).await;
+    assert_error(&r, 400, "bad_request");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("path: "));
+    let r = app.get("/v1/rules/versions/seven", ADMIN_TOKEN).await;
+    assert_error(&r, 400, "bad_request");
+    let r = app
+        .call("DELETE", "/v1/route", ROUTE_TOKEN, None, &[])
+        .await;
+    assert_error(&r, 405, "method_not_allowed");
+    let r = app.get("/v1/nowhere", ROUTE_TOKEN).await;
+    assert_error(&r, 404, "not_found");
+    let r = app.get("/v1/decisions/nope", ROUTE_TOKEN).await;
+    assert_error(&r, 404, "not_found");
+    let r = app
+        .call("POST", "/v1/route", ROUTE_TOKEN, Some("{\"body\": "), &[])
+        .await;
+    assert_error(&r, 400, "malformed_json");
+    let r = app.call("POST", "/v1/route", ROUTE_TOKEN, None, &[]).await;
+    assert_error(&r, 400, "empty_body");
+    let r = app
+        .post("/v1/route", ROUTE_TOKEN, &json!({"body": "x", "colour": 1}))
+        .await;
+    assert_error(&r, 422, "invalid_request");
+    let r = app.post("/v1/route", "", &json!({"body": "x"})).await;
+    assert_error(&r, 401, "unauthorized");
+    let r = app.get("/v1/rules", ROUTE_TOKEN).await;
+    assert_error(&r, 403, "forbidden");
+}
+
+#[tokio::test]
+async fn rules_errors_come_as_lines_and_as_fields() {
+    let app = App::start().await;
+    let bad = TINY_RULES.replace("when.intent = \"orders\"", "when.intent = \"orders.lost\"");
+    let line = bad.lines().position(|l| l.contains("orders.lost")).unwrap() + 1;
+    let put = app
+        .call(
+            "PUT",
+            "/v1/rules",
+            ADMIN_TOKEN,
+            Some(&json!({"text": bad}).to_string()),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_error(&put, 422, "invalid_rules");
+    let details = &put.body["error"]["details"];
+    let text = details["errors"][0].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "rules:{line}: rules[2].when.intent: unknown intent \"orders.lost\""
+        )),
+        "{text}"
+    );
+    let problem = &details["problems"][0];
+    assert_eq!(
+        (&problem["file"], &problem["line"], &problem["path"]),
+        (
+            &json!("rules"),
+            &json!(line),
+            &json!("rules[2].when.intent")
+        )
+    );
+    assert!(problem["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("unknown intent \"orders.lost\""));
+
+    let valid = app
+        .post("/v1/rules/validate", ADMIN_TOKEN, &json!({"text": bad}))
+        .await;
+    assert_eq!(valid.status, 200);
+    assert_eq!(valid.body["valid"], false);
+    let e = &valid.body["errors"][0];
+    assert_eq!(
+        (&e["line"], &e["path"]),
+        (&json!(line), &json!("rules[2].when.intent"))
+    );
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("rules[2].when.intent: unknown intent"));
+    let syntax = app
+        .post(
+            "/v1/rules/validate",
+            ADMIN_TOKEN,
+            &json!({"text": "[[rules]\n"}),
+        )
+        .await;
+    let e = &syntax.body["errors"][0];
+    assert_eq!((&e["line"], &e["path"]), (&json!(1), &json!("")));
+}
+
+#[tokio::test]
+async fn if_match_star_applies_a_change_over_whatever_version_is_current() {
+    let app = App::start().await;
+    let put = |text: String, if_match: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                "PUT",
+                "/v1/rules",
+                ADMIN_TOKEN,
+                Some(&json!({"text": text}).to_string()),
+                &[("if-match", if_match)],
+            )
+            .await
+        }
+    };
+    let first = put(TINY_RULES.replace("\"logistics\"", "\"couriers\""), "\"1\"").await;
+    assert_eq!(first.header["etag"], "\"2\"");
+    let any = put(TINY_RULES.to_string(), "*").await;
+    assert_eq!(any.status, 200, "{}", any.body);
+    assert_eq!(any.header["etag"], "\"3\"");
+    assert_eq!(any.body["version"], "3");
+    let junk = put(TINY_RULES.to_string(), "\"v3\"").await;
+    assert_error(&junk, 400, "bad_request");
+    let rollback = app
+        .call(
+            "POST",
+            "/v1/rules/rollback",
+            ADMIN_TOKEN,
+            Some(r#"{"version": 2}"#),
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!(rollback.status, 200, "{}", rollback.body);
+    let current: Value = app.get("/v1/rules", ADMIN_TOKEN).await.body;
+    assert_eq!(current["version"], "4");
+}
