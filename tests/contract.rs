@@ -165,3 +165,64 @@ async fn if_match_star_applies_a_change_over_whatever_version_is_current() {
     let current: Value = app.get("/v1/rules", ADMIN_TOKEN).await.body;
     assert_eq!(current["version"], "4");
 }
+
+/// schemathesis, pinned, in a virtual environment outside the repository (`.ci/run` makes it;
+/// `SCHEMATHESIS` may name another `st`).
+fn schemathesis() -> std::path::PathBuf {
+    let st = std::env::var_os("SCHEMATHESIS").map_or_else(
+        || "/opt/schemathesis/bin/st".into(),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        st.exists(),
+        "the API contract test needs schemathesis 4.32.5 at {}: python3 -m venv /opt/schemathesis && /opt/schemathesis/bin/pip install schemathesis==4.32.5",
+        st.display()
+    );
+    st
+}
+
+/// The served OpenAPI document against the real server (the binary on the tiny model, a tiny
+/// learning base set, an admin token): every operation, every check, a fixed seed
+/// (`tests/fixtures/schemathesis.toml` says which state-dependent 422s are expected where). A
+/// failure prints schemathesis' report with a curl line for each case.
+#[test]
+fn schemathesis_finds_no_contract_failures() {
+    let st = schemathesis();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(dir.path().join("rules.toml"), TINY_RULES).unwrap();
+    crate::common::tiny_dataset(&dir.path().join("base.jsonl"), 6, 0);
+    crate::common::tiny_dataset(&dir.path().join("dev.jsonl"), 2, 50);
+    let learning = format!(
+        "\n[learning]\nbase_data = \"{}\"\ndev_data = \"{}\"\nretrain_after = 0\n",
+        d("base.jsonl"),
+        d("dev.jsonl")
+    );
+    let model = crate::common::app::tiny_model().display().to_string();
+    let server = crate::server::start_full(dir.path(), &["--model", &model], &learning, &[]);
+    let settings = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/schemathesis.toml"
+    );
+    let out = std::process::Command::new(st)
+        .args(["--config-file", settings])
+        .args(["run", &format!("{}/openapi.json", server.base)])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "25",
+            "--seed",
+            "20261206",
+        ])
+        .args(["--request-timeout", "60", "--no-color"])
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found contract failures:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Code};
-use super::extract::{parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
+use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
@@ -271,7 +271,11 @@ pub async fn assignments(
     state.auth.check(&headers, Scope::Route)?;
     let list = state
         .store
-        .assignments(q.team.as_deref(), q.open, q.limit.clamp(1, 10_000))
+        .assignments(
+            q.team.as_deref(),
+            q.open,
+            in_range("limit", q.limit, 1, 10_000)?,
+        )
         .await?;
     Ok(Json(json!({ "assignments": list })))
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::auth::{SESSION_COOKIE, SESSION_TTL};
 use super::error::{ApiError, Code};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{in_range, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
@@ -146,6 +146,11 @@ fn fifty() -> i64 {
     50
 }
 
+/// A confidence bound of the query, when given: 0 to 1.
+fn confidence(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiError> {
+    value.map(|v| in_range(name, v, 0.0, 1.0)).transpose()
+}
+
 /// Body of `GET /v1/decisions`.
 #[derive(Serialize)]
 pub struct DecisionList {
@@ -166,11 +171,11 @@ pub async fn decisions(
         intent: q.intent.filter(|s| !s.is_empty()),
         team: q.team.filter(|s| !s.is_empty()),
         language: q.language.filter(|s| !s.is_empty()),
-        min_confidence: q.min_confidence,
-        max_confidence: q.max_confidence,
+        min_confidence: confidence("min_confidence", q.min_confidence)?,
+        max_confidence: confidence("max_confidence", q.max_confidence)?,
         since: q.since,
         until: q.until,
-        limit: q.limit.clamp(1, 1000),
+        limit: in_range("limit", q.limit, 1, 1000)?,
     };
     Ok(Json(DecisionList {
         decisions: state.store.decisions(&filter).await?,
@@ -197,7 +202,7 @@ pub async fn stats(
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
-    let days = q.days.clamp(1, 366);
+    let days = in_range("days", q.days, 1, 366)?;
     let since = Utc::now() - chrono::Duration::days(days);
     let rows = state.store.decision_facts(since).await?;
     let mut by_intent: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();

@@ -25,6 +25,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// A query parameter checked against its documented range: 400 `bad_request` outside it.
+pub fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ApiError> {
+    if value >= min && value <= max {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "query string: {name}: {value} is out of range; give {min} to {max}"
+        )))
+    }
+}
+
 /// Path parameters; a wrong one is 400 `bad_request`.
 #[derive(Debug)]
 pub struct ApiPath<T>(pub T);

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
-use super::extract::{parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
+use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::intent::{IntentTree, UNKNOWN};
@@ -83,6 +83,18 @@ pub async fn feedback(
             "give at least one of correct_intent, correct_team, correct_assignee",
         ));
     }
+    let (_, mut f) = state
+        .store
+        .decision_for_feedback(req.decision_id.as_deref(), req.ticket_id.as_deref())
+        .await?;
+    if let (Some(d), Some(t)) = (&req.decision_id, &req.ticket_id) {
+        if *t != f.ticket_id {
+            return Err(ApiError::invalid(format!(
+                "decision {d} is about ticket {}, not {t}",
+                f.ticket_id
+            )));
+        }
+    }
     let tree = taxonomy(&state).await?;
     let labels = crate::train::dataset::taxonomy_labels(&tree);
     if let Some(intent) = &req.correct_intent {
@@ -95,18 +107,6 @@ pub async fn feedback(
             };
             return Err(ApiError::invalid(format!(
                 "correct_intent: {hint}; known: {known}"
-            )));
-        }
-    }
-    let (_, mut f) = state
-        .store
-        .decision_for_feedback(req.decision_id.as_deref(), req.ticket_id.as_deref())
-        .await?;
-    if let (Some(d), Some(t)) = (&req.decision_id, &req.ticket_id) {
-        if *t != f.ticket_id {
-            return Err(ApiError::invalid(format!(
-                "decision {d} is about ticket {}, not {t}",
-                f.ticket_id
             )));
         }
     }
@@ -298,6 +298,7 @@ pub async fn review(
     ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> Result<Json<Review>, ApiError> {
     state.auth.check(&headers, Scope::Feedback)?;
+    let limit = in_range("limit", q.limit, 1, 500)?;
     let recent = state.store.review_candidates(2000).await?;
     let shadow = match state.models.shadow() {
         Some(s) => Some((s.id.clone(), state.store.shadow_intents(&s.id).await?)),
@@ -337,7 +338,7 @@ pub async fn review(
     items.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.margin.total_cmp(&b.1.margin)));
     let review = items
         .into_iter()
-        .take(q.limit.clamp(1, 500))
+        .take(limit)
         .map(|(_, item)| item)
         .collect();
     Ok(Json(Review { review }))

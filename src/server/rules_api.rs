@@ -254,7 +254,10 @@ pub async fn rollback(
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let n = match &body.version {
-        Value::Number(n) => n.as_i64(),
+        // JSON numbers with no fraction are integers, `3.0` too.
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
