@@ -11,6 +11,7 @@ pub const DEFAULT_RULES: &str = include_str!("default.toml");
 pub mod decide;
 pub mod live;
 pub mod schema;
+pub mod simulate;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};

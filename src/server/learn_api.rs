@@ -3,7 +3,6 @@
 //! its report; plus the background jobs (retraining by count or period, following registry
 //! changes made by the CLI).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,17 +10,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Code};
 use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
-use crate::intent::{IntentTree, UNKNOWN};
-use crate::learn;
+use crate::intent::IntentTree;
+use crate::learn::report::{FeedbackReport, Review, ShadowReport};
+use crate::learn::{self, report};
 use crate::registry::AfterGate;
-use crate::rules::{Condition, RuleSet};
 use crate::store::AddedIntent;
 
 /// The active model's taxonomy plus the intents added through the API.
@@ -29,29 +28,6 @@ pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
     let added = state.store.added_intents().await?;
     learn::taxonomy(&state.models.active().engine.classifier().tree, &added)
         .map_err(ApiError::internal)
-}
-
-/// The one intent a team stands for in the rules, if exactly one: every rule that sends
-/// tickets to `team` conditions on one single leaf intent, and they all name the same one.
-pub fn team_intent(rules: &RuleSet, team: &str, labels: &[String]) -> Option<String> {
-    let mut found: Option<String> = None;
-    for r in rules
-        .rules
-        .iter()
-        .filter(|r| r.then.team.as_deref() == Some(team))
-    {
-        let [Condition::Intent(nodes)] = r.when.as_slice() else {
-            return None;
-        };
-        let [node] = nodes.as_slice() else {
-            return None;
-        };
-        if !labels.contains(node) || found.as_ref().is_some_and(|f| f != node) {
-            return None;
-        }
-        found = Some(node.clone());
-    }
-    found
 }
 
 /// Body of `POST /v1/feedback`.
@@ -113,7 +89,7 @@ pub async fn feedback(
     // A team correction is a rules signal; it is also a label when the team stands for one
     // intent.
     let label_from_team = match (&req.correct_intent, &req.correct_team) {
-        (None, Some(team)) => team_intent(&state.rules.current().ruleset, team, &labels),
+        (None, Some(team)) => report::team_intent(&state.rules.current().ruleset, team, &labels),
         _ => None,
     };
     f.agent = req.agent.trim().to_string();
@@ -145,79 +121,18 @@ pub async fn feedback(
     Ok((status, Json(body)).into_response())
 }
 
-/// The rule that set a decision's team: the last fired rule with a `team` action.
-fn team_rule(rules: &RuleSet, fired: &[String]) -> String {
-    fired
-        .iter()
-        .rev()
-        .find(|id| {
-            rules
-                .rules
-                .iter()
-                .any(|r| &r.id == *id && r.then.team.is_some())
-        })
-        .cloned()
-        .unwrap_or_else(|| "(defaults)".to_string())
-}
-
 /// `GET /v1/feedback/report`: corrections summarised for rule authors and model owners: team
 /// and assignee corrections per rule with suggested changes, intent confusions (scope `admin`).
 pub async fn feedback_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FeedbackReport>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let all = state.store.feedback().await?;
-    let rules = state.rules.current();
-    // rule -> (tickets corrected, right team -> count, assignee corrections)
-    let mut per_rule: BTreeMap<String, (usize, BTreeMap<String, usize>, usize)> = BTreeMap::new();
-    let mut confusions: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for f in &all {
-        if let Some(right) = &f.correct_intent {
-            if *right != f.predicted_intent {
-                *confusions
-                    .entry((f.predicted_intent.clone(), right.clone()))
-                    .or_default() += 1;
-            }
-        }
-        if f.correct_team.is_some() || f.correct_assignee.is_some() {
-            let entry = per_rule
-                .entry(team_rule(&rules.ruleset, &f.rule_ids))
-                .or_default();
-            entry.0 += 1;
-            if let Some(t) = &f.correct_team {
-                *entry.1.entry(t.clone()).or_default() += 1;
-            }
-            if f.correct_assignee.is_some() {
-                entry.2 += 1;
-            }
-        }
-    }
-    let rules_report: Vec<Value> = per_rule
-        .into_iter()
-        .map(|(rule, (n, teams, assignees))| {
-            let top = teams.iter().max_by_key(|(_, c)| **c);
-            let suggestion = match top {
-                Some((team, &c)) if c >= 3 && c * 10 >= n * 6 => format!(
-                    "agents moved {c} of {n} tickets from rule \"{rule}\" to team \"{team}\": consider `then.team = \"{team}\"` there, or a narrower rule before it"
-                ),
-                Some(_) => format!("agents disagree with rule \"{rule}\" on {n} tickets, with no single better team yet: review its conditions"),
-                None => format!("agents reassigned {assignees} tickets of rule \"{rule}\": review the team's roster or strategy"),
-            };
-            json!({"rule": rule, "corrected": n, "right_teams": teams, "assignee_corrections": assignees, "suggestion": suggestion})
-        })
-        .collect();
-    let confusions: Vec<Value> = confusions
-        .into_iter()
-        .map(|((p, r), n)| json!({"predicted": p, "correct": r, "count": n}))
-        .collect();
-    Ok(Json(json!({
-        "feedback": all.len(),
-        "intent_corrections": all.iter().filter(|f| f.correct_intent.is_some()).count(),
-        "training_labels": all.iter().filter(|f| f.correct_intent.is_some() && f.has_text).count(),
-        "rules": rules_report,
-        "intent_confusions": confusions,
-    })))
+    Ok(Json(report::feedback_report(
+        &all,
+        &state.rules.current().ruleset,
+    )))
 }
 
 /// Body of `POST /v1/intents`.
@@ -301,65 +216,10 @@ pub async fn review(
     let limit = in_range("limit", q.limit, 1, 500)?;
     let recent = state.store.review_candidates(2000).await?;
     let shadow = match state.models.shadow() {
-        Some(s) => Some((s.id.clone(), state.store.shadow_intents(&s.id).await?)),
+        Some(s) => Some(state.store.shadow_intents(&s.id).await?),
         None => None,
     };
-    let mut items: Vec<(u8, ReviewItem)> = recent
-        .into_iter()
-        .filter_map(|d| {
-            let decision_id = d.decision_id?;
-            let intent = d.intent.resolution.intent;
-            let margin = d.intent.resolution.margin;
-            let shadow_intent = shadow
-                .as_ref()
-                .and_then(|(_, m)| m.get(&decision_id).cloned())
-                .filter(|s| *s != intent);
-            let (rank, reason) = if intent == UNKNOWN {
-                (0, "the model did not recognise the intent".to_string())
-            } else if let Some(s) = &shadow_intent {
-                (1, format!("the shadow model says {s}"))
-            } else {
-                (
-                    2,
-                    format!("small margin {margin:.2} between the top intents"),
-                )
-            };
-            let item = ReviewItem {
-                decision_id,
-                ticket_id: d.ticket_id,
-                intent,
-                top_k: d.intent.resolution.top_k,
-                margin,
-                reason,
-            };
-            Some((rank, item))
-        })
-        .collect();
-    items.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.margin.total_cmp(&b.1.margin)));
-    let review = items
-        .into_iter()
-        .take(limit)
-        .map(|(_, item)| item)
-        .collect();
-    Ok(Json(Review { review }))
-}
-
-/// Body of `GET /v1/review`.
-#[derive(Serialize)]
-pub struct Review {
-    /// The tickets most worth a label first.
-    review: Vec<ReviewItem>,
-}
-
-/// One ticket worth an agent's label.
-#[derive(Serialize)]
-pub struct ReviewItem {
-    decision_id: String,
-    ticket_id: Option<String>,
-    intent: String,
-    top_k: Vec<crate::intent::Scored>,
-    margin: f32,
-    reason: String,
+    Ok(Json(report::review_queue(recent, shadow.as_ref(), limit)))
 }
 
 /// `GET /v1/models`: every version, newest first (scope `admin`).
@@ -425,34 +285,11 @@ pub async fn shadow_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ShadowReport>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     state.store.model(&id).await?;
     let rows = state.store.shadow_rows(&id).await?;
-    let agree = rows.iter().filter(|r| r.active == r.shadow).count();
-    let corrected: Vec<_> = rows.iter().filter(|r| r.correct.is_some()).collect();
-    let right = |f: &dyn Fn(&crate::store::ShadowRow) -> &str| {
-        corrected
-            .iter()
-            .filter(|r| r.correct.as_deref() == Some(f(r)))
-            .count()
-    };
-    let ratio = |a: usize, n: usize| {
-        if n == 0 {
-            None
-        } else {
-            Some(a as f64 / n as f64)
-        }
-    };
-    let (active_right, shadow_right) = (right(&|r| &r.active), right(&|r| &r.shadow));
-    Ok(Json(json!({
-        "model": id,
-        "tickets": rows.len(),
-        "agreement": ratio(agree, rows.len()),
-        "corrected_tickets": corrected.len(),
-        "active_accuracy_on_corrected": ratio(active_right, corrected.len()),
-        "shadow_accuracy_on_corrected": ratio(shadow_right, corrected.len()),
-    })))
+    Ok(Json(report::shadow_report(&id, &rows)))
 }
 
 /// Body of `POST /v1/models/retrain`.

@@ -1,7 +1,6 @@
 //! Rules endpoints: read, replace (If-Match, validated, atomic, live), history with diffs,
 //! rollback and simulation of a candidate ruleset. All need the `admin` scope.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -16,12 +15,10 @@ use super::error::{invalid_rules, ApiError, Code};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::config::Scope;
-use crate::decision::Decision;
 use crate::decision::RuleInputs;
-use crate::engine::{decide_for, Classification};
 use crate::rules::compile::RuleError;
 use crate::rules::live::{RulesChange, Taxonomy};
-use crate::rules::{Assignee, RuleSet};
+use crate::rules::simulate::{self, Case, Simulation};
 use crate::store::RulesVersion;
 use crate::ticket::Ticket;
 
@@ -290,62 +287,13 @@ pub struct Simulate {
     last: Option<usize>,
 }
 
-/// The outcome of one ruleset for one ticket.
-#[derive(Serialize, PartialEq)]
-struct Outcome {
-    team: Option<String>,
-    assignee: Option<String>,
-    status: &'static str,
-    priority: &'static str,
-    tags: Vec<String>,
-    rule_ids: Vec<String>,
-}
-
-impl From<Decision> for Outcome {
-    fn from(d: Decision) -> Self {
-        Self {
-            team: d.team,
-            assignee: d.assignee.map(|a| match a {
-                Assignee::Agent(a) => a,
-                Assignee::RoundRobin => "(round-robin)".into(),
-                Assignee::LeastLoaded => "(least-loaded)".into(),
-                Assignee::Nobody => "(none)".into(),
-            }),
-            status: d.status.name(),
-            priority: d.priority.name(),
-            tags: d.tags,
-            rule_ids: d.rule_ids,
-        }
-    }
-}
-
-#[derive(Default, Serialize)]
-struct Count {
-    before: usize,
-    after: usize,
-}
-
-fn tally(map: &mut BTreeMap<String, Count>, before: &str, after: &str) {
-    map.entry(before.to_string()).or_default().before += 1;
-    map.entry(after.to_string()).or_default().after += 1;
-}
-
-/// One simulated ticket's inputs.
-struct Case {
-    ticket: Ticket,
-    classification: Classification,
-    received_at: chrono::DateTime<Utc>,
-    decision_id: Option<String>,
-    text_missing: bool,
-}
-
 /// `POST /v1/rules/simulate`: decides tickets (given, or the last N logged) with the active
 /// rules and with a candidate, and reports what would change. Assigns nothing, logs nothing.
 pub async fn simulate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Simulate>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Simulation>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let candidate = state
         .models
@@ -361,7 +309,7 @@ pub async fn simulate(
         (None, Some(n)) => logged_cases(&state, n).await?,
     };
     let active = state.rules.current();
-    Ok(Json(compare(
+    Ok(Json(simulate::compare(
         &active.ruleset,
         &candidate.ruleset,
         &cases,
@@ -383,10 +331,11 @@ async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>
         .tickets
         .into_iter()
         .zip(admitted.classified.classifications)
-        .map(|(ticket, classification)| Case {
+        .map(|(ticket, c)| Case {
             received_at: ticket.received_at.unwrap_or(now),
             ticket,
-            classification,
+            resolution: c.resolution,
+            language: c.language,
             decision_id: None,
             text_missing: false,
         })
@@ -410,90 +359,12 @@ async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError>
             }
             Ok(Case {
                 ticket,
-                classification: inputs.classification,
+                resolution: inputs.classification.resolution,
+                language: inputs.classification.language,
                 received_at: inputs.received_at,
                 decision_id: Some(d.decision_id),
                 text_missing,
             })
         })
         .collect()
-}
-
-fn compare(
-    active: &RuleSet,
-    candidate: &RuleSet,
-    cases: &[Case],
-    warnings: &[String],
-    active_version: i64,
-) -> Value {
-    let mut teams = BTreeMap::new();
-    let mut priorities = BTreeMap::new();
-    let mut statuses = BTreeMap::new();
-    let mut changed_count = 0;
-    let results: Vec<Value> = cases
-        .iter()
-        .map(|c| {
-            let before = Outcome::from(decide_for(
-                active,
-                &c.ticket,
-                &c.classification,
-                c.received_at,
-            ));
-            let after = Outcome::from(decide_for(
-                candidate,
-                &c.ticket,
-                &c.classification,
-                c.received_at,
-            ));
-            let mut changed = Vec::new();
-            if before.team != after.team {
-                changed.push("team");
-            }
-            if before.assignee != after.assignee {
-                changed.push("assignee");
-            }
-            if before.status != after.status {
-                changed.push("status");
-            }
-            if before.priority != after.priority {
-                changed.push("priority");
-            }
-            if before.tags != after.tags {
-                changed.push("tags");
-            }
-            if !changed.is_empty() {
-                changed_count += 1;
-            }
-            let none = "(none)".to_string();
-            tally(
-                &mut teams,
-                before.team.as_ref().unwrap_or(&none),
-                after.team.as_ref().unwrap_or(&none),
-            );
-            tally(&mut priorities, before.priority, after.priority);
-            tally(&mut statuses, before.status, after.status);
-            json!({
-                "ticket_id": c.ticket.id,
-                "decision_id": c.decision_id,
-                "intent": c.classification.resolution.intent,
-                "text_missing": c.text_missing,
-                "changed": changed,
-                "before": before,
-                "after": after,
-            })
-        })
-        .collect();
-    json!({
-        "compared_with_version": active_version.to_string(),
-        "warnings": warnings,
-        "summary": {
-            "tickets": cases.len(),
-            "changed": changed_count,
-            "text_missing": cases.iter().filter(|c| c.text_missing).count(),
-            "teams": teams,
-            "priorities": priorities,
-            "statuses": statuses,
-        },
-        "results": results,
-    })
 }

@@ -4,6 +4,8 @@
 //! cached); and an evaluation gate compares candidate and active model in the same run on the
 //! same data: the curated dev split decides, held-out corrections are reported beside it.
 
+pub mod report;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
