@@ -71,15 +71,7 @@ async fn rules_errors_come_as_lines_and_as_fields() {
     let app = App::start().await;
     let bad = TINY_RULES.replace("when.intent = \"orders\"", "when.intent = \"orders.lost\"");
     let line = bad.lines().position(|l| l.contains("orders.lost")).unwrap() + 1;
-    let put = app
-        .call(
-            "PUT",
-            "/v1/rules",
-            ADMIN_TOKEN,
-            Some(&json!({"text": bad}).to_string()),
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    let put = app.put_rules(&bad, "\"1\"").await;
     assert_error(&put, 422, "invalid_rules");
     let details = &put.body["error"]["details"];
     let text = details["errors"][0].as_str().unwrap();
@@ -131,26 +123,18 @@ async fn rules_errors_come_as_lines_and_as_fields() {
 #[tokio::test]
 async fn if_match_star_applies_a_change_over_whatever_version_is_current() {
     let app = App::start().await;
-    let put = |text: String, if_match: &'static str| {
-        let app = &app;
-        async move {
-            app.call(
-                "PUT",
-                "/v1/rules",
-                ADMIN_TOKEN,
-                Some(&json!({"text": text}).to_string()),
-                &[("if-match", if_match)],
-            )
-            .await
-        }
-    };
-    let first = put(TINY_RULES.replace("\"logistics\"", "\"couriers\""), "\"1\"").await;
+    let first = app
+        .put_rules(
+            &TINY_RULES.replace("\"logistics\"", "\"couriers\""),
+            "\"1\"",
+        )
+        .await;
     assert_eq!(first.header["etag"], "\"2\"");
-    let any = put(TINY_RULES.to_string(), "*").await;
+    let any = app.put_rules(TINY_RULES, "*").await;
     assert_eq!(any.status, 200, "{}", any.body);
     assert_eq!(any.header["etag"], "\"3\"");
     assert_eq!(any.body["version"], "3");
-    let junk = put(TINY_RULES.to_string(), "\"v3\"").await;
+    let junk = app.put_rules(TINY_RULES, "\"v3\"").await;
     assert_error(&junk, 400, "bad_request");
     let rollback = app
         .call(

@@ -181,20 +181,7 @@ async fn a_rules_change_is_live_for_the_next_request_and_a_bad_one_changes_nothi
 
     let text =
         crate::common::app::TINY_RULES.replace("team = \"logistics\"", "team = \"couriers\"");
-    let put = |body: Value, if_match: &'static str| {
-        let app = &app;
-        async move {
-            app.call(
-                "PUT",
-                "/v1/rules",
-                ADMIN_TOKEN,
-                Some(&body.to_string()),
-                &[("if-match", if_match)],
-            )
-            .await
-        }
-    };
-    let saved = put(json!({"text": text, "note": "new couriers"}), "\"1\"").await;
+    let saved = app.put_rules(&text, "\"1\"").await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(saved.header["etag"], "\"2\"");
     let after = route(&app, &json!({"body": PARCEL})).await;
@@ -204,11 +191,11 @@ async fn a_rules_change_is_live_for_the_next_request_and_a_bad_one_changes_nothi
     );
 
     // An edit based on an old version, and rules that do not compile, leave version 2 serving.
-    let stale = put(json!({"text": crate::common::app::TINY_RULES}), "\"1\"").await;
+    let stale = app.put_rules(crate::common::app::TINY_RULES, "\"1\"").await;
     assert_eq!(stale.status, 412);
     assert_eq!(stale.body["error"]["code"], "version_conflict");
     let bad = text.replace("when.intent = \"orders\"", "when.intent = \"orders.lost\"");
-    let invalid = put(json!({"text": bad}), "\"2\"").await;
+    let invalid = app.put_rules(&bad, "\"2\"").await;
     assert_eq!(invalid.status, 422);
     assert_eq!(invalid.body["error"]["code"], "invalid_rules");
     let message = invalid.body["error"]["details"]["errors"][0]

@@ -171,6 +171,20 @@ impl App {
             .await
     }
 
+    /// `PUT /v1/rules` with `text` as the admin, sending `If-Match: if_match`.
+    pub async fn put_rules(&self, text: &str, if_match: &str) -> Resp {
+        let body = serde_json::json!({ "text": text }).to_string();
+        let if_match = [("if-match", if_match)];
+        self.call(
+            "PUT",
+            "/v1/rules",
+            crate::server::ADMIN_TOKEN,
+            Some(&body),
+            &if_match,
+        )
+        .await
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.call("GET", path, token, None, &[]).await
