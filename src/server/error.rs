@@ -211,19 +211,15 @@ impl From<ClassifyError> for ApiError {
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
-        let code = match &e {
-            RouteError::EmptyTicket { .. } => Code::EmptyTicket,
-            RouteError::BadTicketId { .. } | RouteError::NoTickets => Code::InvalidRequest,
-            RouteError::TooManyTickets { .. } => Code::TooManyTickets,
-            RouteError::Classify(_) | RouteError::Store(_) => {
-                return match e {
-                    RouteError::Classify(c) => c.into(),
-                    RouteError::Store(s) => s.into(),
-                    _ => unreachable!("matched above. This is a bug."),
-                }
+        match e {
+            RouteError::Classify(c) => c.into(),
+            RouteError::Store(s) => s.into(),
+            e @ RouteError::EmptyTicket { .. } => Self::new(Code::EmptyTicket, e.to_string()),
+            e @ (RouteError::BadTicketId { .. } | RouteError::NoTickets) => {
+                Self::invalid(e.to_string())
             }
-        };
-        Self::new(code, e.to_string())
+            e @ RouteError::TooManyTickets { .. } => Self::new(Code::TooManyTickets, e.to_string()),
+        }
     }
 }
 
@@ -257,24 +253,19 @@ impl From<RulesError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        let code = match &e {
+        let code = match e {
+            RegistryError::Store(s) => return s.into(),
+            RegistryError::Rules(r) => return r.into(),
+            RegistryError::RulesIncompatible { ref errors, .. } => {
+                let details = compile_details(errors);
+                return Self::new(Code::RulesIncompatible, e.to_string()).with_details(details);
+            }
             RegistryError::Unloadable(_) => Code::ModelUnloadable,
             RegistryError::NotACandidate { .. } => Code::NotACandidate,
             RegistryError::RetrainRunning => Code::RetrainRunning,
             RegistryError::NoTrainingData { .. } => Code::NoTrainingData,
-            RegistryError::RulesIncompatible { errors, .. } => {
-                return Self::new(Code::RulesIncompatible, e.to_string())
-                    .with_details(compile_details(errors))
-            }
             RegistryError::NothingToRollBackTo => Code::NotFound,
             RegistryError::RetrainFailed(_) => Code::RetrainFailed,
-            RegistryError::Store(_) | RegistryError::Rules(_) => {
-                return match e {
-                    RegistryError::Store(s) => s.into(),
-                    RegistryError::Rules(r) => r.into(),
-                    _ => unreachable!("matched above. This is a bug."),
-                }
-            }
             _ => return Self::internal(e),
         };
         Self::new(code, e.to_string())

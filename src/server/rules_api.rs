@@ -330,7 +330,7 @@ async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>
     Ok(admitted
         .tickets
         .into_iter()
-        .zip(admitted.classified.classifications)
+        .zip(admitted.classifications)
         .map(|(ticket, c)| Case {
             received_at: ticket.received_at.unwrap_or(now),
             ticket,

@@ -128,10 +128,8 @@ pub struct ClassifyReply {
 pub struct Admitted {
     /// The tickets, with ids and text as classified.
     pub tickets: Vec<Ticket>,
-    /// Whether each was cut.
-    pub truncated: Vec<bool>,
-    /// Their classification.
-    pub classified: Classified,
+    /// Their classification, in order.
+    pub classifications: Vec<Classification>,
 }
 
 /// The route use case; cheap to clone (handles only).
@@ -309,12 +307,11 @@ impl RouteService {
 
     /// Admits and classifies a list of tickets (as a batch route would), logging nothing.
     pub async fn classify_all(&self, mut tickets: Vec<Ticket>) -> Result<Admitted, RouteError> {
-        let truncated = self.admit_all(&mut tickets, Shape::Batch)?;
+        self.admit_all(&mut tickets, Shape::Batch)?;
         let classified = self.models.active().classify(&tickets, None).await?;
         Ok(Admitted {
             tickets,
-            truncated,
-            classified,
+            classifications: classified.classifications,
         })
     }
 
