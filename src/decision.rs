@@ -11,7 +11,7 @@ use crate::rules::{Assignee, Priority, Status};
 use crate::ticket::Ticket;
 
 /// One evaluated rule in a trace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TraceStep {
     /// Rule id.
     pub rule: String,
@@ -42,7 +42,7 @@ pub struct Decision {
 }
 
 /// How the assignee was chosen, when the rules asked for one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AssignmentInfo {
     /// `fixed`, `round-robin`, `least-loaded` or `none`.
     pub strategy: String,
@@ -52,7 +52,7 @@ pub struct AssignmentInfo {
 }
 
 /// Milliseconds spent.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     /// Admission, idempotency check and classification.
     pub inference_ms: f64,
@@ -63,7 +63,8 @@ pub struct Timings {
 /// One routed ticket: the decision as `POST /v1/route` returns it, the decision log keeps it,
 /// `POST /v1/route/dry-run` previews it and `classify --rules` prints it. Only a logged decision
 /// has an id, an agent picked by a strategy, and timings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Decision)]
 pub struct Routed {
     /// Decision id (for feedback and the log); only logged decisions have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

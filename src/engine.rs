@@ -13,7 +13,7 @@ use crate::rules::RuleSet;
 use crate::ticket::Ticket;
 
 /// The classification of one ticket, as the CLI prints it and the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Classification {
     /// Ticket id, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]

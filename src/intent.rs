@@ -317,7 +317,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// One step of a chain or one top-k entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Scored {
     /// Intent id.
     pub intent: String,
@@ -326,7 +326,7 @@ pub struct Scored {
 }
 
 /// The outcome of classifying one text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resolution {
     /// The resolved node, or `unknown`.
     pub intent: String,

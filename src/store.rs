@@ -247,7 +247,7 @@ pub struct LoggedDecision {
 }
 
 /// One assignment of a ticket to an agent.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Assignment {
     /// The decision that made it.
     pub decision_id: String,
@@ -900,7 +900,7 @@ pub struct Correction {
 }
 
 /// An intent added to the taxonomy through the API.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AddedIntent {
     /// Dotted id.
     pub id: String,
@@ -915,7 +915,7 @@ pub struct AddedIntent {
 }
 
 /// Where a model version stands in the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelStatus {
     /// Trained (and gated); not serving.
@@ -951,7 +951,7 @@ impl std::fmt::Display for ModelStatus {
 }
 
 /// A model version in the registry.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ModelRecord {
     /// Id (the version every response names).
     pub id: String,

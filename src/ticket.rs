@@ -8,15 +8,18 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// An incoming helpdesk ticket. Unknown keys are errors (put helpdesk extras in `fields`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// It needs text: a non-blank `body` (or its alias `text`, not both) and/or `subject`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ticket {
-    /// Helpdesk id, if any (a JSON string or number).
+    /// Helpdesk id (1 to 256 characters, or a number); generated when absent.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "id_string"
     )]
+    #[schema(schema_with = id_schema)]
     pub id: Option<String>,
     /// Subject line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,12 +46,32 @@ pub struct Ticket {
 }
 
 /// Facts about the customer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     /// Tier, e.g. `vip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+}
+
+/// The schema of a ticket id: a string, a number or null.
+fn id_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(256))
+                .pattern(Some(r"\S")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "Helpdesk id (1 to 256 characters, or a number); generated when absent.",
+        ))
+        .build()
+        .into()
 }
 
 /// Accepts a ticket id given as a string or a number (helpdesks use both).

@@ -16,6 +16,51 @@ fn assert_error(r: &crate::server::Resp, status: u16, code: &str) {
         .is_some_and(|m| !m.is_empty()));
 }
 
+/// Whether the router itself refused the request: no such path, or not that method.
+fn router_refused(r: &crate::server::Resp) -> bool {
+    r.status == 405
+        || (r.status == 404
+            && r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("no such endpoint")))
+}
+
+#[tokio::test]
+async fn the_document_and_the_router_agree() {
+    let app = App::start().await;
+    let doc = app.get("/openapi.json", "").await;
+    assert_eq!(doc.status, 200);
+    let paths = doc.body["paths"].as_object().unwrap();
+    assert!(paths.len() > 30, "{}", paths.len());
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    for (path, item) in paths {
+        // Path parameters get values that exist where it matters (the asset) and a malformed
+        // body stops every handler before it changes anything.
+        let concrete = path
+            .replace("{file}", "app.js")
+            .replace("{version}", "1")
+            .replace(['{', '}'], "");
+        for method in methods {
+            let documented = item.get(method.to_lowercase()).is_some();
+            let r = app
+                .call(method, &concrete, ADMIN_TOKEN, Some("{"), &[])
+                .await;
+            assert_eq!(
+                router_refused(&r),
+                !documented,
+                "{method} {path} is {}documented but answered {} {}",
+                if documented { "" } else { "not " },
+                r.status,
+                r.body
+            );
+        }
+    }
+    for path in ["/v1/nowhere", "/v2/route", "/assets", "/v1/models/x/y/z"] {
+        let r = app.get(path, ADMIN_TOKEN).await;
+        assert!(router_refused(&r), "GET {path}: {} {}", r.status, r.body);
+    }
+}
+
 #[tokio::test]
 async fn every_rejection_has_the_one_error_shape() {
     let app = App::start().await;

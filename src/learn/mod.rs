@@ -114,7 +114,7 @@ pub fn taxonomy(active: &IntentTree, added: &[AddedIntent]) -> Result<IntentTree
 }
 
 /// Scores of one model on one data set.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Scores {
     /// Examples.
     pub n: usize,
@@ -135,7 +135,7 @@ impl Scores {
 }
 
 /// Active vs candidate on one data set.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Comparison {
     /// The active model.
     pub active: Scores,
@@ -144,7 +144,8 @@ pub struct Comparison {
 }
 
 /// The gate's verdict and the evidence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Gate)]
 pub struct GateReport {
     /// The candidate may replace the active model.
     pub passed: bool,

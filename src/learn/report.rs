@@ -50,7 +50,7 @@ pub fn team_rule(rules: &RuleSet, fired: &[String]) -> String {
 }
 
 /// Agents' corrections, summarised.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FeedbackReport {
     /// Corrections received.
     pub feedback: usize,
@@ -65,7 +65,7 @@ pub struct FeedbackReport {
 }
 
 /// The team and assignee corrections of the tickets one rule sent.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuleCorrections {
     /// The rule that set the team (`(defaults)` when none did).
     pub rule: String,
@@ -80,7 +80,8 @@ pub struct RuleCorrections {
 }
 
 /// One intent confusion.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = IntentConfusion)]
 pub struct Confusion {
     /// What the model said.
     pub predicted: String,
@@ -167,14 +168,14 @@ fn suggestion(r: &RuleCorrections) -> String {
 }
 
 /// Body of `GET /v1/review`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Review {
     /// The tickets most worth a label first.
     pub review: Vec<ReviewItem>,
 }
 
 /// One ticket worth an agent's label.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ReviewItem {
     /// The logged decision.
     pub decision_id: String,
@@ -238,7 +239,7 @@ pub fn review_queue(
 }
 
 /// How a shadow model did on live traffic.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShadowReport {
     /// The shadow model.
     pub model: String,

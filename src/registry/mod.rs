@@ -116,7 +116,7 @@ pub enum AfterGate {
 }
 
 /// What one retraining did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrainOutcome {
     /// Passed the gate and active.

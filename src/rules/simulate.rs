@@ -30,7 +30,7 @@ pub struct Case {
 }
 
 /// What one ruleset decided for one ticket.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Outcome {
     /// Team.
     pub team: Option<String>,
@@ -65,7 +65,7 @@ impl From<Decision> for Outcome {
 }
 
 /// How many tickets a value had before and after.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Count {
     /// With the active rules.
     pub before: usize,
@@ -74,7 +74,7 @@ pub struct Count {
 }
 
 /// One ticket's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CaseResult {
     /// The ticket.
     pub ticket_id: Option<String>,
@@ -93,7 +93,7 @@ pub struct CaseResult {
 }
 
 /// Totals over the tickets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     /// Tickets decided.
     pub tickets: usize,
@@ -110,7 +110,7 @@ pub struct Summary {
 }
 
 /// The simulation's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Simulation {
     /// The active version compared with.
     pub compared_with_version: String,

@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
 use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
@@ -18,28 +18,56 @@ use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
 use crate::service::route::{ClassifyReply, Idempotency, RouteRequest, Shape};
+use crate::store::Assignment;
 use crate::ticket::Ticket;
 
-/// The OpenAPI document served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Answer of `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, pattern = "^ok$")]
+    status: &'static str,
 }
 
-/// `GET /readyz`: the model is loaded and warmed, the rules active and the database reachable.
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz",
+    responses((status = 200, description = "Up.", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Answer of `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// Model warmed, rules active and database reachable.
+    ready: bool,
+    /// The active model.
+    model_version: String,
+    /// The model scored in shadow, if any.
+    shadow_model: Option<String>,
+    /// The active rules version.
+    rules_version: String,
+    /// `ok` or `unreachable`.
+    database: String,
+    /// Tickets waiting for the inference worker.
+    queue_depth: usize,
+}
+
+/// The model is loaded and warmed, the rules active, the database reachable.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz",
+    responses((status = 200, description = "Ready.", body = Readiness),
+              (status = 503, description = "Not ready (same body).", body = Readiness)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let ready = state.ready.load(Ordering::Acquire);
     let db = state.store.ping().await.is_ok();
-    let body = json!({
-        "ready": ready && db,
-        "model_version": state.models.active().id,
-        "shadow_model": state.models.shadow().map(|m| m.id.clone()),
-        "rules_version": state.rules.current().stored.version.to_string(),
-        "database": if db { "ok" } else { "unreachable" },
-        "queue_depth": state.models.active().batcher.queue_depth(),
-    });
+    let body = Readiness {
+        ready: ready && db,
+        model_version: state.models.active().id.clone(),
+        shadow_model: state.models.shadow().map(|m| m.id.clone()),
+        rules_version: state.rules.current().stored.version.to_string(),
+        database: if db { "ok" } else { "unreachable" }.to_string(),
+        queue_depth: state.models.active().batcher.queue_depth(),
+    };
     let status = if ready && db {
         StatusCode::OK
     } else {
@@ -48,7 +76,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text (scope `metrics`).
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", security(("bearer" = ["metrics"])),
+    responses((status = 200, description = "Metrics.", body = String,
+               content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(e) = state.auth.check(&headers, Scope::Metrics) {
         return e.into_response();
@@ -66,9 +97,15 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         .into_response()
 }
 
-/// `GET /openapi.json`.
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = Object)))]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
 }
 
 /// Unknown paths.
@@ -113,18 +150,33 @@ fn idempotency(
     }
 }
 
-/// `DELETE /v1/tickets/{id}`: a data-subject request: erases the ticket's text, decisions,
-/// assignments, shadow results, feedback and idempotency keys, and says what it removed
-/// (scope `admin`).
+/// Answer of `DELETE /v1/tickets/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct Erased {
+    /// The ticket.
+    ticket_id: String,
+    /// Rows removed, per kind of data.
+    removed: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// Data-subject erasure: the ticket's stored text, decisions, assignments, shadow results,
+/// feedback and idempotency keys; says what it removed.
+#[utoipa::path(delete, path = "/v1/tickets/{id}", operation_id = "eraseTicket",
+    security(("bearer" = ["admin"])), params(("id" = String, Path, description = "The ticket's id.")),
+    responses((status = 200, description = "Erased.", body = Erased),
+              (status = 404, description = "No data about that ticket.")))]
 pub async fn erase_ticket(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Erased>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let removed = state.store.erase_ticket(&id).await?;
     tracing::info!(by = caller.name, "erased a ticket's data");
-    Ok(Json(json!({ "ticket_id": id, "removed": removed })))
+    Ok(Json(Erased {
+        ticket_id: id,
+        removed,
+    }))
 }
 
 fn json_response(body: String, replayed: bool) -> Response {
@@ -136,7 +188,11 @@ fn json_response(body: String, replayed: bool) -> Response {
     resp
 }
 
-/// `POST /v1/route`: one ticket -> its decision (scope `route`).
+/// Route one ticket: classify, apply the rules, assign, log.
+#[utoipa::path(post, path = "/v1/route", operation_id = "route", security(("bearer" = ["route"])),
+    params(IdempotencyKey), request_body = Ticket,
+    responses((status = 200, description = "The decision.", body = Routed,
+               headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer.")))))]
 pub async fn route(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -156,13 +212,43 @@ pub async fn route(
 }
 
 /// Body of `POST /v1/route/batch`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
+pub struct BatchRequest {
+    /// 1 to limits.max_batch_tickets (default 256; more is 413 too_many_tickets).
+    #[schema(min_items = 1, max_items = 256)]
     tickets: Vec<Ticket>,
 }
 
-/// `POST /v1/route/batch`: many tickets -> every decision, in order (scope `route`).
+/// Answer of `POST /v1/route/batch` (the route service writes it).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchDecisions {
+    /// In input order.
+    decisions: Vec<Routed>,
+}
+
+/// The `Idempotency-Key` header of the route endpoints.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// A retried request with the same key and body returns the first response (header
+    /// Idempotent-Replayed: true) and assigns nobody again; the same key with another body is
+    /// 422.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(
+        nullable = false,
+        max_length = 255,
+        pattern = r"^[\t -~]*[!-~][\t -~]*$"
+    )]
+    key: Option<String>,
+}
+
+/// Route many tickets; decisions in input order.
+#[utoipa::path(post, path = "/v1/route/batch", operation_id = "routeBatch",
+    security(("bearer" = ["route"])), params(IdempotencyKey), request_body = BatchRequest,
+    responses((status = 200, description = "The decisions.", body = BatchDecisions)))]
 pub async fn route_batch(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -181,8 +267,12 @@ pub async fn route_batch(
     Ok(json_response(reply.body, reply.replayed))
 }
 
-/// `POST /v1/route/dry-run`: one ticket -> the decision the active rules would make, with
-/// its trace; nothing is logged or assigned (scope `route`).
+/// The decision the active rules would make for a ticket, with its trace (the decision object
+/// without decision_id, timings or an agent picked by a strategy); nothing is logged or
+/// assigned.
+#[utoipa::path(post, path = "/v1/route/dry-run", operation_id = "dryRun",
+    security(("bearer" = ["route"])), request_body = Ticket,
+    responses((status = 200, description = "The decision it would be.", body = Routed)))]
 pub async fn dry_run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -192,8 +282,10 @@ pub async fn dry_run(
     Ok(Json(state.route.dry_run(ticket).await?))
 }
 
-/// `POST /v1/classify`: one ticket -> its classification only; nothing is logged or assigned
-/// (scope `route`).
+/// The intent of one ticket only; nothing is logged or assigned.
+#[utoipa::path(post, path = "/v1/classify", operation_id = "classify",
+    security(("bearer" = ["route"])), request_body = Ticket,
+    responses((status = 200, description = "The classification.", body = ClassifyReply)))]
 pub async fn classify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -203,37 +295,74 @@ pub async fn classify(
     Ok(Json(state.route.classify(ticket).await?))
 }
 
-/// `GET /v1/intents`: the taxonomy: the active model's intents and those added since, which
-/// the next retraining learns (scope `route`).
+/// One node of the taxonomy.
+#[derive(Serialize, ToSchema)]
+pub struct IntentEntry {
+    /// Dotted id.
+    id: String,
+    /// The parent node, if any.
+    parent: Option<String>,
+    /// English description.
+    en: String,
+    /// Russian description.
+    ru: String,
+    /// Whether tickets are labelled with it (it has no children).
+    leaf: bool,
+    /// Whether the active model knows it (added intents wait for a retraining).
+    in_model: bool,
+}
+
+/// Answer of `GET /v1/intents`.
+#[derive(Serialize, ToSchema)]
+pub struct Intents {
+    /// The active model.
+    model_version: String,
+    /// The model's labels, in its output order.
+    labels: Vec<String>,
+    /// Every node, the model's and those added since.
+    intents: Vec<IntentEntry>,
+}
+
+/// The model's intent taxonomy, with the intents added since, which the next retraining
+/// learns.
+#[utoipa::path(get, path = "/v1/intents", operation_id = "intents",
+    security(("bearer" = ["route"])),
+    responses((status = 200, description = "The taxonomy.", body = Intents)))]
 pub async fn intents(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Intents>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     let model = state.models.active();
     let c = model.engine.classifier();
     let tree = super::learn_api::taxonomy(&state).await?;
-    let nodes: Vec<Value> = tree
+    let intents = tree
         .nodes()
         .iter()
-        .map(|n| {
-            let parent = n.id.rsplit_once('.').map(|(p, _)| p);
-            let leaf = !tree
+        .map(|n| IntentEntry {
+            id: n.id.clone(),
+            parent: n.id.rsplit_once('.').map(|(p, _)| p.to_string()),
+            en: n.en.clone(),
+            ru: n.ru.clone(),
+            leaf: !tree
                 .nodes()
                 .iter()
-                .any(|m| m.id.starts_with(&format!("{}.", n.id)));
-            json!({"id": n.id, "parent": parent, "en": n.en, "ru": n.ru, "leaf": leaf,
-                   "in_model": c.tree.contains(&n.id)})
+                .any(|m| m.id.starts_with(&format!("{}.", n.id))),
+            in_model: c.tree.contains(&n.id),
         })
         .collect();
-    Ok(Json(json!({
-        "model_version": model.id,
-        "labels": c.meta.labels,
-        "intents": nodes,
-    })))
+    Ok(Json(Intents {
+        model_version: model.id.clone(),
+        labels: c.meta.labels.clone(),
+        intents,
+    }))
 }
 
-/// `GET /v1/decisions/{id}`: a logged decision (scope `route`).
+/// A logged decision, as it was returned.
+#[utoipa::path(get, path = "/v1/decisions/{decision_id}", operation_id = "decision",
+    security(("bearer" = ["route"])), params(("decision_id" = String, Path, description = "The decision's id.")),
+    responses((status = 200, description = "The decision.", body = Routed),
+              (status = 404, description = "No such decision.")))]
 pub async fn decision(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -244,13 +373,19 @@ pub async fn decision(
 }
 
 /// Query of `GET /v1/assignments`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AssignmentsQuery {
+    /// Only this team's.
     team: Option<String>,
+    /// Only the open ones (the default), or all.
     #[serde(default = "yes")]
+    #[param(default = true)]
     open: bool,
+    /// 1 to 10000; other values are refused with 400.
     #[serde(default = "hundred")]
+    #[param(default = 100, minimum = 1, maximum = 10000)]
     limit: i64,
 }
 
@@ -262,12 +397,22 @@ fn hundred() -> i64 {
     100
 }
 
-/// `GET /v1/assignments?team=&open=true&limit=100`: assignments, newest first (scope `route`).
+/// Answer of `GET /v1/assignments`.
+#[derive(Serialize, ToSchema)]
+pub struct Assignments {
+    /// Newest first.
+    assignments: Vec<Assignment>,
+}
+
+/// Assignments the engine made, newest first.
+#[utoipa::path(get, path = "/v1/assignments", operation_id = "assignments",
+    security(("bearer" = ["route"])), params(AssignmentsQuery),
+    responses((status = 200, description = "The assignments.", body = Assignments)))]
 pub async fn assignments(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<AssignmentsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Assignments>, ApiError> {
     state.auth.check(&headers, Scope::Route)?;
     let list = state
         .store
@@ -277,20 +422,24 @@ pub async fn assignments(
             in_range("limit", q.limit, 1, 10_000)?,
         )
         .await?;
-    Ok(Json(json!({ "assignments": list })))
+    Ok(Json(Assignments { assignments: list }))
 }
 
-/// `POST /v1/assignments/{decision_id}/close`: the agent is done with the ticket (scope
-/// `route`); closing twice is harmless.
+/// The agent is done: the assignment no longer counts for least-loaded. Closing twice is
+/// harmless.
+#[utoipa::path(post, path = "/v1/assignments/{decision_id}/close", operation_id = "closeAssignment",
+    security(("bearer" = ["route"])), params(("decision_id" = String, Path, description = "The decision that made the assignment.")),
+    responses((status = 200, description = "The assignment, closed.", body = Assignment),
+              (status = 404, description = "No assignment for that decision.")))]
 pub async fn close_assignment(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Assignment>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Route)?;
     let a = state
         .store
         .close_assignment(&id, &format!("api:{}", caller.name))
         .await?;
-    Ok(Json(json!(a)))
+    Ok(Json(a))
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{SESSION_COOKIE, SESSION_TTL};
 use super::error::{ApiError, Code};
@@ -20,13 +20,16 @@ use super::extract::{in_range, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
-use crate::store::DecisionFilter;
+use crate::store::{DecisionFilter, ModelRecord};
+use crate::train::eval::Report;
 
 const INDEX: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");
 const APP_CSS: &str = include_str!("console/app.css");
 
-/// `GET /`: the console page.
+/// The admin console (HTML; its assets under /assets/).
+#[utoipa::path(get, path = "/", operation_id = "console",
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)))]
 pub async fn index() -> Response {
     (
         [
@@ -41,7 +44,12 @@ pub async fn index() -> Response {
         .into_response()
 }
 
-/// `GET /assets/{file}`: the console's script and style.
+/// The console's script and style (app.js, app.css).
+#[utoipa::path(get, path = "/assets/{file}", operation_id = "consoleAsset",
+    params(("file" = String, Path, description = "`app.js` or `app.css`.")),
+    responses((status = 200, description = "The file.", body = String,
+               content(("text/javascript"), ("text/css"))),
+              (status = 404, description = "No such asset.")))]
 pub async fn asset(ApiPath(file): ApiPath<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
@@ -52,14 +60,28 @@ pub async fn asset(ApiPath(file): ApiPath<String>) -> Response {
 }
 
 /// Body of `POST /console/login`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    /// An API token with the `admin` scope.
     token: String,
 }
 
-/// `POST /console/login`: an `admin` token opens a session (HttpOnly, SameSite=Strict cookie);
-/// the answer carries the CSRF token the page sends with every change.
+/// A console session.
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    /// The token's name.
+    name: String,
+    /// The token every change made with the session cookie sends as X-CSRF-Token.
+    csrf: String,
+}
+
+/// Exchange an admin token for an HttpOnly, SameSite=Strict session cookie; returns the CSRF
+/// token that every change made with the cookie must send as X-CSRF-Token.
+#[utoipa::path(post, path = "/console/login", operation_id = "consoleLogin", request_body = Login,
+    responses((status = 200, description = "Logged in (Set-Cookie carries the session).", body = SessionInfo),
+              (status = 401, description = "Unknown token."),
+              (status = 403, description = "The token lacks the admin scope.")))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<Login>,
@@ -69,7 +91,11 @@ pub async fn login(
         "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_TTL.as_secs()
     );
-    let mut resp = Json(json!({"name": session.name, "csrf": session.csrf})).into_response();
+    let mut resp = Json(SessionInfo {
+        name: session.name,
+        csrf: session.csrf,
+    })
+    .into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
@@ -77,22 +103,37 @@ pub async fn login(
     Ok(resp)
 }
 
-/// `GET /console/session`: who is logged in, and the CSRF token (401 without a session).
+/// Who is logged in, and the CSRF token (401 without a session).
+#[utoipa::path(get, path = "/console/session", operation_id = "consoleSession",
+    responses((status = 200, description = "The session.", body = SessionInfo),
+              (status = 401, description = "Not logged in.")))]
 pub async fn session(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionInfo>, ApiError> {
     let s = state
         .auth
         .session(&headers)
         .ok_or_else(|| ApiError::new(Code::Unauthorized, "not logged in to the console"))?;
-    Ok(Json(json!({"name": s.name, "csrf": s.csrf})))
+    Ok(Json(SessionInfo {
+        name: s.name,
+        csrf: s.csrf,
+    }))
 }
 
-/// `POST /console/logout`: ends the session and clears the cookie.
+/// Answer of `POST /console/logout`.
+#[derive(Serialize, ToSchema)]
+pub struct LoggedOut {
+    /// Always true.
+    logged_out: bool,
+}
+
+/// End the console session.
+#[utoipa::path(post, path = "/console/logout", operation_id = "consoleLogout",
+    responses((status = 200, description = "Logged out; the cookie is cleared.", body = LoggedOut)))]
 pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     state.auth.logout(&headers);
-    let mut resp = Json(json!({"logged_out": true})).into_response();
+    let mut resp = Json(LoggedOut { logged_out: true }).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("ir_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
@@ -128,17 +169,29 @@ pub fn csrf_violation(
 }
 
 /// Query of `GET /v1/decisions`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DecisionsQuery {
+    /// An intent node: matches it and its descendants.
     intent: Option<String>,
+    /// A team.
     team: Option<String>,
+    /// A language code.
     language: Option<String>,
+    /// Lowest top-1 probability, 0 to 1.
+    #[param(minimum = 0, maximum = 1)]
     min_confidence: Option<f64>,
+    /// Highest top-1 probability, 0 to 1.
+    #[param(minimum = 0, maximum = 1)]
     max_confidence: Option<f64>,
+    /// Received at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Received before (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// 1 to 1000; other values are refused with 400.
     #[serde(default = "fifty")]
+    #[param(default = 50, minimum = 1, maximum = 1000)]
     limit: i64,
 }
 
@@ -152,15 +205,16 @@ fn confidence(name: &str, value: Option<f64>) -> Result<Option<f64>, ApiError> {
 }
 
 /// Body of `GET /v1/decisions`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DecisionList {
     /// Newest first.
     decisions: Vec<Routed>,
 }
 
-/// `GET /v1/decisions?intent=&team=&language=&min_confidence=&max_confidence=&since=&until=&limit=`:
-/// the decision log, newest first; `intent` matches the node and its descendants (scope
-/// `route`).
+/// The decision log, newest first, filtered; intent matches the node and its descendants.
+#[utoipa::path(get, path = "/v1/decisions", operation_id = "decisions",
+    security(("bearer" = ["route"])), params(DecisionsQuery),
+    responses((status = 200, description = "The decisions.", body = DecisionList)))]
 pub async fn decisions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -183,24 +237,60 @@ pub async fn decisions(
 }
 
 /// Query of `GET /v1/stats`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
+    /// 1 to 366; other values are refused with 400.
     #[serde(default = "fourteen")]
+    #[param(default = 14, minimum = 1, maximum = 366)]
     days: i64,
+}
+
+/// The share of `unknown` on one day.
+#[derive(Serialize, ToSchema)]
+pub struct UnknownShare {
+    /// `YYYY-MM-DD` (UTC).
+    day: String,
+    /// Tickets that day.
+    tickets: u64,
+    /// Of which `unknown`.
+    unknown: u64,
+    /// unknown / tickets.
+    share: f64,
+}
+
+/// Answer of `GET /v1/stats`.
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    /// The period, in days back from now.
+    days: i64,
+    /// Tickets in the period.
+    tickets: usize,
+    /// Per day (`YYYY-MM-DD`): tickets per intent domain.
+    by_intent: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per day: tickets per team (`(none)` without one).
+    by_team: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Per day: the share of `unknown`.
+    unknown: Vec<UnknownShare>,
+    /// Tickets per tenth of top-1 probability (10 bins, 0-0.1 first).
+    confidence_histogram: [u64; 10],
 }
 
 fn fourteen() -> i64 {
     14
 }
 
-/// `GET /v1/stats?days=14`: ticket volume per day by intent domain and by team, the share of
-/// `unknown`, and the distribution of confidence (scope `admin`).
+/// Tickets per day by intent domain and by team, share of unknown, confidence histogram (10
+/// bins).
+#[utoipa::path(get, path = "/v1/stats", operation_id = "stats",
+    security(("bearer" = ["admin"])), params(StatsQuery),
+    responses((status = 200, description = "The statistics.", body = Stats)))]
 pub async fn stats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StatsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let days = in_range("days", q.days, 1, 366)?;
     let since = Utc::now() - chrono::Duration::days(days);
@@ -228,31 +318,49 @@ pub async fn stats(
         u.1 += u64::from(intent == crate::intent::UNKNOWN);
         confidence[((conf * 10.0) as usize).min(9)] += 1;
     }
-    let unknown: Vec<Value> = unknown_by_day
-        .iter()
-        .map(|(d, (n, u))| json!({"day": d, "tickets": n, "unknown": u, "share": *u as f64 / *n as f64}))
+    let unknown = unknown_by_day
+        .into_iter()
+        .map(|(day, (tickets, unknown))| UnknownShare {
+            day,
+            tickets,
+            unknown,
+            share: unknown as f64 / tickets as f64,
+        })
         .collect();
-    Ok(Json(json!({
-        "days": days,
-        "tickets": rows.len(),
-        "by_intent": by_intent,
-        "by_team": by_team,
-        "unknown": unknown,
-        "confidence_histogram": confidence,
-    })))
+    Ok(Json(Stats {
+        days,
+        tickets: rows.len(),
+        by_intent,
+        by_team,
+        unknown,
+        confidence_histogram: confidence,
+    }))
 }
 
-/// `GET /v1/models/{id}/report`: a version's evaluation report: per-intent F1, confusion
-/// matrix and calibration on its dev split (scope `admin`).
+/// Answer of `GET /v1/models/{id}/report`.
+#[derive(Serialize, ToSchema)]
+pub struct ModelReport {
+    /// The model.
+    model: ModelRecord,
+    /// Its evaluation on its dev split.
+    report: Report,
+}
+
+/// A version's evaluation report: per-intent precision, recall, F1, the confusion matrix,
+/// calibration bins.
+#[utoipa::path(get, path = "/v1/models/{id}/report", operation_id = "modelReport",
+    security(("bearer" = ["admin"])), params(("id" = String, Path, description = "The model version.")),
+    responses((status = 200, description = "The report.", body = ModelReport),
+              (status = 404, description = "No such model, or it has no report.")))]
 pub async fn model_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelReport>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let record = state.store.model(&id).await?;
     let report = match record.metrics.get("candidate_report") {
-        Some(r) => r.clone(),
+        Some(r) => serde_json::from_value(r.clone()).map_err(ApiError::internal)?,
         None => {
             let path = std::path::Path::new(&record.path).join("eval.json");
             let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -264,5 +372,8 @@ pub async fn model_report(
             serde_json::from_str(&text).map_err(ApiError::internal)?
         }
     };
-    Ok(Json(json!({"model": record, "report": report})))
+    Ok(Json(ModelReport {
+        model: record,
+        report,
+    }))
 }

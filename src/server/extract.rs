@@ -100,7 +100,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let classify = |e: serde_json::Error| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ApiError::invalid(e.to_string()),
@@ -109,7 +109,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 format!("the body is not valid JSON: {e}"),
             ),
         }
-    })
+    };
+    // Every body is an object; serde would also take a struct's fields from an array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(classify)?;
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(classify)
 }
 
 #[cfg(test)]
@@ -132,5 +138,16 @@ mod tests {
             e.message
         );
         assert!(e.message.ends_with("at line 1 column 22"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        // serde alone would fill a struct's fields from an array.
+        let e = parse_json::<Ticket>(b" [\"1\", \"subject\"]").unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code), (422, Code::InvalidRequest));
+        assert_eq!(e.message, "the body must be a JSON object");
+        let e = parse_json::<Ticket>(b"[1,").unwrap_err();
+        assert_eq!(e.code, Code::MalformedJson);
+        assert!(parse_json::<Ticket>(b" {\"body\": \"x\"}").is_ok());
     }
 }

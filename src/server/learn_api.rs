@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, Code};
 use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
@@ -19,9 +19,9 @@ use super::AppState;
 use crate::config::Scope;
 use crate::intent::IntentTree;
 use crate::learn::report::{FeedbackReport, Review, ShadowReport};
-use crate::learn::{self, report};
-use crate::registry::AfterGate;
-use crate::store::AddedIntent;
+use crate::learn::{self, report, GateReport};
+use crate::registry::{AfterGate, RetrainOutcome};
+use crate::store::{AddedIntent, ModelRecord};
 
 /// The active model's taxonomy plus the intents added through the API.
 pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
@@ -30,20 +30,59 @@ pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
         .map_err(ApiError::internal)
 }
 
-/// Body of `POST /v1/feedback`.
-#[derive(Deserialize)]
+/// Body of `POST /v1/feedback`: name the decision (`decision_id`, or `ticket_id` for its latest
+/// decision) and at least one correction.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
+    /// The decision corrected.
+    #[schema(nullable = false)]
     decision_id: Option<String>,
+    /// Or the ticket: its latest decision is corrected.
+    #[schema(nullable = false)]
     ticket_id: Option<String>,
+    /// A leaf of the taxonomy (added intents included): a training label.
+    #[schema(nullable = false)]
     correct_intent: Option<String>,
+    /// A rules signal; also a label when the team stands for exactly one intent in the rules.
+    #[schema(nullable = false)]
     correct_team: Option<String>,
+    /// The agent who should have had it.
+    #[schema(nullable = false)]
     correct_assignee: Option<String>,
+    /// Who corrected the decision.
+    #[schema(pattern = r"\S")]
     agent: String,
 }
 
-/// `POST /v1/feedback`: an agent's correction of a logged decision (scope `feedback`).
-/// Idempotent: the same correction again returns the first (200 instead of 201).
+/// Answer of `POST /v1/feedback`.
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackStored {
+    /// The correction's id.
+    feedback_id: String,
+    /// The decision corrected.
+    decision_id: String,
+    /// Its ticket.
+    ticket_id: String,
+    /// False when the same correction was stored before (then the status is 200).
+    created: bool,
+    /// Whether the next retraining learns from it.
+    training_label: bool,
+    /// The intent a team correction stands for, when the rules give the team one intent.
+    label_from_team: Option<String>,
+    /// Whether it corrects the team or assignee (the feedback report shows those per rule).
+    rules_signal: bool,
+    /// Why an intent correction cannot train the model, if it cannot.
+    note: Option<String>,
+}
+
+/// An agent's correction of a logged decision (by decision_id, or the newest decision of
+/// ticket_id). Idempotent: the same correction again returns the first with 200.
+#[utoipa::path(post, path = "/v1/feedback", operation_id = "feedback",
+    security(("bearer" = ["feedback"])), request_body = FeedbackRequest,
+    responses((status = 201, description = "Stored.", body = FeedbackStored),
+              (status = 200, description = "Stored before; the first answer.", body = FeedbackStored),
+              (status = 404, description = "No such decision or ticket.")))]
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -99,20 +138,19 @@ pub async fn feedback(
     f.correct_assignee = req.correct_assignee;
     let (stored, created) = state.store.insert_feedback(&f).await?;
     let training_label = stored.correct_intent.is_some() && stored.has_text;
-    let body = json!({
-        "feedback_id": stored.feedback_id,
-        "decision_id": stored.decision_id,
-        "ticket_id": stored.ticket_id,
-        "created": created,
-        "training_label": training_label,
-        "label_from_team": label_from_team,
-        "rules_signal": stored.correct_team.is_some() || stored.correct_assignee.is_some(),
-        "note": if stored.correct_intent.is_some() && !stored.has_text {
-            Some("the ticket's text is past retention, so this correction cannot train the model")
-        } else {
-            None
-        },
-    });
+    let body = FeedbackStored {
+        rules_signal: stored.correct_team.is_some() || stored.correct_assignee.is_some(),
+        note: (stored.correct_intent.is_some() && !stored.has_text).then(|| {
+            "the ticket's text is past retention, so this correction cannot train the model"
+                .to_string()
+        }),
+        feedback_id: stored.feedback_id,
+        decision_id: stored.decision_id,
+        ticket_id: stored.ticket_id,
+        created,
+        training_label,
+        label_from_team,
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -121,8 +159,11 @@ pub async fn feedback(
     Ok((status, Json(body)).into_response())
 }
 
-/// `GET /v1/feedback/report`: corrections summarised for rule authors and model owners: team
-/// and assignee corrections per rule with suggested changes, intent confusions (scope `admin`).
+/// Corrections summarised: team and assignee corrections per rule with suggested changes;
+/// intent confusions.
+#[utoipa::path(get, path = "/v1/feedback/report", operation_id = "feedbackReport",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The report.", body = FeedbackReport)))]
 pub async fn feedback_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -136,16 +177,37 @@ pub async fn feedback_report(
 }
 
 /// Body of `POST /v1/intents`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewIntent {
+    /// Dotted id; its parent must exist and must not be a leaf that tickets are labelled with.
+    #[schema(pattern = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")]
     id: String,
+    /// English description.
+    #[schema(pattern = r"\S")]
     en: String,
+    /// Russian description.
+    #[schema(pattern = r"\S")]
     ru: String,
 }
 
-/// `POST /v1/intents`: adds a node to the taxonomy; corrections to it are accepted at once and
-/// the next retraining learns it (scope `admin`).
+/// Answer of `POST /v1/intents`.
+#[derive(Serialize, ToSchema)]
+pub struct IntentAdded {
+    /// The new node.
+    intent: AddedIntent,
+    /// Always false: the next retraining learns it.
+    in_model: bool,
+    /// What happens next.
+    note: String,
+}
+
+/// Add a node to the taxonomy; corrections to it are accepted at once, the next retraining
+/// learns it.
+#[utoipa::path(post, path = "/v1/intents", operation_id = "addIntent",
+    security(("bearer" = ["admin"])), request_body = NewIntent,
+    responses((status = 201, description = "Added.", body = IntentAdded),
+              (status = 409, description = "The intent is in the taxonomy already.")))]
 pub async fn add_intent(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -186,17 +248,23 @@ pub async fn add_intent(
     state.store.add_intent(&added).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"intent": added, "in_model": false,
-                    "note": "agents can label tickets with it now; the next retraining learns it"})),
+        Json(IntentAdded {
+            intent: added,
+            in_model: false,
+            note: "agents can label tickets with it now; the next retraining learns it".into(),
+        }),
     )
         .into_response())
 }
 
 /// Query of `GET /v1/review`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
+    /// 1 to 500; other values are refused with 400.
     #[serde(default = "twenty")]
+    #[param(default = 20, minimum = 1, maximum = 500)]
     limit: usize,
 }
 
@@ -204,9 +272,11 @@ fn twenty() -> usize {
     20
 }
 
-/// `GET /v1/review?limit=20`: the logged tickets most worth an agent's label, not yet
-/// corrected: `unknown` resolutions first, then disagreements with the shadow model, then the
-/// smallest margins (scope `feedback`).
+/// Logged tickets most worth an agent's label, not yet corrected: unknown resolutions,
+/// disagreements with the shadow model, smallest margins.
+#[utoipa::path(get, path = "/v1/review", operation_id = "review",
+    security(("bearer" = ["feedback"])), params(ReviewQuery),
+    responses((status = 200, description = "The review queue.", body = Review)))]
 pub async fn review(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -222,65 +292,107 @@ pub async fn review(
     Ok(Json(report::review_queue(recent, shadow.as_ref(), limit)))
 }
 
-/// `GET /v1/models`: every version, newest first (scope `admin`).
+/// Answer of `GET /v1/models`.
+#[derive(Serialize, ToSchema)]
+pub struct Models {
+    /// The active model.
+    serving: String,
+    /// The model in shadow, if any.
+    shadow: Option<String>,
+    /// Every version, newest first.
+    models: Vec<ModelRecord>,
+}
+
+/// Every model version, newest first, and which one serves and which runs in shadow.
+#[utoipa::path(get, path = "/v1/models", operation_id = "models",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The registry.", body = Models)))]
 pub async fn list_models(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Models>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
-    Ok(Json(json!({
-        "serving": state.models.active().id,
-        "shadow": state.models.shadow().map(|s| s.id.clone()),
-        "models": state.store.models().await?,
-    })))
+    Ok(Json(Models {
+        serving: state.models.active().id.clone(),
+        shadow: state.models.shadow().map(|s| s.id.clone()),
+        models: state.store.models().await?,
+    }))
 }
 
-/// `POST /v1/models/{id}/activate`: makes a version active, live (scope `admin`).
+/// Answer of the model changes: the model as it stands now.
+#[derive(Serialize, ToSchema)]
+pub struct ModelChanged {
+    /// The model changed.
+    model: ModelRecord,
+}
+
+/// Make a version active, live: requests in flight finish on the model they started with; the
+/// active rules must compile against its taxonomy (409 rules_incompatible otherwise).
+#[utoipa::path(post, path = "/v1/models/{id}/activate", operation_id = "activateModel",
+    security(("bearer" = ["admin"])), params(("id" = String, Path, description = "The model version.")),
+    responses((status = 200, description = "Active.", body = ModelChanged),
+              (status = 404, description = "No such model."),
+              (status = 409, description = "The rules do not compile against it, or it does not load.")))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelChanged>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let note = format!("activated by {}", caller.name);
-    let record = state.registry.activate(&id, Some(&note)).await?;
-    Ok(Json(json!({ "model": record })))
+    let model = state.registry.activate(&id, Some(&note)).await?;
+    Ok(Json(ModelChanged { model }))
 }
 
-/// `POST /v1/models/rollback`: re-activates the model that was active before this one
-/// (scope `admin`).
+/// Re-activate the model that was active before the current one.
+#[utoipa::path(post, path = "/v1/models/rollback", operation_id = "rollbackModel",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "Active again.", body = ModelChanged),
+              (status = 404, description = "No model was active before."),
+              (status = 409, description = "The rules do not compile against it, or it does not load.")))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelChanged>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let note = format!("rolled back to by {}", caller.name);
-    let record = state.registry.rollback(&note).await?;
-    Ok(Json(json!({ "model": record })))
+    let model = state.registry.rollback(&note).await?;
+    Ok(Json(ModelChanged { model }))
 }
 
 /// Body of `POST /v1/models/{id}/shadow`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowRequest {
+    /// Start (true) or stop (false) scoring it in shadow.
     enabled: bool,
 }
 
-/// `POST /v1/models/{id}/shadow`: starts or stops scoring a candidate beside the active model
-/// on live traffic (scope `admin`).
+/// Start or stop scoring a candidate beside the active model on live traffic (logged, never
+/// returned).
+#[utoipa::path(post, path = "/v1/models/{id}/shadow", operation_id = "shadowModel",
+    security(("bearer" = ["admin"])), params(("id" = String, Path, description = "The model version.")),
+    request_body = ShadowRequest,
+    responses((status = 200, description = "Changed.", body = ModelChanged),
+              (status = 404, description = "No such model."),
+              (status = 409, description = "Only candidates run in shadow, and they must load.")))]
 pub async fn set_shadow(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ShadowRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelChanged>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
-    let record = state.registry.set_shadow(&id, req.enabled).await?;
-    Ok(Json(json!({ "model": record })))
+    let model = state.registry.set_shadow(&id, req.enabled).await?;
+    Ok(Json(ModelChanged { model }))
 }
 
-/// `GET /v1/models/{id}/shadow-report`: how often the shadow agreed with the active model on
-/// live traffic, and the accuracy of both on the tickets agents corrected (scope `admin`).
+/// Agreement of a shadow model with the active one on live traffic, and the accuracy of both
+/// on the tickets agents corrected.
+#[utoipa::path(get, path = "/v1/models/{id}/shadow-report", operation_id = "shadowReport",
+    security(("bearer" = ["admin"])), params(("id" = String, Path, description = "The model version.")),
+    responses((status = 200, description = "The report.", body = ShadowReport),
+              (status = 404, description = "No such model.")))]
 pub async fn shadow_report(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -293,25 +405,43 @@ pub async fn shadow_report(
 }
 
 /// Body of `POST /v1/models/retrain`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrainRequest {
     /// Also fine-tune the encoder's top layers (slow).
     #[serde(default)]
     fine_tune: bool,
-    /// Run a passing candidate in shadow instead of activating it.
+    /// Run a passing candidate in shadow (true) or activate it (false); absent or null:
+    /// learning.on_pass.
     #[serde(default)]
     shadow: Option<bool>,
 }
 
-/// `POST /v1/models/retrain`: trains a candidate on the base data plus corrections, gates it
-/// against the active model, and activates it (or runs it in shadow) if it passes (scope
-/// `admin`). Waits for the result.
+/// Answer of `POST /v1/models/retrain`.
+#[derive(Serialize, ToSchema)]
+pub struct RetrainReply {
+    /// What became of the candidate.
+    outcome: RetrainOutcome,
+    /// The candidate.
+    model: ModelRecord,
+    /// The gate's verdict and evidence.
+    gate: GateReport,
+}
+
+/// Train a candidate on the base data plus agents' corrections (new intents included, cached
+/// embeddings), evaluate it and the active model on the curated dev split (the gate) and on
+/// held-out corrections, and activate it (or run it in shadow) if it passes. Waits for the
+/// result.
+#[utoipa::path(post, path = "/v1/models/retrain", operation_id = "retrain",
+    security(("bearer" = ["admin"])),
+    request_body(content = Option<RetrainRequest>, description = "Optional: an empty body takes the defaults."),
+    responses((status = 200, description = "Trained and gated.", body = RetrainReply),
+              (status = 409, description = "A retraining is running, or there is no training data.")))]
 pub async fn retrain(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RetrainReply>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let req: RetrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetrainRequest::default()
@@ -330,9 +460,9 @@ pub async fn retrain(
     let r = tokio::spawn(async move { registry.retrain(req.fine_tune, after).await })
         .await
         .map_err(ApiError::internal)??;
-    Ok(Json(json!({
-        "outcome": r.outcome,
-        "model": r.record,
-        "gate": r.gate,
-    })))
+    Ok(Json(RetrainReply {
+        outcome: r.outcome,
+        model: r.record,
+        gate: r.gate,
+    }))
 }

@@ -9,6 +9,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod learn_api;
+pub mod openapi;
 pub mod rules_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +20,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::auth::Auth;
 use self::error::{ApiError, Code};
@@ -120,55 +123,53 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
     Ok(state)
 }
 
-/// Every route of the API, with the router.
+/// Every operation of the API: the router and the OpenAPI document are both made from this
+/// list and the handlers' annotations, so nothing is routed that is not documented.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(api::healthz))
+        .routes(routes!(api::readyz))
+        .routes(routes!(api::metrics))
+        .routes(routes!(api::openapi))
+        .routes(routes!(api::route))
+        .routes(routes!(api::route_batch))
+        .routes(routes!(api::dry_run))
+        .routes(routes!(api::classify))
+        .routes(routes!(api::intents, learn_api::add_intent))
+        .routes(routes!(console::decisions))
+        .routes(routes!(api::decision))
+        .routes(routes!(api::erase_ticket))
+        .routes(routes!(api::assignments))
+        .routes(routes!(api::close_assignment))
+        .routes(routes!(console::stats))
+        .routes(routes!(rules_api::get_rules, rules_api::put_rules))
+        .routes(routes!(rules_api::validate))
+        .routes(routes!(rules_api::versions))
+        .routes(routes!(rules_api::version))
+        .routes(routes!(rules_api::rollback))
+        .routes(routes!(rules_api::simulate))
+        .routes(routes!(learn_api::feedback))
+        .routes(routes!(learn_api::feedback_report))
+        .routes(routes!(learn_api::review))
+        .routes(routes!(learn_api::list_models))
+        .routes(routes!(learn_api::retrain))
+        .routes(routes!(learn_api::rollback))
+        .routes(routes!(learn_api::activate))
+        .routes(routes!(learn_api::set_shadow))
+        .routes(routes!(learn_api::shadow_report))
+        .routes(routes!(console::model_report))
+        .routes(routes!(console::index))
+        .routes(routes!(console::asset))
+        .routes(routes!(console::login))
+        .routes(routes!(console::session))
+        .routes(routes!(console::logout))
+}
+
+/// The router with its middleware and state.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.settings.limits.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .route("/openapi.json", get(api::openapi))
-        .route("/v1/route", post(api::route))
-        .route("/v1/route/batch", post(api::route_batch))
-        .route("/v1/route/dry-run", post(api::dry_run))
-        .route("/v1/decisions", get(console::decisions))
-        .route("/v1/tickets/{id}", axum::routing::delete(api::erase_ticket))
-        .route("/v1/stats", get(console::stats))
-        .route("/v1/rules/validate", post(rules_api::validate))
-        .route("/v1/models/{id}/report", get(console::model_report))
-        .route("/", get(console::index))
-        .route("/assets/{file}", get(console::asset))
-        .route("/console/login", post(console::login))
-        .route("/console/session", get(console::session))
-        .route("/console/logout", post(console::logout))
-        .route("/v1/classify", post(api::classify))
-        .route("/v1/intents", get(api::intents).post(learn_api::add_intent))
-        .route("/v1/decisions/{decision_id}", get(api::decision))
-        .route("/v1/assignments", get(api::assignments))
-        .route(
-            "/v1/assignments/{decision_id}/close",
-            post(api::close_assignment),
-        )
-        .route(
-            "/v1/rules",
-            get(rules_api::get_rules).put(rules_api::put_rules),
-        )
-        .route("/v1/rules/versions", get(rules_api::versions))
-        .route("/v1/rules/versions/{version}", get(rules_api::version))
-        .route("/v1/rules/rollback", post(rules_api::rollback))
-        .route("/v1/rules/simulate", post(rules_api::simulate))
-        .route("/v1/feedback", post(learn_api::feedback))
-        .route("/v1/feedback/report", get(learn_api::feedback_report))
-        .route("/v1/review", get(learn_api::review))
-        .route("/v1/models", get(learn_api::list_models))
-        .route("/v1/models/retrain", post(learn_api::retrain))
-        .route("/v1/models/rollback", post(learn_api::rollback))
-        .route("/v1/models/{id}/activate", post(learn_api::activate))
-        .route("/v1/models/{id}/shadow", post(learn_api::set_shadow))
-        .route(
-            "/v1/models/{id}/shadow-report",
-            get(learn_api::shadow_report),
-        )
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))

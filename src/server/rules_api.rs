@@ -10,6 +10,7 @@ use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{invalid_rules, ApiError, Code};
 use super::extract::{ApiJson, ApiPath};
@@ -26,18 +27,36 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
 }
 
-fn rules_body(v: &RulesVersion, warnings: &[String]) -> Value {
-    json!({
-        "text": v.text,
-        "version": v.version.to_string(),
-        "author": v.author,
-        "note": v.note,
-        "created_at": v.created_at,
-        "warnings": warnings,
-    })
+/// A rules version as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Rules)]
+pub struct RulesBody {
+    /// The rules file (TOML).
+    text: String,
+    /// The version number (also the ETag).
+    version: String,
+    /// Who saved it.
+    author: String,
+    /// Why.
+    note: String,
+    /// When.
+    created_at: chrono::DateTime<Utc>,
+    /// Compiler warnings (active rules only).
+    warnings: Vec<String>,
 }
 
-fn with_etag(version: i64, body: Value) -> Response {
+fn rules_body(v: &RulesVersion, warnings: &[String]) -> RulesBody {
+    RulesBody {
+        text: v.text.clone(),
+        version: v.version.to_string(),
+        author: v.author.clone(),
+        note: v.note.clone(),
+        created_at: v.created_at,
+        warnings: warnings.to_vec(),
+    }
+}
+
+fn with_etag(version: i64, body: RulesBody) -> Response {
     let mut resp = Json(body).into_response();
     resp.headers_mut().insert(header::ETAG, etag(version));
     resp
@@ -78,7 +97,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
     })
 }
 
-/// `GET /v1/rules`: the active rules text and version (also the ETag).
+/// The active rules text and version (also the ETag).
+#[utoipa::path(get, path = "/v1/rules", operation_id = "getRules", security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The active rules.", body = RulesBody,
+               headers(("ETag" = String, description = "The rules version, quoted.")))))]
 pub async fn get_rules(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -92,12 +114,27 @@ pub async fn get_rules(
 }
 
 /// Body of `PUT /v1/rules`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRules {
+    /// The rules file (TOML).
     text: String,
+    /// Why (kept in the history).
     #[serde(default)]
     note: String,
+}
+
+/// The `If-Match` header of a rules change.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatchHeader {
+    /// The version you edited, as GET /v1/rules returned it in ETag (e.g. "3"), or * for
+    /// whatever version is current. A rules change without it is 428 if_match_required; a
+    /// rollback may leave it out.
+    #[serde(rename = "If-Match")]
+    #[param(nullable = false, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#)]
+    if_match: Option<String>,
 }
 
 /// Validates, stores and activates rules text as the next version after `expected`.
@@ -112,7 +149,13 @@ async fn save_and_activate(
     ))
 }
 
-/// `PUT /v1/rules`: replaces the rules (If-Match required) and swaps them in live.
+/// Replace the rules: validated, stored atomically as the next version and swapped in live.
+#[utoipa::path(put, path = "/v1/rules", operation_id = "putRules", security(("bearer" = ["admin"])),
+    params(IfMatchHeader), request_body = PutRules,
+    responses((status = 200, description = "Stored and active.", body = RulesBody,
+               headers(("ETag" = String, description = "The new version, quoted."))),
+              (status = 412, description = "The rules changed since the version in If-Match."),
+              (status = 428, description = "No If-Match.")))]
 pub async fn put_rules(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -140,57 +183,110 @@ pub async fn put_rules(
 }
 
 /// One entry of the history.
-#[derive(Serialize)]
-struct VersionEntry {
+#[derive(Serialize, ToSchema)]
+pub struct VersionEntry {
+    /// The version number.
     version: String,
+    /// Who saved it.
     author: String,
+    /// Why.
     note: String,
+    /// When.
     created_at: chrono::DateTime<Utc>,
+    /// Content hash of the text.
     content_hash: String,
+    /// Whether it is the active version.
     active: bool,
+    /// Unified diff from the previous version.
     diff: String,
 }
 
+/// Answer of `GET /v1/rules/versions`.
+#[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    /// Newest first.
+    versions: Vec<VersionEntry>,
+}
+
 /// Body of `POST /v1/rules/validate`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Validate {
+    /// The rules file (TOML).
     text: String,
 }
 
-/// `POST /v1/rules/validate`: compiles rules text against the active model's taxonomy without
-/// saving: every error with its line, and the warnings (scope `admin`).
+/// One compile error.
+#[derive(Serialize, ToSchema)]
+pub struct ValidationError {
+    /// 1-based line in the text.
+    line: usize,
+    /// Key path, e.g. `rules[2].when.intent`; empty for TOML syntax errors.
+    path: String,
+    /// The message, with the path in front.
+    message: String,
+}
+
+/// Answer of `POST /v1/rules/validate`.
+#[derive(Serialize, ToSchema)]
+pub struct Validation {
+    /// Whether the text compiles.
+    valid: bool,
+    /// Every error.
+    errors: Vec<ValidationError>,
+    /// Warnings (when valid).
+    warnings: Vec<String>,
+    /// How many rules (when valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<usize>,
+}
+
+/// Compile rules text against the active model's taxonomy without saving: every error with its
+/// line, and the warnings.
+#[utoipa::path(post, path = "/v1/rules/validate", operation_id = "validateRules",
+    security(("bearer" = ["admin"])), request_body = Validate,
+    responses((status = 200, description = "The verdict.", body = Validation)))]
 pub async fn validate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Validate>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Validation>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     // Each error as its line, its key path, and the message with the path in front.
-    let entry = |e: &RuleError| {
-        let message = match e.path.as_str() {
+    let entry = |e: &RuleError| ValidationError {
+        line: e.line,
+        path: e.path.clone(),
+        message: match e.path.as_str() {
             "" => e.message.clone(),
             path => format!("{path}: {}", e.message),
-        };
-        json!({"line": e.line, "path": e.path, "message": message})
+        },
     };
     Ok(Json(
         match state.models.compile_rules(&body.text, "rules") {
-            Ok(c) => json!({"valid": true, "errors": [], "warnings": c.warnings,
-                         "rules": c.ruleset.rules.len()}),
-            Err(e) => {
-                json!({"valid": false, "errors": e.0.iter().map(entry).collect::<Vec<_>>(),
-                         "warnings": []})
-            }
+            Ok(c) => Validation {
+                valid: true,
+                errors: Vec::new(),
+                warnings: c.warnings,
+                rules: Some(c.ruleset.rules.len()),
+            },
+            Err(e) => Validation {
+                valid: false,
+                errors: e.0.iter().map(entry).collect(),
+                warnings: Vec::new(),
+                rules: None,
+            },
         },
     ))
 }
 
-/// `GET /v1/rules/versions`: every version, newest first, with its diff from the one before.
+/// Every version, newest first, with author, time and the diff from the one before.
+#[utoipa::path(get, path = "/v1/rules/versions", operation_id = "rulesVersions",
+    security(("bearer" = ["admin"])),
+    responses((status = 200, description = "The history.", body = VersionList)))]
 pub async fn versions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionList>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let history = state.store.rules_history().await?;
     let active = state.rules.current().stored.version;
@@ -218,15 +314,20 @@ pub async fn versions(
             }
         })
         .collect();
-    Ok(Json(json!({ "versions": entries })))
+    Ok(Json(VersionList { versions: entries }))
 }
 
-/// `GET /v1/rules/versions/{version}`: one version's full text.
+/// One version's full text.
+#[utoipa::path(get, path = "/v1/rules/versions/{version}", operation_id = "rulesVersion",
+    security(("bearer" = ["admin"])),
+    params(("version" = String, Path, pattern = "^[0-9]{1,18}$", description = "The version number.")),
+    responses((status = 200, description = "The version.", body = RulesBody),
+              (status = 404, description = "No such version.")))]
 pub async fn version(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiPath(v): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RulesBody>, ApiError> {
     state.auth.check(&headers, Scope::Admin)?;
     let n: i64 = v
         .parse()
@@ -236,14 +337,40 @@ pub async fn version(
 }
 
 /// Body of `POST /v1/rules/rollback`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
+    /// The version to bring back (a number, or its digits as a string).
+    #[schema(schema_with = version_schema)]
     version: serde_json::Value,
 }
 
-/// `POST /v1/rules/rollback`: appends a new version with an old version's text and activates
-/// it (If-Match optional).
+/// A version number as a rollback takes it: an integer or its digits.
+fn version_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,18}$")),
+        )
+        .description(Some("The version to bring back."))
+        .build()
+        .into()
+}
+
+/// Append a new version with an old version's text and activate it.
+#[utoipa::path(post, path = "/v1/rules/rollback", operation_id = "rollbackRules",
+    security(("bearer" = ["admin"])), params(IfMatchHeader), request_body = Rollback,
+    responses((status = 200, description = "Stored and active.", body = RulesBody,
+               headers(("ETag" = String, description = "The new version, quoted."))),
+              (status = 404, description = "No such version."),
+              (status = 412, description = "The rules changed since the version in If-Match.")))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -273,22 +400,28 @@ pub async fn rollback(
     .await
 }
 
-/// Body of `POST /v1/rules/simulate`.
-#[derive(Deserialize)]
+/// Body of `POST /v1/rules/simulate`: give tickets or last, not both.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SimulateRequest)]
 pub struct Simulate {
     /// Candidate rules text.
     rules: String,
-    /// Tickets to classify and decide.
+    /// 1 to limits.max_batch_tickets (default 256) tickets to classify and decide.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 256)]
     tickets: Option<Vec<Ticket>>,
-    /// Or: the last N logged decisions.
+    /// Or: the last N logged decisions (1 to 10000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     last: Option<usize>,
 }
 
-/// `POST /v1/rules/simulate`: decides tickets (given, or the last N logged) with the active
-/// rules and with a candidate, and reports what would change. Assigns nothing, logs nothing.
+/// Dry-run a candidate ruleset against tickets or the last N logged decisions: the active
+/// rules' outcome vs the candidate's, per ticket and in totals. Assigns and logs nothing.
+#[utoipa::path(post, path = "/v1/rules/simulate", operation_id = "simulateRules",
+    security(("bearer" = ["admin"])), request_body = Simulate,
+    responses((status = 200, description = "Before and after.", body = Simulation)))]
 pub async fn simulate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

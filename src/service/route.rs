@@ -112,7 +112,8 @@ pub struct RouteReply {
 }
 
 /// One ticket's classification, as `POST /v1/classify` returns it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ClassificationWithModel)]
 pub struct ClassifyReply {
     /// The classification.
     #[serde(flatten)]

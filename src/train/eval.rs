@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::intent::IntentTree;
 
 /// Precision, recall, F1 and support of one intent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IntentScore {
     /// Precision.
     pub precision: f64,
@@ -22,7 +22,7 @@ pub struct IntentScore {
 }
 
 /// Accuracy, macro-F1 and size of one language slice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LanguageScore {
     /// Accuracy.
     pub accuracy: f64,
@@ -33,7 +33,8 @@ pub struct LanguageScore {
 }
 
 /// Confusion matrix: rows gold, columns predicted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConfusionCell)]
 pub struct Confusion {
     /// Labels (row and column order).
     pub labels: Vec<String>,
@@ -42,7 +43,8 @@ pub struct Confusion {
 }
 
 /// One reliability bin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CalibrationBin)]
 pub struct Bin {
     /// Lower confidence bound.
     pub lo: f64,
@@ -57,14 +59,15 @@ pub struct Bin {
 }
 
 /// Calibration bins.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Calibration {
     /// 10 equal-width bins over top-1 confidence.
     pub bins: Vec<Bin>,
 }
 
 /// The evaluation report (`eval --json` prints this document).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EvalReport)]
 pub struct Report {
     /// Examples.
     pub n: usize,
