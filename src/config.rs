@@ -14,8 +14,8 @@ use crate::batch::{BatchLimits, BatcherConfig};
 use crate::cli::ServeArgs;
 use crate::model::bert::LinearMode;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
-use crate::registry::jobs::Schedule;
 use crate::registry::{AfterGate, RegistryConfig};
+use crate::service::jobs::Schedule;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -117,7 +117,7 @@ async fn set_rules_text(c: &Client, text: &str) {
 #[test]
 fn console_drives_rules_tickets_decisions_and_models_in_chromium() {
     let d = tempfile::tempdir().unwrap();
-    let s = server::start(d.path(), &[]);
+    let s = server::start_with(d.path(), &[], &server::small_learning(d.path()));
     for (i, body) in [
         "You charged my card twice for the same order, refund the extra charge",
         "Сайт лежит у всех, никто в компании не может зайти, ошибка 503",
@@ -235,6 +235,21 @@ fn console_drives_rules_tickets_decisions_and_models_in_chromium() {
         wait_text(&c, "#report-card", "macro-F1").await;
         assert!(c.find(Locator::Css("#heatmap td[data-heat]")).await.is_ok());
         shot(&c, "models").await;
+        // Retraining runs as a job that the table follows to its end.
+        click(&c, "#models-retrain").await;
+        wait_text(&c, "#jobs-table", "alice-admin").await;
+        let mut done = false;
+        for _ in 0..600 {
+            let rows = c.find_all(Locator::Css("#jobs-table tr[data-status=succeeded]")).await.unwrap();
+            if !rows.is_empty() {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(done, "{}", c.find(Locator::Css("#jobs-table")).await.unwrap().text().await.unwrap());
+        wait_text(&c, "#models-table", "m-").await;
+        shot(&c, "models-retrained").await;
 
         // Russian interface.
         click(&c, "#lang").await;

@@ -277,24 +277,8 @@ fn a_model_activation_killed_before_or_after_commit_leaves_old_or_new_model() {
 #[test]
 fn a_retraining_killed_before_registering_leaves_the_registry_clean() {
     let d = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Small curated files keep this quick.
-    let take = |from: &str, to: &str, n: usize| {
-        let text: String = std::fs::read_to_string(root.join(from))
-            .unwrap()
-            .lines()
-            .step_by(40)
-            .take(n)
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(d.path().join(to), text).unwrap();
-    };
-    take("training-data/train.jsonl", "base.jsonl", 60);
-    take("training-data/dev.jsonl", "dev.jsonl", 9);
-    let learning = format!(
-        "[learning]\nbase_data = \"base.jsonl\"\ndev_data = \"dev.jsonl\"\ncache_dir = \"{}\"\nretrain_after = 0\n",
-        d.path().join("cache").display()
-    );
+    let learning = server::small_learning(d.path());
     let s = server::start_full(
         d.path(),
         &[],
@@ -324,9 +308,13 @@ fn a_retraining_killed_before_registering_leaves_the_registry_clean() {
         0,
         "the unregistered candidate's directory was removed at startup"
     );
+    // The job the crash cut off ended as failed: interrupted.
+    let jobs = s.admin("GET", "/v1/jobs", None, &[]).body;
+    assert_eq!(jobs["jobs"][0]["status"], "failed", "{jobs}");
+    assert_eq!(jobs["jobs"][0]["error"]["code"], "interrupted", "{jobs}");
     // Retraining works again after the crash.
-    let r = s.admin("POST", "/v1/models/retrain", None, &[]);
-    assert_eq!(r.status, 200, "{}", r.body);
+    let job = s.retrain(None);
+    assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(
         s.admin("GET", "/v1/models", None, &[]).body["models"]
             .as_array()

@@ -203,18 +203,21 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
         .any(|c| c["correct"] == "billing.crypto"));
 
     // Retrain: the candidate learns the new intent, passes the gate and is activated live.
-    let r = s.admin("POST", "/v1/models/retrain", None, &[]);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body["outcome"], "activated", "{}", r.body["gate"]);
-    let gate = &r.body["gate"];
+    let job = s.retrain(None);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["created_by"], "alice-admin");
+    assert!(job["progress"]["stage"].is_string(), "{job}");
+    let r = &job["result"];
+    assert_eq!(r["outcome"], "activated", "{}", r["gate"]);
+    let gate = &r["gate"];
     assert_eq!(gate["passed"], true);
     assert!(gate["dev"]["active"]["macro_f1"].as_f64().unwrap() > 0.5);
     assert!(gate["held_out_corrections"]["candidate"]["n"]
         .as_u64()
         .is_some());
-    let learned = r.body["model"]["id"].as_str().unwrap().to_string();
-    assert_eq!(r.body["model"]["parent"], original.as_str());
-    assert_eq!(r.body["model"]["status"], "active");
+    let learned = r["model"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r["model"]["parent"], original.as_str());
+    assert_eq!(r["model"]["status"], "active");
     let mut right = 0;
     for (i, text) in CRYPTO[16..].iter().enumerate() {
         let b = route(&s, &format!("N-{i}"), text);
@@ -245,10 +248,10 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
             json!({"decision_id": b["decision_id"], "correct_intent": wrong, "agent": "saboteur"});
         assert_eq!(s.feedback(&fb).status, 201);
     }
-    let r = s.admin("POST", "/v1/models/retrain", None, &[]);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body["outcome"], "refused", "{}", r.body["gate"]);
-    let reasons = r.body["gate"]["reasons"].as_array().unwrap();
+    let job = s.retrain(None);
+    let r = &job["result"];
+    assert_eq!(r["outcome"], "refused", "{}", r["gate"]);
+    let reasons = r["gate"]["reasons"].as_array().unwrap();
     assert!(
         reasons[0]
             .as_str()
@@ -256,9 +259,9 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
             .starts_with("dev macro-F1 would drop from"),
         "{reasons:?}"
     );
-    let refused = r.body["model"]["id"].as_str().unwrap().to_string();
-    assert_eq!(r.body["model"]["status"], "candidate");
-    assert!(r.body["model"]["note"]
+    let refused = r["model"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r["model"]["status"], "candidate");
+    assert!(r["model"]["note"]
         .as_str()
         .unwrap()
         .starts_with("refused by the gate"));
@@ -366,4 +369,61 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
         "{err}"
     );
     assert!(out.contains("\"passed\": false"), "{out}");
+}
+
+#[test]
+fn a_retraining_job_reports_progress_and_stops_when_cancelled() {
+    let d = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The whole curated set with an empty cache: embedding it takes long enough to cancel.
+    let learning = format!(
+        "[learning]\nbase_data = \"{}\"\ndev_data = \"{}\"\ncache_dir = \"{}\"\nretrain_after = 0\n",
+        root.join("training-data/train.jsonl").display(),
+        root.join("training-data/dev.jsonl").display(),
+        d.path().join("cache").display()
+    );
+    let s = server::start_with(d.path(), &[], &learning);
+    let models_before = s.admin("GET", "/v1/models", None, &[]).body["models"].clone();
+    let r = s.admin(
+        "POST",
+        "/v1/models/retrain",
+        Some(&json!({"fine_tune": false})),
+        &[],
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+    let location = r.header["location"].clone();
+    // A second retraining is refused while one runs.
+    let again = s.admin("POST", "/v1/models/retrain", None, &[]);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.body["error"]["code"], "retrain_running");
+    // Progress shows while it embeds.
+    let start = std::time::Instant::now();
+    loop {
+        let job = s.admin("GET", &location, None, &[]).body;
+        let p = &job["progress"];
+        if p["stage"] == "embedding" && p["done"].as_u64().unwrap() > 0 {
+            assert!(p["done"].as_u64() < p["total"].as_u64(), "{job}");
+            break;
+        }
+        assert_eq!(job["status"], "running", "{job}");
+        assert!(start.elapsed().as_secs() < 120, "no progress: {job}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let c = s.admin("POST", &format!("{location}/cancel"), None, &[]);
+    assert_eq!(c.status, 202, "{}", c.body);
+    assert_eq!(c.body["cancel_requested"], true);
+    let job = s.wait_job(&location);
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(job["finished_at"].is_string());
+    // Nothing was registered, and an ended job cannot be cancelled.
+    assert_eq!(
+        s.admin("GET", "/v1/models", None, &[]).body["models"],
+        models_before
+    );
+    let c = s.admin("POST", &format!("{location}/cancel"), None, &[]);
+    assert_eq!(c.status, 409, "{}", c.body);
+    assert_eq!(c.body["error"]["code"], "job_finished");
+    let list = s.admin("GET", "/v1/jobs", None, &[]).body;
+    assert_eq!(list["jobs"][0]["id"], job["id"]);
 }

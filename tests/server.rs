@@ -66,6 +66,28 @@ pub fn start_with(dir: &Path, extra: &[&str], more_config: &str) -> Server {
     start_full(dir, extra, more_config, &[])
 }
 
+/// Writes small curated files (60 training and 9 dev tickets of the committed data) into `dir`
+/// and returns the `[learning]` table that retrains on them in seconds.
+pub fn small_learning(dir: &Path) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let take = |from: &str, to: &str, n: usize| {
+        let text: String = std::fs::read_to_string(root.join(from))
+            .unwrap()
+            .lines()
+            .step_by(40)
+            .take(n)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(dir.join(to), text).unwrap();
+    };
+    take("training-data/train.jsonl", "base.jsonl", 60);
+    take("training-data/dev.jsonl", "dev.jsonl", 9);
+    format!(
+        "[learning]\nbase_data = \"base.jsonl\"\ndev_data = \"dev.jsonl\"\ncache_dir = \"{}\"\nretrain_after = 0\n",
+        dir.join("cache").display()
+    )
+}
+
 /// Writes `dir/router.toml` (four tokens, a billing roster, `more_config` appended) and, unless
 /// one is there, `dir/rules.toml` with the default rules and a round-robin billing assignee.
 pub fn write_config(dir: &Path, more_config: &str) {
@@ -254,6 +276,37 @@ impl Server {
         self.call(method, path, ADMIN_TOKEN, text.as_deref(), headers)
     }
 
+    /// Starts a retraining job (`POST /v1/models/retrain`: 202 and its address) and waits for
+    /// it to end; the job as it ended.
+    pub fn retrain(&self, body: Option<&Value>) -> Value {
+        let r = self.admin("POST", "/v1/models/retrain", body, &[]);
+        assert_eq!(r.status, 202, "{}", r.body);
+        let location = r.header["location"].clone();
+        assert_eq!(
+            location,
+            format!("/v1/jobs/{}", r.body["id"].as_str().unwrap())
+        );
+        self.wait_job(&location)
+    }
+
+    /// Polls a job until it is no longer running (panics after 10 minutes).
+    pub fn wait_job(&self, location: &str) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let job = self.admin("GET", location, None, &[]);
+            assert_eq!(job.status, 200, "{}", job.body);
+            if job.body["status"] != "running" {
+                return job.body;
+            }
+            assert!(
+                start.elapsed().as_secs() < 600,
+                "job still running: {}",
+                job.body
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// `POST /v1/feedback` with the agents' (feedback-scoped) token.
     pub fn feedback(&self, body: &Value) -> Resp {
         self.call(
@@ -437,6 +490,9 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/review",
         "/v1/models",
         "/v1/models/retrain",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/cancel",
         "/v1/models/rollback",
         "/v1/models/{id}/activate",
         "/v1/models/{id}/shadow",

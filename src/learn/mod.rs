@@ -8,7 +8,7 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::intent::{IntentTree, TaxonomyError};
@@ -114,7 +114,7 @@ pub fn taxonomy(active: &IntentTree, added: &[AddedIntent]) -> Result<IntentTree
 }
 
 /// Scores of one model on one data set.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Scores {
     /// Examples.
     pub n: usize,
@@ -135,7 +135,7 @@ impl Scores {
 }
 
 /// Active vs candidate on one data set.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Comparison {
     /// The active model.
     pub active: Scores,
@@ -144,7 +144,7 @@ pub struct Comparison {
 }
 
 /// The gate's verdict and the evidence.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = Gate)]
 pub struct GateReport {
     /// The candidate may replace the active model.
@@ -335,6 +335,8 @@ pub fn retrain(
         preloaded: Some((active.encoder_hash.clone(), active.encoder.clone())),
     };
     let outcome = trainer::train_sets(&opts, sets, progress)?;
+    trainer::checkpoint(progress)?;
+    progress.stage("gating", 0);
     let candidate = Classifier::load_sharing(&outcome.out, &opts.encoder, &[active])?;
     let cache = EmbeddingCache::new(
         settings.cache_dir.clone(),

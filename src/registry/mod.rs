@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::batch::BatcherConfig;
 use crate::engine::{Engine, EngineOptions};
@@ -23,9 +23,10 @@ use crate::rules::live::{LiveRules, RulesError};
 use crate::serving::{self, ClassifyError, LiveModels, ServingModel};
 use crate::store::{ModelRecord, ModelStatus, Store, StoreError};
 use crate::train::finetune::FineTune;
+use crate::train::trainer::{Progress, Silent, TrainError};
 
 mod bootstrap;
-pub mod jobs;
+mod jobs;
 
 pub use bootstrap::{bootstrap, model_version};
 
@@ -44,7 +45,7 @@ pub enum RegistryError {
         /// The model.
         id: String,
         /// Why.
-        source: ClassifyError,
+        source: Box<ClassifyError>,
     },
     /// The active rules do not compile against the model's taxonomy.
     #[error("the active rules (version {version}) do not compile against model {id}'s taxonomy; change the rules first")]
@@ -89,10 +90,23 @@ pub enum RegistryError {
     },
     /// Training the candidate failed.
     #[error(transparent)]
-    RetrainFailed(#[from] LearnError),
+    RetrainFailed(Box<LearnError>),
     /// The retraining thread could not start or died.
     #[error("the retraining thread {0}")]
     Thread(&'static str),
+}
+
+impl RegistryError {
+    /// Whether a retraining stopped because its progress sink asked it to.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::RetrainFailed(e) if matches!(**e, LearnError::Train(TrainError::Cancelled)))
+    }
+}
+
+impl From<LearnError> for RegistryError {
+    fn from(e: LearnError) -> Self {
+        Self::RetrainFailed(Box::new(e))
+    }
 }
 
 impl From<RulesError> for RegistryError {
@@ -116,7 +130,7 @@ pub enum AfterGate {
 }
 
 /// What one retraining did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrainOutcome {
     /// Passed the gate and active.
@@ -181,8 +195,15 @@ struct Inner {
     /// Serialises activations and shadow changes.
     swap: tokio::sync::Mutex<()>,
     /// One retraining at a time.
-    retrain: tokio::sync::Mutex<()>,
+    retrain: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The right to retrain: one at a time, held from the request until the retraining ends.
+#[derive(Debug)]
+pub struct RetrainPermit(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+/// A shareable progress sink for the training thread.
+pub type SharedProgress = Arc<dyn Progress + Send + Sync>;
 
 impl ModelRegistry {
     /// The registry of a running service: activations swap the serving models.
@@ -218,7 +239,7 @@ impl ModelRegistry {
                 live,
                 config,
                 swap: tokio::sync::Mutex::new(()),
-                retrain: tokio::sync::Mutex::new(()),
+                retrain: Arc::new(tokio::sync::Mutex::new(())),
             }),
         }
     }
@@ -268,7 +289,7 @@ impl ModelRegistry {
             .await
             .map_err(|source| RegistryError::Warmup {
                 id: id.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let swap = async {
             let stored = store.activate_model(id, note).await?;
@@ -394,11 +415,45 @@ impl ModelRegistry {
         fine_tune: bool,
         after: Option<AfterGate>,
     ) -> Result<Retrained, RegistryError> {
-        let Ok(_one) = self.inner.retrain.try_lock() else {
-            return Err(RegistryError::RetrainRunning);
-        };
+        let permit = self.begin_retrain()?;
+        self.retrain_with(permit, fine_tune, after, Arc::new(Silent))
+            .await
+    }
+
+    /// Takes the right to retrain, when no retraining runs and the curated data is there: the
+    /// checks a caller wants answered before it hands the work to a job.
+    pub fn begin_retrain(&self) -> Result<RetrainPermit, RegistryError> {
+        let settings = &self.inner.config.learn;
+        for (what, path) in [
+            ("base_data", &settings.base_data),
+            ("dev_data", &settings.dev_data),
+        ] {
+            if !path.is_file() {
+                return Err(RegistryError::NoTrainingData {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        Arc::clone(&self.inner.retrain)
+            .try_lock_owned()
+            .map(RetrainPermit)
+            .map_err(|_| RegistryError::RetrainRunning)
+    }
+
+    /// Retrains under a permit, reporting to `progress` (which may ask to stop: then nothing
+    /// is registered and the error is [`RegistryError::is_cancelled`]).
+    pub async fn retrain_with(
+        &self,
+        _permit: RetrainPermit,
+        fine_tune: bool,
+        after: Option<AfterGate>,
+        progress: SharedProgress,
+    ) -> Result<Retrained, RegistryError> {
         let (engine, parent) = self.active_engine().await?;
-        let (record, gate) = self.train_candidate(engine, &parent, fine_tune).await?;
+        let (record, gate) = self
+            .train_candidate(engine, &parent, fine_tune, progress)
+            .await?;
         let outcome = match after.unwrap_or(self.inner.config.after_gate) {
             _ if !gate.passed => RetrainOutcome::Refused,
             AfterGate::Keep => RetrainOutcome::Kept,
@@ -446,19 +501,9 @@ impl ModelRegistry {
         active: Arc<Engine>,
         parent_id: &str,
         fine_tune: bool,
+        progress: SharedProgress,
     ) -> Result<(ModelRecord, GateReport), RegistryError> {
         let settings = &self.inner.config.learn;
-        for (what, path) in [
-            ("base_data", &settings.base_data),
-            ("dev_data", &settings.dev_data),
-        ] {
-            if !path.is_file() {
-                return Err(RegistryError::NoTrainingData {
-                    what,
-                    path: path.clone(),
-                });
-            }
-        }
         let store = &self.inner.store;
         let added = store.added_intents().await?;
         let corrections = store.corrections().await?;
@@ -475,8 +520,13 @@ impl ModelRegistry {
                     &settings,
                     fine_tune.then(FineTune::default),
                     &parent,
-                    &crate::train::trainer::Silent,
-                );
+                    &*progress,
+                )
+                .and_then(|c| {
+                    // The last chance to stop before the candidate is registered.
+                    crate::train::trainer::checkpoint(&*progress)?;
+                    Ok(c)
+                });
                 let _ = tx.send(r);
             })
             .map_err(|_| RegistryError::Thread("could not start"))?;

@@ -10,9 +10,9 @@ use crate::batch::BatchError;
 use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
-use crate::service::RouteError;
+use crate::service::{JobsError, RouteError};
 use crate::serving::ClassifyError;
-use crate::store::StoreError;
+use crate::store::{JobError, StoreError};
 
 /// Declares [`Code`] with each code's name and HTTP status, once.
 macro_rules! codes {
@@ -74,6 +74,8 @@ codes! {
     NoTrainingData = ("no_training_data", CONFLICT),
     /// A model's files do not load.
     ModelUnloadable = ("model_unloadable", CONFLICT),
+    /// The job has ended; only a running job can be cancelled.
+    JobFinished = ("job_finished", CONFLICT),
     /// The rules changed since they were read.
     VersionConflict = ("version_conflict", PRECONDITION_FAILED),
     /// A rules change without If-Match.
@@ -269,6 +271,26 @@ impl From<RegistryError> for ApiError {
             _ => return Self::internal(e),
         };
         Self::new(code, e.to_string())
+    }
+}
+
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::Registry(r) => r.into(),
+            JobsError::Store(s) => s.into(),
+            JobsError::Finished { .. } => Self::new(Code::JobFinished, e.to_string()),
+            JobsError::Corrupt(..) => Self::internal(e),
+        }
+    }
+}
+
+/// A failed job's error: the code and message the API would have answered with.
+pub fn job_error(e: RegistryError) -> JobError {
+    let e = ApiError::from(e);
+    JobError {
+        code: e.code.name().to_string(),
+        message: e.message,
     }
 }
 

@@ -19,8 +19,8 @@ use super::AppState;
 use crate::config::Scope;
 use crate::intent::IntentTree;
 use crate::learn::report::{FeedbackReport, Review, ShadowReport};
-use crate::learn::{self, report, GateReport};
-use crate::registry::{AfterGate, RetrainOutcome};
+use crate::learn::{self, report};
+use crate::service::jobs::{JobInfo, RetrainParams};
 use crate::store::{AddedIntent, ModelRecord};
 
 /// The active model's taxonomy plus the intents added through the API.
@@ -404,65 +404,27 @@ pub async fn shadow_report(
     Ok(Json(report::shadow_report(&id, &rows)))
 }
 
-/// Body of `POST /v1/models/retrain`.
-#[derive(Deserialize, Default, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RetrainRequest {
-    /// Also fine-tune the encoder's top layers (slow).
-    #[serde(default)]
-    fine_tune: bool,
-    /// Run a passing candidate in shadow (true) or activate it (false); absent or null:
-    /// learning.on_pass.
-    #[serde(default)]
-    shadow: Option<bool>,
-}
-
-/// Answer of `POST /v1/models/retrain`.
-#[derive(Serialize, ToSchema)]
-pub struct RetrainReply {
-    /// What became of the candidate.
-    outcome: RetrainOutcome,
-    /// The candidate.
-    model: ModelRecord,
-    /// The gate's verdict and evidence.
-    gate: GateReport,
-}
-
-/// Train a candidate on the base data plus agents' corrections (new intents included, cached
-/// embeddings), evaluate it and the active model on the curated dev split (the gate) and on
-/// held-out corrections, and activate it (or run it in shadow) if it passes. Waits for the
-/// result.
+/// Start a retraining job: train a candidate on the base data plus agents' corrections (new
+/// intents included, cached embeddings), evaluate it and the active model on the curated dev
+/// split (the gate) and on held-out corrections, and activate it (or run it in shadow) if it
+/// passes. Answers at once with the job; `GET /v1/jobs/{id}` follows it.
 #[utoipa::path(post, path = "/v1/models/retrain", operation_id = "retrain",
     security(("bearer" = ["admin"])),
-    request_body(content = Option<RetrainRequest>, description = "Optional: an empty body takes the defaults."),
-    responses((status = 200, description = "Trained and gated.", body = RetrainReply),
+    request_body(content = Option<RetrainParams>, description = "Optional: an empty body takes the defaults."),
+    responses((status = 202, description = "Started.", body = JobInfo,
+               headers(("Location" = String, description = "The job: /v1/jobs/{id}."))),
               (status = 409, description = "A retraining is running, or there is no training data.")))]
 pub async fn retrain(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
-) -> Result<Json<RetrainReply>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
-    let req: RetrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RetrainRequest::default()
+) -> Result<Response, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let params: RetrainParams = if body.iter().all(u8::is_ascii_whitespace) {
+        RetrainParams::default()
     } else {
         parse_json(&body)?
     };
-    let after = req.shadow.map(|shadow| {
-        if shadow {
-            AfterGate::Shadow
-        } else {
-            AfterGate::Activate
-        }
-    });
-    // In its own task: a client that goes away does not stop a retraining half way.
-    let registry = state.registry.clone();
-    let r = tokio::spawn(async move { registry.retrain(req.fine_tune, after).await })
-        .await
-        .map_err(ApiError::internal)??;
-    Ok(Json(RetrainReply {
-        outcome: r.outcome,
-        model: r.record,
-        gate: r.gate,
-    }))
+    let job = state.jobs.start_retrain(params, &caller.name).await?;
+    Ok(super::jobs_api::accepted(job))
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod jobs_api;
 pub mod learn_api;
 pub mod openapi;
 pub mod rules_api;
@@ -34,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::model::source;
 use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
-use crate::service::{RoutePolicy, RouteService};
+use crate::service::{Jobs, RoutePolicy, RouteService};
 use crate::serving::LiveModels;
 use crate::store::Store;
 
@@ -56,6 +57,8 @@ pub struct AppState {
     pub route: RouteService,
     /// Model versions: activation, rollback, shadow, retraining.
     pub registry: ModelRegistry,
+    /// Long operations (retraining over HTTP and by the schedule).
+    pub jobs: Jobs,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
 }
@@ -95,6 +98,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         Arc::clone(&metrics),
         registry_config,
     );
+    let jobs = Jobs::new(Arc::clone(&store), registry.clone(), error::job_error);
+    jobs.fail_interrupted().await?;
     let route = RouteService::new(
         models.clone(),
         rules.clone(),
@@ -117,6 +122,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         rules,
         route,
         registry,
+        jobs,
         ready: AtomicBool::new(false),
     });
     state.ready.store(true, Ordering::Release);
@@ -153,6 +159,9 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(learn_api::review))
         .routes(routes!(learn_api::list_models))
         .routes(routes!(learn_api::retrain))
+        .routes(routes!(jobs_api::list))
+        .routes(routes!(jobs_api::get))
+        .routes(routes!(jobs_api::cancel))
         .routes(routes!(learn_api::rollback))
         .routes(routes!(learn_api::activate))
         .routes(routes!(learn_api::set_shadow))
@@ -222,12 +231,7 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
             .request(&endpoint, &method, status, start.elapsed().as_secs_f64());
         return resp;
     }
-    // Retraining waits for the training it starts; it is not bound by the request time limit.
-    let limit = if endpoint == "/v1/models/retrain" {
-        std::time::Duration::from_secs(24 * 3600)
-    } else {
-        state.settings.limits.request_timeout
-    };
+    let limit = state.settings.limits.request_timeout;
     let mut resp = match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
         Ok(r) => r,
         Err(_) => {
@@ -332,7 +336,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     spawn_retention(Arc::clone(&state));
-    state.registry.spawn_jobs(state.settings.schedule());
+    state.registry.spawn_follow();
+    state.jobs.spawn_schedule(state.settings.schedule());
     spawn_token_reload(Arc::clone(&state));
     let rules = state.rules.current();
     eprintln!(

@@ -43,6 +43,9 @@ pub enum TrainError {
     /// Numerical failure in training.
     #[error("training the head: {0}")]
     Candle(#[from] candle_core::Error),
+    /// Stopped on request (a cancelled job).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Everything `train` needs.
@@ -94,6 +97,19 @@ pub trait Progress {
     fn stage(&self, name: &str, steps: usize);
     /// Steps done in the current stage.
     fn step(&self, done: usize);
+    /// Whether to stop at the next checkpoint (every chunk of embeddings, every stage).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// `Err(Cancelled)` when the progress sink asks to stop.
+pub fn checkpoint(progress: &dyn Progress) -> Result<(), TrainError> {
+    if progress.cancelled() {
+        Err(TrainError::Cancelled)
+    } else {
+        Ok(())
+    }
 }
 
 /// A progress sink that shows nothing.
@@ -206,6 +222,7 @@ pub fn train_sets(
             .expect("labels checked above. This is a bug.") as u32
     };
     let ys: Vec<u32> = train_set.iter().map(index).collect();
+    checkpoint(progress)?;
     progress.stage("training head", opts.head.epochs);
     let head = head::train_head(&xs, &ys, labels.len(), &opts.head, &|e| progress.step(e))?;
 
@@ -224,11 +241,13 @@ pub fn train_sets(
                 .text()
                 .encode_many(&texts)
                 .map_err(EncoderError::from)?;
+            checkpoint(progress)?;
             progress.stage("fine-tuning", ft.epochs);
             let tuned =
                 finetune::fine_tune(&encoder, &head, &tokens, &ys, ft, opts.head.seed, &|e| {
                     progress.step(e)
                 })?;
+            checkpoint(progress)?;
             let enc_dir = staged.path().join("encoder");
             copy_encoder_files(&base_dir, &enc_dir)?;
             let overrides = enc_dir.join(files::OVERRIDES);
@@ -406,6 +425,7 @@ impl EmbeddingCache {
         progress.stage("embedding", texts.len());
         let mut parts = Vec::new();
         for (i, chunk) in texts.chunks(256).enumerate() {
+            checkpoint(progress)?;
             parts.push(encoder.embed(chunk, BatchLimits::default())?);
             progress.step((i * 256 + chunk.len()).min(texts.len()));
         }

@@ -27,6 +27,8 @@ const T = {
     "models.created": "Created", "models.f1": "Dev macro-F1", "models.note": "Note", "models.activate": "Activate", "models.report": "Report",
     "models.shadow_on": "Shadow on", "models.shadow_off": "Shadow off", "models.shadow_report": "Shadow report",
     "models.per_intent": "Per intent", "models.confusion": "Confusion (rows: truth, columns: predicted)", "models.calibration": "Calibration",
+    "models.retrain": "Retrain now", "jobs.title": "Retraining jobs", "jobs.none": "No retraining yet.", "jobs.started": "Started", "jobs.by": "By",
+    "jobs.status": "Status", "jobs.progress": "Progress", "jobs.outcome": "Outcome", "jobs.cancel": "Cancel",
     "models.done": "Done.", "models.agreement": "Agreement with the active model: {a} on {n} tickets; on {c} corrected tickets the active model was right {ar}, the shadow {sr}.",
   },
   ru: {
@@ -53,6 +55,8 @@ const T = {
     "models.created": "Создана", "models.f1": "Macro-F1 (dev)", "models.note": "Заметка", "models.activate": "Активировать", "models.report": "Отчёт",
     "models.shadow_on": "Включить тень", "models.shadow_off": "Выключить тень", "models.shadow_report": "Отчёт тени",
     "models.per_intent": "По намерениям", "models.confusion": "Матрица ошибок (строки: истина, столбцы: прогноз)", "models.calibration": "Калибровка",
+    "models.retrain": "Переобучить сейчас", "jobs.title": "Задания переобучения", "jobs.none": "Переобучений ещё не было.", "jobs.started": "Начато", "jobs.by": "Кто",
+    "jobs.status": "Статус", "jobs.progress": "Ход", "jobs.outcome": "Итог", "jobs.cancel": "Отменить",
     "models.done": "Готово.", "models.agreement": "Совпадение с активной моделью: {a} на {n} тикетах; на {c} исправленных тикетах активная модель права в {ar}, теневая в {sr}.",
   },
 };
@@ -402,6 +406,7 @@ function correctForm(button) {
 // ---- models ----
 
 loaders.models = async () => {
+  loadJobs();
   const r = await api("GET", "/v1/models");
   const table = $("#models-table");
   if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
@@ -424,6 +429,36 @@ loaders.models = async () => {
   table.querySelectorAll("[data-report]").forEach((b) => b.addEventListener("click", () => modelReport(b.dataset.report)));
   table.querySelectorAll("[data-shadow-report]").forEach((b) => b.addEventListener("click", () => shadowReport(b.dataset.shadowReport)));
 };
+// Retraining runs as a job: the table follows it until it ends.
+let jobsTimer = null;
+async function loadJobs() {
+  const r = await api("GET", "/v1/jobs?limit=10");
+  const table = $("#jobs-table");
+  if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  const jobs = r.data.jobs;
+  if (!jobs.length) { table.innerHTML = `<tr><td class="muted">${t("jobs.none")}</td></tr>`; return; }
+  const progress = (j) => !j.progress ? "–" : j.progress.total ? `${esc(j.progress.stage)} ${j.progress.done}/${j.progress.total}` : esc(j.progress.stage);
+  const outcome = (j) => j.result ? `${esc(j.result.outcome)}: ${esc(j.result.model.id)}` : j.error ? `<span class="error">${esc(j.error.code)}: ${esc(j.error.message)}</span>` : "";
+  table.innerHTML = `<tr><th>${t("jobs.started")}</th><th>${t("jobs.by")}</th><th>${t("jobs.status")}</th><th>${t("jobs.progress")}</th><th>${t("jobs.outcome")}</th><th></th></tr>` +
+    jobs.map((j) => `<tr data-job="${esc(j.id)}" data-status="${esc(j.status)}"><td>${esc(new Date(j.created_at).toLocaleString())}</td><td>${esc(j.created_by)}</td>
+      <td>${esc(j.status)}</td><td>${progress(j)}</td><td>${outcome(j)}</td>
+      <td>${j.status === "running" && !j.cancel_requested ? `<button class="small secondary" data-cancel="${esc(j.id)}">${t("jobs.cancel")}</button>` : ""}</td></tr>`).join("");
+  table.querySelectorAll("[data-cancel]").forEach((b) => b.addEventListener("click", async () => {
+    const c = await api("POST", `/v1/jobs/${encodeURIComponent(b.dataset.cancel)}/cancel`);
+    if (c.status !== 202) { $("#models-status").textContent = errorText(c); $("#models-status").className = "error"; }
+    loadJobs();
+  }));
+  clearTimeout(jobsTimer);
+  if (jobs.some((j) => j.status === "running")) jobsTimer = setTimeout(loadJobs, 1000);
+  else if (table.dataset.wasRunning === "1") loaders.models();
+  table.dataset.wasRunning = jobs.some((j) => j.status === "running") ? "1" : "0";
+}
+$("#models-retrain").addEventListener("click", async () => {
+  const r = await api("POST", "/v1/models/retrain");
+  $("#models-status").textContent = r.status === 202 ? "" : errorText(r);
+  $("#models-status").className = r.status === 202 ? "ok" : "error";
+  loadJobs();
+});
 $("#models-rollback").addEventListener("click", async () => {
   const r = await api("POST", "/v1/models/rollback");
   $("#models-status").textContent = r.status === 200 ? t("models.done") : errorText(r);

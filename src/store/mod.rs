@@ -18,6 +18,10 @@ use crate::assign::AssignmentState;
 use crate::decision::Routed;
 use crate::rules::Assignee;
 
+mod jobs;
+
+pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus};
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -164,6 +168,7 @@ CREATE TABLE shadow_results (
 );
 "#,
     ),
+    (3, jobs::MIGRATION),
 ];
 
 /// Times are stored as RFC 3339 UTC text with fixed width, so they sort as text.
@@ -951,7 +956,7 @@ impl std::fmt::Display for ModelStatus {
 }
 
 /// A model version in the registry.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ModelRecord {
     /// Id (the version every response names).
     pub id: String,
