@@ -134,11 +134,23 @@ pub enum BatchError {
     Inference(String),
 }
 
+/// One text's output and where its time went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The output vector (an embedding).
+    pub values: Vec<f32>,
+    /// From queueing to the start of its batch.
+    pub queued: Duration,
+    /// The batch's inference time.
+    pub inference: Duration,
+}
+
 /// What the worker answers for one request.
-pub type Scores = std::result::Result<Vec<f32>, BatchError>;
+pub type Scores = std::result::Result<Scored, BatchError>;
 
 struct Job {
     tokens: Tokens,
+    enqueued: Instant,
     reply: oneshot::Sender<Scores>,
 }
 
@@ -179,7 +191,11 @@ impl Batcher {
         let (reply, rx) = oneshot::channel();
         // Count before sending, so the worker never takes off what was not yet added.
         self.depth.fetch_add(1, Ordering::Relaxed);
-        let sent = self.tx.try_send(Job { tokens, reply });
+        let sent = self.tx.try_send(Job {
+            tokens,
+            enqueued: Instant::now(),
+            reply,
+        });
         if sent.is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
         }
@@ -268,10 +284,16 @@ where
         return;
     }
     let items: Vec<&Tokens> = jobs.iter().map(|j| &j.tokens).collect();
+    let start = Instant::now();
     match infer(&items) {
         Ok(scores) if scores.len() == jobs.len() => {
-            for (job, s) in jobs.into_iter().zip(scores) {
-                let _ = job.reply.send(Ok(s));
+            let inference = start.elapsed();
+            for (job, values) in jobs.into_iter().zip(scores) {
+                let _ = job.reply.send(Ok(Scored {
+                    values,
+                    queued: start.saturating_duration_since(job.enqueued),
+                    inference,
+                }));
             }
         }
         Ok(scores) => {
@@ -293,6 +315,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn values(s: Scores) -> std::result::Result<Vec<f32>, BatchError> {
+        s.map(|s| s.values)
+    }
 
     fn toks(n: usize) -> Tokens {
         Tokens {
@@ -352,7 +378,13 @@ mod tests {
         });
         let rxs: Vec<_> = (1..=10).map(|n| batcher.submit(toks(n)).unwrap()).collect();
         for (n, rx) in (1..=10).zip(rxs) {
-            assert_eq!(rx.blocking_recv().unwrap(), Ok(vec![n as f32]));
+            let scored = rx.blocking_recv().unwrap().unwrap();
+            assert_eq!(scored.values, vec![n as f32]);
+            // Each batch sleeps 5 ms: the time is measured, and the later ones queued.
+            assert!(scored.inference >= Duration::from_millis(5), "{scored:?}");
+            if n == 10 {
+                assert!(scored.queued >= Duration::from_millis(5), "{scored:?}");
+            }
         }
         let sizes = sizes.lock().unwrap();
         assert!(
@@ -372,7 +404,7 @@ mod tests {
         let batcher = Batcher::start(cfg, lens);
         let (tx, rx) = std::sync::mpsc::channel();
         let pending = batcher.submit(toks(3)).unwrap();
-        std::thread::spawn(move || tx.send(pending.blocking_recv().unwrap()).unwrap());
+        std::thread::spawn(move || tx.send(values(pending.blocking_recv().unwrap())).unwrap());
         // Without the idle rule this would wait the hour of `max_wait`.
         let got = rx.recv_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(got, Ok(vec![3.0]));
@@ -405,7 +437,7 @@ mod tests {
         });
         let rxs: Vec<_> = (0..6).map(|_| batcher.submit(toks(40)).unwrap()).collect();
         rxs.into_iter()
-            .for_each(|rx| assert_eq!(rx.blocking_recv().unwrap(), Ok(vec![40.0])));
+            .for_each(|rx| assert_eq!(values(rx.blocking_recv().unwrap()), Ok(vec![40.0])));
         assert!(sizes.lock().unwrap().iter().all(|&padded| padded <= 100));
     }
 
@@ -442,8 +474,8 @@ mod tests {
         for _ in 0..3 {
             gate_tx.send(()).unwrap();
         }
-        assert_eq!(first.blocking_recv().unwrap(), Ok(vec![1.0]));
-        assert_eq!(kept.blocking_recv().unwrap(), Ok(vec![3.0]));
+        assert_eq!(values(first.blocking_recv().unwrap()), Ok(vec![1.0]));
+        assert_eq!(values(kept.blocking_recv().unwrap()), Ok(vec![3.0]));
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,
@@ -456,7 +488,7 @@ mod tests {
         let batcher = Batcher::start(BatcherConfig::default(), |_| Err("boom".to_string()));
         let rx = batcher.submit(toks(1)).unwrap();
         assert_eq!(
-            rx.blocking_recv().unwrap(),
+            values(rx.blocking_recv().unwrap()),
             Err(BatchError::Inference("boom".into()))
         );
     }

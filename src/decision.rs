@@ -51,13 +51,27 @@ pub struct AssignmentInfo {
     pub note: Option<String>,
 }
 
-/// Milliseconds spent.
+/// Milliseconds spent (the stages are also in the `Server-Timing` header and the
+/// `intent_router_stage_duration_seconds` histograms; decisions logged before 2026-12-06 have
+/// only `inference_ms` and `total_ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     /// Admission, idempotency check and classification.
     pub inference_ms: f64,
     /// Everything up to the decision log.
     pub total_ms: f64,
+    /// Cleaning and tokenising the request's tickets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenize_ms: Option<f64>,
+    /// Waiting in the batching queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_ms: Option<f64>,
+    /// The encoder batch the ticket ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_ms: Option<f64>,
+    /// Applying the rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_ms: Option<f64>,
 }
 
 /// One routed ticket: the decision as `POST /v1/route` returns it, the decision log keeps it,

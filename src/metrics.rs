@@ -27,11 +27,21 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     version: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn stage_histogram() -> Histogram {
+    // 20 µs .. ~10 s: tokenising and the rules take microseconds.
+    Histogram::new(exponential_buckets(0.00002, 2.5, 15))
+}
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s.
@@ -47,6 +57,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     batch_size: Histogram,
     inference_seconds: Histogram,
+    stages: HistogramFamily<StageLabels>,
     decisions: Family<DecisionLabels, Counter>,
     rules_version: Gauge,
     model: Family<ModelLabels, Gauge>,
@@ -93,6 +104,12 @@ impl Metrics {
             "Encoder + head time per batch",
             inference_seconds.clone(),
         );
+        let stages: HistogramFamily<StageLabels> = Family::new_with_constructor(stage_histogram);
+        registry.register(
+            "stage_duration_seconds",
+            "Routing time by stage (tokenize, queue, inference, rules, store, total) per request",
+            stages.clone(),
+        );
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decisions",
@@ -118,10 +135,20 @@ impl Metrics {
             queue_depth,
             batch_size,
             inference_seconds,
+            stages,
             decisions,
             rules_version,
             model,
         }
+    }
+
+    /// Records one routing stage's time.
+    pub fn stage(&self, stage: &str, seconds: f64) {
+        self.stages
+            .get_or_create(&StageLabels {
+                stage: stage.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// Records one finished HTTP request.

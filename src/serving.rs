@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 
@@ -53,6 +53,19 @@ pub struct Classified {
     pub classifications: Vec<Classification>,
     /// Per ticket, in order.
     pub embeddings: Vec<Vec<f32>>,
+    /// Per ticket, in order: where the time went (zero where embeddings were given).
+    pub stages: Vec<Stages>,
+}
+
+/// Where one ticket's classification time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stages {
+    /// Cleaning and tokenising the request's tickets (off the async workers).
+    pub tokenize: Duration,
+    /// Waiting in the batching queue.
+    pub queue: Duration,
+    /// The encoder batch it ran in.
+    pub inference: Duration,
 }
 
 impl ServingModel {
@@ -114,23 +127,44 @@ impl ServingModel {
         Ok(self.engine.classifier().probabilities(&t)?)
     }
 
-    /// Embeds tickets through the batching worker: all are queued before any is awaited, so
-    /// they can share batches; a full queue fails the whole call at once.
+    /// Embeds tickets through the batching worker: cleaned and tokenised on a blocking
+    /// thread (not an async worker), then all queued before any is awaited, so they can share
+    /// batches; a full queue fails the whole call at once.
     async fn embed(&self, tickets: &[Ticket]) -> Result<Embedded, ClassifyError> {
-        let text = self.engine.classifier().encoder.text();
-        let mut pending = Vec::with_capacity(tickets.len());
-        for t in tickets {
-            let prepared = self.engine.prepare(t);
-            let tokens = text.encode(&prepared.text)?;
+        let start = Instant::now();
+        let engine = Arc::clone(&self.engine);
+        let owned = tickets.to_vec();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let text = engine.classifier().encoder.text();
+            owned
+                .iter()
+                .map(|t| {
+                    let prepared = engine.prepare(t);
+                    let tokens = text.encode(&prepared.text)?;
+                    Ok((prepared, tokens))
+                })
+                .collect::<Result<Vec<_>, ClassifyError>>()
+        })
+        .await
+        .map_err(|_| BatchError::Stopped)??;
+        let tokenize = start.elapsed();
+        let mut pending = Vec::with_capacity(prepared.len());
+        for (prepared, tokens) in prepared {
             pending.push((prepared, self.batcher.submit(tokens)?));
         }
         let mut out = Embedded {
             prepared: Vec::with_capacity(tickets.len()),
             embeddings: Vec::with_capacity(tickets.len()),
+            stages: Vec::with_capacity(tickets.len()),
         };
         for (p, rx) in pending {
-            out.embeddings
-                .push(rx.await.map_err(|_| BatchError::Stopped)??);
+            let scored = rx.await.map_err(|_| BatchError::Stopped)??;
+            out.embeddings.push(scored.values);
+            out.stages.push(Stages {
+                tokenize,
+                queue: scored.queued,
+                inference: scored.inference,
+            });
             out.prepared.push(p);
         }
         Ok(out)
@@ -146,9 +180,11 @@ impl ServingModel {
         let Embedded {
             prepared,
             embeddings,
+            stages,
         } = match embeddings {
             Some(embeddings) => Embedded {
                 prepared: tickets.iter().map(|t| self.engine.prepare(t)).collect(),
+                stages: vec![Stages::default(); embeddings.len()],
                 embeddings,
             },
             None => self.embed(tickets).await?,
@@ -163,6 +199,7 @@ impl ServingModel {
             model: Arc::clone(self),
             classifications,
             embeddings,
+            stages,
         })
     }
 
@@ -178,6 +215,7 @@ impl ServingModel {
 struct Embedded {
     prepared: Vec<crate::engine::Prepared>,
     embeddings: Vec<Vec<f32>>,
+    stages: Vec<Stages>,
 }
 
 /// Loads a classifier directory off the async runtime, sharing encoders with `others`.

@@ -255,3 +255,42 @@ fn schemathesis_finds_no_contract_failures() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_gets_the_timeout_error_with_its_request_id() {
+    let app = App::with_config("[limits]\nrequest_timeout_ms = 1\n").await;
+    // 256 tickets cannot be tokenised, embedded and logged in a millisecond.
+    let tickets: Vec<Value> = (0..256)
+        .map(|i| json!({"body": format!("refund my money back please, order {i}")}))
+        .collect();
+    let r = app
+        .call(
+            "POST",
+            "/v1/route/batch",
+            ROUTE_TOKEN,
+            Some(&json!({ "tickets": tickets }).to_string()),
+            &[("x-request-id", "slow-1")],
+        )
+        .await;
+    assert_error(&r, 503, "timeout");
+    assert_eq!(r.header["retry-after"], "1");
+    assert_eq!(r.header["x-request-id"], "slow-1");
+    let metrics = app.state.metrics.render(0);
+    assert!(
+        metrics.contains(
+            "intent_router_http_requests_total{endpoint=\"/v1/route/batch\",method=\"POST\",status=\"503\"} 1"
+        ),
+        "{metrics}"
+    );
+    // An insane request id is replaced by a new one.
+    let r = app
+        .call(
+            "GET",
+            "/healthz",
+            "",
+            None,
+            &[("x-request-id", "no spaces allowed")],
+        )
+        .await;
+    assert_eq!(r.header["x-request-id"].len(), 36, "{:?}", r.header);
+}

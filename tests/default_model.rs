@@ -181,7 +181,7 @@ fn batching_worker_scores_like_single_requests() {
         .collect();
     let together: Vec<Vec<f32>> = together
         .into_iter()
-        .map(|rx| rx.blocking_recv().unwrap().unwrap())
+        .map(|rx| rx.blocking_recv().unwrap().unwrap().values)
         .collect();
     for (t, batched) in tokens.iter().zip(&together) {
         let alone = batcher
@@ -189,7 +189,8 @@ fn batching_worker_scores_like_single_requests() {
             .unwrap()
             .blocking_recv()
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .values;
         let worst = alone
             .iter()
             .zip(batched)

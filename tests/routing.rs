@@ -64,6 +64,39 @@ async fn a_routed_ticket_is_decided_assigned_logged_and_replayed_on_retry() {
     assert_eq!(a.body["assignee"], "ann");
     assert!(!a.header.contains_key("idempotent-replayed"));
     assert_eq!(b.header["idempotent-replayed"], "true");
+    // Where the time went: every stage in Server-Timing (not on a replay), in the body, and
+    // in the metrics.
+    let timing = &a.header["server-timing"];
+    let names: Vec<&str> = timing
+        .split(", ")
+        .map(|m| {
+            let (name, dur) = m.split_once(";dur=").unwrap();
+            assert!(dur.parse::<f64>().unwrap() >= 0.0, "{timing}");
+            name
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["tokenize", "queue", "inference", "rules", "store", "total"]
+    );
+    assert!(!b.header.contains_key("server-timing"));
+    for stage in ["tokenize_ms", "queue_ms", "encoder_ms", "rules_ms"] {
+        assert!(
+            a.body["timings"][stage].as_f64().unwrap() >= 0.0,
+            "{}",
+            a.body
+        );
+    }
+    assert!(
+        a.body["timings"]["encoder_ms"].as_f64().unwrap() > 0.0,
+        "{}",
+        a.body
+    );
+    let metrics = app.state.metrics.render(0);
+    for stage in ["tokenize", "queue", "inference", "rules", "store", "total"] {
+        let count = format!("intent_router_stage_duration_seconds_count{{stage=\"{stage}\"}} 3");
+        assert!(metrics.contains(&count), "{count} in\n{metrics}");
+    }
     let open = app.get("/v1/assignments?team=billing", ROUTE_TOKEN).await;
     assert_eq!(open.body["assignments"].as_array().unwrap().len(), 3);
     // The same key with another request is refused.

@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Caller;
 use super::error::{ApiError, Code};
 use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
-use crate::service::route::{ClassifyReply, Idempotency, RouteRequest, Shape};
+use crate::service::route::{ClassifyReply, Idempotency, RouteReply, RouteRequest, Shape};
 use crate::store::Assignment;
 use crate::ticket::Ticket;
 
@@ -80,8 +81,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", security(("bearer" = ["metrics"])),
     responses((status = 200, description = "Metrics.", body = String,
                content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = state.auth.check(&headers, Scope::Metrics) {
+pub async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Response {
+    if let Err(e) = state.auth.permit(caller, Scope::Metrics) {
         return e.into_response();
     }
     let text = state
@@ -167,10 +168,10 @@ pub struct Erased {
               (status = 404, description = "No data about that ticket.")))]
 pub async fn erase_ticket(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Erased>, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let removed = state.store.erase_ticket(&id).await?;
     tracing::info!(by = caller.name, "erased a ticket's data");
     Ok(Json(Erased {
@@ -188,17 +189,37 @@ fn json_response(body: String, replayed: bool) -> Response {
     resp
 }
 
+/// A routing answer: the body, `Idempotent-Replayed` on a replay, and the stages' times in a
+/// standard `Server-Timing` header (milliseconds).
+fn route_response(reply: RouteReply) -> Response {
+    let mut resp = json_response(reply.body, reply.replayed);
+    if let Some(stages) = reply.stages {
+        let timing = stages
+            .named()
+            .iter()
+            .map(|(name, took)| format!("{name};dur={:.3}", took.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(v) = HeaderValue::from_str(&timing) {
+            resp.headers_mut().insert("server-timing", v);
+        }
+    }
+    resp
+}
+
 /// Route one ticket: classify, apply the rules, assign, log.
 #[utoipa::path(post, path = "/v1/route", operation_id = "route", security(("bearer" = ["route"])),
     params(IdempotencyKey), request_body = Ticket,
     responses((status = 200, description = "The decision.", body = Routed,
-               headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer.")))))]
+               headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer."),
+                       ("Server-Timing" = String, description = "Milliseconds by stage: tokenize, queue, inference, rules, store, total.")))))]
 pub async fn route(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     let ticket: Ticket = parse_json(&body)?;
     let reply = state
         .route
@@ -208,7 +229,7 @@ pub async fn route(
             idempotency: idempotency(&headers, "/v1/route", &body)?,
         })
         .await?;
-    Ok(json_response(reply.body, reply.replayed))
+    Ok(route_response(reply))
 }
 
 /// Body of `POST /v1/route/batch`.
@@ -248,13 +269,15 @@ pub struct IdempotencyKey {
 /// Route many tickets; decisions in input order.
 #[utoipa::path(post, path = "/v1/route/batch", operation_id = "routeBatch",
     security(("bearer" = ["route"])), params(IdempotencyKey), request_body = BatchRequest,
-    responses((status = 200, description = "The decisions.", body = BatchDecisions)))]
+    responses((status = 200, description = "The decisions.", body = BatchDecisions,
+               headers(("Server-Timing" = String, description = "Milliseconds by stage: tokenize, queue, inference, rules, store, total.")))))]
 pub async fn route_batch(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     let req: BatchRequest = parse_json(&body)?;
     let reply = state
         .route
@@ -264,7 +287,7 @@ pub async fn route_batch(
             idempotency: idempotency(&headers, "/v1/route/batch", &body)?,
         })
         .await?;
-    Ok(json_response(reply.body, reply.replayed))
+    Ok(route_response(reply))
 }
 
 /// The decision the active rules would make for a ticket, with its trace (the decision object
@@ -275,10 +298,10 @@ pub async fn route_batch(
     responses((status = 200, description = "The decision it would be.", body = Routed)))]
 pub async fn dry_run(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(ticket): ApiJson<Ticket>,
 ) -> Result<Json<Routed>, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     Ok(Json(state.route.dry_run(ticket).await?))
 }
 
@@ -288,10 +311,10 @@ pub async fn dry_run(
     responses((status = 200, description = "The classification.", body = ClassifyReply)))]
 pub async fn classify(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(ticket): ApiJson<Ticket>,
 ) -> Result<Json<ClassifyReply>, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     Ok(Json(state.route.classify(ticket).await?))
 }
 
@@ -330,9 +353,9 @@ pub struct Intents {
     responses((status = 200, description = "The taxonomy.", body = Intents)))]
 pub async fn intents(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Intents>, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     let model = state.models.active();
     let c = model.engine.classifier();
     let tree = super::learn_api::taxonomy(&state).await?;
@@ -365,10 +388,10 @@ pub async fn intents(
               (status = 404, description = "No such decision.")))]
 pub async fn decision(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     Ok(json_response(state.store.decision(&id).await?, false))
 }
 
@@ -410,10 +433,10 @@ pub struct Assignments {
     responses((status = 200, description = "The assignments.", body = Assignments)))]
 pub async fn assignments(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiQuery(q): ApiQuery<AssignmentsQuery>,
 ) -> Result<Json<Assignments>, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     let list = state
         .store
         .assignments(
@@ -433,10 +456,10 @@ pub async fn assignments(
               (status = 404, description = "No assignment for that decision.")))]
 pub async fn close_assignment(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Assignment>, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Route)?;
+    let caller = state.auth.permit(caller, Scope::Route)?;
     let a = state
         .store
         .close_assignment(&id, &format!("api:{}", caller.name))

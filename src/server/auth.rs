@@ -29,11 +29,29 @@ struct Bucket {
     last: Instant,
 }
 
-/// The caller a request was authenticated as.
+/// The caller a request was authenticated as: found once per request by the middleware and
+/// kept in the request's extensions, where handlers take it (`caller: Caller`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// Token name (`dev` in dev mode).
     pub name: String,
+    /// What it may do (`admin` implies everything).
+    scopes: Vec<Scope>,
+    /// Its own requests per minute, if it sets a limit.
+    rate_per_minute: Option<u32>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            unauthorized("missing or unknown bearer token: send Authorization: Bearer <token>")
+        })
+    }
 }
 
 /// The token table, or dev mode (no tokens, loopback only), and the console's sessions.
@@ -219,16 +237,39 @@ impl Auth {
         }
     }
 
-    /// Whether a request carries a known token or a live console session (checked before its
-    /// body is read, so an unauthenticated client learns nothing from parse errors).
-    pub fn authenticated(&self, headers: &HeaderMap) -> bool {
+    /// Who a request comes from: its bearer token, else its console session (which stands for
+    /// an admin token); `None` with neither; 401 for an unknown token. Run once per request,
+    /// before its body is read, so an unauthenticated client learns nothing from parse errors.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
         if self.dev {
-            return true;
+            return Ok(Some(Caller {
+                name: "dev".into(),
+                scopes: vec![Scope::Admin],
+                rate_per_minute: None,
+            }));
         }
-        match bearer(headers) {
-            Some(t) => self.lookup(t).is_some(),
-            None => self.session(headers).is_some(),
-        }
+        let Some(presented) = bearer(headers) else {
+            // The console's session (admin; its CSRF token is checked by the middleware).
+            return Ok(self.session(headers).map(|s| Caller {
+                name: s.name,
+                scopes: vec![Scope::Admin],
+                rate_per_minute: None,
+            }));
+        };
+        let Some(Token {
+            name,
+            scopes,
+            rate_per_minute,
+            ..
+        }) = self.lookup(presented)
+        else {
+            return Err(unauthorized("unknown or revoked token"));
+        };
+        Ok(Some(Caller {
+            name,
+            scopes,
+            rate_per_minute,
+        }))
     }
 
     /// Whether requests are accepted without tokens.
@@ -241,42 +282,24 @@ impl Auth {
         self.tokens.read().expect("tokens lock poisoned").len()
     }
 
-    /// Authenticates a request for `scope`: 401 without a known token, 403 without the scope.
-    pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    /// Lets a caller use an endpoint that needs `scope`: 403 without the scope, 429 when its
+    /// requests per minute are used up.
+    pub fn permit(&self, caller: Caller, scope: Scope) -> Result<Caller, ApiError> {
         if self.dev {
-            return Ok(Caller { name: "dev".into() });
+            return Ok(caller);
         }
-        let Some(presented) = bearer(headers) else {
-            // The console's session (admin; its CSRF token is checked by the middleware).
-            if let Some(s) = self.session(headers) {
-                self.take(&s.name, None)?;
-                return Ok(Caller { name: s.name });
-            }
-            return Err(unauthorized(
-                "missing bearer token: send Authorization: Bearer <token>",
-            ));
-        };
-        let Some(Token {
-            name,
-            scopes,
-            rate_per_minute,
-            ..
-        }) = self.lookup(presented)
-        else {
-            return Err(unauthorized("unknown or revoked token"));
-        };
-        if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
-            self.take(&name, rate_per_minute)?;
-            Ok(Caller { name })
-        } else {
-            Err(ApiError::new(
+        if !(caller.scopes.contains(&scope) || caller.scopes.contains(&Scope::Admin)) {
+            return Err(ApiError::new(
                 Code::Forbidden,
                 format!(
-                    "token \"{name}\" lacks the `{}` scope this endpoint needs",
+                    "token \"{}\" lacks the `{}` scope this endpoint needs",
+                    caller.name,
                     scope.name()
                 ),
-            ))
+            ));
         }
+        self.take(&caller.name, caller.rate_per_minute)?;
+        Ok(caller)
     }
 }
 
@@ -348,6 +371,16 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    impl Auth {
+        /// What the middleware and a handler do together: identify, then permit.
+        fn check(&self, h: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+            let caller = self
+                .identify(h)?
+                .ok_or_else(|| unauthorized("missing bearer token"))?;
+            self.permit(caller, scope)
+        }
     }
 
     fn bearer(t: &str) -> HeaderMap {

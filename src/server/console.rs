@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Caller;
 use super::auth::{SESSION_COOKIE, SESSION_TTL};
 use super::error::{ApiError, Code};
 use super::extract::{in_range, ApiJson, ApiPath, ApiQuery};
@@ -217,10 +218,10 @@ pub struct DecisionList {
     responses((status = 200, description = "The decisions.", body = DecisionList)))]
 pub async fn decisions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiQuery(q): ApiQuery<DecisionsQuery>,
 ) -> Result<Json<DecisionList>, ApiError> {
-    state.auth.check(&headers, Scope::Route)?;
+    state.auth.permit(caller, Scope::Route)?;
     let filter = DecisionFilter {
         intent: q.intent.filter(|s| !s.is_empty()),
         team: q.team.filter(|s| !s.is_empty()),
@@ -288,10 +289,10 @@ fn fourteen() -> i64 {
     responses((status = 200, description = "The statistics.", body = Stats)))]
 pub async fn stats(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> Result<Json<Stats>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let days = in_range("days", q.days, 1, 366)?;
     let since = Utc::now() - chrono::Duration::days(days);
     let rows = state.store.decision_facts(since).await?;
@@ -354,10 +355,10 @@ pub struct ModelReport {
               (status = 404, description = "No such model, or it has no report.")))]
 pub async fn model_report(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ModelReport>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let record = state.store.model(&id).await?;
     let report = match record.metrics.get("candidate_report") {
         Some(r) => serde_json::from_value(r.clone()).map_err(ApiError::internal)?,

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{in_range, ApiPath, ApiQuery};
 use super::AppState;
@@ -52,10 +53,10 @@ pub struct JobList {
     params(JobsQuery), responses((status = 200, description = "The jobs.", body = JobList)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiQuery(q): ApiQuery<JobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let limit = in_range("limit", q.limit, 1, 100)?;
     Ok(Json(JobList {
         jobs: state.jobs.list(limit).await?,
@@ -69,10 +70,10 @@ pub async fn list(
               (status = 404, description = "No such job.")))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobInfo>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     Ok(Json(state.jobs.get(&id).await?))
 }
 
@@ -85,10 +86,10 @@ pub async fn get(
               (status = 409, description = "The job has ended.")))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let job = state.jobs.cancel(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }

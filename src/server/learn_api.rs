@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Caller;
 use super::error::{ApiError, Code};
 use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
@@ -85,10 +86,10 @@ pub struct FeedbackStored {
               (status = 404, description = "No such decision or ticket.")))]
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(req): ApiJson<FeedbackRequest>,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Feedback)?;
+    let caller = state.auth.permit(caller, Scope::Feedback)?;
     if req.agent.trim().is_empty() {
         return Err(ApiError::invalid("agent: say who corrected the decision"));
     }
@@ -166,9 +167,9 @@ pub async fn feedback(
     responses((status = 200, description = "The report.", body = FeedbackReport)))]
 pub async fn feedback_report(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<FeedbackReport>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let all = state.store.feedback().await?;
     Ok(Json(report::feedback_report(
         &all,
@@ -210,10 +211,10 @@ pub struct IntentAdded {
               (status = 409, description = "The intent is in the taxonomy already.")))]
 pub async fn add_intent(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(req): ApiJson<NewIntent>,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let tree = taxonomy(&state).await?;
     let labels = crate::train::dataset::taxonomy_labels(&tree);
     let id = req.id.trim().to_string();
@@ -279,10 +280,10 @@ fn twenty() -> usize {
     responses((status = 200, description = "The review queue.", body = Review)))]
 pub async fn review(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> Result<Json<Review>, ApiError> {
-    state.auth.check(&headers, Scope::Feedback)?;
+    state.auth.permit(caller, Scope::Feedback)?;
     let limit = in_range("limit", q.limit, 1, 500)?;
     let recent = state.store.review_candidates(2000).await?;
     let shadow = match state.models.shadow() {
@@ -309,9 +310,9 @@ pub struct Models {
     responses((status = 200, description = "The registry.", body = Models)))]
 pub async fn list_models(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<Models>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     Ok(Json(Models {
         serving: state.models.active().id.clone(),
         shadow: state.models.shadow().map(|s| s.id.clone()),
@@ -335,10 +336,10 @@ pub struct ModelChanged {
               (status = 409, description = "The rules do not compile against it, or it does not load.")))]
 pub async fn activate(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ModelChanged>, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let note = format!("activated by {}", caller.name);
     let model = state.registry.activate(&id, Some(&note)).await?;
     Ok(Json(ModelChanged { model }))
@@ -352,9 +353,9 @@ pub async fn activate(
               (status = 409, description = "The rules do not compile against it, or it does not load.")))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<ModelChanged>, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let note = format!("rolled back to by {}", caller.name);
     let model = state.registry.rollback(&note).await?;
     Ok(Json(ModelChanged { model }))
@@ -378,11 +379,11 @@ pub struct ShadowRequest {
               (status = 409, description = "Only candidates run in shadow, and they must load.")))]
 pub async fn set_shadow(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ShadowRequest>,
 ) -> Result<Json<ModelChanged>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let model = state.registry.set_shadow(&id, req.enabled).await?;
     Ok(Json(ModelChanged { model }))
 }
@@ -395,10 +396,10 @@ pub async fn set_shadow(
               (status = 404, description = "No such model.")))]
 pub async fn shadow_report(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ShadowReport>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     state.store.model(&id).await?;
     let rows = state.store.shadow_rows(&id).await?;
     Ok(Json(report::shadow_report(&id, &rows)))
@@ -416,10 +417,10 @@ pub async fn shadow_report(
               (status = 409, description = "A retraining is running, or there is no training data.")))]
 pub async fn retrain(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let params: RetrainParams = if body.iter().all(u8::is_ascii_whitespace) {
         RetrainParams::default()
     } else {

@@ -15,15 +15,21 @@ pub mod rules_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{BoxError, Router};
 use chrono::{DateTime, Utc};
-use tracing::Instrument;
+use tower::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -174,82 +180,135 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(console::logout))
 }
 
-/// The router with its middleware and state.
+/// The router with its middleware, declared as layers (outermost first): a request id (the
+/// client's sane `X-Request-Id`, else a new UUID v7) on the request, the response and the log
+/// span; the request's span and its log line; authentication once per request (the caller in
+/// the request's extensions), the console's CSRF check and the request metrics; the time limit
+/// (503 `timeout`); the body limit.
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.settings.limits.max_body_bytes;
+    let limits = &state.settings.limits;
+    let (body_limit, time_limit) = (limits.max_body_bytes, limits.request_timeout);
     let (routes, _) = routes().split_for_parts();
+    let layers = ServiceBuilder::new()
+        .layer(middleware::map_request(drop_insane_request_id))
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .layer(HandleErrorLayer::new(move |_: BoxError| async move {
+            timed_out(time_limit)
+        }))
+        .layer(TimeoutLayer::new(time_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
     routes
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(layers)
         .with_state(state)
 }
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Request ids made here: UUID v7 (they sort by time).
+#[derive(Clone, Copy)]
+struct NewRequestId;
 
-/// Per request: a request id (the client's `X-Request-Id` when sane, else a new one) on the
-/// response and in the log span, the time limit, and the request metrics.
-async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_string(), |m| m.as_str().to_string());
-    let method = req.method().to_string();
-    let id = req
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Drops a client's `X-Request-Id` that is empty, over 128 characters or has characters other
+/// than letters, digits and `-_.:`, so that a new one is made for the request.
+async fn drop_insane_request_id(mut req: Request) -> Request {
+    let sane = req
         .headers()
-        .get(&REQUEST_ID)
+        .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
+        .is_some_and(|v| {
             !v.is_empty()
                 && v.len() <= 128
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
-    let span = tracing::info_span!("request", request_id = %id, %method, %endpoint);
-    // Unauthenticated requests to /v1 stop here, before any body is read.
-    let unauthenticated =
-        req.uri().path().starts_with("/v1/") && !state.auth.authenticated(req.headers());
-    let refusal = if unauthenticated {
-        Some(ApiError::new(
+        });
+    if !sane {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
+/// The endpoint a request matched (its route pattern), for spans and metrics.
+fn endpoint<B>(req: &axum::http::Request<B>) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_string(), |m| m.as_str().to_string())
+}
+
+/// The log span of a request: its id, method and endpoint.
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", request_id = %id, method = %req.method(), endpoint = %endpoint(req))
+}
+
+/// The log line of a finished request.
+fn log_response<B>(resp: &axum::http::Response<B>, took: Duration, _: &tracing::Span) {
+    tracing::info!(
+        status = resp.status().as_u16(),
+        ms = took.as_secs_f64() * 1e3,
+        "request done"
+    );
+}
+
+/// The answer to a request over the time limit.
+fn timed_out(limit: Duration) -> ApiError {
+    let mut e = ApiError::new(
+        Code::Timeout,
+        format!("the request took longer than {} ms", limit.as_millis()),
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+/// Per request: who calls (once; requests to /v1 without a known token stop here, before any
+/// body is read), the console's CSRF check, and the request metrics.
+async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let endpoint = endpoint(&req);
+    let method = req.method().to_string();
+    let protected = req.uri().path().starts_with("/v1/");
+    let refusal = match state.auth.identify(req.headers()) {
+        Ok(Some(caller)) => {
+            req.extensions_mut().insert(caller);
+            None
+        }
+        Ok(None) if protected => Some(ApiError::new(
             Code::Unauthorized,
             "missing or unknown bearer token: send Authorization: Bearer <token>",
-        ))
-    } else {
-        console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
-    };
-    if let Some(e) = refusal {
-        let status = e.status().as_u16();
-        let mut resp = e.into_response();
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert(REQUEST_ID.clone(), v);
-        }
-        state
-            .metrics
-            .request(&endpoint, &method, status, start.elapsed().as_secs_f64());
-        return resp;
+        )),
+        Err(e) if protected => Some(e),
+        // Public endpoints take no token; a wrong one is no reason to refuse them.
+        Ok(None) | Err(_) => None,
     }
-    let limit = state.settings.limits.request_timeout;
-    let mut resp = match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
-        Ok(r) => r,
-        Err(_) => {
-            let mut e = ApiError::new(
-                Code::Timeout,
-                format!("the request took longer than {} ms", limit.as_millis()),
-            );
-            e.retry_after = Some(1);
-            e.into_response()
-        }
+    .or_else(|| console::csrf_violation(&state, req.method(), req.uri().path(), req.headers()));
+    let resp = match refusal {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(REQUEST_ID.clone(), v);
-    }
-    let status = resp.status().as_u16();
     let seconds = start.elapsed().as_secs_f64();
-    state.metrics.request(&endpoint, &method, status, seconds);
-    span.in_scope(|| tracing::info!(status, ms = seconds * 1e3, "request done"));
+    state
+        .metrics
+        .request(&endpoint, &method, resp.status().as_u16(), seconds);
     resp
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Caller;
 use super::error::{invalid_rules, ApiError, Code};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
@@ -103,9 +104,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
                headers(("ETag" = String, description = "The rules version, quoted.")))))]
 pub async fn get_rules(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let r = state.rules.current();
     Ok(with_etag(
         r.stored.version,
@@ -158,10 +159,11 @@ async fn save_and_activate(
               (status = 428, description = "No If-Match.")))]
 pub async fn put_rules(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PutRules>,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let Some(expected) = if_match(&headers)? else {
         let current = state.rules.current().stored.version;
         return Err(ApiError::new(
@@ -248,10 +250,10 @@ pub struct Validation {
     responses((status = 200, description = "The verdict.", body = Validation)))]
 pub async fn validate(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<Validate>,
 ) -> Result<Json<Validation>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     // Each error as its line, its key path, and the message with the path in front.
     let entry = |e: &RuleError| ValidationError {
         line: e.line,
@@ -285,9 +287,9 @@ pub async fn validate(
     responses((status = 200, description = "The history.", body = VersionList)))]
 pub async fn versions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Json<VersionList>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let history = state.store.rules_history().await?;
     let active = state.rules.current().stored.version;
     let entries: Vec<VersionEntry> = history
@@ -325,10 +327,10 @@ pub async fn versions(
               (status = 404, description = "No such version.")))]
 pub async fn version(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiPath(v): ApiPath<String>,
 ) -> Result<Json<RulesBody>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let n: i64 = v
         .parse()
         .map_err(|_| ApiError::bad_request(format!("\"{v}\" is not a version number")))?;
@@ -373,10 +375,11 @@ fn version_schema() -> utoipa::openapi::schema::Schema {
               (status = 412, description = "The rules changed since the version in If-Match.")))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Rollback>,
 ) -> Result<Response, ApiError> {
-    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let caller = state.auth.permit(caller, Scope::Admin)?;
     let n = match &body.version {
         // JSON numbers with no fraction are integers, `3.0` too.
         Value::Number(n) => n
@@ -424,10 +427,10 @@ pub struct Simulate {
     responses((status = 200, description = "Before and after.", body = Simulation)))]
 pub async fn simulate(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    caller: Caller,
     ApiJson(body): ApiJson<Simulate>,
 ) -> Result<Json<Simulation>, ApiError> {
-    state.auth.check(&headers, Scope::Admin)?;
+    state.auth.permit(caller, Scope::Admin)?;
     let candidate = state
         .models
         .compile_rules(&body.rules, "rules")

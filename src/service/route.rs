@@ -4,7 +4,7 @@
 //! variants (classify, dry run) that stop earlier. Owns no state: it holds the live handles.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use crate::engine::{decide_for, Classification};
 use crate::metrics::Metrics;
 use crate::rules::live::{ActiveRules, LiveRules};
 use crate::rules::Assignee;
-use crate::serving::{Classified, ClassifyError, LiveModels, ServingModel};
+use crate::serving::{Classified, ClassifyError, LiveModels, ServingModel, Stages};
 use crate::store::{DecisionLog, DecisionTx, NewDecision, Store, StoreError};
 use crate::ticket::Ticket;
 
@@ -109,6 +109,40 @@ pub struct RouteReply {
     pub replayed: bool,
     /// The decisions made now (empty when replayed).
     pub decisions: Vec<Routed>,
+    /// Where the time went (none when replayed).
+    pub stages: Option<StageTimes>,
+}
+
+/// Where one routing call's time went, by stage (for a batch: the slowest ticket's queue and
+/// encoder time, the rules of all tickets).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Cleaning and tokenising.
+    pub tokenize: Duration,
+    /// Waiting in the batching queue.
+    pub queue: Duration,
+    /// Encoder batches.
+    pub inference: Duration,
+    /// Applying the rules.
+    pub rules: Duration,
+    /// The decision log: assignment, inserts, commit.
+    pub store: Duration,
+    /// The whole call.
+    pub total: Duration,
+}
+
+impl StageTimes {
+    /// Each stage by name, as the `Server-Timing` header and the metrics name them.
+    pub fn named(&self) -> [(&'static str, Duration); 6] {
+        [
+            ("tokenize", self.tokenize),
+            ("queue", self.queue),
+            ("inference", self.inference),
+            ("rules", self.rules),
+            ("store", self.store),
+            ("total", self.total),
+        ]
+    }
 }
 
 /// One ticket's classification, as `POST /v1/classify` returns it.
@@ -191,6 +225,7 @@ impl RouteService {
             start,
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
         };
+        let logging = Instant::now();
         let mut tx = match self
             .store
             .begin_decisions(idem, self.policy.assignment.close_after)
@@ -201,20 +236,31 @@ impl RouteService {
         };
         let mut decisions = Vec::with_capacity(tickets.len());
         let mut json = Vec::with_capacity(tickets.len());
-        for ((ticket, c), cut) in tickets
+        let mut stages = StageTimes::default();
+        for (((ticket, c), cut), s) in tickets
             .iter()
             .zip(&classified.classifications)
             .zip(truncated)
+            .zip(&classified.stages)
         {
-            let (routed, body) = self.log_one(&mut tx, &round, ticket, c, cut).await?;
+            let (routed, body, rules) = self.log_one(&mut tx, &round, ticket, c, cut, s).await?;
             json.push(body);
             decisions.push(routed);
+            stages.tokenize = s.tokenize;
+            stages.queue = stages.queue.max(s.queue);
+            stages.inference = stages.inference.max(s.inference);
+            stages.rules += rules;
         }
         let body = match req.shape {
             Shape::One => json.swap_remove(0),
             Shape::Batch => format!("{{\"decisions\":[{}]}}", json.join(",")),
         };
         tx.commit(&body).await?;
+        stages.store = logging.elapsed().saturating_sub(stages.rules);
+        stages.total = start.elapsed();
+        for (name, took) in stages.named() {
+            self.metrics.stage(name, took.as_secs_f64());
+        }
         for d in &decisions {
             self.metrics
                 .decision(d.team.as_deref(), &d.intent.resolution.intent);
@@ -228,11 +274,12 @@ impl RouteService {
             body,
             replayed: false,
             decisions,
+            stages: Some(stages),
         })
     }
 
     /// Decides one classified ticket, runs the assignment step and logs the decision in `tx`;
-    /// returns the decision and its JSON as stored.
+    /// returns the decision, its JSON as stored and the time the rules took.
     async fn log_one(
         &self,
         tx: &mut DecisionTx<'_>,
@@ -240,8 +287,11 @@ impl RouteService {
         ticket: &Ticket,
         c: &Classification,
         truncated: bool,
-    ) -> Result<(Routed, String), RouteError> {
+        stages: &Stages,
+    ) -> Result<(Routed, String, Duration), RouteError> {
+        let deciding = Instant::now();
         let decision = decide_for(&round.rules.ruleset, ticket, c, round.received);
+        let rules = deciding.elapsed();
         let strategy = decision.assignee.clone();
         let received_at = ticket.received_at.unwrap_or(round.received);
         let mut routed = Routed::new(
@@ -265,13 +315,18 @@ impl RouteService {
         if let Some(a) = &mut routed.assignment {
             a.note = record.assignment_note.clone();
         }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         routed.timings = Some(Timings {
             inference_ms: round.inference_ms,
-            total_ms: round.start.elapsed().as_secs_f64() * 1e3,
+            total_ms: ms(round.start.elapsed()),
+            tokenize_ms: Some(ms(stages.tokenize)),
+            queue_ms: Some(ms(stages.queue)),
+            encoder_ms: Some(ms(stages.inference)),
+            rules_ms: Some(ms(rules)),
         });
         let body = serde_json::to_string(&routed).expect("a decision serialises. This is a bug.");
         tx.insert_decision(&record, &body).await?;
-        Ok((routed, body))
+        Ok((routed, body, rules))
     }
 
     /// Classifies one ticket; nothing is logged or assigned.
@@ -444,6 +499,7 @@ fn replayed(body: String) -> RouteReply {
         body,
         replayed: true,
         decisions: Vec::new(),
+        stages: None,
     }
 }
 
