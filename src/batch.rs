@@ -208,6 +208,17 @@ impl Batcher {
         }
     }
 
+    /// Fails at once when the queue has no room for `n` more texts now (so a caller refuses
+    /// work before preparing it; `submit` still checks each text).
+    pub fn check_room(&self, n: usize) -> std::result::Result<(), BatchError> {
+        if self.queue_depth() + n > self.capacity {
+            return Err(BatchError::QueueFull {
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
     /// Requests waiting in the queue now.
     pub fn queue_depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)

@@ -107,7 +107,7 @@ impl Metrics {
         let stages: HistogramFamily<StageLabels> = Family::new_with_constructor(stage_histogram);
         registry.register(
             "stage_duration_seconds",
-            "Routing time by stage (tokenize, queue, inference, rules, store, total) per request",
+            "Routing time by stage (tokenize, queue, encoder, rules, store, total) per request",
             stages.clone(),
         );
         let decisions = Family::<DecisionLabels, Counter>::default();

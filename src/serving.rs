@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 
 use crate::batch::{BatchError, Batcher, BatcherConfig};
-use crate::engine::{Classification, Engine, EngineOptions};
+use crate::engine::{Classification, Engine, EngineOptions, Prepared};
 use crate::metrics::Metrics;
 use crate::model::classifier::{Classifier, ClassifierError};
 use crate::model::encoder::EncoderOptions;
 use crate::rules::compile::{CompileErrors, Compiled};
 use crate::rules::live::Taxonomy;
-use crate::text::TextError;
+use crate::text::{TextError, Tokens};
 use crate::ticket::Ticket;
 
 /// Why tickets could not be classified.
@@ -131,25 +131,14 @@ impl ServingModel {
     /// thread (not an async worker), then all queued before any is awaited, so they can share
     /// batches; a full queue fails the whole call at once.
     async fn embed(&self, tickets: &[Ticket]) -> Result<Embedded, ClassifyError> {
+        // A full queue answers at once, before any work.
+        self.batcher.check_room(tickets.len())?;
         let start = Instant::now();
-        let engine = Arc::clone(&self.engine);
-        let owned = tickets.to_vec();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let text = engine.classifier().encoder.text();
-            owned
-                .iter()
-                .map(|t| {
-                    let prepared = engine.prepare(t);
-                    let tokens = text.encode(&prepared.text)?;
-                    Ok((prepared, tokens))
-                })
-                .collect::<Result<Vec<_>, ClassifyError>>()
-        })
-        .await
-        .map_err(|_| BatchError::Stopped)??;
+        let prepared = self.prepare(tickets, true).await?;
         let tokenize = start.elapsed();
         let mut pending = Vec::with_capacity(prepared.len());
         for (prepared, tokens) in prepared {
+            let tokens = tokens.expect("tokenised above. This is a bug.");
             pending.push((prepared, self.batcher.submit(tokens)?));
         }
         let mut out = Embedded {
@@ -170,6 +159,30 @@ impl ServingModel {
         Ok(out)
     }
 
+    /// Cleans tickets (and tokenises them, when asked) on a blocking thread, never on an
+    /// async worker.
+    async fn prepare(
+        &self,
+        tickets: &[Ticket],
+        tokenize: bool,
+    ) -> Result<Vec<(Prepared, Option<Tokens>)>, ClassifyError> {
+        let engine = Arc::clone(&self.engine);
+        let owned = tickets.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let text = engine.classifier().encoder.text();
+            owned
+                .iter()
+                .map(|t| {
+                    let prepared = engine.prepare(t);
+                    let tokens = tokenize.then(|| text.encode(&prepared.text)).transpose()?;
+                    Ok((prepared, tokens))
+                })
+                .collect::<Result<Vec<_>, ClassifyError>>()
+        })
+        .await
+        .map_err(|e| BatchError::Inference(format!("preparing the tickets: {e}")))?
+    }
+
     /// Classifies tickets through this model's batching worker, results in input order;
     /// `embeddings` skips the encoder when another model on the same encoder already ran it.
     pub async fn classify(
@@ -183,7 +196,12 @@ impl ServingModel {
             stages,
         } = match embeddings {
             Some(embeddings) => Embedded {
-                prepared: tickets.iter().map(|t| self.engine.prepare(t)).collect(),
+                prepared: self
+                    .prepare(tickets, false)
+                    .await?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect(),
                 stages: vec![Stages::default(); embeddings.len()],
                 embeddings,
             },
@@ -213,7 +231,7 @@ impl ServingModel {
 
 /// Tickets read for the model and their embeddings, in order.
 struct Embedded {
-    prepared: Vec<crate::engine::Prepared>,
+    prepared: Vec<Prepared>,
     embeddings: Vec<Vec<f32>>,
     stages: Vec<Stages>,
 }

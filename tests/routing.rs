@@ -77,7 +77,7 @@ async fn a_routed_ticket_is_decided_assigned_logged_and_replayed_on_retry() {
         .collect();
     assert_eq!(
         names,
-        ["tokenize", "queue", "inference", "rules", "store", "total"]
+        ["tokenize", "queue", "encoder", "rules", "store", "total"]
     );
     assert!(!b.header.contains_key("server-timing"));
     for stage in ["tokenize_ms", "queue_ms", "encoder_ms", "rules_ms"] {
@@ -93,7 +93,7 @@ async fn a_routed_ticket_is_decided_assigned_logged_and_replayed_on_retry() {
         a.body
     );
     let metrics = app.state.metrics.render(0);
-    for stage in ["tokenize", "queue", "inference", "rules", "store", "total"] {
+    for stage in ["tokenize", "queue", "encoder", "rules", "store", "total"] {
         let count = format!("intent_router_stage_duration_seconds_count{{stage=\"{stage}\"}} 3");
         assert!(metrics.contains(&count), "{count} in\n{metrics}");
     }

@@ -509,6 +509,7 @@ impl ModelRegistry {
         let corrections = store.corrections().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (settings, parent) = (settings.clone(), parent_id.to_string());
+        let thread_progress = Arc::clone(&progress);
         std::thread::Builder::new()
             .name("retrain".into())
             .spawn(move || {
@@ -520,13 +521,8 @@ impl ModelRegistry {
                     &settings,
                     fine_tune.then(FineTune::default),
                     &parent,
-                    &*progress,
-                )
-                .and_then(|c| {
-                    // The last chance to stop before the candidate is registered.
-                    crate::train::trainer::checkpoint(&*progress)?;
-                    Ok(c)
-                });
+                    &*thread_progress,
+                );
                 let _ = tx.send(r);
             })
             .map_err(|_| RegistryError::Thread("could not start"))?;
@@ -534,6 +530,16 @@ impl ModelRegistry {
         crate::failpoint::hit("retrain.after_train")
             .await
             .map_err(StoreError::Injected)?;
+        // The last moment to stop: past it the candidate is registered (and maybe activated).
+        if !progress.commit() {
+            if let Err(e) = std::fs::remove_dir_all(&candidate.dir) {
+                tracing::warn!(
+                    "removing the cancelled candidate {}: {e}",
+                    candidate.dir.display()
+                );
+            }
+            return Err(LearnError::Train(TrainError::Cancelled).into());
+        }
         let record = ModelRecord {
             id: candidate.id.clone(),
             parent: Some(parent_id.to_string()),

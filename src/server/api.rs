@@ -212,7 +212,7 @@ fn route_response(reply: RouteReply) -> Response {
     params(IdempotencyKey), request_body = Ticket,
     responses((status = 200, description = "The decision.", body = Routed,
                headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer."),
-                       ("Server-Timing" = String, description = "Milliseconds by stage: tokenize, queue, inference, rules, store, total.")))))]
+                       ("Server-Timing" = String, description = "Milliseconds by stage: tokenize, queue, encoder, rules, store, total (not on a replay).")))))]
 pub async fn route(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -237,7 +237,7 @@ pub async fn route(
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to limits.max_batch_tickets (default 256; more is 413 too_many_tickets).
-    #[schema(min_items = 1, max_items = 256)]
+    #[schema(min_items = 1)]
     tickets: Vec<Ticket>,
 }
 
@@ -270,7 +270,8 @@ pub struct IdempotencyKey {
 #[utoipa::path(post, path = "/v1/route/batch", operation_id = "routeBatch",
     security(("bearer" = ["route"])), params(IdempotencyKey), request_body = BatchRequest,
     responses((status = 200, description = "The decisions.", body = BatchDecisions,
-               headers(("Server-Timing" = String, description = "Milliseconds by stage: tokenize, queue, inference, rules, store, total.")))))]
+               headers(("Idempotent-Replayed" = String, description = "`true` on a replayed answer."),
+                       ("Server-Timing" = String, description = "Milliseconds by stage: tokenize, queue, encoder, rules, store, total (not on a replay).")))))]
 pub async fn route_batch(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -39,6 +39,21 @@ pub struct Caller {
     scopes: Vec<Scope>,
     /// Its own requests per minute, if it sets a limit.
     rate_per_minute: Option<u32>,
+    /// Authenticated by the console's session cookie (its changes need the CSRF token).
+    session: bool,
+}
+
+impl Caller {
+    /// Whether the console's session cookie authenticated it.
+    pub fn via_session(&self) -> bool {
+        self.session
+    }
+}
+
+/// Whether a path needs a token: the API under `/v1/` and the metrics; the probes, the
+/// OpenAPI document and the console's page and login do not.
+pub fn needs_token(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/metrics"
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
@@ -246,6 +261,7 @@ impl Auth {
                 name: "dev".into(),
                 scopes: vec![Scope::Admin],
                 rate_per_minute: None,
+                session: false,
             }));
         }
         let Some(presented) = bearer(headers) else {
@@ -254,6 +270,7 @@ impl Auth {
                 name: s.name,
                 scopes: vec![Scope::Admin],
                 rate_per_minute: None,
+                session: true,
             }));
         };
         let Some(Token {
@@ -269,6 +286,7 @@ impl Auth {
             name,
             scopes,
             rate_per_minute,
+            session: false,
         }))
     }
 

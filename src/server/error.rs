@@ -10,6 +10,7 @@ use crate::batch::BatchError;
 use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
+use crate::service::jobs::JobFailure;
 use crate::service::{JobsError, RouteError};
 use crate::serving::ClassifyError;
 use crate::store::{JobError, StoreError};
@@ -74,7 +75,7 @@ codes! {
     NoTrainingData = ("no_training_data", CONFLICT),
     /// A model's files do not load.
     ModelUnloadable = ("model_unloadable", CONFLICT),
-    /// The job has ended; only a running job can be cancelled.
+    /// The job has ended, or is registering what it made; it can no longer be cancelled.
     JobFinished = ("job_finished", CONFLICT),
     /// The rules changed since they were read.
     VersionConflict = ("version_conflict", PRECONDITION_FAILED),
@@ -279,15 +280,20 @@ impl From<JobsError> for ApiError {
         match e {
             JobsError::Registry(r) => r.into(),
             JobsError::Store(s) => s.into(),
-            JobsError::Finished { .. } => Self::new(Code::JobFinished, e.to_string()),
-            JobsError::Corrupt(..) => Self::internal(e),
+            JobsError::Finished { .. } | JobsError::Committing { .. } => {
+                Self::new(Code::JobFinished, e.to_string())
+            }
+            JobsError::Corrupt { .. } => Self::internal(e),
         }
     }
 }
 
 /// A failed job's error: the code and message the API would have answered with.
-pub fn job_error(e: RegistryError) -> JobError {
-    let e = ApiError::from(e);
+pub fn job_error(failure: JobFailure) -> JobError {
+    let e = match failure {
+        JobFailure::Registry(e) => ApiError::from(e),
+        JobFailure::Panicked(why) => ApiError::internal(why),
+    };
     JobError {
         code: e.code.name().to_string(),
         message: e.message,

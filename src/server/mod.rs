@@ -280,17 +280,24 @@ fn timed_out(limit: Duration) -> ApiError {
     e
 }
 
-/// Per request: who calls (once; requests to /v1 without a known token stop here, before any
-/// body is read), the console's CSRF check, and the request metrics.
+/// Per request: who calls (once; requests that need a token and have no known one stop here,
+/// before any body is read), the CSRF check of changes made with the console's session cookie,
+/// and the request metrics.
 async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let endpoint = endpoint(&req);
     let method = req.method().to_string();
-    let protected = req.uri().path().starts_with("/v1/");
+    let protected = auth::needs_token(req.uri().path());
     let refusal = match state.auth.identify(req.headers()) {
         Ok(Some(caller)) => {
+            let csrf = caller
+                .via_session()
+                .then(|| {
+                    console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
+                })
+                .flatten();
             req.extensions_mut().insert(caller);
-            None
+            csrf
         }
         Ok(None) if protected => Some(ApiError::new(
             Code::Unauthorized,
@@ -299,8 +306,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         Err(e) if protected => Some(e),
         // Public endpoints take no token; a wrong one is no reason to refuse them.
         Ok(None) | Err(_) => None,
-    }
-    .or_else(|| console::csrf_violation(&state, req.method(), req.uri().path(), req.headers()));
+    };
     let resp = match refusal {
         Some(e) => e.into_response(),
         None => next.run(req).await,
@@ -312,7 +318,11 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     resp
 }
 
-/// Purges ticket texts and idempotency keys past their retention, now and every hour.
+/// How long finished jobs are kept.
+const JOB_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Purges ticket texts, idempotency keys and finished jobs past their retention, now and every
+/// hour.
 fn spawn_retention(state: Arc<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -337,6 +347,9 @@ fn spawn_retention(state: Arc<AppState>) {
                 .await
             {
                 tracing::error!("purging idempotency keys: {e}");
+            }
+            if let Err(e) = state.store.purge_jobs(ago(JOB_RETENTION)).await {
+                tracing::error!("purging finished jobs: {e}");
             }
         }
     });
@@ -412,6 +425,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    state.jobs.shutdown().await;
     state.store.close().await;
     Ok(())
 }

@@ -36,7 +36,7 @@ pub fn document() -> &'static str {
 
 /// Operations that need no token.
 fn is_public(path: &str) -> bool {
-    !path.starts_with("/v1/") && path != "/metrics"
+    !super::auth::needs_token(path)
 }
 
 /// Adds what every operation shares: the error shape and the statuses any request may get, the
@@ -109,7 +109,7 @@ fn operation_errors(path: &str, method: &str, op: &mut Value) {
         .as_object_mut()
         .expect("every operation declares responses");
     for (status, response) in responses.iter_mut() {
-        if status.as_str() >= "400" {
+        if status.as_str() >= "400" && response.get("content").is_none() {
             response["content"] =
                 json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
         }

@@ -412,7 +412,7 @@ pub struct Simulate {
     rules: String,
     /// 1 to limits.max_batch_tickets (default 256) tickets to classify and decide.
     #[serde(default)]
-    #[schema(min_items = 1, max_items = 256)]
+    #[schema(min_items = 1)]
     tickets: Option<Vec<Ticket>>,
     /// Or: the last N logged decisions (1 to 10000).
     #[serde(default)]

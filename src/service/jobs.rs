@@ -4,7 +4,6 @@
 //! synchronous and calls the registry directly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::learn::GateReport;
 use crate::registry::{AfterGate, ModelRegistry, RegistryError, RetrainOutcome, Retrained};
 use crate::store::{
-    Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError,
+    Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError, INTERRUPTED,
 };
 use crate::train::trainer::Progress;
 
@@ -35,9 +34,21 @@ pub enum JobsError {
         /// How it ended.
         status: &'static str,
     },
+    /// The job is registering what it made; it can no longer be cancelled.
+    #[error("job {id} is past its last checkpoint (registering its candidate); it can no longer be cancelled")]
+    Committing {
+        /// The job.
+        id: String,
+    },
     /// A stored job does not read as its kind.
-    #[error("job {0}: stored parameters or result unreadable: {1}")]
-    Corrupt(String, serde_json::Error),
+    #[error("job {id}: stored parameters or result unreadable")]
+    Corrupt {
+        /// The job.
+        id: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// What a retraining job was asked to do.
@@ -119,7 +130,10 @@ impl TryFrom<Job> for JobInfo {
     type Error = JobsError;
 
     fn try_from(j: Job) -> Result<Self, JobsError> {
-        let corrupt = |e| JobsError::Corrupt(j.id.clone(), e);
+        let corrupt = |source| JobsError::Corrupt {
+            id: j.id.clone(),
+            source,
+        };
         Ok(Self {
             params: serde_json::from_value(j.params.clone()).map_err(corrupt)?,
             result: j
@@ -141,8 +155,17 @@ impl TryFrom<Job> for JobInfo {
     }
 }
 
-/// How a job's failure is told: the API's error code and message for a registry error.
-pub type DescribeError = fn(RegistryError) -> JobError;
+/// Why a job's work failed.
+#[derive(Debug)]
+pub enum JobFailure {
+    /// The registry refused or failed.
+    Registry(RegistryError),
+    /// The work stopped unexpectedly (a bug); the message is for the log.
+    Panicked(String),
+}
+
+/// How a job's failure is told: the API's error code and message for it.
+pub type DescribeError = fn(JobFailure) -> JobError;
 
 /// When to retrain by itself.
 #[derive(Debug, Clone, Copy, Default)]
@@ -153,44 +176,84 @@ pub struct Schedule {
     pub retrain_every: Option<Duration>,
 }
 
+/// Where a running job's work stands with respect to cancelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Phase {
+    /// Working; a cancel request is taken.
+    #[default]
+    Working,
+    /// Asked to stop at the next checkpoint.
+    Cancelling,
+    /// Past the last checkpoint: registering what it made; too late to cancel.
+    Committed,
+}
+
 /// The progress of one running job, shared with its training thread.
 #[derive(Default)]
 struct Sink {
-    progress: Mutex<JobProgress>,
-    cancel: AtomicBool,
+    progress: Mutex<Option<JobProgress>>,
+    phase: Mutex<Phase>,
 }
 
 impl Sink {
-    fn snapshot(&self) -> JobProgress {
+    fn snapshot(&self) -> Option<JobProgress> {
         self.progress
             .lock()
             .expect("progress lock poisoned. This is a bug.")
             .clone()
     }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase
+            .lock()
+            .expect("phase lock poisoned. This is a bug.")
+    }
+
+    /// Asks the work to stop; false when it is past its last checkpoint.
+    fn request_cancel(&self) -> bool {
+        let mut phase = self.phase();
+        if *phase == Phase::Committed {
+            return false;
+        }
+        *phase = Phase::Cancelling;
+        true
+    }
 }
 
 impl Progress for Sink {
     fn stage(&self, name: &str, steps: usize) {
-        let mut p = self
+        *self
             .progress
             .lock()
-            .expect("progress lock poisoned. This is a bug.");
-        *p = JobProgress {
+            .expect("progress lock poisoned. This is a bug.") = Some(JobProgress {
             stage: name.to_string(),
             done: 0,
             total: steps as u64,
-        };
+        });
     }
 
     fn step(&self, done: usize) {
-        self.progress
+        if let Some(p) = self
+            .progress
             .lock()
             .expect("progress lock poisoned. This is a bug.")
-            .done = done as u64;
+            .as_mut()
+        {
+            p.done = done as u64;
+        }
     }
 
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        *self.phase() == Phase::Cancelling
+    }
+
+    fn commit(&self) -> bool {
+        let mut phase = self.phase();
+        if *phase == Phase::Cancelling {
+            return false;
+        }
+        *phase = Phase::Committed;
+        true
     }
 }
 
@@ -228,7 +291,8 @@ impl Jobs {
     }
 
     /// Starts a retraining job, once the registry agrees to retrain now (else the error comes
-    /// at once: one retraining at a time, the training data must exist).
+    /// at once: one retraining at a time, the training data must exist). The job is recorded
+    /// and run by its own task, so a caller that goes away stops nothing half way.
     pub async fn start_retrain(
         &self,
         params: RetrainParams,
@@ -248,12 +312,18 @@ impl Jobs {
             created_at: Utc::now(),
             finished_at: None,
         };
-        self.store.insert_job(&job).await?;
-        let sink = Arc::new(Sink::default());
-        self.lock_running()
-            .insert(job.id.clone(), Arc::clone(&sink));
-        let (jobs, id) = (self.clone(), job.id.clone());
+        let info = JobInfo::try_from(job.clone())?;
+        let (recorded, is_recorded) = tokio::sync::oneshot::channel();
+        let jobs = self.clone();
         tokio::spawn(async move {
+            if let Err(e) = jobs.store.insert_job(&job).await {
+                let _ = recorded.send(Err(e));
+                return;
+            }
+            let sink = Arc::new(Sink::default());
+            jobs.lock_running()
+                .insert(job.id.clone(), Arc::clone(&sink));
+            let _ = recorded.send(Ok(()));
             let registry = jobs.registry.clone();
             let progress: crate::registry::SharedProgress = sink.clone();
             let work = tokio::spawn(async move {
@@ -261,9 +331,12 @@ impl Jobs {
                     .retrain_with(permit, params.fine_tune, params.after_gate(), progress)
                     .await
             });
-            jobs.run(&id, &sink, work).await;
+            jobs.run(&job.id, &sink, work).await;
         });
-        JobInfo::try_from(job)
+        is_recorded.await.map_err(|_| {
+            StoreError::Corrupt("the job's task ended before recording it".into())
+        })??;
+        Ok(info)
     }
 
     /// Follows a job until its work ends, writing progress and reading cancel requests, then
@@ -278,15 +351,11 @@ impl Jobs {
         let ended = loop {
             tokio::select! {
                 r = &mut work => break r,
-                _ = tick.tick() => match self.store.job_progress(id, &sink.snapshot()).await {
-                    Ok(true) => sink.cancel.store(true, Ordering::Relaxed),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(job = id, "recording progress: {e}"),
-                },
+                _ = tick.tick() => self.write_progress(id, sink).await,
             }
         };
-        let _ = self.store.job_progress(id, &sink.snapshot()).await;
-        let finished = match ended {
+        self.write_progress(id, sink).await;
+        let (status, result, error) = match ended {
             Ok(Ok(r)) => {
                 tracing::info!(
                     job = id,
@@ -296,38 +365,64 @@ impl Jobs {
                 );
                 let result = serde_json::to_value(RetrainResult::from(r))
                     .expect("a result serialises. This is a bug.");
-                self.store
-                    .finish_job(id, JobStatus::Succeeded, Some(&result), None)
-                    .await
+                (JobStatus::Succeeded, Some(result), None)
             }
             Ok(Err(e)) if e.is_cancelled() => {
                 tracing::info!(job = id, "job cancelled");
-                self.store
-                    .finish_job(id, JobStatus::Cancelled, None, None)
-                    .await
+                (JobStatus::Cancelled, None, None)
             }
             Ok(Err(e)) => {
                 tracing::error!(job = id, "job failed: {e}");
-                let error = (self.describe)(e);
-                self.store
-                    .finish_job(id, JobStatus::Failed, None, Some(&error))
-                    .await
+                (
+                    JobStatus::Failed,
+                    None,
+                    Some((self.describe)(JobFailure::Registry(e))),
+                )
             }
             Err(panic) => {
                 tracing::error!(job = id, "job panicked: {panic}");
-                let error = JobError {
-                    code: "internal".into(),
-                    message: "the job stopped unexpectedly; the server log has the cause".into(),
-                };
-                self.store
-                    .finish_job(id, JobStatus::Failed, None, Some(&error))
-                    .await
+                let failure = JobFailure::Panicked(panic.to_string());
+                (JobStatus::Failed, None, Some((self.describe)(failure)))
             }
         };
-        if let Err(e) = finished {
-            tracing::error!(job = id, "recording the end of the job: {e}");
-        }
+        self.finish(id, status, result.as_ref(), error.as_ref())
+            .await;
         self.lock_running().remove(id);
+    }
+
+    /// Writes a running job's progress, once it has some, and takes a cancel request made
+    /// through the database.
+    async fn write_progress(&self, id: &str, sink: &Sink) {
+        let Some(p) = sink.snapshot() else {
+            return;
+        };
+        match self.store.job_progress(id, &p).await {
+            Ok(true) => {
+                sink.request_cancel();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(job = id, "recording progress: {e}"),
+        }
+    }
+
+    /// Records how a job ended, retrying a failed write (a job left `running` would look
+    /// alive until the next restart).
+    async fn finish(
+        &self,
+        id: &str,
+        status: JobStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&JobError>,
+    ) {
+        for attempt in 1..=5 {
+            match self.store.finish_job(id, status, result, error).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(job = id, attempt, "recording the end of the job: {e}");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
     }
 
     /// One job.
@@ -335,18 +430,30 @@ impl Jobs {
         JobInfo::try_from(self.store.job(id).await?)
     }
 
-    /// The newest jobs first.
+    /// The newest jobs first (a stored job that does not read is left out, with a log line).
     pub async fn list(&self, limit: i64) -> Result<Vec<JobInfo>, JobsError> {
-        self.store
+        Ok(self
+            .store
             .jobs(limit)
             .await?
             .into_iter()
-            .map(JobInfo::try_from)
-            .collect()
+            .filter_map(|j| {
+                JobInfo::try_from(j)
+                    .map_err(|e| {
+                        tracing::warn!("listing jobs: {e}: {:?}", std::error::Error::source(&e))
+                    })
+                    .ok()
+            })
+            .collect())
     }
 
-    /// Asks a running job to stop at its next checkpoint; the job as it stands.
+    /// Asks a running job to stop at its next checkpoint; the job as it stands. Refused once
+    /// the job has ended or is registering what it made.
     pub async fn cancel(&self, id: &str) -> Result<JobInfo, JobsError> {
+        let sink = self.lock_running().get(id).cloned();
+        if sink.is_some_and(|s| !s.request_cancel()) {
+            return Err(JobsError::Committing { id: id.to_string() });
+        }
         let job = self.store.request_job_cancel(id).await?;
         if job.status != JobStatus::Running {
             return Err(JobsError::Finished {
@@ -354,10 +461,26 @@ impl Jobs {
                 status: job.status.name(),
             });
         }
-        if let Some(sink) = self.lock_running().get(id) {
-            sink.cancel.store(true, Ordering::Relaxed);
-        }
         JobInfo::try_from(job)
+    }
+
+    /// At shutdown: the jobs this process runs are asked to stop and recorded as failed
+    /// (`interrupted`), so that none looks alive after the process has gone.
+    pub async fn shutdown(&self) {
+        let running: Vec<(String, Arc<Sink>)> = self
+            .lock_running()
+            .iter()
+            .map(|(id, s)| (id.clone(), Arc::clone(s)))
+            .collect();
+        for (id, sink) in running {
+            sink.request_cancel();
+            let error = JobError {
+                code: INTERRUPTED.into(),
+                message: "the service stopped while the job ran; start it again".into(),
+            };
+            self.finish(&id, JobStatus::Failed, None, Some(&error))
+                .await;
+        }
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Sink>>> {
@@ -378,11 +501,7 @@ impl Jobs {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let due = jobs
-                    .registry
-                    .retrain_due(schedule.retrain_after, schedule.retrain_every)
-                    .await;
-                match due {
+                match jobs.retrain_due(schedule).await {
                     Ok(false) => {}
                     Ok(true) => match jobs
                         .start_retrain(RetrainParams::default(), "schedule")
@@ -396,5 +515,53 @@ impl Jobs {
                 }
             }
         });
+    }
+
+    /// Whether the schedule asks for a retraining now: it counts the corrections made since
+    /// the newest model or job, whichever is newer, so a retraining that failed or was
+    /// cancelled is not started again until new corrections come (or the period passes).
+    async fn retrain_due(&self, schedule: Schedule) -> Result<bool, JobsError> {
+        let newest_model = self.store.models().await?.first().map(|m| m.created_at);
+        let newest_job = self.store.jobs(1).await?.first().map(|j| j.created_at);
+        let since = newest_model.max(newest_job).unwrap_or_default();
+        let new = self.store.corrections_since(since).await?;
+        let by_count = schedule.retrain_after > 0 && new >= schedule.retrain_after;
+        let by_time = schedule
+            .retrain_every
+            .is_some_and(|p| new > 0 && (Utc::now() - since).to_std().is_ok_and(|age| age >= p));
+        Ok(by_count || by_time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_is_taken_until_the_work_commits_and_not_after() {
+        let sink = Sink::default();
+        assert_eq!(sink.snapshot(), None, "no progress before the first stage");
+        sink.stage("embedding", 10);
+        sink.step(4);
+        assert_eq!(
+            sink.snapshot(),
+            Some(JobProgress {
+                stage: "embedding".into(),
+                done: 4,
+                total: 10
+            })
+        );
+        assert!(!sink.cancelled());
+        assert!(sink.request_cancel());
+        assert!(sink.cancelled());
+        assert!(
+            !sink.commit(),
+            "a cancelled job does not register its candidate"
+        );
+
+        let late = Sink::default();
+        assert!(late.commit());
+        assert!(!late.request_cancel(), "too late once committed");
+        assert!(!late.cancelled());
     }
 }

@@ -114,7 +114,8 @@ pub struct RouteReply {
 }
 
 /// Where one routing call's time went, by stage (for a batch: the slowest ticket's queue and
-/// encoder time, the rules of all tickets).
+/// encoder time, the rules of all tickets). Named as in the `Server-Timing` header and the
+/// `intent_router_stage_duration_seconds{stage}` histograms.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StageTimes {
     /// Cleaning and tokenising.
@@ -137,7 +138,7 @@ impl StageTimes {
         [
             ("tokenize", self.tokenize),
             ("queue", self.queue),
-            ("inference", self.inference),
+            ("encoder", self.inference),
             ("rules", self.rules),
             ("store", self.store),
             ("total", self.total),
@@ -516,7 +517,7 @@ pub fn admit(ticket: &mut Ticket, max_chars: usize, at: &str) -> Result<bool, Ro
         return Err(RouteError::EmptyTicket { at: at.to_string() });
     }
     if let Some(id) = &ticket.id {
-        if id.trim().is_empty() || id.len() > 256 {
+        if id.trim().is_empty() || id.chars().count() > 256 {
             return Err(RouteError::BadTicketId { at: at.to_string() });
         }
     }

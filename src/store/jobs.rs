@@ -250,6 +250,18 @@ impl Store {
             .collect()
     }
 
+    /// Deletes the jobs that ended before `cutoff`; returns how many.
+    pub async fn purge_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _w = self.write.lock().await;
+        Ok(
+            sqlx::query("DELETE FROM jobs WHERE status <> 'running' AND finished_at < ?")
+                .bind(timestamp(cutoff))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Ends every job still marked running as failed (`interrupted`): at startup, when no job
     /// of this database can be running (one process per database until several replicas
     /// share one). Returns how many.
@@ -348,5 +360,20 @@ mod tests {
         assert_eq!(store.job("b").await.unwrap().status, JobStatus::Succeeded);
         let list = store.jobs(10).await.unwrap();
         assert_eq!(list.len(), 2);
+        // Purging keeps what ended after the cutoff.
+        assert_eq!(
+            store
+                .purge_jobs(Utc::now() - chrono::Duration::days(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .purge_jobs(Utc::now() + chrono::Duration::days(1))
+                .await
+                .unwrap(),
+            2
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::rules::Assignee;
 
 mod jobs;
 
-pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus};
+pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ pub struct LanguageScore {
 
 /// Confusion matrix: rows gold, columns predicted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = ConfusionCell)]
+#[schema(as = ConfusionMatrix)]
 pub struct Confusion {
     /// Labels (row and column order).
     pub labels: Vec<String>,

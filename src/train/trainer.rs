@@ -101,6 +101,11 @@ pub trait Progress {
     fn cancelled(&self) -> bool {
         false
     }
+    /// The work is about to become irreversible (a candidate registered): `false` to stop
+    /// instead; once it answers `true`, a later cancel request is refused.
+    fn commit(&self) -> bool {
+        !self.cancelled()
+    }
 }
 
 /// `Err(Cancelled)` when the progress sink asks to stop.

@@ -449,7 +449,7 @@ async function loadJobs() {
     loadJobs();
   }));
   clearTimeout(jobsTimer);
-  if (jobs.some((j) => j.status === "running")) jobsTimer = setTimeout(loadJobs, 1000);
+  if (jobs.some((j) => j.status === "running") && $("#view-models").classList.contains("active")) jobsTimer = setTimeout(loadJobs, 2000);
   else if (table.dataset.wasRunning === "1") loaders.models();
   table.dataset.wasRunning = jobs.some((j) => j.status === "running") ? "1" : "0";
 }
