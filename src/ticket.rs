@@ -34,7 +34,7 @@ pub struct Ticket {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
     /// Customer facts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub customer: Customer,
     /// Other helpdesk fields.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -72,6 +72,46 @@ fn id_schema() -> utoipa::openapi::schema::Schema {
         ))
         .build()
         .into()
+}
+
+/// A value that must come as a JSON object: serde's derive would also fill a struct's fields
+/// from an array, in order, which no client means.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectOnly(std::marker::PhantomData))
+            .map(Obj)
+    }
+}
+
+/// Deserializes a struct that must come as a JSON object.
+pub fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Obj::deserialize(d).map(|o| o.0)
+}
+
+/// Deserializes a list of structs that must each come as a JSON object (tickets in a batch).
+pub fn objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Vec::<Obj<T>>::deserialize(d).map(|v| v.into_iter().map(|o| o.0).collect())
+}
+
+/// Like [`objects`], for an optional list (`null` or absent: none).
+pub fn optional_objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Option::<Vec<Obj<T>>>::deserialize(d).map(|v| v.map(|v| v.into_iter().map(|o| o.0).collect()))
 }
 
 /// Accepts a ticket id given as a string or a number (helpdesks use both).
@@ -249,6 +289,30 @@ pub fn collapse(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_structs_must_be_objects() {
+        // serde's derive alone would take `customer: []` as a customer with no facts.
+        let e = serde_json::from_str::<Ticket>(r#"{"body": "x", "customer": []}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        let t: Ticket =
+            serde_json::from_str(r#"{"body": "x", "customer": {"tier": "vip"}}"#).unwrap();
+        assert_eq!(t.customer.tier.as_deref(), Some("vip"));
+        let e = serde_json::from_str::<Ticket>(r#"{"body": "x", "customer": {"tear": 1}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `tear`"), "{e}");
+        #[derive(Debug, Deserialize)]
+        struct Batch {
+            #[serde(deserialize_with = "objects")]
+            tickets: Vec<Ticket>,
+        }
+        let e =
+            serde_json::from_str::<Batch>(r#"{"tickets": [{"body": "x"}, ["y"]]}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        let b: Batch =
+            serde_json::from_str(r#"{"tickets": [{"body": "x"}, {"text": "y"}]}"#).unwrap();
+        assert_eq!(b.tickets[1].body, "y");
+    }
 
     #[test]
     fn removes_quotes_signature_and_html() {

@@ -238,6 +238,7 @@ pub async fn route(
 pub struct BatchRequest {
     /// 1 to limits.max_batch_tickets (default 256; more is 413 too_many_tickets).
     #[schema(min_items = 1)]
+    #[serde(deserialize_with = "crate::ticket::objects")]
     tickets: Vec<Ticket>,
 }
 

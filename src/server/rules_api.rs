@@ -411,7 +411,7 @@ pub struct Simulate {
     /// Candidate rules text.
     rules: String,
     /// 1 to limits.max_batch_tickets (default 256) tickets to classify and decide.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::ticket::optional_objects")]
     #[schema(min_items = 1)]
     tickets: Option<Vec<Ticket>>,
     /// Or: the last N logged decisions (1 to 10000).
