@@ -437,7 +437,7 @@ async function loadJobs() {
   if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
   const jobs = r.data.jobs;
   if (!jobs.length) { table.innerHTML = `<tr><td class="muted">${t("jobs.none")}</td></tr>`; return; }
-  const progress = (j) => !j.progress ? "–" : j.progress.total ? `${esc(j.progress.stage)} ${j.progress.done}/${j.progress.total}` : esc(j.progress.stage);
+  const progress = (j) => j.status !== "running" || !j.progress ? "–" : j.progress.total ? `${esc(j.progress.stage)} ${j.progress.done}/${j.progress.total}` : esc(j.progress.stage);
   const outcome = (j) => j.result ? `${esc(j.result.outcome)}: ${esc(j.result.model.id)}` : j.error ? `<span class="error">${esc(j.error.code)}: ${esc(j.error.message)}</span>` : "";
   table.innerHTML = `<tr><th>${t("jobs.started")}</th><th>${t("jobs.by")}</th><th>${t("jobs.status")}</th><th>${t("jobs.progress")}</th><th>${t("jobs.outcome")}</th><th></th></tr>` +
     jobs.map((j) => `<tr data-job="${esc(j.id)}" data-status="${esc(j.status)}"><td>${esc(new Date(j.created_at).toLocaleString())}</td><td>${esc(j.created_by)}</td>
