@@ -239,14 +239,7 @@ fn schemathesis_finds_no_contract_failures() {
         .args(["--config-file", settings])
         .args(["run", &format!("{}/openapi.json", server.base)])
         .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
-        .args([
-            "--checks",
-            "all",
-            "--max-examples",
-            "25",
-            "--seed",
-            &seed,
-        ])
+        .args(["--checks", "all", "--max-examples", "25", "--seed", &seed])
         .args(["--request-timeout", "60", "--no-color"])
         .output()
         .expect("schemathesis runs");

@@ -61,9 +61,9 @@ pub(super) async fn models(a: ModelsArgs) -> Result<()> {
             println!("| id | status | shadow | created | dev macro-F1 | note |");
             println!("|---|---|---|---|---:|---|");
             for m in registry.list().await? {
-                let f1 = m.metrics["dev"]["candidate"]["macro_f1"]
-                    .as_f64()
-                    .or(m.metrics["macro_f1"].as_f64())
+                let f1 = m
+                    .metrics
+                    .dev_macro_f1()
                     .map_or("-".to_string(), |f| format!("{f:.3}"));
                 println!(
                     "| {} | {} | {} | {} | {f1} | {} |",

@@ -144,7 +144,7 @@ pub struct Comparison {
 }
 
 /// The gate's verdict and the evidence.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = Gate)]
 pub struct GateReport {
     /// The candidate may replace the active model.
@@ -161,6 +161,71 @@ pub struct GateReport {
     pub training: serde_json::Value,
     /// The candidate's full report on the dev split.
     pub candidate_report: Report,
+}
+
+/// What a model version was measured at, as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelMetrics {
+    /// A retrained candidate: the gate's verdict and evidence.
+    Gate(Box<GateReport>),
+    /// A model made by `train` and registered as it was: its figures on its dev split.
+    Training(TrainingMetrics),
+    /// Anything else a registry row holds (none, or written by another release), kept as is.
+    Other(serde_json::Value),
+}
+
+/// A trained model's figures on its dev split (its metadata's `training.metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TrainingMetrics {
+    /// Accuracy of the top label.
+    pub accuracy: f64,
+    /// Macro-F1 over the labels present.
+    pub macro_f1: f64,
+    /// Expected calibration error.
+    #[serde(default)]
+    pub ece: f64,
+    /// Per language.
+    #[serde(default)]
+    pub per_language: std::collections::BTreeMap<String, crate::train::eval::LanguageScore>,
+}
+
+impl ModelMetrics {
+    /// Reads stored metrics: the gate report, training figures, or kept as they are.
+    pub fn read(value: serde_json::Value) -> Self {
+        serde_json::from_value(value.clone()).unwrap_or(Self::Other(value))
+    }
+
+    /// Dev macro-F1: the candidate's for a gated model, the training figure otherwise.
+    pub fn dev_macro_f1(&self) -> Option<f64> {
+        match self {
+            Self::Gate(g) => Some(g.dev.candidate.macro_f1),
+            Self::Training(t) => Some(t.macro_f1),
+            Self::Other(_) => None,
+        }
+    }
+
+    /// The evaluation report kept with the metrics (a gated candidate's, on the dev split).
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            Self::Gate(g) => Some(&g.candidate_report),
+            _ => None,
+        }
+    }
+
+    /// The schema: the gate report, training figures, or (rows of other releases) anything.
+    pub fn schema() -> utoipa::openapi::schema::Schema {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Ref};
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name("Gate"))
+            .item(Ref::from_schema_name("TrainingMetrics"))
+            .item(ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue))
+            .description(Some(
+                "For retrained candidates the gate report; for models registered as trained, their dev-split figures.",
+            ))
+            .build()
+            .into()
+    }
 }
 
 /// A trained and evaluated candidate.
@@ -391,6 +456,22 @@ pub fn default_registry(database: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_metrics_read_as_their_kind_and_write_back_the_same() {
+        let training = serde_json::json!({"accuracy": 0.9, "macro_f1": 0.88, "ece": 0.03,
+            "per_language": {"en": {"n": 10, "accuracy": 0.9, "macro_f1": 0.88}}});
+        let m = ModelMetrics::read(training.clone());
+        assert!(matches!(m, ModelMetrics::Training(_)), "{m:?}");
+        assert_eq!(m.dev_macro_f1(), Some(0.88));
+        assert_eq!(serde_json::to_value(&m).unwrap(), training);
+        for other in [serde_json::Value::Null, serde_json::json!({"loss": 1})] {
+            let m = ModelMetrics::read(other.clone());
+            assert_eq!(m, ModelMetrics::Other(other.clone()));
+            assert_eq!(m.dev_macro_f1(), None);
+            assert_eq!(serde_json::to_value(&m).unwrap(), other);
+        }
+    }
 
     #[test]
     fn the_held_out_share_is_fixed_and_about_a_fifth() {

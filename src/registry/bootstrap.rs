@@ -9,6 +9,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::{RegistryConfig, RegistryError};
+use crate::learn::ModelMetrics;
 use crate::metrics::Metrics;
 use crate::model::files;
 use crate::serving::{self, ServingModel};
@@ -99,7 +100,7 @@ async fn register_configured(
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
-            metrics: meta["training"]["metrics"].clone(),
+            metrics: ModelMetrics::read(meta["training"]["metrics"].clone()),
             status: ModelStatus::Candidate,
             shadow: false,
             note: format!("{how} {}", dir.display()),

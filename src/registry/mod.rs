@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::BatcherConfig;
 use crate::engine::{Engine, EngineOptions};
 use crate::intent::{IntentTree, TaxonomyError};
-use crate::learn::{self, GateReport, LearnError, LearnSettings};
+use crate::learn::{self, GateReport, LearnError, LearnSettings, ModelMetrics};
 use crate::metrics::Metrics;
 use crate::model::encoder::EncoderOptions;
 use crate::model::files;
@@ -545,8 +545,7 @@ impl ModelRegistry {
             parent: Some(parent_id.to_string()),
             path: candidate.dir.display().to_string(),
             data_hash: candidate.data_hash.clone(),
-            metrics: serde_json::to_value(&candidate.gate)
-                .expect("a gate report serialises. This is a bug."),
+            metrics: ModelMetrics::Gate(Box::new(candidate.gate.clone())),
             status: ModelStatus::Candidate,
             shadow: false,
             note: if candidate.gate.passed {

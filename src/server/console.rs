@@ -358,8 +358,8 @@ pub async fn model_report(
 ) -> Result<Json<ModelReport>, ApiError> {
     state.auth.permit(caller, Scope::Admin)?;
     let record = state.store.model(&id).await?;
-    let report = match record.metrics.get("candidate_report") {
-        Some(r) => serde_json::from_value(r.clone()).map_err(ApiError::internal)?,
+    let report = match record.metrics.report() {
+        Some(r) => r.clone(),
         None => {
             let path = std::path::Path::new(&record.path).join("eval.json");
             let text = std::fs::read_to_string(&path).map_err(|e| {

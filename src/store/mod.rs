@@ -967,7 +967,8 @@ pub struct ModelRecord {
     /// Hash of the training data.
     pub data_hash: String,
     /// Evaluation (the gate report for candidates).
-    pub metrics: serde_json::Value,
+    #[schema(schema_with = crate::learn::ModelMetrics::schema)]
+    pub metrics: crate::learn::ModelMetrics,
     /// Candidate, active or retired.
     pub status: ModelStatus,
     /// Scored beside the active model on live traffic.
@@ -1170,7 +1171,7 @@ impl Store {
             .bind(&m.parent)
             .bind(&m.path)
             .bind(&m.data_hash)
-            .bind(m.metrics.to_string())
+            .bind(serde_json::to_string(&m.metrics).expect("metrics serialise. This is a bug."))
             .bind(m.status.name())
             .bind(m.shadow)
             .bind(&m.note)
@@ -1366,8 +1367,10 @@ fn model_row(r: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
         parent: r.get("parent"),
         path: r.get("path"),
         data_hash: r.get("data_hash"),
-        metrics: serde_json::from_str(&r.get::<String, _>("metrics"))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metrics: crate::learn::ModelMetrics::read(
+            serde_json::from_str(&r.get::<String, _>("metrics"))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ),
         status: ModelStatus::parse(r.get("status"))?,
         shadow: r.get("shadow"),
         note: r.get("note"),
