@@ -360,7 +360,7 @@ pub async fn intents(
     state.auth.permit(caller, Scope::Route)?;
     let model = state.models.active();
     let c = model.engine.classifier();
-    let tree = super::learn_api::taxonomy(&state).await?;
+    let tree = state.feedback.taxonomy().await?;
     let intents = tree
         .nodes()
         .iter()

@@ -11,7 +11,7 @@ use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
 use crate::service::jobs::JobFailure;
-use crate::service::{JobsError, RouteError};
+use crate::service::{FeedbackError, JobsError, RouteError};
 use crate::serving::ClassifyError;
 use crate::store::{JobError, StoreError};
 
@@ -272,6 +272,17 @@ impl From<RegistryError> for ApiError {
             _ => return Self::internal(e),
         };
         Self::new(code, e.to_string())
+    }
+}
+
+impl From<FeedbackError> for ApiError {
+    fn from(e: FeedbackError) -> Self {
+        match e {
+            FeedbackError::Invalid(m) => Self::invalid(m),
+            FeedbackError::IntentExists(_) => Self::new(Code::IntentExists, e.to_string()),
+            FeedbackError::Store(s) => s.into(),
+            FeedbackError::Taxonomy(t) => Self::internal(t),
+        }
     }
 }
 

@@ -9,27 +9,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::error::{ApiError, Code};
+use super::error::ApiError;
 use super::extract::{in_range, parse_json, ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::config::Scope;
-use crate::intent::IntentTree;
-use crate::learn::report::{FeedbackReport, Review, ShadowReport};
-use crate::learn::{self, report};
+use crate::learn::report::{self, FeedbackReport, Review, ShadowReport};
+use crate::service::feedback::{Correction, Recorded};
 use crate::service::jobs::{JobInfo, RetrainParams};
 use crate::store::{AddedIntent, ModelRecord};
-
-/// The active model's taxonomy plus the intents added through the API.
-pub async fn taxonomy(state: &AppState) -> Result<IntentTree, ApiError> {
-    let added = state.store.added_intents().await?;
-    learn::taxonomy(&state.models.active().engine.classifier().tree, &added)
-        .map_err(ApiError::internal)
-}
 
 /// Body of `POST /v1/feedback`: name the decision (`decision_id`, or `ticket_id` for its latest
 /// decision) and at least one correction.
@@ -90,54 +81,19 @@ pub async fn feedback(
     ApiJson(req): ApiJson<FeedbackRequest>,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.permit(caller, Scope::Feedback)?;
-    if req.agent.trim().is_empty() {
-        return Err(ApiError::invalid("agent: say who corrected the decision"));
-    }
-    if req.correct_intent.is_none() && req.correct_team.is_none() && req.correct_assignee.is_none()
-    {
-        return Err(ApiError::invalid(
-            "give at least one of correct_intent, correct_team, correct_assignee",
-        ));
-    }
-    let (_, mut f) = state
-        .store
-        .decision_for_feedback(req.decision_id.as_deref(), req.ticket_id.as_deref())
-        .await?;
-    if let (Some(d), Some(t)) = (&req.decision_id, &req.ticket_id) {
-        if *t != f.ticket_id {
-            return Err(ApiError::invalid(format!(
-                "decision {d} is about ticket {}, not {t}",
-                f.ticket_id
-            )));
-        }
-    }
-    let tree = taxonomy(&state).await?;
-    let labels = crate::train::dataset::taxonomy_labels(&tree);
-    if let Some(intent) = &req.correct_intent {
-        if !labels.contains(intent) {
-            let known = crate::intent::closest_known(&labels, intent);
-            let hint = if tree.contains(intent) {
-                format!("\"{intent}\" is a group; name one of its leaves")
-            } else {
-                format!("unknown intent \"{intent}\" (add it first with POST /v1/intents)")
-            };
-            return Err(ApiError::invalid(format!(
-                "correct_intent: {hint}; known: {known}"
-            )));
-        }
-    }
-    // A team correction is a rules signal; it is also a label when the team stands for one
-    // intent.
-    let label_from_team = match (&req.correct_intent, &req.correct_team) {
-        (None, Some(team)) => report::team_intent(&state.rules.current().ruleset, team, &labels),
-        _ => None,
+    let correction = Correction {
+        decision_id: req.decision_id,
+        ticket_id: req.ticket_id,
+        intent: req.correct_intent,
+        team: req.correct_team,
+        assignee: req.correct_assignee,
+        agent: req.agent,
     };
-    f.agent = req.agent.trim().to_string();
-    f.author = caller.name;
-    f.correct_intent = req.correct_intent.clone().or(label_from_team.clone());
-    f.correct_team = req.correct_team;
-    f.correct_assignee = req.correct_assignee;
-    let (stored, created) = state.store.insert_feedback(&f).await?;
+    let Recorded {
+        stored,
+        created,
+        label_from_team,
+    } = state.feedback.correct(correction, caller.name).await?;
     let training_label = stored.correct_intent.is_some() && stored.has_text;
     let body = FeedbackStored {
         rules_signal: stored.correct_team.is_some() || stored.correct_assignee.is_some(),
@@ -215,38 +171,10 @@ pub async fn add_intent(
     ApiJson(req): ApiJson<NewIntent>,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.permit(caller, Scope::Admin)?;
-    let tree = taxonomy(&state).await?;
-    let labels = crate::train::dataset::taxonomy_labels(&tree);
-    let id = req.id.trim().to_string();
-    if tree.contains(&id) {
-        return Err(ApiError::new(
-            Code::IntentExists,
-            format!("intent \"{id}\" is already in the taxonomy"),
-        ));
-    }
-    if req.en.trim().is_empty() || req.ru.trim().is_empty() {
-        return Err(ApiError::invalid(
-            "en, ru: describe the intent in English and Russian",
-        ));
-    }
-    if let Some((parent, _)) = id.rsplit_once('.') {
-        if labels.iter().any(|l| l == parent) {
-            return Err(ApiError::invalid(format!(
-                "id: \"{parent}\" is a leaf that tickets are labelled with; add \"{id}\" as a sibling under its parent instead"
-            )));
-        }
-    }
-    let added = AddedIntent {
-        id: id.clone(),
-        en: req.en.trim().to_string(),
-        ru: req.ru.trim().to_string(),
-        author: caller.name,
-        created_at: Utc::now(),
-    };
-    // Validates the id and the parent like a taxonomy file.
-    learn::taxonomy(&tree, std::slice::from_ref(&added))
-        .map_err(|e| ApiError::invalid(format!("id: {e}")))?;
-    state.store.add_intent(&added).await?;
+    let added = state
+        .feedback
+        .add_intent(&req.id, &req.en, &req.ru, caller.name)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(IntentAdded {

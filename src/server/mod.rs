@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::model::source;
 use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
-use crate::service::{Jobs, RoutePolicy, RouteService};
+use crate::service::{FeedbackService, Jobs, RoutePolicy, RouteService};
 use crate::serving::LiveModels;
 use crate::store::Store;
 
@@ -65,6 +65,8 @@ pub struct AppState {
     pub registry: ModelRegistry,
     /// Long operations (retraining over HTTP and by the schedule).
     pub jobs: Jobs,
+    /// Agents' corrections and taxonomy additions.
+    pub feedback: FeedbackService,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
 }
@@ -105,6 +107,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         registry_config,
     );
     let jobs = Jobs::new(Arc::clone(&store), registry.clone(), error::job_error);
+    let feedback = FeedbackService::new(Arc::clone(&store), models.clone(), rules.clone());
     jobs.fail_interrupted().await?;
     let route = RouteService::new(
         models.clone(),
@@ -129,6 +132,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         route,
         registry,
         jobs,
+        feedback,
         ready: AtomicBool::new(false),
     });
     state.ready.store(true, Ordering::Release);
