@@ -22,6 +22,7 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod serving;
+pub mod stats;
 pub mod store;
 pub mod text;
 pub mod ticket;

@@ -3,7 +3,6 @@
 //! cookie with an anti-CSRF token), and the read-only views the page needs beyond the API:
 //! the decision log with filters, traffic statistics and a model's evaluation report.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -21,6 +20,7 @@ use super::extract::{in_range, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
 use crate::decision::Routed;
+use crate::stats::Stats;
 use crate::store::{DecisionFilter, ModelRecord};
 use crate::train::eval::Report;
 
@@ -246,36 +246,6 @@ pub struct StatsQuery {
     days: i64,
 }
 
-/// The share of `unknown` on one day.
-#[derive(Serialize, ToSchema)]
-pub struct UnknownShare {
-    /// `YYYY-MM-DD` (UTC).
-    day: String,
-    /// Tickets that day.
-    tickets: u64,
-    /// Of which `unknown`.
-    unknown: u64,
-    /// unknown / tickets.
-    share: f64,
-}
-
-/// Answer of `GET /v1/stats`.
-#[derive(Serialize, ToSchema)]
-pub struct Stats {
-    /// The period, in days back from now.
-    days: i64,
-    /// Tickets in the period.
-    tickets: usize,
-    /// Per day (`YYYY-MM-DD`): tickets per intent domain.
-    by_intent: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Per day: tickets per team (`(none)` without one).
-    by_team: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Per day: the share of `unknown`.
-    unknown: Vec<UnknownShare>,
-    /// Tickets per tenth of top-1 probability (10 bins, 0-0.1 first).
-    confidence_histogram: [u64; 10],
-}
-
 fn fourteen() -> i64 {
     14
 }
@@ -294,46 +264,7 @@ pub async fn stats(
     let days = in_range("days", q.days, 1, 366)?;
     let since = Utc::now() - chrono::Duration::days(days);
     let rows = state.store.decision_facts(since).await?;
-    let mut by_intent: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut by_team: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut unknown_by_day: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut confidence = [0u64; 10];
-    for (at, intent, team, conf) in &rows {
-        let day = at.get(..10).unwrap_or_default().to_string();
-        let domain = intent.split('.').next().unwrap_or_default().to_string();
-        *by_intent
-            .entry(day.clone())
-            .or_default()
-            .entry(domain)
-            .or_default() += 1;
-        let team = team.clone().unwrap_or_else(|| "(none)".into());
-        *by_team
-            .entry(day.clone())
-            .or_default()
-            .entry(team)
-            .or_default() += 1;
-        let u = unknown_by_day.entry(day).or_default();
-        u.0 += 1;
-        u.1 += u64::from(intent == crate::intent::UNKNOWN);
-        confidence[((conf * 10.0) as usize).min(9)] += 1;
-    }
-    let unknown = unknown_by_day
-        .into_iter()
-        .map(|(day, (tickets, unknown))| UnknownShare {
-            day,
-            tickets,
-            unknown,
-            share: unknown as f64 / tickets as f64,
-        })
-        .collect();
-    Ok(Json(Stats {
-        days,
-        tickets: rows.len(),
-        by_intent,
-        by_team,
-        unknown,
-        confidence_histogram: confidence,
-    }))
+    Ok(Json(Stats::of(days, &rows)))
 }
 
 /// Answer of `GET /v1/models/{id}/report`.
