@@ -17,7 +17,7 @@ use crate::model::classifier::{Classifier, ClassifierError};
 use crate::model::encoder::EncoderOptions;
 use crate::rules::compile::{CompileErrors, Compiled};
 use crate::rules::live::Taxonomy;
-use crate::text::{TextError, Tokens};
+use crate::text::TextError;
 use crate::ticket::Ticket;
 
 /// Why tickets could not be classified.
@@ -134,11 +134,16 @@ impl ServingModel {
         // A full queue answers at once, before any work.
         self.batcher.check_room(tickets.len())?;
         let start = Instant::now();
-        let prepared = self.prepare(tickets, true).await?;
+        let prepared = self
+            .off_runtime(tickets, |engine, t| {
+                let prepared = engine.prepare(t);
+                let tokens = engine.classifier().encoder.text().encode(&prepared.text)?;
+                Ok((prepared, tokens))
+            })
+            .await?;
         let tokenize = start.elapsed();
         let mut pending = Vec::with_capacity(prepared.len());
         for (prepared, tokens) in prepared {
-            let tokens = tokens.expect("tokenised above. This is a bug.");
             pending.push((prepared, self.batcher.submit(tokens)?));
         }
         let mut out = Embedded {
@@ -159,28 +164,18 @@ impl ServingModel {
         Ok(out)
     }
 
-    /// Cleans tickets (and tokenises them, when asked) on a blocking thread, never on an
+    /// Runs `each` over the tickets (cleaning, tokenising) on a blocking thread, never on an
     /// async worker.
-    async fn prepare(
+    async fn off_runtime<T: Send + 'static>(
         &self,
         tickets: &[Ticket],
-        tokenize: bool,
-    ) -> Result<Vec<(Prepared, Option<Tokens>)>, ClassifyError> {
+        each: impl Fn(&Engine, &Ticket) -> Result<T, ClassifyError> + Send + 'static,
+    ) -> Result<Vec<T>, ClassifyError> {
         let engine = Arc::clone(&self.engine);
         let owned = tickets.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let text = engine.classifier().encoder.text();
-            owned
-                .iter()
-                .map(|t| {
-                    let prepared = engine.prepare(t);
-                    let tokens = tokenize.then(|| text.encode(&prepared.text)).transpose()?;
-                    Ok((prepared, tokens))
-                })
-                .collect::<Result<Vec<_>, ClassifyError>>()
-        })
-        .await
-        .map_err(|e| BatchError::Inference(format!("preparing the tickets: {e}")))?
+        tokio::task::spawn_blocking(move || owned.iter().map(|t| each(&engine, t)).collect())
+            .await
+            .map_err(|e| BatchError::Inference(format!("preparing the tickets: {e}")))?
     }
 
     /// Classifies tickets through this model's batching worker, results in input order;
@@ -197,11 +192,8 @@ impl ServingModel {
         } = match embeddings {
             Some(embeddings) => Embedded {
                 prepared: self
-                    .prepare(tickets, false)
-                    .await?
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .collect(),
+                    .off_runtime(tickets, |engine, t| Ok(engine.prepare(t)))
+                    .await?,
                 stages: vec![Stages::default(); embeddings.len()],
                 embeddings,
             },

@@ -63,10 +63,17 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, ApiError> {
-        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            unauthorized("missing or unknown bearer token: send Authorization: Bearer <token>")
-        })
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(unauthenticated)
     }
+}
+
+/// The refusal of a request that needs a token and came without a known one.
+pub fn unauthenticated() -> ApiError {
+    unauthorized("missing or unknown bearer token: send Authorization: Bearer <token>")
 }
 
 /// The token table, or dev mode (no tokens, loopback only), and the console's sessions.

@@ -303,10 +303,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
             req.extensions_mut().insert(caller);
             csrf
         }
-        Ok(None) if protected => Some(ApiError::new(
-            Code::Unauthorized,
-            "missing or unknown bearer token: send Authorization: Bearer <token>",
-        )),
+        Ok(None) if protected => Some(auth::unauthenticated()),
         Err(e) if protected => Some(e),
         // Public endpoints take no token; a wrong one is no reason to refuse them.
         Ok(None) | Err(_) => None,

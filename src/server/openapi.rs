@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use utoipa::OpenApi;
 
 use super::error::Code;
@@ -191,26 +191,27 @@ fn refine_request_bodies(doc: &mut Value) {
     }
 }
 
-/// The documented operations, as (method, path) pairs.
-pub fn operations() -> Vec<(String, String)> {
-    let doc: Value = serde_json::from_str(document()).expect("the document is JSON");
-    let empty = Map::new();
-    doc["paths"]
-        .as_object()
-        .unwrap_or(&empty)
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .unwrap_or(&empty)
-                .keys()
-                .map(move |m| (m.to_uppercase(), path.clone()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
+
+    /// The documented operations, as (method, path) pairs.
+    fn operations() -> Vec<(String, String)> {
+        let doc: Value = serde_json::from_str(document()).expect("the document is JSON");
+        let empty = Map::new();
+        doc["paths"]
+            .as_object()
+            .unwrap_or(&empty)
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap_or(&empty)
+                    .keys()
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect()
+    }
 
     #[test]
     fn every_operation_has_an_id_a_summary_and_the_shared_errors() {

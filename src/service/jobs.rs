@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::learn::GateReport;
 use crate::registry::{AfterGate, ModelRegistry, RegistryError, RetrainOutcome, Retrained};
 use crate::store::{
-    Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError, INTERRUPTED,
+    Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError,
 };
 use crate::train::trainer::Progress;
 
@@ -474,10 +474,7 @@ impl Jobs {
             .collect();
         for (id, sink) in running {
             sink.request_cancel();
-            let error = JobError {
-                code: INTERRUPTED.into(),
-                message: "the service stopped while the job ran; start it again".into(),
-            };
+            let error = JobError::interrupted();
             self.finish(&id, JobStatus::Failed, None, Some(&error))
                 .await;
         }

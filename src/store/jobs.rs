@@ -52,27 +52,8 @@ pub enum JobStatus {
     Cancelled,
 }
 
-/// Names as stored.
-macro_rules! stored_names {
-    ($t:ty { $($v:ident = $n:literal),* $(,)? }) => {
-        impl $t {
-            /// The stored name.
-            pub fn name(self) -> &'static str {
-                match self { $(Self::$v => $n,)* }
-            }
-
-            fn parse(s: &str) -> Result<Self, StoreError> {
-                match s {
-                    $($n => Ok(Self::$v),)*
-                    _ => Err(StoreError::Corrupt(format!("{} {s:?}", stringify!($t)))),
-                }
-            }
-        }
-    };
-}
-
-stored_names!(JobKind { Retrain = "retrain" });
-stored_names!(JobStatus {
+stored_names!(JobKind, "job kind", { Retrain = "retrain" });
+stored_names!(JobStatus, "job status", {
     Running = "running",
     Succeeded = "succeeded",
     Failed = "failed",
@@ -128,6 +109,16 @@ pub struct Job {
 
 /// The reason a job cut off by a restart fails with.
 pub const INTERRUPTED: &str = "interrupted";
+
+impl JobError {
+    /// The error of a job that a restart or a shutdown cut off.
+    pub fn interrupted() -> Self {
+        Self {
+            code: INTERRUPTED.into(),
+            message: "the service stopped while the job ran; start it again".into(),
+        }
+    }
+}
 
 fn job_row(r: &sqlx::sqlite::SqliteRow) -> Result<Job, StoreError> {
     let json = |col: &str, text: String| {
@@ -266,12 +257,13 @@ impl Store {
     /// of this database can be running (one process per database until several replicas
     /// share one). Returns how many.
     pub async fn fail_interrupted_jobs(&self) -> Result<u64, StoreError> {
+        let error = JobError::interrupted();
         let _w = self.write.lock().await;
         let done = sqlx::query(
             "UPDATE jobs SET status = 'failed', error_code = ?, error_message = ?, finished_at = ? WHERE status = 'running'",
         )
-        .bind(INTERRUPTED)
-        .bind("the service stopped while the job ran; start it again")
+        .bind(&error.code)
+        .bind(&error.message)
         .bind(timestamp(Utc::now()))
         .execute(&self.pool)
         .await?;

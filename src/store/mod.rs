@@ -18,6 +18,26 @@ use crate::assign::AssignmentState;
 use crate::decision::Routed;
 use crate::rules::Assignee;
 
+/// `name()` (as stored) and `parse()` (a stored name back, or `Corrupt` naming `what`) for a
+/// fieldless enum kept in a TEXT column.
+macro_rules! stored_names {
+    ($t:ident, $what:literal, { $($v:ident = $n:literal),* $(,)? }) => {
+        impl $t {
+            /// The stored name.
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$v => $n,)* }
+            }
+
+            fn parse(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($n => Ok(Self::$v),)*
+                    _ => Err(StoreError::Corrupt(format!(concat!($what, " {:?}"), s))),
+                }
+            }
+        }
+    };
+}
+
 mod jobs;
 
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
@@ -931,23 +951,11 @@ pub enum ModelStatus {
     Retired,
 }
 
-impl ModelStatus {
-    /// The stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Candidate => "candidate",
-            Self::Active => "active",
-            Self::Retired => "retired",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        [Self::Candidate, Self::Active, Self::Retired]
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| StoreError::Corrupt(format!("model status {s:?}")))
-    }
-}
+stored_names!(ModelStatus, "model status", {
+    Candidate = "candidate",
+    Active = "active",
+    Retired = "retired",
+});
 
 impl std::fmt::Display for ModelStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
