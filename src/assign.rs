@@ -61,17 +61,12 @@ pub fn least_loaded(
 pub trait AssignmentState {
     /// The store's error.
     type Error;
-    /// The team's round-robin cursor (0 before the first pick).
-    fn round_robin_cursor(
+    /// The team's round-robin cursor (0 before the first pick), moved on by one in the same
+    /// step (so two decisions never take the same turn).
+    fn take_round_robin(
         &mut self,
         team: &str,
     ) -> impl Future<Output = Result<usize, Self::Error>> + Send;
-    /// Moves the team's round-robin cursor to `next`.
-    fn advance_round_robin(
-        &mut self,
-        team: &str,
-        next: usize,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Open assignments per agent of the team.
     fn open_loads(
         &mut self,
@@ -108,13 +103,10 @@ pub async fn assign<S: AssignmentState + Send>(
     let pick = match strategy {
         Assignee::Nobody => return Ok(None),
         Assignee::Agent(a) => Ok(a.clone()),
+        Assignee::RoundRobin if roster.is_empty() => Err(no_roster(team)),
         Assignee::RoundRobin => {
-            let next = state.round_robin_cursor(team).await?;
-            let picked = round_robin(team, roster, next);
-            if picked.is_ok() {
-                state.advance_round_robin(team, next + 1).await?;
-            }
-            picked
+            let turn = state.take_round_robin(team).await?;
+            round_robin(team, roster, turn)
         }
         Assignee::LeastLoaded => {
             let loads = state.open_loads(team).await?;

@@ -98,9 +98,11 @@ pub struct ServeArgs {
     /// Classifier directory [default: the search order in the README].
     #[arg(long, env = "INTENT_ROUTER_MODEL")]
     pub model: Option<PathBuf>,
-    /// SQLite database file (created if missing) [default: intent-router.db].
+    /// The database: an SQLite file (created if missing), `sqlite://PATH`, or
+    /// `postgres://USER@HOST/DB` for several replicas (password in
+    /// INTENT_ROUTER_DATABASE_PASSWORD) [default: intent-router.db].
     #[arg(long, env = "INTENT_ROUTER_DATABASE")]
-    pub database: Option<PathBuf>,
+    pub database: Option<String>,
     /// Rules file that seeds the database; imported as a new version when it differs from the
     /// active rules [default: the built-in default rules, on first start only].
     #[arg(long, env = "INTENT_ROUTER_RULES")]

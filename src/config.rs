@@ -16,6 +16,7 @@ use crate::model::bert::LinearMode;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
 use crate::registry::{AfterGate, RegistryConfig};
 use crate::service::jobs::Schedule;
+use crate::store::{Connect, DatabaseUrl};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -66,8 +67,10 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Classifier directory.
     pub model: Option<PathBuf>,
-    /// SQLite database file.
-    pub database: Option<PathBuf>,
+    /// The database: an SQLite file path, `sqlite://PATH` or `postgres://…`.
+    pub database: Option<String>,
+    /// A file holding the PostgreSQL password (instead of one in the URL).
+    pub database_password_file: Option<PathBuf>,
     /// Rules file that seeds the database.
     pub rules: Option<PathBuf>,
     /// Accept requests without tokens (loopback only).
@@ -218,8 +221,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Classifier directory (`None`: the default search order).
     pub model: Option<PathBuf>,
-    /// Database file.
-    pub database: PathBuf,
+    /// The database.
+    pub database: DatabaseUrl,
+    /// How to connect to it beyond the URL (the password from the environment or a file).
+    pub connect: Connect,
     /// Rules file that seeds the database (`None`: built-in default rules).
     pub rules: Option<PathBuf>,
     /// Accept requests without tokens.
@@ -249,6 +254,24 @@ pub struct Settings {
 }
 
 const HOUR: u64 = 3600;
+
+/// With PostgreSQL there is no database file to keep the registry beside.
+const SHARED_REGISTRY: &str = "learning.registry: with a PostgreSQL database, set the model \
+     registry to a directory that every replica mounts (models retrained on one replica are \
+     served from it by all)";
+
+/// The environment variable that may hold the PostgreSQL password.
+pub const PASSWORD_ENV: &str = "INTENT_ROUTER_DATABASE_PASSWORD";
+
+/// The PostgreSQL password: from `database_password_file` (first line) or the environment.
+fn database_password(file: Option<PathBuf>) -> Result<Option<String>, String> {
+    match file {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.lines().next().unwrap_or_default().to_string()))
+            .map_err(|e| format!("database_password_file: {}: {e}", path.display())),
+        None => Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())),
+    }
+}
 
 impl Settings {
     /// How the service loads encoders.
@@ -369,11 +392,15 @@ impl Settings {
             .or(file.retention.ticket_text_days)
             .unwrap_or(30);
         let close_after = file.assignment.close_after_hours.unwrap_or(72);
-        let database = args
-            .database
-            .clone()
-            .or(rel(file.database))
-            .unwrap_or_else(|| PathBuf::from("intent-router.db"));
+        let database = match (&args.database, &file.database) {
+            (Some(url), _) => DatabaseUrl::parse(url, None),
+            (None, Some(url)) => DatabaseUrl::parse(url, Some(&base)),
+            (None, None) => Ok(DatabaseUrl::Sqlite("intent-router.db".into())),
+        }
+        .map_err(|e| e.to_string())?;
+        let connect = Connect {
+            password: database_password(rel(file.database_password_file))?,
+        };
         let lf = file.learning;
         let on_pass = match lf.on_pass.as_deref() {
             None | Some("activate") => AfterGate::Activate,
@@ -390,8 +417,11 @@ impl Settings {
                     .unwrap_or_else(|| PathBuf::from("training-data/train.jsonl")),
                 dev_data: rel(lf.dev_data)
                     .unwrap_or_else(|| PathBuf::from("training-data/dev.jsonl")),
-                registry: rel(lf.registry)
-                    .unwrap_or_else(|| crate::learn::default_registry(&database)),
+                registry: match (rel(lf.registry), database.sqlite_path()) {
+                    (Some(dir), _) => dir,
+                    (None, Some(file)) => crate::learn::default_registry(file),
+                    (None, None) => return Err(SHARED_REGISTRY.into()),
+                },
                 cache_dir: rel(lf.cache_dir).or_else(crate::train::trainer::default_cache_dir),
                 tolerance: lf.tolerance.unwrap_or(0.01),
                 correction_weight: lf.correction_weight.unwrap_or(5),
@@ -411,6 +441,7 @@ impl Settings {
             listen,
             model: args.model.clone().or(rel(file.model)),
             database,
+            connect,
             rules: args.rules.clone().or(rel(file.rules)),
             dev_no_auth,
             device: args
@@ -494,7 +525,10 @@ mod tests {
         let c = cfg.display().to_string();
         let s = Settings::resolve(&args(&["--config", &c, "--max-batch", "4"])).unwrap();
         assert_eq!(s.listen.port(), 9000);
-        assert_eq!(s.database, dir.path().join("data/r.db"));
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Sqlite(dir.path().join("data/r.db"))
+        );
         assert_eq!(s.batcher.limits.max_batch, 4, "the flag wins");
         assert_eq!(s.batcher.max_wait, Duration::from_millis(2));
         assert_eq!(s.assignment.roster("billing"), ["ann", "bob"]);

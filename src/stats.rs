@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -38,15 +39,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The statistics of the decisions of the last `days` days: `(received_at, intent, team,
+    /// The statistics of the decisions of the last `days` days: `(decided_at, intent, team,
     /// confidence)` rows as the store gives them.
-    pub fn of(days: i64, rows: &[(String, String, Option<String>, f64)]) -> Self {
+    pub fn of(days: i64, rows: &[(DateTime<Utc>, String, Option<String>, f64)]) -> Self {
         let mut by_intent: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         let mut by_team: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         let mut unknown_by_day: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut confidence = [0u64; 10];
         for (at, intent, team, conf) in rows {
-            let day = at.get(..10).unwrap_or_default().to_string();
+            let day = at.format("%Y-%m-%d").to_string();
             let domain = intent.split('.').next().unwrap_or_default().to_string();
             *by_intent
                 .entry(day.clone())
@@ -92,7 +93,7 @@ mod tests {
     fn counts_per_day_domain_team_unknown_and_confidence() {
         let row = |at: &str, intent: &str, team: Option<&str>, c: f64| {
             (
-                at.to_string(),
+                at.parse::<DateTime<Utc>>().unwrap(),
                 intent.to_string(),
                 team.map(str::to_string),
                 c,

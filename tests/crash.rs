@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use intent_router::store::DatabaseUrl;
 use serde_json::{json, Value};
 
 use crate::server::{self, Server, ADMIN_TOKEN};
@@ -17,7 +18,7 @@ fn integrity(dir: &Path) -> String {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = intent_router::store::Store::open(&dir.join("router.db"))
+        let store = intent_router::store::Store::open(&DatabaseUrl::Sqlite(dir.join("router.db")))
             .await
             .unwrap();
         let r = store.integrity_check().await.unwrap();

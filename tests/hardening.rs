@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use intent_router::store::DatabaseUrl;
 use serde_json::json;
 
 use crate::server::{self, ADMIN_TOKEN, ROUTE_TOKEN};
@@ -26,9 +27,10 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
         .build()
         .unwrap();
     let stored = rt.block_on(async {
-        let store = intent_router::store::Store::open(&d.path().join("router.db"))
-            .await
-            .unwrap();
+        let store =
+            intent_router::store::Store::open(&DatabaseUrl::Sqlite(d.path().join("router.db")))
+                .await
+                .unwrap();
         let t = store
             .recent_decisions(1)
             .await

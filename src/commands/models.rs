@@ -11,8 +11,8 @@ use crate::store::Store;
 /// The registry of the deployment that `serve`'s settings describe.
 async fn open(a: &ServeArgs) -> Result<ModelRegistry> {
     let settings = Settings::load(a).map_err(anyhow::Error::msg)?;
-    let database = settings.database.display().to_string();
-    let store = Store::open(&settings.database)
+    let database = settings.database.to_string();
+    let store = Store::connect(&settings.database, &settings.connect)
         .await
         .with_context(|| database.clone())?;
     let config = settings.registry().map_err(anyhow::Error::msg)?;

@@ -79,9 +79,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         settings.limits.rate_per_minute,
     )
     .map_err(anyhow::Error::msg)?;
-    let store = Store::open(&settings.database)
+    let store = Store::connect(&settings.database, &settings.connect)
         .await
-        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database))?;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::new());
     let registry_config = settings.registry().map_err(anyhow::Error::msg)?;

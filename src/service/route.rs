@@ -227,9 +227,31 @@ impl RouteService {
             inference_ms: start.elapsed().as_secs_f64() * 1e3,
         };
         let logging = Instant::now();
+        let mut pending = Vec::with_capacity(tickets.len());
+        let mut rules = Duration::ZERO;
+        for ((ticket, c), cut) in tickets
+            .iter()
+            .zip(&classified.classifications)
+            .zip(truncated)
+        {
+            let (decided, took) = self.decide_one(&round, ticket, c, cut);
+            rules += took;
+            pending.push((decided, took));
+        }
+        // The teams whose assignment step runs are locked first, in one order for all.
+        let teams = pending
+            .iter()
+            .filter(|(d, _)| {
+                d.record
+                    .strategy
+                    .as_ref()
+                    .is_some_and(|s| *s != Assignee::Nobody)
+            })
+            .filter_map(|(d, _)| d.routed.team.clone())
+            .collect();
         let mut tx = match self
             .store
-            .begin_decisions(idem, self.policy.assignment.close_after)
+            .begin_decisions(idem, &teams, self.policy.assignment.close_after)
             .await?
         {
             DecisionLog::Replay(first) => return Ok(replayed(first)),
@@ -237,26 +259,25 @@ impl RouteService {
         };
         let mut decisions = Vec::with_capacity(tickets.len());
         let mut json = Vec::with_capacity(tickets.len());
-        let mut stages = StageTimes::default();
-        for (((ticket, c), cut), s) in tickets
-            .iter()
-            .zip(&classified.classifications)
-            .zip(truncated)
-            .zip(&classified.stages)
-        {
-            let (routed, body, rules) = self.log_one(&mut tx, &round, ticket, c, cut, s).await?;
+        let mut stages = StageTimes {
+            rules,
+            ..StageTimes::default()
+        };
+        for ((decided, took), s) in pending.into_iter().zip(&classified.stages) {
+            let (routed, body) = self.log_one(&mut tx, &round, decided, took, s).await?;
             json.push(body);
             decisions.push(routed);
             stages.tokenize = s.tokenize;
             stages.queue = stages.queue.max(s.queue);
             stages.inference = stages.inference.max(s.inference);
-            stages.rules += rules;
         }
         let body = match req.shape {
             Shape::One => json.swap_remove(0),
             Shape::Batch => format!("{{\"decisions\":[{}]}}", json.join(",")),
         };
-        tx.commit(&body).await?;
+        if let Some(first) = tx.commit(&body).await? {
+            return Ok(replayed(first));
+        }
         stages.store = logging.elapsed().saturating_sub(stages.rules);
         stages.total = start.elapsed();
         for (name, took) in stages.named() {
@@ -279,30 +300,44 @@ impl RouteService {
         })
     }
 
-    /// Decides one classified ticket, runs the assignment step and logs the decision in `tx`;
-    /// returns the decision, its JSON as stored and the time the rules took.
-    async fn log_one(
+    /// Decides one classified ticket (the rules); returns the decision with its log row and the
+    /// time the rules took.
+    fn decide_one(
         &self,
-        tx: &mut DecisionTx<'_>,
         round: &Round<'_>,
         ticket: &Ticket,
         c: &Classification,
         truncated: bool,
-        stages: &Stages,
-    ) -> Result<(Routed, String, Duration), RouteError> {
+    ) -> (Decided, Duration) {
         let deciding = Instant::now();
         let decision = decide_for(&round.rules.ruleset, ticket, c, round.received);
-        let rules = deciding.elapsed();
+        let took = deciding.elapsed();
         let strategy = decision.assignee.clone();
         let received_at = ticket.received_at.unwrap_or(round.received);
-        let mut routed = Routed::new(
+        let routed = Routed::new(
             c.clone(),
             decision,
             round.versions(),
             received_at,
             truncated,
         );
-        let mut record = self.new_decision(ticket, &routed, strategy, round);
+        let record = self.new_decision(ticket, &routed, strategy, round);
+        (Decided { routed, record }, took)
+    }
+
+    /// Runs the assignment step of a decided ticket and logs the decision in `tx`; returns the
+    /// decision and its JSON as stored.
+    async fn log_one(
+        &self,
+        tx: &mut DecisionTx,
+        round: &Round<'_>,
+        Decided {
+            mut routed,
+            mut record,
+        }: Decided,
+        rules: Duration,
+        stages: &Stages,
+    ) -> Result<(Routed, String), RouteError> {
         if let (Some(team), Some(strategy)) = (&routed.team, &record.strategy) {
             let policy = &self.policy.assignment;
             match assign::assign(tx, policy, &record.decision_id, team, strategy).await? {
@@ -327,7 +362,7 @@ impl RouteService {
         });
         let body = serde_json::to_string(&routed).expect("a decision serialises. This is a bug.");
         tx.insert_decision(&record, &body).await?;
-        Ok((routed, body, rules))
+        Ok((routed, body))
     }
 
     /// Classifies one ticket; nothing is logged or assigned.
@@ -475,6 +510,12 @@ impl RouteService {
             }
         });
     }
+}
+
+/// A ticket the rules decided, with its log row, before the assignment step.
+struct Decided {
+    routed: Routed,
+    record: NewDecision,
 }
 
 /// What one routing call decides with: the model and the rules it read once, and its clock.

@@ -1,0 +1,615 @@
+//! The store's tests, each run on both backends (SQLite in a temporary directory, PostgreSQL
+//! on the test run's own cluster: `pg_cluster`), and the invariants that several replicas on
+//! one PostgreSQL database rely on, with two `Store`s racing on one database.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::*;
+use crate::assign::{self, AssignmentPolicy, Pick};
+use crate::rules::Assignee;
+
+/// A fresh database of each backend (the temporary directory lives as long as the test).
+async fn both() -> (tempfile::TempDir, Vec<(DatabaseUrl, Store)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    for url in [
+        DatabaseUrl::Sqlite(dir.path().join("db/router.db")),
+        DatabaseUrl::Postgres(pg_cluster::fresh_database()),
+    ] {
+        let store = Store::open(&url).await.unwrap();
+        out.push((url, store));
+    }
+    (dir, out)
+}
+
+fn decision(id: &str, team: &str, strategy: Assignee) -> NewDecision {
+    NewDecision {
+        decision_id: id.into(),
+        ticket_id: format!("t-{id}"),
+        received_at: Utc::now(),
+        intent: "billing.refund".into(),
+        confidence: 0.9,
+        language: "en".into(),
+        team: Some(team.into()),
+        strategy: Some(strategy),
+        assignee: None,
+        assignment_note: None,
+        status: "open".into(),
+        priority: "normal".into(),
+        model_version: "m1".into(),
+        rules_version: 1,
+        inputs: "{}".into(),
+        text: Some((None, format!("body {id}"))),
+    }
+}
+
+fn policy(team: &str, agents: &[&str]) -> AssignmentPolicy {
+    AssignmentPolicy {
+        rosters: [(
+            team.to_string(),
+            agents.iter().map(|a| a.to_string()).collect(),
+        )]
+        .into_iter()
+        .collect(),
+        close_after: None,
+    }
+}
+
+/// Logs decisions as the route service does: teams locked, assignment step, one row each,
+/// commit; returns the response (a JSON list of ids and assignees) or the first one replayed.
+async fn record(
+    store: &Store,
+    items: &mut [NewDecision],
+    idempotency: Option<(&str, &str)>,
+    policy: &AssignmentPolicy,
+) -> String {
+    let teams: BTreeSet<String> = items.iter().filter_map(|d| d.team.clone()).collect();
+    let mut tx = match store
+        .begin_decisions(idempotency, &teams, policy.close_after)
+        .await
+        .unwrap()
+    {
+        DecisionLog::Replay(first) => return first,
+        DecisionLog::Open(tx) => tx,
+    };
+    let mut each = Vec::new();
+    for d in items.iter_mut() {
+        let (team, strategy) = (d.team.clone().unwrap(), d.strategy.clone().unwrap());
+        match assign::assign(&mut tx, policy, &d.decision_id, &team, &strategy)
+            .await
+            .unwrap()
+        {
+            Some(Pick::Agent(a)) => d.assignee = Some(a),
+            Some(Pick::Unassigned(why)) => d.assignment_note = Some(why),
+            None => {}
+        }
+        let json =
+            serde_json::json!({"decision_id": d.decision_id, "assignee": d.assignee}).to_string();
+        tx.insert_decision(d, &json).await.unwrap();
+        each.push(json);
+    }
+    let all = format!("[{}]", each.join(","));
+    match tx.commit(&all).await.unwrap() {
+        Some(first) => first,
+        None => all,
+    }
+}
+
+#[tokio::test]
+async fn migrates_once_and_keeps_rules_history_with_conflicts() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        assert!(store.current_rules().await.unwrap().is_none(), "{url}");
+        let v1 = store
+            .save_rules("a", "h1", "seed", "first", Some(0))
+            .await
+            .unwrap();
+        assert_eq!(v1.version, 1);
+        let err = store
+            .save_rules("b", "h2", "ann", "", Some(0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict {
+                    expected: 0,
+                    current: 1
+                }
+            ),
+            "{url}: {err}"
+        );
+        store
+            .save_rules("b", "h2", "ann", "", Some(1))
+            .await
+            .unwrap();
+        let version = store.schema_version().await.unwrap();
+        store.close().await;
+        // Reopening applies no migration twice and keeps everything.
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), version);
+        let history = store.rules_history().await.unwrap();
+        assert_eq!(
+            history.iter().map(|v| v.version).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(
+            store.rules_version(1).await.unwrap(),
+            v1,
+            "{url}: read back as saved"
+        );
+        assert!(matches!(
+            store.rules_version(9).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn assigns_round_robin_and_least_loaded_and_honours_idempotency() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let policy = policy("billing", &["ann", "bob"]);
+        let mut batch = vec![
+            decision("1", "billing", Assignee::RoundRobin),
+            decision("2", "billing", Assignee::RoundRobin),
+            decision("3", "billing", Assignee::RoundRobin),
+            decision("4", "sales", Assignee::RoundRobin),
+        ];
+        record(&store, &mut batch, None, &policy).await;
+        let picked: Vec<Option<&str>> = batch.iter().map(|d| d.assignee.as_deref()).collect();
+        assert_eq!(
+            picked,
+            vec![Some("ann"), Some("bob"), Some("ann"), None],
+            "{url}"
+        );
+        assert_eq!(
+            batch[3].assignment_note.as_deref(),
+            Some("team \"sales\" has no roster")
+        );
+        // ann has 2 open, bob 1: least-loaded picks bob, then (after closing ann's) ann.
+        let mut one = vec![decision("5", "billing", Assignee::LeastLoaded)];
+        record(&store, &mut one, None, &policy).await;
+        assert_eq!(one[0].assignee.as_deref(), Some("bob"));
+        store.close_assignment("1", "api:test").await.unwrap();
+        let closed = store.close_assignment("3", "api:test").await.unwrap();
+        assert_eq!(closed.closed_by.as_deref(), Some("api:test"));
+        let mut one = vec![decision("6", "billing", Assignee::LeastLoaded)];
+        let first = record(&store, &mut one, Some(("key-1", "h")), &policy).await;
+        assert_eq!(one[0].assignee.as_deref(), Some("ann"));
+        // The retry returns the first response and assigns nobody again.
+        let mut retry = vec![decision("7", "billing", Assignee::LeastLoaded)];
+        let again = record(&store, &mut retry, Some(("key-1", "h")), &policy).await;
+        assert_eq!(again, first);
+        assert_eq!(retry[0].assignee, None);
+        assert!(matches!(
+            store.idempotent_response("key-1", "other").await,
+            Err(StoreError::IdempotencyMismatch(_))
+        ));
+        let open = store.assignments(Some("billing"), true, 100).await.unwrap();
+        assert_eq!(open.len(), 3, "{url}");
+        let recent = store.recent_decisions(2).await.unwrap();
+        assert_eq!(recent[0].decision_id, "6");
+        assert_eq!(recent[0].text.as_ref().unwrap().1, "body 6");
+        let later = Utc::now() + chrono::Duration::seconds(1);
+        assert_eq!(store.purge_texts(later).await.unwrap(), 6);
+        assert!(store.recent_decisions(1).await.unwrap()[0].text.is_none());
+        assert_eq!(store.purge_idempotency(later).await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn old_assignments_expire() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let mut policy = policy("t", &["ann", "bob"]);
+        let mut a = vec![decision("1", "t", Assignee::LeastLoaded)];
+        record(&store, &mut a, None, &policy).await;
+        policy.close_after = Some(Duration::ZERO);
+        let mut b = vec![decision("2", "t", Assignee::LeastLoaded)];
+        record(&store, &mut b, None, &policy).await;
+        assert_eq!(
+            b[0].assignee.as_deref(),
+            Some("ann"),
+            "{url}: ann's first ticket expired"
+        );
+        let all = store.assignments(None, false, 10).await.unwrap();
+        let expired = all
+            .iter()
+            .filter(|a| a.closed_by.as_deref() == Some("expired"));
+        assert_eq!(expired.count(), 1);
+    }
+}
+
+fn correction(decision_id: &str, intent: &str) -> NewFeedback {
+    NewFeedback {
+        decision_id: decision_id.into(),
+        ticket_id: format!("t-{decision_id}"),
+        agent: "ann".into(),
+        author: "api".into(),
+        correct_intent: Some(intent.into()),
+        correct_team: None,
+        correct_assignee: None,
+        predicted_intent: "billing.refund".into(),
+        predicted_team: Some("billing".into()),
+        rule_ids: vec!["r1".into()],
+        language: "en".into(),
+        text: Some((Some("subject".into()), "body".into())),
+    }
+}
+
+#[tokio::test]
+async fn corrections_are_stored_once_and_become_labels() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let (first, new) = store
+            .insert_feedback(&correction("d1", "billing.invoice"))
+            .await
+            .unwrap();
+        assert!(new, "{url}");
+        let (again, new) = store
+            .insert_feedback(&correction("d1", "billing.invoice"))
+            .await
+            .unwrap();
+        assert!(!new);
+        assert_eq!(again.feedback_id, first.feedback_id);
+        assert_eq!(
+            again.created_at, first.created_at,
+            "{url}: times read back as written"
+        );
+        store
+            .insert_feedback(&correction("d1", "billing.other"))
+            .await
+            .unwrap();
+        assert_eq!(store.feedback().await.unwrap().len(), 2);
+        let labels = store.corrections().await.unwrap();
+        assert_eq!(labels.len(), 1, "{url}: one label per ticket, the newest");
+        assert_eq!(labels[0].intent, "billing.other");
+        let since = first.created_at - chrono::Duration::seconds(1);
+        assert_eq!(store.corrections_since(since).await.unwrap(), 2);
+        let intent = AddedIntent {
+            id: "billing.crypto".into(),
+            en: "Paying in crypto".into(),
+            ru: "Оплата криптовалютой".into(),
+            author: "admin".into(),
+            created_at: now(),
+        };
+        store.add_intent(&intent).await.unwrap();
+        assert_eq!(store.added_intents().await.unwrap(), vec![intent]);
+    }
+}
+
+fn model(id: &str, status: ModelStatus) -> ModelRecord {
+    ModelRecord {
+        id: id.into(),
+        parent: None,
+        path: format!("/models/{id}"),
+        data_hash: "h".into(),
+        metrics: crate::learn::ModelMetrics::read(serde_json::json!({})),
+        status,
+        shadow: false,
+        note: String::new(),
+        created_at: now(),
+        activated_at: None,
+    }
+}
+
+#[tokio::test]
+async fn one_model_is_active_and_the_previous_one_is_the_rollback_target() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        store
+            .insert_model(&model("m1", ModelStatus::Candidate))
+            .await
+            .unwrap();
+        store
+            .insert_model(&model("m2", ModelStatus::Candidate))
+            .await
+            .unwrap();
+        store.activate_model("m1", Some("first")).await.unwrap();
+        store
+            .update_candidate("m2", true, "shadowing")
+            .await
+            .unwrap();
+        assert!(store.model("m2").await.unwrap().shadow, "{url}");
+        let m2 = store.activate_model("m2", None).await.unwrap();
+        assert_eq!((m2.status, m2.shadow), (ModelStatus::Active, false));
+        assert_eq!(m2.note, "shadowing");
+        assert_eq!(
+            store.model("m1").await.unwrap().status,
+            ModelStatus::Retired
+        );
+        let back = store.previous_active_model().await.unwrap().unwrap();
+        assert_eq!(back.id, "m1");
+        assert!(matches!(
+            store.activate_model("m9", None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .insert_shadow("d1", "m2", "billing", 0.5)
+            .await
+            .unwrap();
+        store
+            .insert_shadow("d1", "m2", "billing", 0.5)
+            .await
+            .unwrap();
+        assert_eq!(store.shadow_intents("m2").await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let policy = policy("billing", &["ann"]);
+        let mut a = vec![decision("1", "billing", Assignee::RoundRobin)];
+        record(&store, &mut a, Some(("k1", "h")), &policy).await;
+        let mut b = vec![decision("2", "billing", Assignee::RoundRobin)];
+        record(&store, &mut b, Some(("k2", "h")), &policy).await;
+        store
+            .insert_feedback(&correction("1", "billing"))
+            .await
+            .unwrap();
+        store
+            .insert_shadow("1", "m2", "billing", 0.5)
+            .await
+            .unwrap();
+        let removed = store.erase_ticket("t-1").await.unwrap();
+        let expect = [
+            ("assignments", 1),
+            ("decisions", 1),
+            ("feedback", 1),
+            ("idempotency_keys", 1),
+            ("shadow_results", 1),
+            ("ticket_texts", 1),
+        ];
+        assert_eq!(removed, expect.into_iter().collect(), "{url}");
+        assert_eq!(store.recent_decisions(10).await.unwrap().len(), 1);
+        assert!(store
+            .idempotent_response("k2", "h")
+            .await
+            .unwrap()
+            .is_some());
+    }
+}
+
+fn job(id: &str) -> Job {
+    Job {
+        id: id.into(),
+        kind: JobKind::Retrain,
+        status: JobStatus::Running,
+        params: serde_json::json!({"fine_tune": false}),
+        progress: None,
+        result: None,
+        error: None,
+        cancel_requested: false,
+        created_by: "admin".into(),
+        created_at: now(),
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn a_job_runs_reports_progress_and_ends_once() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        store.insert_job(&job("j1")).await.unwrap();
+        let p = JobProgress {
+            stage: "embedding".into(),
+            done: 256,
+            total: 1000,
+        };
+        assert!(!store.job_progress("j1", &p).await.unwrap(), "{url}");
+        assert_eq!(store.job("j1").await.unwrap().progress, Some(p.clone()));
+        let asked = store.request_job_cancel("j1").await.unwrap();
+        assert!(asked.cancel_requested);
+        assert!(store.job_progress("j1", &p).await.unwrap());
+        store
+            .finish_job("j1", JobStatus::Cancelled, None, None)
+            .await
+            .unwrap();
+        // A finished job stays as it ended.
+        let ok = serde_json::json!({"outcome": "activated"});
+        store
+            .finish_job("j1", JobStatus::Succeeded, Some(&ok), None)
+            .await
+            .unwrap();
+        let j = store.job("j1").await.unwrap();
+        assert_eq!((j.status, j.result), (JobStatus::Cancelled, None));
+        assert!(j.finished_at.is_some());
+        assert!(matches!(
+            store.job("nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_restart_fails_the_jobs_it_cut_off() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        store.insert_job(&job("a")).await.unwrap();
+        store.insert_job(&job("b")).await.unwrap();
+        let done = serde_json::json!({});
+        store
+            .finish_job("b", JobStatus::Succeeded, Some(&done), None)
+            .await
+            .unwrap();
+        store.close().await;
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.fail_interrupted_jobs().await.unwrap(), 1, "{url}");
+        let a = store.job("a").await.unwrap();
+        assert_eq!(a.status, JobStatus::Failed);
+        assert_eq!(a.error.unwrap().code, INTERRUPTED);
+        assert_eq!(store.job("b").await.unwrap().status, JobStatus::Succeeded);
+        assert_eq!(store.jobs(10).await.unwrap().len(), 2);
+        // Purging keeps what ended after the cutoff.
+        let day = chrono::Duration::days(1);
+        assert_eq!(store.purge_jobs(Utc::now() - day).await.unwrap(), 0);
+        assert_eq!(store.purge_jobs(Utc::now() + day).await.unwrap(), 2);
+    }
+}
+
+/// Two `Store`s on one PostgreSQL database: what two replicas are.
+async fn replicas() -> (Arc<Store>, Arc<Store>) {
+    let url = DatabaseUrl::Postgres(pg_cluster::fresh_database());
+    let a = Store::open(&url).await.unwrap();
+    let b = Store::open(&url).await.unwrap();
+    (Arc::new(a), Arc::new(b))
+}
+
+#[tokio::test]
+async fn replicas_never_save_one_rules_version_twice() {
+    let (a, b) = replicas().await;
+    a.save_rules("v1", "h", "seed", "", Some(0)).await.unwrap();
+    // Checked saves based on version 1: exactly one wins, the others are told the version.
+    let tries = (0..8).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            s.save_rules(&format!("x{i}"), "h", "ann", "", Some(1))
+                .await
+        })
+    });
+    let mut won = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v.version, 2);
+                won += 1;
+            }
+            Err(StoreError::Conflict {
+                expected: 1,
+                current: 2,
+            }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    // Unchecked saves all land, each with its own number.
+    let tries = (0..8).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { s.save_rules("y", "h", "ann", "", None).await })
+    });
+    for t in tries {
+        t.await.unwrap().unwrap();
+    }
+    let versions: Vec<i64> = a
+        .rules_history()
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, (1..=10).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn replicas_share_round_robin_turns_and_least_loaded_counts() {
+    let (a, b) = replicas().await;
+    let agents = ["ann", "bob", "cid"];
+    let rr = Arc::new(policy("t", &agents));
+    let calls = (0..30).map(|i| {
+        let (s, p) = (if i % 2 == 0 { a.clone() } else { b.clone() }, rr.clone());
+        tokio::spawn(async move {
+            let mut d = vec![decision(&format!("rr{i}"), "t", Assignee::RoundRobin)];
+            record(&s, &mut d, None, &p).await;
+            d.remove(0).assignee.unwrap()
+        })
+    });
+    let mut counts = std::collections::BTreeMap::new();
+    for c in calls {
+        *counts.entry(c.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10]
+    );
+    let ll = Arc::new(policy("u", &agents));
+    let calls = (0..30).map(|i| {
+        let (s, p) = (if i % 2 == 0 { a.clone() } else { b.clone() }, ll.clone());
+        tokio::spawn(async move {
+            let mut d = vec![decision(&format!("ll{i}"), "u", Assignee::LeastLoaded)];
+            record(&s, &mut d, None, &p).await;
+        })
+    });
+    for c in calls {
+        c.await.unwrap();
+    }
+    let open = a.assignments(Some("u"), true, 100).await.unwrap();
+    for agent in agents {
+        let n = open.iter().filter(|x| x.agent == agent).count();
+        assert_eq!(n, 10, "{agent}: least-loaded never read stale loads");
+    }
+}
+
+#[tokio::test]
+async fn replicas_answer_one_idempotency_key_once() {
+    let (a, b) = replicas().await;
+    let p = Arc::new(policy("t", &["ann", "bob"]));
+    let calls = (0..8).map(|i| {
+        let (s, p) = (if i % 2 == 0 { a.clone() } else { b.clone() }, p.clone());
+        tokio::spawn(async move {
+            let mut d = vec![decision(&format!("d{i}"), "t", Assignee::RoundRobin)];
+            record(&s, &mut d, Some(("same-key", "h")), &p).await
+        })
+    });
+    let mut answers = BTreeSet::new();
+    for c in calls {
+        answers.insert(c.await.unwrap());
+    }
+    assert_eq!(
+        answers.len(),
+        1,
+        "every retry got the first answer: {answers:?}"
+    );
+    assert_eq!(a.recent_decisions(10).await.unwrap().len(), 1);
+    assert_eq!(b.assignments(None, false, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn replicas_store_a_correction_once_and_activate_one_model() {
+    let (a, b) = replicas().await;
+    let calls = (0..8).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { s.insert_feedback(&correction("d1", "billing")).await })
+    });
+    let mut new = 0;
+    for c in calls {
+        new += usize::from(c.await.unwrap().unwrap().1);
+    }
+    assert_eq!((new, a.feedback().await.unwrap().len()), (1, 1));
+    for id in ["m1", "m2", "m3", "m4"] {
+        a.insert_model(&model(id, ModelStatus::Candidate))
+            .await
+            .unwrap();
+    }
+    let calls = ["m1", "m2", "m3", "m4"].map(|id| {
+        let s = if id < "m3" { a.clone() } else { b.clone() };
+        tokio::spawn(async move { s.activate_model(id, None).await })
+    });
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    let active = a.models().await.unwrap();
+    let active = active.iter().filter(|m| m.status == ModelStatus::Active);
+    assert_eq!(active.count(), 1);
+}
+
+#[tokio::test]
+async fn an_unsupported_or_unreachable_database_is_a_clear_error() {
+    let err = DatabaseUrl::parse("mysql://h/db", None).unwrap_err();
+    assert!(err.to_string().contains("unsupported scheme \"mysql\""));
+    // A server that is not there: the error names the database, never the password.
+    let url = DatabaseUrl::parse("postgres://app:hunter2@127.0.0.1:1/db", None).unwrap();
+    let err = Store::open(&url).await.unwrap_err();
+    let shown = format!("{url}: {err}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.starts_with("postgres://app:***@127.0.0.1:1/db: database: "),
+        "{shown}"
+    );
+}
