@@ -95,6 +95,9 @@ pub struct FileConfig {
     /// Personal data.
     #[serde(default)]
     pub privacy: PrivacyFile,
+    /// Several replicas on one database.
+    #[serde(default)]
+    pub replicas: ReplicasFile,
     /// Team -> agents.
     #[serde(default)]
     pub rosters: BTreeMap<String, Vec<String>>,
@@ -149,6 +152,15 @@ pub struct RetentionFile {
 pub struct AssignmentFile {
     /// Open assignments close by themselves after this many hours (0: never).
     pub close_after_hours: Option<u64>,
+}
+
+/// `[replicas]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicasFile {
+    /// How often a replica checks for changes made elsewhere, besides the notifications
+    /// PostgreSQL sends (seconds; default 2).
+    pub check_every_seconds: Option<u64>,
 }
 
 /// `[privacy]`.
@@ -251,6 +263,9 @@ pub struct Settings {
     pub redact_stored_text: bool,
     /// The config file, re-read for tokens on SIGHUP.
     pub config_path: Option<PathBuf>,
+    /// How often to check for changes made elsewhere (other replicas, the CLI) when no
+    /// notification came.
+    pub follow_every: Duration,
 }
 
 const HOUR: u64 = 3600;
@@ -440,6 +455,9 @@ impl Settings {
         let settings = Self {
             listen,
             model: args.model.clone().or(rel(file.model)),
+            follow_every: Duration::from_secs(
+                file.replicas.check_every_seconds.unwrap_or(2).max(1),
+            ),
             database,
             connect,
             rules: args.rules.clone().or(rel(file.rules)),

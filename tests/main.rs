@@ -12,5 +12,8 @@ mod fidelity;
 mod hardening;
 mod hub;
 mod learning;
+#[path = "../src/store/pg_cluster.rs"]
+mod pg_cluster;
+mod replicas;
 mod routing;
 mod server;

@@ -21,7 +21,7 @@ use crate::model::files;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::{LiveRules, RulesError};
 use crate::serving::{self, ClassifyError, LiveModels, ServingModel};
-use crate::store::{ModelRecord, ModelStatus, Store, StoreError};
+use crate::store::{Exclusive, ExclusiveLock, ModelRecord, ModelStatus, Store, StoreError};
 use crate::train::finetune::FineTune;
 use crate::train::trainer::{Progress, Silent, TrainError};
 
@@ -198,9 +198,13 @@ struct Inner {
     retrain: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The right to retrain: one at a time, held from the request until the retraining ends.
+/// The right to retrain: one at a time in this process and on the database (across
+/// replicas), held from the request until the retraining ends.
 #[derive(Debug)]
-pub struct RetrainPermit(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+pub struct RetrainPermit {
+    _here: tokio::sync::OwnedMutexGuard<()>,
+    _everywhere: ExclusiveLock,
+}
 
 /// A shareable progress sink for the training thread.
 pub type SharedProgress = Arc<dyn Progress + Send + Sync>;
@@ -315,14 +319,7 @@ impl ModelRegistry {
             .rules
             .check_then(tree, change)
             .await
-            .map_err(|e| match e {
-                RulesError::Incompatible { version, errors } => RegistryError::RulesIncompatible {
-                    id: id.to_string(),
-                    version,
-                    errors,
-                },
-                other => other.into(),
-            })
+            .map_err(|e| incompatible(id, e))
     }
 
     /// Re-activates the model that was active before this one.
@@ -415,14 +412,14 @@ impl ModelRegistry {
         fine_tune: bool,
         after: Option<AfterGate>,
     ) -> Result<Retrained, RegistryError> {
-        let permit = self.begin_retrain()?;
+        let permit = self.begin_retrain().await?;
         self.retrain_with(permit, fine_tune, after, Arc::new(Silent))
             .await
     }
 
     /// Takes the right to retrain, when no retraining runs and the curated data is there: the
     /// checks a caller wants answered before it hands the work to a job.
-    pub fn begin_retrain(&self) -> Result<RetrainPermit, RegistryError> {
+    pub async fn begin_retrain(&self) -> Result<RetrainPermit, RegistryError> {
         let settings = &self.inner.config.learn;
         for (what, path) in [
             ("base_data", &settings.base_data),
@@ -435,10 +432,19 @@ impl ModelRegistry {
                 });
             }
         }
-        Arc::clone(&self.inner.retrain)
+        let here = Arc::clone(&self.inner.retrain)
             .try_lock_owned()
-            .map(RetrainPermit)
-            .map_err(|_| RegistryError::RetrainRunning)
+            .map_err(|_| RegistryError::RetrainRunning)?;
+        let everywhere = self
+            .inner
+            .store
+            .try_exclusive(Exclusive::Retrain)
+            .await?
+            .ok_or(RegistryError::RetrainRunning)?;
+        Ok(RetrainPermit {
+            _here: here,
+            _everywhere: everywhere,
+        })
     }
 
     /// Retrains under a permit, reporting to `progress` (which may ask to stop: then nothing
@@ -560,31 +566,71 @@ impl ModelRegistry {
         Ok((record, candidate.gate))
     }
 
-    /// Makes the serving models match the registry (another process, the CLI, may have
-    /// changed it).
+    /// Makes the serving models and rules match the database, where another replica or the
+    /// CLI may have changed them: loads and warms a newly active model and swaps it in with the
+    /// stored rules (which must compile against it), follows a rules change, starts or stops
+    /// the shadow model. Writes nothing: the change is already recorded.
     pub async fn follow(&self) -> Result<(), RegistryError> {
         let Some((models, _)) = &self.inner.live else {
             return Ok(());
         };
+        // Read under the lock, so that a change this process is making is either all in the
+        // records or not begun.
+        let _one = self.inner.swap.lock().await;
         let records = self.list().await?;
-        if let Some(active) = records.iter().find(|m| m.status == ModelStatus::Active) {
-            if active.id != models.active().id {
-                self.activate(&active.id, None).await?;
-            }
+        let rules = &self.inner.rules;
+        let moved = records
+            .iter()
+            .find(|m| m.status == ModelStatus::Active)
+            .filter(|a| a.id != models.active().id);
+        if let Some(record) = moved {
+            let serving = self.start_serving(record).await?;
+            serving
+                .warm_up()
+                .await
+                .map_err(|source| RegistryError::Warmup {
+                    id: record.id.clone(),
+                    source: Box::new(source),
+                })?;
+            let tree = &serving.engine.classifier().tree;
+            rules
+                .follow_with(tree, async { models.activate(Arc::clone(&serving)) })
+                .await
+                .map_err(|e| incompatible(&record.id, e))?;
+            tracing::info!(
+                model = record.id,
+                "model activated elsewhere: now serving it"
+            );
+        } else if rules.behind().await? {
+            let active = models.active();
+            rules
+                .follow_with(&active.engine.classifier().tree, async {})
+                .await
+                .map_err(|e| incompatible(&active.id, e))?;
         }
         let want = records
             .iter()
             .find(|m| m.shadow && m.status == ModelStatus::Candidate);
-        let have = models.shadow().map(|s| s.id.clone());
-        match (want, have) {
-            (Some(w), h) if h.as_deref() != Some(w.id.as_str()) => {
-                let _one = self.inner.swap.lock().await;
-                self.shadow_locked(w, true).await?;
+        match (want, models.shadow().map(|s| s.id.clone())) {
+            (Some(w), have) if have.as_deref() != Some(w.id.as_str()) => {
+                models.set_shadow(Some(self.start_serving(w).await?));
             }
             (None, Some(_)) => models.set_shadow(None),
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A rules error met while swapping model `id`, as the registry reports it.
+fn incompatible(id: &str, e: RulesError) -> RegistryError {
+    match e {
+        RulesError::Incompatible { version, errors } => RegistryError::RulesIncompatible {
+            id: id.to_string(),
+            version,
+            errors,
+        },
+        other => other.into(),
     }
 }
 

@@ -199,6 +199,46 @@ impl LiveRules {
         Ok(swap.await)
     }
 
+    /// Catches up with the stored rules (another replica, or the CLI, may have changed them):
+    /// the newest stored version must compile against `tree` (the taxonomy of the model that
+    /// will serve), then `then` runs (a model swap, when the active model changed too), then the
+    /// newer rules swap in. On any error nothing changes. Returns the version now serving.
+    pub async fn follow_with<T>(
+        &self,
+        tree: &IntentTree,
+        then: impl std::future::Future<Output = T>,
+    ) -> Result<(i64, T), RulesError> {
+        let _one = self.inner.write.lock().await;
+        let current = self.current();
+        let stored = match self.inner.store.current_rules().await? {
+            Some(s) if s.version != current.stored.version => s,
+            _ => current.stored.clone(),
+        };
+        let compiled = tree
+            .compile_rules(&stored.text, &format!("rules v{}", stored.version))
+            .map_err(|errors| RulesError::Incompatible {
+                version: stored.version,
+                errors,
+            })?;
+        let out = then.await;
+        let version = stored.version;
+        if version != current.stored.version {
+            tracing::info!(version, "rules changed elsewhere: now serving them");
+            self.swap(ActiveRules {
+                stored,
+                ruleset: compiled.ruleset,
+                warnings: compiled.warnings,
+            });
+        }
+        Ok((version, out))
+    }
+
+    /// Whether the stored rules are newer than the ones serving.
+    pub async fn behind(&self) -> Result<bool, RulesError> {
+        let stored = self.inner.store.current_rules().await?;
+        Ok(stored.is_some_and(|s| s.version != self.current().stored.version))
+    }
+
     fn swap(&self, rules: ActiveRules) -> Arc<ActiveRules> {
         self.inner.metrics.set_rules_version(rules.stored.version);
         let rules = Arc::new(rules);
@@ -232,8 +272,20 @@ async fn seed_rules(
         )),
         None => None,
     };
+    // Imported already (the file has not changed since): the database's newer versions, made
+    // through the API on this or another replica, stand.
+    let imported = match (&current, &seed) {
+        (Some(_), Some((text, _))) => store
+            .rules_history()
+            .await?
+            .iter()
+            .find(|v| v.author == "seed")
+            .is_some_and(|v| v.text == *text),
+        _ => false,
+    };
     match (current, seed) {
         (Some(c), None) => Ok(c),
+        (Some(c), Some(_)) if imported => Ok(c),
         (Some(c), Some((text, _))) if c.text == text => Ok(c),
         (current, Some((text, name))) => {
             let compiled =

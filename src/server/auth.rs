@@ -3,15 +3,17 @@
 //! logged; a token's name identifies the caller (the author of a rules change).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::{ApiError, Code};
 use crate::config::{Scope, TokenConfig};
+use crate::store::{ConsoleSession, Store};
 
 /// A configured token, validated.
 #[derive(Debug, Clone)]
@@ -39,14 +41,15 @@ pub struct Caller {
     scopes: Vec<Scope>,
     /// Its own requests per minute, if it sets a limit.
     rate_per_minute: Option<u32>,
-    /// Authenticated by the console's session cookie (its changes need the CSRF token).
-    session: bool,
+    /// Authenticated by the console's session cookie: the session's CSRF token, which its
+    /// changes must echo.
+    session_csrf: Option<String>,
 }
 
 impl Caller {
-    /// Whether the console's session cookie authenticated it.
-    pub fn via_session(&self) -> bool {
-        self.session
+    /// The CSRF token of the console session that authenticated it, if a session did.
+    pub fn session_csrf(&self) -> Option<&str> {
+        self.session_csrf.as_deref()
     }
 }
 
@@ -76,25 +79,16 @@ pub fn unauthenticated() -> ApiError {
     unauthorized("missing or unknown bearer token: send Authorization: Bearer <token>")
 }
 
-/// The token table, or dev mode (no tokens, loopback only), and the console's sessions.
+/// The token table, or dev mode (no tokens, loopback only), and the console's sessions (in
+/// the database, so every replica knows them). Rate limits are per process: behind a load
+/// balancer the effective limit is the token's limit times the replicas.
 #[derive(Debug)]
 pub struct Auth {
     tokens: RwLock<Vec<Token>>,
     dev: bool,
     default_rate: Option<u32>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    sessions: Mutex<HashMap<String, Session>>,
-}
-
-/// A console session: made by logging in with an `admin` token, kept in an HttpOnly cookie.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// The token's name.
-    pub name: String,
-    /// The anti-CSRF token every change must echo in `X-CSRF-Token`.
-    pub csrf: String,
-    /// When it ends.
-    pub expires: Instant,
+    sessions: Option<Arc<Store>>,
 }
 
 /// The console's session cookie.
@@ -151,24 +145,40 @@ impl Auth {
             dev,
             default_rate,
             buckets: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: None,
         })
     }
 
+    /// Keeps the console's sessions in `store`.
+    pub fn with_sessions(mut self, store: Arc<Store>) -> Self {
+        self.sessions = Some(store);
+        self
+    }
+
+    fn sessions(&self) -> Result<&Store, ApiError> {
+        self.sessions
+            .as_deref()
+            .ok_or_else(|| ApiError::internal("console sessions have no store. This is a bug."))
+    }
+
     /// Replaces the token table (rotation without restart); sessions of names no longer
-    /// configured end. Returns how many tokens are configured now.
+    /// configured with the `admin` scope end with it. Returns how many tokens are configured.
     pub fn reload(&self, tokens: &[TokenConfig]) -> Result<usize, String> {
         let new = validate(tokens)?;
         let n = new.len();
-        let names: Vec<String> = new.iter().map(|t| t.name.clone()).collect();
         *self.tokens.write().expect("tokens lock poisoned") = new;
-        if !self.dev {
-            self.sessions
-                .lock()
-                .expect("sessions lock poisoned")
-                .retain(|_, s| names.contains(&s.name));
-        }
         Ok(n)
+    }
+
+    /// Whether `name` is (still) a configured admin token, which a session stands for.
+    fn admin(&self, name: &str) -> bool {
+        self.dev
+            || self
+                .tokens
+                .read()
+                .expect("tokens lock poisoned")
+                .iter()
+                .any(|t| t.name == name && t.scopes.contains(&Scope::Admin))
     }
 
     /// The configured token a presented one hashes to (constant-time over every token).
@@ -211,8 +221,9 @@ impl Auth {
         Err(e)
     }
 
-    /// Console login: an `admin` token opens a session; returns its id and the session.
-    pub fn login(&self, token: &str) -> Result<(String, Session), ApiError> {
+    /// Console login: an `admin` token opens a session; returns its id (the cookie's value)
+    /// and the session.
+    pub async fn login(&self, token: &str) -> Result<(String, ConsoleSession), ApiError> {
         let (name, scopes) = if self.dev {
             ("dev".to_string(), vec![Scope::Admin])
         } else {
@@ -227,57 +238,57 @@ impl Auth {
                 format!("token \"{name}\" lacks the `admin` scope the console needs"),
             ));
         }
-        let session = Session {
+        let session = ConsoleSession {
             name,
             csrf: random_hex(),
-            expires: Instant::now() + SESSION_TTL,
+            expires_at: Utc::now()
+                + chrono::Duration::from_std(SESSION_TTL).expect("8 hours fit. This is a bug."),
         };
         let id = random_hex();
-        let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
-        sessions.retain(|_, s| s.expires > Instant::now());
-        sessions.insert(id.clone(), session.clone());
+        let store = self.sessions()?;
+        store.insert_session(&hash_token(&id), &session).await?;
         Ok((id, session))
     }
 
-    /// The live session of a request's cookie.
-    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = session_cookie(headers)?;
-        let sessions = self.sessions.lock().expect("sessions lock poisoned");
-        sessions
-            .get(&id)
-            .filter(|s| s.expires > Instant::now())
-            .cloned()
+    /// The live session of a request's cookie (one whose admin token is still configured).
+    pub async fn session(&self, headers: &HeaderMap) -> Result<Option<ConsoleSession>, ApiError> {
+        let Some(id) = session_cookie(headers) else {
+            return Ok(None);
+        };
+        let found = self
+            .sessions()?
+            .console_session(&hash_token(&id), Utc::now())
+            .await?;
+        Ok(found.filter(|s| self.admin(&s.name)))
     }
 
     /// Ends a request's session.
-    pub fn logout(&self, headers: &HeaderMap) {
+    pub async fn logout(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         if let Some(id) = session_cookie(headers) {
-            self.sessions
-                .lock()
-                .expect("sessions lock poisoned")
-                .remove(&id);
+            self.sessions()?.end_session(&hash_token(&id)).await?;
         }
+        Ok(())
     }
 
     /// Who a request comes from: its bearer token, else its console session (which stands for
     /// an admin token); `None` with neither; 401 for an unknown token. Run once per request,
     /// before its body is read, so an unauthenticated client learns nothing from parse errors.
-    pub fn identify(&self, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
         if self.dev {
             return Ok(Some(Caller {
                 name: "dev".into(),
                 scopes: vec![Scope::Admin],
                 rate_per_minute: None,
-                session: false,
+                session_csrf: None,
             }));
         }
         let Some(presented) = bearer(headers) else {
             // The console's session (admin; its CSRF token is checked by the middleware).
-            return Ok(self.session(headers).map(|s| Caller {
+            return Ok(self.session(headers).await?.map(|s| Caller {
                 name: s.name,
                 scopes: vec![Scope::Admin],
                 rate_per_minute: None,
-                session: true,
+                session_csrf: Some(s.csrf),
             }));
         };
         let Some(Token {
@@ -293,7 +304,7 @@ impl Auth {
             name,
             scopes,
             rate_per_minute,
-            session: false,
+            session_csrf: None,
         }))
     }
 
@@ -401,8 +412,11 @@ mod tests {
     impl Auth {
         /// What the middleware and a handler do together: identify, then permit.
         fn check(&self, h: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
-            let caller = self
-                .identify(h)?
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let caller = rt
+                .block_on(self.identify(h))?
                 .ok_or_else(|| unauthorized("missing bearer token"))?;
             self.permit(caller, scope)
         }

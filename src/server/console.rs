@@ -87,7 +87,7 @@ pub async fn login(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
-    let (id, session) = state.auth.login(&body.token)?;
+    let (id, session) = state.auth.login(&body.token).await?;
     let cookie = format!(
         "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_TTL.as_secs()
@@ -115,6 +115,7 @@ pub async fn session(
     let s = state
         .auth
         .session(&headers)
+        .await?
         .ok_or_else(|| ApiError::new(Code::Unauthorized, "not logged in to the console"))?;
     Ok(Json(SessionInfo {
         name: s.name,
@@ -133,20 +134,23 @@ pub struct LoggedOut {
 #[utoipa::path(post, path = "/console/logout", operation_id = "consoleLogout",
     responses((status = 200, description = "Logged out; the cookie is cleared.", body = LoggedOut),
               (status = 403, description = "The session cookie came without its X-CSRF-Token.")))]
-pub async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    state.auth.logout(&headers);
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.auth.logout(&headers).await?;
     let mut resp = Json(LoggedOut { logged_out: true }).into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("ir_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
     );
-    resp
+    Ok(resp)
 }
 
 /// A change (not GET/HEAD/OPTIONS) authenticated by the console's cookie must carry the
-/// session's CSRF token in `X-CSRF-Token`; `None` when the request may go on.
+/// session's CSRF token (`csrf`) in `X-CSRF-Token`; `None` when the request may go on.
 pub fn csrf_violation(
-    state: &AppState,
+    csrf: &str,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -154,11 +158,9 @@ pub fn csrf_violation(
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || path == "/console/login" {
         return None;
     }
-    let session = state.auth.session(headers)?;
     let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    let ok = sent.is_some_and(|t| {
-        subtle::ConstantTimeEq::ct_eq(t.as_bytes(), session.csrf.as_bytes()).into()
-    });
+    let ok =
+        sent.is_some_and(|t| subtle::ConstantTimeEq::ct_eq(t.as_bytes(), csrf.as_bytes()).into());
     (!ok).then(|| {
         ApiError::new(
             Code::Csrf,

@@ -83,6 +83,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", settings.database))?;
     let store = Arc::new(store);
+    let auth = auth.with_sessions(Arc::clone(&store));
     let metrics = Arc::new(Metrics::new());
     let registry_config = settings.registry().map_err(anyhow::Error::msg)?;
     let configured = match &settings.model {
@@ -292,14 +293,11 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     let endpoint = endpoint(&req);
     let method = req.method().to_string();
     let protected = auth::needs_token(req.uri().path());
-    let refusal = match state.auth.identify(req.headers()) {
+    let refusal = match state.auth.identify(req.headers()).await {
         Ok(Some(caller)) => {
-            let csrf = caller
-                .via_session()
-                .then(|| {
-                    console::csrf_violation(&state, req.method(), req.uri().path(), req.headers())
-                })
-                .flatten();
+            let csrf = caller.session_csrf().and_then(|csrf| {
+                console::csrf_violation(csrf, req.method(), req.uri().path(), req.headers())
+            });
             req.extensions_mut().insert(caller);
             csrf
         }
@@ -322,8 +320,8 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
 /// How long finished jobs are kept.
 const JOB_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
-/// Purges ticket texts, idempotency keys and finished jobs past their retention, now and every
-/// hour.
+/// Purges ticket texts, idempotency keys, finished jobs and ended console sessions past their
+/// retention, now and every hour.
 fn spawn_retention(state: Arc<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -351,6 +349,9 @@ fn spawn_retention(state: Arc<AppState>) {
             }
             if let Err(e) = state.store.purge_jobs(ago(JOB_RETENTION)).await {
                 tracing::error!("purging finished jobs: {e}");
+            }
+            if let Err(e) = state.store.purge_sessions(now).await {
+                tracing::error!("purging ended console sessions: {e}");
             }
         }
     });
@@ -409,7 +410,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     spawn_retention(Arc::clone(&state));
-    state.registry.spawn_follow();
+    let changes = state.store.changes().await?;
+    state
+        .registry
+        .spawn_follow(changes, state.settings.follow_every);
     state.jobs.spawn_schedule(state.settings.schedule());
     spawn_token_reload(Arc::clone(&state));
     let rules = state.rules.current();

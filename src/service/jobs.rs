@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::learn::GateReport;
 use crate::registry::{AfterGate, ModelRegistry, RegistryError, RetrainOutcome, Retrained};
 use crate::store::{
-    Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError,
+    Exclusive, Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError,
 };
 use crate::train::trainer::Progress;
 
@@ -281,8 +281,13 @@ impl Jobs {
         }
     }
 
-    /// Marks the jobs a previous run of the service left running as failed (`interrupted`).
+    /// Marks the jobs a stopped process left running as failed (`interrupted`): those still
+    /// marked running while no process on the database retrains (another replica's running
+    /// job holds the retraining lock, and is left alone).
     pub async fn fail_interrupted(&self) -> Result<u64, JobsError> {
+        let Some(_nobody_else) = self.store.try_exclusive(Exclusive::Retrain).await? else {
+            return Ok(0);
+        };
         let n = self.store.fail_interrupted_jobs().await?;
         if n > 0 {
             tracing::warn!(n, "jobs cut off by a restart marked failed (interrupted)");
@@ -298,7 +303,7 @@ impl Jobs {
         params: RetrainParams,
         by: &str,
     ) -> Result<JobInfo, JobsError> {
-        let permit = self.registry.begin_retrain()?;
+        let permit = self.registry.begin_retrain().await?;
         let job = Job {
             id: uuid::Uuid::now_v7().to_string(),
             kind: JobKind::Retrain,

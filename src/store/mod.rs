@@ -50,6 +50,7 @@ mod models;
 pub(crate) mod pg_cluster;
 mod postgres;
 mod rules;
+mod sessions;
 mod shadow;
 mod sqlite;
 #[cfg(test)]
@@ -63,6 +64,7 @@ pub use intents::AddedIntent;
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
 pub use models::{ModelRecord, ModelStatus};
 pub use rules::RulesVersion;
+pub use sessions::ConsoleSession;
 pub use shadow::ShadowRow;
 pub use url::{redact, DatabaseUrl, UrlError};
 
@@ -129,11 +131,57 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// What a change notification is about (PostgreSQL `NOTIFY` on [`CHANGES`], sent in the
+/// changing transaction, so it arrives once the change is visible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// A rules version was saved.
+    Rules,
+    /// A model was registered, activated, or its shadow flag changed.
+    Models,
+    /// A job started, ended or was asked to stop.
+    Jobs,
+}
+
+stored_names!(Topic, "change topic", {
+    Rules = "rules",
+    Models = "models",
+    Jobs = "jobs",
+});
+
+/// Work that one process at a time may do on a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusive {
+    /// Retraining (the schedule's and the API's).
+    Retrain,
+}
+
+impl Exclusive {
+    /// The PostgreSQL advisory lock's key.
+    fn key(self) -> i64 {
+        match self {
+            // "intent-router retrain", as a number.
+            Self::Retrain => 0x6972_7274_726e,
+        }
+    }
+}
+
+/// An [`Exclusive`] right, held until dropped. On PostgreSQL it is a session advisory lock on
+/// a connection of its own (not a pooled one), so it ends with the process that holds it, even
+/// when that process is killed; SQLite serves one process, whose own locks suffice.
+#[derive(Debug)]
+pub struct ExclusiveLock {
+    _held: Option<postgres::Held>,
+}
+
+/// The PostgreSQL notification channel of changes.
+pub const CHANGES: &str = "intent_router_changes";
+
 /// Which backend, with its connections.
 #[derive(Debug)]
 enum Backend {
     Sqlite(sqlite::Db),
-    Postgres(postgres::Db),
+    Postgres(Box<postgres::Db>),
 }
 
 /// The database: SQLite or PostgreSQL, chosen by the URL.
@@ -161,7 +209,9 @@ impl Store {
     pub async fn connect(url: &DatabaseUrl, how: &Connect) -> Result<Self, StoreError> {
         let backend = match url {
             DatabaseUrl::Sqlite(path) => Backend::Sqlite(sqlite::Db::open(path).await?),
-            DatabaseUrl::Postgres(u) => Backend::Postgres(postgres::Db::open(u, how).await?),
+            DatabaseUrl::Postgres(u) => {
+                Backend::Postgres(Box::new(postgres::Db::open(u, how).await?))
+            }
         };
         Ok(Self {
             backend,
@@ -174,6 +224,33 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(b) => b.close().await,
             Backend::Postgres(b) => b.close().await,
+        }
+    }
+
+    /// The changes other processes announce, as they commit (`None` in the stream: some may
+    /// have been missed while the connection was down). `None`: this backend announces nothing
+    /// (SQLite: one process), so callers check periodically.
+    pub async fn changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<Option<Topic>>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(b) => b.changes().await.map(Some),
+        }
+    }
+
+    /// Takes `what` for this process if no other process on the database holds it (`None`:
+    /// another does).
+    pub async fn try_exclusive(
+        &self,
+        what: Exclusive,
+    ) -> Result<Option<ExclusiveLock>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Some(ExclusiveLock { _held: None })),
+            Backend::Postgres(b) => Ok(b
+                .try_lock(what.key())
+                .await?
+                .map(|held| ExclusiveLock { _held: Some(held) })),
         }
     }
 
@@ -328,6 +405,16 @@ port! {
     /// Ends every job still marked running as failed (`interrupted`): at startup, when no job
     /// of this database can be running (one process per database until jobs have owners).
     fn fail_interrupted_jobs(&self) -> u64;
+
+    // ---- console sessions ----
+    /// Records a console session under the hash of its cookie value.
+    fn insert_session(&self, id_hash: &str, s: &ConsoleSession) -> ();
+    /// The session of a cookie value's hash, unless it ended before `now`.
+    fn console_session(&self, id_hash: &str, now: DateTime<Utc>) -> Option<ConsoleSession>;
+    /// Ends a session (logout).
+    fn end_session(&self, id_hash: &str) -> ();
+    /// Deletes the sessions that ended by `now`; returns how many.
+    fn purge_sessions(&self, now: DateTime<Utc>) -> u64;
 
     // ---- the database itself ----
     /// A consistency check: `ok` when the database is consistent (SQLite's integrity check;

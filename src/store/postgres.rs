@@ -10,10 +10,14 @@ use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgTypeInfo, PgValueRef};
-use sqlx::{Decode, Encode, PgPool, Postgres, Type};
+use sqlx::postgres::{
+    PgArgumentBuffer, PgConnectOptions, PgListener, PgPoolOptions, PgTypeInfo, PgValueRef,
+};
+use sqlx::{Connection, Decode, Encode, PgConnection, PgPool, Postgres, Type};
 
-use super::{Connect, Stamp, StoreError};
+use tokio::sync::mpsc::Receiver;
+
+use super::{Connect, Stamp, StoreError, Topic, CHANGES};
 
 // The shared SQL, compiled for this backend (as for the other one: on purpose).
 #[allow(clippy::duplicate_mod)]
@@ -32,7 +36,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 #[derive(Debug)]
 pub(super) struct Db {
     pool: PgPool,
+    opts: PgConnectOptions,
 }
+
+/// A session advisory lock and the connection that holds it (closing it releases the lock).
+#[derive(Debug)]
+pub(super) struct Held(#[allow(dead_code)] PgConnection);
 
 impl Db {
     /// Connects and migrates.
@@ -44,9 +53,9 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        let db = Self { pool };
+        let db = Self { pool, opts };
         let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
@@ -75,6 +84,58 @@ impl Db {
     pub(super) async fn integrity_check(&self) -> Result<String, StoreError> {
         self.ping().await?;
         Ok("ok".into())
+    }
+}
+
+impl sql::WriteTx {
+    /// Announces a change to every replica when this transaction commits.
+    pub(in crate::store) async fn announce(&mut self, topic: Topic) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES)
+            .bind(topic.name())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Takes the advisory lock `key` on a new connection, if no session holds it.
+    pub(super) async fn try_lock(&self, key: i64) -> Result<Option<Held>, StoreError> {
+        let mut conn = PgConnection::connect_with(&self.opts).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(taken.then_some(Held(conn)))
+    }
+
+    /// Listens for changes on a connection of its own, forwarding them until the receiver or
+    /// the pool goes.
+    pub(super) async fn changes(&self) -> Result<Receiver<Option<Topic>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let heard = match listener.try_recv().await {
+                    Ok(Some(n)) => match Topic::parse(n.payload()) {
+                        Ok(topic) => Some(topic),
+                        Err(_) => continue,
+                    },
+                    // The connection dropped and came back: changes may have been missed.
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::debug!("change listener stopped: {e}");
+                        return;
+                    }
+                };
+                if tx.send(heard).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 }
 

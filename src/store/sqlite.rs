@@ -21,7 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, Row, Sqlite, SqlitePool, Type};
 use tokio::sync::Mutex;
 
-use super::{Stamp, StoreError};
+use super::{Stamp, StoreError, Topic};
 
 // The shared SQL, compiled for this backend (as for the other one: on purpose).
 #[allow(clippy::duplicate_mod)]
@@ -146,6 +146,13 @@ impl Db {
             }
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl sql::WriteTx {
+    /// One process per SQLite database: there is nobody to tell.
+    pub(in crate::store) async fn announce(&mut self, _topic: Topic) -> Result<(), StoreError> {
         Ok(())
     }
 }

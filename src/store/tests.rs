@@ -613,3 +613,132 @@ async fn an_unsupported_or_unreachable_database_is_a_clear_error() {
         "{shown}"
     );
 }
+
+/// A copy of a database written by the release before the storage port (commit ebbae75,
+/// schema 3: `serve` with the shipped model; nine decisions, three rules versions, two
+/// idempotency keys, five assignments, two corrections, an added intent, a cancelled job).
+fn release_ebbae75(dir: &std::path::Path) -> DatabaseUrl {
+    let path = dir.join("router.db");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/router-ebbae75.db"
+    );
+    std::fs::copy(fixture, &path).unwrap();
+    DatabaseUrl::Sqlite(path)
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_release_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = release_ebbae75(dir.path());
+    let store = Store::open(&url).await.unwrap();
+    let newest = store.schema_version().await.unwrap();
+    assert!(newest > 3, "migrated past schema 3 to {newest}");
+    assert_eq!(store.rules_history().await.unwrap().len(), 3);
+    let log = store
+        .decisions(&DecisionFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 9);
+    let fx5 = log
+        .iter()
+        .find(|d| d.ticket_id.as_deref() == Some("fx-5"))
+        .unwrap();
+    assert_eq!(fx5.assignee.as_deref(), Some("ivan"));
+    assert_eq!(store.feedback().await.unwrap().len(), 2);
+    assert_eq!(store.added_intents().await.unwrap()[0].id, "billing.crypto");
+    let jobs = store.jobs(10).await.unwrap();
+    assert_eq!((jobs.len(), jobs[0].status), (1, JobStatus::Cancelled));
+    let active = store.models().await.unwrap();
+    assert_eq!(
+        (active[0].id.as_str(), active[0].status),
+        ("c5bcb0ad9675", ModelStatus::Active)
+    );
+    assert_eq!(store.assignments(None, true, 10).await.unwrap().len(), 4);
+    // The release's round-robin cursor goes on: billing gave anna then boris.
+    let policy = policy("billing", &["anna", "boris"]);
+    let mut next = vec![decision("new-1", "billing", Assignee::RoundRobin)];
+    record(&store, &mut next, None, &policy).await;
+    assert_eq!(next[0].assignee.as_deref(), Some("anna"));
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    store.close().await;
+
+    // The release reads its own table: it must see the new schema (and refuse it).
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        dir.path().join("router.db").display()
+    ))
+    .await
+    .unwrap();
+    let legacy: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(legacy, newest);
+    // A database from a newer release is refused, with both versions named.
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99, 'future', TRUE, x'00', 0)")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let err = Store::open(&url).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("the database has schema version 99, newer than this binary knows ({newest}); upgrade intent-router")
+    );
+}
+
+#[tokio::test]
+async fn console_sessions_are_shared_and_end() {
+    let (a, b) = replicas().await;
+    let s = ConsoleSession {
+        name: "ann".into(),
+        csrf: "c".into(),
+        expires_at: now() + chrono::Duration::hours(8),
+    };
+    a.insert_session("h1", &s).await.unwrap();
+    assert_eq!(
+        b.console_session("h1", Utc::now()).await.unwrap(),
+        Some(s.clone())
+    );
+    let later = s.expires_at + chrono::Duration::seconds(1);
+    assert_eq!(b.console_session("h1", later).await.unwrap(), None, "ended");
+    b.end_session("h1").await.unwrap();
+    assert_eq!(a.console_session("h1", Utc::now()).await.unwrap(), None);
+    a.insert_session("h2", &s).await.unwrap();
+    assert_eq!(a.purge_sessions(later).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn changes_are_announced_to_other_replicas_and_one_retrains_at_a_time() {
+    let (a, b) = replicas().await;
+    let mut heard = b
+        .changes()
+        .await
+        .unwrap()
+        .expect("PostgreSQL announces changes");
+    a.save_rules("v1", "h", "seed", "", None).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await;
+    assert_eq!(got.unwrap(), Some(Some(Topic::Rules)));
+    a.insert_model(&model("m1", ModelStatus::Candidate))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await;
+    assert_eq!(got.unwrap(), Some(Some(Topic::Models)));
+    // One process retrains at a time; the right goes with its holder.
+    let held = a.try_exclusive(Exclusive::Retrain).await.unwrap().unwrap();
+    assert!(b.try_exclusive(Exclusive::Retrain).await.unwrap().is_none());
+    drop(held);
+    let mut again = None;
+    for _ in 0..50 {
+        again = b.try_exclusive(Exclusive::Retrain).await.unwrap();
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "released when its connection closed");
+}

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::{clamp, time, time_opt, Db, Row};
-use crate::store::{Job, JobError, JobKind, JobProgress, JobStatus, Stamp, StoreError};
+use crate::store::{Job, JobError, JobKind, JobProgress, JobStatus, Stamp, StoreError, Topic};
 
 fn job_row(r: &Row) -> Result<Job, StoreError> {
     let json = |col: &str, text: String| {
@@ -52,6 +52,7 @@ impl Db {
         .bind(Stamp(job.created_at))
         .execute(tx.conn())
         .await?;
+        tx.announce(Topic::Jobs).await?;
         tx.commit().await
     }
 
@@ -95,6 +96,7 @@ impl Db {
         .bind(id)
         .execute(tx.conn())
         .await?;
+        tx.announce(Topic::Jobs).await?;
         tx.commit().await
     }
 
@@ -104,6 +106,7 @@ impl Db {
             .bind(id)
             .execute(tx.conn())
             .await?;
+        tx.announce(Topic::Jobs).await?;
         tx.commit().await?;
         self.job(id).await
     }

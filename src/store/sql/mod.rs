@@ -12,6 +12,7 @@ mod intents;
 mod jobs;
 mod models;
 mod rules;
+mod sessions;
 mod shadow;
 mod texts;
 

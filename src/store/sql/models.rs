@@ -5,7 +5,7 @@
 use sqlx::Row as _;
 
 use super::{json, time, time_opt, Db, Row};
-use crate::store::{ModelRecord, ModelStatus, Stamp, StoreError};
+use crate::store::{ModelRecord, ModelStatus, Stamp, StoreError, Topic};
 
 fn model_row(r: &Row) -> Result<ModelRecord, StoreError> {
     Ok(ModelRecord {
@@ -46,6 +46,7 @@ impl Db {
         .bind(m.activated_at.map(Stamp))
         .execute(tx.conn())
         .await?;
+        tx.announce(Topic::Models).await?;
         tx.commit().await
     }
 
@@ -104,6 +105,7 @@ impl Db {
         .fetch_one(tx.conn())
         .await?;
         let active = model_row(&row)?;
+        tx.announce(Topic::Models).await?;
         tx.commit_at("model.activate.before_commit").await?;
         crate::failpoint::hit("model.activate.after_commit")
             .await
@@ -129,6 +131,7 @@ impl Db {
             .bind(id)
             .execute(tx.conn())
             .await?;
+        tx.announce(Topic::Models).await?;
         tx.commit().await
     }
 }

@@ -5,7 +5,7 @@
 use sqlx::Row as _;
 
 use super::{time, Db, Row};
-use crate::store::{RulesVersion, Stamp, StoreError};
+use crate::store::{RulesVersion, Stamp, StoreError, Topic};
 
 fn rules_row(r: &Row) -> Result<RulesVersion, StoreError> {
     Ok(RulesVersion {
@@ -90,6 +90,7 @@ impl Db {
                 drop(tx);
                 continue;
             }
+            tx.announce(Topic::Rules).await?;
             tx.commit_at("rules.save.before_commit").await?;
             crate::failpoint::hit("rules.save.after_commit")
                 .await
