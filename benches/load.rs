@@ -1,10 +1,15 @@
 //! Load benchmark of the HTTP service on loopback: the real router (default model, default
-//! rules, a fresh SQLite database) in this process, and 1, 8 and 32 concurrent clients that each
-//! send `POST /v1/route` one ticket at a time (keep-alive), cycling through the dev split's
-//! Russian and English tickets. Prints throughput and p50 / p99 latency per concurrency.
+//! rules, a fresh database) in this process, and 1, 8 and 32 concurrent clients that each send
+//! `POST /v1/route` one ticket at a time (keep-alive), cycling through the dev split's Russian
+//! and English tickets. Prints throughput and p50 / p99 latency per concurrency.
 //!
 //! `cargo bench --bench load` (LOAD_SECONDS per level, default 15; LOAD_CLIENTS, default
-//! "1,8,32").
+//! "1,8,32"; LOAD_DATABASE `sqlite` (default) or `postgres`: a PostgreSQL server started for
+//! the run, as the tests do; LOAD_REPLICAS, default 1: with 2, two routers in this process on
+//! the one PostgreSQL database, the clients alternating between them).
+
+#[path = "../src/store/pg_cluster.rs"]
+mod pg_cluster;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,10 +56,32 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let db = tempfile::tempdir().unwrap();
-    let database = db.path().join("load.db").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = std::env::var("LOAD_DATABASE").is_ok_and(|d| d == "postgres");
+    let replicas: usize = std::env::var("LOAD_REPLICAS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    assert!(
+        replicas == 1 || postgres,
+        "several replicas need LOAD_DATABASE=postgres"
+    );
+    let database = if postgres {
+        pg_cluster::fresh_database()
+    } else {
+        dir.path().join("load.db").display().to_string()
+    };
+    let config = dir.path().join("load.toml");
+    let registry = dir.path().join("registry");
+    std::fs::write(
+        &config,
+        format!("[learning]\nregistry = \"{}\"\n", registry.display()),
+    )
+    .unwrap();
     let args = Wrap::parse_from([
         "load",
+        "--config",
+        &config.display().to_string(),
         "--dev-no-auth",
         "--listen",
         "127.0.0.1:0",
@@ -62,21 +89,28 @@ fn main() {
         &database,
     ])
     .serve;
-    let settings = Settings::resolve(&args).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let state = rt.block_on(server::build_state(settings)).unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    rt.spawn(async move { axum::serve(listener, server::router(state)).await });
-    let url = format!("http://{addr}/v1/route");
+    let urls: Vec<String> = (0..replicas)
+        .map(|_| {
+            let settings = Settings::resolve(&args).unwrap();
+            let state = rt.block_on(server::build_state(settings)).unwrap();
+            rt.block_on(server::start_background(&state)).unwrap();
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            rt.spawn(async move { axum::serve(listener, server::router(state)).await });
+            format!("http://{addr}/v1/route")
+        })
+        .collect();
+    let url = urls.join(", ");
     let tickets = Arc::new(tickets());
     println!(
-        "load on {url}: {} tickets (dev split), {seconds} s per level, {} CPUs",
+        "load on {url} ({}): {} tickets (dev split), {seconds} s per level, {} CPUs",
+        if postgres { "PostgreSQL" } else { "SQLite" },
         tickets.len(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
@@ -86,7 +120,11 @@ fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = (0..clients)
             .map(|c| {
-                let (stop, url, tickets) = (Arc::clone(&stop), url.clone(), Arc::clone(&tickets));
+                let (stop, url, tickets) = (
+                    Arc::clone(&stop),
+                    urls[c % urls.len()].clone(),
+                    Arc::clone(&tickets),
+                );
                 std::thread::spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(60))
@@ -128,4 +166,46 @@ fn main() {
             percentile(&all, 0.99)
         );
     }
+    if urls.len() > 1 {
+        propagation(&urls[0], &urls[1]);
+    }
+}
+
+/// How long a rules change saved through one replica takes to be served by another: 20 saves,
+/// each timed from the save's answer until the other replica reports the new version.
+fn propagation(one: &str, other: &str) {
+    let rules = |url: &str| url.replace("/v1/route", "/v1/rules");
+    let agent = ureq::agent();
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let current = agent.get(&rules(one)).call().unwrap();
+        let etag = current.header("etag").unwrap().to_string();
+        let body: serde_json::Value = current.into_json().unwrap();
+        let text = format!("{}\n# propagation {i}\n", body["text"].as_str().unwrap());
+        let saved = agent
+            .put(&rules(one))
+            .set("If-Match", &etag)
+            .send_json(serde_json::json!({ "text": text }))
+            .unwrap();
+        let want = saved.header("etag").unwrap().to_string();
+        let start = Instant::now();
+        loop {
+            let seen = agent.get(&rules(other)).call().unwrap();
+            if seen.header("etag") == Some(want.as_str()) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "never propagated"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        took.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    println!(
+        "rules change seen by the other replica after: median {:.1} ms, max {:.1} ms (20 changes)",
+        percentile(&took, 0.5),
+        took[took.len() - 1]
+    );
 }

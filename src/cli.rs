@@ -45,6 +45,33 @@ pub enum Command {
     Retrain(Box<RetrainArgs>),
     /// List, activate or roll back model versions in the registry of a `serve` database.
     Models(Box<ModelsArgs>),
+    /// Database tasks: copy one database into another (SQLite into PostgreSQL, say).
+    Db(DbArgs),
+}
+
+/// `db`.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DbAction,
+}
+
+/// `db` actions.
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Copy everything (rules history, decisions, texts, idempotency keys, assignments,
+    /// feedback, added intents, the model registry, shadow results, jobs) into a new, empty
+    /// database; both are migrated to this release first. The password of a PostgreSQL side
+    /// comes from its URL or INTENT_ROUTER_DATABASE_PASSWORD.
+    Copy {
+        /// The database to copy: a path, sqlite://PATH or postgres://…
+        #[arg(long)]
+        from: String,
+        /// The new database: a path, sqlite://PATH or postgres://…
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// `retrain`.

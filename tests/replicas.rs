@@ -193,3 +193,33 @@ fn two_replicas_on_one_postgresql_database_agree() {
     let back = b.call("GET", "/console/session", "", None, &[("Cookie", &cookie)]);
     assert_eq!(back.status, 200, "sessions outlive a replica");
 }
+
+#[test]
+fn an_sqlite_database_moves_to_postgresql_with_db_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("router.db");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/router-ebbae75.db"
+    );
+    std::fs::copy(fixture, &from).unwrap();
+    let from = from.display().to_string();
+    let to = pg_cluster::fresh_database();
+    let (ok, out, err) = crate::common::run(&["db", "copy", "--from", &from, "--to", &to]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| decisions | 9 |"), "{out}");
+    assert!(out.contains("| rules_versions | 3 |"), "{out}");
+    let (ok, _, err) = crate::common::run(&["db", "copy", "--from", &from, "--to", &to]);
+    assert!(!ok);
+    assert!(
+        err.contains("the target database is not empty (rules_versions has 3 rows)"),
+        "{err}"
+    );
+    // A URL of a scheme we do not serve is refused before anything is created.
+    let (ok, _, err) = crate::common::run(&["serve", "--database", "mysql://root:pw@db/router"]);
+    assert!(!ok);
+    assert!(
+        err.contains("database \"mysql://root:***@db/router\": unsupported scheme \"mysql\""),
+        "{err}"
+    );
+}

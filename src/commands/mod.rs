@@ -4,6 +4,7 @@
 
 mod classify;
 mod convert;
+mod db;
 mod models;
 mod rules;
 mod serve;
@@ -35,6 +36,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::HashToken => serve::hash_token(),
         Command::Retrain(a) => runtime()?.block_on(models::retrain(*a)),
         Command::Models(a) => runtime()?.block_on(models::models(*a)),
+        Command::Db(a) => runtime()?.block_on(db::db(a)),
     }
 }
 

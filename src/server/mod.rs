@@ -401,6 +401,19 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Starts the service's background work: retention, following changes made elsewhere (other
+/// replicas, the CLI), the retraining schedule, token reload on SIGHUP.
+pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
+    spawn_retention(Arc::clone(state));
+    let changes = state.store.changes().await?;
+    state
+        .registry
+        .spawn_follow(changes, state.settings.follow_every);
+    state.jobs.spawn_schedule(state.settings.schedule());
+    spawn_token_reload(Arc::clone(state));
+    Ok(())
+}
+
 /// Runs the service until SIGINT / SIGTERM; requests in flight finish first.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen;
@@ -409,13 +422,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    spawn_retention(Arc::clone(&state));
-    let changes = state.store.changes().await?;
-    state
-        .registry
-        .spawn_follow(changes, state.settings.follow_every);
-    state.jobs.spawn_schedule(state.settings.schedule());
-    spawn_token_reload(Arc::clone(&state));
+    start_background(&state).await?;
     let rules = state.rules.current();
     eprintln!(
         "intent-router listening on http://{addr} (model {}, rules v{}{})",

@@ -41,6 +41,7 @@ macro_rules! stored_names {
 }
 
 mod assignments;
+pub mod copy;
 mod decisions;
 mod feedback;
 mod intents;

@@ -59,6 +59,15 @@ pub fn fresh_database() -> String {
     format!("postgres://{SERVER_USER}@127.0.0.1:{}/{name}", cluster.port)
 }
 
+/// The certificate authority that signed the test cluster's TLS certificate (for `localhost`
+/// and 127.0.0.1): connect with `sslmode=verify-full&sslrootcert=<this>`.
+pub fn ca_certificate() -> PathBuf {
+    match CLUSTER.get_or_init(Cluster::start) {
+        Ok(cluster) => cluster.tls_dir().join("ca.pem"),
+        Err(message) => panic!("{message}"),
+    }
+}
+
 /// Whether PostgreSQL's server binaries are installed (tests may use it to print a clear message).
 pub fn installed() -> bool {
     bin_dir().is_some()
@@ -85,6 +94,7 @@ impl Cluster {
             as_root,
         };
         cluster.spawn_watchdog()?;
+        cluster.make_certificates()?;
         if as_root {
             let owner = format!("{SERVER_USER}:{SERVER_USER}");
             run(
@@ -103,6 +113,84 @@ impl Cluster {
 
     fn log_file(&self) -> PathBuf {
         self.dir.join("log")
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// A throwaway certificate authority and a server certificate it signed for `localhost`
+    /// and 127.0.0.1 (elliptic-curve keys: quick to make), so the server also speaks TLS.
+    fn make_certificates(&self) -> Result<(), String> {
+        let tls = self.tls_dir();
+        fs::create_dir_all(&tls).map_err(|e| format!("{}: {e}", tls.display()))?;
+        fs::write(
+            tls.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .map_err(|e| format!("{}: {e}", tls.display()))?;
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [&[&str]; 3] = [
+            &[
+                &["req", "-x509"][..],
+                &key[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "3",
+                    "-subj",
+                    "/CN=intent-router test CA",
+                ][..],
+            ]
+            .concat(),
+            &[
+                &["req"][..],
+                &key[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ][..],
+            ]
+            .concat(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "3",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let mut command = Command::new("openssl");
+            command.args(args).current_dir(&tls).stdin(Stdio::null());
+            run(&mut command, "openssl (apt-get install -y openssl)")?;
+        }
+        let mut chmod = Command::new("chmod");
+        chmod.arg("600").arg(tls.join("server.key"));
+        run(&mut chmod, "chmod").map(drop)
     }
 
     /// A server tool (`initdb`, `pg_ctl`, `createdb`), through `runuser` when running as root.
@@ -166,8 +254,10 @@ impl Cluster {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=200",
-            self.dir.display()
+             -c max_connections=200 -c ssl=on -c ssl_cert_file={tls}/server.pem \
+             -c ssl_key_file={tls}/server.key",
+            self.dir.display(),
+            tls = self.tls_dir().display(),
         );
         let mut command = self.tool("pg_ctl");
         command

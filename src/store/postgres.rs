@@ -24,7 +24,7 @@ use super::{Connect, Stamp, StoreError, Topic, CHANGES};
 #[path = "sql/mod.rs"]
 mod sql;
 
-pub(super) use sql::{DecisionLog, DecisionTx};
+pub(super) use sql::{DecisionLog, DecisionTx, WriteTx};
 
 /// The `sqlx` database the shared SQL runs on.
 type Engine = Postgres;

@@ -28,7 +28,7 @@ use super::{Stamp, StoreError, Topic};
 #[path = "sql/mod.rs"]
 mod sql;
 
-pub(super) use sql::{DecisionLog, DecisionTx};
+pub(super) use sql::{DecisionLog, DecisionTx, WriteTx};
 
 /// The `sqlx` database the shared SQL runs on.
 type Engine = Sqlite;

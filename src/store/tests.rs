@@ -742,3 +742,100 @@ async fn changes_are_announced_to_other_replicas_and_one_retrains_at_a_time() {
     }
     assert!(again.is_some(), "released when its connection closed");
 }
+
+/// Every row of every table, as cells.
+async fn everything(store: &Store) -> Vec<Vec<Vec<copy::Cell>>> {
+    let mut all = Vec::new();
+    for t in copy::TABLES {
+        all.push(store.export_rows(t, 0, 100_000).await.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_database_is_copied_whole_into_an_empty_one_and_never_into_a_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = Store::open(&release_ebbae75(dir.path())).await.unwrap();
+    from.insert_shadow("d-x", "c5bcb0ad9675", "billing", 0.25)
+        .await
+        .unwrap();
+    let pg = Store::open(&DatabaseUrl::Postgres(pg_cluster::fresh_database()))
+        .await
+        .unwrap();
+    let copied = copy::copy(&from, &pg).await.unwrap();
+    assert_eq!(
+        (
+            copied["decisions"],
+            copied["rules_versions"],
+            copied["feedback"],
+            copied["jobs"]
+        ),
+        (9, 3, 2, 1)
+    );
+    assert_eq!(copied.len(), copy::TABLES.len());
+    assert_eq!(
+        everything(&pg).await,
+        everything(&from).await,
+        "row for row, times and flags included"
+    );
+    // The copy serves: the same history, the same log, and the cursors go on.
+    assert_eq!(
+        pg.rules_history().await.unwrap(),
+        from.rules_history().await.unwrap()
+    );
+    assert_eq!(pg.models().await.unwrap(), from.models().await.unwrap());
+    let policy = policy("billing", &["anna", "boris"]);
+    let mut next = vec![decision("pg-1", "billing", Assignee::RoundRobin)];
+    record(&pg, &mut next, None, &policy).await;
+    assert_eq!(next[0].assignee.as_deref(), Some("anna"));
+    // Never into a database that holds data.
+    let err = copy::copy(&from, &pg).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the target database is not empty (rules_versions has 3 rows); copy into a new, empty database"
+    );
+    // And back, into a new SQLite file.
+    let back = Store::open(&DatabaseUrl::Sqlite(dir.path().join("back.db")))
+        .await
+        .unwrap();
+    copy::copy(&pg, &back).await.unwrap();
+    assert_eq!(everything(&back).await, everything(&pg).await);
+    assert_eq!(
+        back.recent_decisions(100).await.unwrap().len(),
+        10,
+        "nine and the new one"
+    );
+}
+
+#[tokio::test]
+async fn postgresql_is_reached_over_tls_with_the_certificate_checked() {
+    let plain = pg_cluster::fresh_database();
+    let ca = pg_cluster::ca_certificate();
+    let host = plain.replace("@127.0.0.1:", "@localhost:");
+    let verified = format!("{host}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let store = Store::open(&DatabaseUrl::Postgres(verified.clone()))
+        .await
+        .unwrap();
+    store.save_rules("v1", "h", "seed", "", None).await.unwrap();
+    store.close().await;
+    // The connection is encrypted (the server says so).
+    let pool = sqlx::PgPool::connect(&verified).await.unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(ssl);
+    pool.close().await;
+    // A certificate no trusted authority signed is refused, and the error says why.
+    let untrusted = format!("{host}?sslmode=verify-full");
+    let err = Store::open(&DatabaseUrl::Postgres(untrusted))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // `require` encrypts without checking the certificate.
+    let required = format!("{host}?sslmode=require");
+    Store::open(&DatabaseUrl::Postgres(required)).await.unwrap();
+}

@@ -5,6 +5,7 @@
 //! (ties are broken by the row's id). One file per aggregate.
 
 mod assignments;
+mod copy;
 mod decisions;
 mod feedback;
 mod idempotency;

@@ -1,0 +1,42 @@
+//! `db copy`: moving up from SQLite to PostgreSQL (or back) with everything the service keeps.
+
+use anyhow::{Context, Result};
+
+use crate::cli::{DbAction, DbArgs};
+use crate::store::{copy, Connect, DatabaseUrl, Store};
+
+/// Opens (and migrates) one side of the copy.
+async fn open(url: &str) -> Result<Store> {
+    let url = DatabaseUrl::parse(url, None)?;
+    let how = Connect {
+        password: std::env::var(crate::config::PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty()),
+    };
+    Store::connect(&url, &how)
+        .await
+        .with_context(|| url.to_string())
+}
+
+/// `db copy --from A --to B`.
+pub(super) async fn db(a: DbArgs) -> Result<()> {
+    let DbAction::Copy { from, to } = a.action;
+    let source = open(&from).await?;
+    let target = open(&to).await?;
+    let copied = copy::copy(&source, &target)
+        .await
+        .with_context(|| format!("copying {} into {}", source.url(), target.url()))?;
+    println!("| table | rows |");
+    println!("|---|---:|");
+    for (table, rows) in &copied {
+        println!("| {table} | {rows} |");
+    }
+    eprintln!(
+        "copied {} into {}; point `database` at the new one",
+        source.url(),
+        target.url()
+    );
+    source.close().await;
+    target.close().await;
+    Ok(())
+}
