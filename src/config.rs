@@ -553,6 +553,48 @@ mod tests {
     }
 
     #[test]
+    fn a_postgresql_database_takes_its_password_from_a_file_and_needs_a_shared_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("router.toml");
+        std::fs::write(dir.path().join("pw"), "s3cret\nignored\n").unwrap();
+        let write = |more: &str| {
+            std::fs::write(
+                &cfg,
+                format!(
+                    "dev_no_auth = true\ndatabase = \"postgres://router@db/ir\"\n\
+                     database_password_file = \"pw\"\n{more}"
+                ),
+            )
+            .unwrap()
+        };
+        let c = cfg.display().to_string();
+        write("");
+        let e = Settings::resolve(&args(&["--config", &c])).unwrap_err();
+        assert!(
+            e.starts_with("learning.registry: with a PostgreSQL database"),
+            "{e}"
+        );
+        write("[learning]\nregistry = \"/srv/models\"\n[replicas]\ncheck_every_seconds = 60\n");
+        let s = Settings::resolve(&args(&["--config", &c])).unwrap();
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Postgres("postgres://router@db/ir".into())
+        );
+        assert_eq!(
+            s.connect.password.as_deref(),
+            Some("s3cret"),
+            "the file's first line"
+        );
+        assert_eq!(s.follow_every, Duration::from_secs(60));
+        std::fs::remove_file(dir.path().join("pw")).unwrap();
+        let e = Settings::resolve(&args(&["--config", &c])).unwrap_err();
+        assert!(e.starts_with("database_password_file: "), "{e}");
+        let e =
+            Settings::resolve(&args(&["--dev-no-auth", "--database", "redis://h/0"])).unwrap_err();
+        assert!(e.contains("unsupported scheme \"redis\""), "{e}");
+    }
+
+    #[test]
     fn unsafe_or_wrong_settings_are_refused_with_reasons() {
         let e = Settings::resolve(&args(&[])).unwrap_err();
         assert!(e.starts_with("no API tokens configured"), "{e}");

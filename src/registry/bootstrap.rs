@@ -13,7 +13,7 @@ use crate::learn::ModelMetrics;
 use crate::metrics::Metrics;
 use crate::model::files;
 use crate::serving::{self, ServingModel};
-use crate::store::{ModelRecord, ModelStatus, Store, StoreError};
+use crate::store::{Exclusive, ModelRecord, ModelStatus, Store, StoreError};
 
 /// Content hash of a classifier directory (metadata, head, taxonomy), 12 hex digits: the id
 /// under which a model is registered.
@@ -39,10 +39,20 @@ pub async fn bootstrap(
         model_version(&configured).map_err(|e| anyhow::anyhow!("{}: {e}", configured.display()))?;
     let records = store.models().await?;
     if !records.iter().any(|m| m.id == version) {
-        register_configured(store, &configured, &version, records.is_empty()).await?;
+        let registered =
+            register_configured(store, &configured, &version, records.is_empty()).await;
+        // A replica starting at the same time may have registered it first.
+        if let Err(e) = registered {
+            if !store.models().await?.iter().any(|m| m.id == version) {
+                return Err(e.into());
+            }
+        }
     }
     let records = store.models().await?;
-    clean_registry(&config.learn.registry, &records);
+    // Only while no process retrains: a retraining elsewhere may be writing its candidate.
+    if let Some(_nobody_retrains) = store.try_exclusive(Exclusive::Retrain).await? {
+        clean_registry(&config.learn.registry, &records);
+    }
     let active = records
         .iter()
         .find(|m| m.status == ModelStatus::Active)

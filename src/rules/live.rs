@@ -110,12 +110,7 @@ impl LiveRules {
         tree: &IntentTree,
     ) -> Result<Self, RulesError> {
         let stored = seed_rules(&store, seed, tree).await?;
-        let compiled = tree
-            .compile_rules(&stored.text, &format!("rules v{}", stored.version))
-            .map_err(|errors| RulesError::Incompatible {
-                version: stored.version,
-                errors,
-            })?;
+        let compiled = compile_stored(tree, &stored)?;
         for w in &compiled.warnings {
             tracing::warn!("rules v{}: {w}", stored.version);
         }
@@ -188,14 +183,7 @@ impl LiveRules {
     ) -> Result<T, RulesError> {
         let _one = self.inner.write.lock().await;
         let current = self.current();
-        tree.compile_rules(
-            &current.stored.text,
-            &format!("rules v{}", current.stored.version),
-        )
-        .map_err(|errors| RulesError::Incompatible {
-            version: current.stored.version,
-            errors,
-        })?;
+        compile_stored(tree, &current.stored)?;
         Ok(swap.await)
     }
 
@@ -214,12 +202,7 @@ impl LiveRules {
             Some(s) if s.version != current.stored.version => s,
             _ => current.stored.clone(),
         };
-        let compiled = tree
-            .compile_rules(&stored.text, &format!("rules v{}", stored.version))
-            .map_err(|errors| RulesError::Incompatible {
-                version: stored.version,
-                errors,
-            })?;
+        let compiled = compile_stored(tree, &stored)?;
         let out = then.await;
         let version = stored.version;
         if version != current.stored.version {
@@ -249,6 +232,15 @@ impl LiveRules {
             .expect("rules lock poisoned. This is a bug.") = Arc::clone(&rules);
         rules
     }
+}
+
+/// A stored version compiled against `tree`: `Incompatible` with every error otherwise.
+fn compile_stored(tree: &IntentTree, stored: &RulesVersion) -> Result<Compiled, RulesError> {
+    tree.compile_rules(&stored.text, &format!("rules v{}", stored.version))
+        .map_err(|errors| RulesError::Incompatible {
+            version: stored.version,
+            errors,
+        })
 }
 
 /// Makes the stored rules match the seed; returns the active version.
