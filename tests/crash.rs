@@ -50,7 +50,8 @@ impl Db {
         self.start_full(dir, extra, "", &[])
     }
 
-    /// The database's consistency check.
+    /// The database's consistency check (SQLite's integrity check; PostgreSQL checks its own
+    /// pages, so there it says that the server answers after the crash).
     fn integrity(&self, dir: &Path) -> String {
         let url = match &self.postgres {
             Some(u) => DatabaseUrl::Postgres(u.clone()),

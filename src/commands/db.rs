@@ -5,9 +5,13 @@ use anyhow::{Context, Result};
 use crate::cli::{DbAction, DbArgs};
 use crate::store::{copy, Connect, DatabaseUrl, Store};
 
-/// Opens (and migrates) one side of the copy.
-async fn open(url: &str) -> Result<Store> {
+/// Opens (and migrates) one side of the copy; the source must exist (a mistyped path would
+/// otherwise be created empty and copied as nothing).
+async fn open(url: &str, source: bool) -> Result<Store> {
     let url = DatabaseUrl::parse(url, None)?;
+    if let Some(path) = url.sqlite_path().filter(|p| source && !p.exists()) {
+        anyhow::bail!("--from {}: no such database file", path.display());
+    }
     let how = Connect {
         password: std::env::var(crate::config::PASSWORD_ENV)
             .ok()
@@ -21,8 +25,8 @@ async fn open(url: &str) -> Result<Store> {
 /// `db copy --from A --to B`.
 pub(super) async fn db(a: DbArgs) -> Result<()> {
     let DbAction::Copy { from, to } = a.action;
-    let source = open(&from).await?;
-    let target = open(&to).await?;
+    let source = open(&from, true).await?;
+    let target = open(&to, false).await?;
     let copied = copy::copy(&source, &target)
         .await
         .with_context(|| format!("copying {} into {}", source.url(), target.url()))?;

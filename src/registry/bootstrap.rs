@@ -48,11 +48,12 @@ pub async fn bootstrap(
             }
         }
     }
-    let records = store.models().await?;
-    // Only while no process retrains: a retraining elsewhere may be writing its candidate.
+    // Only while no process retrains: a retraining elsewhere may be writing its candidate
+    // (and the records are read under the lock, so a candidate just registered is known).
     if let Some(_nobody_retrains) = store.try_exclusive(Exclusive::Retrain).await? {
-        clean_registry(&config.learn.registry, &records);
+        clean_registry(&config.learn.registry, &store.models().await?);
     }
+    let records = store.models().await?;
     let active = records
         .iter()
         .find(|m| m.status == ModelStatus::Active)

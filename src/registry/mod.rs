@@ -413,7 +413,7 @@ impl ModelRegistry {
         after: Option<AfterGate>,
     ) -> Result<Retrained, RegistryError> {
         let permit = self.begin_retrain().await?;
-        self.retrain_with(permit, fine_tune, after, Arc::new(Silent))
+        self.retrain_with(&permit, fine_tune, after, Arc::new(Silent))
             .await
     }
 
@@ -451,7 +451,7 @@ impl ModelRegistry {
     /// is registered and the error is [`RegistryError::is_cancelled`]).
     pub async fn retrain_with(
         &self,
-        _permit: RetrainPermit,
+        _permit: &RetrainPermit,
         fine_tune: bool,
         after: Option<AfterGate>,
         progress: SharedProgress,

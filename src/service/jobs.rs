@@ -331,12 +331,17 @@ impl Jobs {
             let _ = recorded.send(Ok(()));
             let registry = jobs.registry.clone();
             let progress: crate::registry::SharedProgress = sink.clone();
+            // Held until the job's end is recorded: a replica starting meanwhile must not take
+            // the finished-but-unrecorded job for one a crash cut off.
+            let permit = Arc::new(permit);
+            let held = Arc::clone(&permit);
             let work = tokio::spawn(async move {
                 registry
-                    .retrain_with(permit, params.fine_tune, params.after_gate(), progress)
+                    .retrain_with(&held, params.fine_tune, params.after_gate(), progress)
                     .await
             });
             jobs.run(&job.id, &sink, work).await;
+            drop(permit);
         });
         is_recorded.await.map_err(|_| {
             StoreError::Corrupt("the job's task ended before recording it".into())

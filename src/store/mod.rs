@@ -193,10 +193,20 @@ pub struct Store {
 }
 
 /// How to reach PostgreSQL beyond the URL.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Connect {
     /// The password, when it is not in the URL (from an environment variable or a file).
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Connect {
+    /// Never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let password = self.password.as_ref().map(|_| "***");
+        f.debug_struct("Connect")
+            .field("password", &password)
+            .finish()
+    }
 }
 
 impl Store {

@@ -33,10 +33,18 @@ type Engine = Postgres;
 static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
 /// A PostgreSQL database.
-#[derive(Debug)]
 pub(super) struct Db {
     pool: PgPool,
     opts: PgConnectOptions,
+}
+
+impl std::fmt::Debug for Db {
+    /// Without the connection options: they hold the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A session advisory lock and the connection that holds it (closing it releases the lock).
@@ -57,14 +65,11 @@ impl Db {
             .await?;
         let db = Self { pool, opts };
         let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
-             description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
-             success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL)",
-        )
-        .execute(&db.pool)
-        .await?;
-        let found = db.schema_version().await?;
+        // The table is sqlx's, made under its advisory lock by `run`; before that, version 0.
+        let made: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await?;
+        let found = if made { db.schema_version().await? } else { 0 };
         if found > known {
             return Err(StoreError::TooNew { found, known });
         }
@@ -111,12 +116,14 @@ impl Db {
     }
 
     /// Listens for changes on a connection of its own, forwarding them until the receiver or
-    /// the pool goes.
+    /// the pool goes; a lost connection is re-established (with a growing pause, up to 30 s)
+    /// and reported as `None` (changes may have been missed meanwhile).
     pub(super) async fn changes(&self) -> Result<Receiver<Option<Topic>>, StoreError> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANGES).await?;
+        let mut listener = listen(&self.pool).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let pool = self.pool.clone();
         tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
             loop {
                 let heard = match listener.try_recv().await {
                     Ok(Some(n)) => match Topic::parse(n.payload()) {
@@ -125,11 +132,21 @@ impl Db {
                     },
                     // The connection dropped and came back: changes may have been missed.
                     Ok(None) => None,
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(e) => {
-                        tracing::debug!("change listener stopped: {e}");
-                        return;
+                        tracing::warn!(
+                            "change notifications lost ({e}); reconnecting in {pause:?}"
+                        );
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(30));
+                        match listen(&pool).await {
+                            Ok(again) => listener = again,
+                            Err(_) => continue,
+                        }
+                        None
                     }
                 };
+                pause = Duration::from_secs(1);
                 if tx.send(heard).await.is_err() {
                     return;
                 }
@@ -137,6 +154,13 @@ impl Db {
         });
         Ok(rx)
     }
+}
+
+/// A listener on the changes channel.
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES).await?;
+    Ok(listener)
 }
 
 impl Type<Postgres> for Stamp {

@@ -571,7 +571,7 @@ async fn replicas_answer_one_idempotency_key_once() {
 }
 
 #[tokio::test]
-async fn replicas_store_a_correction_once_and_activate_one_model() {
+async fn replicas_store_a_correction_once_and_keep_one_active_and_one_shadow_model() {
     let (a, b) = replicas().await;
     let calls = (0..8).map(|i| {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -597,6 +597,20 @@ async fn replicas_store_a_correction_once_and_activate_one_model() {
     let active = a.models().await.unwrap();
     let active = active.iter().filter(|m| m.status == ModelStatus::Active);
     assert_eq!(active.count(), 1);
+    for id in ["c1", "c2", "c3", "c4"] {
+        a.insert_model(&model(id, ModelStatus::Candidate))
+            .await
+            .unwrap();
+    }
+    let calls = ["c1", "c2", "c3", "c4"].map(|id| {
+        let s = if id < "c3" { a.clone() } else { b.clone() };
+        tokio::spawn(async move { s.update_candidate(id, true, "shadow").await })
+    });
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    let shadows = a.models().await.unwrap();
+    assert_eq!(shadows.iter().filter(|m| m.shadow).count(), 1, "one shadow");
 }
 
 #[tokio::test]

@@ -85,9 +85,8 @@ fn scheme(s: &str) -> Option<&str> {
 pub fn redact(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(start) = out.find("://").map(|i| i + 3) {
-        let end = out[start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| start + i);
+        // The user part ends at the last `@` before the query: a password may hold `/` or `@`.
+        let end = out[start..].find('?').map_or(out.len(), |i| start + i);
         if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
             if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
                 out.replace_range(colon + 1..at, "***");
@@ -125,6 +124,7 @@ impl fmt::Debug for DatabaseUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Connect;
 
     #[test]
     fn paths_sqlite_urls_and_postgres_urls_parse_and_others_are_refused() {
@@ -171,6 +171,17 @@ mod tests {
             "postgres://db/ir?user=app&password=***&sslmode=verify-full"
         );
         assert_eq!(redact("postgres://app@db/ir"), "postgres://app@db/ir");
+        assert_eq!(
+            redact("postgres://app:pa/ss@db/ir"),
+            "postgres://app:***@db/ir"
+        );
+        let settings = format!(
+            "{:?}",
+            Connect {
+                password: Some("hunter2".into())
+            }
+        );
+        assert_eq!(settings, "Connect { password: Some(\"***\") }");
         let u = DatabaseUrl::parse("postgres://a:b@h/d", None).unwrap();
         assert_eq!(
             format!("{u} {u:?}"),

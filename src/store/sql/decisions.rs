@@ -95,7 +95,7 @@ impl Db {
     ) -> Result<Vec<Routed>, StoreError> {
         let rows = sqlx::query(
             "SELECT decision FROM decisions WHERE \
-             ($1 IS NULL OR intent = $1 OR intent LIKE $1 || '.%') AND ($2 IS NULL OR team = $2) \
+             ($1 IS NULL OR intent = $1 OR substr(intent, 1, length($1) + 1) = $1 || '.') AND ($2 IS NULL OR team = $2) \
              AND ($3 IS NULL OR language = $3) AND ($4 IS NULL OR confidence >= $4) \
              AND ($5 IS NULL OR confidence <= $5) AND ($6 IS NULL OR decided_at >= $6) \
              AND ($7 IS NULL OR decided_at < $7) \

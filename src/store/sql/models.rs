@@ -1,6 +1,6 @@
-//! The model registry: model versions, their status and the shadow flag. One model is active,
-//! held by a unique index: two activations at once (two replicas) cannot both win; the one that
-//! collides retries and retires the other's.
+//! The model registry: model versions, their status and the shadow flag. One model is active
+//! and at most one is the shadow, each held by a unique index: of two changes at once (two
+//! replicas) the one that collides retries, and undoes the other's.
 
 use sqlx::Row as _;
 
@@ -114,6 +114,21 @@ impl Db {
     }
 
     pub(in crate::store) async fn update_candidate(
+        &self,
+        id: &str,
+        shadow: bool,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.try_update_candidate(id, shadow, note).await {
+                Err(e) if unique_violation(&e) && tries < 3 => tries += 1,
+                done => return done,
+            }
+        }
+    }
+
+    async fn try_update_candidate(
         &self,
         id: &str,
         shadow: bool,
