@@ -1,12 +1,13 @@
 //! All persistent state of the service behind one port, [`Store`]: rules versions, the
 //! decision log, ticket texts (kept apart, with a retention period), idempotency keys, agent
-//! assignments, feedback, added intents, the model registry, shadow results and jobs.
+//! assignments, feedback, added intents, the model registry, shadow results, jobs and console
+//! sessions; and the change notifications and cross-process locks several replicas need.
 //!
 //! Two backends implement it with the same SQL (`sql/`, compiled once per backend): SQLite,
 //! the embedded default (WAL, `synchronous = FULL`: an acknowledged write survives a crash),
 //! and PostgreSQL, which several replicas share. The invariants (one rules version per number,
 //! one answer per idempotency key, one correction per dedupe key, one round-robin turn per
-//! pick, one active model) are held by the database: conflicts, atomic updates and row locks,
+//! pick, one active and one shadow model) are held by the database: conflicts, atomic updates and row locks,
 //! never a lock inside one process. Each backend has its own migrations (`migrations/`,
 //! embedded with `sqlx::migrate!`) and its own column types (PostgreSQL: TIMESTAMPTZ, BIGINT,
 //! BOOLEAN); records (`rules.rs`, `decisions.rs`, ...) are the same for both.
@@ -413,8 +414,8 @@ port! {
     fn jobs(&self, limit: i64) -> Vec<Job>;
     /// Deletes the jobs that ended before `cutoff`; returns how many.
     fn purge_jobs(&self, cutoff: DateTime<Utc>) -> u64;
-    /// Ends every job still marked running as failed (`interrupted`): at startup, when no job
-    /// of this database can be running (one process per database until jobs have owners).
+    /// Ends every job still marked running as failed (`interrupted`): when no job of this
+    /// database can be running (the caller holds [`Exclusive::Retrain`]).
     fn fail_interrupted_jobs(&self) -> u64;
 
     // ---- console sessions ----

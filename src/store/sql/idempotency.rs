@@ -20,14 +20,8 @@ impl Db {
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(Stamp(cutoff))
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        self.purge("DELETE FROM idempotency_keys WHERE created_at < $1", cutoff)
+            .await
     }
 }
 

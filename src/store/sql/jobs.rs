@@ -134,14 +134,11 @@ impl Db {
         &self,
         cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM jobs WHERE status <> 'running' AND finished_at < $1")
-            .bind(Stamp(cutoff))
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        self.purge(
+            "DELETE FROM jobs WHERE status <> 'running' AND finished_at < $1",
+            cutoff,
+        )
+        .await
     }
 
     pub(in crate::store) async fn fail_interrupted_jobs(&self) -> Result<u64, StoreError> {

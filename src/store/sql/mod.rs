@@ -94,6 +94,18 @@ impl Db {
         self.pool.close().await;
     }
 
+    /// Runs a `DELETE … $1` of rows past `cutoff` in a write transaction; returns how many.
+    async fn purge(&self, sql: &str, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(sql)
+            .bind(Stamp(cutoff))
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// The newest migration applied.
     pub(in crate::store) async fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(

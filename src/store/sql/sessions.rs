@@ -59,13 +59,7 @@ impl Db {
         &self,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
-            .bind(Stamp(now))
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        self.purge("DELETE FROM console_sessions WHERE expires_at <= $1", now)
+            .await
     }
 }
