@@ -279,7 +279,7 @@ const SHARED_REGISTRY: &str = "learning.registry: with a PostgreSQL database, se
 pub const PASSWORD_ENV: &str = "INTENT_ROUTER_DATABASE_PASSWORD";
 
 /// The PostgreSQL password: from `database_password_file` (first line) or the environment.
-fn database_password(file: Option<PathBuf>) -> Result<Option<String>, String> {
+pub fn database_password(file: Option<PathBuf>) -> Result<Option<String>, String> {
     match file {
         Some(path) => std::fs::read_to_string(&path)
             .map(|text| Some(text.lines().next().unwrap_or_default().to_string()))

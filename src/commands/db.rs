@@ -13,9 +13,7 @@ async fn open(url: &str, source: bool) -> Result<Store> {
         anyhow::bail!("--from {}: no such database file", path.display());
     }
     let how = Connect {
-        password: std::env::var(crate::config::PASSWORD_ENV)
-            .ok()
-            .filter(|p| !p.is_empty()),
+        password: crate::config::database_password(None).map_err(anyhow::Error::msg)?,
     };
     Store::connect(&url, &how)
         .await

@@ -48,12 +48,17 @@ pub async fn bootstrap(
             }
         }
     }
-    // Only while no process retrains: a retraining elsewhere may be writing its candidate
-    // (and the records are read under the lock, so a candidate just registered is known).
-    if let Some(_nobody_retrains) = store.try_exclusive(Exclusive::Retrain).await? {
-        clean_registry(&config.learn.registry, &store.models().await?);
-    }
-    let records = store.models().await?;
+    // Cleaned only while no process retrains: a retraining elsewhere may be writing its
+    // candidate (and the records are read under the lock, so a candidate just registered is
+    // known).
+    let records = match store.try_exclusive(Exclusive::Retrain).await? {
+        Some(_nobody_retrains) => {
+            let records = store.models().await?;
+            clean_registry(&config.learn.registry, &records);
+            records
+        }
+        None => store.models().await?,
+    };
     let active = records
         .iter()
         .find(|m| m.status == ModelStatus::Active)

@@ -190,12 +190,12 @@ impl LiveRules {
     /// Catches up with the stored rules (another replica, or the CLI, may have changed them):
     /// the newest stored version must compile against `tree` (the taxonomy of the model that
     /// will serve), then `then` runs (a model swap, when the active model changed too), then the
-    /// newer rules swap in. On any error nothing changes. Returns the version now serving.
+    /// newer rules swap in. On any error nothing changes.
     pub async fn follow_with<T>(
         &self,
         tree: &IntentTree,
         then: impl std::future::Future<Output = T>,
-    ) -> Result<(i64, T), RulesError> {
+    ) -> Result<T, RulesError> {
         let _one = self.inner.write.lock().await;
         let current = self.current();
         let stored = match self.inner.store.current_rules().await? {
@@ -204,16 +204,18 @@ impl LiveRules {
         };
         let compiled = compile_stored(tree, &stored)?;
         let out = then.await;
-        let version = stored.version;
-        if version != current.stored.version {
-            tracing::info!(version, "rules changed elsewhere: now serving them");
+        if stored.version != current.stored.version {
+            tracing::info!(
+                version = stored.version,
+                "rules changed elsewhere: now serving them"
+            );
             self.swap(ActiveRules {
                 stored,
                 ruleset: compiled.ruleset,
                 warnings: compiled.warnings,
             });
         }
-        Ok((version, out))
+        Ok(out)
     }
 
     /// Whether the stored rules are newer than the ones serving.

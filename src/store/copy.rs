@@ -272,8 +272,8 @@ impl Import {
 
     async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(tx) => tx.finish().await,
-            Self::Postgres(tx) => tx.finish().await,
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
         }
     }
 }
@@ -303,8 +303,8 @@ impl Store {
     /// A write transaction to import rows in.
     async fn begin_import(&self) -> Result<Import, StoreError> {
         Ok(match &self.backend {
-            Backend::Sqlite(b) => Import::Sqlite(b.begin_import().await?),
-            Backend::Postgres(b) => Import::Postgres(b.begin_import().await?),
+            Backend::Sqlite(b) => Import::Sqlite(b.begin_write().await?),
+            Backend::Postgres(b) => Import::Postgres(b.begin_write().await?),
         })
     }
 }

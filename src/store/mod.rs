@@ -467,11 +467,6 @@ macro_rules! on_tx {
 }
 
 impl DecisionTx {
-    /// The time the decisions are logged at.
-    pub fn now(&self) -> DateTime<Utc> {
-        on_tx!(&self.0, t => t.now())
-    }
-
     /// Logs one decision (`json`: the decision as returned) and its ticket's text, if kept.
     pub async fn insert_decision(&mut self, d: &NewDecision, json: &str) -> Result<(), StoreError> {
         on_tx!(&mut self.0, t => t.insert_decision(d, json).await)

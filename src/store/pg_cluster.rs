@@ -50,10 +50,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, empty database on the test run's PostgreSQL cluster: its `postgres://` URL.
 pub fn fresh_database() -> String {
-    let cluster = match CLUSTER.get_or_init(Cluster::start) {
-        Ok(cluster) => cluster,
-        Err(message) => panic!("{message}"),
-    };
+    let cluster = cluster();
     let name = database_name();
     cluster.create_database(&name);
     format!("postgres://{SERVER_USER}@127.0.0.1:{}/{name}", cluster.port)
@@ -62,8 +59,13 @@ pub fn fresh_database() -> String {
 /// The certificate authority that signed the test cluster's TLS certificate (for `localhost`
 /// and 127.0.0.1): connect with `sslmode=verify-full&sslrootcert=<this>`.
 pub fn ca_certificate() -> PathBuf {
+    cluster().tls_dir().join("ca.pem")
+}
+
+/// The test process's cluster, started on first use (panics with why it could not start).
+fn cluster() -> &'static Cluster {
     match CLUSTER.get_or_init(Cluster::start) {
-        Ok(cluster) => cluster.tls_dir().join("ca.pem"),
+        Ok(cluster) => cluster,
         Err(message) => panic!("{message}"),
     }
 }

@@ -78,7 +78,7 @@ impl Db {
     }
 
     /// Starts a write transaction.
-    async fn begin_write(&self) -> Result<sql::WriteTx, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<sql::WriteTx, StoreError> {
         Ok(sql::WriteTx {
             tx: self.pool.begin().await?,
             _queue: None,

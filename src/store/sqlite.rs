@@ -69,7 +69,7 @@ impl Db {
     }
 
     /// Starts a write transaction (after this process's earlier writers).
-    async fn begin_write(&self) -> Result<sql::WriteTx, StoreError> {
+    pub(super) async fn begin_write(&self) -> Result<sql::WriteTx, StoreError> {
         let queue = self.queue.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(sql::WriteTx {

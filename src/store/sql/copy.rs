@@ -61,10 +61,6 @@ impl Db {
             })
             .collect()
     }
-
-    pub(in crate::store) async fn begin_import(&self) -> Result<WriteTx, StoreError> {
-        self.begin_write().await
-    }
 }
 
 impl WriteTx {
@@ -95,10 +91,5 @@ impl WriteTx {
             q.execute(self.conn()).await?;
         }
         Ok(())
-    }
-
-    /// Commits the import.
-    pub(in crate::store) async fn finish(self) -> Result<(), StoreError> {
-        self.commit().await
     }
 }

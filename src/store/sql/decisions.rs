@@ -200,10 +200,6 @@ impl Db {
 }
 
 impl DecisionTx {
-    pub(in crate::store) fn now(&self) -> DateTime<Utc> {
-        self.now
-    }
-
     pub(in crate::store) async fn insert_decision(
         &mut self,
         d: &NewDecision,

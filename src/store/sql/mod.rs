@@ -51,7 +51,7 @@ impl WriteTx {
     }
 
     /// Commits.
-    async fn commit(self) -> Result<(), StoreError> {
+    pub(in crate::store) async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
     }
