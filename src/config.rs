@@ -437,7 +437,7 @@ impl Settings {
                     (None, Some(file)) => crate::learn::default_registry(file),
                     (None, None) => return Err(SHARED_REGISTRY.into()),
                 },
-                cache_dir: rel(lf.cache_dir).or_else(crate::train::trainer::default_cache_dir),
+                cache_dir: rel(lf.cache_dir).or_else(crate::train::cache::default_cache_dir),
                 tolerance: lf.tolerance.unwrap_or(0.01),
                 correction_weight: lf.correction_weight.unwrap_or(5),
                 head: crate::model::head::HeadTraining {

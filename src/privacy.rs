@@ -145,9 +145,55 @@ pub fn redact(text: &str) -> (String, Removed) {
     (out.into_owned(), removed)
 }
 
+/// Replaces personal data in every string of a JSON value (and in numbers that are personal
+/// data, such as a card or phone number sent as a number: they become the placeholder string);
+/// object keys stay, since rules name them.
+pub fn redact_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(redact(s).0),
+        Value::Number(n) => {
+            let (out, removed) = redact(&n.to_string());
+            if removed.is_empty() {
+                value.clone()
+            } else {
+                Value::String(out)
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(redact_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_json(v)))
+                .collect(),
+        ),
+        Value::Null | Value::Bool(_) => value.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_values_are_redacted_to_the_leaves_and_keys_stay() {
+        let v = serde_json::json!({
+            "email": "ivan@example.com",
+            "contacts": [{"phone": "+7 916 123-45-67"}, 79161234567_u64, 42],
+            "card": 4111111111111111_u64,
+            "vip": true,
+            "note": null
+        });
+        assert_eq!(
+            redact_json(&v),
+            serde_json::json!({
+                "email": "[EMAIL]",
+                "contacts": [{"phone": "[PHONE]"}, "[PHONE]", 42],
+                "card": "[CARD]",
+                "vip": true,
+                "note": null
+            })
+        );
+    }
 
     #[test]
     fn check_digits() {

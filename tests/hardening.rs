@@ -14,37 +14,56 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
     let d = tempfile::tempdir().unwrap();
     let s = server::start(d.path(), &[]);
     let body = "Refund please: you charged card 4111 1111 1111 1111 twice. Reach me at anna.k@example.com or +7 916 123-45-67.";
-    let r = s.post("/v1/route", &json!({"id": "P-1", "body": body}));
+    let ticket = json!({
+        "id": "P-1", "body": body, "customer": {"tier": "vip"},
+        "fields": {"contact": "anna.k@example.com", "phone": 79161234567_u64, "order": 1234}
+    });
+    let r = s.post("/v1/route", &ticket);
     assert_eq!(r.status, 200, "{}", r.body);
     let decision_id = r.body["decision_id"].as_str().unwrap().to_string();
     let fb = json!({"decision_id": decision_id, "correct_intent": "billing.charge_dispute", "agent": "maria"});
     let f = s.feedback(&fb);
     assert_eq!(f.status, 201, "{}", f.body);
+    // A batch with the same ticket and another one, under an idempotency key.
+    let batch = json!({"tickets": [
+        {"id": "P-2", "body": "I was charged twice for my subscription, please refund"},
+        ticket,
+    ]})
+    .to_string();
+    let key = [("Idempotency-Key", "batch-1")];
+    let first = s.call("POST", "/v1/route/batch", ROUTE_TOKEN, Some(&batch), &key);
+    assert_eq!(first.status, 200, "{}", first.body);
 
-    // What the database keeps has placeholders, not the card, e-mail or phone.
+    // What the database keeps has placeholders, not the card, e-mail or phone, in the text and
+    // in the fields; the decision log's rule inputs have no customer facts or fields at all.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let stored = rt.block_on(async {
+    let logged = rt.block_on(async {
         let store =
             intent_router::store::Store::open(&DatabaseUrl::Sqlite(d.path().join("router.db")))
                 .await
                 .unwrap();
-        let t = store
-            .recent_decisions(1)
-            .await
-            .unwrap()
-            .remove(0)
-            .text
-            .unwrap()
-            .1;
+        let logged = store.recent_decisions(1).await.unwrap().remove(0);
         store.close().await;
-        t
+        logged
     });
+    let kept = logged.kept.unwrap();
     assert_eq!(
-        stored,
+        kept.body,
         "Refund please: you charged card [CARD] twice. Reach me at [EMAIL] or [PHONE]."
+    );
+    assert_eq!(kept.customer.tier.as_deref(), Some("vip"));
+    assert_eq!(
+        serde_json::to_value(kept.fields.unwrap()).unwrap(),
+        json!({"contact": "[EMAIL]", "phone": "[PHONE]", "order": 1234})
+    );
+    let inputs: serde_json::Value = serde_json::from_str(&logged.inputs).unwrap();
+    assert_eq!(
+        inputs["ticket"],
+        json!({"id": "P-1", "body": "", "customer": {}}),
+        "{inputs}"
     );
 
     // Erasure: everything about the ticket goes, and the answer says what.
@@ -52,10 +71,11 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
     assert_eq!(e.status, 403, "erasing needs the admin scope");
     let e = s.admin("DELETE", "/v1/tickets/P-1", None, &[]);
     assert_eq!(e.status, 200, "{}", e.body);
-    let assigned = u64::from(!r.body["assignee"].is_null());
+    let assigned = u64::from(!r.body["assignee"].is_null())
+        + u64::from(!first.body["decisions"][1]["assignee"].is_null());
     assert_eq!(
         e.body["removed"],
-        json!({"assignments": assigned, "decisions": 1, "feedback": 1, "idempotency_keys": 0, "shadow_results": 0, "ticket_texts": 1})
+        json!({"assignments": assigned, "decisions": 2, "embedding_cache": 0, "feedback": 1, "idempotency_keys": 1, "shadow_results": 0, "ticket_texts": 1})
     );
     let gone = s.call(
         "GET",
@@ -67,6 +87,19 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
     assert_eq!(gone.status, 404);
     let again = s.admin("DELETE", "/v1/tickets/P-1", None, &[]);
     assert_eq!(again.body["removed"]["decisions"], 0);
+
+    // A retry of the batch replays the other ticket's decision (assigned once) and nothing of
+    // the erased one.
+    let retry = s.call("POST", "/v1/route/batch", ROUTE_TOKEN, Some(&batch), &key);
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(
+        retry.header.get("idempotent-replayed").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        retry.body,
+        json!({"decisions": [first.body["decisions"][0].clone()]})
+    );
 }
 
 #[test]

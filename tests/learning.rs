@@ -225,6 +225,29 @@ fn corrections_teach_a_new_intent_and_the_gate_refuses_corrupted_labels() {
         right += usize::from(b["intent"]["intent"] == "billing.crypto");
     }
     assert!(right >= 3, "{right} of 4 new crypto tickets recognised");
+
+    // The retraining cached the corrections' embeddings with the tickets they came from;
+    // erasing one of those tickets removes the entries made from it.
+    let made_from = |ticket: &str| {
+        std::fs::read_dir(d.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".tickets.json"))
+            .filter(|p| {
+                let list: Vec<String> = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                list.iter().any(|t| t == ticket)
+            })
+            .count()
+    };
+    let cached = made_from("C-1");
+    assert!(cached > 0, "the corrections' embeddings are cached");
+    let erased = s.admin("DELETE", "/v1/tickets/C-1", None, &[]);
+    assert_eq!(erased.status, 200, "{}", erased.body);
+    assert_eq!(
+        erased.body["removed"]["embedding_cache"].as_u64(),
+        Some(cached as u64)
+    );
+    assert_eq!(made_from("C-1"), 0);
     let intents = s
         .call("GET", "/v1/intents", server::ROUTE_TOKEN, None, &[])
         .body;

@@ -11,15 +11,30 @@ use serde_json::{json, Value};
 use crate::pg_cluster;
 use crate::server::{self, Server, ADMIN_TOKEN};
 
-fn config(registry: &Path) -> String {
+/// A replica's config: the shared registry, its own embedding cache (in its directory).
+fn config(dir: &Path, registry: &Path) -> String {
     format!(
-        "[learning]\nregistry = \"{}\"\n\n[replicas]\ncheck_every_seconds = 60\n",
-        registry.display()
+        "[learning]\nregistry = \"{}\"\ncache_dir = \"{}\"\n\n[replicas]\ncheck_every_seconds = 60\n",
+        registry.display(),
+        dir.join("cache").display()
     )
 }
 
 fn replica(dir: &Path, url: &str, registry: &Path) -> Server {
-    server::start_full(dir, &["--database", url], &config(registry), &[])
+    server::start_full(dir, &["--database", url], &config(dir, registry), &[])
+}
+
+/// An embedding-cache entry, as a retraining leaves it: the embeddings and the tickets they
+/// were made from.
+fn cache_entry(dir: &Path, key: &str, tickets: &[&str]) {
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join(format!("{key}.safetensors")), b"embeddings").unwrap();
+    std::fs::write(
+        cache.join(format!("{key}.tickets.json")),
+        serde_json::to_vec(tickets).unwrap(),
+    )
+    .unwrap();
 }
 
 fn billing(id: &str) -> Value {
@@ -109,6 +124,19 @@ fn two_replicas_on_one_postgresql_database_agree() {
     let session = b.call("GET", "/console/session", "", None, &[("Cookie", &cookie)]);
     assert_eq!(session.status, 200, "{}", session.body);
     assert_eq!(session.body["csrf"], login.body["csrf"]);
+
+    // A ticket erased through one replica leaves the other's embedding cache too.
+    cache_entry(db.path(), "made-from-idem-1", &["rr-0", "idem-1"]);
+    cache_entry(db.path(), "made-from-others", &["rr-0", "rr-1"]);
+    let erased = a.admin("DELETE", "/v1/tickets/idem-1", None, &[]);
+    assert_eq!(erased.status, 200, "{}", erased.body);
+    assert_eq!(erased.body["removed"]["decisions"], 1);
+    let cache_b = db.path().join("cache");
+    eventually("the erasure reached the other replica's cache", || {
+        !cache_b.join("made-from-idem-1.safetensors").exists()
+    });
+    assert!(!cache_b.join("made-from-idem-1.tickets.json").exists());
+    assert!(cache_b.join("made-from-others.safetensors").exists());
 
     // SIGKILL one replica under load: every acknowledged decision is logged, the other replica
     // keeps serving, and the killed one catches up when it comes back.

@@ -801,6 +801,7 @@ fn rules_are_edited_live_with_versions_rollback_and_simulation() {
     assert_eq!(sim.body["summary"]["tickets"], 1);
     assert_eq!(sim.body["results"][0]["ticket_id"], "S-1");
     assert_eq!(sim.body["results"][0]["text_missing"], false);
+    assert_eq!(sim.body["results"][0]["facts_missing"], false);
     assert_eq!(sim.body["results"][0]["after"]["team"], "sales-emea");
     let open = s.call("GET", "/v1/assignments?open=false", ROUTE_TOKEN, None, &[]);
     assert_eq!(

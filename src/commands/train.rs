@@ -45,7 +45,7 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
         cache_dir: if a.no_cache {
             None
         } else {
-            a.cache_dir.or_else(trainer::default_cache_dir)
+            a.cache_dir.or_else(crate::train::cache::default_cache_dir)
         },
         columns: columns(&a.csv),
         fine_tune: a.fine_tune.then_some(FineTune {

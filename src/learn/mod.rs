@@ -18,10 +18,11 @@ use crate::model::head::HeadTraining;
 use crate::model::source::HubOptions;
 use crate::store::{AddedIntent, Correction};
 use crate::ticket::Ticket;
-use crate::train::dataset::{self, CsvColumns, DatasetError, Example};
+use crate::train::cache::EmbeddingCache;
+use crate::train::dataset::{self, CsvColumns, DatasetError, Example, CORRECTION_PREFIX};
 use crate::train::eval::Report;
 use crate::train::finetune::FineTune;
-use crate::train::trainer::{self, EmbeddingCache, Progress, TrainError, TrainOptions, TrainSets};
+use crate::train::trainer::{self, Progress, TrainError, TrainOptions, TrainSets};
 
 /// Errors of retraining.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +82,7 @@ pub fn correction_examples(corrections: &[Correction]) -> (Vec<Example>, Vec<Exa
             ..Default::default()
         };
         let e = Example {
-            id: format!("correction:{}", c.ticket_id),
+            id: format!("{CORRECTION_PREFIX}{}", c.ticket_id),
             text: ticket.model_text(),
             intent: c.intent.clone(),
             lang: Some(c.language.clone()).filter(|l| l == "ru" || l == "en"),
@@ -494,9 +495,7 @@ mod tests {
         let (train, held) = correction_examples(&cs);
         assert_eq!(train.len() + held.len(), 50);
         assert!(!held.is_empty() && !train.is_empty());
-        assert!(held
-            .iter()
-            .all(|e| held_out(e.id.trim_start_matches("correction:"))));
+        assert!(held.iter().all(|e| e.ticket_id().is_some_and(held_out)));
         assert!(
             train[0].text.starts_with("Оплата\nХочу оплатить"),
             "{}",

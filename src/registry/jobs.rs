@@ -27,7 +27,7 @@ impl ModelRegistry {
                 };
                 tokio::select! {
                     topic = heard => match topic {
-                        Some(Some(Topic::Jobs)) => continue,
+                        Some(Some(Topic::Jobs | Topic::Erasures)) => continue,
                         Some(_) => {}
                         // The listener stopped (the pool closed): the periodic check remains.
                         None => changes = None,

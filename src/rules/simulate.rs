@@ -27,6 +27,8 @@ pub struct Case {
     pub decision_id: Option<String>,
     /// Whether its text was purged (rules on the text see none).
     pub text_missing: bool,
+    /// Whether its customer facts and fields were purged (rules on them see none).
+    pub facts_missing: bool,
 }
 
 /// What one ruleset decided for one ticket.
@@ -84,6 +86,8 @@ pub struct CaseResult {
     pub intent: String,
     /// Whether its text was purged.
     pub text_missing: bool,
+    /// Whether its customer facts and fields were purged.
+    pub facts_missing: bool,
     /// Which of team, assignee, status, priority, tags changed.
     pub changed: Vec<&'static str>,
     /// With the active rules.
@@ -101,6 +105,8 @@ pub struct Summary {
     pub changed: usize,
     /// Tickets whose text was purged.
     pub text_missing: usize,
+    /// Tickets whose customer facts and fields were purged.
+    pub facts_missing: usize,
     /// Per team (`(none)` for no team).
     pub teams: BTreeMap<String, Count>,
     /// Per priority.
@@ -151,6 +157,7 @@ pub fn compare(
         tickets: cases.len(),
         changed: 0,
         text_missing: cases.iter().filter(|c| c.text_missing).count(),
+        facts_missing: cases.iter().filter(|c| c.facts_missing).count(),
         teams: BTreeMap::new(),
         priorities: BTreeMap::new(),
         statuses: BTreeMap::new(),
@@ -183,6 +190,7 @@ pub fn compare(
                 decision_id: c.decision_id.clone(),
                 intent: c.resolution.intent.clone(),
                 text_missing: c.text_missing,
+                facts_missing: c.facts_missing,
                 changed,
                 before,
                 after,

@@ -160,8 +160,9 @@ pub struct Erased {
     removed: std::collections::BTreeMap<&'static str, u64>,
 }
 
-/// Data-subject erasure: the ticket's stored text, decisions, assignments, shadow results,
-/// feedback and idempotency keys; says what it removed.
+/// Data-subject erasure: the ticket's stored text and facts, decisions, assignments, shadow
+/// results, feedback, its decisions in idempotency keys and its embedding-cache entries (on
+/// every replica); says what it removed.
 #[utoipa::path(delete, path = "/v1/tickets/{id}", operation_id = "eraseTicket",
     security(("bearer" = ["admin"])), params(("id" = String, Path, description = "The ticket's id.")),
     responses((status = 200, description = "Erased.", body = Erased),
@@ -172,7 +173,7 @@ pub async fn erase_ticket(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Erased>, ApiError> {
     let caller = state.auth.permit(caller, Scope::Admin)?;
-    let removed = state.store.erase_ticket(&id).await?;
+    let removed = state.erasure.erase(&id).await?;
     tracing::info!(by = caller.name, "erased a ticket's data");
     Ok(Json(Erased {
         ticket_id: id,

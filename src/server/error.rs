@@ -11,7 +11,7 @@ use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
 use crate::service::jobs::JobFailure;
-use crate::service::{FeedbackError, JobsError, RouteError};
+use crate::service::{ErasureError, FeedbackError, JobsError, RouteError};
 use crate::serving::ClassifyError;
 use crate::store::{JobError, StoreError};
 
@@ -282,6 +282,18 @@ impl From<FeedbackError> for ApiError {
             FeedbackError::IntentExists(_) => Self::new(Code::IntentExists, e.to_string()),
             FeedbackError::Store(s) => s.into(),
             FeedbackError::Taxonomy(t) => Self::internal(t),
+        }
+    }
+}
+
+impl From<ErasureError> for ApiError {
+    fn from(e: ErasureError) -> Self {
+        match e {
+            ErasureError::Store(s) => s.into(),
+            ErasureError::Cache(_) => {
+                tracing::error!("{e}");
+                Self::new(Code::Internal, format!("{e}; send the DELETE again"))
+            }
         }
     }
 }

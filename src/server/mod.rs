@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::model::source;
 use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
-use crate::service::{FeedbackService, Jobs, RoutePolicy, RouteService};
+use crate::service::{ErasureService, FeedbackService, Jobs, RoutePolicy, RouteService};
 use crate::serving::LiveModels;
 use crate::store::Store;
 
@@ -67,6 +67,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// Agents' corrections and taxonomy additions.
     pub feedback: FeedbackService,
+    /// Data-subject erasure (and the embedding cache it cleans).
+    pub erasure: Arc<ErasureService>,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
 }
@@ -123,7 +125,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
             assignment: settings.assignment.clone(),
         },
     );
+    let erasure = Arc::new(ErasureService::new(
+        Arc::clone(&store),
+        settings.learning.learn.cache_dir.clone(),
+        settings.text_retention,
+    ));
     let state = Arc::new(AppState {
+        erasure,
         settings,
         auth,
         store,
@@ -347,6 +355,13 @@ fn spawn_retention(state: Arc<AppState>) {
             {
                 tracing::error!("purging idempotency keys: {e}");
             }
+            if let Err(e) = state
+                .store
+                .purge_erasures(ago(state.settings.text_retention))
+                .await
+            {
+                tracing::error!("purging the record of erasures: {e}");
+            }
             if let Err(e) = state.store.purge_jobs(ago(JOB_RETENTION)).await {
                 tracing::error!("purging finished jobs: {e}");
             }
@@ -405,10 +420,13 @@ async fn shutdown_signal() {
 /// replicas, the CLI), the retraining schedule, token reload on SIGHUP.
 pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
     spawn_retention(Arc::clone(state));
-    let changes = state.store.changes().await?;
+    let every = state.settings.follow_every;
     state
         .registry
-        .spawn_follow(changes, state.settings.follow_every);
+        .spawn_follow(state.store.changes().await?, every);
+    state
+        .erasure
+        .spawn_follow(state.store.changes().await?, every);
     state.jobs.spawn_schedule(state.settings.schedule());
     spawn_token_reload(Arc::clone(state));
     Ok(())

@@ -474,6 +474,7 @@ async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>
             language: c.language,
             decision_id: None,
             text_missing: false,
+            facts_missing: false,
         })
         .collect())
 }
@@ -487,11 +488,17 @@ async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError>
         .into_iter()
         .map(|d| {
             let inputs: RuleInputs = serde_json::from_str(&d.inputs).map_err(ApiError::internal)?;
-            let text_missing = d.text.is_none();
             let mut ticket = inputs.ticket;
-            if let Some((subject, body)) = d.text {
-                ticket.subject = subject;
-                ticket.body = body;
+            let text_missing = d.kept.is_none();
+            let mut facts_missing = true;
+            if let Some(kept) = d.kept {
+                ticket.subject = kept.subject;
+                ticket.body = kept.body;
+                ticket.customer = kept.customer;
+                if let Some(fields) = kept.fields {
+                    ticket.fields = fields;
+                    facts_missing = false;
+                }
             }
             Ok(Case {
                 ticket,
@@ -500,6 +507,7 @@ async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError>
                 received_at: inputs.received_at,
                 decision_id: Some(d.decision_id),
                 text_missing,
+                facts_missing,
             })
         })
         .collect()

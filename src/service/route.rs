@@ -3,6 +3,7 @@
 //! log (one transaction), then shadow scoring off the request's path. Also the read-only
 //! variants (classify, dry run) that stop earlier. Owns no state: it holds the live handles.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +17,10 @@ use crate::metrics::Metrics;
 use crate::rules::live::{ActiveRules, LiveRules};
 use crate::rules::Assignee;
 use crate::serving::{Classified, ClassifyError, LiveModels, ServingModel, Stages};
-use crate::store::{DecisionLog, DecisionTx, NewDecision, Store, StoreError};
-use crate::ticket::Ticket;
+use crate::store::{
+    DecisionLog, DecisionTx, KeptTicket, NewDecision, Store, StoreError, StoredReply,
+};
+use crate::ticket::{Customer, Ticket};
 
 /// Why tickets were not routed.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +65,9 @@ pub struct RoutePolicy {
     pub max_ticket_chars: usize,
     /// Tickets in one batch request.
     pub max_batch_tickets: usize,
-    /// Keep ticket texts in the log (under retention); `false`: never stored.
+    /// Keep ticket texts, customer facts and fields (under retention); `false`: never stored.
     pub keep_text: bool,
-    /// Replace personal data in stored texts.
+    /// Replace personal data in what is kept.
     pub redact_stored_text: bool,
     /// Rosters and assignment expiry.
     pub assignment: AssignmentPolicy,
@@ -271,13 +274,11 @@ impl RouteService {
             stages.queue = stages.queue.max(s.queue);
             stages.inference = stages.inference.max(s.inference);
         }
-        let body = match req.shape {
-            Shape::One => json.swap_remove(0),
-            Shape::Batch => format!("{{\"decisions\":[{}]}}", json.join(",")),
-        };
-        if let Some(first) = tx.commit(&body).await? {
+        let batch = req.shape == Shape::Batch;
+        if let Some(first) = tx.commit(batch).await? {
             return Ok(replayed(first));
         }
+        let body = body(batch, &json);
         stages.store = logging.elapsed().saturating_sub(stages.rules);
         stages.total = start.elapsed();
         for (name, took) in stages.named() {
@@ -446,6 +447,8 @@ impl RouteService {
             ticket: Ticket {
                 subject: None,
                 body: String::new(),
+                customer: Customer::default(),
+                fields: BTreeMap::new(),
                 ..ticket.clone()
             },
             classification: c.clone(),
@@ -467,17 +470,35 @@ impl RouteService {
             model_version: round.model.id.clone(),
             rules_version: round.rules.stored.version,
             inputs: serde_json::to_string(&inputs).expect("rule inputs serialise. This is a bug."),
-            text: self.policy.keep_text.then(|| self.stored_text(ticket)),
+            kept: self.policy.keep_text.then(|| self.kept(ticket)),
         }
     }
 
-    /// The subject and body as stored: with personal data replaced when the policy says so.
-    fn stored_text(&self, t: &Ticket) -> (Option<String>, String) {
+    /// What is kept of a ticket (text, customer, fields): with personal data replaced when the
+    /// policy says so.
+    fn kept(&self, t: &Ticket) -> KeptTicket {
         if !self.policy.redact_stored_text {
-            return (t.subject.clone(), t.body.clone());
+            return KeptTicket {
+                subject: t.subject.clone(),
+                body: t.body.clone(),
+                customer: t.customer.clone(),
+                fields: Some(t.fields.clone()),
+            };
         }
-        let subject = t.subject.as_deref().map(|s| crate::privacy::redact(s).0);
-        (subject, crate::privacy::redact(&t.body).0)
+        let text = |s: &str| crate::privacy::redact(s).0;
+        KeptTicket {
+            subject: t.subject.as_deref().map(text),
+            body: text(&t.body),
+            customer: Customer {
+                tier: t.customer.tier.as_deref().map(text),
+            },
+            fields: Some(
+                t.fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), crate::privacy::redact_json(v)))
+                    .collect(),
+            ),
+        }
     }
 
     /// Scores routed tickets with the shadow model, if one runs, and logs its intents; off the
@@ -536,9 +557,20 @@ impl Round<'_> {
     }
 }
 
-fn replayed(body: String) -> RouteReply {
+/// The answer's body: one decision, or a batch's `{"decisions": [...]}`.
+fn body(batch: bool, decisions: &[String]) -> String {
+    if batch {
+        format!("{{\"decisions\":[{}]}}", decisions.join(","))
+    } else {
+        decisions.concat()
+    }
+}
+
+/// The answer to a request that repeats an earlier one's idempotency key: the first answer's
+/// decisions as they were returned (a ticket erased since is left out).
+fn replayed(first: StoredReply) -> RouteReply {
     RouteReply {
-        body,
+        body: body(first.batch, &first.decisions),
         replayed: true,
         decisions: Vec::new(),
         stages: None,

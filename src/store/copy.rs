@@ -95,6 +95,8 @@ pub(crate) const TABLES: &[Table] = &[
             ("ticket_id", Text),
             ("subject", Text),
             ("body", Text),
+            ("customer_tier", Text),
+            ("fields", Text),
             ("stored_at", Time),
         ],
     },
@@ -104,9 +106,19 @@ pub(crate) const TABLES: &[Table] = &[
         columns: &[
             ("key", Text),
             ("request_hash", Text),
-            ("response", Text),
+            ("batch", Bool),
             ("created_at", Time),
         ],
+    },
+    Table {
+        name: "idempotency_decisions",
+        key: "key, position",
+        columns: &[("key", Text), ("position", Int), ("decision_id", Text)],
+    },
+    Table {
+        name: "erasures",
+        key: "ticket_id",
+        columns: &[("ticket_id", Text), ("erased_at", Time)],
     },
     Table {
         name: "assignments",

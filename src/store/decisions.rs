@@ -1,9 +1,37 @@
 //! The decision log's records: a decision about to be logged, one read back, and the log's
 //! filters.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::rules::Assignee;
+use crate::ticket::Customer;
+
+/// What is kept of a ticket for the retention period (`ticket_text_days`), apart from the
+/// decision log: its text and the facts about its customer, redacted when the policy says so.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeptTicket {
+    /// Subject.
+    pub subject: Option<String>,
+    /// Body.
+    pub body: String,
+    /// Customer facts.
+    pub customer: Customer,
+    /// Other helpdesk fields; `None` where they were not kept (decisions logged before
+    /// schema 7, whose facts were dropped unredacted).
+    pub fields: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The first answer under an idempotency key, as the decisions it logged (each the JSON
+/// returned); a ticket erased since is left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReply {
+    /// Whether the request was a batch (`{"decisions": [...]}`) or one ticket.
+    pub batch: bool,
+    /// The decisions' JSON, in the request's order.
+    pub decisions: Vec<String>,
+}
 
 /// A decision about to be logged; the assignment step fills `assignee` for strategies.
 #[derive(Debug, Clone)]
@@ -36,10 +64,11 @@ pub struct NewDecision {
     pub model_version: String,
     /// Rules version.
     pub rules_version: i64,
-    /// The rule inputs as JSON (ticket facts without text, classification, time).
+    /// The rule inputs as JSON (the ticket without its text, customer and fields;
+    /// classification; time).
     pub inputs: String,
-    /// Ticket subject and body, kept under the retention period.
-    pub text: Option<(Option<String>, String)>,
+    /// What is kept of the ticket under the retention period (`None`: nothing).
+    pub kept: Option<KeptTicket>,
 }
 
 /// A logged decision, as read back.
@@ -53,8 +82,8 @@ pub struct LoggedDecision {
     pub inputs: String,
     /// The decision as returned (JSON).
     pub decision: String,
-    /// Subject and body, unless purged.
-    pub text: Option<(Option<String>, String)>,
+    /// What is kept of the ticket, unless purged.
+    pub kept: Option<KeptTicket>,
 }
 
 /// Filters of the decision log.

@@ -60,7 +60,7 @@ mod tests;
 mod url;
 
 pub use assignments::Assignment;
-pub use decisions::{DecisionFilter, LoggedDecision, NewDecision};
+pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, StoredReply};
 pub use feedback::{Correction, Feedback, NewFeedback};
 pub use intents::AddedIntent;
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
@@ -143,12 +143,15 @@ pub enum Topic {
     Models,
     /// A job started, ended or was asked to stop.
     Jobs,
+    /// A ticket was erased (every replica drops it from its embedding cache).
+    Erasures,
 }
 
 stored_names!(Topic, "change topic", {
     Rules = "rules",
     Models = "models",
     Jobs = "jobs",
+    Erasures = "erasures",
 });
 
 /// Work that one process at a time may do on a database.
@@ -334,8 +337,9 @@ port! {
     fn save_rules(&self, text: &str, content_hash: &str, author: &str, note: &str, expected: Option<i64>) -> RulesVersion;
 
     // ---- idempotency ----
-    /// The stored response for an idempotency key, if the same request was seen before.
-    fn idempotent_response(&self, key: &str, request_hash: &str) -> Option<String>;
+    /// The first answer under an idempotency key, if the same request was seen before (and a
+    /// decision of it is still logged).
+    fn idempotent_response(&self, key: &str, request_hash: &str) -> Option<StoredReply>;
     /// Deletes idempotency keys older than `cutoff`; returns how many.
     fn purge_idempotency(&self, cutoff: DateTime<Utc>) -> u64;
 
@@ -364,8 +368,13 @@ port! {
     /// Deletes ticket texts stored before `cutoff` (and the texts kept with corrections made
     /// before it); returns how many tickets' texts.
     fn purge_texts(&self, cutoff: DateTime<Utc>) -> u64;
-    /// Erases everything stored about a ticket, in one transaction; the rows removed per kind.
+    /// Erases everything stored about a ticket, in one transaction, and records the erasure
+    /// (announced to every replica); the rows removed per kind.
     fn erase_ticket(&self, ticket_id: &str) -> BTreeMap<&'static str, u64>;
+    /// The tickets erased at or after `since`, oldest first, with the time of their erasure.
+    fn erased_since(&self, since: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)>;
+    /// Forgets the erasures recorded before `cutoff`; returns how many.
+    fn purge_erasures(&self, cutoff: DateTime<Utc>) -> u64;
 
     // ---- feedback and intents ----
     /// Stores a correction; the same correction sent again returns the first (`false`).
@@ -438,11 +447,11 @@ port! {
     fn schema_version(&self) -> i64;
 }
 
-/// What [`Store::begin_decisions`] found: the first response to the same request, or an open
+/// What [`Store::begin_decisions`] found: the first answer to the same request, or an open
 /// transaction to log new decisions in.
 pub enum DecisionLog {
-    /// The stored response of the first request with this idempotency key.
-    Replay(String),
+    /// The answer to the first request with this idempotency key.
+    Replay(StoredReply),
     /// Log the decisions here, then [`DecisionTx::commit`].
     Open(DecisionTx),
 }
@@ -467,16 +476,17 @@ macro_rules! on_tx {
 }
 
 impl DecisionTx {
-    /// Logs one decision (`json`: the decision as returned) and its ticket's text, if kept.
+    /// Logs one decision (`json`: the decision as returned) and what is kept of its ticket.
     pub async fn insert_decision(&mut self, d: &NewDecision, json: &str) -> Result<(), StoreError> {
         on_tx!(&mut self.0, t => t.insert_decision(d, json).await)
     }
 
-    /// Commits everything logged, with `response` stored under the idempotency key, if any.
-    /// When another request with the same key committed first (another replica, say), nothing
-    /// of this one is kept and that first response is returned instead.
-    pub async fn commit(self, response: &str) -> Result<Option<String>, StoreError> {
-        on_tx!(self.0, t => t.commit(response).await)
+    /// Commits everything logged, with the answer (the decisions in order, one or a `batch`)
+    /// stored under the idempotency key, if any. When another request with the same key
+    /// committed first (another replica, say), nothing of this one is kept and that first
+    /// answer is returned instead.
+    pub async fn commit(self, batch: bool) -> Result<Option<StoredReply>, StoreError> {
+        on_tx!(self.0, t => t.commit(batch).await)
     }
 }
 

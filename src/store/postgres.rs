@@ -30,7 +30,7 @@ pub(super) use sql::{DecisionLog, DecisionTx, WriteTx};
 type Engine = Postgres;
 
 /// This backend's migrations.
-static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
 /// A PostgreSQL database.
 pub(super) struct Db {

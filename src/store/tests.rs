@@ -11,6 +11,7 @@ use chrono::Utc;
 use super::*;
 use crate::assign::{self, AssignmentPolicy, Pick};
 use crate::rules::Assignee;
+use crate::ticket::Customer;
 
 /// A fresh database of each backend (the temporary directory lives as long as the test).
 async fn both() -> (tempfile::TempDir, Vec<(DatabaseUrl, Store)>) {
@@ -43,7 +44,14 @@ fn decision(id: &str, team: &str, strategy: Assignee) -> NewDecision {
         model_version: "m1".into(),
         rules_version: 1,
         inputs: "{}".into(),
-        text: Some((None, format!("body {id}"))),
+        kept: Some(KeptTicket {
+            subject: None,
+            body: format!("body {id}"),
+            customer: Customer {
+                tier: Some("vip".into()),
+            },
+            fields: Some([("plan".to_string(), serde_json::json!({"seats": 5}))].into()),
+        }),
     }
 }
 
@@ -60,20 +68,21 @@ fn policy(team: &str, agents: &[&str]) -> AssignmentPolicy {
 }
 
 /// Logs decisions as the route service does: teams locked, assignment step, one row each,
-/// commit; returns the response (a JSON list of ids and assignees) or the first one replayed.
+/// commit; returns the answer (each decision's JSON: its id and assignee) or the first one
+/// replayed.
 async fn record(
     store: &Store,
     items: &mut [NewDecision],
     idempotency: Option<(&str, &str)>,
     policy: &AssignmentPolicy,
-) -> String {
+) -> Vec<String> {
     let teams: BTreeSet<String> = items.iter().filter_map(|d| d.team.clone()).collect();
     let mut tx = match store
         .begin_decisions(idempotency, &teams, policy.close_after)
         .await
         .unwrap()
     {
-        DecisionLog::Replay(first) => return first,
+        DecisionLog::Replay(first) => return first.decisions,
         DecisionLog::Open(tx) => tx,
     };
     let mut each = Vec::new();
@@ -92,10 +101,9 @@ async fn record(
         tx.insert_decision(d, &json).await.unwrap();
         each.push(json);
     }
-    let all = format!("[{}]", each.join(","));
-    match tx.commit(&all).await.unwrap() {
-        Some(first) => first,
-        None => all,
+    match tx.commit(each.len() > 1).await.unwrap() {
+        Some(first) => first.decisions,
+        None => each,
     }
 }
 
@@ -194,10 +202,10 @@ async fn assigns_round_robin_and_least_loaded_and_honours_idempotency() {
         assert_eq!(open.len(), 3, "{url}");
         let recent = store.recent_decisions(2).await.unwrap();
         assert_eq!(recent[0].decision_id, "6");
-        assert_eq!(recent[0].text.as_ref().unwrap().1, "body 6");
+        assert_eq!(recent[0].kept, decision("6", "", Assignee::Nobody).kept);
         let later = Utc::now() + chrono::Duration::seconds(1);
         assert_eq!(store.purge_texts(later).await.unwrap(), 6);
-        assert!(store.recent_decisions(1).await.unwrap()[0].text.is_none());
+        assert!(store.recent_decisions(1).await.unwrap()[0].kept.is_none());
         assert_eq!(store.purge_idempotency(later).await.unwrap(), 1);
     }
 }
@@ -350,6 +358,13 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
         record(&store, &mut a, Some(("k1", "h")), &policy).await;
         let mut b = vec![decision("2", "billing", Assignee::RoundRobin)];
         record(&store, &mut b, Some(("k2", "h")), &policy).await;
+        let mut batch = vec![
+            decision("3", "billing", Assignee::RoundRobin),
+            decision("1b", "billing", Assignee::RoundRobin),
+            decision("4", "billing", Assignee::RoundRobin),
+        ];
+        batch[1].ticket_id = "t-1".into();
+        let answer = record(&store, &mut batch, Some(("k3", "h")), &policy).await;
         store
             .insert_feedback(&correction("1", "billing"))
             .await
@@ -358,22 +373,50 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
             .insert_shadow("1", "m2", "billing", 0.5)
             .await
             .unwrap();
+        let before = now();
         let removed = store.erase_ticket("t-1").await.unwrap();
         let expect = [
-            ("assignments", 1),
-            ("decisions", 1),
+            ("assignments", 2),
+            ("decisions", 2),
             ("feedback", 1),
-            ("idempotency_keys", 1),
+            ("idempotency_keys", 2),
             ("shadow_results", 1),
             ("ticket_texts", 1),
         ];
         assert_eq!(removed, expect.into_iter().collect(), "{url}");
-        assert_eq!(store.recent_decisions(10).await.unwrap().len(), 1);
+        assert_eq!(store.recent_decisions(10).await.unwrap().len(), 3);
+        // The key of the ticket's own request goes; the batch's key keeps the other tickets,
+        // in order, so a retry replays them and assigns nobody again.
+        assert_eq!(store.idempotent_response("k1", "h").await.unwrap(), None);
         assert!(store
             .idempotent_response("k2", "h")
             .await
             .unwrap()
             .is_some());
+        let replay = store.idempotent_response("k3", "h").await.unwrap().unwrap();
+        assert!(replay.batch);
+        assert_eq!(
+            replay.decisions,
+            [answer[0].clone(), answer[2].clone()],
+            "{url}"
+        );
+        // The erasure is recorded for the replicas' caches; erasing nothing records nothing.
+        let erased = store.erased_since(before).await.unwrap();
+        assert_eq!(
+            erased.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            ["t-1"]
+        );
+        assert!(store
+            .erase_ticket("t-9")
+            .await
+            .unwrap()
+            .values()
+            .all(|n| *n == 0));
+        assert_eq!(store.erased_since(before).await.unwrap().len(), 1);
+        let later = now() + chrono::Duration::seconds(1);
+        assert_eq!(store.purge_erasures(later).await.unwrap(), 1);
+        assert_eq!(store.purge_idempotency(later).await.unwrap(), 2);
+        assert_eq!(store.idempotent_response("k3", "h").await.unwrap(), None);
     }
 }
 
@@ -645,6 +688,15 @@ fn release_ebbae75(dir: &std::path::Path) -> DatabaseUrl {
 async fn a_database_of_the_previous_release_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let url = release_ebbae75(dir.path());
+    let raw_url = format!("sqlite:{}", dir.path().join("router.db").display());
+    let raw = sqlx::SqlitePool::connect(&raw_url).await.unwrap();
+    let answers: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT key, request_hash, response FROM idempotency_keys ORDER BY key")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    raw.close().await;
+    assert_eq!(answers.len(), 2);
     let store = Store::open(&url).await.unwrap();
     let newest = store.schema_version().await.unwrap();
     assert!(newest > 3, "migrated past schema 3 to {newest}");
@@ -662,6 +714,26 @@ async fn a_database_of_the_previous_release_is_upgraded_in_place() {
         .find(|d| d.ticket_id.as_deref() == Some("fx-5"))
         .unwrap();
     assert_eq!(fx5.assignee.as_deref(), Some("ivan"));
+    // The release's idempotent answers replay byte for byte, rebuilt from the decisions.
+    for (key, hash, response) in &answers {
+        let replay = store.idempotent_response(key, hash).await.unwrap().unwrap();
+        let body = if replay.batch {
+            format!("{{\"decisions\":[{}]}}", replay.decisions.join(","))
+        } else {
+            replay.decisions.concat()
+        };
+        assert_eq!(&body, response, "{key}");
+    }
+    // The customer facts and fields logged unredacted are gone from the rule inputs and not
+    // kept (a simulation reports them missing); the texts stay.
+    for d in store.recent_decisions(100).await.unwrap() {
+        let inputs: serde_json::Value = serde_json::from_str(&d.inputs).unwrap();
+        assert!(inputs["ticket"].get("customer").is_none(), "{inputs}");
+        assert!(inputs["ticket"].get("fields").is_none(), "{inputs}");
+        assert_eq!(inputs["ticket"]["id"], d.ticket_id.as_str());
+        let kept = d.kept.unwrap();
+        assert_eq!((kept.customer.tier, kept.fields), (None, None));
+    }
     assert_eq!(store.feedback().await.unwrap().len(), 2);
     assert_eq!(store.added_intents().await.unwrap()[0].id, "billing.crypto");
     let jobs = store.jobs(10).await.unwrap();
@@ -681,12 +753,7 @@ async fn a_database_of_the_previous_release_is_upgraded_in_place() {
     store.close().await;
 
     // The release reads its own table: it must see the new schema (and refuse it).
-    let raw = sqlx::SqlitePool::connect(&format!(
-        "sqlite:{}",
-        dir.path().join("router.db").display()
-    ))
-    .await
-    .unwrap();
+    let raw = sqlx::SqlitePool::connect(&raw_url).await.unwrap();
     let legacy: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
         .fetch_one(&raw)
         .await
@@ -852,4 +919,71 @@ async fn postgresql_is_reached_over_tls_with_the_certificate_checked() {
     // `require` encrypts without checking the certificate.
     let required = format!("{host}?sslmode=require");
     Store::open(&DatabaseUrl::Postgres(required)).await.unwrap();
+}
+
+/// A PostgreSQL database at schema 3 (the first release of that backend) holding answers stored
+/// as response bodies and rule inputs with customer facts: schema 4 keeps the answers (now
+/// rebuilt from the decisions) and drops the facts.
+#[tokio::test]
+async fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
+    let url = DatabaseUrl::Postgres(pg_cluster::fresh_database());
+    let pool = sqlx::PgPool::connect(&url.to_string()).await.unwrap();
+    let first_three = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            postgres::MIGRATOR
+                .iter()
+                .filter(|m| m.version <= 3)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    first_three.run(&pool).await.unwrap();
+    let one = r#"{"decision_id":"d1","ticket_id":"t1","team":"billing"}"#;
+    let two = r#"{"decision_id":"d2","ticket_id":"t2","team":null}"#;
+    let inputs = r#"{"ticket":{"id":"t1","body":"","customer":{"tier":"vip"},"fields":{"email":"a@b.c"}},"received_at":"2026-12-01T09:30:00Z"}"#;
+    for (id, decision) in [("d1", one), ("d2", two)] {
+        sqlx::query(
+            "INSERT INTO decisions VALUES ($1, $1, now(), now(), 'billing', 0.9, 'en', NULL, NULL, \
+             'open', 'normal', 'm', 1, $2, $3)",
+        )
+        .bind(id)
+        .bind(inputs)
+        .bind(decision)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for (key, response) in [
+        ("one", one.to_string()),
+        ("batch", format!(r#"{{"decisions":[{two},{one}]}}"#)),
+    ] {
+        sqlx::query("INSERT INTO idempotency_keys VALUES ($1, 'h', $2, now())")
+            .bind(key)
+            .bind(response)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let store = Store::open(&url).await.unwrap();
+    let replay = |batch, decisions: &[&str]| StoredReply {
+        batch,
+        decisions: decisions.iter().map(|d| d.to_string()).collect(),
+    };
+    assert_eq!(
+        store.idempotent_response("one", "h").await.unwrap(),
+        Some(replay(false, &[one]))
+    );
+    assert_eq!(
+        store.idempotent_response("batch", "h").await.unwrap(),
+        Some(replay(true, &[two, one]))
+    );
+    let logged = store.recent_decisions(1).await.unwrap().remove(0);
+    let inputs: serde_json::Value = serde_json::from_str(&logged.inputs).unwrap();
+    assert_eq!(
+        inputs["ticket"],
+        serde_json::json!({"id": "t1", "body": ""})
+    );
+    assert_eq!(inputs["received_at"], "2026-12-01T09:30:00Z");
 }

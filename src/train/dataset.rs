@@ -42,6 +42,9 @@ pub enum DatasetError {
     Empty(PathBuf),
 }
 
+/// The id prefix of examples made from agents' corrections: `correction:<ticket id>`.
+pub const CORRECTION_PREFIX: &str = "correction:";
+
 /// One labelled example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
@@ -55,6 +58,13 @@ pub struct Example {
     pub lang: Option<String>,
     /// 1-based line in the file.
     pub line: usize,
+}
+
+impl Example {
+    /// The helpdesk ticket the example was made from (an agent's correction), if any.
+    pub fn ticket_id(&self) -> Option<&str> {
+        self.id.strip_prefix(CORRECTION_PREFIX)
+    }
 }
 
 /// CSV column names.

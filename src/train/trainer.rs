@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use sha2::{Digest, Sha256};
 
+use super::cache::EmbeddingCache;
 use super::dataset::{self, CsvColumns, DatasetError, Example};
 use super::eval::{self, Report};
 use super::finetune::{self, FineTune};
-use crate::batch::BatchLimits;
 use crate::fsutil::{self, FsError, StagedDir};
 use crate::intent::{IntentTree, TaxonomyError};
 use crate::model::classifier::{encoder_hash, BaseRef, ClassifierMeta};
@@ -378,83 +378,6 @@ pub fn score(
         })
         .collect();
     eval::evaluate(labels, &items)
-}
-
-/// Caches sentence embeddings of a data set on disk, keyed by encoder hash, truncation and texts.
-pub struct EmbeddingCache {
-    /// Cache directory (none: no caching).
-    pub dir: Option<PathBuf>,
-    /// Encoder identity.
-    pub key: String,
-}
-
-impl EmbeddingCache {
-    /// A cache for `encoder` (whose files hash to `encoder_hash`): the key covers everything
-    /// that changes its embeddings (files, truncation, how the linear layers compute).
-    pub fn new(dir: Option<PathBuf>, encoder_hash: &str, encoder: &Encoder) -> Self {
-        Self {
-            dir,
-            key: format!(
-                "{encoder_hash}:{}:{:?}",
-                encoder.text().max_tokens(),
-                encoder.linear_mode()
-            ),
-        }
-    }
-
-    /// Embeddings `[n, dim]` for the examples' texts, from the cache when present.
-    pub fn embed(
-        &self,
-        encoder: &Encoder,
-        examples: &[Example],
-        progress: &dyn Progress,
-    ) -> Result<Tensor, TrainError> {
-        let mut h = Sha256::new();
-        h.update(self.key.as_bytes());
-        for e in examples {
-            h.update((e.text.len() as u64).to_le_bytes());
-            h.update(e.text.as_bytes());
-        }
-        let file = self
-            .dir
-            .as_ref()
-            .map(|d| d.join(format!("{}.safetensors", crate::import::hex(&h.finalize()))));
-        if let Some(f) = file.as_ref().filter(|f| f.exists()) {
-            if let Ok(mut t) = candle_core::safetensors::load(f, &Device::Cpu) {
-                if let Some(x) = t.remove("embeddings") {
-                    return Ok(x);
-                }
-            }
-        }
-        let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-        progress.stage("embedding", texts.len());
-        let mut parts = Vec::new();
-        for (i, chunk) in texts.chunks(256).enumerate() {
-            checkpoint(progress)?;
-            parts.push(encoder.embed(chunk, BatchLimits::default())?);
-            progress.step((i * 256 + chunk.len()).min(texts.len()));
-        }
-        let xs = Tensor::cat(&parts, 0)?;
-        if let Some(f) = file {
-            let tmp = tempfile::tempdir().map_err(|e| FsError::new(&f, e))?;
-            let p = tmp.path().join("e.safetensors");
-            candle_core::safetensors::save(
-                &std::collections::HashMap::from([("embeddings".to_string(), xs.clone())]),
-                &p,
-            )?;
-            let bytes = std::fs::read(&p).map_err(|e| FsError::new(&p, e))?;
-            fsutil::write_atomic(&f, &bytes)?;
-        }
-        Ok(xs)
-    }
-}
-
-/// Default cache directory: `$XDG_CACHE_HOME/intent-router` or `~/.cache/intent-router`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("intent-router").join("embeddings"))
 }
 
 fn file_hash(path: &Path) -> Result<String, FsError> {

@@ -17,7 +17,7 @@ const T = {
     "rules.saved": "Saved as version {v}; it serves now.", "rules.conflict": "Someone saved version {v} after you opened version {mine}. Your text is still here: press “Load saved” to see theirs (copy yours first), then apply your change again.",
     "rules.rollback": "Roll back to this version", "rules.rolledback": "Rolled back: version {v} serves now.", "rules.version": "version {v}",
     "rules.warnings": "Warnings", "rules.active": "active",
-    "sim.summary": "{changed} of {n} tickets would change ({missing} without text).", "sim.team": "Team", "sim.before": "before", "sim.after": "after",
+    "sim.summary": "{changed} of {n} tickets would change ({missing} without text, {facts} without customer facts).", "sim.team": "Team", "sim.before": "before", "sim.after": "after",
     "sim.priority": "Priority", "sim.ticket": "Ticket", "sim.changed": "Changed",
     "dec.intent": "Intent", "dec.team": "Team", "dec.language": "Language", "dec.min": "Confidence ≥", "dec.max": "≤", "dec.since": "Since",
     "dec.apply": "Filter", "dec.time": "Time", "dec.ticket": "Ticket", "dec.confidence": "Confidence", "dec.status": "Status",
@@ -45,7 +45,7 @@ const T = {
     "rules.saved": "Сохранено как версия {v}; она уже работает.", "rules.conflict": "Кто-то сохранил версию {v} после того, как вы открыли версию {mine}. Ваш текст остался здесь: нажмите «Загрузить сохранённые», чтобы увидеть их версию (сначала скопируйте свою), и повторите изменение.",
     "rules.rollback": "Откатить к этой версии", "rules.rolledback": "Откат выполнен: работает версия {v}.", "rules.version": "версия {v}",
     "rules.warnings": "Предупреждения", "rules.active": "активна",
-    "sim.summary": "Изменится {changed} из {n} тикетов (без текста: {missing}).", "sim.team": "Команда", "sim.before": "до", "sim.after": "после",
+    "sim.summary": "Изменится {changed} из {n} тикетов (без текста: {missing}, без данных клиента: {facts}).", "sim.team": "Команда", "sim.before": "до", "sim.after": "после",
     "sim.priority": "Приоритет", "sim.ticket": "Тикет", "sim.changed": "Изменения",
     "dec.intent": "Намерение", "dec.team": "Команда", "dec.language": "Язык", "dec.min": "Уверенность ≥", "dec.max": "≤", "dec.since": "С даты",
     "dec.apply": "Фильтр", "dec.time": "Время", "dec.ticket": "Тикет", "dec.confidence": "Уверенность", "dec.status": "Статус",
@@ -341,7 +341,7 @@ $("#rules-simulate").addEventListener("click", async () => {
   const table = (title, m) => `<table class="table"><tr><th>${title}</th><th>${t("sim.before")}</th><th>${t("sim.after")}</th></tr>${Object.entries(m).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v.before}</td><td>${v.after}</td></tr>`).join("")}</table>`;
   const changed = r.data.results.filter((x) => x.changed.length);
   const rows = changed.slice(0, 100).map((x) => `<tr><td>${esc(x.ticket_id)}</td><td>${esc(x.intent)}</td><td>${esc(x.changed.join(", "))}</td><td>${esc(x.before.team)} → ${esc(x.after.team)}; ${esc(x.before.priority)} → ${esc(x.after.priority)}</td></tr>`).join("");
-  out.innerHTML = `<div class="card" id="sim-summary"><p><b>${t("sim.summary", { changed: s.changed, n: s.tickets, missing: s.text_missing })}</b></p>
+  out.innerHTML = `<div class="card" id="sim-summary"><p><b>${t("sim.summary", { changed: s.changed, n: s.tickets, missing: s.text_missing, facts: s.facts_missing })}</b></p>
     <div class="grid2">${table(t("sim.team"), s.teams)}${table(t("sim.priority"), s.priorities)}</div>
     <table class="table"><tr><th>${t("sim.ticket")}</th><th>intent</th><th>${t("sim.changed")}</th><th></th></tr>${rows}</table></div>`;
 });

@@ -8,9 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
+use super::texts::KEPT_COLUMNS;
 use super::{assignments, idempotency, texts, time, Db, Engine, WriteTx};
 use crate::decision::Routed;
-use crate::store::{DecisionFilter, LoggedDecision, NewDecision, NewFeedback, Stamp, StoreError};
+use crate::store::{
+    DecisionFilter, LoggedDecision, NewDecision, NewFeedback, Stamp, StoreError, StoredReply,
+};
 
 /// A logged decision as the API returned it (rows of every release read the same).
 pub(super) fn decision_json(json: &str) -> Result<Routed, StoreError> {
@@ -19,8 +22,8 @@ pub(super) fn decision_json(json: &str) -> Result<Routed, StoreError> {
 
 /// What [`Db::begin_decisions`] found.
 pub(in crate::store) enum DecisionLog {
-    /// The stored response of the first request with this idempotency key.
-    Replay(String),
+    /// The answer to the first request with this idempotency key.
+    Replay(StoredReply),
     /// The transaction to log in.
     Open(DecisionTx),
 }
@@ -31,6 +34,8 @@ pub(in crate::store) struct DecisionTx {
     pool: sqlx::Pool<Engine>,
     now: DateTime<Utc>,
     idempotency: Option<(String, String)>,
+    /// The decisions logged so far, in order.
+    logged: Vec<String>,
 }
 
 impl Db {
@@ -60,6 +65,7 @@ impl Db {
             pool: self.pool.clone(),
             now,
             idempotency: idempotency.map(|(k, h)| (k.to_string(), h.to_string())),
+            logged: Vec::new(),
         }))
     }
 
@@ -67,26 +73,25 @@ impl Db {
         &self,
         n: i64,
     ) -> Result<Vec<LoggedDecision>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.decision_id, d.ticket_id, d.inputs, d.decision, t.subject, t.body \
+        let rows = sqlx::query(&format!(
+            "SELECT d.decision_id, d.ticket_id, d.inputs, d.decision, {KEPT_COLUMNS} \
              FROM decisions d LEFT JOIN ticket_texts t ON t.ticket_id = d.ticket_id \
-             ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT $1",
-        )
+             ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT $1"
+        ))
         .bind(n)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LoggedDecision {
-                decision_id: r.get(0),
-                ticket_id: r.get(1),
-                inputs: r.get(2),
-                decision: r.get(3),
-                text: r
-                    .get::<Option<String>, _>(5)
-                    .map(|body| (r.get::<Option<String>, _>(4), body)),
+        rows.iter()
+            .map(|r| {
+                Ok(LoggedDecision {
+                    decision_id: r.get(0),
+                    ticket_id: r.get(1),
+                    inputs: r.get(2),
+                    decision: r.get(3),
+                    kept: texts::kept(r, 4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     pub(in crate::store) async fn decisions(
@@ -227,20 +232,22 @@ impl DecisionTx {
         .bind(json)
         .execute(self.tx.conn())
         .await?;
-        if let Some((subject, body)) = &d.text {
-            texts::keep(&mut self.tx, &d.ticket_id, (subject, body), Stamp(self.now)).await?;
+        if let Some(kept) = &d.kept {
+            texts::keep(&mut self.tx, &d.ticket_id, kept, Stamp(self.now)).await?;
         }
+        self.logged.push(d.decision_id.clone());
         Ok(())
     }
 
     /// Commits (`None`), or finds the idempotency key taken by a request that committed first
-    /// and returns its response (`Some`), keeping nothing of this one.
+    /// and returns its answer (`Some`), keeping nothing of this one.
     pub(in crate::store) async fn commit(
         mut self,
-        response: &str,
-    ) -> Result<Option<String>, StoreError> {
+        batch: bool,
+    ) -> Result<Option<StoredReply>, StoreError> {
         if let Some((key, hash)) = &self.idempotency {
-            if !idempotency::claim(&mut self.tx, key, hash, response, Stamp(self.now)).await? {
+            let at = Stamp(self.now);
+            if !idempotency::claim(&mut self.tx, key, hash, batch, &self.logged, at).await? {
                 drop(self.tx);
                 return idempotency::lookup(&self.pool, key, hash)
                     .await?

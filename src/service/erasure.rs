@@ -1,0 +1,217 @@
+//! Data-subject erasure: everything stored about a ticket goes, in the database (one
+//! transaction, recorded so that every replica hears of it) and in this replica's embedding
+//! cache. Every replica drops from its own cache the entries made from tickets erased
+//! elsewhere, at once when the database announces an erasure and at each periodic check, and
+//! the entries made from tickets once their texts are past retention.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc::Receiver;
+
+use crate::fsutil::FsError;
+use crate::store::{Store, StoreError, Topic};
+use crate::train::cache;
+
+/// How far back each check re-reads erasures (one committed late, with an earlier time, is
+/// still seen; reading one twice removes nothing twice).
+const OVERLAP: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Why an erasure did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    /// The database part failed; nothing was erased.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The database part is done; the embedding cache could not be cleaned (erase again to
+    /// retry).
+    #[error("the ticket's rows are erased, but its embedding-cache entries are not: {0}")]
+    Cache(FsError),
+}
+
+/// Erasure, and cleaning the embedding cache after erasures made elsewhere.
+pub struct ErasureService {
+    store: Arc<Store>,
+    cache_dir: Option<PathBuf>,
+    retention: Duration,
+    /// The newest erasure already applied to this replica's cache.
+    applied: tokio::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ErasureService {
+    /// Erasures in `store`; `cache_dir` is this replica's embedding cache, whose entries made
+    /// from tickets go after `retention` (the ticket texts' retention).
+    pub fn new(store: Arc<Store>, cache_dir: Option<PathBuf>, retention: Duration) -> Self {
+        Self {
+            store,
+            cache_dir,
+            retention,
+            applied: tokio::sync::Mutex::new(DateTime::<Utc>::UNIX_EPOCH),
+        }
+    }
+
+    /// Erases everything stored about a ticket; the rows (and `embedding_cache` entries)
+    /// removed per kind.
+    pub async fn erase(
+        &self,
+        ticket_id: &str,
+    ) -> Result<BTreeMap<&'static str, u64>, ErasureError> {
+        let mut removed = self.store.erase_ticket(ticket_id).await?;
+        let forgotten = self.forget(HashSet::from([ticket_id.to_string()])).await?;
+        removed.insert("embedding_cache", forgotten as u64);
+        Ok(removed)
+    }
+
+    /// Applies the erasures recorded since the last check to this replica's cache and drops
+    /// the entries past retention; returns how many entries went.
+    pub async fn sweep(&self) -> Result<usize, ErasureError> {
+        let mut applied = self.applied.lock().await;
+        let since = applied.checked_sub_signed(OVERLAP).unwrap_or(*applied);
+        let erased = self.store.erased_since(since).await?;
+        let newest = erased.last().map(|e| e.1);
+        let tickets: HashSet<String> = erased.into_iter().map(|e| e.0).collect();
+        let mut gone = if tickets.is_empty() {
+            0
+        } else {
+            self.forget(tickets).await?
+        };
+        if let Some(dir) = self.cache_dir.clone() {
+            let cutoff = SystemTime::now() - self.retention;
+            gone += blocking(move || cache::expire(&dir, cutoff)).await?;
+        }
+        if let Some(newest) = newest {
+            *applied = newest.max(*applied);
+        }
+        Ok(gone)
+    }
+
+    /// Sweeps as long as the process runs: on each erasure announced in `changes` (`None`: some
+    /// may have been missed) and every `every`.
+    pub fn spawn_follow(
+        self: &Arc<Self>,
+        mut changes: Option<Receiver<Option<Topic>>>,
+        every: Duration,
+    ) {
+        let erasure = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let heard = async {
+                    match changes.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    topic = heard => match topic {
+                        Some(Some(Topic::Erasures) | None) => {}
+                        Some(Some(_)) => continue,
+                        None => changes = None,
+                    },
+                    _ = tick.tick() => {}
+                }
+                match erasure.sweep().await {
+                    Ok(n) if n > 0 => tracing::info!(
+                        n,
+                        "embedding-cache entries of erased or expired tickets removed"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("cleaning the embedding cache: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Removes the cache entries made from any of `tickets`.
+    async fn forget(&self, tickets: HashSet<String>) -> Result<usize, ErasureError> {
+        let Some(dir) = self.cache_dir.clone() else {
+            return Ok(0);
+        };
+        blocking(move || cache::forget(&dir, &tickets)).await
+    }
+}
+
+/// Runs file work off the async threads.
+async fn blocking(
+    work: impl FnOnce() -> Result<usize, FsError> + Send + 'static,
+) -> Result<usize, ErasureError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("cache cleaning does not panic. This is a bug.")
+        .map_err(ErasureError::Cache)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DatabaseUrl;
+
+    #[tokio::test]
+    async fn a_sweep_applies_erasures_made_elsewhere_once_and_expires_old_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("router.db"));
+        let store = Arc::new(Store::open(&url).await.unwrap());
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let entry = |key: &str, tickets: &str| {
+            std::fs::write(cache.join(format!("{key}.safetensors")), b"x").unwrap();
+            std::fs::write(cache.join(format!("{key}.tickets.json")), tickets).unwrap();
+        };
+        entry("a", r#"["t-1"]"#);
+        entry("b", r#"["t-2"]"#);
+        std::fs::write(cache.join("base.safetensors"), b"x").unwrap();
+        let year = Duration::from_secs(365 * 86_400);
+        let here = ErasureService::new(Arc::clone(&store), Some(cache.clone()), year);
+        assert_eq!(here.sweep().await.unwrap(), 0, "nothing erased yet");
+
+        // Another replica erases t-1 (a decision of it must exist for the erasure to count).
+        let elsewhere = ErasureService::new(Arc::clone(&store), None, year);
+        log_decision(&store, "t-1").await;
+        let removed = elsewhere.erase("t-1").await.unwrap();
+        assert_eq!((removed["decisions"], removed["embedding_cache"]), (1, 0));
+        assert_eq!(here.sweep().await.unwrap(), 1);
+        assert!(!cache.join("a.safetensors").exists());
+        assert_eq!(here.sweep().await.unwrap(), 0, "applied once");
+
+        // With no retention left, entries made from tickets go; the base set's stays.
+        let none = ErasureService::new(Arc::clone(&store), Some(cache.clone()), Duration::ZERO);
+        assert_eq!(none.sweep().await.unwrap(), 1);
+        assert!(cache.join("base.safetensors").exists());
+        assert!(!cache.join("b.safetensors").exists());
+    }
+
+    /// Logs one decision of `ticket` through the store's port.
+    async fn log_decision(store: &Store, ticket: &str) {
+        let crate::store::DecisionLog::Open(mut tx) = store
+            .begin_decisions(None, &Default::default(), None)
+            .await
+            .unwrap()
+        else {
+            unreachable!("no idempotency key")
+        };
+        let d = crate::store::NewDecision {
+            decision_id: format!("d-{ticket}"),
+            ticket_id: ticket.into(),
+            received_at: Utc::now(),
+            intent: "billing".into(),
+            confidence: 0.9,
+            language: "en".into(),
+            team: None,
+            strategy: None,
+            assignee: None,
+            assignment_note: None,
+            status: "open".into(),
+            priority: "normal".into(),
+            model_version: "m".into(),
+            rules_version: 1,
+            inputs: "{}".into(),
+            kept: None,
+        };
+        tx.insert_decision(&d, "{}").await.unwrap();
+        assert_eq!(tx.commit(false).await.unwrap(), None);
+    }
+}
