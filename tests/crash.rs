@@ -341,7 +341,31 @@ fn a_retraining_killed_before_registering_leaves_the_registry_clean() {
             1,
             "the candidate was written before the crash"
         );
+        // On PostgreSQL another replica serves meanwhile: it leaves the running job alone
+        // while its replica lives, and marks it failed once that replica is gone.
+        let other = db.postgres.as_ref().map(|_| {
+            let other = dir.join("other");
+            std::fs::create_dir_all(&other).unwrap();
+            db.start_full(&other, &[], &learning, &[])
+        });
         s.crash();
+        if let Some(other) = &other {
+            let start = std::time::Instant::now();
+            loop {
+                let jobs = other.admin("GET", "/v1/jobs", None, &[]).body;
+                if jobs["jobs"][0]["status"] == "failed" {
+                    assert_eq!(jobs["jobs"][0]["error"]["code"], "interrupted", "{jobs}");
+                    break;
+                }
+                assert_eq!(jobs["jobs"][0]["status"], "running", "{jobs}");
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "the other replica never marked the job interrupted"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+        drop(other);
         assert_eq!(db.integrity(dir), "ok");
         let s = Arc::new(db.start_full(dir, &[], &learning, &[]));
         let models = s.admin("GET", "/v1/models", None, &[]).body;

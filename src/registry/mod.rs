@@ -432,19 +432,26 @@ impl ModelRegistry {
                 });
             }
         }
-        let here = Arc::clone(&self.inner.retrain)
-            .try_lock_owned()
-            .map_err(|_| RegistryError::RetrainRunning)?;
-        let everywhere = self
+        self.retrain_right()
+            .await?
+            .ok_or(RegistryError::RetrainRunning)
+    }
+
+    /// The right to retrain, if no retraining runs in this process or any other on the
+    /// database (`None` otherwise).
+    pub async fn retrain_right(&self) -> Result<Option<RetrainPermit>, RegistryError> {
+        let Ok(here) = Arc::clone(&self.inner.retrain).try_lock_owned() else {
+            return Ok(None);
+        };
+        Ok(self
             .inner
             .store
             .try_exclusive(Exclusive::Retrain)
             .await?
-            .ok_or(RegistryError::RetrainRunning)?;
-        Ok(RetrainPermit {
-            _here: here,
-            _everywhere: everywhere,
-        })
+            .map(|everywhere| RetrainPermit {
+                _here: here,
+                _everywhere: everywhere,
+            }))
     }
 
     /// Retrains under a permit, reporting to `progress` (which may ask to stop: then nothing

@@ -343,6 +343,14 @@ impl From<StoreError> for ApiError {
                 )
                 .retry_after(5)
             }
+            e if e.is_busy() => {
+                tracing::warn!("{e}");
+                Self::new(
+                    Code::StorageFailed,
+                    format!("the database is busy ({e}); nothing was changed, retry"),
+                )
+                .retry_after(1)
+            }
             other => Self::internal(other),
         }
     }

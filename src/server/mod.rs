@@ -428,6 +428,7 @@ pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
         .erasure
         .spawn_follow(state.store.changes().await?, every);
     state.jobs.spawn_schedule(state.settings.schedule());
+    state.jobs.spawn_sweep(every);
     spawn_token_reload(Arc::clone(state));
     Ok(())
 }

@@ -181,7 +181,10 @@ impl FeedbackService {
         // Validates the id and the parent like a taxonomy file.
         learn::taxonomy(&tree, std::slice::from_ref(&added))
             .map_err(|e| FeedbackError::Invalid(format!("id: {e}")))?;
-        self.store.add_intent(&added).await?;
+        // Another replica may have added it since the taxonomy was read.
+        if !self.store.add_intent(&added).await? {
+            return Err(FeedbackError::IntentExists(added.id));
+        }
         Ok(added)
     }
 }

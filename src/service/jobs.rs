@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::learn::GateReport;
 use crate::registry::{AfterGate, ModelRegistry, RegistryError, RetrainOutcome, Retrained};
 use crate::store::{
-    Exclusive, Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError,
+    Job, JobError, JobKind, JobProgress, JobStatus, ModelRecord, Store, StoreError,
 };
 use crate::train::trainer::Progress;
 
@@ -282,10 +282,14 @@ impl Jobs {
     }
 
     /// Marks the jobs a stopped process left running as failed (`interrupted`): those still
-    /// marked running while no process on the database retrains (another replica's running
-    /// job holds the retraining lock, and is left alone).
+    /// marked running while no process on the database retrains (a running job, here or on
+    /// another replica, holds the right to retrain, and is left alone).
     pub async fn fail_interrupted(&self) -> Result<u64, JobsError> {
-        let Some(_nobody_else) = self.store.try_exclusive(Exclusive::Retrain).await? else {
+        // A cheap read first: the right to retrain takes a connection of its own.
+        if self.store.running_jobs().await? == 0 {
+            return Ok(0);
+        }
+        let Some(_nobody_else) = self.registry.retrain_right().await? else {
             return Ok(0);
         };
         let n = self.store.fail_interrupted_jobs().await?;
@@ -494,6 +498,23 @@ impl Jobs {
         self.running
             .lock()
             .expect("jobs lock poisoned. This is a bug.")
+    }
+
+    /// Marks the jobs of replicas that died mid-retraining as failed (`interrupted`), checking
+    /// every `every` as long as the process runs (the periodic check of `[replicas]`).
+    pub fn spawn_sweep(&self, every: Duration) {
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = jobs.fail_interrupted().await {
+                    tracing::error!("looking for interrupted jobs: {e}");
+                }
+            }
+        });
     }
 
     /// Starts retraining jobs by the schedule: after a number of new corrections, or

@@ -109,6 +109,23 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether the database gave the transaction up for a reason that a retry clears (a
+    /// deadlock or serialization failure between replicas, a lock not available, SQLite
+    /// busy, no connection free in time): nothing of it was written.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::PoolTimedOut) => true,
+            // PostgreSQL's SQLSTATEs; SQLite's numeric codes (BUSY and LOCKED, extended ones).
+            Self::Db(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                Some("40P01" | "40001" | "55P03" | "5" | "6" | "261" | "262" | "517")
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A time as a column: RFC 3339 UTC text of fixed width in SQLite (so it sorts as text),
 /// TIMESTAMPTZ in PostgreSQL; microseconds in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -385,8 +402,8 @@ port! {
     fn corrections(&self) -> Vec<Correction>;
     /// Intent corrections stored after `since`.
     fn corrections_since(&self, since: DateTime<Utc>) -> i64;
-    /// Adds an intent to the taxonomy.
-    fn add_intent(&self, i: &AddedIntent) -> ();
+    /// Adds an intent to the taxonomy; `false` when one with its id was added first.
+    fn add_intent(&self, i: &AddedIntent) -> bool;
     /// Intents added through the API, in order.
     fn added_intents(&self) -> Vec<AddedIntent>;
 
@@ -423,6 +440,8 @@ port! {
     fn jobs(&self, limit: i64) -> Vec<Job>;
     /// Deletes the jobs that ended before `cutoff`; returns how many.
     fn purge_jobs(&self, cutoff: DateTime<Utc>) -> u64;
+    /// How many jobs are marked running.
+    fn running_jobs(&self) -> i64;
     /// Ends every job still marked running as failed (`interrupted`): when no job of this
     /// database can be running (the caller holds [`Exclusive::Retrain`]).
     fn fail_interrupted_jobs(&self) -> u64;

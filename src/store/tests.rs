@@ -286,7 +286,15 @@ async fn corrections_are_stored_once_and_become_labels() {
             author: "admin".into(),
             created_at: now(),
         };
-        store.add_intent(&intent).await.unwrap();
+        assert!(store.add_intent(&intent).await.unwrap());
+        let again = AddedIntent {
+            en: "Another replica's".into(),
+            ..intent.clone()
+        };
+        assert!(
+            !store.add_intent(&again).await.unwrap(),
+            "{url}: added once"
+        );
         assert_eq!(store.added_intents().await.unwrap(), vec![intent]);
     }
 }
@@ -986,4 +994,30 @@ async fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
         serde_json::json!({"id": "t1", "body": ""})
     );
     assert_eq!(inputs["received_at"], "2026-12-01T09:30:00Z");
+}
+
+/// Two replicas' transactions that deadlock: PostgreSQL aborts one, and that error is one a
+/// retry clears (the API answers it with 503 `storage_failed` and `Retry-After`, not 500).
+#[tokio::test]
+async fn a_deadlock_between_replicas_is_a_busy_database() {
+    let url = pg_cluster::fresh_database();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for sql in [
+        "CREATE TABLE t (id INT PRIMARY KEY, n INT)",
+        "INSERT INTO t VALUES (1, 0), (2, 0)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let (mut one, mut two) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+    let bump = "UPDATE t SET n = n + 1 WHERE id = $1";
+    sqlx::query(bump).bind(1).execute(&mut *one).await.unwrap();
+    sqlx::query(bump).bind(2).execute(&mut *two).await.unwrap();
+    let (a, b) = tokio::join!(
+        sqlx::query(bump).bind(2).execute(&mut *one),
+        sqlx::query(bump).bind(1).execute(&mut *two),
+    );
+    let err = a.err().or(b.err()).expect("one of the two is aborted");
+    let err = StoreError::from(err);
+    assert!(err.is_busy(), "{err}");
+    assert!(!StoreError::NotFound("x".into()).is_busy());
 }

@@ -6,17 +6,22 @@ use super::{time, Db};
 use crate::store::{AddedIntent, Stamp, StoreError};
 
 impl Db {
-    pub(in crate::store) async fn add_intent(&self, i: &AddedIntent) -> Result<(), StoreError> {
+    pub(in crate::store) async fn add_intent(&self, i: &AddedIntent) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO intents_added (id, en, ru, author, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&i.id)
-            .bind(&i.en)
-            .bind(&i.ru)
-            .bind(&i.author)
-            .bind(Stamp(i.created_at))
-            .execute(tx.conn())
-            .await?;
-        tx.commit().await
+        let added = sqlx::query(
+            "INSERT INTO intents_added (id, en, ru, author, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(&i.id)
+        .bind(&i.en)
+        .bind(&i.ru)
+        .bind(&i.author)
+        .bind(Stamp(i.created_at))
+        .fetch_optional(tx.conn())
+        .await?
+        .is_some();
+        tx.commit().await?;
+        Ok(added)
     }
 
     pub(in crate::store) async fn added_intents(&self) -> Result<Vec<AddedIntent>, StoreError> {

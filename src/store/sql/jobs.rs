@@ -141,6 +141,14 @@ impl Db {
         .await
     }
 
+    pub(in crate::store) async fn running_jobs(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub(in crate::store) async fn fail_interrupted_jobs(&self) -> Result<u64, StoreError> {
         let error = JobError::interrupted();
         let mut tx = self.begin_write().await?;
