@@ -252,6 +252,10 @@ impl Taxonomy for LiveModels {
             .tree
             .compile_rules(text, name)
     }
+
+    fn model(&self) -> Option<String> {
+        Some(self.active().id.clone())
+    }
 }
 
 /// The handle to the models serving now: the active one and the shadow, if any. Cloning

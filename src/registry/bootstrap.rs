@@ -124,7 +124,7 @@ async fn register_configured(
             activated_at: None,
         })
         .await?;
-    store.activate_model(version, None).await?;
+    store.activate_model(version, None, None).await?;
     Ok(())
 }
 

@@ -280,7 +280,9 @@ impl ModelRegistry {
         let Some((models, _)) = &self.inner.live else {
             let tree = IntentTree::load(&Path::new(&record.path).join(files::TAXONOMY))?;
             let stored = self
-                .checked(id, &tree, store.activate_model(id, note))
+                .checked(id, &tree, |rules| {
+                    store.activate_model(id, note, Some(rules))
+                })
                 .await?;
             return Ok(stored?);
         };
@@ -295,9 +297,10 @@ impl ModelRegistry {
                 id: id.to_string(),
                 source: Box::new(source),
             })?;
-        let swap = async {
-            let stored = store.activate_model(id, note).await?;
-            models.activate(Arc::clone(&serving));
+        let swapped = Arc::clone(&serving);
+        let swap = |rules| async move {
+            let stored = store.activate_model(id, note, Some(rules)).await?;
+            models.activate(swapped);
             Ok::<_, StoreError>(stored)
         };
         let stored = self
@@ -307,13 +310,13 @@ impl ModelRegistry {
         Ok(stored)
     }
 
-    /// Runs `change` only if the active rules compile against `tree`, with no rules change in
-    /// between.
-    async fn checked<T>(
+    /// Runs `change` (given the rules version checked) only if the active rules compile
+    /// against `tree`, with no rules change in between.
+    async fn checked<T, F: std::future::Future<Output = T>>(
         &self,
         id: &str,
         tree: &IntentTree,
-        change: impl std::future::Future<Output = T>,
+        change: impl FnOnce(i64) -> F,
     ) -> Result<T, RegistryError> {
         self.inner
             .rules

@@ -28,6 +28,12 @@ pub struct ActiveRules {
 pub trait Taxonomy {
     /// Compiles rules text against this taxonomy; `name` names the text in messages.
     fn compile_rules(&self, text: &str, name: &str) -> Result<Compiled, CompileErrors>;
+
+    /// The registry id of the model whose taxonomy this is, if it is a model's (saving rules
+    /// then checks that it is still the active one on the database).
+    fn model(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Taxonomy for IntentTree {
@@ -160,6 +166,7 @@ impl LiveRules {
                 change.author,
                 change.note,
                 change.expected,
+                taxonomy.model().as_deref(),
             )
             .await?;
         tracing::info!(
@@ -174,17 +181,18 @@ impl LiveRules {
         }))
     }
 
-    /// Runs `swap` (a model activation: persist, then swap) only if the active rules compile
+    /// Runs `swap` (a model activation: persist, then swap; given the rules version checked,
+    /// which the database confirms is still the newest) only if the active rules compile
     /// against `tree`, with no rules change in between.
-    pub async fn check_then<T>(
+    pub async fn check_then<T, F: std::future::Future<Output = T>>(
         &self,
         tree: &IntentTree,
-        swap: impl std::future::Future<Output = T>,
+        swap: impl FnOnce(i64) -> F,
     ) -> Result<T, RulesError> {
         let _one = self.inner.write.lock().await;
         let current = self.current();
         compile_stored(tree, &current.stored)?;
-        Ok(swap.await)
+        Ok(swap(current.stored.version).await)
     }
 
     /// Catches up with the stored rules (another replica, or the CLI, may have changed them):
@@ -294,7 +302,7 @@ async fn seed_rules(
                 format!("seeded from {name}")
             };
             Ok(store
-                .save_rules(&text, &compiled.ruleset.version, "seed", &note, None)
+                .save_rules(&text, &compiled.ruleset.version, "seed", &note, None, None)
                 .await?)
         }
         (None, None) => {

@@ -331,6 +331,9 @@ impl From<StoreError> for ApiError {
                 format!("{e}: someone saved the rules since you read them; GET /v1/rules, reapply your change and send If-Match: \"{current}\""),
             )
             .with_details(json!({ "current_version": current.to_string() })),
+            StoreError::ModelChanged { .. } | StoreError::RulesChanged { .. } => {
+                Self::new(Code::VersionConflict, e.to_string())
+            }
             StoreError::IdempotencyMismatch(_) => {
                 Self::new(Code::IdempotencyKeyReused, e.to_string())
             }

@@ -95,6 +95,24 @@ pub enum StoreError {
         /// The current version.
         current: i64,
     },
+    /// Another replica activated a model while rules were checked against the one before.
+    #[error("the active model changed to {active} (on another replica) while the rules were checked against {checked}; send the change again")]
+    ModelChanged {
+        /// The model the rules were compiled against.
+        checked: String,
+        /// The model active now.
+        active: String,
+    },
+    /// Another replica saved rules while a model was checked against the ones before.
+    #[error("the rules changed to version {current} (on another replica) while model {id} was checked against version {checked}; activate it again")]
+    RulesChanged {
+        /// The model being activated.
+        id: String,
+        /// The rules version it was checked against.
+        checked: i64,
+        /// The newest rules version now.
+        current: i64,
+    },
     /// An idempotency key was reused for a different request.
     #[error("Idempotency-Key \"{0}\" was already used for a different request")]
     IdempotencyMismatch(String),
@@ -350,8 +368,9 @@ port! {
     fn rules_version(&self, version: i64) -> RulesVersion;
     /// Every rules version, newest first.
     fn rules_history(&self) -> Vec<RulesVersion>;
-    /// Appends a rules version if the current one is still `expected` (`None`: no check).
-    fn save_rules(&self, text: &str, content_hash: &str, author: &str, note: &str, expected: Option<i64>) -> RulesVersion;
+    /// Appends a rules version if the current one is still `expected` and the active model is
+    /// still `model`, the one the rules were compiled against (`None`: no check).
+    fn save_rules(&self, text: &str, content_hash: &str, author: &str, note: &str, expected: Option<i64>, model: Option<&str>) -> RulesVersion;
 
     // ---- idempotency ----
     /// The first answer under an idempotency key, if the same request was seen before (and a
@@ -414,8 +433,9 @@ port! {
     fn models(&self) -> Vec<ModelRecord>;
     /// One model version.
     fn model(&self, id: &str) -> ModelRecord;
-    /// Makes `id` the active model (the previous one retires) in one transaction.
-    fn activate_model(&self, id: &str, note: Option<&str>) -> ModelRecord;
+    /// Makes `id` the active model (the previous one retires) in one transaction, if the
+    /// newest rules version is still `rules`, the one checked against it (`None`: no check).
+    fn activate_model(&self, id: &str, note: Option<&str>, rules: Option<i64>) -> ModelRecord;
     /// Sets a candidate's note and shadow flag (at most one model is the shadow).
     fn update_candidate(&self, id: &str, shadow: bool, note: &str) -> ();
     /// Logs a shadow model's intent for a decision (once per decision and model).

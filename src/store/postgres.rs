@@ -102,6 +102,17 @@ impl sql::WriteTx {
             .await?;
         Ok(())
     }
+
+    /// Waits until no other transaction changes what serves (the rules or the active model),
+    /// and holds that until this one ends; what it reads afterwards includes their changes.
+    pub(in crate::store) async fn serialize_serving_changes(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            // "intent-router serving", as a number.
+            .bind(0x6972_7365_7276_i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
 }
 
 impl Db {

@@ -155,6 +155,12 @@ impl sql::WriteTx {
     pub(in crate::store) async fn announce(&mut self, _topic: Topic) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// SQLite's write transactions take the database's one write lock from their start: they
+    /// are serialised already.
+    pub(in crate::store) async fn serialize_serving_changes(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl Type<Sqlite> for Stamp {

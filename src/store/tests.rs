@@ -113,12 +113,12 @@ async fn migrates_once_and_keeps_rules_history_with_conflicts() {
     for (url, store) in stores {
         assert!(store.current_rules().await.unwrap().is_none(), "{url}");
         let v1 = store
-            .save_rules("a", "h1", "seed", "first", Some(0))
+            .save_rules("a", "h1", "seed", "first", Some(0), None)
             .await
             .unwrap();
         assert_eq!(v1.version, 1);
         let err = store
-            .save_rules("b", "h2", "ann", "", Some(0))
+            .save_rules("b", "h2", "ann", "", Some(0), None)
             .await
             .unwrap_err();
         assert!(
@@ -132,7 +132,7 @@ async fn migrates_once_and_keeps_rules_history_with_conflicts() {
             "{url}: {err}"
         );
         store
-            .save_rules("b", "h2", "ann", "", Some(1))
+            .save_rules("b", "h2", "ann", "", Some(1), None)
             .await
             .unwrap();
         let version = store.schema_version().await.unwrap();
@@ -326,13 +326,16 @@ async fn one_model_is_active_and_the_previous_one_is_the_rollback_target() {
             .insert_model(&model("m2", ModelStatus::Candidate))
             .await
             .unwrap();
-        store.activate_model("m1", Some("first")).await.unwrap();
+        store
+            .activate_model("m1", Some("first"), None)
+            .await
+            .unwrap();
         store
             .update_candidate("m2", true, "shadowing")
             .await
             .unwrap();
         assert!(store.model("m2").await.unwrap().shadow, "{url}");
-        let m2 = store.activate_model("m2", None).await.unwrap();
+        let m2 = store.activate_model("m2", None, None).await.unwrap();
         assert_eq!((m2.status, m2.shadow), (ModelStatus::Active, false));
         assert_eq!(m2.note, "shadowing");
         assert_eq!(
@@ -342,7 +345,7 @@ async fn one_model_is_active_and_the_previous_one_is_the_rollback_target() {
         let back = store.previous_active_model().await.unwrap().unwrap();
         assert_eq!(back.id, "m1");
         assert!(matches!(
-            store.activate_model("m9", None).await,
+            store.activate_model("m9", None, None).await,
             Err(StoreError::NotFound(_))
         ));
         store
@@ -516,12 +519,14 @@ async fn replicas() -> (Arc<Store>, Arc<Store>) {
 #[tokio::test]
 async fn replicas_never_save_one_rules_version_twice() {
     let (a, b) = replicas().await;
-    a.save_rules("v1", "h", "seed", "", Some(0)).await.unwrap();
+    a.save_rules("v1", "h", "seed", "", Some(0), None)
+        .await
+        .unwrap();
     // Checked saves based on version 1: exactly one wins, the others are told the version.
     let tries = (0..8).map(|i| {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
         tokio::spawn(async move {
-            s.save_rules(&format!("x{i}"), "h", "ann", "", Some(1))
+            s.save_rules(&format!("x{i}"), "h", "ann", "", Some(1), None)
                 .await
         })
     });
@@ -543,7 +548,7 @@ async fn replicas_never_save_one_rules_version_twice() {
     // Unchecked saves all land, each with its own number.
     let tries = (0..8).map(|i| {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tokio::spawn(async move { s.save_rules("y", "h", "ann", "", None).await })
+        tokio::spawn(async move { s.save_rules("y", "h", "ann", "", None, None).await })
     });
     for t in tries {
         t.await.unwrap().unwrap();
@@ -556,6 +561,62 @@ async fn replicas_never_save_one_rules_version_twice() {
         .map(|v| v.version)
         .collect();
     assert_eq!(versions, (1..=10).rev().collect::<Vec<_>>());
+}
+
+/// A rules save checked against the active model on one replica and a model activation
+/// checked against the newest rules on another, at once: never both (the database serialises
+/// them and each re-checks the other side), so the rules and the model that serve always
+/// were checked together.
+#[tokio::test]
+async fn replicas_never_pair_rules_and_a_model_that_were_not_checked_together() {
+    let (a, b) = replicas().await;
+    for id in ["m1", "m2"] {
+        a.insert_model(&model(id, ModelStatus::Candidate))
+            .await
+            .unwrap();
+    }
+    a.activate_model("m1", None, None).await.unwrap();
+    a.save_rules("v1", "h", "seed", "", None, None)
+        .await
+        .unwrap();
+    // Each side alone: a stale check is refused.
+    assert!(matches!(
+        a.save_rules("v2", "h", "ann", "", Some(1), Some("m2"))
+            .await,
+        Err(StoreError::ModelChanged { .. })
+    ));
+    assert!(matches!(
+        b.activate_model("m2", None, Some(0)).await,
+        Err(StoreError::RulesChanged { current: 1, .. })
+    ));
+    for round in 0..12 {
+        let active = a.active_model_id().await;
+        let other = if active == "m1" { "m2" } else { "m1" };
+        let version = a.current_rules().await.unwrap().unwrap().version;
+        let text = format!("round {round}");
+        let (saved, activated) = tokio::join!(
+            a.save_rules(&text, "h", "ann", "", Some(version), Some(&active)),
+            b.activate_model(other, None, Some(version)),
+        );
+        match (&saved, &activated) {
+            (Ok(_), Err(StoreError::RulesChanged { .. }))
+            | (Err(StoreError::ModelChanged { .. }), Ok(_)) => {}
+            _ => panic!("round {round}: exactly one passes: {saved:?} / {activated:?}"),
+        }
+    }
+}
+
+impl Store {
+    /// The active model's id (tests).
+    async fn active_model_id(&self) -> String {
+        self.models()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.status == ModelStatus::Active)
+            .unwrap()
+            .id
+    }
 }
 
 #[tokio::test]
@@ -640,7 +701,7 @@ async fn replicas_store_a_correction_once_and_keep_one_active_and_one_shadow_mod
     }
     let calls = ["m1", "m2", "m3", "m4"].map(|id| {
         let s = if id < "m3" { a.clone() } else { b.clone() };
-        tokio::spawn(async move { s.activate_model(id, None).await })
+        tokio::spawn(async move { s.activate_model(id, None, None).await })
     });
     for c in calls {
         c.await.unwrap().unwrap();
@@ -809,7 +870,9 @@ async fn changes_are_announced_to_other_replicas_and_one_retrains_at_a_time() {
         .await
         .unwrap()
         .expect("PostgreSQL announces changes");
-    a.save_rules("v1", "h", "seed", "", None).await.unwrap();
+    a.save_rules("v1", "h", "seed", "", None, None)
+        .await
+        .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await;
     assert_eq!(got.unwrap(), Some(Some(Topic::Rules)));
     a.insert_model(&model("m1", ModelStatus::Candidate))
@@ -905,7 +968,10 @@ async fn postgresql_is_reached_over_tls_with_the_certificate_checked() {
     let store = Store::open(&DatabaseUrl::Postgres(verified.clone()))
         .await
         .unwrap();
-    store.save_rules("v1", "h", "seed", "", None).await.unwrap();
+    store
+        .save_rules("v1", "h", "seed", "", None, None)
+        .await
+        .unwrap();
     store.close().await;
     // The connection is encrypted (the server says so).
     let pool = sqlx::PgPool::connect(&verified).await.unwrap();

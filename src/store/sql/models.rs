@@ -72,18 +72,38 @@ impl Db {
         &self,
         id: &str,
         note: Option<&str>,
+        rules: Option<i64>,
     ) -> Result<ModelRecord, StoreError> {
         let mut tries = 0;
         loop {
-            match self.try_activate(id, note).await {
+            match self.try_activate(id, note, rules).await {
                 Err(e) if unique_violation(&e) && tries < 3 => tries += 1,
                 done => return done,
             }
         }
     }
 
-    async fn try_activate(&self, id: &str, note: Option<&str>) -> Result<ModelRecord, StoreError> {
+    async fn try_activate(
+        &self,
+        id: &str,
+        note: Option<&str>,
+        rules: Option<i64>,
+    ) -> Result<ModelRecord, StoreError> {
         let mut tx = self.begin_write().await?;
+        tx.serialize_serving_changes().await?;
+        if let Some(checked) = rules {
+            let current: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM rules_versions")
+                    .fetch_one(tx.conn())
+                    .await?;
+            if current != checked {
+                return Err(StoreError::RulesChanged {
+                    id: id.to_string(),
+                    checked,
+                    current,
+                });
+            }
+        }
         let found = sqlx::query("SELECT id FROM models WHERE id = $1")
             .bind(id)
             .fetch_optional(tx.conn())

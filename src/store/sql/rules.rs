@@ -54,9 +54,23 @@ impl Db {
         author: &str,
         note: &str,
         expected: Option<i64>,
+        model: Option<&str>,
     ) -> Result<RulesVersion, StoreError> {
         loop {
             let mut tx = self.begin_write().await?;
+            tx.serialize_serving_changes().await?;
+            if let Some(checked) = model {
+                let active: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM models WHERE status = 'active'")
+                        .fetch_optional(tx.conn())
+                        .await?;
+                if let Some(active) = active.filter(|a| a != checked) {
+                    return Err(StoreError::ModelChanged {
+                        checked: checked.to_string(),
+                        active,
+                    });
+                }
+            }
             let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM rules_versions")
                 .fetch_one(tx.conn())
                 .await?
