@@ -402,3 +402,40 @@ async fn classify_with_rules_prints_the_decision_that_route_returns() {
     };
     assert_eq!(without(cli), without(api));
 }
+
+#[tokio::test]
+async fn a_model_activated_elsewhere_that_cannot_serve_here_is_tried_again_after_a_pause() {
+    use intent_router::registry::RegistryError;
+    use intent_router::store::ModelStatus;
+
+    let app = App::start().await;
+    let store = &app.state.store;
+    let serving = app.state.models.active().id.clone();
+    // Another replica activated a model whose files this replica cannot read.
+    let mut elsewhere = store.model(&serving).await.unwrap();
+    elsewhere.id = "elsewhere".into();
+    elsewhere.path = "/nonexistent/elsewhere".into();
+    elsewhere.status = ModelStatus::Candidate;
+    elsewhere.activated_at = None;
+    store.insert_model(&elsewhere).await.unwrap();
+    store.activate_model("elsewhere", None, None).await.unwrap();
+
+    let registry = &app.state.registry;
+    let first = registry.follow().await.unwrap_err();
+    assert!(
+        matches!(first, RegistryError::Unloadable(_)),
+        "the first check tries it: {first}"
+    );
+    // The next checks do not load it again until the pause is over; the replica keeps
+    // serving the model it has.
+    match registry.follow().await {
+        Err(RegistryError::FollowPaused { id, retry_in }) => {
+            assert_eq!(id, "elsewhere");
+            assert!(retry_in.as_secs() <= 30, "{retry_in:?}");
+        }
+        other => panic!("paused, not {other:?}"),
+    }
+    assert_eq!(app.state.models.active().id, serving);
+    let routed = route(&app, &json!({"body": REFUND})).await;
+    assert_eq!(routed["model_version"], serving.as_str());
+}

@@ -34,8 +34,10 @@ impl ModelRegistry {
                     },
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = registry.follow().await {
-                    tracing::error!("following changes made elsewhere: {e}");
+                match registry.follow().await {
+                    Ok(()) => {}
+                    Err(e @ super::RegistryError::FollowPaused { .. }) => tracing::debug!("{e}"),
+                    Err(e) => tracing::error!("following changes made elsewhere: {e}"),
                 }
             }
         });

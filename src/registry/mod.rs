@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,17 @@ pub enum RegistryError {
     /// The retraining thread could not start or died.
     #[error("the retraining thread {0}")]
     Thread(&'static str),
+    /// A model activated elsewhere could not serve here; it is tried again after a pause
+    /// (meanwhile this replica keeps serving the model it has).
+    #[error(
+        "model {id}, active on the database, could not serve here; trying again in {retry_in:?}"
+    )]
+    FollowPaused {
+        /// The model.
+        id: String,
+        /// Until the next try.
+        retry_in: Duration,
+    },
 }
 
 impl RegistryError {
@@ -196,7 +208,21 @@ struct Inner {
     swap: tokio::sync::Mutex<()>,
     /// One retraining at a time.
     retrain: Arc<tokio::sync::Mutex<()>>,
+    /// A model activated elsewhere that could not serve here, and when to try it again.
+    unfollowed: std::sync::Mutex<Option<Unfollowed>>,
 }
+
+/// A model activated elsewhere that this replica could not load, warm or check against its
+/// rules: loading it again at every check would cost a model load each time, so the tries
+/// are spaced out (30 s, doubling up to 5 minutes).
+struct Unfollowed {
+    id: String,
+    retry_at: Instant,
+    pause: Duration,
+}
+
+/// The first pause before a model that could not serve is tried again, and the longest.
+const FOLLOW_PAUSE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(300));
 
 /// The right to retrain: one at a time in this process and on the database (across
 /// replicas), held from the request until the retraining ends.
@@ -244,6 +270,7 @@ impl ModelRegistry {
                 config,
                 swap: tokio::sync::Mutex::new(()),
                 retrain: Arc::new(tokio::sync::Mutex::new(())),
+                unfollowed: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -594,19 +621,12 @@ impl ModelRegistry {
             .find(|m| m.status == ModelStatus::Active)
             .filter(|a| a.id != models.active().id);
         if let Some(record) = moved {
-            let serving = self.start_serving(record).await?;
-            serving
-                .warm_up()
-                .await
-                .map_err(|source| RegistryError::Warmup {
-                    id: record.id.clone(),
-                    source: Box::new(source),
-                })?;
-            let tree = &serving.engine.classifier().tree;
-            rules
-                .follow_with(tree, async { models.activate(Arc::clone(&serving)) })
-                .await
-                .map_err(|e| incompatible(&record.id, e))?;
+            self.paused(&record.id)?;
+            if let Err(e) = self.serve_activated(models, record).await {
+                self.pause(&record.id);
+                return Err(e);
+            }
+            *self.unfollowed() = None;
             tracing::info!(
                 model = record.id,
                 "model activated elsewhere: now serving it"
@@ -629,6 +649,65 @@ impl ModelRegistry {
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl ModelRegistry {
+    /// Loads, warms and swaps in a model activated elsewhere, with the stored rules (which
+    /// must compile against it).
+    async fn serve_activated(
+        &self,
+        models: &LiveModels,
+        record: &ModelRecord,
+    ) -> Result<(), RegistryError> {
+        let serving = self.start_serving(record).await?;
+        serving
+            .warm_up()
+            .await
+            .map_err(|source| RegistryError::Warmup {
+                id: record.id.clone(),
+                source: Box::new(source),
+            })?;
+        let tree = &serving.engine.classifier().tree;
+        self.inner
+            .rules
+            .follow_with(tree, async { models.activate(Arc::clone(&serving)) })
+            .await
+            .map_err(|e| incompatible(&record.id, e))
+    }
+
+    fn unfollowed(&self) -> std::sync::MutexGuard<'_, Option<Unfollowed>> {
+        self.inner
+            .unfollowed
+            .lock()
+            .expect("follow state lock poisoned. This is a bug.")
+    }
+
+    /// Refuses to try model `id` again before its pause is over.
+    fn paused(&self, id: &str) -> Result<(), RegistryError> {
+        match &*self.unfollowed() {
+            Some(u) if u.id == id && Instant::now() < u.retry_at => {
+                Err(RegistryError::FollowPaused {
+                    id: id.to_string(),
+                    retry_in: u.retry_at - Instant::now(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Model `id` could not serve: the next try waits, twice as long as the last time.
+    fn pause(&self, id: &str) {
+        let mut unfollowed = self.unfollowed();
+        let pause = match &*unfollowed {
+            Some(u) if u.id == id => (u.pause * 2).min(FOLLOW_PAUSE.1),
+            _ => FOLLOW_PAUSE.0,
+        };
+        *unfollowed = Some(Unfollowed {
+            id: id.to_string(),
+            retry_at: Instant::now() + pause,
+            pause,
+        });
     }
 }
 
