@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Classification;
 use crate::rules::{Assignee, Priority, Status};
-use crate::ticket::Ticket;
 
 /// One evaluated rule in a trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -178,16 +177,4 @@ fn strategy_name(a: &Assignee) -> &'static str {
         Assignee::LeastLoaded => "least-loaded",
         Assignee::Nobody => "none",
     }
-}
-
-/// The rule inputs the log keeps for simulation: the ticket without its text (kept apart,
-/// under retention), its classification and when it was received.
-#[derive(Serialize, Deserialize)]
-pub struct RuleInputs {
-    /// Ticket facts (subject and body emptied).
-    pub ticket: Ticket,
-    /// Classification.
-    pub classification: Classification,
-    /// Time the rules saw.
-    pub received_at: DateTime<Utc>,
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::app::App;
+use crate::common::app::{App, TINY_RULES};
 use crate::server::{ADMIN_TOKEN, ROUTE_TOKEN};
 
 const REFUND: &str = "refund my money back please";
@@ -328,6 +328,10 @@ async fn the_decision_log_of_the_previous_release_is_read_and_extended() {
     assert_eq!(sim.status, 200, "{}", sim.body);
     assert_eq!(sim.body["summary"]["tickets"], 5);
     assert_eq!(sim.body["summary"]["changed"], 0);
+    assert_eq!(
+        sim.body["summary"]["facts_missing"], 5,
+        "the release logged facts unredacted: the upgrade dropped them"
+    );
 
     // A retry of an old request gets the old answer; new decisions continue the round robin.
     let retry = app
@@ -438,4 +442,35 @@ async fn a_model_activated_elsewhere_that_cannot_serve_here_is_tried_again_after
     assert_eq!(app.state.models.active().id, serving);
     let routed = route(&app, &json!({"body": REFUND})).await;
     assert_eq!(routed["model_version"], serving.as_str());
+}
+
+#[tokio::test]
+async fn a_simulation_over_the_log_sees_the_channel_and_the_kept_customer_facts_and_fields() {
+    let app = App::start().await;
+    let ticket = json!({"id": "V-1", "body": REFUND, "channel": "chat",
+        "customer": {"tier": "vip"}, "fields": {"plan": "pro", "contact": "ivan@example.com"}});
+    route(&app, &ticket).await;
+    let candidate = format!(
+        "{TINY_RULES}\n[[rules]]\nid = \"vip-chat-pro\"\nwhen.channel = \"chat\"\nwhen.tier = \"vip\"\n\
+         when.fields = {{ plan = \"pro\", contact = \"[EMAIL]\" }}\nthen = {{ priority = \"high\" }}\n"
+    );
+    let sim = app
+        .post(
+            "/v1/rules/simulate",
+            ADMIN_TOKEN,
+            &json!({"rules": candidate, "last": 1}),
+        )
+        .await;
+    assert_eq!(sim.status, 200, "{}", sim.body);
+    let result = &sim.body["results"][0];
+    assert_eq!(
+        (&result["text_missing"], &result["facts_missing"]),
+        (&json!(false), &json!(false))
+    );
+    assert_eq!(
+        result["after"]["rule_ids"],
+        json!(["billing", "vip-chat-pro"]),
+        "the channel, tier and fields (redacted as kept) reach the rules: {result}"
+    );
+    assert_eq!(result["changed"], json!(["priority"]));
 }

@@ -5,38 +5,20 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc::Receiver;
-
-use super::ModelRegistry;
-use crate::store::Topic;
+use super::{ModelRegistry, RegistryError};
+use crate::store::{spawn_on_changes, Changes, Topic};
 
 impl ModelRegistry {
-    /// Follows changes made elsewhere, as long as the process runs: on each notification in
-    /// `changes` (`None`: some may have been missed) and every `every`.
-    pub fn spawn_follow(&self, mut changes: Option<Receiver<Option<Topic>>>, every: Duration) {
+    /// Follows changes made elsewhere, as long as the process runs: on each rules or models
+    /// notification in `changes` (or when some may have been missed) and every `every`.
+    pub fn spawn_follow(&self, changes: Option<Changes>, every: Duration) {
         let registry = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let heard = async {
-                    match changes.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    topic = heard => match topic {
-                        Some(Some(Topic::Jobs | Topic::Erasures)) => continue,
-                        Some(_) => {}
-                        // The listener stopped (the pool closed): the periodic check remains.
-                        None => changes = None,
-                    },
-                    _ = tick.tick() => {}
-                }
+        spawn_on_changes(changes, &[Topic::Rules, Topic::Models], every, move || {
+            let registry = registry.clone();
+            async move {
                 match registry.follow().await {
                     Ok(()) => {}
-                    Err(e @ super::RegistryError::FollowPaused { .. }) => tracing::debug!("{e}"),
+                    Err(e @ RegistryError::FollowPaused { .. }) => tracing::debug!("{e}"),
                     Err(e) => tracing::error!("following changes made elsewhere: {e}"),
                 }
             }

@@ -17,7 +17,7 @@ use super::error::{invalid_rules, ApiError, Code};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::config::Scope;
-use crate::decision::RuleInputs;
+use crate::decision::Routed;
 use crate::rules::compile::RuleError;
 use crate::rules::live::{RulesChange, Taxonomy};
 use crate::rules::simulate::{self, Case, Simulation};
@@ -487,8 +487,14 @@ async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError>
     logged
         .into_iter()
         .map(|d| {
-            let inputs: RuleInputs = serde_json::from_str(&d.inputs).map_err(ApiError::internal)?;
-            let mut ticket = inputs.ticket;
+            let routed: Routed = serde_json::from_str(&d.decision).map_err(ApiError::internal)?;
+            let mut ticket = Ticket {
+                id: Some(d.ticket_id),
+                channel: d.channel,
+                language: d.language_given,
+                received_at: Some(routed.received_at),
+                ..Ticket::default()
+            };
             let text_missing = d.kept.is_none();
             let mut facts_missing = true;
             if let Some(kept) = d.kept {
@@ -502,9 +508,9 @@ async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError>
             }
             Ok(Case {
                 ticket,
-                resolution: inputs.classification.resolution,
-                language: inputs.classification.language,
-                received_at: inputs.received_at,
+                resolution: routed.intent.resolution,
+                language: routed.language,
+                received_at: routed.received_at,
                 decision_id: Some(d.decision_id),
                 text_missing,
                 facts_missing,

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc::Receiver;
 
 use crate::fsutil::FsError;
-use crate::store::{Store, StoreError, Topic};
+use crate::store::{spawn_on_changes, Changes, Store, StoreError, Topic};
 use crate::train::cache;
 
 /// How far back each check re-reads erasures (one committed late, with an earlier time, is
@@ -88,32 +87,13 @@ impl ErasureService {
         Ok(gone)
     }
 
-    /// Sweeps as long as the process runs: on each erasure announced in `changes` (`None`: some
-    /// may have been missed) and every `every`.
-    pub fn spawn_follow(
-        self: &Arc<Self>,
-        mut changes: Option<Receiver<Option<Topic>>>,
-        every: Duration,
-    ) {
+    /// Sweeps as long as the process runs: on each erasure announced in `changes` (or when
+    /// some may have been missed) and every `every`.
+    pub fn spawn_follow(self: &Arc<Self>, changes: Option<Changes>, every: Duration) {
         let erasure = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let heard = async {
-                    match changes.as_mut() {
-                        Some(rx) => rx.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    topic = heard => match topic {
-                        Some(Some(Topic::Erasures) | None) => {}
-                        Some(Some(_)) => continue,
-                        None => changes = None,
-                    },
-                    _ = tick.tick() => {}
-                }
+        spawn_on_changes(changes, &[Topic::Erasures], every, move || {
+            let erasure = Arc::clone(&erasure);
+            async move {
                 match erasure.sweep().await {
                     Ok(n) if n > 0 => tracing::info!(
                         n,
@@ -208,7 +188,8 @@ mod tests {
             priority: "normal".into(),
             model_version: "m".into(),
             rules_version: 1,
-            inputs: "{}".into(),
+            channel: None,
+            language_given: None,
             kept: None,
         };
         tx.insert_decision(&d, "{}").await.unwrap();

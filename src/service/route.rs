@@ -3,7 +3,6 @@
 //! log (one transaction), then shadow scoring off the request's path. Also the read-only
 //! variants (classify, dry run) that stop earlier. Owns no state: it holds the live handles.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::assign::{self, AssignmentPolicy, Pick};
-use crate::decision::{Routed, RuleInputs, Timings, Versions};
+use crate::decision::{Routed, Timings, Versions};
 use crate::engine::{decide_for, Classification};
 use crate::metrics::Metrics;
 use crate::rules::live::{ActiveRules, LiveRules};
@@ -443,17 +442,6 @@ impl RouteService {
         round: &Round<'_>,
     ) -> NewDecision {
         let c = &routed.intent;
-        let inputs = RuleInputs {
-            ticket: Ticket {
-                subject: None,
-                body: String::new(),
-                customer: Customer::default(),
-                fields: BTreeMap::new(),
-                ..ticket.clone()
-            },
-            classification: c.clone(),
-            received_at: routed.received_at,
-        };
         NewDecision {
             decision_id: uuid::Uuid::now_v7().to_string(),
             ticket_id: ticket.id.clone().unwrap_or_default(),
@@ -469,7 +457,8 @@ impl RouteService {
             priority: routed.priority.name().to_string(),
             model_version: round.model.id.clone(),
             rules_version: round.rules.stored.version,
-            inputs: serde_json::to_string(&inputs).expect("rule inputs serialise. This is a bug."),
+            channel: ticket.channel.clone(),
+            language_given: ticket.language.clone(),
             kept: self.policy.keep_text.then(|| self.kept(ticket)),
         }
     }

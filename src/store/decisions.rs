@@ -64,9 +64,10 @@ pub struct NewDecision {
     pub model_version: String,
     /// Rules version.
     pub rules_version: i64,
-    /// The rule inputs as JSON (the ticket without its text, customer and fields;
-    /// classification; time).
-    pub inputs: String,
+    /// The channel the helpdesk gave.
+    pub channel: Option<String>,
+    /// The language the helpdesk gave (the detected one is `language`).
+    pub language_given: Option<String>,
     /// What is kept of the ticket under the retention period (`None`: nothing).
     pub kept: Option<KeptTicket>,
 }
@@ -78,8 +79,10 @@ pub struct LoggedDecision {
     pub decision_id: String,
     /// Ticket id.
     pub ticket_id: String,
-    /// Rule inputs (JSON).
-    pub inputs: String,
+    /// The channel the helpdesk gave.
+    pub channel: Option<String>,
+    /// The language the helpdesk gave.
+    pub language_given: Option<String>,
     /// The decision as returned (JSON).
     pub decision: String,
     /// What is kept of the ticket, unless purged.

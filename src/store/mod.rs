@@ -189,6 +189,46 @@ stored_names!(Topic, "change topic", {
     Erasures = "erasures",
 });
 
+/// The changes heard by [`Store::changes`]: each notification's topic, or `None` where some
+/// may have been missed.
+pub type Changes = tokio::sync::mpsc::Receiver<Option<Topic>>;
+
+/// Runs `work` as long as the process runs: when a change of one of `topics` is heard in
+/// `changes` (or some may have been missed), and every `every` (the fallback, and the only way
+/// on SQLite, which has no notifications).
+pub fn spawn_on_changes<F, W>(
+    mut changes: Option<Changes>,
+    topics: &'static [Topic],
+    every: Duration,
+    mut work: W,
+) where
+    W: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let heard = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                topic = heard => match topic {
+                    Some(Some(t)) if !topics.contains(&t) => continue,
+                    Some(_) => {}
+                    // The listener stopped (the pool closed): the periodic check remains.
+                    None => changes = None,
+                },
+                _ = tick.tick() => {}
+            }
+            work().await;
+        }
+    });
+}
+
 /// Work that one process at a time may do on a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusive {
@@ -280,9 +320,7 @@ impl Store {
     /// The changes other processes announce, as they commit (`None` in the stream: some may
     /// have been missed while the connection was down). `None`: this backend announces nothing
     /// (SQLite: one process), so callers check periodically.
-    pub async fn changes(
-        &self,
-    ) -> Result<Option<tokio::sync::mpsc::Receiver<Option<Topic>>>, StoreError> {
+    pub async fn changes(&self) -> Result<Option<Changes>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(None),
             Backend::Postgres(b) => b.changes().await.map(Some),

@@ -43,7 +43,8 @@ fn decision(id: &str, team: &str, strategy: Assignee) -> NewDecision {
         priority: "normal".into(),
         model_version: "m1".into(),
         rules_version: 1,
-        inputs: "{}".into(),
+        channel: Some("email".into()),
+        language_given: None,
         kept: Some(KeptTicket {
             subject: None,
             body: format!("body {id}"),
@@ -793,13 +794,13 @@ async fn a_database_of_the_previous_release_is_upgraded_in_place() {
         };
         assert_eq!(&body, response, "{key}");
     }
-    // The customer facts and fields logged unredacted are gone from the rule inputs and not
-    // kept (a simulation reports them missing); the texts stay.
+    // The rule inputs became columns (channel, language given); the customer facts and
+    // fields logged unredacted are gone and not kept (a simulation reports them missing); the
+    // texts stay.
     for d in store.recent_decisions(100).await.unwrap() {
-        let inputs: serde_json::Value = serde_json::from_str(&d.inputs).unwrap();
-        assert!(inputs["ticket"].get("customer").is_none(), "{inputs}");
-        assert!(inputs["ticket"].get("fields").is_none(), "{inputs}");
-        assert_eq!(inputs["ticket"]["id"], d.ticket_id.as_str());
+        if d.ticket_id == "fx-1" {
+            assert_eq!(d.channel.as_deref(), Some("email"));
+        }
         let kept = d.kept.unwrap();
         assert_eq!((kept.customer.tier, kept.fields), (None, None));
     }
@@ -996,8 +997,8 @@ async fn postgresql_is_reached_over_tls_with_the_certificate_checked() {
 }
 
 /// A PostgreSQL database at schema 3 (the first release of that backend) holding answers stored
-/// as response bodies and rule inputs with customer facts: schema 4 keeps the answers (now
-/// rebuilt from the decisions) and drops the facts.
+/// as response bodies and rule inputs (with customer facts) as JSON: schema 4 keeps the answers
+/// (now rebuilt from the decisions), the channel and language as columns, and drops the facts.
 #[tokio::test]
 async fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
     let url = DatabaseUrl::Postgres(pg_cluster::fresh_database());
@@ -1015,7 +1016,7 @@ async fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
     first_three.run(&pool).await.unwrap();
     let one = r#"{"decision_id":"d1","ticket_id":"t1","team":"billing"}"#;
     let two = r#"{"decision_id":"d2","ticket_id":"t2","team":null}"#;
-    let inputs = r#"{"ticket":{"id":"t1","body":"","customer":{"tier":"vip"},"fields":{"email":"a@b.c"}},"received_at":"2026-12-01T09:30:00Z"}"#;
+    let inputs = r#"{"ticket":{"id":"t1","body":"","channel":"email","language":"ru","customer":{"tier":"vip"},"fields":{"email":"a@b.c"}},"received_at":"2026-12-01T09:30:00Z"}"#;
     for (id, decision) in [("d1", one), ("d2", two)] {
         sqlx::query(
             "INSERT INTO decisions VALUES ($1, $1, now(), now(), 'billing', 0.9, 'en', NULL, NULL, \
@@ -1054,12 +1055,10 @@ async fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
         Some(replay(true, &[two, one]))
     );
     let logged = store.recent_decisions(1).await.unwrap().remove(0);
-    let inputs: serde_json::Value = serde_json::from_str(&logged.inputs).unwrap();
     assert_eq!(
-        inputs["ticket"],
-        serde_json::json!({"id": "t1", "body": ""})
+        (logged.channel.as_deref(), logged.language_given.as_deref()),
+        (Some("email"), Some("ru"))
     );
-    assert_eq!(inputs["received_at"], "2026-12-01T09:30:00Z");
 }
 
 /// Two replicas' transactions that deadlock: PostgreSQL aborts one, and that error is one a

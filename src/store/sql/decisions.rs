@@ -1,6 +1,7 @@
-//! The decision log: one row per decision (its facts as columns, the decision as returned and
-//! the rule inputs as JSON), written in one transaction per routing call together with the
-//! assignments it makes, the ticket texts and the idempotency key.
+//! The decision log: one row per decision (its facts as columns, with the channel and language
+//! the helpdesk gave, and the decision as returned, the API's record, as JSON), written in one
+//! transaction per routing call together with the assignments it makes, what is kept of the
+//! tickets and the idempotency key's decisions.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -74,7 +75,7 @@ impl Db {
         n: i64,
     ) -> Result<Vec<LoggedDecision>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT d.decision_id, d.ticket_id, d.inputs, d.decision, {KEPT_COLUMNS} \
+            "SELECT d.decision_id, d.ticket_id, d.channel, d.language_given, d.decision, {KEPT_COLUMNS} \
              FROM decisions d LEFT JOIN ticket_texts t ON t.ticket_id = d.ticket_id \
              ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT $1"
         ))
@@ -86,9 +87,10 @@ impl Db {
                 Ok(LoggedDecision {
                     decision_id: r.get(0),
                     ticket_id: r.get(1),
-                    inputs: r.get(2),
-                    decision: r.get(3),
-                    kept: texts::kept(r, 4)?,
+                    channel: r.get(2),
+                    language_given: r.get(3),
+                    decision: r.get(4),
+                    kept: texts::kept(r, 5)?,
                 })
             })
             .collect()
@@ -212,8 +214,9 @@ impl DecisionTx {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO decisions (decision_id, ticket_id, received_at, decided_at, intent, confidence, \
-             language, team, assignee, status, priority, model_version, rules_version, inputs, decision) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             language, team, assignee, status, priority, model_version, rules_version, channel, \
+             language_given, decision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&d.decision_id)
         .bind(&d.ticket_id)
@@ -228,7 +231,8 @@ impl DecisionTx {
         .bind(&d.priority)
         .bind(&d.model_version)
         .bind(d.rules_version)
-        .bind(&d.inputs)
+        .bind(&d.channel)
+        .bind(&d.language_given)
         .bind(json)
         .execute(self.tx.conn())
         .await?;

@@ -21,21 +21,15 @@ impl Db {
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "DELETE FROM idempotency_decisions WHERE key IN \
-             (SELECT key FROM idempotency_keys WHERE created_at < $1)",
+        self.purge(
+            &[
+                "DELETE FROM idempotency_decisions WHERE key IN \
+                 (SELECT key FROM idempotency_keys WHERE created_at < $1)",
+                "DELETE FROM idempotency_keys WHERE created_at < $1",
+            ],
+            cutoff,
         )
-        .bind(Stamp(cutoff))
-        .execute(tx.conn())
-        .await?;
-        let n = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(Stamp(cutoff))
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        .await
     }
 }
 

@@ -135,7 +135,7 @@ impl Db {
         cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         self.purge(
-            "DELETE FROM jobs WHERE status <> 'running' AND finished_at < $1",
+            &["DELETE FROM jobs WHERE status <> 'running' AND finished_at < $1"],
             cutoff,
         )
         .await

@@ -94,14 +94,18 @@ impl Db {
         self.pool.close().await;
     }
 
-    /// Runs a `DELETE … $1` of rows past `cutoff` in a write transaction; returns how many.
-    async fn purge(&self, sql: &str, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// Runs `DELETE … $1` statements of rows past `cutoff` in one write transaction, in order
+    /// (rows that refer to others first); returns how many rows the last one deleted.
+    async fn purge(&self, sqls: &[&str], cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let n = sqlx::query(sql)
-            .bind(Stamp(cutoff))
-            .execute(tx.conn())
-            .await?
-            .rows_affected();
+        let mut n = 0;
+        for sql in sqls {
+            n = sqlx::query(sql)
+                .bind(Stamp(cutoff))
+                .execute(tx.conn())
+                .await?
+                .rows_affected();
+        }
         tx.commit().await?;
         Ok(n)
     }

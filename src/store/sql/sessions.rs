@@ -59,7 +59,10 @@ impl Db {
         &self,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.purge("DELETE FROM console_sessions WHERE expires_at <= $1", now)
-            .await
+        self.purge(
+            &["DELETE FROM console_sessions WHERE expires_at <= $1"],
+            now,
+        )
+        .await
     }
 }

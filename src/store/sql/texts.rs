@@ -146,7 +146,7 @@ impl Db {
         &self,
         cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        self.purge("DELETE FROM erasures WHERE erased_at < $1", cutoff)
+        self.purge(&["DELETE FROM erasures WHERE erased_at < $1"], cutoff)
             .await
     }
 }

@@ -1,13 +1,17 @@
 -- Personal data under retention, and idempotent replays per decision (SQLite's migration 7).
 --
--- A ticket's customer facts and helpdesk fields leave the decision log's rule inputs: they are
--- kept beside the ticket's text (redacted like it) and purged with it. Facts logged before this
--- migration were never redacted, so they are dropped rather than moved (`fields` NULL: not kept).
+-- A ticket's customer facts and helpdesk fields leave the decision log: they are kept beside
+-- the ticket's text (redacted like it) and purged with it. Facts logged before this migration
+-- were never redacted, so they are dropped rather than moved (`fields` NULL: not kept). The
+-- rest of the rule inputs the log kept as JSON become columns (the classification and the time
+-- are the decision's own): the channel and the language the helpdesk gave.
 ALTER TABLE ticket_texts ADD COLUMN customer_tier TEXT;
 ALTER TABLE ticket_texts ADD COLUMN fields TEXT;
-UPDATE decisions SET inputs = jsonb_set(inputs::jsonb, '{ticket}',
-        (inputs::jsonb -> 'ticket') - 'customer' - 'fields')::text
-    WHERE jsonb_typeof(inputs::jsonb -> 'ticket') = 'object';
+ALTER TABLE decisions ADD COLUMN channel TEXT;
+ALTER TABLE decisions ADD COLUMN language_given TEXT;
+UPDATE decisions SET channel = inputs::jsonb -> 'ticket' ->> 'channel',
+    language_given = inputs::jsonb -> 'ticket' ->> 'language';
+ALTER TABLE decisions DROP COLUMN inputs;
 
 -- An idempotency key maps to its decisions, in order (the answer is rebuilt from them), so an
 -- erased ticket leaves a batch's key and only its own decision goes.
