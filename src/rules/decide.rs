@@ -92,12 +92,11 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
                 ),
             )
         }
+        // The trace is logged for good: it names what the rule wanted, never the customer's
+        // own tier or field values (personal data, kept only for the retention period).
         Condition::Tier(l) => {
             let t = f.ticket.customer.tier.as_deref();
-            fail(
-                one_of(t, l),
-                format!("tier {} is not {}", t.unwrap_or("(none)"), l.join(" / ")),
-            )
+            fail(one_of(t, l), format!("tier is not {}", l.join(" / ")))
         }
         Condition::Field(name, values) => {
             let v = f
@@ -105,10 +104,11 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
                 .fields
                 .get(name)
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
-            fail(
-                one_of(v.as_deref(), values),
-                format!("field {name} is {}", v.as_deref().unwrap_or("(absent)")),
-            )
+            let why = match v {
+                None => format!("field {name} is absent"),
+                Some(_) => format!("field {name} is not {}", values.join(" / ")),
+            };
+            fail(one_of(v.as_deref(), values), why)
         }
         Condition::Keywords(words) => {
             let text = f.text_lower();
@@ -388,6 +388,55 @@ then = { tags = ["refund-words", "vip"] }
         );
         assert_eq!(Priority::Urgent.raised(), Priority::Urgent);
         assert_eq!(Priority::Low.lowered(), Priority::Low);
+    }
+
+    #[test]
+    fn a_failed_tier_or_field_condition_names_the_rule_and_not_the_customer() {
+        let text = r#"
+[[rules]]
+id = "gold"
+when.tier = "gold"
+then = { priority = "high" }
+
+[[rules]]
+id = "corp"
+when.fields = { contact = "sales@corp.example" }
+then = { team = "sales" }
+
+[[rules]]
+id = "plan"
+when.fields = { plan = "pro" }
+then = { team = "pro" }
+"#;
+        let tree = IntentTree::from_labels(&["billing.refund"]);
+        let rules = compile(text, "r.toml", &tree).unwrap().ruleset;
+        let t = Ticket {
+            customer: crate::ticket::Customer {
+                tier: Some("vip".into()),
+            },
+            fields: [("contact".to_string(), "ivan@example.com".into())].into(),
+            body: "x".into(),
+            ..Default::default()
+        };
+        let res = resolution("billing.refund", 0.9);
+        let d = decide(
+            &rules,
+            &Facts {
+                ticket: &t,
+                intent: &res,
+                language: "en",
+                received_at: chrono::Utc::now(),
+            },
+        );
+        let why: Vec<&str> = d.trace.iter().filter_map(|s| s.failed.as_deref()).collect();
+        assert_eq!(
+            why,
+            [
+                "tier is not gold",
+                "field contact is not sales@corp.example",
+                "field plan is absent"
+            ]
+        );
     }
 
     #[test]

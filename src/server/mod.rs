@@ -325,6 +325,10 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     resp
 }
 
+/// The longest a replica waits between two sweeps of its embedding cache (erasures announced
+/// by other replicas are applied at once).
+const ERASURE_SWEEP: Duration = Duration::from_secs(60);
+
 /// How long finished jobs are kept.
 const JOB_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -424,9 +428,10 @@ pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
     state
         .registry
         .spawn_follow(state.store.changes().await?, every);
+    // Erasures are announced; the periodic sweep only expires old cache entries.
     state
         .erasure
-        .spawn_follow(state.store.changes().await?, every);
+        .spawn_follow(state.store.changes().await?, every.max(ERASURE_SWEEP));
     state.jobs.spawn_schedule(state.settings.schedule());
     state.jobs.spawn_sweep(every);
     spawn_token_reload(Arc::clone(state));

@@ -77,8 +77,8 @@ impl ErasureService {
         } else {
             self.forget(tickets).await?
         };
-        if let Some(dir) = self.cache_dir.clone() {
-            let cutoff = SystemTime::now() - self.retention;
+        let cutoff = SystemTime::now().checked_sub(self.retention);
+        if let (Some(dir), Some(cutoff)) = (self.cache_dir.clone(), cutoff) {
             gone += blocking(move || cache::expire(&dir, cutoff)).await?;
         }
         if let Some(newest) = newest {

@@ -44,8 +44,8 @@ pub(crate) enum Cell {
 pub(crate) struct Table {
     /// Name.
     pub name: &'static str,
-    /// The primary key's columns.
-    pub key: &'static str,
+    /// The primary key's columns (the copy's order).
+    pub key: &'static [&'static str],
     /// Every column.
     pub columns: &'static [(&'static str, Kind)],
 }
@@ -57,7 +57,7 @@ use Kind::{Bool, Int, Real, Text, Time};
 pub(crate) const TABLES: &[Table] = &[
     Table {
         name: "rules_versions",
-        key: "version",
+        key: &["version"],
         columns: &[
             ("version", Int),
             ("content_hash", Text),
@@ -69,7 +69,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "decisions",
-        key: "decision_id",
+        key: &["decision_id"],
         columns: &[
             ("decision_id", Text),
             ("ticket_id", Text),
@@ -91,7 +91,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "ticket_texts",
-        key: "ticket_id",
+        key: &["ticket_id"],
         columns: &[
             ("ticket_id", Text),
             ("subject", Text),
@@ -103,7 +103,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "idempotency_keys",
-        key: "key",
+        key: &["key"],
         columns: &[
             ("key", Text),
             ("request_hash", Text),
@@ -113,17 +113,17 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "idempotency_decisions",
-        key: "key, position",
+        key: &["key", "position"],
         columns: &[("key", Text), ("position", Int), ("decision_id", Text)],
     },
     Table {
         name: "erasures",
-        key: "ticket_id",
+        key: &["ticket_id"],
         columns: &[("ticket_id", Text), ("erased_at", Time)],
     },
     Table {
         name: "assignments",
-        key: "decision_id",
+        key: &["decision_id"],
         columns: &[
             ("decision_id", Text),
             ("team", Text),
@@ -135,12 +135,12 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "round_robin",
-        key: "team",
+        key: &["team"],
         columns: &[("team", Text), ("next_index", Int)],
     },
     Table {
         name: "feedback",
-        key: "feedback_id",
+        key: &["feedback_id"],
         columns: &[
             ("feedback_id", Text),
             ("dedupe_key", Text),
@@ -162,7 +162,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "intents_added",
-        key: "id",
+        key: &["id"],
         columns: &[
             ("id", Text),
             ("en", Text),
@@ -173,7 +173,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "models",
-        key: "id",
+        key: &["id"],
         columns: &[
             ("id", Text),
             ("parent", Text),
@@ -189,7 +189,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "shadow_results",
-        key: "decision_id, model_id",
+        key: &["decision_id", "model_id"],
         columns: &[
             ("decision_id", Text),
             ("model_id", Text),
@@ -199,7 +199,7 @@ pub(crate) const TABLES: &[Table] = &[
     },
     Table {
         name: "jobs",
-        key: "id",
+        key: &["id"],
         columns: &[
             ("id", Text),
             ("kind", Text),
@@ -239,7 +239,8 @@ pub enum CopyError {
 }
 
 /// Copies every table of `from` into `to`, which must be empty (migrated, with no rows); all
-/// or nothing. Returns the rows copied per table.
+/// or nothing. The source is read from one snapshot (replicas may keep serving on it; what
+/// they write after the copy starts is not in it). Returns the rows copied per table.
 pub async fn copy(from: &Store, to: &Store) -> Result<BTreeMap<&'static str, u64>, CopyError> {
     for t in TABLES {
         let rows = to.count_rows(t).await?;
@@ -250,16 +251,17 @@ pub async fn copy(from: &Store, to: &Store) -> Result<BTreeMap<&'static str, u64
             });
         }
     }
+    let mut source = from.snapshot().await?;
     let mut target = to.begin_import().await?;
     let mut copied = BTreeMap::new();
     for t in TABLES {
-        let mut offset = 0;
+        let mut after: Option<Vec<Cell>> = None;
         loop {
-            let rows = from.export_rows(t, offset, CHUNK).await?;
-            if rows.is_empty() {
+            let rows = source.rows(t, after.as_deref(), CHUNK).await?;
+            let Some(last) = rows.last() else {
                 break;
-            }
-            offset += rows.len() as i64;
+            };
+            after = Some(t.key_of(last));
             target.insert_rows(t, &rows).await?;
             *copied.entry(t.name).or_insert(0) += rows.len() as u64;
         }
@@ -267,6 +269,44 @@ pub async fn copy(from: &Store, to: &Store) -> Result<BTreeMap<&'static str, u64
     }
     target.commit().await?;
     Ok(copied)
+}
+
+impl Table {
+    /// The key columns' cells of a row read from this table.
+    fn key_of(&self, row: &[Cell]) -> Vec<Cell> {
+        self.key
+            .iter()
+            .map(|k| {
+                let i = self
+                    .columns
+                    .iter()
+                    .position(|(c, _)| c == k)
+                    .expect("a key column is a column. This is a bug.");
+                row[i].clone()
+            })
+            .collect()
+    }
+}
+
+/// The source's snapshot.
+pub(super) enum Snapshot {
+    Sqlite(sqlite::Snapshot),
+    Postgres(postgres::Snapshot),
+}
+
+impl Snapshot {
+    /// Up to `limit` rows of `t` in key order, after the row whose key is `after`.
+    pub(super) async fn rows(
+        &mut self,
+        t: &Table,
+        after: Option<&[Cell]>,
+        limit: i64,
+    ) -> Result<Vec<Vec<Cell>>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.rows(t, after, limit).await,
+            Self::Postgres(s) => s.rows(t, after, limit).await,
+        }
+    }
 }
 
 /// The target's transaction.
@@ -300,17 +340,12 @@ impl Store {
         }
     }
 
-    /// Up to `limit` rows of a table from `offset`, in key order.
-    pub(super) async fn export_rows(
-        &self,
-        t: &Table,
-        offset: i64,
-        limit: i64,
-    ) -> Result<Vec<Vec<Cell>>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.export_rows(t, offset, limit).await,
-            Backend::Postgres(b) => b.export_rows(t, offset, limit).await,
-        }
+    /// A read of the whole database from one snapshot.
+    pub(super) async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(b) => Snapshot::Sqlite(b.snapshot().await?),
+            Backend::Postgres(b) => Snapshot::Postgres(b.snapshot().await?),
+        })
     }
 
     /// A write transaction to import rows in.

@@ -24,7 +24,11 @@ use super::{Connect, Stamp, StoreError, Topic, CHANGES};
 #[path = "sql/mod.rs"]
 mod sql;
 
-pub(super) use sql::{DecisionLog, DecisionTx, WriteTx};
+pub(super) use sql::{DecisionLog, DecisionTx, Snapshot, WriteTx};
+
+/// How a read of one snapshot begins: every statement of a repeatable-read transaction sees the
+/// database as it was at its first.
+const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 /// The `sqlx` database the shared SQL runs on.
 type Engine = Postgres;

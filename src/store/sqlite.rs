@@ -28,7 +28,11 @@ use super::{Stamp, StoreError, Topic};
 #[path = "sql/mod.rs"]
 mod sql;
 
-pub(super) use sql::{DecisionLog, DecisionTx, WriteTx};
+pub(super) use sql::{DecisionLog, DecisionTx, Snapshot, WriteTx};
+
+/// How a read of one snapshot begins: in WAL mode a deferred transaction reads the database as
+/// it was at its first read until it ends.
+const SNAPSHOT: &str = "BEGIN DEFERRED";
 
 /// The `sqlx` database the shared SQL runs on.
 type Engine = Sqlite;

@@ -3,7 +3,7 @@
 
 use sqlx::Row as _;
 
-use super::{Db, Row, WriteTx};
+use super::{Db, Engine, Row, WriteTx};
 use crate::store::copy::{Cell, Kind, Table};
 use crate::store::{Stamp, StoreError};
 
@@ -34,23 +34,49 @@ impl Db {
             .get(0))
     }
 
-    pub(in crate::store) async fn export_rows(
-        &self,
+    /// A read transaction that sees one snapshot of the whole database.
+    pub(in crate::store) async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            tx: self.pool.begin_with(super::super::SNAPSHOT).await?,
+        })
+    }
+}
+
+/// The copy's source: every read sees the database as it was at the first one.
+pub(in crate::store) struct Snapshot {
+    tx: sqlx::Transaction<'static, Engine>,
+}
+
+impl Snapshot {
+    /// Up to `limit` rows of `t` in key order, after the row whose key is `after` (from the
+    /// first row when `None`).
+    pub(in crate::store) async fn rows(
+        &mut self,
         t: &Table,
-        offset: i64,
+        after: Option<&[Cell]>,
         limit: i64,
     ) -> Result<Vec<Vec<Cell>>, StoreError> {
+        let key = t.key.join(", ");
+        let (filter, limit_mark) = match after {
+            None => (String::new(), 1),
+            Some(k) => {
+                let marks: Vec<String> = (1..=k.len()).map(|i| format!("${i}")).collect();
+                (
+                    format!("WHERE ({key}) > ({})", marks.join(", ")),
+                    k.len() + 1,
+                )
+            }
+        };
         let sql = format!(
-            "SELECT {} FROM {} ORDER BY {} LIMIT $1 OFFSET $2",
+            "SELECT {} FROM {} {filter} ORDER BY {key} LIMIT ${limit_mark}",
             names(t),
             t.name,
-            t.key
         );
-        let rows = sqlx::query(&sql)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut q = sqlx::query(&sql);
+        for c in after.unwrap_or_default() {
+            q = bind(q, c);
+        }
+        let rows = q.bind(limit).fetch_all(&mut *self.tx).await?;
         rows.iter()
             .map(|r| {
                 t.columns
@@ -60,6 +86,20 @@ impl Db {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// Binds one cell as its kind.
+fn bind<'q>(
+    q: sqlx::query::Query<'q, Engine, <Engine as sqlx::Database>::Arguments<'q>>,
+    c: &Cell,
+) -> sqlx::query::Query<'q, Engine, <Engine as sqlx::Database>::Arguments<'q>> {
+    match c {
+        Cell::Text(v) => q.bind(v.clone()),
+        Cell::Int(v) => q.bind(*v),
+        Cell::Real(v) => q.bind(*v),
+        Cell::Bool(v) => q.bind(*v),
+        Cell::Time(v) => q.bind(v.map(Stamp)),
     }
 }
 
@@ -80,13 +120,7 @@ impl WriteTx {
         for row in rows {
             let mut q = sqlx::query(&sql);
             for c in row {
-                q = match c {
-                    Cell::Text(v) => q.bind(v.clone()),
-                    Cell::Int(v) => q.bind(*v),
-                    Cell::Real(v) => q.bind(*v),
-                    Cell::Bool(v) => q.bind(*v),
-                    Cell::Time(v) => q.bind(v.map(Stamp)),
-                };
+                q = bind(q, c);
             }
             q.execute(self.conn()).await?;
         }

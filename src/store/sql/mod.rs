@@ -20,6 +20,7 @@ mod texts;
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
+pub(in crate::store) use copy::Snapshot;
 pub(in crate::store) use decisions::{DecisionLog, DecisionTx};
 
 use super::{Db, Engine};
