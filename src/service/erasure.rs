@@ -15,10 +15,6 @@ use crate::fsutil::FsError;
 use crate::store::{spawn_on_changes, Changes, Store, StoreError, Topic};
 use crate::train::cache;
 
-/// How far back each check re-reads erasures (one committed late, with an earlier time, is
-/// still seen; reading one twice removes nothing twice).
-const OVERLAP: chrono::Duration = chrono::Duration::minutes(10);
-
 /// Why an erasure did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum ErasureError {
@@ -36,8 +32,6 @@ pub struct ErasureService {
     store: Arc<Store>,
     cache_dir: Option<PathBuf>,
     retention: Duration,
-    /// The newest erasure already applied to this replica's cache.
-    applied: tokio::sync::Mutex<DateTime<Utc>>,
 }
 
 impl ErasureService {
@@ -48,7 +42,6 @@ impl ErasureService {
             store,
             cache_dir,
             retention,
-            applied: tokio::sync::Mutex::new(DateTime::<Utc>::UNIX_EPOCH),
         }
     }
 
@@ -64,27 +57,28 @@ impl ErasureService {
         Ok(removed)
     }
 
-    /// Applies the erasures recorded since the last check to this replica's cache and drops
-    /// the entries past retention; returns how many entries went.
+    /// Applies every recorded erasure (they are kept for the retention period, as long as a
+    /// cache entry made from their tickets may exist) to this replica's cache, so an entry a
+    /// long retraining wrote after the erasure goes too, and drops the entries past retention;
+    /// returns how many entries went.
     pub async fn sweep(&self) -> Result<usize, ErasureError> {
-        let mut applied = self.applied.lock().await;
-        let since = applied.checked_sub_signed(OVERLAP).unwrap_or(*applied);
-        let erased = self.store.erased_since(since).await?;
-        let newest = erased.last().map(|e| e.1);
-        let tickets: HashSet<String> = erased.into_iter().map(|e| e.0).collect();
-        let mut gone = if tickets.is_empty() {
-            0
-        } else {
-            self.forget(tickets).await?
+        let Some(dir) = self.cache_dir.clone() else {
+            return Ok(0);
         };
+        let erased = self.store.erased_since(DateTime::<Utc>::UNIX_EPOCH).await?;
+        let tickets: HashSet<String> = erased.into_iter().map(|e| e.0).collect();
         let cutoff = SystemTime::now().checked_sub(self.retention);
-        if let (Some(dir), Some(cutoff)) = (self.cache_dir.clone(), cutoff) {
-            gone += blocking(move || cache::expire(&dir, cutoff)).await?;
-        }
-        if let Some(newest) = newest {
-            *applied = newest.max(*applied);
-        }
-        Ok(gone)
+        blocking(move || {
+            let mut gone = cache::upgrade(&dir)?;
+            if !tickets.is_empty() {
+                gone += cache::forget(&dir, &tickets)?;
+            }
+            if let Some(cutoff) = cutoff {
+                gone += cache::expire(&dir, cutoff)?;
+            }
+            Ok(gone)
+        })
+        .await
     }
 
     /// Sweeps as long as the process runs: on each erasure announced in `changes` (or when
@@ -144,6 +138,8 @@ mod tests {
         entry("a", r#"["t-1"]"#);
         entry("b", r#"["t-2"]"#);
         std::fs::write(cache.join("base.safetensors"), b"x").unwrap();
+        // A cache of this format (an earlier release's entries would go at the first sweep).
+        std::fs::write(cache.join("FORMAT"), b"2\n").unwrap();
         let year = Duration::from_secs(365 * 86_400);
         let here = ErasureService::new(Arc::clone(&store), Some(cache.clone()), year);
         assert_eq!(here.sweep().await.unwrap(), 0, "nothing erased yet");
@@ -155,7 +151,7 @@ mod tests {
         assert_eq!((removed["decisions"], removed["embedding_cache"]), (1, 0));
         assert_eq!(here.sweep().await.unwrap(), 1);
         assert!(!cache.join("a.safetensors").exists());
-        assert_eq!(here.sweep().await.unwrap(), 0, "applied once");
+        assert_eq!(here.sweep().await.unwrap(), 0, "nothing left to remove");
 
         // With no retention left, entries made from tickets go; the base set's stays.
         let none = ErasureService::new(Arc::clone(&store), Some(cache.clone()), Duration::ZERO);

@@ -137,7 +137,7 @@ impl StoreError {
             // PostgreSQL's SQLSTATEs; SQLite's numeric codes (BUSY and LOCKED, extended ones).
             Self::Db(sqlx::Error::Database(e)) => matches!(
                 e.code().as_deref(),
-                Some("40P01" | "40001" | "55P03" | "5" | "6" | "261" | "262" | "517")
+                Some("40P01" | "40001" | "55P03" | "5" | "6" | "261" | "262" | "517" | "773")
             ),
             _ => false,
         }

@@ -57,6 +57,9 @@ impl Db {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // Deleted rows (purged texts, erased tickets) are overwritten, not left in free
+            // pages of the file.
+            .pragma("secure_delete", "ON")
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));

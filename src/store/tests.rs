@@ -432,6 +432,86 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
     }
 }
 
+/// Runs one statement on a database behind the store's back (what a race or a crash leaves):
+/// a count (`SELECT COUNT(*) …`) or the rows a change touched.
+async fn raw_scalar(url: &DatabaseUrl, sql: &str) -> i64 {
+    let count = sql.starts_with("SELECT");
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+                .await
+                .unwrap();
+            let n = if count {
+                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+            } else {
+                sqlx::query(sql)
+                    .execute(&pool)
+                    .await
+                    .unwrap()
+                    .rows_affected() as i64
+            };
+            pool.close().await;
+            n
+        }
+        DatabaseUrl::Postgres(u) => {
+            let pool = sqlx::PgPool::connect(u).await.unwrap();
+            let n = if count {
+                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+            } else {
+                sqlx::query(sql)
+                    .execute(&pool)
+                    .await
+                    .unwrap()
+                    .rows_affected() as i64
+            };
+            pool.close().await;
+            n
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_left_without_its_decisions_is_taken_by_the_next_request() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let p = policy("t", &["ann"]);
+        let mut d = vec![decision("k-1", "t", Assignee::RoundRobin)];
+        record(&store, &mut d, Some(("stale", "h")), &p).await;
+        // The key without its decisions (what an erasure racing another once left).
+        let gone = raw_scalar(&url, "DELETE FROM decisions WHERE decision_id = 'k-1'").await;
+        assert_eq!(gone, 1);
+        assert_eq!(store.idempotent_response("stale", "h").await.unwrap(), None);
+        let mut again = vec![decision("k-2", "t", Assignee::RoundRobin)];
+        let answer = record(&store, &mut again, Some(("stale", "h")), &p).await;
+        let replay = store.idempotent_response("stale", "h").await.unwrap();
+        assert_eq!(replay.unwrap().decisions, answer, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn replicas_erasing_a_batchs_tickets_at_once_leave_no_empty_key() {
+    let (a, b) = replicas().await;
+    let p = policy("t", &["ann"]);
+    for round in 0..8 {
+        let key = format!("batch-{round}");
+        let mut batch = vec![
+            decision(&format!("x{round}"), "t", Assignee::RoundRobin),
+            decision(&format!("y{round}"), "t", Assignee::RoundRobin),
+        ];
+        record(&a, &mut batch, Some((&key, "h")), &p).await;
+        let (tx, ty) = (format!("t-x{round}"), format!("t-y{round}"));
+        let (x, y) = tokio::join!(a.erase_ticket(&tx), b.erase_ticket(&ty));
+        assert_eq!((x.unwrap()["decisions"], y.unwrap()["decisions"]), (1, 1));
+        let url = a.url().clone();
+        let left = raw_scalar(
+            &url,
+            &format!("SELECT COUNT(*) FROM idempotency_keys WHERE key = '{key}'"),
+        )
+        .await;
+        assert_eq!(left, 0, "round {round}: the key went with its last ticket");
+    }
+}
+
 fn job(id: &str) -> Job {
     Job {
         id: id.into(),

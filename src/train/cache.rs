@@ -19,6 +19,10 @@ use crate::model::encoder::Encoder;
 /// The suffix of an entry's list of tickets.
 const TICKETS: &str = ".tickets.json";
 
+/// The file that says the directory's entries list their tickets (entries written by releases
+/// before this format list none, even when made from tickets).
+const FORMAT: &str = "FORMAT";
+
 /// Caches sentence embeddings of a data set on disk, keyed by encoder hash, truncation and texts.
 pub struct EmbeddingCache {
     /// Cache directory (none: no caching).
@@ -76,6 +80,7 @@ impl EmbeddingCache {
         }
         let xs = Tensor::cat(&parts, 0)?;
         if let (Some(f), Some(dir)) = (file, &self.dir) {
+            mark_format(dir)?;
             // The tickets first: an entry is never on disk without the list that erasure reads.
             let tickets: BTreeSet<&str> = examples.iter().filter_map(Example::ticket_id).collect();
             if !tickets.is_empty() {
@@ -93,6 +98,37 @@ impl EmbeddingCache {
         }
         Ok(xs)
     }
+}
+
+/// Marks `dir` as holding entries of this format.
+fn mark_format(dir: &Path) -> Result<(), FsError> {
+    let marker = dir.join(FORMAT);
+    if marker.exists() {
+        return Ok(());
+    }
+    fsutil::write_atomic(&marker, b"2\n")
+}
+
+/// Removes the entries an earlier release wrote (they list no tickets, so an erasure could
+/// not find them), once: then marks the directory; returns how many went.
+pub fn upgrade(dir: &Path) -> Result<usize, FsError> {
+    if !dir.is_dir() || dir.join(FORMAT).exists() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| FsError::new(dir, e))? {
+        let path = entry.map_err(|e| FsError::new(dir, e))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let Some(key) = name.as_deref().and_then(|n| n.strip_suffix(".safetensors")) else {
+            continue;
+        };
+        if !dir.join(format!("{key}{TICKETS}")).exists() {
+            std::fs::remove_file(&path).map_err(|e| FsError::new(&path, e))?;
+            removed += 1;
+        }
+    }
+    mark_format(dir)?;
+    Ok(removed)
 }
 
 /// Removes the entries of `dir` made from any of `tickets` (or whose list cannot be read);
@@ -196,6 +232,22 @@ mod tests {
             forget(&dir.path().join("absent"), &HashSet::new()).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn entries_of_an_earlier_release_go_once_and_this_formats_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        entry(dir.path(), "old", None);
+        entry(dir.path(), "listed", Some(r#"["1"]"#));
+        assert_eq!(upgrade(dir.path()).unwrap(), 1);
+        assert_eq!(
+            keys(dir.path()),
+            ["FORMAT", "listed.safetensors", "listed.tickets.json"]
+        );
+        entry(dir.path(), "base", None);
+        assert_eq!(upgrade(dir.path()).unwrap(), 0, "once");
+        assert!(dir.path().join("base.safetensors").exists());
+        assert_eq!(upgrade(&dir.path().join("absent")).unwrap(), 0);
     }
 
     #[test]

@@ -251,7 +251,12 @@ impl DecisionTx {
     ) -> Result<Option<StoredReply>, StoreError> {
         if let Some((key, hash)) = &self.idempotency {
             let at = Stamp(self.now);
-            if !idempotency::claim(&mut self.tx, key, hash, batch, &self.logged, at).await? {
+            let claimed = idempotency::claim(&mut self.tx, key, hash, batch, &self.logged, at)
+                .await?
+                // A key whose every decision was erased is stale: this request takes it.
+                || (idempotency::drop_stale(&mut self.tx, key).await?
+                    && idempotency::claim(&mut self.tx, key, hash, batch, &self.logged, at).await?);
+            if !claimed {
                 drop(self.tx);
                 return idempotency::lookup(&self.pool, key, hash)
                     .await?

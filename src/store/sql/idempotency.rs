@@ -69,6 +69,31 @@ pub(super) async fn claim(
     Ok(claimed)
 }
 
+/// Removes `key` if none of its decisions is logged any more (they were erased); says whether
+/// it did.
+pub(super) async fn drop_stale(tx: &mut WriteTx, key: &str) -> Result<bool, StoreError> {
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM idempotency_decisions m JOIN decisions d ON d.decision_id = m.decision_id \
+         WHERE m.key = $1",
+    )
+    .bind(key)
+    .fetch_one(tx.conn())
+    .await?;
+    if live > 0 {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM idempotency_decisions WHERE key = $1")
+        .bind(key)
+        .execute(tx.conn())
+        .await?;
+    Ok(sqlx::query("DELETE FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .execute(tx.conn())
+        .await?
+        .rows_affected()
+        > 0)
+}
+
 /// The answer stored under `key`, if the request (by its hash) is the same and a decision of
 /// it is still logged.
 pub(super) async fn lookup(

@@ -91,6 +91,10 @@ impl Db {
         // Rows keyed by the ticket's decisions first (an idempotency key loses only this
         // ticket's decisions, and goes when it has none left), then the ticket's own rows.
         let steps = [
+            // The keys this ticket's decisions answered, locked first: of two erasures of a
+            // batch's tickets at once, the second then sees the first's and drops the key.
+            (None, "UPDATE idempotency_keys SET batch = batch WHERE key IN (SELECT m.key FROM idempotency_decisions m \
+              JOIN decisions d ON d.decision_id = m.decision_id WHERE d.ticket_id = $1)"),
             (None, "DELETE FROM idempotency_keys WHERE EXISTS (SELECT 1 FROM idempotency_decisions m \
               JOIN decisions d ON d.decision_id = m.decision_id WHERE m.key = idempotency_keys.key AND d.ticket_id = $1) \
               AND NOT EXISTS (SELECT 1 FROM idempotency_decisions m JOIN decisions d ON d.decision_id = m.decision_id \

@@ -9,8 +9,11 @@ ALTER TABLE ticket_texts ADD COLUMN customer_tier TEXT;
 ALTER TABLE ticket_texts ADD COLUMN fields TEXT;
 ALTER TABLE decisions ADD COLUMN channel TEXT;
 ALTER TABLE decisions ADD COLUMN language_given TEXT;
+-- The facts are cleared in the rows' new versions (a dropped column keeps its values in the
+-- rows until they are rewritten); VACUUM then frees the old versions.
+ALTER TABLE decisions ALTER COLUMN inputs DROP NOT NULL;
 UPDATE decisions SET channel = inputs::jsonb -> 'ticket' ->> 'channel',
-    language_given = inputs::jsonb -> 'ticket' ->> 'language';
+    language_given = inputs::jsonb -> 'ticket' ->> 'language', inputs = NULL;
 ALTER TABLE decisions DROP COLUMN inputs;
 
 -- An idempotency key maps to its decisions, in order (the answer is rebuilt from them), so an
