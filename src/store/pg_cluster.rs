@@ -39,6 +39,10 @@ const INSTALL_ROOT: &str = "/usr/lib/postgresql";
 /// The operating-system user the server runs as when the tests run as root, and its superuser.
 const SERVER_USER: &str = "postgres";
 
+/// The one role that must log in with a password (SCRAM), to test passwords end to end; every
+/// other connection is trusted.
+pub const PASSWORD_ROLE: &str = "router_pw";
+
 /// Tries at starting the server, each on a new port, when the chosen port got taken meanwhile.
 const START_ATTEMPTS: usize = 5;
 
@@ -209,7 +213,8 @@ impl Cluster {
         command
     }
 
-    /// Runs `initdb` for a UTF-8, C-locale cluster with a trusted `postgres` superuser.
+    /// Runs `initdb` for a UTF-8, C-locale cluster with a trusted `postgres` superuser, and
+    /// asks [`PASSWORD_ROLE`] for its password.
     fn init(&self) -> Result<(), String> {
         let mut command = self.tool("initdb");
         command.arg("-D").arg(self.data_dir()).args([
@@ -222,7 +227,13 @@ impl Cluster {
             "UTF8",
             "--locale=C",
         ]);
-        run(&mut command, "initdb").map(drop)
+        run(&mut command, "initdb")?;
+        let hba = self.data_dir().join("pg_hba.conf");
+        let rest = fs::read_to_string(&hba).map_err(|e| format!("{}: {e}", hba.display()))?;
+        let first = format!(
+            "host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all {PASSWORD_ROLE} ::1/128 scram-sha-256\n"
+        );
+        fs::write(&hba, first + &rest).map_err(|e| format!("{}: {e}", hba.display()))
     }
 
     /// Starts the server on a free port, trying another port when the chosen one got taken.

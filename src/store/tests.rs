@@ -435,38 +435,27 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
 /// Runs one statement on a database behind the store's back (what a race or a crash leaves):
 /// a count (`SELECT COUNT(*) …`) or the rows a change touched.
 async fn raw_scalar(url: &DatabaseUrl, sql: &str) -> i64 {
-    let count = sql.starts_with("SELECT");
+    macro_rules! on {
+        ($pool:expr) => {{
+            let pool = $pool.await.unwrap();
+            let n = if sql.starts_with("SELECT") {
+                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+            } else {
+                let done = sqlx::query(sql).execute(&pool).await.unwrap();
+                done.rows_affected() as i64
+            };
+            pool.close().await;
+            n
+        }};
+    }
     match url {
         DatabaseUrl::Sqlite(path) => {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            let n = if count {
-                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
-            } else {
-                sqlx::query(sql)
-                    .execute(&pool)
-                    .await
-                    .unwrap()
-                    .rows_affected() as i64
-            };
-            pool.close().await;
-            n
+            on!(sqlx::SqlitePool::connect(&format!(
+                "sqlite:{}",
+                path.display()
+            )))
         }
-        DatabaseUrl::Postgres(u) => {
-            let pool = sqlx::PgPool::connect(u).await.unwrap();
-            let n = if count {
-                sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
-            } else {
-                sqlx::query(sql)
-                    .execute(&pool)
-                    .await
-                    .unwrap()
-                    .rows_affected() as i64
-            };
-            pool.close().await;
-            n
-        }
+        DatabaseUrl::Postgres(u) => on!(sqlx::PgPool::connect(u)),
     }
 }
 
@@ -819,6 +808,47 @@ async fn an_unsupported_or_unreachable_database_is_a_clear_error() {
         shown.starts_with("postgres://app:***@127.0.0.1:1/db: database: "),
         "{shown}"
     );
+}
+
+/// A password given apart from the URL (`database_password_file` or the environment) logs in
+/// to a server that asks for one; a wrong or missing one is refused, and no error shows it.
+#[tokio::test]
+async fn a_password_from_the_settings_logs_in_and_never_shows() {
+    let url = pg_cluster::fresh_database();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let role = pg_cluster::PASSWORD_ROLE;
+    let secret = "s3cret/@:pw";
+    let create = format!("CREATE ROLE {role} LOGIN PASSWORD '{secret}'");
+    if let Err(e) = sqlx::query(&create).execute(&pool).await {
+        // Made by an earlier test of this run: the same password.
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+    let db = url.rsplit('/').next().unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db} OWNER TO {role}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let as_role =
+        DatabaseUrl::Postgres(url.replace("postgres://postgres@", &format!("postgres://{role}@")));
+    let with = |p: Option<&str>| Connect {
+        password: p.map(str::to_string),
+    };
+    let store = Store::connect(&as_role, &with(Some(secret))).await.unwrap();
+    store
+        .save_rules("v1", "h", "seed", "", None, None)
+        .await
+        .unwrap();
+    store.close().await;
+    for wrong in [None, Some("hunter2")] {
+        let err = Store::connect(&as_role, &with(wrong)).await.unwrap_err();
+        let shown = format!("{as_role}: {err}");
+        assert!(shown.contains("password"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(secret),
+            "{shown}"
+        );
+    }
 }
 
 /// A copy of a database written by the release before the storage port (commit ebbae75,
