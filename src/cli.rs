@@ -60,10 +60,11 @@ pub struct DbArgs {
 /// `db` actions.
 #[derive(Debug, Subcommand)]
 pub enum DbAction {
-    /// Copy everything (rules history, decisions, texts, idempotency keys, assignments,
-    /// feedback, added intents, the model registry, shadow results, jobs) into a new, empty
-    /// database; both are migrated to this release first. The password of a PostgreSQL side
-    /// comes from its URL or INTENT_ROUTER_DATABASE_PASSWORD.
+    /// Copy everything (rules history, decisions, what is kept of tickets, idempotency keys,
+    /// assignments, feedback, added intents, the model registry, shadow results, jobs, the
+    /// record of erasures) into a new, empty database; both are migrated to this release
+    /// first. The password of a PostgreSQL side comes from its URL or
+    /// INTENT_ROUTER_DATABASE_PASSWORD.
     Copy {
         /// The database to copy: a path, sqlite://PATH or postgres://…
         #[arg(long)]

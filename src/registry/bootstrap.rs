@@ -51,14 +51,12 @@ pub async fn bootstrap(
     // Cleaned only while no process retrains: a retraining elsewhere may be writing its
     // candidate (and the records are read under the lock, so a candidate just registered is
     // known).
-    let records = match store.try_exclusive(Exclusive::Retrain).await? {
-        Some(_nobody_retrains) => {
-            let records = store.models().await?;
-            clean_registry(&config.learn.registry, &records);
-            records
-        }
-        None => store.models().await?,
-    };
+    let nobody_retrains = store.try_exclusive(Exclusive::Retrain).await?;
+    let records = store.models().await?;
+    if nobody_retrains.is_some() {
+        clean_registry(&config.learn.registry, &records);
+    }
+    drop(nobody_retrains);
     let active = records
         .iter()
         .find(|m| m.status == ModelStatus::Active)

@@ -68,17 +68,7 @@ impl ErasureService {
         let erased = self.store.erased_since(DateTime::<Utc>::UNIX_EPOCH).await?;
         let tickets: HashSet<String> = erased.into_iter().map(|e| e.0).collect();
         let cutoff = SystemTime::now().checked_sub(self.retention);
-        blocking(move || {
-            let mut gone = cache::upgrade(&dir)?;
-            if !tickets.is_empty() {
-                gone += cache::forget(&dir, &tickets)?;
-            }
-            if let Some(cutoff) = cutoff {
-                gone += cache::expire(&dir, cutoff)?;
-            }
-            Ok(gone)
-        })
-        .await
+        blocking(move || Ok(cache::upgrade(&dir)? + cache::forget(&dir, &tickets, cutoff)?)).await
     }
 
     /// Sweeps as long as the process runs: on each erasure announced in `changes` (or when
@@ -105,7 +95,7 @@ impl ErasureService {
         let Some(dir) = self.cache_dir.clone() else {
             return Ok(0);
         };
-        blocking(move || cache::forget(&dir, &tickets)).await
+        blocking(move || cache::forget(&dir, &tickets, None)).await
     }
 }
 

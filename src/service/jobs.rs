@@ -504,12 +504,9 @@ impl Jobs {
     /// every `every` as long as the process runs (the periodic check of `[replicas]`).
     pub fn spawn_sweep(&self, every: Duration) {
         let jobs = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
+        crate::store::spawn_on_changes(None, &[], every, move || {
+            let jobs = jobs.clone();
+            async move {
                 if let Err(e) = jobs.fail_interrupted().await {
                     tracing::error!("looking for interrupted jobs: {e}");
                 }

@@ -195,7 +195,7 @@ pub type Changes = tokio::sync::mpsc::Receiver<Option<Topic>>;
 
 /// Runs `work` as long as the process runs: when a change of one of `topics` is heard in
 /// `changes` (or some may have been missed), and every `every` (the fallback, and the only way
-/// on SQLite, which has no notifications).
+/// on SQLite, which has no notifications; with no `changes`, a periodic task).
 pub fn spawn_on_changes<F, W>(
     mut changes: Option<Changes>,
     topics: &'static [Topic],

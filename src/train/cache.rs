@@ -131,26 +131,18 @@ pub fn upgrade(dir: &Path) -> Result<usize, FsError> {
     Ok(removed)
 }
 
-/// Removes the entries of `dir` made from any of `tickets` (or whose list cannot be read);
-/// returns how many.
-pub fn forget(dir: &Path, tickets: &HashSet<String>) -> Result<usize, FsError> {
-    remove_entries(dir, |list, _| {
-        list.is_none_or(|l| l.iter().any(|t| tickets.contains(t)))
-    })
-}
-
-/// Removes the entries of `dir` made from tickets and written before `cutoff` (their texts are
-/// past retention); returns how many.
-pub fn expire(dir: &Path, cutoff: SystemTime) -> Result<usize, FsError> {
-    remove_entries(dir, |_, written| written < cutoff)
-}
-
-/// Removes each entry with a list of tickets for which `doomed(list, written)` holds (`list`:
-/// `None` when unreadable); returns how many.
-fn remove_entries(
+/// Removes, in one pass over `dir`, the entries made from any of `tickets` (or whose list
+/// cannot be read) and, with `expired_before`, the entries made from tickets and written
+/// before it (their texts are past retention); returns how many.
+pub fn forget(
     dir: &Path,
-    doomed: impl Fn(Option<&[String]>, SystemTime) -> bool,
+    tickets: &HashSet<String>,
+    expired_before: Option<SystemTime>,
 ) -> Result<usize, FsError> {
+    let doomed = |list: Option<&[String]>, written: SystemTime| {
+        list.is_none_or(|l| l.iter().any(|t| tickets.contains(t)))
+            || expired_before.is_some_and(|cutoff| written < cutoff)
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -222,14 +214,14 @@ mod tests {
         entry(dir.path(), "a", Some(r#"["5512","77"]"#));
         entry(dir.path(), "b", Some(r#"["77"]"#));
         entry(dir.path(), "broken", Some("not json"));
-        let gone = forget(dir.path(), &HashSet::from(["5512".to_string()])).unwrap();
+        let gone = forget(dir.path(), &HashSet::from(["5512".to_string()]), None).unwrap();
         assert_eq!(gone, 2, "the entry made from 5512 and the unreadable one");
         assert_eq!(
             keys(dir.path()),
             ["b.safetensors", "b.tickets.json", "base.safetensors"]
         );
         assert_eq!(
-            forget(&dir.path().join("absent"), &HashSet::new()).unwrap(),
+            forget(&dir.path().join("absent"), &HashSet::new(), None).unwrap(),
             0
         );
     }
@@ -255,9 +247,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         entry(dir.path(), "base", None);
         entry(dir.path(), "a", Some(r#"["1"]"#));
-        assert_eq!(expire(dir.path(), SystemTime::UNIX_EPOCH).unwrap(), 0);
+        let none = HashSet::new();
+        let expire = |cutoff| forget(dir.path(), &none, Some(cutoff)).unwrap();
+        assert_eq!(expire(SystemTime::UNIX_EPOCH), 0);
         let later = SystemTime::now() + std::time::Duration::from_secs(60);
-        assert_eq!(expire(dir.path(), later).unwrap(), 1);
+        assert_eq!(expire(later), 1);
         assert_eq!(keys(dir.path()), ["base.safetensors"]);
     }
 }

@@ -27,6 +27,21 @@ fn unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
 }
 
+/// Runs `attempt`, again (three times at most) while it fails on a unique index: a change of
+/// another replica collided with it and committed first.
+async fn on_collision_retry<T, F>(mut attempt: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if unique_violation(&e) && tries < 3 => tries += 1,
+            done => return done,
+        }
+    }
+}
+
 impl Db {
     pub(in crate::store) async fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -74,13 +89,7 @@ impl Db {
         note: Option<&str>,
         rules: Option<i64>,
     ) -> Result<ModelRecord, StoreError> {
-        let mut tries = 0;
-        loop {
-            match self.try_activate(id, note, rules).await {
-                Err(e) if unique_violation(&e) && tries < 3 => tries += 1,
-                done => return done,
-            }
-        }
+        on_collision_retry(|| self.try_activate(id, note, rules)).await
     }
 
     async fn try_activate(
@@ -92,10 +101,7 @@ impl Db {
         let mut tx = self.begin_write().await?;
         tx.serialize_serving_changes().await?;
         if let Some(checked) = rules {
-            let current: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM rules_versions")
-                    .fetch_one(tx.conn())
-                    .await?;
+            let current = super::rules::newest_version(&mut tx).await?;
             if current != checked {
                 return Err(StoreError::RulesChanged {
                     id: id.to_string(),
@@ -139,13 +145,7 @@ impl Db {
         shadow: bool,
         note: &str,
     ) -> Result<(), StoreError> {
-        let mut tries = 0;
-        loop {
-            match self.try_update_candidate(id, shadow, note).await {
-                Err(e) if unique_violation(&e) && tries < 3 => tries += 1,
-                done => return done,
-            }
-        }
+        on_collision_retry(|| self.try_update_candidate(id, shadow, note)).await
     }
 
     async fn try_update_candidate(

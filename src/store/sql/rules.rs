@@ -4,7 +4,7 @@
 
 use sqlx::Row as _;
 
-use super::{time, Db, Row};
+use super::{time, Db, Row, WriteTx};
 use crate::store::{RulesVersion, Stamp, StoreError, Topic};
 
 fn rules_row(r: &Row) -> Result<RulesVersion, StoreError> {
@@ -71,10 +71,7 @@ impl Db {
                     });
                 }
             }
-            let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM rules_versions")
-                .fetch_one(tx.conn())
-                .await?
-                .get(0);
+            let current = newest_version(&mut tx).await?;
             if let Some(expected) = expected.filter(|e| *e != current) {
                 return Err(StoreError::Conflict { expected, current });
             }
@@ -112,4 +109,13 @@ impl Db {
             return Ok(saved);
         }
     }
+}
+
+/// The newest rules version number in `tx` (0 before the first).
+pub(super) async fn newest_version(tx: &mut WriteTx) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM rules_versions")
+            .fetch_one(tx.conn())
+            .await?,
+    )
 }
