@@ -62,7 +62,8 @@ pub struct DbArgs {
 pub enum DbAction {
     /// Copy everything (rules history, decisions, what is kept of tickets, idempotency keys,
     /// assignments, feedback, added intents, the model registry, shadow results, jobs, the
-    /// record of erasures) into a new, empty database; both are migrated to this release
+    /// record of erasures, the connectors' inbox, outbox and rate windows) into a new, empty
+    /// database; both are migrated to this release
     /// first. The password of a PostgreSQL side comes from its URL or
     /// INTENT_ROUTER_DATABASE_PASSWORD.
     Copy {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::assign::AssignmentPolicy;
 use crate::batch::{BatchLimits, BatcherConfig};
 use crate::cli::ServeArgs;
+use crate::connector::{ConnectorFile, Connectors};
 use crate::model::bert::LinearMode;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
 use crate::registry::{AfterGate, RegistryConfig};
@@ -104,6 +105,9 @@ pub struct FileConfig {
     /// API tokens.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Helpdesk connectors.
+    #[serde(default)]
+    pub connectors: Vec<ConnectorFile>,
 }
 
 /// `[batching]`.
@@ -161,6 +165,9 @@ pub struct ReplicasFile {
     /// How often a replica checks for changes made elsewhere, besides the notifications
     /// PostgreSQL sends (seconds; default 2).
     pub check_every_seconds: Option<u64>,
+    /// How long a replica's claim on a connector event or write-back holds before another
+    /// replica may take it over (seconds; default 60).
+    pub claim_lease_seconds: Option<u64>,
 }
 
 /// `[privacy]`.
@@ -257,6 +264,8 @@ pub struct Settings {
     pub assignment: AssignmentPolicy,
     /// API tokens.
     pub tokens: Vec<TokenConfig>,
+    /// Helpdesk connectors.
+    pub connectors: Connectors,
     /// Learning from corrections.
     pub learning: Learning,
     /// Redact personal data in ticket texts before storing them.
@@ -266,6 +275,9 @@ pub struct Settings {
     /// How often to check for changes made elsewhere (other replicas, the CLI) when no
     /// notification came.
     pub follow_every: Duration,
+    /// How long a claim on a connector event or write-back holds (a replica that dies with
+    /// one leaves it to another after this).
+    pub claim_lease: Duration,
 }
 
 const HOUR: u64 = 3600;
@@ -458,6 +470,9 @@ impl Settings {
             follow_every: Duration::from_secs(
                 file.replicas.check_every_seconds.unwrap_or(2).max(1),
             ),
+            claim_lease: Duration::from_secs(
+                file.replicas.claim_lease_seconds.unwrap_or(60).max(1),
+            ),
             database,
             connect,
             rules: args.rules.clone().or(rel(file.rules)),
@@ -478,6 +493,7 @@ impl Settings {
                 rosters: file.rosters,
                 close_after: (close_after > 0).then(|| Duration::from_secs(close_after * HOUR)),
             },
+            connectors: compile_connectors(&file.connectors)?,
             tokens: file.tokens,
             learning,
             redact_stored_text: file.privacy.redact_stored_text.unwrap_or(true),
@@ -506,12 +522,25 @@ impl Settings {
     }
 }
 
-/// The `[[tokens]]` of a config file (for rotation on SIGHUP).
-pub fn read_tokens(path: &Path) -> Result<Vec<TokenConfig>, String> {
+/// The `[[tokens]]` and `[[connectors]]` of a config file (for rotation on SIGHUP).
+pub fn read_reloadable(path: &Path) -> Result<(Vec<TokenConfig>, Connectors), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file: FileConfig =
         toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    Ok(file.tokens)
+    let connectors =
+        compile_connectors(&file.connectors).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((file.tokens, connectors))
+}
+
+/// `[[connectors]]` compiled, or every error on its own line.
+fn compile_connectors(files: &[ConnectorFile]) -> Result<Connectors, String> {
+    Connectors::compile(files).map_err(|errors| {
+        format!(
+            "{} error(s) in [[connectors]]:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )
+    })
 }
 
 #[cfg(test)]

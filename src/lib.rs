@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connector;
 pub mod decision;
 pub mod engine;
 pub mod failpoint;

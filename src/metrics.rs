@@ -32,6 +32,12 @@ struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectorLabels {
+    connector: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     version: String,
 }
@@ -61,6 +67,8 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     rules_version: Gauge,
     model: Family<ModelLabels, Gauge>,
+    connector_events: Family<ConnectorLabels, Counter>,
+    write_backs: Family<ConnectorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,7 +136,21 @@ impl Metrics {
             "The active model version (value 1)",
             model.clone(),
         );
+        let connector_events = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "connector_events",
+            "Helpdesk webhooks by connector and outcome (accepted, duplicate, refused)",
+            connector_events.clone(),
+        );
+        let write_backs = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "connector_write_backs",
+            "Write-back attempts by connector and outcome (delivered, retry, superseded, dead)",
+            write_backs.clone(),
+        );
         Self {
+            connector_events,
+            write_backs,
             registry,
             requests,
             latency,
@@ -183,6 +205,26 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a helpdesk webhook received by a connector.
+    pub fn connector_event(&self, connector: &str, outcome: &str) {
+        self.connector_events
+            .get_or_create(&ConnectorLabels {
+                connector: connector.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts how an attempt to write a decision back ended.
+    pub fn write_back(&self, connector: &str, outcome: &str) {
+        self.write_backs
+            .get_or_create(&ConnectorLabels {
+                connector: connector.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// Sets the active rules version.
     pub fn set_rules_version(&self, version: i64) {
         self.rules_version.set(version);
@@ -220,6 +262,8 @@ mod tests {
         m.decision(Some("billing"), "billing.refund");
         m.set_rules_version(3);
         m.set_model("abc");
+        m.connector_event("usedesk", "accepted");
+        m.write_back("usedesk", "delivered");
         let text = m.render(5);
         for want in [
             "intent_router_http_requests_total{endpoint=\"/v1/route\",method=\"POST\",status=\"200\"} 1",
@@ -228,6 +272,8 @@ mod tests {
             "intent_router_rules_version 3",
             "intent_router_model_info{version=\"abc\"} 1",
             "intent_router_inference_batch_size_count 1",
+            "intent_router_connector_events_total{connector=\"usedesk\",outcome=\"accepted\"} 1",
+            "intent_router_connector_write_backs_total{connector=\"usedesk\",outcome=\"delivered\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

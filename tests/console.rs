@@ -270,3 +270,64 @@ fn console_drives_rules_tickets_decisions_and_models_in_chromium() {
     let fb = s.admin("GET", "/v1/feedback/report", None, &[]).body;
     assert_eq!(fb["feedback"], 1, "{fb}");
 }
+
+#[test]
+fn the_connectors_view_shows_dead_letters_and_retries_them() {
+    use crate::common::helpdesk::{Helpdesk, Reply};
+    use crate::connectors::{connector, created, send};
+    let desk = Helpdesk::start();
+    desk.script(vec![Reply::new(
+        400,
+        r#"{"error":"unknown group billing"}"#,
+    )]);
+    let d = tempfile::tempdir().unwrap();
+    let s = server::start_with(d.path(), &[], &connector("usedesk", &desk.base));
+    assert_eq!(send(&s, "usedesk", &created("ev-1", "U-1")).status, 202);
+    desk.wait_for(1, 30);
+    let driver = chromedriver();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        c.goto(&format!("{}/#connectors", s.base)).await.unwrap();
+        let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
+        token.send_keys(ADMIN_TOKEN).await.unwrap();
+        click(&c, "#login-submit").await;
+        // The connector's row: its webhook URL and one dead letter.
+        let row = wait_text(
+            &c,
+            "#conn-table tr[data-connector=usedesk]",
+            "/v1/connectors/usedesk/events",
+        )
+        .await;
+        assert!(row.contains("generic"), "{row}");
+        click(&c, "button[data-show=usedesk]").await;
+        wait_text(&c, "#conn-detail", "ticket_created").await;
+        let dead = wait_text(
+            &c,
+            "#conn-detail tr[data-state=dead]",
+            "unknown group billing",
+        )
+        .await;
+        assert!(dead.contains("U-1"), "{dead}");
+        shot(&c, "connectors").await;
+        // Retry: queued again, then delivered.
+        click(&c, "#conn-detail [data-retry^=outbox]").await;
+        wait_text(&c, "#conn-status", "Queued again").await;
+        for _ in 0..100 {
+            click(&c, "#conn-refresh").await;
+            if c.find(Locator::Css("#conn-detail tr[data-state=delivered]"))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wait_text(&c, "#conn-detail tr[data-state=delivered]", "U-1").await;
+        c.close().await.unwrap();
+    });
+    assert_eq!(desk.requests().len(), 2);
+}

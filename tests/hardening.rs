@@ -73,7 +73,7 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
         + u64::from(!first.body["decisions"][1]["assignee"].is_null());
     assert_eq!(
         e.body["removed"],
-        json!({"assignments": assigned, "decisions": 2, "embedding_cache": 0, "feedback": 1, "idempotency_keys": 1, "shadow_results": 0, "ticket_texts": 1})
+        json!({"assignments": assigned, "connector_events": 0, "decisions": 2, "embedding_cache": 0, "feedback": 1, "idempotency_keys": 1, "shadow_results": 0, "ticket_texts": 1, "write_backs": 0})
     );
     let gone = s.call(
         "GET",
@@ -138,7 +138,11 @@ fn tokens_rotate_on_sighup_and_rate_limits_hold() {
         }
     }
     assert_eq!(old, 401, "the old token is revoked without a restart");
-    assert!(s.log.lock().unwrap().contains("SIGHUP: tokens reloaded"));
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .contains("SIGHUP: tokens and connectors reloaded"));
     assert_eq!(ok(new_token), 200);
     assert_eq!(ok(new_token), 200);
     let r = s.call(

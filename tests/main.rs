@@ -3,6 +3,7 @@
 mod common;
 
 mod cli;
+mod connectors;
 mod console;
 mod contract;
 mod crash;

@@ -512,6 +512,12 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/v1/connectors",
+        "/v1/connectors/{name}/events",
+        "/v1/connectors/{name}/inbox",
+        "/v1/connectors/{name}/outbox",
+        "/v1/connectors/{name}/inbox/{id}/retry",
+        "/v1/connectors/{name}/outbox/{id}/retry",
     ];
     for path in paths {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
@@ -521,27 +527,47 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         paths.len(),
         "openapi documents an endpoint the server lacks"
     );
-    // Every /v1 endpoint needs a token, checked before the body is read.
+    // Every /v1 endpoint needs a token, checked before the body is read; but the helpdesks'
+    // webhooks, which carry their connector's signature instead (refused without it).
+    let probe = |path: &str| {
+        path.replace("{decision_id}", "x")
+            .replace("{version}", "1")
+            .replace("{id}", "x")
+            .replace("{name}", "x")
+    };
     for (path, item) in doc["paths"].as_object().unwrap() {
         if !path.starts_with("/v1/") {
             continue;
         }
+        let webhook = intent_router::server::auth::is_helpdesk_webhook(&probe(path));
+        assert_eq!(webhook, path == "/v1/connectors/{name}/events", "{path}");
         for method in item.as_object().unwrap().keys() {
-            let probe = path
-                .replace("{decision_id}", "x")
-                .replace("{version}", "1")
-                .replace("{id}", "x");
-            let r = s.call(&method.to_uppercase(), &probe, "", Some("not json"), &[]);
-            assert_eq!(r.status, 401, "{method} {path} without a token: {}", r.body);
+            let r = s.call(
+                &method.to_uppercase(),
+                &probe(path),
+                "",
+                Some("not json"),
+                &[],
+            );
+            let status = if webhook { 404 } else { 401 };
+            assert_eq!(
+                r.status, status,
+                "{method} {path} without a token: {}",
+                r.body
+            );
         }
+        assert_eq!(
+            item.as_object()
+                .unwrap()
+                .values()
+                .all(|op| op["security"] == json!([{"connector": []}])),
+            webhook,
+            "{path}: only the webhooks are documented without our security"
+        );
     }
     for path in paths {
         // Every documented path is routed (a 404 with our shape would mean it is not).
-        let probe = path
-            .replace("{decision_id}", "x")
-            .replace("{version}", "1")
-            .replace("{id}", "x");
-        let r = s.call("GET", &probe, ADMIN_TOKEN, None, &[]);
+        let r = s.call("GET", &probe(path), ADMIN_TOKEN, None, &[]);
         assert_ne!(
             r.body["error"]["message"], "no such endpoint; GET /openapi.json lists them",
             "{path}"

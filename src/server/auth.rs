@@ -53,10 +53,20 @@ impl Caller {
     }
 }
 
-/// Whether a path needs a token: the API under `/v1/` and the metrics; the probes, the
-/// OpenAPI document and the console's page and login do not.
+/// Whether a path needs a token: the API under `/v1/` (but the helpdesks' webhooks) and the
+/// metrics; the probes, the OpenAPI document and the console's page and login do not.
 pub fn needs_token(path: &str) -> bool {
-    path.starts_with("/v1/") || path == "/metrics"
+    (path.starts_with("/v1/") || path == "/metrics") && !is_helpdesk_webhook(path)
+}
+
+/// A helpdesk's webhook (`/v1/connectors/{name}/events`): authenticated by the connector's own
+/// signature or secret, not by our tokens.
+pub fn is_helpdesk_webhook(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(""), Some("v1"), Some("connectors"), Some(name), Some("events"), None) if !name.is_empty()
+    )
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {

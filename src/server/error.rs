@@ -7,11 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::batch::BatchError;
+use crate::connector::InboundError;
 use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
 use crate::service::jobs::JobFailure;
-use crate::service::{ErasureError, FeedbackError, JobsError, RouteError};
+use crate::service::{ConnectorError, ErasureError, FeedbackError, JobsError, RouteError};
 use crate::serving::ClassifyError;
 use crate::store::{JobError, StoreError};
 
@@ -77,6 +78,8 @@ codes! {
     ModelUnloadable = ("model_unloadable", CONFLICT),
     /// The job has ended, or is registering what it made; it can no longer be cancelled.
     JobFinished = ("job_finished", CONFLICT),
+    /// Only dead write-backs and failed connector events are retried.
+    NotRetryable = ("not_retryable", CONFLICT),
     /// The rules changed since they were read.
     VersionConflict = ("version_conflict", PRECONDITION_FAILED),
     /// A rules change without If-Match.
@@ -320,6 +323,29 @@ pub fn job_error(failure: JobFailure) -> JobError {
     JobError {
         code: e.code.name().to_string(),
         message: e.message,
+    }
+}
+
+impl From<ConnectorError> for ApiError {
+    fn from(e: ConnectorError) -> Self {
+        match e {
+            ConnectorError::Inbound(i) => i.into(),
+            ConnectorError::Store(s) => s.into(),
+            ConnectorError::NotRetryable(m) => Self::new(Code::NotRetryable, m),
+        }
+    }
+}
+
+impl From<InboundError> for ApiError {
+    fn from(e: InboundError) -> Self {
+        let code = match e {
+            InboundError::Unknown { .. } => Code::NotFound,
+            InboundError::Unauthenticated(_) => Code::Unauthorized,
+            InboundError::TooLarge { .. } => Code::BodyTooLarge,
+            InboundError::NotJson(_) => Code::MalformedJson,
+            InboundError::Unmappable(_) => Code::InvalidRequest,
+        };
+        Self::new(code, e.to_string())
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod connectors_api;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -41,7 +42,9 @@ use crate::metrics::Metrics;
 use crate::model::source;
 use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
-use crate::service::{ErasureService, FeedbackService, Jobs, RoutePolicy, RouteService};
+use crate::service::{
+    ConnectorService, ErasureService, FeedbackService, Jobs, RoutePolicy, RouteService,
+};
 use crate::serving::LiveModels;
 use crate::store::Store;
 
@@ -69,6 +72,8 @@ pub struct AppState {
     pub feedback: FeedbackService,
     /// Data-subject erasure (and the embedding cache it cleans).
     pub erasure: Arc<ErasureService>,
+    /// Helpdesk connectors: webhooks in, write-backs out.
+    pub connectors: ConnectorService,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
 }
@@ -130,8 +135,16 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         settings.learning.learn.cache_dir.clone(),
         settings.text_retention,
     ));
+    let connectors = ConnectorService::new(
+        settings.connectors.clone(),
+        Arc::clone(&store),
+        route.clone(),
+        Arc::clone(&metrics),
+        settings.claim_lease,
+    );
     let state = Arc::new(AppState {
         erasure,
+        connectors,
         settings,
         auth,
         store,
@@ -191,6 +204,12 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(console::login))
         .routes(routes!(console::session))
         .routes(routes!(console::logout))
+        .routes(routes!(connectors_api::receive))
+        .routes(routes!(connectors_api::list))
+        .routes(routes!(connectors_api::events))
+        .routes(routes!(connectors_api::write_backs))
+        .routes(routes!(connectors_api::retry_write_back))
+        .routes(routes!(connectors_api::retry_event))
 }
 
 /// The router with its middleware, declared as layers (outermost first): a request id (the
@@ -332,6 +351,14 @@ const ERASURE_SWEEP: Duration = Duration::from_secs(60);
 /// How long finished jobs are kept.
 const JOB_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
+/// How often the connector workers look for retries that came due and for work a replica
+/// that died left (new work wakes them at once).
+const CONNECTOR_POLL: Duration = Duration::from_secs(1);
+
+/// How long processed connector events and finished write-backs are kept (a delivery sent
+/// again within it is still recognised as a duplicate).
+const CONNECTOR_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Purges ticket texts, idempotency keys, finished jobs and ended console sessions past their
 /// retention, now and every hour.
 fn spawn_retention(state: Arc<AppState>) {
@@ -369,6 +396,13 @@ fn spawn_retention(state: Arc<AppState>) {
             if let Err(e) = state.store.purge_jobs(ago(JOB_RETENTION)).await {
                 tracing::error!("purging finished jobs: {e}");
             }
+            if let Err(e) = state
+                .store
+                .purge_connector_events(ago(CONNECTOR_RETENTION))
+                .await
+            {
+                tracing::error!("purging connector events and write-backs: {e}");
+            }
             if let Err(e) = state.store.purge_sessions(now).await {
                 tracing::error!("purging ended console sessions: {e}");
             }
@@ -376,7 +410,7 @@ fn spawn_retention(state: Arc<AppState>) {
     });
 }
 
-/// Re-reads the tokens of the config file on SIGHUP (rotation without restart).
+/// Re-reads the tokens and connectors of the config file on SIGHUP (rotation without restart).
 fn spawn_token_reload(state: Arc<AppState>) {
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -389,9 +423,16 @@ fn spawn_token_reload(state: Arc<AppState>) {
                 tracing::warn!("SIGHUP: no config file to reload tokens from");
                 continue;
             };
-            match config::read_tokens(path).and_then(|t| state.auth.reload(&t)) {
-                Ok(n) => tracing::info!(tokens = n, "SIGHUP: tokens reloaded"),
-                Err(e) => tracing::error!("SIGHUP: tokens not reloaded, the old ones stay: {e}"),
+            let reloaded = config::read_reloadable(path).and_then(|(tokens, connectors)| {
+                let n = state.auth.reload(&tokens)?;
+                state.connectors.reload(connectors);
+                Ok(n)
+            });
+            match reloaded {
+                Ok(n) => tracing::info!(tokens = n, "SIGHUP: tokens and connectors reloaded"),
+                Err(e) => tracing::error!(
+                    "SIGHUP: tokens and connectors not reloaded, the old ones stay: {e}"
+                ),
             }
         }
     });
@@ -421,7 +462,8 @@ async fn shutdown_signal() {
 }
 
 /// Starts the service's background work: retention, following changes made elsewhere (other
-/// replicas, the CLI), the retraining schedule, token reload on SIGHUP.
+/// replicas, the CLI), the retraining schedule, the connectors' inbox and outbox, token and
+/// connector reload on SIGHUP.
 pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
     spawn_retention(Arc::clone(state));
     let every = state.settings.follow_every;
@@ -434,6 +476,7 @@ pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
         .spawn_follow(state.store.changes().await?, every.max(ERASURE_SWEEP));
     state.jobs.spawn_schedule(state.settings.schedule());
     state.jobs.spawn_sweep(every);
+    state.connectors.spawn_workers(CONNECTOR_POLL.min(every));
     spawn_token_reload(Arc::clone(state));
     Ok(())
 }

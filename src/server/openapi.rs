@@ -64,6 +64,12 @@ fn conventions(doc: &mut Value) {
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait (429 and 503)."}},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     });
+    doc["components"]["securitySchemes"]["connector"] = json!({
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Signature",
+        "description": "A helpdesk's webhook is authenticated by its connector's own check, on the raw body: the signature header, timestamp and secret (or bearer secret) the connector's config names; not by our tokens."
+    });
     doc["components"]["securitySchemes"]["bearer"] = json!({
         "type": "http",
         "scheme": "bearer",
@@ -79,7 +85,9 @@ fn conventions(doc: &mut Value) {
         for (method, op) in item.iter_mut() {
             operation_errors(path, method, op);
             optional_body_is_absent(op);
-            if is_public(path) {
+            if super::auth::is_helpdesk_webhook(path) {
+                op["security"] = json!([{"connector": []}]);
+            } else if is_public(path) {
                 op["security"] = json!([]);
             }
         }
@@ -226,7 +234,10 @@ mod tests {
                     "{method} {path}: {status}"
                 );
             }
-            if path.starts_with("/v1/") {
+            if super::super::auth::is_helpdesk_webhook(&path) {
+                assert!(op["security"][0]["connector"].is_array(), "{method} {path}");
+                assert!(op["responses"]["401"].is_object(), "{method} {path}");
+            } else if path.starts_with("/v1/") {
                 assert!(op["security"][0]["bearer"].is_array(), "{method} {path}");
                 assert!(op["responses"]["401"].is_object(), "{method} {path}");
             }

@@ -2,11 +2,13 @@
 //! tickets end to end, and long operations as jobs. A channel turns its input into a request, calls a service and turns the
 //! result into its own output; no channel re-wires the stages.
 
+pub mod connectors;
 pub mod erasure;
 pub mod feedback;
 pub mod jobs;
 pub mod route;
 
+pub use connectors::{ConnectorError, ConnectorService};
 pub use erasure::{ErasureError, ErasureService};
 pub use feedback::{FeedbackError, FeedbackService};
 pub use jobs::{Jobs, JobsError};

@@ -42,6 +42,7 @@ macro_rules! stored_names {
 }
 
 mod assignments;
+pub mod connectors;
 pub mod copy;
 mod decisions;
 mod feedback;
@@ -60,6 +61,10 @@ mod tests;
 mod url;
 
 pub use assignments::Assignment;
+use connectors::{
+    Delivery, InboxEvent, InboxOutcome, InboxState, NewInboxEvent, OutboxState, QueueCounts,
+    WriteBack,
+};
 pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, StoredReply};
 pub use feedback::{Correction, Feedback, NewFeedback};
 pub use intents::AddedIntent;
@@ -449,6 +454,39 @@ port! {
     fn erased_since(&self, since: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)>;
     /// Forgets the erasures recorded before `cutoff`; returns how many.
     fn purge_erasures(&self, cutoff: DateTime<Utc>) -> u64;
+
+    // ---- connectors' inbox and outbox ----
+    /// Stores an event received from a helpdesk: its id, and `false` when the same delivery
+    /// was stored before (then nothing changes and that first event's id is returned).
+    fn insert_inbox(&self, e: &NewInboxEvent) -> (String, bool);
+    /// Claims up to `limit` due pending events for processing until `lease_until`.
+    fn claim_inbox(&self, lease_until: DateTime<Utc>, limit: i64) -> Vec<InboxEvent>;
+    /// Records how processing an event ended (with its write-back queued in the same
+    /// transaction); nothing changes if it is no longer pending.
+    fn finish_inbox(&self, id: &str, outcome: &InboxOutcome) -> ();
+    /// Puts a failed event back in the queue (`None`: no failed event of that id).
+    fn retry_inbox(&self, connector: &str, id: &str) -> Option<InboxEvent>;
+    /// One inbox event.
+    fn inbox_event(&self, id: &str) -> InboxEvent;
+    /// A connector's newest events, optionally in one state.
+    fn inbox_events(&self, connector: &str, state: Option<InboxState>, limit: i64) -> Vec<InboxEvent>;
+    /// Claims up to `limit` due pending write-backs for sending until `lease_until`.
+    fn claim_outbox(&self, lease_until: DateTime<Utc>, limit: i64) -> Vec<WriteBack>;
+    /// Records how an attempt to deliver a write-back ended.
+    fn finish_write_back(&self, id: &str, d: &Delivery) -> ();
+    /// Puts a dead write-back back in the queue (`None`: no dead write-back of that id).
+    fn retry_write_back(&self, connector: &str, id: &str) -> Option<WriteBack>;
+    /// One write-back.
+    fn write_back(&self, id: &str) -> WriteBack;
+    /// A connector's newest write-backs, optionally in one state.
+    fn write_backs(&self, connector: &str, state: Option<OutboxState>, limit: i64) -> Vec<WriteBack>;
+    /// A connector's queue sizes.
+    fn queue_counts(&self, connector: &str) -> QueueCounts;
+    /// Takes one use of `key`'s limit in the window starting at `window_start` (shared by
+    /// every replica); `false`: the window's `limit` is used up.
+    fn take_rate(&self, key: &str, window_start: DateTime<Utc>, limit: i64) -> bool;
+    /// Deletes finished events and write-backs older than `cutoff`; returns how many events.
+    fn purge_connector_events(&self, cutoff: DateTime<Utc>) -> u64;
 
     // ---- feedback and intents ----
     /// Stores a correction; the same correction sent again returns the first (`false`).

@@ -30,6 +30,9 @@ pub(super) use sql::{DecisionLog, DecisionTx, Snapshot, WriteTx};
 /// database as it was at its first.
 const SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+/// How a claim skips rows another replica's claim holds (instead of waiting for them).
+const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
+
 /// The `sqlx` database the shared SQL runs on.
 type Engine = Postgres;
 

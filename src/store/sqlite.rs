@@ -34,6 +34,10 @@ pub(super) use sql::{DecisionLog, DecisionTx, Snapshot, WriteTx};
 /// it was at its first read until it ends.
 const SNAPSHOT: &str = "BEGIN DEFERRED";
 
+/// How a claim skips rows another transaction holds: nothing to add, as SQLite's write
+/// transactions take turns.
+const SKIP_LOCKED: &str = "";
+
 /// The `sqlx` database the shared SQL runs on.
 type Engine = Sqlite;
 

@@ -389,11 +389,13 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
         let removed = store.erase_ticket("t-1").await.unwrap();
         let expect = [
             ("assignments", 2),
+            ("connector_events", 0),
             ("decisions", 2),
             ("feedback", 1),
             ("idempotency_keys", 2),
             ("shadow_results", 1),
             ("ticket_texts", 1),
+            ("write_backs", 0),
         ];
         assert_eq!(removed, expect.into_iter().collect(), "{url}");
         assert_eq!(store.recent_decisions(10).await.unwrap().len(), 3);
@@ -1262,4 +1264,181 @@ async fn a_deadlock_between_replicas_is_a_busy_database() {
     let err = StoreError::from(err);
     assert!(err.is_busy(), "{err}");
     assert!(!StoreError::NotFound("x".into()).is_busy());
+}
+
+fn event(delivery: &str, ticket: &str) -> connectors::NewInboxEvent {
+    connectors::NewInboxEvent {
+        connector: "desk".into(),
+        delivery_id: delivery.into(),
+        kind: connectors::EventKind::Created,
+        event_type: "created".into(),
+        ticket_id: ticket.into(),
+        ticket: Some(r#"{"body":"refund"}"#.into()),
+        received_at: now(),
+    }
+}
+
+fn write_back(decision: &str, ticket: &str) -> connectors::NewWriteBack {
+    connectors::NewWriteBack {
+        connector: "desk".into(),
+        ticket_id: ticket.into(),
+        decision_id: decision.into(),
+        requests: vec![connectors::HttpCall {
+            method: "POST".into(),
+            path: "http://127.0.0.1:9/hook".into(),
+            body: Some(serde_json::json!({"decision": decision})),
+        }],
+        dead: None,
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back_once() {
+    use connectors::{Delivery, InboxOutcome, InboxState, OutboxState};
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let (id, new) = store.insert_inbox(&event("d1", "t1")).await.unwrap();
+        assert!(new);
+        // The same delivery again: the first event, nothing new.
+        assert_eq!(
+            store.insert_inbox(&event("d1", "t1")).await.unwrap(),
+            (id.clone(), false)
+        );
+        let lease = now() + chrono::Duration::seconds(60);
+        let claimed = store.claim_inbox(lease, 10).await.unwrap();
+        assert_eq!((claimed.len(), claimed[0].attempts), (1, 1), "{url}");
+        // Claimed: nobody else gets it until the lease ends.
+        assert!(store.claim_inbox(lease, 10).await.unwrap().is_empty());
+        let done = InboxOutcome::Done {
+            decision_id: Some("dec1".into()),
+            note: None,
+            write_back: Some(write_back("dec1", "t1")),
+        };
+        store.finish_inbox(&id, &done).await.unwrap();
+        // Finishing twice (a replica whose lease ran out) changes nothing, queues nothing.
+        store.finish_inbox(&id, &done).await.unwrap();
+        let e = store.inbox_event(&id).await.unwrap();
+        assert_eq!(
+            (e.state, e.ticket, e.decision_id.as_deref()),
+            (InboxState::Done, None, Some("dec1"))
+        );
+        let out = store.claim_outbox(lease, 10).await.unwrap();
+        assert_eq!(out.len(), 1, "{url}");
+        assert_eq!(out[0].requests, write_back("dec1", "t1").requests);
+        let retry_at = now() - chrono::Duration::seconds(1);
+        let failed = Delivery::Retry {
+            step: 0,
+            at: retry_at,
+            status: Some(500),
+            error: "boom".into(),
+        };
+        store.finish_write_back(&out[0].id, &failed).await.unwrap();
+        // Due again: claimed again, the attempt counted; a rate-limit wait is not an attempt.
+        let again = store.claim_outbox(lease, 10).await.unwrap();
+        assert_eq!((again[0].attempts, again[0].last_status), (2, Some(500)));
+        store
+            .finish_write_back(&out[0].id, &Delivery::Postponed { at: retry_at })
+            .await
+            .unwrap();
+        let again = store.claim_outbox(lease, 10).await.unwrap();
+        assert_eq!(again[0].attempts, 2);
+        let dead = Delivery::Dead {
+            step: 0,
+            status: Some(400),
+            error: "bad group".into(),
+        };
+        store.finish_write_back(&out[0].id, &dead).await.unwrap();
+        let counts = store.queue_counts("desk").await.unwrap();
+        assert_eq!(
+            (
+                counts.outbox_dead,
+                counts.outbox_pending,
+                counts.inbox_pending
+            ),
+            (1, 0, 0)
+        );
+        // A dead letter is retried once asked; a pending one is not "retried".
+        let w = store
+            .retry_write_back("desk", &out[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((w.state, w.attempts), (OutboxState::Pending, 0));
+        assert!(store
+            .retry_write_back("desk", &out[0].id)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .retry_write_back("other", &out[0].id)
+            .await
+            .unwrap()
+            .is_none());
+        let delivered = Delivery::Delivered { status: 200 };
+        let w = store.claim_outbox(lease, 10).await.unwrap().remove(0);
+        store.finish_write_back(&w.id, &delivered).await.unwrap();
+        let listed = store
+            .write_backs("desk", Some(OutboxState::Delivered), 10)
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        // A failed event goes back to the queue when asked, keeping its ticket.
+        let (other, _) = store.insert_inbox(&event("d2", "t2")).await.unwrap();
+        store.claim_inbox(lease, 10).await.unwrap();
+        let failed = InboxOutcome::Failed {
+            error: "model down".into(),
+        };
+        store.finish_inbox(&other, &failed).await.unwrap();
+        assert_eq!(store.queue_counts("desk").await.unwrap().inbox_failed, 1);
+        assert!(
+            store.retry_inbox("desk", &id).await.unwrap().is_none(),
+            "done, not failed"
+        );
+        let e = store.retry_inbox("desk", &other).await.unwrap().unwrap();
+        assert_eq!(
+            (e.state, e.attempts, e.ticket.is_some()),
+            (InboxState::Pending, 0, true)
+        );
+        // Erasing the ticket removes its event and write-back.
+        let removed = store.erase_ticket("t1").await.unwrap();
+        assert_eq!(
+            (removed["connector_events"], removed["write_backs"]),
+            (1, 1),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_write_back_rate_limit_holds_across_replicas() {
+    let (a, b) = replicas().await;
+    let window = now();
+    let mut taken = 0;
+    for i in 0..10 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        taken += usize::from(s.take_rate("desk", window, 4).await.unwrap());
+    }
+    assert_eq!(taken, 4);
+    // The next window starts afresh.
+    let next = window + chrono::Duration::seconds(60);
+    assert!(a.take_rate("desk", next, 4).await.unwrap());
+}
+
+#[tokio::test]
+async fn replicas_claim_different_events() {
+    let (a, b) = replicas().await;
+    for i in 0..40 {
+        a.insert_inbox(&event(&format!("d{i}"), "t")).await.unwrap();
+    }
+    let lease = now() + chrono::Duration::seconds(60);
+    let claims = (0..8).map(|i| {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { s.claim_inbox(lease, 5).await.unwrap() })
+    });
+    let mut ids = Vec::new();
+    for c in claims {
+        ids.extend(c.await.unwrap().into_iter().map(|e| e.id));
+    }
+    let unique: BTreeSet<_> = ids.iter().cloned().collect();
+    assert_eq!((ids.len(), unique.len()), (40, 40));
 }

@@ -2,6 +2,7 @@
 //! small Unigram tokenizer, the committed base model's path, and the binary's path.
 
 pub mod app;
+pub mod helpdesk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

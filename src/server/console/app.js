@@ -30,6 +30,12 @@ const T = {
     "models.retrain": "Retrain now", "jobs.title": "Retraining jobs", "jobs.none": "No retraining yet.", "jobs.started": "Started", "jobs.by": "By",
     "jobs.status": "Status", "jobs.progress": "Progress", "jobs.outcome": "Outcome", "jobs.cancel": "Cancel",
     "models.done": "Done.", "models.agreement": "Agreement with the active model: {a} on {n} tickets; on {c} corrected tickets the active model was right {ar}, the shadow {sr}.",
+    "tab.connectors": "Connectors", "conn.none": "No connectors configured: add [[connectors]] to the config file.",
+    "conn.name": "Connector", "conn.kind": "Kind", "conn.url": "Webhook URL", "conn.pending": "Events waiting", "conn.failed": "Events failed",
+    "conn.out_pending": "Write-backs waiting", "conn.dead": "Dead letters", "conn.delivered": "Delivered", "conn.last": "Last event",
+    "conn.show": "Show", "conn.events": "Last events of {name}", "conn.writebacks": "Write-backs of {name}", "conn.time": "Time",
+    "conn.type": "Event", "conn.ticket": "Ticket", "conn.state": "State", "conn.attempts": "Attempts", "conn.note": "Result",
+    "conn.retry": "Retry", "conn.retried": "Queued again.", "conn.nothing": "Nothing yet.",
   },
   ru: {
     "tab.overview": "Обзор", "tab.try": "Проверить тикет", "tab.rules": "Правила", "tab.decisions": "Решения", "tab.models": "Модели",
@@ -58,6 +64,12 @@ const T = {
     "models.retrain": "Переобучить сейчас", "jobs.title": "Задания переобучения", "jobs.none": "Переобучений ещё не было.", "jobs.started": "Начато", "jobs.by": "Кто",
     "jobs.status": "Статус", "jobs.progress": "Ход", "jobs.outcome": "Итог", "jobs.cancel": "Отменить",
     "models.done": "Готово.", "models.agreement": "Совпадение с активной моделью: {a} на {n} тикетах; на {c} исправленных тикетах активная модель права в {ar}, теневая в {sr}.",
+    "tab.connectors": "Коннекторы", "conn.none": "Коннекторы не настроены: добавьте [[connectors]] в файл конфигурации.",
+    "conn.name": "Коннектор", "conn.kind": "Тип", "conn.url": "URL вебхука", "conn.pending": "Событий в очереди", "conn.failed": "Событий с ошибкой",
+    "conn.out_pending": "Записей в очереди", "conn.dead": "Недоставленные", "conn.delivered": "Доставлено", "conn.last": "Последнее событие",
+    "conn.show": "Показать", "conn.events": "Последние события {name}", "conn.writebacks": "Записи в {name}", "conn.time": "Время",
+    "conn.type": "Событие", "conn.ticket": "Тикет", "conn.state": "Состояние", "conn.attempts": "Попыток", "conn.note": "Итог",
+    "conn.retry": "Повторить", "conn.retried": "Снова в очереди.", "conn.nothing": "Пока ничего.",
   },
 };
 
@@ -465,6 +477,52 @@ $("#models-rollback").addEventListener("click", async () => {
   $("#models-status").className = r.status === 200 ? "ok" : "error";
   loaders.models();
 });
+
+// ---- connectors: status, last events, write-backs and their dead letters ----
+
+const when = (x) => (x ? new Date(x).toLocaleString() : "–");
+
+loaders.connectors = async () => {
+  const r = await api("GET", "/v1/connectors");
+  const table = $("#conn-table");
+  if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  if (!r.data.connectors.length) { table.innerHTML = `<tr><td class="muted">${t("conn.none")}</td></tr>`; $("#conn-detail").innerHTML = ""; return; }
+  table.innerHTML = `<tr><th>${t("conn.name")}</th><th>${t("conn.kind")}</th><th>${t("conn.url")}</th><th>${t("conn.pending")}</th><th>${t("conn.failed")}</th>
+    <th>${t("conn.out_pending")}</th><th>${t("conn.dead")}</th><th>${t("conn.delivered")}</th><th>${t("conn.last")}</th><th></th></tr>` +
+    r.data.connectors.map((c) => `<tr data-connector="${esc(c.name)}"><td>${esc(c.name)}</td><td>${esc(c.kind)}</td><td><code>${esc(c.events_url)}</code></td>
+      <td>${c.inbox_pending}</td><td${c.inbox_failed ? ' class="error"' : ""}>${c.inbox_failed}</td><td>${c.outbox_pending}</td>
+      <td${c.outbox_dead ? ' class="error"' : ""}>${c.outbox_dead}</td><td>${c.outbox_delivered}</td><td>${when(c.last_event_at)}</td>
+      <td><button class="small secondary" data-show="${esc(c.name)}">${t("conn.show")}</button></td></tr>`).join("");
+  table.querySelectorAll("[data-show]").forEach((b) => b.addEventListener("click", () => connectorDetail(b.dataset.show)));
+  const open = $("#conn-detail").dataset.connector;
+  if (open && r.data.connectors.some((c) => c.name === open)) connectorDetail(open);
+};
+$("#conn-refresh").addEventListener("click", () => loaders.connectors());
+
+async function connectorDetail(name) {
+  const base = `/v1/connectors/${encodeURIComponent(name)}`;
+  const [events, out] = await Promise.all([api("GET", `${base}/inbox?limit=20`), api("GET", `${base}/outbox?limit=20`)]);
+  const detail = $("#conn-detail");
+  detail.dataset.connector = name;
+  if (events.status !== 200 || out.status !== 200) { detail.innerHTML = `<p class="error">${esc(errorText(events.status !== 200 ? events : out))}</p>`; return; }
+  const retry = (kind, x, failed) => (x.state === failed ? `<button class="small" data-retry="${kind}/${esc(x.id)}">${t("conn.retry")}</button>` : "");
+  const rows = (list, head, row) => (list.length ? `<table class="table">${head}${list.map(row).join("")}</table>` : `<p class="muted">${t("conn.nothing")}</p>`);
+  detail.innerHTML = `<h3>${esc(t("conn.events", { name }))}</h3>` +
+    rows(events.data.events, `<tr><th>${t("conn.time")}</th><th>${t("conn.type")}</th><th>${t("conn.ticket")}</th><th>${t("conn.state")}</th><th>${t("conn.attempts")}</th><th>${t("conn.note")}</th><th></th></tr>`,
+      (e) => `<tr data-event="${esc(e.id)}"><td>${when(e.received_at)}</td><td>${esc(e.event_type)}</td><td>${esc(e.ticket_id)}</td><td>${esc(e.state)}</td>
+        <td>${e.attempts}</td><td${e.state === "failed" ? ' class="error"' : ""}>${esc(e.error ?? e.decision_id ?? "")}</td><td>${retry("inbox", e, "failed")}</td></tr>`) +
+    `<h3>${esc(t("conn.writebacks", { name }))}</h3>` +
+    rows(out.data.write_backs, `<tr><th>${t("conn.time")}</th><th>${t("conn.ticket")}</th><th>${t("conn.state")}</th><th>${t("conn.attempts")}</th><th>${t("conn.note")}</th><th></th></tr>`,
+      (w) => `<tr data-write-back="${esc(w.id)}" data-state="${esc(w.state)}"><td>${when(w.created_at)}</td><td>${esc(w.ticket_id)}</td><td>${esc(w.state)}</td>
+        <td>${w.attempts}</td><td${w.state === "dead" ? ' class="error"' : ""}>${esc(w.last_error ?? (w.last_status ? "HTTP " + w.last_status : ""))}</td><td>${retry("outbox", w, "dead")}</td></tr>`);
+  detail.querySelectorAll("[data-retry]").forEach((b) => b.addEventListener("click", async () => {
+    const [kind, id] = b.dataset.retry.split("/");
+    const r = await api("POST", `${base}/${kind}/${encodeURIComponent(id)}/retry`);
+    $("#conn-status").textContent = r.status === 202 ? t("conn.retried") : errorText(r);
+    $("#conn-status").className = r.status === 202 ? "ok" : "error";
+    loaders.connectors();
+  }));
+}
 
 async function modelReport(id) {
   const r = await api("GET", `/v1/models/${encodeURIComponent(id)}/report`);

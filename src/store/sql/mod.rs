@@ -5,6 +5,7 @@
 //! (ties are broken by the row's id). One file per aggregate.
 
 mod assignments;
+mod connectors;
 mod copy;
 mod decisions;
 mod feedback;

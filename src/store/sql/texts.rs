@@ -78,6 +78,14 @@ impl Db {
         .bind(Stamp(cutoff))
         .execute(tx.conn())
         .await?;
+        // A connector's event keeps its ticket only until processed; one given up keeps it for
+        // a retry, as long as texts are kept.
+        sqlx::query(
+            "UPDATE inbox SET ticket = NULL WHERE ticket IS NOT NULL AND state <> 'pending' AND received_at < $1",
+        )
+        .bind(Stamp(cutoff))
+        .execute(tx.conn())
+        .await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -105,6 +113,8 @@ impl Db {
             (Some("decisions"), "DELETE FROM decisions WHERE ticket_id = $1"),
             (Some("ticket_texts"), "DELETE FROM ticket_texts WHERE ticket_id = $1"),
             (Some("feedback"), "DELETE FROM feedback WHERE ticket_id = $1"),
+            (Some("connector_events"), "DELETE FROM inbox WHERE ticket_id = $1"),
+            (Some("write_backs"), "DELETE FROM outbox WHERE ticket_id = $1"),
         ];
         for (kind, sql) in steps {
             let n = sqlx::query(sql)

@@ -1,0 +1,466 @@
+//! `[[connectors]]` as written in the config file, and its compilation into [`Connector`]s:
+//! every error at once, each naming the connector and the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use http::HeaderName;
+use serde::Deserialize;
+
+use super::generic::{FieldPath, Mapping, Source};
+use super::{sign, Connector, Inbound, InboundAuth, Kind, Secret, WriteBackTarget};
+
+/// Default largest inbound body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Default replay window of signed timestamps.
+pub const REPLAY_WINDOW_SECONDS: u64 = 300;
+/// Default attempts before a write-back is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 15;
+/// Default time limit of one write-back request.
+pub const TIMEOUT_SECONDS: u64 = 10;
+
+/// One `[[connectors]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorFile {
+    /// The name in `/v1/connectors/{name}/events`.
+    pub name: String,
+    /// `generic`.
+    pub kind: String,
+    /// Authentication and limits of inbound webhooks.
+    #[serde(default)]
+    pub inbound: InboundFile,
+    /// Where the ticket's facts are in the payload (generic).
+    #[serde(default)]
+    pub fields: FieldsFile,
+    /// Which event types route a ticket and which close it (generic).
+    #[serde(default)]
+    pub events: EventsFile,
+    /// Where decisions go back.
+    pub write_back: Option<WriteBackFile>,
+}
+
+/// `[connectors.inbound]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundFile {
+    /// `hmac-sha256`, `intent-router` or `bearer`.
+    pub auth: Option<String>,
+    /// The signature's header (hmac-sha256; default `X-Signature`).
+    pub header: Option<String>,
+    /// `hex` (default; `sha256=` prefix allowed) or `base64` (hmac-sha256).
+    pub encoding: Option<String>,
+    /// The header of a signed unix timestamp: the signed text is `"<timestamp>.<body>"`.
+    pub timestamp_header: Option<String>,
+    /// Valid secrets: one, or two while rotating.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// A signed time further than this from ours is refused (default 300).
+    pub replay_window_seconds: Option<u64>,
+    /// Largest body (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+}
+
+/// `[connectors.fields]`: dotted paths (`ticket.messages.0.text`) or JSON pointers (`/ticket/id`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldsFile {
+    /// The helpdesk's ticket id (required).
+    pub id: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Body.
+    pub body: Option<String>,
+    /// Channel.
+    pub channel: Option<String>,
+    /// The customer's tier.
+    pub customer_tier: Option<String>,
+    /// The language the helpdesk gives.
+    pub language: Option<String>,
+    /// The event's type (`events` says which values do what).
+    pub event: Option<String>,
+    /// The delivery id in the payload (default: the ticket id and a hash of the body).
+    pub delivery_id: Option<String>,
+    /// The delivery id in a header instead.
+    pub delivery_header: Option<String>,
+    /// Custom fields: our name -> path (rules see them as `fields.<name>`).
+    #[serde(default)]
+    pub custom: BTreeMap<String, String>,
+}
+
+/// `[connectors.events]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFile {
+    /// Event types that route the ticket.
+    #[serde(default)]
+    pub created: Vec<String>,
+    /// Event types that close its assignment (solved, closed).
+    #[serde(default)]
+    pub closed: Vec<String>,
+}
+
+/// `[connectors.write_back]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBackFile {
+    /// Where the signed webhook goes (generic).
+    pub url: Option<String>,
+    /// Signing secrets (the first signs; the receiver may accept two while rotating).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Requests per minute, across replicas (default: unlimited).
+    pub per_minute: Option<u32>,
+    /// Attempts before dead-lettering (default 15).
+    pub max_attempts: Option<u32>,
+    /// One request's time limit (default 10 s).
+    pub timeout_seconds: Option<u64>,
+}
+
+/// Collects a connector's errors, each prefixed with where it is.
+struct Errors<'a> {
+    at: String,
+    list: &'a mut Vec<String>,
+}
+
+impl Errors<'_> {
+    fn add(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.list.push(format!("{}.{key}: {msg}", self.at));
+    }
+}
+
+/// Compiles every connector, or returns every error.
+pub(super) fn compile(files: &[ConnectorFile]) -> Result<Vec<Connector>, Vec<String>> {
+    let mut list = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let mut errors = Errors {
+            at: format!("connectors[{i}] ({})", f.name),
+            list: &mut list,
+        };
+        if !valid_name(&f.name) {
+            errors.add("name", "use 1 to 64 letters, digits, '-' or '_'");
+        } else if !seen.insert(f.name.clone()) {
+            errors.add("name", "another connector has this name");
+        }
+        if let Some(c) = one(f, &mut errors) {
+            out.push(c);
+        }
+    }
+    if list.is_empty() {
+        Ok(out)
+    } else {
+        Err(list)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
+    let kind = match f.kind.as_str() {
+        "generic" => mapping(&f.fields, &f.events, errors).map(Kind::Generic),
+        other => {
+            errors.add("kind", format!("unknown kind {other:?}; known: generic"));
+            None
+        }
+    };
+    let inbound = inbound(&f.inbound, errors);
+    let write_back = f.write_back.as_ref().and_then(|w| write_back(w, errors));
+    Some(Connector {
+        name: f.name.clone(),
+        kind: kind?,
+        inbound: inbound?,
+        write_back,
+    })
+}
+
+fn header(value: &str, key: &str, errors: &mut Errors<'_>) -> Option<HeaderName> {
+    HeaderName::try_from(value)
+        .map_err(|_| errors.add(key, format!("{value:?} is not a header name")))
+        .ok()
+}
+
+fn secrets(list: &[String], key: &str, errors: &mut Errors<'_>) -> Vec<Secret> {
+    if list.is_empty() || list.len() > 2 {
+        errors.add(key, "give one secret, or two while rotating");
+    }
+    for (i, s) in list.iter().enumerate() {
+        if s.chars().count() < 16 {
+            errors.add(
+                &format!("{key}[{i}]"),
+                "too short: use at least 16 characters",
+            );
+        }
+    }
+    list.iter().cloned().map(Secret).collect()
+}
+
+fn inbound(f: &InboundFile, errors: &mut Errors<'_>) -> Option<Inbound> {
+    let only_hmac = [
+        ("inbound.header", f.header.is_some()),
+        ("inbound.encoding", f.encoding.is_some()),
+        ("inbound.timestamp_header", f.timestamp_header.is_some()),
+    ];
+    let auth = match f.auth.as_deref() {
+        Some("hmac-sha256") => {
+            let h = header(
+                f.header.as_deref().unwrap_or("X-Signature"),
+                "inbound.header",
+                errors,
+            );
+            let encoding = match f.encoding.as_deref().unwrap_or("hex") {
+                "hex" => Some(sign::Encoding::Hex),
+                "base64" => Some(sign::Encoding::Base64),
+                other => {
+                    errors.add(
+                        "inbound.encoding",
+                        format!("unknown encoding {other:?}; known: hex, base64"),
+                    );
+                    None
+                }
+            };
+            let timestamp = match &f.timestamp_header {
+                Some(t) => Some(header(t, "inbound.timestamp_header", errors)?),
+                None => None,
+            };
+            Some(InboundAuth::Hmac {
+                header: h?,
+                encoding: encoding?,
+                timestamp,
+            })
+        }
+        Some(a @ ("intent-router" | "bearer")) => {
+            for (key, given) in only_hmac {
+                if given {
+                    errors.add(key, format!("applies to auth = \"hmac-sha256\", not {a:?}"));
+                }
+            }
+            Some(if a == "bearer" {
+                InboundAuth::Bearer
+            } else {
+                InboundAuth::IntentRouter
+            })
+        }
+        Some(other) => {
+            errors.add(
+                "inbound.auth",
+                format!("unknown {other:?}; known: hmac-sha256, intent-router, bearer"),
+            );
+            None
+        }
+        None => {
+            errors.add(
+                "inbound.auth",
+                "missing: hmac-sha256, intent-router or bearer",
+            );
+            None
+        }
+    };
+    let secrets = secrets(&f.secrets, "inbound.secrets", errors);
+    if f.max_body_bytes == Some(0) {
+        errors.add("inbound.max_body_bytes", "must be at least 1");
+    }
+    Some(Inbound {
+        auth: auth?,
+        secrets,
+        replay_window: Duration::from_secs(
+            f.replay_window_seconds.unwrap_or(REPLAY_WINDOW_SECONDS),
+        ),
+        max_body_bytes: f.max_body_bytes.unwrap_or(MAX_BODY_BYTES),
+    })
+}
+
+fn path(value: &Option<String>, key: &str, errors: &mut Errors<'_>) -> Option<FieldPath> {
+    let v = value.as_deref()?;
+    FieldPath::parse(v)
+        .map_err(|e| errors.add(&format!("fields.{key}"), e))
+        .ok()
+}
+
+fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Option<Mapping> {
+    let id = path(&f.id, "id", errors);
+    if f.id.is_none() {
+        errors.add("fields.id", "missing: the path of the helpdesk's ticket id");
+    }
+    if f.subject.is_none() && f.body.is_none() {
+        errors.add("fields", "give the path of the body, the subject, or both");
+    }
+    let delivery = match (&f.delivery_id, &f.delivery_header) {
+        (Some(_), Some(_)) => {
+            errors.add(
+                "fields.delivery_header",
+                "give delivery_id or delivery_header, not both",
+            );
+            Source::BodyHash
+        }
+        (Some(_), None) => {
+            path(&f.delivery_id, "delivery_id", errors).map_or(Source::BodyHash, Source::Path)
+        }
+        (None, Some(h)) => {
+            header(h, "fields.delivery_header", errors).map_or(Source::BodyHash, Source::Header)
+        }
+        (None, None) => Source::BodyHash,
+    };
+    let event = path(&f.event, "event", errors);
+    if f.event.is_some() && events.created.is_empty() {
+        errors.add(
+            "events.created",
+            "list the event types that route a ticket (fields.event is set)",
+        );
+    }
+    if f.event.is_none() && !(events.created.is_empty() && events.closed.is_empty()) {
+        errors.add(
+            "fields.event",
+            "missing: events are listed, so give the path of the event's type",
+        );
+    }
+    let custom = f
+        .custom
+        .iter()
+        .filter_map(|(name, p)| {
+            path(&Some(p.clone()), &format!("custom.{name}"), errors).map(|p| (name.clone(), p))
+        })
+        .collect();
+    Some(Mapping {
+        id: id?,
+        subject: path(&f.subject, "subject", errors),
+        body: path(&f.body, "body", errors),
+        channel: path(&f.channel, "channel", errors),
+        customer_tier: path(&f.customer_tier, "customer_tier", errors),
+        language: path(&f.language, "language", errors),
+        custom,
+        delivery,
+        event,
+        created: events.created.clone(),
+        closed: events.closed.clone(),
+    })
+}
+
+fn write_back(f: &WriteBackFile, errors: &mut Errors<'_>) -> Option<WriteBackTarget> {
+    let url = match &f.url {
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
+        Some(u) => {
+            errors.add("write_back.url", format!("{u:?} is not an http(s) URL"));
+            None
+        }
+        None => {
+            errors.add("write_back.url", "missing: where the decision webhook goes");
+            None
+        }
+    };
+    let secrets = secrets(&f.secrets, "write_back.secrets", errors);
+    if f.per_minute == Some(0) {
+        errors.add(
+            "write_back.per_minute",
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    if f.max_attempts == Some(0) {
+        errors.add("write_back.max_attempts", "must be at least 1");
+    }
+    if f.timeout_seconds == Some(0) {
+        errors.add("write_back.timeout_seconds", "must be at least 1");
+    }
+    Some(WriteBackTarget {
+        url: url?,
+        secrets,
+        per_minute: f.per_minute,
+        max_attempts: f.max_attempts.unwrap_or(MAX_ATTEMPTS),
+        timeout: Duration::from_secs(f.timeout_seconds.unwrap_or(TIMEOUT_SECONDS)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<ConnectorFile> {
+        #[derive(Deserialize)]
+        struct File {
+            connectors: Vec<ConnectorFile>,
+        }
+        toml::from_str::<File>(text).unwrap().connectors
+    }
+
+    #[test]
+    fn a_generic_connector_compiles_with_its_defaults() {
+        let files = parse(
+            r#"
+[[connectors]]
+name = "usedesk"
+kind = "generic"
+inbound = { auth = "hmac-sha256", secrets = ["0123456789abcdef"] }
+fields = { id = "ticket.id", body = "/ticket/text" }
+write_back = { url = "https://desk.example/hook", secrets = ["0123456789abcdef"] }
+"#,
+        );
+        let c = compile(&files).unwrap().remove(0);
+        assert_eq!(c.inbound.max_body_bytes, MAX_BODY_BYTES);
+        assert_eq!(
+            c.inbound.replay_window,
+            Duration::from_secs(REPLAY_WINDOW_SECONDS)
+        );
+        assert!(matches!(
+            &c.inbound.auth,
+            InboundAuth::Hmac { header, encoding: sign::Encoding::Hex, timestamp: None } if header == "x-signature"
+        ));
+        let w = c.write_back.unwrap();
+        assert_eq!(
+            (w.max_attempts, w.timeout, w.per_minute),
+            (MAX_ATTEMPTS, Duration::from_secs(10), None)
+        );
+    }
+
+    #[test]
+    fn every_error_is_listed_with_its_connector_and_key() {
+        let files = parse(
+            r#"
+[[connectors]]
+name = "bad name"
+kind = "zendesk2"
+inbound = { auth = "bearer", header = "X-Sig", secrets = ["short"] }
+fields = { delivery_id = "a..b" }
+events = { created = ["new"] }
+write_back = { url = "ftp://x", secrets = [], per_minute = 0 }
+
+[[connectors]]
+name = "ok"
+kind = "generic"
+inbound = { secrets = ["0123456789abcdef", "0123456789abcdef", "0123456789abcdef"] }
+fields = { event = "type" }
+
+[[connectors]]
+name = "ok"
+kind = "generic"
+inbound = { auth = "hmac-sha256", encoding = "base32", secrets = ["0123456789abcdef"] }
+fields = { id = "id", subject = "s" }
+"#,
+        );
+        let errors = compile(&files).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "connectors[0] (bad name).name: use 1 to 64 letters, digits, '-' or '_'",
+                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic",
+                "connectors[0] (bad name).inbound.header: applies to auth = \"hmac-sha256\", not \"bearer\"",
+                "connectors[0] (bad name).inbound.secrets[0]: too short: use at least 16 characters",
+                "connectors[0] (bad name).write_back.url: \"ftp://x\" is not an http(s) URL",
+                "connectors[0] (bad name).write_back.secrets: give one secret, or two while rotating",
+                "connectors[0] (bad name).write_back.per_minute: must be at least 1 (leave it out for no limit)",
+                "connectors[1] (ok).fields.id: missing: the path of the helpdesk's ticket id",
+                "connectors[1] (ok).fields: give the path of the body, the subject, or both",
+                "connectors[1] (ok).events.created: list the event types that route a ticket (fields.event is set)",
+                "connectors[1] (ok).inbound.auth: missing: hmac-sha256, intent-router or bearer",
+                "connectors[1] (ok).inbound.secrets: give one secret, or two while rotating",
+                "connectors[2] (ok).name: another connector has this name",
+                "connectors[2] (ok).inbound.encoding: unknown encoding \"base32\"; known: hex, base64",
+            ]
+        );
+    }
+}
