@@ -18,3 +18,4 @@ mod pg_cluster;
 mod replicas;
 mod routing;
 mod server;
+mod zendesk;

@@ -59,6 +59,8 @@ pub struct InboundFile {
     pub replay_window_seconds: Option<u64>,
     /// Largest body (default 1 MiB).
     pub max_body_bytes: Option<usize>,
+    /// The helpdesk user our write-backs are made as: its events are ignored (zendesk).
+    pub integration_user_id: Option<i64>,
 }
 
 /// `[connectors.fields]`: dotted paths (`ticket.messages.0.text`) or JSON pointers (`/ticket/id`).
@@ -115,16 +117,41 @@ pub struct WriteBackFile {
     pub max_attempts: Option<u32>,
     /// One request's time limit (default 10 s).
     pub timeout_seconds: Option<u64>,
+    /// Requests per ticket in ten minutes, across replicas (zendesk; default 30).
+    pub per_ticket_per_10_minutes: Option<u32>,
+    /// The integration user's e-mail (zendesk).
+    pub email: Option<String>,
+    /// Its API token (zendesk).
+    pub api_token: Option<String>,
+    /// Team -> the helpdesk's group id (zendesk).
+    #[serde(default)]
+    pub groups: BTreeMap<String, i64>,
+    /// Agent -> the helpdesk's user id (zendesk).
+    #[serde(default)]
+    pub agents: BTreeMap<String, i64>,
+    /// Our priority -> the helpdesk's (zendesk; default: the same words).
+    #[serde(default)]
+    pub priorities: BTreeMap<String, String>,
+    /// Our status -> the helpdesk's (zendesk; default: new, open, pending, solved as they are).
+    #[serde(default)]
+    pub statuses: BTreeMap<String, String>,
+    /// Write only the group, leave the agent to the helpdesk's routing (zendesk).
+    pub group_only: Option<bool>,
+    /// Add an internal note with the intent chain and the rules (zendesk; default true).
+    pub internal_note: Option<bool>,
+    /// The tag our updates add (zendesk; default `intent-router`).
+    pub marker_tag: Option<String>,
 }
 
 /// Collects a connector's errors, each prefixed with where it is.
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     at: String,
     list: &'a mut Vec<String>,
 }
 
 impl Errors<'_> {
-    fn add(&mut self, key: &str, msg: impl std::fmt::Display) {
+    /// Adds an error at `key`.
+    pub(super) fn add(&mut self, key: &str, msg: impl std::fmt::Display) {
         self.list.push(format!("{}.{key}: {msg}", self.at));
     }
 }
@@ -163,15 +190,26 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
+    let zendesk = f.kind == "zendesk";
     let kind = match f.kind.as_str() {
-        "generic" => mapping(&f.fields, &f.events, errors).map(Kind::Generic),
+        "generic" => mapping(&f.fields, &f.events, errors).map(|m| Kind::Generic(Box::new(m))),
+        "zendesk" => super::zendesk::compile(f, errors).map(|z| Kind::Zendesk(Box::new(z))),
         other => {
-            errors.add("kind", format!("unknown kind {other:?}; known: generic"));
+            errors.add(
+                "kind",
+                format!("unknown kind {other:?}; known: generic, zendesk"),
+            );
             None
         }
     };
-    let inbound = inbound(&f.inbound, errors);
-    let write_back = f.write_back.as_ref().and_then(|w| write_back(w, errors));
+    if !zendesk && f.inbound.integration_user_id.is_some() {
+        errors.add("inbound.integration_user_id", "applies to kind zendesk");
+    }
+    let inbound = inbound(&f.inbound, zendesk, errors);
+    let write_back = f
+        .write_back
+        .as_ref()
+        .and_then(|w| write_back(w, zendesk, errors));
     Some(Connector {
         name: f.name.clone(),
         kind: kind?,
@@ -201,13 +239,29 @@ fn secrets(list: &[String], key: &str, errors: &mut Errors<'_>) -> Vec<Secret> {
     list.iter().cloned().map(Secret).collect()
 }
 
-fn inbound(f: &InboundFile, errors: &mut Errors<'_>) -> Option<Inbound> {
+fn inbound(f: &InboundFile, zendesk: bool, errors: &mut Errors<'_>) -> Option<Inbound> {
     let only_hmac = [
         ("inbound.header", f.header.is_some()),
         ("inbound.encoding", f.encoding.is_some()),
         ("inbound.timestamp_header", f.timestamp_header.is_some()),
     ];
     let auth = match f.auth.as_deref() {
+        _ if zendesk => {
+            let fixed = [("inbound.auth", f.auth.is_some())]
+                .into_iter()
+                .chain(only_hmac);
+            for (key, given) in fixed {
+                if given {
+                    errors.add(key, "set by kind zendesk (X-Zendesk-Webhook-Signature, base64, signed timestamp)");
+                }
+            }
+            Some(InboundAuth::Hmac {
+                header: HeaderName::from_static(super::zendesk::SIGNATURE),
+                encoding: sign::Encoding::Base64,
+                timestamp: Some(HeaderName::from_static(super::zendesk::TIMESTAMP)),
+                separator: "",
+            })
+        }
         Some("hmac-sha256") => {
             let h = header(
                 f.header.as_deref().unwrap_or("X-Signature"),
@@ -233,6 +287,7 @@ fn inbound(f: &InboundFile, errors: &mut Errors<'_>) -> Option<Inbound> {
                 header: h?,
                 encoding: encoding?,
                 timestamp,
+                separator: ".",
             })
         }
         Some(a @ ("intent-router" | "bearer")) => {
@@ -342,11 +397,22 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
     })
 }
 
-fn write_back(f: &WriteBackFile, errors: &mut Errors<'_>) -> Option<WriteBackTarget> {
+fn write_back(
+    f: &WriteBackFile,
+    zendesk: bool,
+    errors: &mut Errors<'_>,
+) -> Option<WriteBackTarget> {
     let url = match &f.url {
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
         Some(u) => {
             errors.add("write_back.url", format!("{u:?} is not an http(s) URL"));
+            None
+        }
+        None if zendesk => {
+            errors.add(
+                "write_back.url",
+                "missing: the account's URL, https://ACCOUNT.zendesk.com",
+            );
             None
         }
         None => {
@@ -354,7 +420,43 @@ fn write_back(f: &WriteBackFile, errors: &mut Errors<'_>) -> Option<WriteBackTar
             None
         }
     };
-    let secrets = secrets(&f.secrets, "write_back.secrets", errors);
+    let secrets = if zendesk {
+        if !f.secrets.is_empty() {
+            errors.add(
+                "write_back.secrets",
+                "kind zendesk authenticates with email and api_token",
+            );
+        }
+        Vec::new()
+    } else {
+        let zendesk_only = [
+            ("email", f.email.is_some()),
+            ("api_token", f.api_token.is_some()),
+            ("groups", !f.groups.is_empty()),
+            ("agents", !f.agents.is_empty()),
+            ("priorities", !f.priorities.is_empty()),
+            ("statuses", !f.statuses.is_empty()),
+            ("group_only", f.group_only.is_some()),
+            ("internal_note", f.internal_note.is_some()),
+            ("marker_tag", f.marker_tag.is_some()),
+            (
+                "per_ticket_per_10_minutes",
+                f.per_ticket_per_10_minutes.is_some(),
+            ),
+        ];
+        for (key, given) in zendesk_only {
+            if given {
+                errors.add(&format!("write_back.{key}"), "applies to kind zendesk");
+            }
+        }
+        secrets(&f.secrets, "write_back.secrets", errors)
+    };
+    if f.per_ticket_per_10_minutes == Some(0) {
+        errors.add(
+            "write_back.per_ticket_per_10_minutes",
+            "must be at least 1 (leave it out for the default)",
+        );
+    }
     if f.per_minute == Some(0) {
         errors.add(
             "write_back.per_minute",
@@ -370,7 +472,10 @@ fn write_back(f: &WriteBackFile, errors: &mut Errors<'_>) -> Option<WriteBackTar
     Some(WriteBackTarget {
         url: url?,
         secrets,
-        per_minute: f.per_minute,
+        // Zendesk's documented limits: ticket updates per account per minute, per ticket per
+        // ten minutes (lower them to leave room for other integrations).
+        per_minute: f.per_minute.or(zendesk.then_some(100)),
+        per_ticket: f.per_ticket_per_10_minutes.or(zendesk.then_some(30)),
         max_attempts: f.max_attempts.unwrap_or(MAX_ATTEMPTS),
         timeout: Duration::from_secs(f.timeout_seconds.unwrap_or(TIMEOUT_SECONDS)),
     })
@@ -402,13 +507,14 @@ write_back = { url = "https://desk.example/hook", secrets = ["0123456789abcdef"]
         );
         let c = compile(&files).unwrap().remove(0);
         assert_eq!(c.inbound.max_body_bytes, MAX_BODY_BYTES);
+        assert_eq!(c.write_back.as_ref().unwrap().per_ticket, None);
         assert_eq!(
             c.inbound.replay_window,
             Duration::from_secs(REPLAY_WINDOW_SECONDS)
         );
         assert!(matches!(
             &c.inbound.auth,
-            InboundAuth::Hmac { header, encoding: sign::Encoding::Hex, timestamp: None } if header == "x-signature"
+            InboundAuth::Hmac { header, encoding: sign::Encoding::Hex, timestamp: None, separator: "." } if header == "x-signature"
         ));
         let w = c.write_back.unwrap();
         assert_eq!(
@@ -447,7 +553,7 @@ fields = { id = "id", subject = "s" }
             errors,
             [
                 "connectors[0] (bad name).name: use 1 to 64 letters, digits, '-' or '_'",
-                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic",
+                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk",
                 "connectors[0] (bad name).inbound.header: applies to auth = \"hmac-sha256\", not \"bearer\"",
                 "connectors[0] (bad name).inbound.secrets[0]: too short: use at least 16 characters",
                 "connectors[0] (bad name).write_back.url: \"ftp://x\" is not an http(s) URL",

@@ -8,46 +8,12 @@ use http::{HeaderMap, HeaderName};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::path::text_at;
+pub use super::path::FieldPath;
 use super::{InboundError, WriteBackTarget};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
 use crate::ticket::{Customer, Ticket};
-
-/// A place in a JSON document: a dotted path (`ticket.messages.0.text`) or a JSON pointer
-/// (`/ticket/id`), kept as the pointer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldPath {
-    /// As configured.
-    pub text: String,
-    pointer: String,
-}
-
-impl FieldPath {
-    /// Reads a configured path.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let pointer = if text.starts_with('/') {
-            text.to_string()
-        } else {
-            if text.is_empty() || text.split('.').any(str::is_empty) {
-                return Err(format!(
-                    "{text:?}: empty step; write steps separated by dots, e.g. ticket.id"
-                ));
-            }
-            text.split('.')
-                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
-                .collect()
-        };
-        Ok(Self {
-            text: text.to_string(),
-            pointer,
-        })
-    }
-
-    /// The value at this place, if any (null counts as none).
-    pub fn get<'a>(&self, v: &'a Value) -> Option<&'a Value> {
-        v.pointer(&self.pointer).filter(|v| !v.is_null())
-    }
-}
 
 /// Where the delivery id comes from.
 #[derive(Debug, Clone)]
@@ -87,27 +53,6 @@ pub struct Mapping {
     pub closed: Vec<String>,
 }
 
-/// A scalar as text (ids are often numbers).
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 impl Mapping {
     /// The text at `path` (`None` when the path is not configured or absent).
     fn text(
@@ -116,17 +61,7 @@ impl Mapping {
         path: &Option<FieldPath>,
         key: &str,
     ) -> Result<Option<String>, InboundError> {
-        let Some(p) = path else { return Ok(None) };
-        match p.get(json) {
-            None => Ok(None),
-            Some(v) => scalar(v).map(Some).ok_or_else(|| {
-                InboundError::Unmappable(format!(
-                    "fields.{key} ({}): expected text, found {}",
-                    p.text,
-                    type_name(v)
-                ))
-            }),
-        }
+        path.as_ref().map_or(Ok(None), |p| text_at(json, p, key))
     }
 
     /// The event a payload stands for.
@@ -172,6 +107,7 @@ impl Mapping {
             ticket_id,
             ticket: ticket
                 .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
+            context: None,
             received_at,
         })
     }

@@ -8,7 +8,9 @@
 
 pub mod config;
 pub mod generic;
+pub mod path;
 pub mod sign;
+pub mod zendesk;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use subtle::ConstantTimeEq;
 pub use config::ConnectorFile;
 
 use crate::decision::Routed;
+use crate::rules::{Assignee, RuleSet};
 use crate::store::connectors::{HttpCall, NewInboxEvent, NewWriteBack};
 
 /// Why an inbound request was refused.
@@ -76,8 +79,11 @@ pub enum InboundAuth {
         header: HeaderName,
         /// How it is written.
         encoding: sign::Encoding,
-        /// The header of the signed timestamp (unix seconds), if the sender sends one.
+        /// The header of the signed timestamp (unix seconds or RFC 3339), if the sender sends
+        /// one.
         timestamp: Option<HeaderName>,
+        /// What joins the timestamp and the body in the signed text (`.`; Zendesk: nothing).
+        separator: &'static str,
     },
     /// Our own scheme (`X-Intent-Router-Signature: t=…,v1=…`).
     IntentRouter,
@@ -112,12 +118,14 @@ pub struct Inbound {
 /// Where and how decisions are written back.
 #[derive(Debug, Clone)]
 pub struct WriteBackTarget {
-    /// Where the webhook goes (generic).
+    /// Where the webhook goes (generic), or the helpdesk API's base URL.
     pub url: String,
     /// Signing secrets (the first signs).
     pub secrets: Vec<Secret>,
     /// Requests per minute to the helpdesk, across replicas (`None`: unlimited).
     pub per_minute: Option<u32>,
+    /// Requests per ticket in ten minutes, across replicas (`None`: unlimited).
+    pub per_ticket: Option<u32>,
     /// Attempts before a write-back is dead-lettered.
     pub max_attempts: u32,
     /// One request's time limit.
@@ -128,7 +136,9 @@ pub struct WriteBackTarget {
 #[derive(Debug, Clone)]
 pub enum Kind {
     /// Any JSON, mapped by field paths.
-    Generic(generic::Mapping),
+    Generic(Box<generic::Mapping>),
+    /// Zendesk: its event and trigger webhooks, its ticket update API.
+    Zendesk(Box<zendesk::Zendesk>),
 }
 
 impl Kind {
@@ -136,6 +146,7 @@ impl Kind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Generic(_) => "generic",
+            Self::Zendesk(_) => "zendesk",
         }
     }
 }
@@ -215,6 +226,7 @@ impl Connector {
             InboundAuth::Hmac {
                 encoding,
                 timestamp,
+                separator,
                 ..
             } => {
                 let Some(given) = sign::decode(value, *encoding) else {
@@ -228,7 +240,7 @@ impl Connector {
                     None => None,
                 };
                 let parts: Vec<&[u8]> = match &stamp {
-                    Some(t) => vec![t.as_bytes(), b".", body],
+                    Some(t) => vec![t.as_bytes(), separator.as_bytes(), body],
                     None => vec![body],
                 };
                 if sign::matches_any(&given, secrets, &parts) {
@@ -256,9 +268,14 @@ impl Connector {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .trim();
-        let Ok(t) = value.parse::<i64>() else {
+        let parsed = value.parse::<i64>().ok().or_else(|| {
+            DateTime::parse_from_rfc3339(value)
+                .ok()
+                .map(|t| t.timestamp())
+        });
+        let Some(t) = parsed else {
             return Err(InboundError::Unauthenticated(format!(
-                "{}: missing or not unix seconds",
+                "{}: missing, or neither unix seconds nor an RFC 3339 time",
                 display(h)
             )));
         };
@@ -283,22 +300,36 @@ impl Connector {
             serde_json::from_slice(body).map_err(|e| InboundError::NotJson(e.to_string()))?;
         match &self.kind {
             Kind::Generic(m) => m.event(&self.name, headers, body, &json, received_at),
+            Kind::Zendesk(z) => z.event(&self.name, body, &json, received_at),
         }
     }
 
-    /// The write-back of a decision on the helpdesk's ticket (`None`: nothing to write).
-    pub fn write_back(&self, ticket_id: &str, decision: &Routed) -> Option<NewWriteBack> {
+    /// The write-back of a decision on the helpdesk's ticket (`None`: nothing to write); one
+    /// that cannot be written (a team without a group id...) is queued dead, with the reason.
+    /// `context` is what the event kept for it (Zendesk: the ticket's update stamp).
+    pub fn write_back(
+        &self,
+        ticket_id: &str,
+        decision: &Routed,
+        context: Option<&str>,
+    ) -> Option<NewWriteBack> {
         let target = self.write_back.as_ref()?;
         let decision_id = decision.decision_id.clone()?;
-        let requests: Vec<HttpCall> = match &self.kind {
-            Kind::Generic(_) => vec![generic::webhook(&self.name, target, ticket_id, decision)],
+        let context: Option<serde_json::Value> = context.and_then(|c| serde_json::from_str(c).ok());
+        let built = match &self.kind {
+            Kind::Generic(_) => Ok(generic::webhook(&self.name, target, ticket_id, decision)),
+            Kind::Zendesk(z) => z.write_back(ticket_id, decision, context.as_ref()),
+        };
+        let (requests, dead) = match built {
+            Ok(call) => (vec![call], None),
+            Err(why) => (Vec::new(), Some(why)),
         };
         Some(NewWriteBack {
             connector: self.name.clone(),
             ticket_id: ticket_id.to_string(),
             decision_id,
             requests,
-            dead: None,
+            dead,
         })
     }
 
@@ -306,6 +337,8 @@ impl Connector {
     pub fn answer(&self, status: u16) -> Answer {
         match status {
             200..=299 => Answer::Accepted,
+            // Zendesk's `safe_update`: the ticket changed after the event (an agent acted).
+            409 if matches!(self.kind, Kind::Zendesk(_)) => Answer::Superseded,
             408 | 425 | 429 | 500..=599 => Answer::Retry,
             _ => Answer::Refused,
         }
@@ -328,12 +361,16 @@ impl Connector {
                 })
                 .into_iter()
                 .collect(),
+            Kind::Zendesk(z) => vec![("Authorization".to_string(), z.authorization())],
         }
     }
 
     /// The URL of a call (a path is under the connector's base URL).
     pub fn url(&self, call: &HttpCall) -> String {
-        call.path.clone()
+        match (&self.write_back, call.path.starts_with('/')) {
+            (Some(t), true) => format!("{}{}", t.url.trim_end_matches('/'), call.path),
+            _ => call.path.clone(),
+        }
     }
 }
 
@@ -391,5 +428,51 @@ impl Connectors {
     /// Whether none is configured.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// What rules would send that a connector cannot write back (a team without a group id, an
+    /// agent, named by a rule or in the team's roster, without a user id): their write-backs
+    /// would be dead letters.
+    pub fn warnings(
+        &self,
+        rules: &RuleSet,
+        rosters: &BTreeMap<String, Vec<String>>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let actions = std::iter::once(("defaults", &rules.defaults))
+            .chain(rules.rules.iter().map(|r| (r.id.as_str(), &r.then)));
+        for (rule, then) in actions {
+            for c in self.by_name.values().filter(|c| c.write_back.is_some()) {
+                let Kind::Zendesk(z) = &c.kind else { continue };
+                let mut warn = |what: String, table: &str| {
+                    let w = format!(
+                        "connector {}: rule {rule:?} sends tickets to {what}, which has no Zendesk id: their write-backs will be dead letters (add it to write_back.{table})",
+                        c.name
+                    );
+                    if !out.contains(&w) {
+                        out.push(w);
+                    }
+                };
+                let Some(team) = &then.team else { continue };
+                if !z.groups.contains_key(team) {
+                    warn(format!("team {team:?}"), "groups");
+                }
+                if z.group_only {
+                    continue;
+                }
+                let agents: Vec<&String> = match &then.assignee {
+                    Some(Assignee::Agent(a)) => vec![a],
+                    Some(Assignee::RoundRobin | Assignee::LeastLoaded) => rosters
+                        .get(team)
+                        .map(|r| r.iter().collect())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                for a in agents.into_iter().filter(|a| !z.agents.contains_key(*a)) {
+                    warn(format!("agent {a:?}"), "agents");
+                }
+            }
+        }
+        out
     }
 }

@@ -139,6 +139,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         settings.connectors.clone(),
         Arc::clone(&store),
         route.clone(),
+        feedback.clone(),
         Arc::clone(&metrics),
         settings.claim_lease,
     );

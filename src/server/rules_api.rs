@@ -21,6 +21,7 @@ use crate::decision::Routed;
 use crate::rules::compile::RuleError;
 use crate::rules::live::{RulesChange, Taxonomy};
 use crate::rules::simulate::{self, Case, Simulation};
+use crate::rules::RuleSet;
 use crate::store::RulesVersion;
 use crate::ticket::Ticket;
 
@@ -108,9 +109,10 @@ pub async fn get_rules(
 ) -> Result<Response, ApiError> {
     state.auth.permit(caller, Scope::Admin)?;
     let r = state.rules.current();
+    let warnings = with_connectors(&state, &r.ruleset, &r.warnings);
     Ok(with_etag(
         r.stored.version,
-        rules_body(&r.stored, &r.warnings),
+        rules_body(&r.stored, &warnings),
     ))
 }
 
@@ -144,10 +146,19 @@ async fn save_and_activate(
     change: RulesChange<'_>,
 ) -> Result<Response, ApiError> {
     let saved = state.rules.replace(change, &state.models).await?;
+    let warnings = with_connectors(state, &saved.ruleset, &saved.warnings);
     Ok(with_etag(
         saved.stored.version,
-        rules_body(&saved.stored, &saved.warnings),
+        rules_body(&saved.stored, &warnings),
     ))
+}
+
+/// The compiler's warnings and the connectors': decisions a helpdesk could not be given.
+fn with_connectors(state: &AppState, rules: &RuleSet, warnings: &[String]) -> Vec<String> {
+    let mut all = warnings.to_vec();
+    let rosters = &state.settings.assignment.rosters;
+    all.extend(state.connectors.connectors().warnings(rules, rosters));
+    all
 }
 
 /// Replace the rules: validated, stored atomically as the next version and swapped in live.
@@ -268,7 +279,7 @@ pub async fn validate(
             Ok(c) => Validation {
                 valid: true,
                 errors: Vec::new(),
-                warnings: c.warnings,
+                warnings: with_connectors(&state, &c.ruleset, &c.warnings),
                 rules: Some(c.ruleset.rules.len()),
             },
             Err(e) => Validation {

@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use super::feedback::Correction;
 use super::route::{Idempotency, RouteRequest, Shape};
-use super::{RouteError, RouteService};
-use crate::connector::{Answer, Connector, Connectors, InboundError};
+use super::{FeedbackError, FeedbackService, RouteError, RouteService};
+use crate::connector::{Answer, Connector, Connectors, InboundError, WriteBackTarget};
 use crate::decision::Routed;
 use crate::metrics::Metrics;
 use crate::store::connectors::{
@@ -85,6 +86,7 @@ pub struct ConnectorService {
     connectors: Arc<RwLock<Arc<Connectors>>>,
     store: Arc<Store>,
     route: RouteService,
+    feedback: FeedbackService,
     metrics: Arc<Metrics>,
     inbox_ready: Arc<Notify>,
     outbox_ready: Arc<Notify>,
@@ -99,6 +101,7 @@ impl ConnectorService {
         connectors: Connectors,
         store: Arc<Store>,
         route: RouteService,
+        feedback: FeedbackService,
         metrics: Arc<Metrics>,
         lease: Duration,
     ) -> Self {
@@ -106,6 +109,7 @@ impl ConnectorService {
             connectors: Arc::new(RwLock::new(Arc::new(connectors))),
             store,
             route,
+            feedback,
             metrics,
             inbox_ready: Arc::new(Notify::new()),
             outbox_ready: Arc::new(Notify::new()),
@@ -340,6 +344,7 @@ impl ConnectorService {
         match e.kind {
             EventKind::Created => self.route_event(&c, e).await,
             EventKind::Closed => self.close_event(e).await,
+            EventKind::Reassigned => self.reassigned_event(e).await,
             EventKind::Ignored => InboxOutcome::Done {
                 decision_id: None,
                 note: None,
@@ -388,7 +393,7 @@ impl ConnectorService {
             },
         };
         InboxOutcome::Done {
-            write_back: c.write_back(&e.ticket_id, &decision),
+            write_back: c.write_back(&e.ticket_id, &decision, e.context.as_deref()),
             decision_id: decision.decision_id,
             note: None,
         }
@@ -436,6 +441,66 @@ impl ConnectorService {
                 done(Some(decision_id), "the decision assigned no agent")
             }
             Err(err) => self.after_error(e, err.into()),
+        }
+    }
+
+    /// An agent moved the ticket to another team: unless it is the team we chose, a correction
+    /// of the ticket's newest decision, by the helpdesk (author `connector:NAME`).
+    async fn reassigned_event(&self, e: &InboxEvent) -> InboxOutcome {
+        let context: serde_json::Value = e
+            .context
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default();
+        let (Some(team), Some(agent)) = (context["team"].as_str(), context["agent"].as_str())
+        else {
+            return InboxOutcome::Failed {
+                error: "the event's team is no longer stored".into(),
+            };
+        };
+        let done = |decision_id: Option<String>, note: String| InboxOutcome::Done {
+            decision_id,
+            note: Some(note),
+            write_back: None,
+        };
+        let (decision_id, before) = match self
+            .store
+            .decision_for_feedback(None, Some(&e.ticket_id))
+            .await
+        {
+            Ok(found) => found,
+            Err(StoreError::NotFound(_)) => {
+                return done(None, "no decision for this ticket".into())
+            }
+            Err(err) => return self.after_error(e, err.into()),
+        };
+        if before.predicted_team.as_deref() == Some(team) {
+            return done(Some(decision_id), format!("team {team}: the one we chose"));
+        }
+        let correction = Correction {
+            decision_id: Some(decision_id.clone()),
+            ticket_id: Some(e.ticket_id.clone()),
+            intent: None,
+            team: Some(team.to_string()),
+            assignee: None,
+            agent: agent.to_string(),
+        };
+        match self
+            .feedback
+            .correct(correction, format!("connector:{}", e.connector))
+            .await
+        {
+            Ok(_) => done(
+                Some(decision_id),
+                format!(
+                    "correction: team {team}, not {}",
+                    before.predicted_team.as_deref().unwrap_or("none")
+                ),
+            ),
+            Err(FeedbackError::Store(err)) => self.after_error(e, err.into()),
+            Err(err) => InboxOutcome::Failed {
+                error: err.to_string(),
+            },
         }
     }
 
@@ -494,7 +559,7 @@ impl ConnectorService {
         let Some(target) = &c.write_back else {
             return dead(format!("connector {} no longer writes back", c.name));
         };
-        if let Some(wait) = self.rate_limited(&c.name, target.per_minute, w).await {
+        if let Some(wait) = self.rate_limited(&c, target, w).await {
             return wait;
         }
         let mut last = 0;
@@ -543,38 +608,45 @@ impl ConnectorService {
         Delivery::Delivered { status: last }
     }
 
-    /// Takes a use of the connector's per-minute limit (shared by the replicas): `None` when
-    /// one was free (or there is no limit), else the delivery postponed to the next minute.
+    /// Takes a use of the connector's limits (per minute, and per ticket in ten minutes; held
+    /// in the database, so shared by the replicas): `None` when both had one free (or there
+    /// are none), else the delivery postponed to the start of the next window.
     async fn rate_limited(
         &self,
-        connector: &str,
-        per_minute: Option<u32>,
+        c: &Connector,
+        target: &WriteBackTarget,
         w: &WriteBack,
     ) -> Option<Delivery> {
-        let limit = per_minute?;
-        let now = crate::store::now();
-        let minute =
-            now - chrono::Duration::microseconds(now.timestamp_micros().rem_euclid(60_000_000));
-        match self
-            .store
-            .take_rate(&format!("write-back:{connector}"), minute, limit.into())
-            .await
-        {
-            Ok(true) => None,
-            Ok(false) => {
-                let jitter = rand::rng().random_range(0..1000);
-                Some(Delivery::Postponed {
-                    at: minute + chrono::Duration::milliseconds(60_000 + jitter),
-                })
+        let limits = [
+            (target.per_minute, 60, format!("write-back:{}", c.name)),
+            (
+                target.per_ticket,
+                600,
+                format!("write-back:{}:ticket:{}", c.name, w.ticket_id),
+            ),
+        ];
+        for (limit, seconds, key) in limits {
+            let Some(limit) = limit else { continue };
+            let now = crate::store::now();
+            let span_us = seconds * 1_000_000;
+            let window =
+                now - chrono::Duration::microseconds(now.timestamp_micros().rem_euclid(span_us));
+            match self.store.take_rate(&key, window, limit.into()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let jitter = rand::rng().random_range(0..1000);
+                    let at = window
+                        + chrono::Duration::microseconds(span_us)
+                        + chrono::Duration::milliseconds(jitter);
+                    return Some(Delivery::Postponed { at });
+                }
+                Err(e) => {
+                    let why = format!("the rate limit could not be read: {e}");
+                    return Some(self.retry(w, w.step, None, why, None));
+                }
             }
-            Err(e) => Some(self.retry(
-                w,
-                w.step,
-                None,
-                format!("the rate limit could not be read: {e}"),
-                None,
-            )),
         }
+        None
     }
 
     /// A failed attempt: again after the backoff (or the helpdesk's `Retry-After`), or dead

@@ -14,6 +14,8 @@ pub enum EventKind {
     Created,
     /// The helpdesk solved or closed the ticket: close our assignment.
     Closed,
+    /// An agent moved the ticket to another team: a correction for the learning loop.
+    Reassigned,
     /// Anything else (updates, replies): recorded, nothing routed.
     Ignored,
 }
@@ -47,6 +49,7 @@ pub enum OutboxState {
 stored_names!(EventKind, "event kind", {
     Created = "created",
     Closed = "closed",
+    Reassigned = "reassigned",
     Ignored = "ignored",
 });
 stored_names!(InboxState, "inbox state", {
@@ -77,6 +80,8 @@ pub struct NewInboxEvent {
     /// The ticket to route (JSON of [`crate::ticket::Ticket`]), for created tickets; cleared
     /// once processed.
     pub ticket: Option<String>,
+    /// What the connector's write-back needs of the event (JSON: the ticket's update stamp...).
+    pub context: Option<String>,
     /// When it arrived.
     pub received_at: DateTime<Utc>,
 }
@@ -99,6 +104,9 @@ pub struct InboxEvent {
     /// The ticket to route, until processed (never returned by the API).
     #[serde(skip)]
     pub ticket: Option<String>,
+    /// What the write-back needs of the event (never returned by the API).
+    #[serde(skip)]
+    pub context: Option<String>,
     /// Where it stands.
     pub state: InboxState,
     /// Processing attempts started.

@@ -228,6 +228,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("event_type", Text),
             ("ticket_id", Text),
             ("ticket", Text),
+            ("context", Text),
             ("state", Text),
             ("attempts", Int),
             ("next_at", Time),

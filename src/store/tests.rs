@@ -1274,6 +1274,7 @@ fn event(delivery: &str, ticket: &str) -> connectors::NewInboxEvent {
         event_type: "created".into(),
         ticket_id: ticket.into(),
         ticket: Some(r#"{"body":"refund"}"#.into()),
+        context: None,
         received_at: now(),
     }
 }

@@ -21,6 +21,7 @@ fn inbox_row(r: &Row) -> Result<InboxEvent, StoreError> {
         event_type: r.get("event_type"),
         ticket_id: r.get("ticket_id"),
         ticket: r.get("ticket"),
+        context: r.get("context"),
         state: InboxState::parse(r.get("state"))?,
         attempts: r.get("attempts"),
         next_at: time(r, "next_at")?,
@@ -68,8 +69,8 @@ impl Db {
         let id = uuid::Uuid::now_v7().to_string();
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO inbox (id, connector, delivery_id, kind, event_type, ticket_id, ticket, state, next_at, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8) ON CONFLICT (connector, delivery_id) DO NOTHING",
+            "INSERT INTO inbox (id, connector, delivery_id, kind, event_type, ticket_id, ticket, context, state, next_at, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9) ON CONFLICT (connector, delivery_id) DO NOTHING",
         )
         .bind(&id)
         .bind(&e.connector)
@@ -78,6 +79,7 @@ impl Db {
         .bind(&e.event_type)
         .bind(&e.ticket_id)
         .bind(&e.ticket)
+        .bind(&e.context)
         .bind(Stamp(e.received_at))
         .execute(tx.conn())
         .await?
@@ -128,7 +130,7 @@ impl Db {
                 write_back,
             } => {
                 let n = sqlx::query(
-                    "UPDATE inbox SET state = 'done', ticket = NULL, done_at = $2, decision_id = $3, error = $4 \
+                    "UPDATE inbox SET state = 'done', ticket = NULL, context = NULL, done_at = $2, decision_id = $3, error = $4 \
                      WHERE id = $1 AND state = 'pending'",
                 )
                 .bind(id)

@@ -81,7 +81,7 @@ impl Db {
         // A connector's event keeps its ticket only until processed; one given up keeps it for
         // a retry, as long as texts are kept.
         sqlx::query(
-            "UPDATE inbox SET ticket = NULL WHERE ticket IS NOT NULL AND state <> 'pending' AND received_at < $1",
+            "UPDATE inbox SET ticket = NULL, context = NULL WHERE ticket IS NOT NULL AND state <> 'pending' AND received_at < $1",
         )
         .bind(Stamp(cutoff))
         .execute(tx.conn())

@@ -10,6 +10,7 @@ CREATE TABLE inbox (
     event_type TEXT NOT NULL,
     ticket_id TEXT NOT NULL,
     ticket TEXT,
+    context TEXT,
     state TEXT NOT NULL,
     attempts BIGINT NOT NULL DEFAULT 0,
     next_at TIMESTAMPTZ NOT NULL,

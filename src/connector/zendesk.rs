@@ -1,0 +1,518 @@
+//! The `zendesk` kind. Formats, as documented by Zendesk (read 2026-12-06):
+//!
+//! - Authenticity: `X-Zendesk-Webhook-Signature` = base64(HMAC-SHA256(signing secret,
+//!   TIMESTAMP + BODY)), the timestamp in `X-Zendesk-Webhook-Signature-Timestamp` (RFC 3339,
+//!   e.g. `2024-04-17T17:18:10Z`); developer.zendesk.com/documentation/webhooks/verifying.
+//!   One older copy of that page shows an example vector that signs BODY + TIMESTAMP; the
+//!   formula on the current page (TIMESTAMP + BODY) is what we check.
+//! - Ticket event webhooks: `{"type": "zen:event-type:ticket.created", "id", "time", "subject":
+//!   "zen:ticket:ID", "detail": {id, subject, description, status, tags, via.channel,
+//!   updated_at, actor_id, ...}, "event": {...}}`; `ticket.status_changed` carries the new status
+//!   in `event.current`; developer.zendesk.com/api-reference/webhooks/event-types/ticket-events.
+//! - Trigger webhooks carry the JSON body an admin writes with placeholders (`{{ticket.id}}`,
+//!   `{{ticket.title}}`, `{{ticket.description}}`...): the README gives the body to paste.
+//! - `ticket.group_assignment_changed` carries the new group in `event.current` (its id, or an
+//!   object with `id`: both are read).
+//! - Write-back: `PUT /api/v2/tickets/{id}.json` with `{"ticket": {group_id, assignee_id,
+//!   priority, status, additional_tags, comment: {body, public: false}, safe_update: true,
+//!   updated_stamp}}`; with `safe_update`, 409 means the ticket changed after `updated_stamp`;
+//!   basic auth `{email}/token:{api_token}`; 429 with `Retry-After` (Tickets API reference).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::path::{scalar, FieldPath};
+use super::{InboundError, Secret};
+use crate::decision::Routed;
+use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
+use crate::ticket::Ticket;
+
+/// The signature header.
+pub const SIGNATURE: &str = "x-zendesk-webhook-signature";
+/// The signed timestamp's header.
+pub const TIMESTAMP: &str = "x-zendesk-webhook-signature-timestamp";
+
+/// Zendesk's statuses a ticket is done in.
+const DONE: [&str; 2] = ["solved", "closed"];
+
+/// A Zendesk account's write-back settings and the helpdesk's ids of our names.
+#[derive(Debug, Clone)]
+pub struct Zendesk {
+    /// `https://ACCOUNT.zendesk.com`.
+    pub base_url: String,
+    /// The integration user's e-mail (basic auth `{email}/token`).
+    pub email: String,
+    /// Its API token.
+    pub api_token: Secret,
+    /// Team -> group id.
+    pub groups: BTreeMap<String, i64>,
+    /// Agent -> user id.
+    pub agents: BTreeMap<String, i64>,
+    /// Our priority -> Zendesk's.
+    pub priorities: BTreeMap<String, String>,
+    /// Our status -> Zendesk's.
+    pub statuses: BTreeMap<String, String>,
+    /// Write only the group; the agent is left to Zendesk's own routing.
+    pub group_only: bool,
+    /// Add an internal note with the intent chain and the rule trace.
+    pub internal_note: bool,
+    /// The tag our updates carry (events of tickets we updated are not routed again).
+    pub marker_tag: String,
+    /// The integration user's id: events it caused are ignored (no loops).
+    pub integration_user: Option<String>,
+    /// Custom fields: our name -> path in the payload.
+    pub custom: Vec<(String, FieldPath)>,
+}
+
+/// The defaults of the priority and status tables (the same words in Zendesk).
+pub fn default_tables() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let same = |words: &[&str]| {
+        words
+            .iter()
+            .map(|w| (w.to_string(), w.to_string()))
+            .collect()
+    };
+    (
+        same(&["low", "normal", "high", "urgent"]),
+        same(&["new", "open", "pending", "solved"]),
+    )
+}
+
+/// The ids of both shapes as text.
+fn id_at(v: &Value) -> Option<String> {
+    scalar(v).filter(|s| !s.trim().is_empty() && s.chars().count() <= 256)
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+impl Zendesk {
+    /// The event a payload stands for: an event webhook (by its `type`) or a trigger's body.
+    pub(super) fn event(
+        &self,
+        connector: &str,
+        body: &[u8],
+        json: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<NewInboxEvent, InboundError> {
+        let (root, event_type, kind, delivery_id) = match json.get("type").and_then(Value::as_str) {
+            Some(t) if t.starts_with("zen:event-type:") => {
+                let delivery = json.get("id").and_then(id_at).ok_or_else(|| {
+                    InboundError::Unmappable("id: missing; a Zendesk event has one".into())
+                })?;
+                (
+                    &json["detail"],
+                    t.to_string(),
+                    event_kind(t, json),
+                    delivery,
+                )
+            }
+            _ => {
+                let event = str_at(json, "/event").unwrap_or("created").to_string();
+                let kind = match event.as_str() {
+                    "created" => EventKind::Created,
+                    e if DONE.contains(&e) => EventKind::Closed,
+                    _ => EventKind::Ignored,
+                };
+                (&json["ticket"], event, kind, String::new())
+            }
+        };
+        let ticket_id = root.get("id").and_then(id_at).ok_or_else(|| {
+            InboundError::Unmappable(
+                "the ticket's id is missing: detail.id (event webhooks) or ticket.id (trigger bodies)".into(),
+            )
+        })?;
+        let delivery_id = if delivery_id.is_empty() {
+            // Triggers send no delivery id: the same body again is the same delivery.
+            format!(
+                "{ticket_id}:{}",
+                super::sign::hex(&Sha256::digest(body)[..12])
+            )
+        } else {
+            delivery_id
+        };
+        let ours = self.is_ours(root, kind);
+        let kind = if ours { EventKind::Ignored } else { kind };
+        let ticket = match kind {
+            EventKind::Created => Some(self.ticket(root, json, &ticket_id)?),
+            _ => None,
+        };
+        let (kind, event_type, context) = match kind {
+            EventKind::Reassigned => self.reassignment(root, json, event_type),
+            _ => {
+                let stamp = root.get("updated_at").and_then(Value::as_str);
+                (
+                    kind,
+                    event_type,
+                    stamp.map(|s| json!({ "updated_stamp": s }).to_string()),
+                )
+            }
+        };
+        Ok(NewInboxEvent {
+            connector: connector.to_string(),
+            delivery_id,
+            kind,
+            event_type: if ours {
+                format!("{event_type} (our own update)")
+            } else {
+                event_type
+            },
+            ticket_id,
+            ticket: ticket
+                .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
+            context,
+            received_at,
+        })
+    }
+
+    /// Whether the event is an echo of our own update: caused by our integration user, or a
+    /// "created" for a ticket that already carries our tag (a trigger that also fires on
+    /// updates); later events of a ticket we updated carry the tag too and are not echoes.
+    fn is_ours(&self, root: &Value, kind: EventKind) -> bool {
+        let actor = root.get("actor_id").and_then(scalar);
+        let by_us = self.integration_user.is_some() && actor == self.integration_user;
+        let tagged =
+            kind == EventKind::Created && tags(root.get("tags")).contains(&self.marker_tag);
+        by_us || tagged
+    }
+
+    /// A move to another group: the team it stands for and who moved it, or ignored when the
+    /// group is not one of ours.
+    fn reassignment(
+        &self,
+        root: &Value,
+        json: &Value,
+        event_type: String,
+    ) -> (EventKind, String, Option<String>) {
+        let current = &json["event"]["current"];
+        let group = current.get("id").unwrap_or(current);
+        let Some(group) = scalar(group) else {
+            return (EventKind::Ignored, format!("{event_type} (no group)"), None);
+        };
+        let Some(team) = self
+            .groups
+            .iter()
+            .find(|(_, id)| id.to_string() == group)
+            .map(|(t, _)| t)
+        else {
+            return (
+                EventKind::Ignored,
+                format!("{event_type} (group {group} is none of write_back.groups)"),
+                None,
+            );
+        };
+        let actor = root.get("actor_id").and_then(scalar).unwrap_or_default();
+        let agent = self
+            .agents
+            .iter()
+            .find(|(_, id)| id.to_string() == actor)
+            .map_or_else(|| format!("zendesk user {actor}"), |(name, _)| name.clone());
+        (
+            EventKind::Reassigned,
+            event_type,
+            Some(json!({"team": team, "agent": agent}).to_string()),
+        )
+    }
+
+    /// The ticket of a created event (`detail` of an event webhook, `ticket` of a trigger body).
+    fn ticket(&self, root: &Value, json: &Value, id: &str) -> Result<Ticket, InboundError> {
+        let subject = str_at(root, "/subject")
+            .or(str_at(root, "/title"))
+            .map(str::to_string);
+        let body = str_at(root, "/description").unwrap_or_default().to_string();
+        if body.trim().is_empty() && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(InboundError::Unmappable(
+                "the ticket has no text: neither a subject (title) nor a description".into(),
+            ));
+        }
+        let channel = str_at(root, "/via/channel")
+            .or(str_at(root, "/channel"))
+            .map(str::to_string);
+        let mut fields: BTreeMap<String, Value> = self
+            .custom
+            .iter()
+            .filter_map(|(name, p)| p.get(json).map(|v| (name.clone(), v.clone())))
+            .collect();
+        let tags = tags(root.get("tags"));
+        if !tags.is_empty() {
+            fields.entry("tags".into()).or_insert_with(|| json!(tags));
+        }
+        Ok(Ticket {
+            id: Some(id.to_string()),
+            subject,
+            body,
+            channel,
+            fields,
+            ..Ticket::default()
+        })
+    }
+
+    /// The update of a decision (or why it cannot be written: a team, agent, priority or
+    /// status without a Zendesk id).
+    pub fn write_back(
+        &self,
+        ticket_id: &str,
+        decision: &Routed,
+        context: Option<&Value>,
+    ) -> Result<HttpCall, String> {
+        let mut t = Map::new();
+        if let Some(team) = &decision.team {
+            let id = self.groups.get(team).ok_or_else(|| {
+                format!("team {team:?} has no Zendesk group: add it to write_back.groups")
+            })?;
+            t.insert("group_id".into(), json!(id));
+        }
+        if let (Some(agent), false) = (&decision.assignee, self.group_only) {
+            let id = self.agents.get(agent).ok_or_else(|| {
+                format!("agent {agent:?} has no Zendesk user: add it to write_back.agents (or set group_only)")
+            })?;
+            t.insert("assignee_id".into(), json!(id));
+        }
+        let priority = decision.priority.name();
+        let p = self.priorities.get(priority).ok_or_else(|| {
+            format!(
+                "priority {priority:?} has no Zendesk priority: add it to write_back.priorities"
+            )
+        })?;
+        t.insert("priority".into(), json!(p));
+        let status = decision.status.name();
+        let s = self.statuses.get(status).ok_or_else(|| {
+            format!("status {status:?} has no Zendesk status: add it to write_back.statuses")
+        })?;
+        t.insert("status".into(), json!(s));
+        let mut tags: Vec<&str> = decision.tags.iter().map(String::as_str).collect();
+        tags.push(&self.marker_tag);
+        t.insert("additional_tags".into(), json!(tags));
+        if self.internal_note {
+            t.insert(
+                "comment".into(),
+                json!({"body": note(decision), "public": false}),
+            );
+        }
+        if let Some(stamp) = context.and_then(|c| c.get("updated_stamp")) {
+            t.insert("safe_update".into(), json!(true));
+            t.insert("updated_stamp".into(), stamp.clone());
+        }
+        Ok(HttpCall {
+            method: "PUT".into(),
+            path: format!("/api/v2/tickets/{}.json", urlencode(ticket_id)),
+            body: Some(json!({ "ticket": t })),
+        })
+    }
+
+    /// `Authorization` for the API token.
+    pub fn authorization(&self) -> String {
+        let raw = format!("{}/token:{}", self.email, self.api_token.0);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// What an event webhook's type asks.
+fn event_kind(t: &str, json: &Value) -> EventKind {
+    match t.strip_prefix("zen:event-type:") {
+        Some("ticket.created") => EventKind::Created,
+        Some("ticket.group_assignment_changed") => EventKind::Reassigned,
+        Some("ticket.status_changed") => {
+            let current = &json["event"]["current"];
+            let status = current
+                .as_str()
+                .or(current.get("status").and_then(Value::as_str));
+            match status.map(str::to_lowercase) {
+                Some(s) if DONE.contains(&s.as_str()) => EventKind::Closed,
+                _ => EventKind::Ignored,
+            }
+        }
+        _ => EventKind::Ignored,
+    }
+}
+
+/// Tags as a list (event webhooks) or one space-separated string (`{{ticket.tags}}`).
+fn tags(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The internal note: the intent chain with probabilities, the decision and the rules.
+fn note(d: &Routed) -> String {
+    let chain: Vec<String> = d
+        .intent
+        .resolution
+        .chain
+        .iter()
+        .map(|s| format!("{} ({:.0}%)", s.intent, s.p * 100.0))
+        .collect();
+    format!(
+        "intent-router: {}\nteam {}, priority {}, status {}; rules {}\nmodel {}, rules v{}",
+        if chain.is_empty() {
+            "unknown".to_string()
+        } else {
+            chain.join(" > ")
+        },
+        d.team.as_deref().unwrap_or("none"),
+        d.priority.name(),
+        d.status.name(),
+        if d.rule_ids.is_empty() {
+            "none".to_string()
+        } else {
+            d.rule_ids.join(", ")
+        },
+        d.model_version,
+        d.rules_version
+    )
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The zendesk kind of a `[[connectors]]` entry: its tables checked, defaults filled in.
+pub(super) fn compile(
+    f: &super::ConnectorFile,
+    errors: &mut super::config::Errors<'_>,
+) -> Option<Zendesk> {
+    let fields = &f.fields;
+    let fixed = [
+        ("fields.id", fields.id.is_some()),
+        ("fields.subject", fields.subject.is_some()),
+        ("fields.body", fields.body.is_some()),
+        ("fields.channel", fields.channel.is_some()),
+        ("fields.event", fields.event.is_some()),
+        ("fields.delivery_id", fields.delivery_id.is_some()),
+        ("fields.delivery_header", fields.delivery_header.is_some()),
+        (
+            "events",
+            !(f.events.created.is_empty() && f.events.closed.is_empty()),
+        ),
+    ];
+    for (key, given) in fixed {
+        if given {
+            errors.add(
+                key,
+                "set by kind zendesk (its payloads are known); map extra facts in fields.custom",
+            );
+        }
+    }
+    let custom = fields
+        .custom
+        .iter()
+        .filter_map(|(name, p)| match FieldPath::parse(p) {
+            Ok(p) => Some((name.clone(), p)),
+            Err(e) => {
+                errors.add(&format!("fields.custom.{name}"), e);
+                None
+            }
+        })
+        .collect();
+    let w = f.write_back.clone().unwrap_or_default();
+    let (mut priorities, mut statuses) = default_tables();
+    let ours_p: Vec<&str> = crate::rules::Priority::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    let ours_s: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
+    table(
+        &w.priorities,
+        "priorities",
+        &ours_p,
+        &["low", "normal", "high", "urgent"],
+        &mut priorities,
+        errors,
+    );
+    table(
+        &w.statuses,
+        "statuses",
+        &ours_s,
+        &["new", "open", "pending", "hold", "solved"],
+        &mut statuses,
+        errors,
+    );
+    if f.write_back.is_some() {
+        for (key, missing) in [
+            ("email", w.email.is_none()),
+            ("api_token", w.api_token.is_none()),
+        ] {
+            if missing {
+                errors.add(
+                    &format!("write_back.{key}"),
+                    "missing: the integration user's, for the API",
+                );
+            }
+        }
+    }
+    for (key, ids) in [("groups", &w.groups), ("agents", &w.agents)] {
+        for (name, id) in ids {
+            if *id <= 0 {
+                errors.add(
+                    &format!("write_back.{key}.{name}"),
+                    "a Zendesk id is a positive number",
+                );
+            }
+        }
+    }
+    Some(Zendesk {
+        base_url: w.url.clone().unwrap_or_default(),
+        email: w.email.clone().unwrap_or_default(),
+        api_token: Secret(w.api_token.clone().unwrap_or_default()),
+        groups: w.groups.clone(),
+        agents: w.agents.clone(),
+        priorities,
+        statuses,
+        group_only: w.group_only.unwrap_or(false),
+        internal_note: w.internal_note.unwrap_or(true),
+        marker_tag: w
+            .marker_tag
+            .clone()
+            .unwrap_or_else(|| "intent-router".into()),
+        integration_user: f.inbound.integration_user_id.map(|id| id.to_string()),
+        custom,
+    })
+}
+
+/// Fills `into` from a configured table: keys must be ours, values the helpdesk's.
+fn table(
+    given: &BTreeMap<String, String>,
+    key: &str,
+    ours: &[&str],
+    theirs: &[&str],
+    into: &mut BTreeMap<String, String>,
+    errors: &mut super::config::Errors<'_>,
+) {
+    for (k, v) in given {
+        if !ours.contains(&k.as_str()) {
+            errors.add(
+                &format!("write_back.{key}.{k}"),
+                format!("not one of ours: {}", ours.join(", ")),
+            );
+        } else if !theirs.contains(&v.as_str()) {
+            errors.add(
+                &format!("write_back.{key}.{k}"),
+                format!("{v:?} is not Zendesk's: {}", theirs.join(", ")),
+            );
+        } else {
+            into.insert(k.clone(), v.clone());
+        }
+    }
+}
