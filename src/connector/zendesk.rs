@@ -516,3 +516,94 @@ fn table(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zendesk() -> Zendesk {
+        let (priorities, statuses) = default_tables();
+        Zendesk {
+            base_url: "https://acme.zendesk.com".into(),
+            email: "router@acme.example".into(),
+            api_token: Secret("t".into()),
+            groups: [("billing".to_string(), 360001)].into(),
+            agents: [("ann".to_string(), 3611)].into(),
+            priorities,
+            statuses,
+            group_only: false,
+            internal_note: false,
+            marker_tag: "intent-router".into(),
+            integration_user: Some("900".into()),
+            custom: Vec::new(),
+        }
+    }
+
+    fn parse(json: Value) -> NewInboxEvent {
+        zendesk()
+            .event("zd", json.to_string().as_bytes(), &json, Utc::now())
+            .unwrap()
+    }
+
+    #[test]
+    fn events_and_trigger_bodies_become_our_events() {
+        let created = json!({"type": "zen:event-type:ticket.created", "id": "e1",
+            "detail": {"id": 7, "subject": "Refund", "description": "Twice charged", "tags": ["vip"],
+                       "via": {"channel": "email"}, "updated_at": "2026-12-06T10:00:00Z"}});
+        let e = parse(created);
+        assert_eq!(
+            (e.kind, e.delivery_id.as_str(), e.ticket_id.as_str()),
+            (EventKind::Created, "e1", "7")
+        );
+        assert_eq!(
+            e.context.as_deref(),
+            Some(r#"{"updated_stamp":"2026-12-06T10:00:00Z"}"#)
+        );
+        let t: Ticket = serde_json::from_str(e.ticket.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (t.channel.as_deref(), t.fields["tags"].clone()),
+            (Some("email"), json!(["vip"]))
+        );
+        // Status changes close only when solved or closed; our own user's events are echoes.
+        let status = |current: &str, actor: &str| {
+            parse(
+                json!({"type": "zen:event-type:ticket.status_changed", "id": "e2",
+                "detail": {"id": "7", "actor_id": actor}, "event": {"current": current}}),
+            )
+            .kind
+        };
+        assert_eq!(status("SOLVED", "5"), EventKind::Closed);
+        assert_eq!(status("PENDING", "5"), EventKind::Ignored);
+        assert_eq!(status("SOLVED", "900"), EventKind::Ignored);
+        // A trigger body: the delivery is the ticket and a hash of the body.
+        let trigger = json!({"event": "created", "ticket": {"id": "8", "title": "Hi", "description": "Help",
+            "tags": "web intent-router"}});
+        let e = parse(trigger);
+        assert_eq!(
+            e.kind,
+            EventKind::Ignored,
+            "a created ticket that carries our tag was routed before"
+        );
+        assert!(e.delivery_id.starts_with("8:") && e.event_type.ends_with("(our own update)"));
+        let moved = |group: Value| {
+            parse(
+                json!({"type": "zen:event-type:ticket.group_assignment_changed", "id": "e3",
+                "detail": {"id": "7", "actor_id": "3611"}, "event": {"current": group}}),
+            )
+        };
+        let e = moved(json!({"id": 360001}));
+        assert_eq!(
+            (e.kind, e.context.as_deref()),
+            (
+                EventKind::Reassigned,
+                Some(r#"{"agent":"ann","team":"billing"}"#)
+            )
+        );
+        assert_eq!(moved(json!("42")).kind, EventKind::Ignored);
+    }
+
+    #[test]
+    fn a_ticket_id_is_percent_encoded_in_the_update_path() {
+        assert_eq!(urlencode("12/../3 x"), "12%2F..%2F3%20x");
+    }
+}
