@@ -12,6 +12,7 @@ mod encoder;
 mod fidelity;
 mod hardening;
 mod hub;
+mod jira;
 mod learning;
 #[path = "../src/store/pg_cluster.rs"]
 mod pg_cluster;

@@ -59,8 +59,9 @@ pub struct InboundFile {
     pub replay_window_seconds: Option<u64>,
     /// Largest body (default 1 MiB).
     pub max_body_bytes: Option<usize>,
-    /// The helpdesk user our write-backs are made as: its events are ignored (zendesk).
-    pub integration_user_id: Option<i64>,
+    /// The helpdesk user our write-backs are made as: its events are ignored (zendesk: a
+    /// number; jira: an accountId).
+    pub integration_user_id: Option<Id>,
 }
 
 /// `[connectors.fields]`: dotted paths (`ticket.messages.0.text`) or JSON pointers (`/ticket/id`).
@@ -126,9 +127,18 @@ pub struct WriteBackFile {
     /// Team -> the helpdesk's group id (zendesk).
     #[serde(default)]
     pub groups: BTreeMap<String, i64>,
-    /// Agent -> the helpdesk's user id (zendesk).
+    /// Agent -> the helpdesk's user id (zendesk: a number; jira: an accountId).
     #[serde(default)]
-    pub agents: BTreeMap<String, i64>,
+    pub agents: BTreeMap<String, Id>,
+    /// Team -> a component's name or a select field's option (jira).
+    #[serde(default)]
+    pub teams: BTreeMap<String, String>,
+    /// Where the team goes: `components` (default) or a select custom field's id (jira).
+    pub team_field: Option<String>,
+    /// Our status -> the workflow transition's id that reaches it (jira; statuses without one
+    /// are not changed).
+    #[serde(default)]
+    pub transitions: BTreeMap<String, String>,
     /// Our priority -> the helpdesk's (zendesk; default: the same words).
     #[serde(default)]
     pub priorities: BTreeMap<String, String>,
@@ -142,6 +152,28 @@ pub struct WriteBackFile {
     /// The tag our updates add (zendesk; default `intent-router`).
     pub marker_tag: Option<String>,
 }
+
+/// A helpdesk's id: a number (Zendesk) or text (Jira's accountId).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Id {
+    /// A number.
+    Number(i64),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// The kinds, as named in the config.
+pub const KINDS: &str = "generic, zendesk, jira";
 
 /// Collects a connector's errors, each prefixed with where it is.
 pub(super) struct Errors<'a> {
@@ -190,26 +222,24 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
-    let zendesk = f.kind == "zendesk";
-    let kind = match f.kind.as_str() {
+    let k = f.kind.as_str();
+    let kind = match k {
         "generic" => mapping(&f.fields, &f.events, errors).map(|m| Kind::Generic(Box::new(m))),
         "zendesk" => super::zendesk::compile(f, errors).map(|z| Kind::Zendesk(Box::new(z))),
+        "jira" => super::jira::compile(f, errors).map(|j| Kind::Jira(Box::new(j))),
         other => {
-            errors.add(
-                "kind",
-                format!("unknown kind {other:?}; known: generic, zendesk"),
-            );
+            errors.add("kind", format!("unknown kind {other:?}; known: {KINDS}"));
             None
         }
     };
-    if !zendesk && f.inbound.integration_user_id.is_some() {
-        errors.add("inbound.integration_user_id", "applies to kind zendesk");
+    if k == "generic" && f.inbound.integration_user_id.is_some() {
+        errors.add(
+            "inbound.integration_user_id",
+            "applies to kinds zendesk and jira",
+        );
     }
-    let inbound = inbound(&f.inbound, zendesk, errors);
-    let write_back = f
-        .write_back
-        .as_ref()
-        .and_then(|w| write_back(w, zendesk, errors));
+    let inbound = inbound(&f.inbound, k, errors);
+    let write_back = f.write_back.as_ref().and_then(|w| write_back(w, k, errors));
     Some(Connector {
         name: f.name.clone(),
         kind: kind?,
@@ -239,14 +269,31 @@ fn secrets(list: &[String], key: &str, errors: &mut Errors<'_>) -> Vec<Secret> {
     list.iter().cloned().map(Secret).collect()
 }
 
-fn inbound(f: &InboundFile, zendesk: bool, errors: &mut Errors<'_>) -> Option<Inbound> {
+fn inbound(f: &InboundFile, kind: &str, errors: &mut Errors<'_>) -> Option<Inbound> {
     let only_hmac = [
         ("inbound.header", f.header.is_some()),
         ("inbound.encoding", f.encoding.is_some()),
         ("inbound.timestamp_header", f.timestamp_header.is_some()),
     ];
     let auth = match f.auth.as_deref() {
-        _ if zendesk => {
+        _ if kind == "jira" => {
+            let fixed = [
+                ("inbound.auth", f.auth.is_some()),
+                ("inbound.encoding", f.encoding.is_some()),
+                ("inbound.timestamp_header", f.timestamp_header.is_some()),
+            ];
+            for (key, given) in fixed {
+                if given {
+                    errors.add(key, "set by kind jira (X-Hub-Signature: sha256=<hex>; inbound.header names an automation rule's secret header)");
+                }
+            }
+            let automation = match &f.header {
+                Some(h) => Some(header(h, "inbound.header", errors)?),
+                None => None,
+            };
+            Some(InboundAuth::Jira { automation })
+        }
+        _ if kind == "zendesk" => {
             let fixed = [("inbound.auth", f.auth.is_some())]
                 .into_iter()
                 .chain(only_hmac);
@@ -397,22 +444,17 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
     })
 }
 
-fn write_back(
-    f: &WriteBackFile,
-    zendesk: bool,
-    errors: &mut Errors<'_>,
-) -> Option<WriteBackTarget> {
+fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<WriteBackTarget> {
+    let zendesk = kind == "zendesk";
+    let api = matches!(kind, "zendesk" | "jira");
     let url = match &f.url {
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
         Some(u) => {
             errors.add("write_back.url", format!("{u:?} is not an http(s) URL"));
             None
         }
-        None if zendesk => {
-            errors.add(
-                "write_back.url",
-                "missing: the account's URL, https://ACCOUNT.zendesk.com",
-            );
+        None if api => {
+            errors.add("write_back.url", "missing: the helpdesk's URL (https://ACCOUNT.zendesk.com, https://SITE.atlassian.net)");
             None
         }
         None => {
@@ -420,35 +462,49 @@ fn write_back(
             None
         }
     };
-    let secrets = if zendesk {
+    let keys = [
+        ("email", f.email.is_some(), "zendesk, jira"),
+        ("api_token", f.api_token.is_some(), "zendesk, jira"),
+        ("agents", !f.agents.is_empty(), "zendesk, jira"),
+        ("priorities", !f.priorities.is_empty(), "zendesk, jira"),
+        ("group_only", f.group_only.is_some(), "zendesk, jira"),
+        ("internal_note", f.internal_note.is_some(), "zendesk, jira"),
+        ("marker_tag", f.marker_tag.is_some(), "zendesk, jira"),
+        ("groups", !f.groups.is_empty(), "zendesk"),
+        ("statuses", !f.statuses.is_empty(), "zendesk"),
+        (
+            "per_ticket_per_10_minutes",
+            f.per_ticket_per_10_minutes.is_some(),
+            "zendesk",
+        ),
+        ("teams", !f.teams.is_empty(), "jira"),
+        ("team_field", f.team_field.is_some(), "jira"),
+        ("transitions", !f.transitions.is_empty(), "jira"),
+    ];
+    for (key, given, kinds) in keys {
+        if given && !kinds.split(", ").any(|k| k == kind) {
+            let which = if kinds.contains(',') { "kinds" } else { "kind" };
+            errors.add(
+                &format!("write_back.{key}"),
+                format!("applies to {which} {kinds}"),
+            );
+        }
+    }
+    let secrets = if api {
         if !f.secrets.is_empty() {
             errors.add(
                 "write_back.secrets",
-                "kind zendesk authenticates with email and api_token",
+                format!("kind {kind} authenticates with email and api_token"),
+            );
+        }
+        if f.email.is_none() || f.api_token.is_none() {
+            errors.add(
+                "write_back",
+                "give email and api_token: the integration user's, for the API",
             );
         }
         Vec::new()
     } else {
-        let zendesk_only = [
-            ("email", f.email.is_some()),
-            ("api_token", f.api_token.is_some()),
-            ("groups", !f.groups.is_empty()),
-            ("agents", !f.agents.is_empty()),
-            ("priorities", !f.priorities.is_empty()),
-            ("statuses", !f.statuses.is_empty()),
-            ("group_only", f.group_only.is_some()),
-            ("internal_note", f.internal_note.is_some()),
-            ("marker_tag", f.marker_tag.is_some()),
-            (
-                "per_ticket_per_10_minutes",
-                f.per_ticket_per_10_minutes.is_some(),
-            ),
-        ];
-        for (key, given) in zendesk_only {
-            if given {
-                errors.add(&format!("write_back.{key}"), "applies to kind zendesk");
-            }
-        }
         secrets(&f.secrets, "write_back.secrets", errors)
     };
     if f.per_ticket_per_10_minutes == Some(0) {
@@ -553,7 +609,7 @@ fields = { id = "id", subject = "s" }
             errors,
             [
                 "connectors[0] (bad name).name: use 1 to 64 letters, digits, '-' or '_'",
-                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk",
+                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira",
                 "connectors[0] (bad name).inbound.header: applies to auth = \"hmac-sha256\", not \"bearer\"",
                 "connectors[0] (bad name).inbound.secrets[0]: too short: use at least 16 characters",
                 "connectors[0] (bad name).write_back.url: \"ftp://x\" is not an http(s) URL",

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod generic;
+pub mod jira;
 pub mod path;
 pub mod sign;
 pub mod zendesk;
@@ -89,15 +90,24 @@ pub enum InboundAuth {
     IntentRouter,
     /// `Authorization: Bearer <secret>`.
     Bearer,
+    /// Jira: an admin webhook's `X-Hub-Signature: sha256=<hex HMAC of the body>`, or an
+    /// automation rule's secret in this header.
+    Jira {
+        /// The automation rules' secret header, if they are used.
+        automation: Option<HeaderName>,
+    },
 }
 
 impl InboundAuth {
-    /// The header a request must carry.
-    pub fn header(&self) -> HeaderName {
+    /// The headers a request must carry one of.
+    pub fn headers(&self) -> Vec<HeaderName> {
         match self {
-            Self::Hmac { header, .. } => header.clone(),
-            Self::IntentRouter => HeaderName::from_static("x-intent-router-signature"),
-            Self::Bearer => http::header::AUTHORIZATION,
+            Self::Hmac { header, .. } => vec![header.clone()],
+            Self::IntentRouter => vec![HeaderName::from_static("x-intent-router-signature")],
+            Self::Bearer => vec![http::header::AUTHORIZATION],
+            Self::Jira { automation } => std::iter::once(HeaderName::from_static(jira::SIGNATURE))
+                .chain(automation.clone())
+                .collect(),
         }
     }
 }
@@ -139,14 +149,47 @@ pub enum Kind {
     Generic(Box<generic::Mapping>),
     /// Zendesk: its event and trigger webhooks, its ticket update API.
     Zendesk(Box<zendesk::Zendesk>),
+    /// Jira Service Management: its webhooks and automation requests, its issue API.
+    Jira(Box<jira::Jira>),
+}
+
+/// The names a kind writes to its helpdesk by id (teams and agents), for the rules' warnings.
+struct Ids<'a> {
+    helpdesk: &'static str,
+    team_table: &'static str,
+    teams: std::collections::BTreeSet<&'a str>,
+    agents: std::collections::BTreeSet<&'a str>,
+    group_only: bool,
 }
 
 impl Kind {
+    /// The teams and agents this kind has ids for (`None`: it sends names, as they are).
+    fn ids(&self) -> Option<Ids<'_>> {
+        match self {
+            Self::Generic(_) => None,
+            Self::Zendesk(z) => Some(Ids {
+                helpdesk: "Zendesk",
+                team_table: "groups",
+                teams: z.groups.keys().map(String::as_str).collect(),
+                agents: z.agents.keys().map(String::as_str).collect(),
+                group_only: z.group_only,
+            }),
+            Self::Jira(j) => Some(Ids {
+                helpdesk: "Jira",
+                team_table: "teams",
+                teams: j.teams.keys().map(String::as_str).collect(),
+                agents: j.agents.keys().map(String::as_str).collect(),
+                group_only: j.group_only,
+            }),
+        }
+    }
+
     /// The kind's name in the config.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Generic(_) => "generic",
             Self::Zendesk(_) => "zendesk",
+            Self::Jira(_) => "jira",
         }
     }
 }
@@ -180,16 +223,16 @@ pub enum Answer {
 impl Connector {
     /// Checks what can be checked before the body is read: the authentication header is there.
     pub fn check_headers(&self, headers: &HeaderMap) -> Result<(), InboundError> {
-        let header = self.inbound.auth.header();
-        if headers.contains_key(&header) {
-            Ok(())
-        } else {
-            Err(InboundError::Unauthenticated(format!(
-                "missing {} header: connector {:?} accepts only requests authenticated by it",
-                display(&header),
-                self.name
-            )))
+        let expected = self.inbound.auth.headers();
+        if expected.iter().any(|h| headers.contains_key(h)) {
+            return Ok(());
         }
+        let names: Vec<String> = expected.iter().map(display).collect();
+        Err(InboundError::Unauthenticated(format!(
+            "missing {} header: connector {:?} accepts only requests authenticated by it",
+            names.join(" or "),
+            self.name
+        )))
     }
 
     /// Checks the request's authenticity on its raw body.
@@ -200,7 +243,13 @@ impl Connector {
         now: DateTime<Utc>,
     ) -> Result<(), InboundError> {
         let refuse = |why: String| Err(InboundError::Unauthenticated(why));
-        let header = self.inbound.auth.header();
+        // The first expected header the request carries (there is one: `check_headers`).
+        let expected = self.inbound.auth.headers();
+        let header = expected
+            .iter()
+            .find(|h| headers.contains_key(*h))
+            .unwrap_or(&expected[0])
+            .clone();
         let value = headers
             .get(&header)
             .and_then(|v| v.to_str().ok())
@@ -208,16 +257,23 @@ impl Connector {
         let secrets = &self.inbound.secrets;
         let window = self.inbound.replay_window.as_secs() as i64;
         match &self.inbound.auth {
-            InboundAuth::Bearer => {
-                let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
-                let ok = secrets.iter().fold(false, |ok, s| {
-                    ok | bool::from(s.0.as_bytes().ct_eq(token.as_bytes()))
-                });
-                if ok {
-                    Ok(())
-                } else {
-                    refuse("the bearer token is not this connector's".into())
+            InboundAuth::Jira { automation } if automation.as_ref() == Some(&header) => {
+                self.secret_matches(value, &header)
+            }
+            InboundAuth::Jira { .. } => {
+                let given = sign::decode(value, sign::Encoding::Hex)
+                    .filter(|_| value.trim().starts_with("sha256="));
+                match given {
+                    Some(g) if sign::matches_any(&g, secrets, &[body]) => Ok(()),
+                    Some(_) => refuse(format!(
+                        "{}: the signature does not match the body",
+                        display(&header)
+                    )),
+                    None => refuse(format!("{}: not sha256=<hex>", display(&header))),
                 }
+            }
+            InboundAuth::Bearer => {
+                self.secret_matches(value.strip_prefix("Bearer ").unwrap_or_default(), &header)
             }
             InboundAuth::IntentRouter => {
                 sign::verify(value, secrets, body, now.timestamp(), window)
@@ -252,6 +308,24 @@ impl Connector {
                     ))
                 }
             }
+        }
+    }
+
+    /// Whether a header carries one of the secrets as it is (constant time).
+    fn secret_matches(&self, value: &str, header: &HeaderName) -> Result<(), InboundError> {
+        let value = value.trim().as_bytes();
+        let ok = self
+            .inbound
+            .secrets
+            .iter()
+            .fold(false, |ok, s| ok | bool::from(s.0.as_bytes().ct_eq(value)));
+        if ok {
+            Ok(())
+        } else {
+            Err(InboundError::Unauthenticated(format!(
+                "{}: not this connector's secret",
+                display(header)
+            )))
         }
     }
 
@@ -301,6 +375,7 @@ impl Connector {
         match &self.kind {
             Kind::Generic(m) => m.event(&self.name, headers, body, &json, received_at),
             Kind::Zendesk(z) => z.event(&self.name, body, &json, received_at),
+            Kind::Jira(j) => j.event(&self.name, headers, body, &json, received_at),
         }
     }
 
@@ -317,11 +392,16 @@ impl Connector {
         let decision_id = decision.decision_id.clone()?;
         let context: Option<serde_json::Value> = context.and_then(|c| serde_json::from_str(c).ok());
         let built = match &self.kind {
-            Kind::Generic(_) => Ok(generic::webhook(&self.name, target, ticket_id, decision)),
-            Kind::Zendesk(z) => z.write_back(ticket_id, decision, context.as_ref()),
+            Kind::Generic(_) => Ok(vec![generic::webhook(
+                &self.name, target, ticket_id, decision,
+            )]),
+            Kind::Zendesk(z) => z
+                .write_back(ticket_id, decision, context.as_ref())
+                .map(|c| vec![c]),
+            Kind::Jira(j) => j.write_back(ticket_id, decision),
         };
         let (requests, dead) = match built {
-            Ok(call) => (vec![call], None),
+            Ok(calls) => (calls, None),
             Err(why) => (Vec::new(), Some(why)),
         };
         Some(NewWriteBack {
@@ -362,6 +442,7 @@ impl Connector {
                 .into_iter()
                 .collect(),
             Kind::Zendesk(z) => vec![("Authorization".to_string(), z.authorization())],
+            Kind::Jira(j) => vec![("Authorization".to_string(), j.authorization())],
         }
     }
 
@@ -443,21 +524,21 @@ impl Connectors {
             .chain(rules.rules.iter().map(|r| (r.id.as_str(), &r.then)));
         for (rule, then) in actions {
             for c in self.by_name.values().filter(|c| c.write_back.is_some()) {
-                let Kind::Zendesk(z) = &c.kind else { continue };
+                let Some(ids) = c.kind.ids() else { continue };
                 let mut warn = |what: String, table: &str| {
                     let w = format!(
-                        "connector {}: rule {rule:?} sends tickets to {what}, which has no Zendesk id: their write-backs will be dead letters (add it to write_back.{table})",
-                        c.name
+                        "connector {}: rule {rule:?} sends tickets to {what}, which has no {} id: their write-backs will be dead letters (add it to write_back.{table})",
+                        c.name, ids.helpdesk
                     );
                     if !out.contains(&w) {
                         out.push(w);
                     }
                 };
                 let Some(team) = &then.team else { continue };
-                if !z.groups.contains_key(team) {
-                    warn(format!("team {team:?}"), "groups");
+                if !ids.teams.contains(team.as_str()) {
+                    warn(format!("team {team:?}"), ids.team_table);
                 }
-                if z.group_only {
+                if ids.group_only {
                     continue;
                 }
                 let agents: Vec<&String> = match &then.assignee {
@@ -468,7 +549,10 @@ impl Connectors {
                         .unwrap_or_default(),
                     _ => Vec::new(),
                 };
-                for a in agents.into_iter().filter(|a| !z.agents.contains_key(*a)) {
+                for a in agents
+                    .into_iter()
+                    .filter(|a| !ids.agents.contains(a.as_str()))
+                {
                     warn(format!("agent {a:?}"), "agents");
                 }
             }

@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::config::Id;
 use super::path::{scalar, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
@@ -348,7 +349,7 @@ fn tags(v: Option<&Value>) -> Vec<String> {
 }
 
 /// The internal note: the intent chain with probabilities, the decision and the rules.
-fn note(d: &Routed) -> String {
+pub(super) fn note(d: &Routed) -> String {
     let chain: Vec<String> = d
         .intent
         .resolution
@@ -377,7 +378,7 @@ fn note(d: &Routed) -> String {
 }
 
 /// A path segment with everything but unreserved characters percent-encoded.
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -415,17 +416,7 @@ pub(super) fn compile(
             );
         }
     }
-    let custom = fields
-        .custom
-        .iter()
-        .filter_map(|(name, p)| match FieldPath::parse(p) {
-            Ok(p) => Some((name.clone(), p)),
-            Err(e) => {
-                errors.add(&format!("fields.custom.{name}"), e);
-                None
-            }
-        })
-        .collect();
+    let custom = custom_paths(fields, errors);
     let w = f.write_back.clone().unwrap_or_default();
     let (mut priorities, mut statuses) = default_tables();
     let ours_p: Vec<&str> = crate::rules::Priority::ALL
@@ -449,35 +440,38 @@ pub(super) fn compile(
         &mut statuses,
         errors,
     );
-    if f.write_back.is_some() {
-        for (key, missing) in [
-            ("email", w.email.is_none()),
-            ("api_token", w.api_token.is_none()),
-        ] {
-            if missing {
-                errors.add(
-                    &format!("write_back.{key}"),
-                    "missing: the integration user's, for the API",
-                );
+    let mut agents = BTreeMap::new();
+    for (name, id) in &w.agents {
+        match id {
+            Id::Number(n) if *n > 0 => {
+                agents.insert(name.clone(), *n);
             }
+            _ => errors.add(
+                &format!("write_back.agents.{name}"),
+                "a Zendesk user id is a positive number",
+            ),
         }
     }
-    for (key, ids) in [("groups", &w.groups), ("agents", &w.agents)] {
-        for (name, id) in ids {
-            if *id <= 0 {
-                errors.add(
-                    &format!("write_back.{key}.{name}"),
-                    "a Zendesk id is a positive number",
-                );
-            }
+    for (name, id) in &w.groups {
+        if *id <= 0 {
+            errors.add(
+                &format!("write_back.groups.{name}"),
+                "a Zendesk group id is a positive number",
+            );
         }
+    }
+    if let Some(Id::Text(t)) = &f.inbound.integration_user_id {
+        errors.add(
+            "inbound.integration_user_id",
+            format!("{t:?}: a Zendesk user id is a number"),
+        );
     }
     Some(Zendesk {
         base_url: w.url.clone().unwrap_or_default(),
         email: w.email.clone().unwrap_or_default(),
         api_token: Secret(w.api_token.clone().unwrap_or_default()),
         groups: w.groups.clone(),
-        agents: w.agents.clone(),
+        agents,
         priorities,
         statuses,
         group_only: w.group_only.unwrap_or(false),
@@ -486,9 +480,31 @@ pub(super) fn compile(
             .marker_tag
             .clone()
             .unwrap_or_else(|| "intent-router".into()),
-        integration_user: f.inbound.integration_user_id.map(|id| id.to_string()),
+        integration_user: f
+            .inbound
+            .integration_user_id
+            .as_ref()
+            .map(ToString::to_string),
         custom,
     })
+}
+
+/// The `fields.custom` paths (extra facts for the rules), each checked.
+pub(super) fn custom_paths(
+    fields: &super::config::FieldsFile,
+    errors: &mut super::config::Errors<'_>,
+) -> Vec<(String, FieldPath)> {
+    fields
+        .custom
+        .iter()
+        .filter_map(|(name, p)| match FieldPath::parse(p) {
+            Ok(p) => Some((name.clone(), p)),
+            Err(e) => {
+                errors.add(&format!("fields.custom.{name}"), e);
+                None
+            }
+        })
+        .collect()
 }
 
 /// Fills `into` from a configured table: keys must be ours, values the helpdesk's.

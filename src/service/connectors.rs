@@ -605,7 +605,10 @@ impl ConnectorService {
                 }
             }
         }
-        Delivery::Delivered { status: last }
+        Delivery::Delivered {
+            step: i64::try_from(w.requests.len()).unwrap_or(i64::MAX),
+            status: last,
+        }
     }
 
     /// Takes a use of the connector's limits (per minute, and per ticket in ten minutes; held

@@ -213,6 +213,8 @@ pub enum InboxOutcome {
 pub enum Delivery {
     /// Every request accepted.
     Delivered {
+        /// How many requests (all of them).
+        step: i64,
         /// The last status.
         status: i64,
     },

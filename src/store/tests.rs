@@ -1375,7 +1375,10 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
             .await
             .unwrap()
             .is_none());
-        let delivered = Delivery::Delivered { status: 200 };
+        let delivered = Delivery::Delivered {
+            step: 1,
+            status: 200,
+        };
         let w = store.claim_outbox(lease, 10).await.unwrap().remove(0);
         store.finish_write_back(&w.id, &delivered).await.unwrap();
         let listed = store

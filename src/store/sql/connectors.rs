@@ -209,9 +209,9 @@ impl Db {
                 .await?;
                 return tx.commit().await;
             }
-            Delivery::Delivered { status } => (
+            Delivery::Delivered { step, status } => (
                 OutboxState::Delivered,
-                None,
+                Some(*step),
                 None,
                 finished,
                 Some(*status),
