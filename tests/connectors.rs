@@ -433,3 +433,58 @@ fn a_crash_between_routing_and_recording_the_event_decides_once_and_writes_back(
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(desk.requests().len(), 1);
 }
+
+#[test]
+fn connector_secrets_rotate_on_sighup() {
+    let desk = Helpdesk::start();
+    let d = tempfile::tempdir().unwrap();
+    let s = server::start_with(d.path(), &[], &connector("inhouse", &desk.base));
+    const NEW: &str = "brand-new-inbound-secret-0123";
+    let body = created("ev-1", "T-1").to_string();
+    assert_eq!(send_signed(&s, "inhouse", &body, NEW, now()).status, 401);
+    let hup = |config: &str, marker: &str, times: usize| {
+        server::write_config(d.path(), config);
+        let pid = s.pid().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        for _ in 0..100 {
+            if s.log.lock().unwrap().matches(marker).count() >= times {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("not reloaded:\n{}", s.log.lock().unwrap());
+    };
+    // The new secret beside the old one: both are accepted while the helpdesk switches.
+    const RELOADED: &str = "SIGHUP: tokens and connectors reloaded";
+    let both = connector("inhouse", &desk.base).replace(OLD_INBOUND, NEW);
+    hup(&both, RELOADED, 1);
+    assert_eq!(send_signed(&s, "inhouse", &body, NEW, now()).status, 202);
+    assert_eq!(
+        send_signed(&s, "inhouse", &body, INBOUND, now()).status,
+        202
+    );
+    // A broken file keeps what works, and says why.
+    let broken = "[[connectors]]\nname = \"inhouse\"\nkind = \"generic\"\n";
+    hup(broken, "the old ones stay", 1);
+    let log = s.log.lock().unwrap().clone();
+    assert!(
+        log.contains("connectors[0] (inhouse).inbound.auth: missing"),
+        "{log}"
+    );
+    assert_eq!(send_signed(&s, "inhouse", &body, NEW, now()).status, 202);
+    // The old secret removed: refused.
+    let only_new = connector("inhouse", &desk.base).replace(
+        &format!("\"{INBOUND}\", \"{OLD_INBOUND}\""),
+        &format!("\"{NEW}\""),
+    );
+    hup(&only_new, RELOADED, 2);
+    assert_eq!(
+        send_signed(&s, "inhouse", &body, INBOUND, now()).status,
+        401
+    );
+    assert_eq!(send_signed(&s, "inhouse", &body, NEW, now()).status, 202);
+}

@@ -251,3 +251,60 @@ fn an_sqlite_database_moves_to_postgresql_with_db_copy() {
         "{err}"
     );
 }
+
+#[test]
+fn two_replicas_share_the_connectors_inbox_and_outbox() {
+    use crate::common::helpdesk::Helpdesk;
+    use crate::connectors::{connector, created, send};
+    let desk = Helpdesk::start();
+    let url = pg_cluster::fresh_database();
+    let (da, db, shared) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let more = |dir: &Path| config(dir, shared.path()) + &connector("desk", &desk.base);
+    let a = server::start_full(da.path(), &["--database", &url], &more(da.path()), &[]);
+    let b = server::start_full(db.path(), &["--database", &url], &more(db.path()), &[]);
+    // Each event to one replica, and its retry (the same delivery) to the other, at once.
+    std::thread::scope(|s| {
+        for i in 0..20 {
+            let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let event = created(&format!("ev-{i}"), &format!("T-{i}"));
+            let again = event.clone();
+            s.spawn(move || assert_eq!(send(first, "desk", &event).status, 202));
+            s.spawn(move || assert_eq!(send(second, "desk", &again).status, 202));
+        }
+    });
+    let got = desk.wait_for(20, 60);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut tickets: Vec<String> = desk
+        .requests()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["ticket_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    tickets.sort();
+    tickets.dedup();
+    assert_eq!(
+        (got.len(), desk.requests().len(), tickets.len()),
+        (20, 20, 20),
+        "every ticket written back once"
+    );
+    // One decision per ticket, whichever replica routed it.
+    let all = a.admin("GET", "/v1/decisions?limit=1000", None, &[]).body;
+    let decided: Vec<&str> = all["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["ticket_id"].as_str())
+        .collect();
+    assert_eq!(decided.len(), 20, "{decided:?}");
+    let status = b.admin("GET", "/v1/connectors", None, &[]).body;
+    assert_eq!(status["connectors"][0]["outbox_delivered"], 20);
+    assert_eq!(status["connectors"][0]["inbox_pending"], 0);
+}
