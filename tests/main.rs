@@ -19,4 +19,5 @@ mod pg_cluster;
 mod replicas;
 mod routing;
 mod server;
+mod zammad;
 mod zendesk;

@@ -124,9 +124,9 @@ pub struct WriteBackFile {
     pub email: Option<String>,
     /// Its API token (zendesk).
     pub api_token: Option<String>,
-    /// Team -> the helpdesk's group id (zendesk).
+    /// Team -> the helpdesk's group: its id (zendesk: a number), or its name or id (zammad).
     #[serde(default)]
-    pub groups: BTreeMap<String, i64>,
+    pub groups: BTreeMap<String, Id>,
     /// Agent -> the helpdesk's user id (zendesk: a number; jira: an accountId).
     #[serde(default)]
     pub agents: BTreeMap<String, Id>,
@@ -173,7 +173,7 @@ impl std::fmt::Display for Id {
 }
 
 /// The kinds, as named in the config.
-pub const KINDS: &str = "generic, zendesk, jira";
+pub const KINDS: &str = "generic, zendesk, jira, zammad";
 
 /// Collects a connector's errors, each prefixed with where it is.
 pub(super) struct Errors<'a> {
@@ -227,6 +227,7 @@ fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
         "generic" => mapping(&f.fields, &f.events, errors).map(|m| Kind::Generic(Box::new(m))),
         "zendesk" => super::zendesk::compile(f, errors).map(|z| Kind::Zendesk(Box::new(z))),
         "jira" => super::jira::compile(f, errors).map(|j| Kind::Jira(Box::new(j))),
+        "zammad" => super::zammad::compile(f, errors).map(|z| Kind::Zammad(Box::new(z))),
         other => {
             errors.add("kind", format!("unknown kind {other:?}; known: {KINDS}"));
             None
@@ -235,7 +236,7 @@ fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
     if k == "generic" && f.inbound.integration_user_id.is_some() {
         errors.add(
             "inbound.integration_user_id",
-            "applies to kinds zendesk and jira",
+            "applies to kinds zendesk, jira and zammad",
         );
     }
     let inbound = inbound(&f.inbound, k, errors);
@@ -276,6 +277,20 @@ fn inbound(f: &InboundFile, kind: &str, errors: &mut Errors<'_>) -> Option<Inbou
         ("inbound.timestamp_header", f.timestamp_header.is_some()),
     ];
     let auth = match f.auth.as_deref() {
+        _ if kind == "zammad" => {
+            for (key, given) in [("inbound.auth", f.auth.is_some())]
+                .into_iter()
+                .chain(only_hmac)
+            {
+                if given {
+                    errors.add(
+                        key,
+                        "set by kind zammad (X-Hub-Signature, HMAC-SHA1 of the body)",
+                    );
+                }
+            }
+            Some(InboundAuth::Zammad)
+        }
         _ if kind == "jira" => {
             let fixed = [
                 ("inbound.auth", f.auth.is_some()),
@@ -446,7 +461,7 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
 
 fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<WriteBackTarget> {
     let zendesk = kind == "zendesk";
-    let api = matches!(kind, "zendesk" | "jira");
+    let api = matches!(kind, "zendesk" | "jira" | "zammad");
     let url = match &f.url {
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
         Some(u) => {
@@ -464,14 +479,30 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
     };
     let keys = [
         ("email", f.email.is_some(), "zendesk, jira"),
-        ("api_token", f.api_token.is_some(), "zendesk, jira"),
-        ("agents", !f.agents.is_empty(), "zendesk, jira"),
-        ("priorities", !f.priorities.is_empty(), "zendesk, jira"),
-        ("group_only", f.group_only.is_some(), "zendesk, jira"),
-        ("internal_note", f.internal_note.is_some(), "zendesk, jira"),
-        ("marker_tag", f.marker_tag.is_some(), "zendesk, jira"),
-        ("groups", !f.groups.is_empty(), "zendesk"),
-        ("statuses", !f.statuses.is_empty(), "zendesk"),
+        ("api_token", f.api_token.is_some(), "zendesk, jira, zammad"),
+        ("agents", !f.agents.is_empty(), "zendesk, jira, zammad"),
+        (
+            "priorities",
+            !f.priorities.is_empty(),
+            "zendesk, jira, zammad",
+        ),
+        (
+            "group_only",
+            f.group_only.is_some(),
+            "zendesk, jira, zammad",
+        ),
+        (
+            "internal_note",
+            f.internal_note.is_some(),
+            "zendesk, jira, zammad",
+        ),
+        (
+            "marker_tag",
+            f.marker_tag.is_some(),
+            "zendesk, jira, zammad",
+        ),
+        ("groups", !f.groups.is_empty(), "zendesk, zammad"),
+        ("statuses", !f.statuses.is_empty(), "zendesk, zammad"),
         (
             "per_ticket_per_10_minutes",
             f.per_ticket_per_10_minutes.is_some(),
@@ -497,7 +528,12 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
                 format!("kind {kind} authenticates with email and api_token"),
             );
         }
-        if f.email.is_none() || f.api_token.is_none() {
+        if kind == "zammad" && f.api_token.is_none() {
+            errors.add(
+                "write_back.api_token",
+                "missing: the integration user's, for the API",
+            );
+        } else if kind != "zammad" && (f.email.is_none() || f.api_token.is_none()) {
             errors.add(
                 "write_back",
                 "give email and api_token: the integration user's, for the API",

@@ -11,6 +11,7 @@ pub mod generic;
 pub mod jira;
 pub mod path;
 pub mod sign;
+pub mod zammad;
 pub mod zendesk;
 
 use std::collections::BTreeMap;
@@ -96,6 +97,8 @@ pub enum InboundAuth {
         /// The automation rules' secret header, if they are used.
         automation: Option<HeaderName>,
     },
+    /// Zammad: `X-Hub-Signature`, the hex HMAC-SHA1 of the body.
+    Zammad,
 }
 
 impl InboundAuth {
@@ -105,6 +108,7 @@ impl InboundAuth {
             Self::Hmac { header, .. } => vec![header.clone()],
             Self::IntentRouter => vec![HeaderName::from_static("x-intent-router-signature")],
             Self::Bearer => vec![http::header::AUTHORIZATION],
+            Self::Zammad => vec![HeaderName::from_static(zammad::SIGNATURE)],
             Self::Jira { automation } => std::iter::once(HeaderName::from_static(jira::SIGNATURE))
                 .chain(automation.clone())
                 .collect(),
@@ -151,6 +155,8 @@ pub enum Kind {
     Zendesk(Box<zendesk::Zendesk>),
     /// Jira Service Management: its webhooks and automation requests, its issue API.
     Jira(Box<jira::Jira>),
+    /// Zammad: its triggers' webhooks, its ticket and tag API.
+    Zammad(Box<zammad::Zammad>),
 }
 
 /// The names a kind writes to its helpdesk by id (teams and agents), for the rules' warnings.
@@ -174,6 +180,13 @@ impl Kind {
                 agents: z.agents.keys().map(String::as_str).collect(),
                 group_only: z.group_only,
             }),
+            Self::Zammad(z) => Some(Ids {
+                helpdesk: "Zammad",
+                team_table: "groups",
+                teams: z.groups.keys().map(String::as_str).collect(),
+                agents: z.agents.keys().map(String::as_str).collect(),
+                group_only: z.group_only,
+            }),
             Self::Jira(j) => Some(Ids {
                 helpdesk: "Jira",
                 team_table: "teams",
@@ -190,6 +203,7 @@ impl Kind {
             Self::Generic(_) => "generic",
             Self::Zendesk(_) => "zendesk",
             Self::Jira(_) => "jira",
+            Self::Zammad(_) => "zammad",
         }
     }
 }
@@ -257,6 +271,20 @@ impl Connector {
         let secrets = &self.inbound.secrets;
         let window = self.inbound.replay_window.as_secs() as i64;
         match &self.inbound.auth {
+            InboundAuth::Zammad => {
+                let given = sign::decode(value, sign::Encoding::Hex).unwrap_or_default();
+                let ok = secrets.iter().fold(false, |ok, s| {
+                    ok | bool::from(sign::hmac_sha1(s.as_ref(), body).as_slice().ct_eq(&given))
+                });
+                if ok {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "{}: the signature does not match the body",
+                        display(&header)
+                    ))
+                }
+            }
             InboundAuth::Jira { automation } if automation.as_ref() == Some(&header) => {
                 self.secret_matches(value, &header)
             }
@@ -376,6 +404,7 @@ impl Connector {
             Kind::Generic(m) => m.event(&self.name, headers, body, &json, received_at),
             Kind::Zendesk(z) => z.event(&self.name, body, &json, received_at),
             Kind::Jira(j) => j.event(&self.name, headers, body, &json, received_at),
+            Kind::Zammad(z) => z.event(&self.name, headers, body, &json, received_at),
         }
     }
 
@@ -399,6 +428,7 @@ impl Connector {
                 .write_back(ticket_id, decision, context.as_ref())
                 .map(|c| vec![c]),
             Kind::Jira(j) => j.write_back(ticket_id, decision),
+            Kind::Zammad(z) => z.write_back(ticket_id, decision),
         };
         let (requests, dead) = match built {
             Ok(calls) => (calls, None),
@@ -443,6 +473,7 @@ impl Connector {
                 .collect(),
             Kind::Zendesk(z) => vec![("Authorization".to_string(), z.authorization())],
             Kind::Jira(j) => vec![("Authorization".to_string(), j.authorization())],
+            Kind::Zammad(z) => vec![("Authorization".to_string(), z.authorization())],
         }
     }
 

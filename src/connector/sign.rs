@@ -30,6 +30,13 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC-SHA1 of `body` under `key` (Zammad's `X-Hub-Signature`).
+pub fn hmac_sha1(key: &[u8], body: &[u8]) -> [u8; 20] {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -40,7 +47,10 @@ pub fn decode(value: &str, encoding: Encoding) -> Option<Vec<u8>> {
     let value = value.trim();
     match encoding {
         Encoding::Hex => {
-            let v = value.strip_prefix("sha256=").unwrap_or(value);
+            let v = value
+                .strip_prefix("sha256=")
+                .or_else(|| value.strip_prefix("sha1="))
+                .unwrap_or(value);
             if !v.len().is_multiple_of(2) || !v.is_ascii() {
                 return None;
             }
@@ -169,6 +179,12 @@ mod tests {
 
     #[test]
     fn signatures_decode_from_hex_with_or_without_prefix_and_base64() {
+        assert_eq!(decode("sha1=0a", Encoding::Hex), Some(vec![10]));
+        // RFC 2202, HMAC-SHA1 test case 2.
+        assert_eq!(
+            hex(&hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
         assert_eq!(decode("sha256=0aFF", Encoding::Hex), Some(vec![10, 255]));
         assert_eq!(decode("0aff", Encoding::Hex), Some(vec![10, 255]));
         assert_eq!(decode("0af", Encoding::Hex), None);

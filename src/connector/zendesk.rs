@@ -452,12 +452,16 @@ pub(super) fn compile(
             ),
         }
     }
+    let mut groups = BTreeMap::new();
     for (name, id) in &w.groups {
-        if *id <= 0 {
-            errors.add(
+        match id {
+            Id::Number(n) if *n > 0 => {
+                groups.insert(name.clone(), *n);
+            }
+            _ => errors.add(
                 &format!("write_back.groups.{name}"),
                 "a Zendesk group id is a positive number",
-            );
+            ),
         }
     }
     if let Some(Id::Text(t)) = &f.inbound.integration_user_id {
@@ -470,7 +474,7 @@ pub(super) fn compile(
         base_url: w.url.clone().unwrap_or_default(),
         email: w.email.clone().unwrap_or_default(),
         api_token: Secret(w.api_token.clone().unwrap_or_default()),
-        groups: w.groups.clone(),
+        groups,
         agents,
         priorities,
         statuses,

@@ -1,0 +1,344 @@
+//! The `zammad` kind. Formats, as documented by Zammad (read 2026-12-06;
+//! admin-docs.zammad.org, manage/webhook/payload, and the REST API docs):
+//!
+//! - A trigger's webhook: `POST` with `X-Zammad-Trigger` (the trigger's name),
+//!   `X-Zammad-Delivery` (a unique id per delivery) and, when the webhook has a signature
+//!   token, `X-Hub-Signature`: the HMAC-SHA1 of the body under the token, hex (read with or
+//!   without a `sha1=` prefix; the prefix is GitHub's convention, which Zammad's docs do not
+//!   spell out).
+//! - Default payload: `{"ticket": {id, title, state, priority, group, article_count,
+//!   updated_by_id, customer: {vip...}, tags...}, "article": {body, type, internal...}}`.
+//! - Write-back: `PUT /api/v1/tickets/{id}` with `group` (a name) or `group_id`, `owner_id`,
+//!   `priority`, `state` and an internal `article` of type `note`; tags one by one with `POST
+//!   /api/v1/tags/add` (`object: "Ticket"`, `o_id`, `item`), which keeps the ticket's own;
+//!   `Authorization: Token token=…`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::config::{ConnectorFile, Errors, Id};
+use super::path::{scalar, FieldPath};
+use super::{InboundError, Secret};
+use crate::decision::Routed;
+use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
+use crate::ticket::{Customer, Ticket};
+
+/// The signature header.
+pub const SIGNATURE: &str = "x-hub-signature";
+/// The delivery id header.
+pub const DELIVERY: &str = "x-zammad-delivery";
+/// The trigger's name.
+pub const TRIGGER: &str = "x-zammad-trigger";
+
+/// Zammad's states a ticket is done in.
+const DONE: [&str; 3] = ["closed", "merged", "removed"];
+
+/// A Zammad system's write-back settings and the helpdesk's ids of our names.
+#[derive(Debug, Clone)]
+pub struct Zammad {
+    /// The API token (`Authorization: Token token=…`).
+    pub api_token: Secret,
+    /// Team -> group name (or id).
+    pub groups: BTreeMap<String, Id>,
+    /// Agent -> user id.
+    pub agents: BTreeMap<String, i64>,
+    /// Our priority -> Zammad's priority name.
+    pub priorities: BTreeMap<String, String>,
+    /// Our status -> Zammad's state name (statuses without one are not changed).
+    pub statuses: BTreeMap<String, String>,
+    /// Triggers whose webhooks route a ticket (empty: a new ticket by its state).
+    pub created: Vec<String>,
+    /// Triggers whose webhooks close the assignment (empty: by the ticket's state).
+    pub closed: Vec<String>,
+    /// Write only the group.
+    pub group_only: bool,
+    /// Add an internal note.
+    pub internal_note: bool,
+    /// The tag our updates add.
+    pub marker_tag: String,
+    /// The integration user's id: its updates are ignored.
+    pub integration_user: Option<String>,
+    /// Custom fields: our name -> path in the payload.
+    pub custom: Vec<(String, FieldPath)>,
+}
+
+fn text(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(scalar)
+        .filter(|s| !s.trim().is_empty())
+}
+
+impl Zammad {
+    /// The event a trigger's webhook stands for.
+    pub(super) fn event(
+        &self,
+        connector: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        json: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<NewInboxEvent, InboundError> {
+        let ticket = &json["ticket"];
+        let id = text(ticket, "/id")
+            .filter(|id| id.len() <= 256)
+            .ok_or_else(|| {
+                InboundError::Unmappable(
+                    "ticket.id: missing; a Zammad trigger's payload has it".into(),
+                )
+            })?;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let trigger = header(TRIGGER).unwrap_or_default();
+        let ours = self.integration_user.is_some()
+            && text(ticket, "/updated_by_id") == self.integration_user;
+        let kind = if ours {
+            EventKind::Ignored
+        } else {
+            self.kind(&trigger, ticket)
+        };
+        let routed = match kind {
+            EventKind::Created => Some(self.ticket(json, &id)?),
+            _ => None,
+        };
+        let delivery_id = header(DELIVERY)
+            .filter(|d| !d.trim().is_empty() && d.len() <= 256)
+            .unwrap_or_else(|| format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12])));
+        let event_type = if trigger.is_empty() {
+            "trigger".to_string()
+        } else {
+            trigger
+        };
+        Ok(NewInboxEvent {
+            connector: connector.to_string(),
+            delivery_id,
+            kind,
+            event_type: if ours {
+                format!("{event_type} (our own update)")
+            } else {
+                event_type
+            },
+            ticket_id: id,
+            ticket: routed
+                .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
+            context: None,
+            received_at,
+        })
+    }
+
+    /// By the trigger's name when triggers are listed, else by the ticket: done states close,
+    /// a ticket with one article (or none counted) is new.
+    fn kind(&self, trigger: &str, ticket: &Value) -> EventKind {
+        let listed = |names: &[String]| names.iter().any(|n| n == trigger);
+        if !(self.created.is_empty() && self.closed.is_empty()) {
+            return if listed(&self.created) {
+                EventKind::Created
+            } else if listed(&self.closed) {
+                EventKind::Closed
+            } else {
+                EventKind::Ignored
+            };
+        }
+        let state = text(ticket, "/state").unwrap_or_default().to_lowercase();
+        if DONE.contains(&state.as_str()) {
+            EventKind::Closed
+        } else if ticket["article_count"].as_i64().is_none_or(|n| n <= 1) {
+            EventKind::Created
+        } else {
+            EventKind::Ignored
+        }
+    }
+
+    /// The ticket a payload carries: the title, the first article's body and type, the
+    /// customer's VIP flag as the tier.
+    fn ticket(&self, json: &Value, id: &str) -> Result<Ticket, InboundError> {
+        let subject = text(&json["ticket"], "/title");
+        let body = text(&json["article"], "/body").unwrap_or_default();
+        if body.trim().is_empty() && subject.is_none() {
+            return Err(InboundError::Unmappable(
+                "the ticket has no text: neither a title nor an article body".into(),
+            ));
+        }
+        let vip = json
+            .pointer("/ticket/customer/vip")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let mut fields: BTreeMap<String, Value> = self
+            .custom
+            .iter()
+            .filter_map(|(name, p)| p.get(json).map(|v| (name.clone(), v.clone())))
+            .collect();
+        if let Some(tags) = json.pointer("/ticket/tags").filter(|t| !t.is_null()) {
+            fields.entry("tags".into()).or_insert_with(|| tags.clone());
+        }
+        Ok(Ticket {
+            id: Some(id.to_string()),
+            subject,
+            body,
+            channel: text(&json["article"], "/type"),
+            customer: Customer {
+                tier: vip.then(|| "vip".to_string()),
+            },
+            fields,
+            ..Ticket::default()
+        })
+    }
+
+    /// The requests that write a decision (or why it cannot be written).
+    pub fn write_back(&self, id: &str, d: &Routed) -> Result<Vec<HttpCall>, String> {
+        let mut t = Map::new();
+        if let Some(team) = &d.team {
+            match self.groups.get(team) {
+                Some(Id::Text(name)) => t.insert("group".into(), json!(name)),
+                Some(Id::Number(n)) => t.insert("group_id".into(), json!(n)),
+                None => {
+                    return Err(format!(
+                        "team {team:?} has no Zammad group: add it to write_back.groups"
+                    ))
+                }
+            };
+        }
+        if let (Some(agent), false) = (&d.assignee, self.group_only) {
+            let owner = self.agents.get(agent).ok_or_else(|| {
+                format!("agent {agent:?} has no Zammad user: add it to write_back.agents (or set group_only)")
+            })?;
+            t.insert("owner_id".into(), json!(owner));
+        }
+        let priority = d.priority.name();
+        let p = self.priorities.get(priority).ok_or_else(|| {
+            format!("priority {priority:?} has no Zammad priority: add it to write_back.priorities")
+        })?;
+        t.insert("priority".into(), json!(p));
+        if let Some(state) = self.statuses.get(d.status.name()) {
+            t.insert("state".into(), json!(state));
+        }
+        if self.internal_note {
+            let note = json!({"body": super::zendesk::note(d), "type": "note", "internal": true, "content_type": "text/plain"});
+            t.insert("article".into(), note);
+        }
+        let encoded = super::zendesk::urlencode(id);
+        let mut calls = vec![HttpCall {
+            method: "PUT".into(),
+            path: format!("/api/v1/tickets/{encoded}"),
+            body: Some(Value::Object(t)),
+        }];
+        let o_id: Value = id.parse::<i64>().map_or_else(|_| json!(id), |n| json!(n));
+        for tag in d.tags.iter().chain(std::iter::once(&self.marker_tag)) {
+            calls.push(HttpCall {
+                method: "POST".into(),
+                path: "/api/v1/tags/add".into(),
+                body: Some(json!({"object": "Ticket", "o_id": o_id, "item": tag})),
+            });
+        }
+        Ok(calls)
+    }
+
+    /// `Authorization` for the API token.
+    pub fn authorization(&self) -> String {
+        format!("Token token={}", self.api_token.0)
+    }
+}
+
+/// The zammad kind of a `[[connectors]]` entry: its tables checked, defaults filled in.
+pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zammad> {
+    let fields = &f.fields;
+    let fixed = [
+        ("fields.id", fields.id.is_some()),
+        ("fields.subject", fields.subject.is_some()),
+        ("fields.body", fields.body.is_some()),
+        ("fields.channel", fields.channel.is_some()),
+        ("fields.event", fields.event.is_some()),
+        ("fields.delivery_id", fields.delivery_id.is_some()),
+        ("fields.delivery_header", fields.delivery_header.is_some()),
+    ];
+    for (key, given) in fixed {
+        if given {
+            errors.add(
+                key,
+                "set by kind zammad (its payload is known); map extra facts in fields.custom",
+            );
+        }
+    }
+    let custom = super::zendesk::custom_paths(fields, errors);
+    let w = f.write_back.clone().unwrap_or_default();
+    let mut agents = BTreeMap::new();
+    for (name, id) in &w.agents {
+        match id {
+            Id::Number(n) if *n > 0 => {
+                agents.insert(name.clone(), *n);
+            }
+            _ => errors.add(
+                &format!("write_back.agents.{name}"),
+                "a Zammad user id is a positive number",
+            ),
+        }
+    }
+    let ours_p: Vec<&str> = crate::rules::Priority::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    let ours_s: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
+    let mut priorities: BTreeMap<String, String> = [
+        ("low", "1 low"),
+        ("normal", "2 normal"),
+        ("high", "3 high"),
+        ("urgent", "3 high"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let mut statuses: BTreeMap<String, String> =
+        [("new", "new"), ("open", "open"), ("solved", "closed")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    for (table, given, ours, into) in [
+        ("priorities", &w.priorities, &ours_p, &mut priorities),
+        ("statuses", &w.statuses, &ours_s, &mut statuses),
+    ] {
+        for (k, v) in given {
+            if ours.contains(&k.as_str()) {
+                into.insert(k.clone(), v.clone());
+            } else {
+                errors.add(
+                    &format!("write_back.{table}.{k}"),
+                    format!("not one of ours: {}", ours.join(", ")),
+                );
+            }
+        }
+    }
+    if let Some(Id::Text(t)) = &f.inbound.integration_user_id {
+        errors.add(
+            "inbound.integration_user_id",
+            format!("{t:?}: a Zammad user id is a number"),
+        );
+    }
+    Some(Zammad {
+        api_token: Secret(w.api_token.clone().unwrap_or_default()),
+        groups: w.groups.clone(),
+        agents,
+        priorities,
+        statuses,
+        created: f.events.created.clone(),
+        closed: f.events.closed.clone(),
+        group_only: w.group_only.unwrap_or(false),
+        internal_note: w.internal_note.unwrap_or(true),
+        marker_tag: w
+            .marker_tag
+            .clone()
+            .unwrap_or_else(|| "intent-router".into()),
+        integration_user: f
+            .inbound
+            .integration_user_id
+            .as_ref()
+            .map(ToString::to_string),
+        custom,
+    })
+}
