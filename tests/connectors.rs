@@ -317,7 +317,7 @@ fn webhooks_that_are_not_the_helpdesks_are_refused_and_stored_nowhere() {
         s.call("POST", "/v1/connectors/nope/events", "", Some(&body), &[]),
         404,
         "not_found",
-        "no connector named \"nope\"; configured: inhouse",
+        "no connector named \"nope\"",
     );
     // The admin views need a token.
     assert_eq!(s.call("GET", "/v1/connectors", "", None, &[]).status, 401);
@@ -487,4 +487,60 @@ fn connector_secrets_rotate_on_sighup() {
         401
     );
     assert_eq!(send_signed(&s, "inhouse", &body, NEW, now()).status, 202);
+}
+
+#[test]
+fn a_bearer_connector_and_its_per_minute_limit() {
+    let desk = Helpdesk::start();
+    let d = tempfile::tempdir().unwrap();
+    let config = connector("limited", &desk.base)
+        .replace(
+            "auth = \"hmac-sha256\"\nheader = \"X-Signature\"\ntimestamp_header = \"X-Timestamp\"\n",
+            "auth = \"bearer\"\n",
+        )
+        .replace("secrets = [\"outbound", "per_minute = 1\nsecrets = [\"outbound");
+    let s = server::start_with(d.path(), &[], &config);
+    let post = |token: &str, body: &Value| {
+        s.call(
+            "POST",
+            "/v1/connectors/limited/events",
+            token,
+            Some(&body.to_string()),
+            &[],
+        )
+    };
+    assert_eq!(
+        post("not-the-secret-0123456789", &created("x", "X")).status,
+        401
+    );
+    for i in 0..3 {
+        let r = post(INBOUND, &created(&format!("ev-{i}"), &format!("L-{i}")));
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // One write-back a minute: the others wait for the next minute, no attempt counted.
+    desk.wait_for(1, 30);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = s
+        .admin(
+            "GET",
+            "/v1/connectors/limited/outbox?state=pending",
+            None,
+            &[],
+        )
+        .body;
+    let waiting = out["write_backs"].as_array().unwrap();
+    assert!(!waiting.is_empty() && desk.requests().len() <= 2, "{out}");
+    for w in waiting {
+        assert_eq!(
+            (w["attempts"].clone(), w["last_error"].clone()),
+            (json!(0), Value::Null),
+            "{w}"
+        );
+        // Postponed to the start of the next minute (and less than a second of jitter).
+        let next: chrono::DateTime<chrono::Utc> = w["next_at"].as_str().unwrap().parse().unwrap();
+        let created: chrono::DateTime<chrono::Utc> =
+            w["created_at"].as_str().unwrap().parse().unwrap();
+        use chrono::Timelike as _;
+        assert!(next > created && next.second() == 0, "{w}");
+    }
 }

@@ -54,7 +54,7 @@ fn send(s: &Server, body: &Value, delivery: &str, secret: &str) -> server::Resp 
 }
 
 fn created(key: &str, summary: &str, text: &str) -> Value {
-    json!({"timestamp": 1765015200000u64, "webhookEvent": "jira:issue_created",
+    json!({"timestamp": chrono::Utc::now().timestamp_millis(), "webhookEvent": "jira:issue_created",
            "issue_event_type_name": "issue_created", "user": {"accountId": "557058:customer"},
            "issue": {"id": "10002", "key": key, "fields": {"summary": summary, "labels": ["portal"],
                "priority": {"name": "Medium"}, "status": {"name": "Waiting for support"},
@@ -109,7 +109,17 @@ fn jira_issues_are_routed_and_updated_in_several_requests() {
         "{}",
         r.body
     );
+    // Jira's retry, or a replay under another (unsigned) identifier: the same delivery.
     assert_eq!(send(&s, &issue, "wh-1", SECRET).body["duplicate"], true);
+    assert_eq!(
+        send(&s, &issue, "wh-1-replayed", SECRET).body["duplicate"],
+        true
+    );
+    let mut old = issue.clone();
+    old["timestamp"] = json!(chrono::Utc::now().timestamp_millis() - 3_600_000);
+    let r = send(&s, &old, "wh-old", SECRET);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.body["error"]["message"], "timestamp (in the signed body): 3600 s away from our clock; at most 300 s are accepted (a replay, or a clock to fix)");
 
     let got = desk.wait_for(5, 30);
     let auth =

@@ -270,6 +270,35 @@ fn zendesk_tickets_are_routed_and_updated_in_zendesk() {
         "team \"sales\" has no Zendesk group: add it to write_back.groups"
     );
     assert_eq!(desk.requests().len(), 2);
+    // The mapping fixed (SIGHUP) and the dead letter retried: rebuilt with the group, and the
+    // trigger's stamp kept for safe_update; delivered.
+    let fixed = config(&desk.base).replace("oncall = 360009", "oncall = 360009, sales = 360002");
+    server::write_config(d.path(), &fixed);
+    let pid = s.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    s.wait_log("SIGHUP: tokens and connectors reloaded");
+    let id = dead["id"].as_str().unwrap();
+    let retry = s.admin(
+        "POST",
+        &format!("/v1/connectors/zendesk/outbox/{id}/retry"),
+        None,
+        &[],
+    );
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    let got = desk.wait_for(3, 30);
+    assert_eq!(got[2].path, "/api/v2/tickets/35438.json");
+    let t: Value = serde_json::from_str(&got[2].body).unwrap();
+    assert_eq!(
+        (
+            t["ticket"]["group_id"].clone(),
+            t["ticket"]["updated_stamp"].clone()
+        ),
+        (json!(360002), json!("2026-12-06T10:02:00Z"))
+    );
     // The same trigger body again is the same delivery.
     assert_eq!(send(&s, &trigger).body["duplicate"], true);
 
@@ -298,9 +327,12 @@ fn zendesk_tickets_are_routed_and_updated_in_zendesk() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(warnings.contains(&"connector zendesk: rule \"sales\" sends tickets to team \"sales\", which has no Zendesk id: their write-backs will be dead letters (add it to write_back.groups)"), "{warnings:#?}");
+    assert!(warnings.contains(&"connector zendesk: rule \"tech\" sends tickets to team \"tech-support\", which has no Zendesk id: their write-backs will be dead letters (add it to write_back.groups)"), "{warnings:#?}");
+    // Billing, and sales since the reload, have their groups.
     assert!(
-        !warnings.iter().any(|w| w.contains("team \"billing\"")),
+        !warnings
+            .iter()
+            .any(|w| w.contains("team \"billing\"") || w.contains("team \"sales\"")),
         "{warnings:#?}"
     );
 }

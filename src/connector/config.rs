@@ -214,6 +214,15 @@ pub(super) fn compile(files: &[ConnectorFile]) -> Result<Vec<Connector>, Vec<Str
     }
 }
 
+/// Whether an http URL points at this machine (where a test or a local proxy listens).
+fn loopback(url: &str) -> bool {
+    let rest = url.trim_start_matches("http://");
+    ["127.", "localhost:", "localhost/", "[::1]"]
+        .iter()
+        .any(|p| rest.starts_with(p))
+        || rest == "localhost"
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -463,6 +472,10 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
     let zendesk = kind == "zendesk";
     let api = matches!(kind, "zendesk" | "jira" | "zammad");
     let url = match &f.url {
+        Some(u) if api && u.starts_with("http://") && !loopback(u) => {
+            errors.add("write_back.url", format!("{u:?}: the API token would travel in clear; use https:// (http:// only to this machine)"));
+            None
+        }
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.clone()),
         Some(u) => {
             errors.add("write_back.url", format!("{u:?} is not an http(s) URL"));
@@ -638,6 +651,12 @@ name = "ok"
 kind = "generic"
 inbound = { auth = "hmac-sha256", encoding = "base32", secrets = ["0123456789abcdef"] }
 fields = { id = "id", subject = "s" }
+
+[[connectors]]
+name = "zd"
+kind = "zendesk"
+inbound = { secrets = ["0123456789abcdef"] }
+write_back = { url = "http://acme.zendesk.com", email = "a@b.c", api_token = "t", agents = { ann = "x" } }
 "#,
         );
         let errors = compile(&files).unwrap_err();
@@ -645,7 +664,7 @@ fields = { id = "id", subject = "s" }
             errors,
             [
                 "connectors[0] (bad name).name: use 1 to 64 letters, digits, '-' or '_'",
-                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira",
+                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira, zammad",
                 "connectors[0] (bad name).inbound.header: applies to auth = \"hmac-sha256\", not \"bearer\"",
                 "connectors[0] (bad name).inbound.secrets[0]: too short: use at least 16 characters",
                 "connectors[0] (bad name).write_back.url: \"ftp://x\" is not an http(s) URL",
@@ -658,6 +677,8 @@ fields = { id = "id", subject = "s" }
                 "connectors[1] (ok).inbound.secrets: give one secret, or two while rotating",
                 "connectors[2] (ok).name: another connector has this name",
                 "connectors[2] (ok).inbound.encoding: unknown encoding \"base32\"; known: hex, base64",
+                "connectors[3] (zd).write_back.agents.ann: a Zendesk user id is a positive number",
+                "connectors[3] (zd).write_back.url: \"http://acme.zendesk.com\": the API token would travel in clear; use https:// (http:// only to this machine)",
             ]
         );
     }

@@ -2,8 +2,10 @@
 //! 2026-12-06; developer.atlassian.com/cloud/jira/platform/webhooks and the REST API v3):
 //!
 //! - Admin webhooks with a secret: `X-Hub-Signature: sha256=<hex HMAC-SHA256(secret, body)>`
-//!   (the WebSub format); `X-Atlassian-Webhook-Identifier` is the delivery id, the same on
-//!   every retry. Webhooks without a secret are not signed: we refuse them.
+//!   (the WebSub format); the body's `timestamp` (milliseconds) is signed with it, so the replay
+//!   window applies to it. `X-Atlassian-Webhook-Identifier` names the delivery but is not
+//!   signed: we deduplicate by the body's hash instead (Jira's retries send the same body).
+//!   Webhooks without a secret are not signed: we refuse them.
 //! - Automation rules' "Send web request" carry the body the rule's author writes and the
 //!   headers they add: a secret header checked against the connector's secrets (the README
 //!   gives the body, shaped like the admin webhook's).
@@ -23,7 +25,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use http::HeaderMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -36,8 +37,6 @@ use crate::ticket::Ticket;
 
 /// The admin webhook's signature header.
 pub const SIGNATURE: &str = "x-hub-signature";
-/// The admin webhook's delivery id.
-pub const DELIVERY: &str = "x-atlassian-webhook-identifier";
 
 /// A Jira site's write-back settings and the helpdesk's ids of our names.
 #[derive(Debug, Clone)]
@@ -105,11 +104,19 @@ impl Jira {
     pub(super) fn event(
         &self,
         connector: &str,
-        headers: &HeaderMap,
+        window: u64,
         body: &[u8],
         json: &Value,
         received_at: DateTime<Utc>,
     ) -> Result<NewInboxEvent, InboundError> {
+        if let Some(ms) = json.get("timestamp").and_then(Value::as_i64) {
+            let skew = received_at.timestamp_millis().abs_diff(ms) / 1000;
+            if skew > window {
+                return Err(InboundError::Unauthenticated(format!(
+                    "timestamp (in the signed body): {skew} s away from our clock; at most {window} s are accepted (a replay, or a clock to fix)"
+                )));
+            }
+        }
         let issue = &json["issue"];
         let key = issue
             .get("key")
@@ -136,11 +143,10 @@ impl Jira {
             EventKind::Created => Some(self.ticket(issue, json, &key)?),
             _ => None,
         };
-        let delivery_id = match headers.get(DELIVERY).and_then(|v| v.to_str().ok()) {
-            Some(d) if !d.trim().is_empty() && d.len() <= 256 => d.to_string(),
-            // Automation rules send no delivery id: the same body again is the same delivery.
-            _ => format!("{key}:{}", super::sign::hex(&Sha256::digest(body)[..12])),
-        };
+        // The delivery is what the signature covers: the body (its `timestamp` makes each
+        // event's unique; Jira's retries send the same). `X-Atlassian-Webhook-Identifier` is
+        // not signed, so a replay with a new one must not pass for a new event.
+        let delivery_id = format!("{key}:{}", super::sign::hex(&Sha256::digest(body)[..12]));
         Ok(NewInboxEvent {
             connector: connector.to_string(),
             delivery_id,

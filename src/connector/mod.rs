@@ -32,12 +32,11 @@ use crate::store::connectors::{HttpCall, NewInboxEvent, NewWriteBack};
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
     /// No connector of that name.
-    #[error("no connector named {name:?}; configured: {known}")]
+    // The configured names are not listed: this answers unauthenticated callers.
+    #[error("no connector named {name:?}")]
     Unknown {
         /// The name in the path.
         name: String,
-        /// The configured names.
-        known: String,
     },
     /// The authenticity check failed (a missing or wrong signature or token).
     #[error("{0}")]
@@ -381,7 +380,7 @@ impl Connector {
                 display(h)
             )));
         };
-        let skew = (now.timestamp() - t).abs();
+        let skew = i64::try_from(now.timestamp().abs_diff(t)).unwrap_or(i64::MAX);
         if skew > window {
             return Err(InboundError::Unauthenticated(format!(
                 "{}: {skew} s away from our clock; at most {window} s are accepted (a replay, or a clock to fix)",
@@ -403,7 +402,10 @@ impl Connector {
         match &self.kind {
             Kind::Generic(m) => m.event(&self.name, headers, body, &json, received_at),
             Kind::Zendesk(z) => z.event(&self.name, body, &json, received_at),
-            Kind::Jira(j) => j.event(&self.name, headers, body, &json, received_at),
+            Kind::Jira(j) => {
+                let window = self.inbound.replay_window.as_secs();
+                j.event(&self.name, window, body, &json, received_at)
+            }
             Kind::Zammad(z) => z.event(&self.name, headers, body, &json, received_at),
         }
     }
@@ -439,6 +441,7 @@ impl Connector {
             ticket_id: ticket_id.to_string(),
             decision_id,
             requests,
+            context: context.map(|c| c.to_string()),
             dead,
         })
     }
@@ -524,11 +527,6 @@ impl Connectors {
             .cloned()
             .ok_or_else(|| InboundError::Unknown {
                 name: name.to_string(),
-                known: if self.by_name.is_empty() {
-                    "none".into()
-                } else {
-                    self.by_name.keys().cloned().collect::<Vec<_>>().join(", ")
-                },
             })
     }
 

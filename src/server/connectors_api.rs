@@ -49,9 +49,14 @@ pub async fn receive(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(InboundError::TooLarge { limit }.into());
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| InboundError::TooLarge { limit })?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // Over the limit (a body without Content-Length), or the client went away.
+        if e.to_string().contains("length limit") {
+            ApiError::from(InboundError::TooLarge { limit })
+        } else {
+            ApiError::bad_request(format!("the body could not be read: {e}"))
+        }
+    })?;
     let received = state.connectors.receive(&c, &headers, &bytes).await?;
     Ok((StatusCode::ACCEPTED, Json(received)).into_response())
 }

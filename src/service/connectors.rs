@@ -215,31 +215,54 @@ impl ConnectorService {
         Ok(self.store.write_backs(name, state, limit).await?)
     }
 
-    /// Queues a dead write-back again, at once.
+    /// Queues a dead write-back again, at once, its requests rebuilt from the logged decision
+    /// with the connector's mapping as it is now (fixed since, perhaps); if they are the same,
+    /// it goes on where it stopped.
     pub async fn retry_write_back(
         &self,
         name: &str,
         id: &str,
     ) -> Result<WriteBack, ConnectorError> {
-        self.connector(name)?;
-        match self.store.retry_write_back(name, id).await? {
+        let c = self.connector(name)?;
+        let w = self.store.write_back(id).await?;
+        if w.connector != name {
+            return Err(
+                StoreError::NotFound(format!("no write-back {id} of connector {name}")).into(),
+            );
+        }
+        let not_dead = |w: &WriteBack| {
+            ConnectorError::NotRetryable(format!(
+                "write-back {id} is {}, not dead: only dead write-backs are retried",
+                w.state.name()
+            ))
+        };
+        if w.state != OutboxState::Dead {
+            return Err(not_dead(&w));
+        }
+        let decision: Routed = serde_json::from_str(&self.store.decision(&w.decision_id).await?)
+            .map_err(|e| StoreError::Corrupt(format!("decision {}: {e}", w.decision_id)))?;
+        let rebuilt = c.write_back(&w.ticket_id, &decision, w.context.as_deref());
+        let requests = match rebuilt {
+            Some(b) if b.dead.is_none() => b.requests,
+            Some(b) => {
+                let why = b.dead.unwrap_or_default();
+                return Err(ConnectorError::NotRetryable(format!(
+                    "write-back {id} still cannot be built: {why}"
+                )));
+            }
+            None => {
+                return Err(ConnectorError::NotRetryable(format!(
+                    "connector {name} no longer writes back"
+                )))
+            }
+        };
+        let changed = (requests != w.requests).then_some(requests.as_slice());
+        match self.store.retry_write_back(name, id, changed).await? {
             Some(w) => {
                 self.outbox_ready.notify_one();
                 Ok(w)
             }
-            None => {
-                let w = self.store.write_back(id).await?;
-                if w.connector != name {
-                    return Err(StoreError::NotFound(format!(
-                        "no write-back {id} of connector {name}"
-                    ))
-                    .into());
-                }
-                Err(ConnectorError::NotRetryable(format!(
-                    "write-back {id} is {}, not dead: only dead write-backs are retried",
-                    w.state.name()
-                )))
-            }
+            None => Err(not_dead(&self.store.write_back(id).await?)),
         }
     }
 
@@ -319,7 +342,7 @@ impl ConnectorService {
                         ..
                     }
                 );
-                if let Err(err) = me.store.finish_inbox(&e.id, &outcome).await {
+                if let Err(err) = me.store.finish_inbox(&e.id, e.next_at, &outcome).await {
                     // The lease ends and the event is processed again (idempotently).
                     tracing::error!(event = %e.id, "recording a processed event: {err}");
                 } else if queued {
@@ -536,7 +559,7 @@ impl ConnectorService {
                     Delivery::Dead { .. } => "dead",
                 };
                 me.metrics.write_back(&w.connector, outcome);
-                if let Err(err) = me.store.finish_write_back(&w.id, &d).await {
+                if let Err(err) = me.store.finish_write_back(&w.id, w.next_at, &d).await {
                     tracing::error!(write_back = %w.id, "recording a delivery: {err}");
                 }
             });
@@ -559,6 +582,9 @@ impl ConnectorService {
         let Some(target) = &c.write_back else {
             return dead(format!("connector {} no longer writes back", c.name));
         };
+        if w.requests.is_empty() {
+            return dead("nothing to send: the write-back could not be built (retry it once the mapping is fixed)".into());
+        }
         if let Some(wait) = self.rate_limited(&c, target, w).await {
             return wait;
         }
@@ -620,21 +646,28 @@ impl ConnectorService {
         target: &WriteBackTarget,
         w: &WriteBack,
     ) -> Option<Delivery> {
+        // The ticket's limit first, so that a minute's requests are not used up for nothing.
         let limits = [
-            (target.per_minute, 60, format!("write-back:{}", c.name)),
             (
                 target.per_ticket,
                 600,
                 format!("write-back:{}:ticket:{}", c.name, w.ticket_id),
             ),
+            (target.per_minute, 60, format!("write-back:{}", c.name)),
         ];
+        // A use per request still to send.
+        let tokens = i64::try_from(w.requests.len()).unwrap_or(i64::MAX) - w.step;
         for (limit, seconds, key) in limits {
             let Some(limit) = limit else { continue };
             let now = crate::store::now();
             let span_us = seconds * 1_000_000;
             let window =
                 now - chrono::Duration::microseconds(now.timestamp_micros().rem_euclid(span_us));
-            match self.store.take_rate(&key, window, limit.into()).await {
+            match self
+                .store
+                .take_rate(&key, window, limit.into(), tokens)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     let jitter = rand::rng().random_range(0..1000);
@@ -674,8 +707,10 @@ impl ConnectorService {
                 error: format!("gave up after {} attempts; the last: {error}", w.attempts),
             };
         }
-        let wait =
-            retry_after.map_or_else(|| backoff(w.attempts), |d| span(d.min(MAX_RETRY_AFTER)));
+        // The helpdesk's `Retry-After` when it asks for longer than the backoff (never a zero
+        // wait: a `Retry-After: 0` must not spin through the attempts).
+        let backoff = backoff(w.attempts);
+        let wait = retry_after.map_or(backoff, |d| span(d.min(MAX_RETRY_AFTER)).max(backoff));
         Delivery::Retry {
             step,
             at: crate::store::now() + wait,

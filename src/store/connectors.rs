@@ -147,6 +147,8 @@ pub struct NewWriteBack {
     pub decision_id: String,
     /// The requests, sent in order.
     pub requests: Vec<HttpCall>,
+    /// What the event kept for building them (rebuilt with it when retried).
+    pub context: Option<String>,
     /// Dead at once with this reason (a team without a mapping): visible, retryable.
     pub dead: Option<String>,
 }
@@ -164,6 +166,9 @@ pub struct WriteBack {
     pub decision_id: String,
     /// The requests, sent in order.
     pub requests: Vec<HttpCall>,
+    /// What the event kept for building them (never returned by the API).
+    #[serde(skip)]
+    pub context: Option<String>,
     /// How many of them the helpdesk accepted.
     pub step: i64,
     /// Where it stands.

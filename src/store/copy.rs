@@ -247,6 +247,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("ticket_id", Text),
             ("decision_id", Text),
             ("requests", Text),
+            ("context", Text),
             ("step", Int),
             ("state", Text),
             ("attempts", Int),

@@ -62,8 +62,8 @@ mod url;
 
 pub use assignments::Assignment;
 use connectors::{
-    Delivery, InboxEvent, InboxOutcome, InboxState, NewInboxEvent, OutboxState, QueueCounts,
-    WriteBack,
+    Delivery, HttpCall, InboxEvent, InboxOutcome, InboxState, NewInboxEvent, OutboxState,
+    QueueCounts, WriteBack,
 };
 pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, StoredReply};
 pub use feedback::{Correction, Feedback, NewFeedback};
@@ -461,9 +461,10 @@ port! {
     fn insert_inbox(&self, e: &NewInboxEvent) -> (String, bool);
     /// Claims up to `limit` due pending events for processing until `lease_until`.
     fn claim_inbox(&self, lease_until: DateTime<Utc>, limit: i64) -> Vec<InboxEvent>;
-    /// Records how processing an event ended (with its write-back queued in the same
-    /// transaction); nothing changes if it is no longer pending.
-    fn finish_inbox(&self, id: &str, outcome: &InboxOutcome) -> ();
+    /// Records how processing an event claimed until `claimed` ended (with its write-back
+    /// queued in the same transaction); nothing changes if it is no longer pending under that
+    /// claim (the lease ran out and another replica took it).
+    fn finish_inbox(&self, id: &str, claimed: DateTime<Utc>, outcome: &InboxOutcome) -> ();
     /// Puts a failed event back in the queue (`None`: no failed event of that id).
     fn retry_inbox(&self, connector: &str, id: &str) -> Option<InboxEvent>;
     /// One inbox event.
@@ -472,19 +473,21 @@ port! {
     fn inbox_events(&self, connector: &str, state: Option<InboxState>, limit: i64) -> Vec<InboxEvent>;
     /// Claims up to `limit` due pending write-backs for sending until `lease_until`.
     fn claim_outbox(&self, lease_until: DateTime<Utc>, limit: i64) -> Vec<WriteBack>;
-    /// Records how an attempt to deliver a write-back ended.
-    fn finish_write_back(&self, id: &str, d: &Delivery) -> ();
-    /// Puts a dead write-back back in the queue (`None`: no dead write-back of that id).
-    fn retry_write_back(&self, connector: &str, id: &str) -> Option<WriteBack>;
+    /// Records how an attempt to deliver a write-back claimed until `claimed` ended (nothing
+    /// changes if it is no longer held under that claim).
+    fn finish_write_back(&self, id: &str, claimed: DateTime<Utc>, d: &Delivery) -> ();
+    /// Puts a dead write-back back in the queue, with new `requests` if given (`None`: no dead
+    /// write-back of that id).
+    fn retry_write_back(&self, connector: &str, id: &str, requests: Option<&[HttpCall]>) -> Option<WriteBack>;
     /// One write-back.
     fn write_back(&self, id: &str) -> WriteBack;
     /// A connector's newest write-backs, optionally in one state.
     fn write_backs(&self, connector: &str, state: Option<OutboxState>, limit: i64) -> Vec<WriteBack>;
     /// A connector's queue sizes.
     fn queue_counts(&self, connector: &str) -> QueueCounts;
-    /// Takes one use of `key`'s limit in the window starting at `window_start` (shared by
-    /// every replica); `false`: the window's `limit` is used up.
-    fn take_rate(&self, key: &str, window_start: DateTime<Utc>, limit: i64) -> bool;
+    /// Takes `tokens` uses (at least 1, at most `limit`) of `key`'s limit in the window
+    /// starting at `window_start` (shared by every replica); `false`: they are not left.
+    fn take_rate(&self, key: &str, window_start: DateTime<Utc>, limit: i64, tokens: i64) -> bool;
     /// Deletes finished events and write-backs older than `cutoff`; returns how many events.
     fn purge_connector_events(&self, cutoff: DateTime<Utc>) -> u64;
 

@@ -1289,6 +1289,7 @@ fn write_back(decision: &str, ticket: &str) -> connectors::NewWriteBack {
             path: "http://127.0.0.1:9/hook".into(),
             body: Some(serde_json::json!({"decision": decision})),
         }],
+        context: None,
         dead: None,
     }
 }
@@ -1315,9 +1316,16 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
             note: None,
             write_back: Some(write_back("dec1", "t1")),
         };
-        store.finish_inbox(&id, &done).await.unwrap();
-        // Finishing twice (a replica whose lease ran out) changes nothing, queues nothing.
-        store.finish_inbox(&id, &done).await.unwrap();
+        // A replica whose claim ran out (another claim since) changes nothing.
+        let stale = lease - chrono::Duration::seconds(1);
+        store.finish_inbox(&id, stale, &done).await.unwrap();
+        assert_eq!(
+            store.inbox_event(&id).await.unwrap().state,
+            InboxState::Pending
+        );
+        store.finish_inbox(&id, lease, &done).await.unwrap();
+        // Finishing twice changes nothing, queues nothing.
+        store.finish_inbox(&id, lease, &done).await.unwrap();
         let e = store.inbox_event(&id).await.unwrap();
         assert_eq!(
             (e.state, e.ticket, e.decision_id.as_deref()),
@@ -1333,12 +1341,15 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
             status: Some(500),
             error: "boom".into(),
         };
-        store.finish_write_back(&out[0].id, &failed).await.unwrap();
+        store
+            .finish_write_back(&out[0].id, lease, &failed)
+            .await
+            .unwrap();
         // Due again: claimed again, the attempt counted; a rate-limit wait is not an attempt.
         let again = store.claim_outbox(lease, 10).await.unwrap();
         assert_eq!((again[0].attempts, again[0].last_status), (2, Some(500)));
         store
-            .finish_write_back(&out[0].id, &Delivery::Postponed { at: retry_at })
+            .finish_write_back(&out[0].id, lease, &Delivery::Postponed { at: retry_at })
             .await
             .unwrap();
         let again = store.claim_outbox(lease, 10).await.unwrap();
@@ -1348,7 +1359,10 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
             status: Some(400),
             error: "bad group".into(),
         };
-        store.finish_write_back(&out[0].id, &dead).await.unwrap();
+        store
+            .finish_write_back(&out[0].id, lease, &dead)
+            .await
+            .unwrap();
         let counts = store.queue_counts("desk").await.unwrap();
         assert_eq!(
             (
@@ -1360,18 +1374,18 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
         );
         // A dead letter is retried once asked; a pending one is not "retried".
         let w = store
-            .retry_write_back("desk", &out[0].id)
+            .retry_write_back("desk", &out[0].id, None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!((w.state, w.attempts), (OutboxState::Pending, 0));
         assert!(store
-            .retry_write_back("desk", &out[0].id)
+            .retry_write_back("desk", &out[0].id, None)
             .await
             .unwrap()
             .is_none());
         assert!(store
-            .retry_write_back("other", &out[0].id)
+            .retry_write_back("other", &out[0].id, None)
             .await
             .unwrap()
             .is_none());
@@ -1380,7 +1394,10 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
             status: 200,
         };
         let w = store.claim_outbox(lease, 10).await.unwrap().remove(0);
-        store.finish_write_back(&w.id, &delivered).await.unwrap();
+        store
+            .finish_write_back(&w.id, lease, &delivered)
+            .await
+            .unwrap();
         let listed = store
             .write_backs("desk", Some(OutboxState::Delivered), 10)
             .await
@@ -1392,7 +1409,7 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
         let failed = InboxOutcome::Failed {
             error: "model down".into(),
         };
-        store.finish_inbox(&other, &failed).await.unwrap();
+        store.finish_inbox(&other, lease, &failed).await.unwrap();
         assert_eq!(store.queue_counts("desk").await.unwrap().inbox_failed, 1);
         assert!(
             store.retry_inbox("desk", &id).await.unwrap().is_none(),
@@ -1403,6 +1420,26 @@ async fn an_event_is_stored_once_claimed_under_a_lease_and_queues_its_write_back
             (e.state, e.attempts, e.ticket.is_some()),
             (InboxState::Pending, 0, true)
         );
+        // A ticket's events are processed in order: the second waits for the first.
+        let (first, _) = store.insert_inbox(&event("d3", "t3")).await.unwrap();
+        let (second, _) = store.insert_inbox(&event("d4", "t3")).await.unwrap();
+        let of_t3 = |claimed: Vec<connectors::InboxEvent>| -> Vec<String> {
+            claimed
+                .into_iter()
+                .filter(|e| e.ticket_id == "t3")
+                .map(|e| e.id)
+                .collect()
+        };
+        let claimed = store.claim_inbox(lease, 10).await.unwrap();
+        assert_eq!(of_t3(claimed), std::slice::from_ref(&first), "{url}");
+        let done = InboxOutcome::Done {
+            decision_id: None,
+            note: None,
+            write_back: None,
+        };
+        store.finish_inbox(&first, lease, &done).await.unwrap();
+        let claimed = store.claim_inbox(lease, 10).await.unwrap();
+        assert_eq!(of_t3(claimed), [second], "{url}");
         // Erasing the ticket removes its event and write-back.
         let removed = store.erase_ticket("t1").await.unwrap();
         assert_eq!(
@@ -1420,19 +1457,24 @@ async fn a_write_back_rate_limit_holds_across_replicas() {
     let mut taken = 0;
     for i in 0..10 {
         let s = if i % 2 == 0 { &a } else { &b };
-        taken += usize::from(s.take_rate("desk", window, 4).await.unwrap());
+        taken += usize::from(s.take_rate("desk", window, 4, 1).await.unwrap());
     }
     assert_eq!(taken, 4);
     // The next window starts afresh.
     let next = window + chrono::Duration::seconds(60);
-    assert!(a.take_rate("desk", next, 4).await.unwrap());
+    // Several uses at once (a write-back of several requests), no more than are left.
+    assert!(a.take_rate("desk", next, 4, 3).await.unwrap());
+    assert!(!b.take_rate("desk", next, 4, 2).await.unwrap());
+    assert!(b.take_rate("desk", next, 4, 1).await.unwrap());
 }
 
 #[tokio::test]
 async fn replicas_claim_different_events() {
     let (a, b) = replicas().await;
     for i in 0..40 {
-        a.insert_inbox(&event(&format!("d{i}"), "t")).await.unwrap();
+        a.insert_inbox(&event(&format!("d{i}"), &format!("t{i}")))
+            .await
+            .unwrap();
     }
     let lease = now() + chrono::Duration::seconds(60);
     let claims = (0..8).map(|i| {

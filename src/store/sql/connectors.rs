@@ -40,6 +40,7 @@ fn outbox_row(r: &Row) -> Result<WriteBack, StoreError> {
         ticket_id: r.get("ticket_id"),
         decision_id: r.get("decision_id"),
         requests,
+        context: r.get("context"),
         step: r.get("step"),
         state: OutboxState::parse(r.get("state"))?,
         attempts: r.get("attempts"),
@@ -52,10 +53,16 @@ fn outbox_row(r: &Row) -> Result<WriteBack, StoreError> {
 }
 
 /// The claim of due pending rows of `table`: `$1` the lease's end, `$2` now, `$3` how many.
+/// A row waits while an earlier pending row of the same connector and ticket exists (ids are
+/// UUID v7: they sort by arrival), so a ticket's events are processed in order, on whichever
+/// replica (a close never overtakes the creation it closes).
 fn claim_sql(table: &str) -> String {
     format!(
         "UPDATE {table} SET next_at = $1, attempts = attempts + 1 WHERE id IN \
-         (SELECT id FROM {table} WHERE state = 'pending' AND next_at <= $2 ORDER BY next_at, id LIMIT $3 {}) \
+         (SELECT c.id FROM {table} c WHERE c.state = 'pending' AND c.next_at <= $2 \
+          AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.connector = c.connector \
+            AND e.ticket_id = c.ticket_id AND e.state = 'pending' AND e.id < c.id) \
+          ORDER BY c.next_at, c.id LIMIT $3 {}) \
          RETURNING *",
         super::super::SKIP_LOCKED
     )
@@ -119,6 +126,7 @@ impl Db {
     pub(in crate::store) async fn finish_inbox(
         &self,
         id: &str,
+        claimed: DateTime<Utc>,
         outcome: &InboxOutcome,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -131,12 +139,13 @@ impl Db {
             } => {
                 let n = sqlx::query(
                     "UPDATE inbox SET state = 'done', ticket = NULL, context = NULL, done_at = $2, decision_id = $3, error = $4 \
-                     WHERE id = $1 AND state = 'pending'",
+                     WHERE id = $1 AND state = 'pending' AND next_at = $5",
                 )
                 .bind(id)
                 .bind(at)
                 .bind(decision_id)
                 .bind(note)
+                .bind(Stamp(claimed))
                 .execute(tx.conn())
                 .await?
                 .rows_affected();
@@ -146,20 +155,22 @@ impl Db {
                 n
             }
             InboxOutcome::Retry { at: next, error } => sqlx::query(
-                "UPDATE inbox SET next_at = $2, error = $3 WHERE id = $1 AND state = 'pending'",
+                "UPDATE inbox SET next_at = $2, error = $3 WHERE id = $1 AND state = 'pending' AND next_at = $4",
             )
             .bind(id)
             .bind(Stamp(*next))
             .bind(error)
+            .bind(Stamp(claimed))
             .execute(tx.conn())
             .await?
             .rows_affected(),
             InboxOutcome::Failed { error } => sqlx::query(
-                "UPDATE inbox SET state = 'failed', done_at = $2, error = $3 WHERE id = $1 AND state = 'pending'",
+                "UPDATE inbox SET state = 'failed', done_at = $2, error = $3 WHERE id = $1 AND state = 'pending' AND next_at = $4",
             )
             .bind(id)
             .bind(at)
             .bind(error)
+            .bind(Stamp(claimed))
             .execute(tx.conn())
             .await?
             .rows_affected(),
@@ -192,6 +203,7 @@ impl Db {
     pub(in crate::store) async fn finish_write_back(
         &self,
         id: &str,
+        claimed: DateTime<Utc>,
         d: &Delivery,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -201,10 +213,11 @@ impl Db {
             Delivery::Postponed { at } => {
                 // Not an attempt: the claim's count is taken back.
                 sqlx::query(
-                    "UPDATE outbox SET next_at = $2, attempts = attempts - 1 WHERE id = $1 AND state = 'pending'",
+                    "UPDATE outbox SET next_at = $2, attempts = attempts - 1 WHERE id = $1 AND state = 'pending' AND next_at = $3",
                 )
                 .bind(id)
                 .bind(Stamp(*at))
+                .bind(Stamp(claimed))
                 .execute(tx.conn())
                 .await?;
                 return tx.commit().await;
@@ -253,7 +266,7 @@ impl Db {
         };
         sqlx::query(
             "UPDATE outbox SET state = $2, step = COALESCE($3, step), next_at = COALESCE($4, next_at), \
-             finished_at = $5, last_status = $6, last_error = $7 WHERE id = $1 AND state = 'pending'",
+             finished_at = $5, last_status = $6, last_error = $7 WHERE id = $1 AND state = 'pending' AND next_at = $8",
         )
         .bind(id)
         .bind(state.name())
@@ -262,6 +275,7 @@ impl Db {
         .bind(finished)
         .bind(status)
         .bind(error)
+        .bind(Stamp(claimed))
         .execute(tx.conn())
         .await?;
         tx.commit().await
@@ -271,15 +285,21 @@ impl Db {
         &self,
         connector: &str,
         id: &str,
+        requests: Option<&[HttpCall]>,
     ) -> Result<Option<WriteBack>, StoreError> {
+        let requests =
+            requests.map(|r| serde_json::to_string(r).expect("requests serialise. This is a bug."));
         let mut tx = self.begin_write().await?;
+        // New requests start from the first; the same ones go on where they stopped.
         let row = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $3, finished_at = NULL \
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $3, finished_at = NULL, \
+             requests = COALESCE($4, requests), step = CASE WHEN $4 IS NULL THEN step ELSE 0 END \
              WHERE id = $1 AND connector = $2 AND state = 'dead' RETURNING *",
         )
         .bind(id)
         .bind(connector)
         .bind(Stamp(now()))
+        .bind(requests)
         .fetch_optional(tx.conn())
         .await?;
         tx.commit().await?;
@@ -394,20 +414,24 @@ impl Db {
         key: &str,
         window_start: DateTime<Utc>,
         limit: i64,
+        tokens: i64,
     ) -> Result<bool, StoreError> {
+        let tokens = tokens.clamp(1, limit.max(1));
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "INSERT INTO rate_windows (key, window_start, used) VALUES ($1, $2, 1) \
+            "INSERT INTO rate_windows (key, window_start, used) VALUES ($1, $2, $4) \
              ON CONFLICT (key) DO UPDATE SET \
-             used = CASE WHEN rate_windows.window_start < excluded.window_start THEN 1 ELSE rate_windows.used + 1 END, \
+             used = CASE WHEN rate_windows.window_start < excluded.window_start THEN excluded.used \
+               ELSE rate_windows.used + excluded.used END, \
              window_start = CASE WHEN rate_windows.window_start < excluded.window_start \
                THEN excluded.window_start ELSE rate_windows.window_start END \
-             WHERE rate_windows.window_start < excluded.window_start OR rate_windows.used < $3 \
+             WHERE rate_windows.window_start < excluded.window_start OR rate_windows.used + excluded.used <= $3 \
              RETURNING used",
         )
         .bind(key)
         .bind(Stamp(window_start))
         .bind(limit)
+        .bind(tokens)
         .fetch_optional(tx.conn())
         .await?;
         tx.commit().await?;
@@ -439,8 +463,8 @@ async fn insert_write_back(tx: &mut super::WriteTx, w: &NewWriteBack) -> Result<
         OutboxState::Pending
     };
     sqlx::query(
-        "INSERT INTO outbox (id, connector, ticket_id, decision_id, requests, state, next_at, created_at, finished_at, last_error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) ON CONFLICT (connector, decision_id) DO NOTHING",
+        "INSERT INTO outbox (id, connector, ticket_id, decision_id, requests, context, state, next_at, created_at, finished_at, last_error) \
+         VALUES ($1, $2, $3, $4, $5, $10, $6, $7, $7, $8, $9) ON CONFLICT (connector, decision_id) DO NOTHING",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(&w.connector)
@@ -451,6 +475,7 @@ async fn insert_write_back(tx: &mut super::WriteTx, w: &NewWriteBack) -> Result<
     .bind(at)
     .bind(w.dead.as_ref().map(|_| at))
     .bind(&w.dead)
+    .bind(&w.context)
     .execute(tx.conn())
     .await?;
     Ok(())

@@ -30,6 +30,7 @@ CREATE TABLE outbox (
     ticket_id TEXT NOT NULL,
     decision_id TEXT NOT NULL,
     requests TEXT NOT NULL,
+    context TEXT,
     step BIGINT NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     attempts BIGINT NOT NULL DEFAULT 0,

@@ -31,6 +31,7 @@ CREATE TABLE outbox (
     ticket_id TEXT NOT NULL,
     decision_id TEXT NOT NULL,
     requests TEXT NOT NULL,
+    context TEXT,
     step INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
