@@ -2,6 +2,8 @@
 
 mod common;
 
+mod chatwoot;
+
 mod cli;
 mod connectors;
 mod console;

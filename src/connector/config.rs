@@ -173,7 +173,7 @@ impl std::fmt::Display for Id {
 }
 
 /// The kinds, as named in the config.
-pub const KINDS: &str = "generic, zendesk, jira, zammad";
+pub const KINDS: &str = "generic, zendesk, jira, zammad, chatwoot";
 
 /// Collects a connector's errors, each prefixed with where it is.
 pub(super) struct Errors<'a> {
@@ -237,6 +237,7 @@ fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
         "zendesk" => super::zendesk::compile(f, errors).map(|z| Kind::Zendesk(Box::new(z))),
         "jira" => super::jira::compile(f, errors).map(|j| Kind::Jira(Box::new(j))),
         "zammad" => super::zammad::compile(f, errors).map(|z| Kind::Zammad(Box::new(z))),
+        "chatwoot" => super::chatwoot::compile(f, errors).map(|c| Kind::Chatwoot(Box::new(c))),
         other => {
             errors.add("kind", format!("unknown kind {other:?}; known: {KINDS}"));
             None
@@ -245,7 +246,7 @@ fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
     if k == "generic" && f.inbound.integration_user_id.is_some() {
         errors.add(
             "inbound.integration_user_id",
-            "applies to kinds zendesk, jira and zammad",
+            "applies to kinds zendesk, jira, zammad and chatwoot",
         );
     }
     let inbound = inbound(&f.inbound, k, errors);
@@ -286,6 +287,22 @@ fn inbound(f: &InboundFile, kind: &str, errors: &mut Errors<'_>) -> Option<Inbou
         ("inbound.timestamp_header", f.timestamp_header.is_some()),
     ];
     let auth = match f.auth.as_deref() {
+        _ if kind == "chatwoot" => {
+            for (key, given) in [("inbound.auth", f.auth.is_some())]
+                .into_iter()
+                .chain(only_hmac)
+            {
+                if given {
+                    errors.add(key, "set by kind chatwoot (X-Chatwoot-Signature over the timestamp and the body)");
+                }
+            }
+            Some(InboundAuth::Hmac {
+                header: HeaderName::from_static(super::chatwoot::SIGNATURE),
+                encoding: sign::Encoding::Hex,
+                timestamp: Some(HeaderName::from_static(super::chatwoot::TIMESTAMP)),
+                separator: ".",
+            })
+        }
         _ if kind == "zammad" => {
             for (key, given) in [("inbound.auth", f.auth.is_some())]
                 .into_iter()
@@ -470,7 +487,9 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
 
 fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<WriteBackTarget> {
     let zendesk = kind == "zendesk";
-    let api = matches!(kind, "zendesk" | "jira" | "zammad");
+    let api = matches!(kind, "zendesk" | "jira" | "zammad" | "chatwoot");
+    // Kinds whose API takes a token alone (no e-mail).
+    let token_only = matches!(kind, "zammad" | "chatwoot");
     let url = match &f.url {
         Some(u) if api && u.starts_with("http://") && !loopback(u) => {
             errors.add("write_back.url", format!("{u:?}: the API token would travel in clear; use https:// (http:// only to this machine)"));
@@ -492,30 +511,42 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
     };
     let keys = [
         ("email", f.email.is_some(), "zendesk, jira"),
-        ("api_token", f.api_token.is_some(), "zendesk, jira, zammad"),
-        ("agents", !f.agents.is_empty(), "zendesk, jira, zammad"),
+        (
+            "api_token",
+            f.api_token.is_some(),
+            "zendesk, jira, zammad, chatwoot",
+        ),
+        (
+            "agents",
+            !f.agents.is_empty(),
+            "zendesk, jira, zammad, chatwoot",
+        ),
         (
             "priorities",
             !f.priorities.is_empty(),
-            "zendesk, jira, zammad",
+            "zendesk, jira, zammad, chatwoot",
         ),
         (
             "group_only",
             f.group_only.is_some(),
-            "zendesk, jira, zammad",
+            "zendesk, jira, zammad, chatwoot",
         ),
         (
             "internal_note",
             f.internal_note.is_some(),
-            "zendesk, jira, zammad",
+            "zendesk, jira, zammad, chatwoot",
         ),
         (
             "marker_tag",
             f.marker_tag.is_some(),
-            "zendesk, jira, zammad",
+            "zendesk, jira, zammad, chatwoot",
         ),
-        ("groups", !f.groups.is_empty(), "zendesk, zammad"),
-        ("statuses", !f.statuses.is_empty(), "zendesk, zammad"),
+        ("groups", !f.groups.is_empty(), "zendesk, zammad, chatwoot"),
+        (
+            "statuses",
+            !f.statuses.is_empty(),
+            "zendesk, zammad, chatwoot",
+        ),
         (
             "per_ticket_per_10_minutes",
             f.per_ticket_per_10_minutes.is_some(),
@@ -541,12 +572,12 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
                 format!("kind {kind} authenticates with email and api_token"),
             );
         }
-        if kind == "zammad" && f.api_token.is_none() {
+        if token_only && f.api_token.is_none() {
             errors.add(
                 "write_back.api_token",
                 "missing: the integration user's, for the API",
             );
-        } else if kind != "zammad" && (f.email.is_none() || f.api_token.is_none()) {
+        } else if !token_only && (f.email.is_none() || f.api_token.is_none()) {
             errors.add(
                 "write_back",
                 "give email and api_token: the integration user's, for the API",
@@ -664,7 +695,7 @@ write_back = { url = "http://acme.zendesk.com", email = "a@b.c", api_token = "t"
             errors,
             [
                 "connectors[0] (bad name).name: use 1 to 64 letters, digits, '-' or '_'",
-                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira, zammad",
+                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira, zammad, chatwoot",
                 "connectors[0] (bad name).inbound.header: applies to auth = \"hmac-sha256\", not \"bearer\"",
                 "connectors[0] (bad name).inbound.secrets[0]: too short: use at least 16 characters",
                 "connectors[0] (bad name).write_back.url: \"ftp://x\" is not an http(s) URL",

@@ -6,6 +6,7 @@
 //! Kinds: `generic` (any JSON, mapped by field paths; the outbound webhook signed with our
 //! scheme). Each kind's module records where its formats come from.
 
+pub mod chatwoot;
 pub mod config;
 pub mod generic;
 pub mod jira;
@@ -156,6 +157,8 @@ pub enum Kind {
     Jira(Box<jira::Jira>),
     /// Zammad: its triggers' webhooks, its ticket and tag API.
     Zammad(Box<zammad::Zammad>),
+    /// Chatwoot: its conversation webhooks, its conversation API.
+    Chatwoot(Box<chatwoot::Chatwoot>),
 }
 
 /// The names a kind writes to its helpdesk by id (teams and agents), for the rules' warnings.
@@ -186,6 +189,13 @@ impl Kind {
                 agents: z.agents.keys().map(String::as_str).collect(),
                 group_only: z.group_only,
             }),
+            Self::Chatwoot(c) => Some(Ids {
+                helpdesk: "Chatwoot",
+                team_table: "groups",
+                teams: c.teams.keys().map(String::as_str).collect(),
+                agents: c.agents.keys().map(String::as_str).collect(),
+                group_only: c.group_only,
+            }),
             Self::Jira(j) => Some(Ids {
                 helpdesk: "Jira",
                 team_table: "teams",
@@ -203,6 +213,7 @@ impl Kind {
             Self::Zendesk(_) => "zendesk",
             Self::Jira(_) => "jira",
             Self::Zammad(_) => "zammad",
+            Self::Chatwoot(_) => "chatwoot",
         }
     }
 }
@@ -407,6 +418,7 @@ impl Connector {
                 j.event(&self.name, window, body, &json, received_at)
             }
             Kind::Zammad(z) => z.event(&self.name, headers, body, &json, received_at),
+            Kind::Chatwoot(c) => c.event(&self.name, headers, body, &json, received_at),
         }
     }
 
@@ -431,6 +443,7 @@ impl Connector {
                 .map(|c| vec![c]),
             Kind::Jira(j) => j.write_back(ticket_id, decision),
             Kind::Zammad(z) => z.write_back(ticket_id, decision),
+            Kind::Chatwoot(c) => c.write_back(ticket_id, decision, context.as_ref()),
         };
         let (requests, dead) = match built {
             Ok(calls) => (calls, None),
@@ -477,6 +490,7 @@ impl Connector {
             Kind::Zendesk(z) => vec![("Authorization".to_string(), z.authorization())],
             Kind::Jira(j) => vec![("Authorization".to_string(), j.authorization())],
             Kind::Zammad(z) => vec![("Authorization".to_string(), z.authorization())],
+            Kind::Chatwoot(c) => vec![("api_access_token".to_string(), c.api_token.0.clone())],
         }
     }
 

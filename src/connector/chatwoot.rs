@@ -1,0 +1,298 @@
+//! The `chatwoot` kind. Formats, as Chatwoot sends and documents them (read 2026-12-06; its
+//! webhooks and application API docs, and public receivers):
+//!
+//! - Authenticity: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "<t>.<body>")>`
+//!   with `t` in `X-Chatwoot-Timestamp` (unix seconds, within the replay window);
+//!   `X-Chatwoot-Delivery` names the delivery.
+//! - Events: `conversation_created` (`id`, `account.id`, `messages[0].content`,
+//!   `meta.sender`, `status`), `conversation_status_changed` (`status: "resolved"` closes),
+//!   `message_created` (recorded; the conversation is routed when created).
+//! - Write-back under `/api/v1/accounts/{account}/conversations/{id}`: `assignments` with
+//!   `team_id`, then with `assignee_id`; `toggle_priority`; `labels` (Chatwoot's call sets the
+//!   conversation's labels: we send the decision's with ours, so labels added by hand between
+//!   the event and the write-back are replaced: the race is documented); a private `messages`
+//!   note; header `api_access_token`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::config::{ConnectorFile, Errors, Id};
+use super::path::{scalar, FieldPath};
+use super::{InboundError, Secret};
+use crate::decision::Routed;
+use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
+use crate::ticket::Ticket;
+
+/// The signature header.
+pub const SIGNATURE: &str = "x-chatwoot-signature";
+/// The signed timestamp's header.
+pub const TIMESTAMP: &str = "x-chatwoot-timestamp";
+/// The delivery id header.
+pub const DELIVERY: &str = "x-chatwoot-delivery";
+
+/// A Chatwoot account's write-back settings and the helpdesk's ids of our names.
+#[derive(Debug, Clone)]
+pub struct Chatwoot {
+    /// The agent bot's or user's access token.
+    pub api_token: Secret,
+    /// Team -> team id.
+    pub teams: BTreeMap<String, i64>,
+    /// Agent -> user id.
+    pub agents: BTreeMap<String, i64>,
+    /// Our priority -> Chatwoot's.
+    pub priorities: BTreeMap<String, String>,
+    /// Write only the team.
+    pub group_only: bool,
+    /// Add a private note.
+    pub internal_note: bool,
+    /// The label our updates add.
+    pub marker_tag: String,
+    /// The integration user's id: its events are ignored.
+    pub integration_user: Option<String>,
+    /// Custom fields: our name -> path in the payload.
+    pub custom: Vec<(String, FieldPath)>,
+}
+
+fn text(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(scalar)
+        .filter(|s| !s.trim().is_empty())
+}
+
+impl Chatwoot {
+    /// The event a webhook stands for.
+    pub(super) fn event(
+        &self,
+        connector: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        json: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<NewInboxEvent, InboundError> {
+        let event = json
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        // A conversation event carries the conversation; a message event, its conversation.
+        let conversation = if event.starts_with("conversation_") {
+            json
+        } else {
+            &json["conversation"]
+        };
+        let id = text(conversation, "/id")
+            .filter(|id| id.len() <= 256)
+            .ok_or_else(|| {
+                InboundError::Unmappable(format!("{event}: the conversation's id is missing"))
+            })?;
+        let account = text(json, "/account/id");
+        let actor = text(json, "/sender/id").or_else(|| text(json, "/performed_by/id"));
+        let ours = self.integration_user.is_some() && actor == self.integration_user;
+        let kind = match event.as_str() {
+            _ if ours => EventKind::Ignored,
+            "conversation_created" => EventKind::Created,
+            "conversation_status_changed"
+                if text(json, "/status").as_deref() == Some("resolved") =>
+            {
+                EventKind::Closed
+            }
+            _ => EventKind::Ignored,
+        };
+        let ticket = match kind {
+            EventKind::Created => Some(self.ticket(json, &id)?),
+            _ => None,
+        };
+        let delivery_id = headers
+            .get(DELIVERY)
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| !d.trim().is_empty() && d.len() <= 256)
+            .map_or_else(
+                || format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12])),
+                str::to_string,
+            );
+        Ok(NewInboxEvent {
+            connector: connector.to_string(),
+            delivery_id,
+            kind,
+            event_type: if ours {
+                format!("{event} (our own update)")
+            } else {
+                event
+            },
+            ticket_id: id,
+            ticket: ticket
+                .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
+            context: account.map(|a| json!({ "account": a }).to_string()),
+            received_at,
+        })
+    }
+
+    /// The conversation's first message, its channel and contact.
+    fn ticket(&self, json: &Value, id: &str) -> Result<Ticket, InboundError> {
+        let body = text(json, "/messages/0/content").unwrap_or_default();
+        let subject = text(json, "/additional_attributes/mail_subject");
+        if body.trim().is_empty() && subject.is_none() {
+            return Err(InboundError::Unmappable(
+                "conversation_created: no text (messages[0].content is empty); Chatwoot sends the first message with it".into(),
+            ));
+        }
+        let fields = self
+            .custom
+            .iter()
+            .filter_map(|(name, p)| p.get(json).map(|v| (name.clone(), v.clone())))
+            .collect();
+        Ok(Ticket {
+            id: Some(id.to_string()),
+            subject,
+            body,
+            channel: text(json, "/channel").or_else(|| text(json, "/inbox/channel_type")),
+            fields,
+            ..Ticket::default()
+        })
+    }
+
+    /// The requests that write a decision (or why it cannot be written).
+    pub fn write_back(
+        &self,
+        id: &str,
+        d: &Routed,
+        context: Option<&Value>,
+    ) -> Result<Vec<HttpCall>, String> {
+        let account = context
+            .and_then(|c| c.get("account"))
+            .and_then(scalar)
+            .ok_or(
+                "the event named no account (account.id): the conversation cannot be addressed",
+            )?;
+        let base = format!(
+            "/api/v1/accounts/{}/conversations/{}",
+            super::zendesk::urlencode(&account),
+            super::zendesk::urlencode(id)
+        );
+        let post = |path: &str, body: Value| HttpCall {
+            method: "POST".into(),
+            path: format!("{base}/{path}"),
+            body: Some(body),
+        };
+        let mut calls = Vec::new();
+        if let Some(team) = &d.team {
+            let t = self.teams.get(team).ok_or_else(|| {
+                format!("team {team:?} has no Chatwoot team: add it to write_back.teams")
+            })?;
+            calls.push(post("assignments", json!({ "team_id": t })));
+        }
+        if let (Some(agent), false) = (&d.assignee, self.group_only) {
+            let a = self.agents.get(agent).ok_or_else(|| {
+                format!("agent {agent:?} has no Chatwoot user: add it to write_back.agents (or set group_only)")
+            })?;
+            calls.push(post("assignments", json!({ "assignee_id": a })));
+        }
+        let priority = d.priority.name();
+        let p = self.priorities.get(priority).ok_or_else(|| {
+            format!(
+                "priority {priority:?} has no Chatwoot priority: add it to write_back.priorities"
+            )
+        })?;
+        calls.push(post("toggle_priority", json!({ "priority": p })));
+        let mut labels = d.tags.clone();
+        labels.push(self.marker_tag.clone());
+        calls.push(post("labels", json!({ "labels": labels })));
+        if self.internal_note {
+            calls.push(post("messages", json!({"content": super::zendesk::note(d), "message_type": "outgoing", "private": true})));
+        }
+        Ok(calls)
+    }
+}
+
+/// The chatwoot kind of a `[[connectors]]` entry.
+pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Chatwoot> {
+    let fields = &f.fields;
+    let fixed = [
+        ("fields.id", fields.id.is_some()),
+        ("fields.subject", fields.subject.is_some()),
+        ("fields.body", fields.body.is_some()),
+        ("fields.channel", fields.channel.is_some()),
+        ("fields.event", fields.event.is_some()),
+        ("fields.delivery_id", fields.delivery_id.is_some()),
+        ("fields.delivery_header", fields.delivery_header.is_some()),
+        (
+            "events",
+            !(f.events.created.is_empty() && f.events.closed.is_empty()),
+        ),
+    ];
+    for (key, given) in fixed {
+        if given {
+            errors.add(
+                key,
+                "set by kind chatwoot (its payloads are known); map extra facts in fields.custom",
+            );
+        }
+    }
+    let custom = super::zendesk::custom_paths(fields, errors);
+    let w = f.write_back.clone().unwrap_or_default();
+    let numbers = |table: &BTreeMap<String, Id>,
+                   key: &str,
+                   errors: &mut Errors<'_>|
+     -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for (name, id) in table {
+            match id {
+                Id::Number(n) if *n > 0 => {
+                    out.insert(name.clone(), *n);
+                }
+                _ => errors.add(
+                    &format!("write_back.{key}.{name}"),
+                    "a Chatwoot id is a positive number",
+                ),
+            }
+        }
+        out
+    };
+    let agents = numbers(&w.agents, "agents", errors);
+    let teams = numbers(&w.groups, "groups", errors);
+    let ours: Vec<&str> = crate::rules::Priority::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    let mut priorities: BTreeMap<String, String> = [
+        ("low", "low"),
+        ("normal", "medium"),
+        ("high", "high"),
+        ("urgent", "urgent"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    for (k, v) in &w.priorities {
+        if ours.contains(&k.as_str()) {
+            priorities.insert(k.clone(), v.clone());
+        } else {
+            errors.add(
+                &format!("write_back.priorities.{k}"),
+                format!("not one of ours: {}", ours.join(", ")),
+            );
+        }
+    }
+    Some(Chatwoot {
+        api_token: Secret(w.api_token.clone().unwrap_or_default()),
+        teams,
+        agents,
+        priorities,
+        group_only: w.group_only.unwrap_or(false),
+        internal_note: w.internal_note.unwrap_or(true),
+        marker_tag: w
+            .marker_tag
+            .clone()
+            .unwrap_or_else(|| "intent-router".into()),
+        integration_user: f
+            .inbound
+            .integration_user_id
+            .as_ref()
+            .map(ToString::to_string),
+        custom,
+    })
+}
