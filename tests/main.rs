@@ -12,6 +12,7 @@ mod crash;
 mod default_model;
 mod encoder;
 mod fidelity;
+mod freshdesk;
 mod hardening;
 mod hub;
 mod jira;

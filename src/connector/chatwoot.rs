@@ -3,7 +3,8 @@
 //!
 //! - Authenticity: `X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "<t>.<body>")>`
 //!   with `t` in `X-Chatwoot-Timestamp` (unix seconds, within the replay window);
-//!   `X-Chatwoot-Delivery` names the delivery.
+//!   `X-Chatwoot-Delivery` names the delivery but is not signed: deliveries are known by the
+//!   body's hash.
 //! - Events: `conversation_created` (`id`, `account.id`, `messages[0].content`,
 //!   `meta.sender`, `status`), `conversation_status_changed` (`status: "resolved"` closes),
 //!   `message_created` (recorded; the conversation is routed when created).
@@ -16,7 +17,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use http::HeaderMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -31,8 +31,6 @@ use crate::ticket::Ticket;
 pub const SIGNATURE: &str = "x-chatwoot-signature";
 /// The signed timestamp's header.
 pub const TIMESTAMP: &str = "x-chatwoot-timestamp";
-/// The delivery id header.
-pub const DELIVERY: &str = "x-chatwoot-delivery";
 
 /// A Chatwoot account's write-back settings and the helpdesk's ids of our names.
 #[derive(Debug, Clone)]
@@ -68,7 +66,6 @@ impl Chatwoot {
     pub(super) fn event(
         &self,
         connector: &str,
-        headers: &HeaderMap,
         body: &[u8],
         json: &Value,
         received_at: DateTime<Utc>,
@@ -106,14 +103,9 @@ impl Chatwoot {
             EventKind::Created => Some(self.ticket(json, &id)?),
             _ => None,
         };
-        let delivery_id = headers
-            .get(DELIVERY)
-            .and_then(|v| v.to_str().ok())
-            .filter(|d| !d.trim().is_empty() && d.len() <= 256)
-            .map_or_else(
-                || format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12])),
-                str::to_string,
-            );
+        // What the signature covers names the delivery: `X-Chatwoot-Delivery` is not signed,
+        // so a replay under a new one must still be a duplicate.
+        let delivery_id = format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12]));
         Ok(NewInboxEvent {
             connector: connector.to_string(),
             delivery_id,
@@ -174,6 +166,7 @@ impl Chatwoot {
             super::zendesk::urlencode(id)
         );
         let post = |path: &str, body: Value| HttpCall {
+            merge_tags_from: None,
             method: "POST".into(),
             path: format!("{base}/{path}"),
             body: Some(body),
@@ -181,7 +174,7 @@ impl Chatwoot {
         let mut calls = Vec::new();
         if let Some(team) = &d.team {
             let t = self.teams.get(team).ok_or_else(|| {
-                format!("team {team:?} has no Chatwoot team: add it to write_back.teams")
+                format!("team {team:?} has no Chatwoot team: add it to write_back.groups")
             })?;
             calls.push(post("assignments", json!({ "team_id": t })));
         }
@@ -216,6 +209,8 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Chat
         ("fields.subject", fields.subject.is_some()),
         ("fields.body", fields.body.is_some()),
         ("fields.channel", fields.channel.is_some()),
+        ("fields.customer_tier", fields.customer_tier.is_some()),
+        ("fields.language", fields.language.is_some()),
         ("fields.event", fields.event.is_some()),
         ("fields.delivery_id", fields.delivery_id.is_some()),
         ("fields.delivery_header", fields.delivery_header.is_some()),

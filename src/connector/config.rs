@@ -14,6 +14,8 @@ use super::{sign, Connector, Inbound, InboundAuth, Kind, Secret, WriteBackTarget
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Default replay window of signed timestamps.
 pub const REPLAY_WINDOW_SECONDS: u64 = 300;
+/// Default replay window of Jira's signed event times (a week: its retries come late).
+pub const JIRA_REPLAY_WINDOW_SECONDS: u64 = 7 * 24 * 3600;
 /// Default attempts before a write-back is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 15;
 /// Default time limit of one write-back request.
@@ -173,7 +175,7 @@ impl std::fmt::Display for Id {
 }
 
 /// The kinds, as named in the config.
-pub const KINDS: &str = "generic, zendesk, jira, zammad, chatwoot";
+pub const KINDS: &str = "generic, zendesk, jira, zammad, chatwoot, freshdesk";
 
 /// Collects a connector's errors, each prefixed with where it is.
 pub(super) struct Errors<'a> {
@@ -238,12 +240,13 @@ fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
         "jira" => super::jira::compile(f, errors).map(|j| Kind::Jira(Box::new(j))),
         "zammad" => super::zammad::compile(f, errors).map(|z| Kind::Zammad(Box::new(z))),
         "chatwoot" => super::chatwoot::compile(f, errors).map(|c| Kind::Chatwoot(Box::new(c))),
+        "freshdesk" => super::freshdesk::compile(f, errors).map(|d| Kind::Freshdesk(Box::new(d))),
         other => {
             errors.add("kind", format!("unknown kind {other:?}; known: {KINDS}"));
             None
         }
     };
-    if k == "generic" && f.inbound.integration_user_id.is_some() {
+    if matches!(k, "generic" | "freshdesk") && f.inbound.integration_user_id.is_some() {
         errors.add(
             "inbound.integration_user_id",
             "applies to kinds zendesk, jira, zammad and chatwoot",
@@ -287,6 +290,26 @@ fn inbound(f: &InboundFile, kind: &str, errors: &mut Errors<'_>) -> Option<Inbou
         ("inbound.timestamp_header", f.timestamp_header.is_some()),
     ];
     let auth = match f.auth.as_deref() {
+        _ if kind == "freshdesk" => {
+            let fixed = [
+                ("inbound.auth", f.auth.is_some()),
+                ("inbound.encoding", f.encoding.is_some()),
+                ("inbound.timestamp_header", f.timestamp_header.is_some()),
+            ];
+            for (key, given) in fixed {
+                if given {
+                    errors.add(
+                        key,
+                        "set by kind freshdesk (basic auth, or the secret in inbound.header)",
+                    );
+                }
+            }
+            let header = match &f.header {
+                Some(h) => Some(header(h, "inbound.header", errors)?),
+                None => None,
+            };
+            Some(InboundAuth::Freshdesk { header })
+        }
         _ if kind == "chatwoot" => {
             for (key, given) in [("inbound.auth", f.auth.is_some())]
                 .into_iter()
@@ -406,15 +429,27 @@ fn inbound(f: &InboundFile, kind: &str, errors: &mut Errors<'_>) -> Option<Inbou
         }
     };
     let secrets = secrets(&f.secrets, "inbound.secrets", errors);
+    if matches!(kind, "zammad" | "freshdesk") && f.replay_window_seconds.is_some() {
+        errors.add(
+            "inbound.replay_window_seconds",
+            format!("kind {kind} signs no time: deliveries are known by their content instead"),
+        );
+    }
     if f.max_body_bytes == Some(0) {
         errors.add("inbound.max_body_bytes", "must be at least 1");
     }
     Some(Inbound {
         auth: auth?,
         secrets,
-        replay_window: Duration::from_secs(
-            f.replay_window_seconds.unwrap_or(REPLAY_WINDOW_SECONDS),
-        ),
+        replay_window: Duration::from_secs(f.replay_window_seconds.unwrap_or(
+            // Jira signs its event's time, not the delivery's: its retries after an outage of
+            // ours must pass (a replay within the window is a duplicate by the body's hash).
+            if kind == "jira" {
+                JIRA_REPLAY_WINDOW_SECONDS
+            } else {
+                REPLAY_WINDOW_SECONDS
+            },
+        )),
         max_body_bytes: f.max_body_bytes.unwrap_or(MAX_BODY_BYTES),
     })
 }
@@ -487,9 +522,12 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
 
 fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<WriteBackTarget> {
     let zendesk = kind == "zendesk";
-    let api = matches!(kind, "zendesk" | "jira" | "zammad" | "chatwoot");
+    let api = matches!(
+        kind,
+        "zendesk" | "jira" | "zammad" | "chatwoot" | "freshdesk"
+    );
     // Kinds whose API takes a token alone (no e-mail).
-    let token_only = matches!(kind, "zammad" | "chatwoot");
+    let token_only = matches!(kind, "zammad" | "chatwoot" | "freshdesk");
     let url = match &f.url {
         Some(u) if api && u.starts_with("http://") && !loopback(u) => {
             errors.add("write_back.url", format!("{u:?}: the API token would travel in clear; use https:// (http:// only to this machine)"));
@@ -514,38 +552,42 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
         (
             "api_token",
             f.api_token.is_some(),
-            "zendesk, jira, zammad, chatwoot",
+            "zendesk, jira, zammad, chatwoot, freshdesk",
         ),
         (
             "agents",
             !f.agents.is_empty(),
-            "zendesk, jira, zammad, chatwoot",
+            "zendesk, jira, zammad, chatwoot, freshdesk",
         ),
         (
             "priorities",
             !f.priorities.is_empty(),
-            "zendesk, jira, zammad, chatwoot",
+            "zendesk, jira, zammad, chatwoot, freshdesk",
         ),
         (
             "group_only",
             f.group_only.is_some(),
-            "zendesk, jira, zammad, chatwoot",
+            "zendesk, jira, zammad, chatwoot, freshdesk",
         ),
         (
             "internal_note",
             f.internal_note.is_some(),
-            "zendesk, jira, zammad, chatwoot",
+            "zendesk, jira, zammad, chatwoot, freshdesk",
         ),
         (
             "marker_tag",
             f.marker_tag.is_some(),
-            "zendesk, jira, zammad, chatwoot",
+            "zendesk, jira, zammad, chatwoot, freshdesk",
         ),
-        ("groups", !f.groups.is_empty(), "zendesk, zammad, chatwoot"),
+        (
+            "groups",
+            !f.groups.is_empty(),
+            "zendesk, zammad, chatwoot, freshdesk",
+        ),
         (
             "statuses",
             !f.statuses.is_empty(),
-            "zendesk, zammad, chatwoot",
+            "zendesk, zammad, freshdesk",
         ),
         (
             "per_ticket_per_10_minutes",
@@ -569,7 +611,11 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
         if !f.secrets.is_empty() {
             errors.add(
                 "write_back.secrets",
-                format!("kind {kind} authenticates with email and api_token"),
+                if token_only {
+                    format!("kind {kind} authenticates with api_token")
+                } else {
+                    format!("kind {kind} authenticates with email and api_token")
+                },
             );
         }
         if token_only && f.api_token.is_none() {
@@ -695,7 +741,7 @@ write_back = { url = "http://acme.zendesk.com", email = "a@b.c", api_token = "t"
             errors,
             [
                 "connectors[0] (bad name).name: use 1 to 64 letters, digits, '-' or '_'",
-                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira, zammad, chatwoot",
+                "connectors[0] (bad name).kind: unknown kind \"zendesk2\"; known: generic, zendesk, jira, zammad, chatwoot, freshdesk",
                 "connectors[0] (bad name).inbound.header: applies to auth = \"hmac-sha256\", not \"bearer\"",
                 "connectors[0] (bad name).inbound.secrets[0]: too short: use at least 16 characters",
                 "connectors[0] (bad name).write_back.url: \"ftp://x\" is not an http(s) URL",

@@ -185,6 +185,7 @@ pub fn webhook(
     decision: &Routed,
 ) -> HttpCall {
     HttpCall {
+        merge_tags_from: None,
         method: "POST".into(),
         path: target.url.clone(),
         body: Some(json!({

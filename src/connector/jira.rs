@@ -242,6 +242,7 @@ impl Jira {
             }
         }
         let mut calls = vec![HttpCall {
+            merge_tags_from: None,
             method: "PUT".into(),
             path: issue.clone(),
             body: Some(edit),
@@ -251,6 +252,7 @@ impl Jira {
                 format!("agent {agent:?} has no Jira accountId: add it to write_back.agents (or set group_only)")
             })?;
             calls.push(HttpCall {
+                merge_tags_from: None,
                 method: "PUT".into(),
                 path: format!("{issue}/assignee"),
                 body: Some(json!({"accountId": id})),
@@ -258,6 +260,7 @@ impl Jira {
         }
         if let Some(t) = self.transitions.get(d.status.name()) {
             calls.push(HttpCall {
+                merge_tags_from: None,
                 method: "POST".into(),
                 path: format!("{issue}/transitions"),
                 body: Some(json!({"transition": {"id": t}})),
@@ -265,6 +268,7 @@ impl Jira {
         }
         if self.internal_note {
             calls.push(HttpCall {
+                merge_tags_from: None,
                 method: "POST".into(),
                 path: format!(
                     "/rest/servicedeskapi/request/{}/comment",
@@ -294,6 +298,8 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Jira
         ("fields.subject", fields.subject.is_some()),
         ("fields.body", fields.body.is_some()),
         ("fields.channel", fields.channel.is_some()),
+        ("fields.customer_tier", fields.customer_tier.is_some()),
+        ("fields.language", fields.language.is_some()),
         ("fields.event", fields.event.is_some()),
         ("fields.delivery_id", fields.delivery_id.is_some()),
         ("fields.delivery_header", fields.delivery_header.is_some()),
@@ -350,6 +356,12 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Jira
         errors.add(
             &format!("write_back.transitions.{k}"),
             format!("not one of our statuses: {}", statuses.join(", ")),
+        );
+    }
+    if let Some(Id::Number(n)) = &f.inbound.integration_user_id {
+        errors.add(
+            "inbound.integration_user_id",
+            format!("{n}: a Jira accountId is text (quote it)"),
         );
     }
     let done = if f.events.closed.is_empty() {

@@ -8,6 +8,7 @@
 
 pub mod chatwoot;
 pub mod config;
+pub mod freshdesk;
 pub mod generic;
 pub mod jira;
 pub mod path;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName};
 use subtle::ConstantTimeEq;
@@ -99,6 +101,12 @@ pub enum InboundAuth {
     },
     /// Zammad: `X-Hub-Signature`, the hex HMAC-SHA1 of the body.
     Zammad,
+    /// Freshdesk (which signs nothing): a secret in this header, or basic auth whose
+    /// `user:password` is a secret.
+    Freshdesk {
+        /// The secret's header (`None`: basic auth).
+        header: Option<HeaderName>,
+    },
 }
 
 impl InboundAuth {
@@ -109,6 +117,9 @@ impl InboundAuth {
             Self::IntentRouter => vec![HeaderName::from_static("x-intent-router-signature")],
             Self::Bearer => vec![http::header::AUTHORIZATION],
             Self::Zammad => vec![HeaderName::from_static(zammad::SIGNATURE)],
+            Self::Freshdesk { header } => {
+                vec![header.clone().unwrap_or(http::header::AUTHORIZATION)]
+            }
             Self::Jira { automation } => std::iter::once(HeaderName::from_static(jira::SIGNATURE))
                 .chain(automation.clone())
                 .collect(),
@@ -159,6 +170,8 @@ pub enum Kind {
     Zammad(Box<zammad::Zammad>),
     /// Chatwoot: its conversation webhooks, its conversation API.
     Chatwoot(Box<chatwoot::Chatwoot>),
+    /// Freshdesk: its automation rules' webhooks, its ticket API.
+    Freshdesk(Box<freshdesk::Freshdesk>),
 }
 
 /// The names a kind writes to its helpdesk by id (teams and agents), for the rules' warnings.
@@ -196,6 +209,13 @@ impl Kind {
                 agents: c.agents.keys().map(String::as_str).collect(),
                 group_only: c.group_only,
             }),
+            Self::Freshdesk(d) => Some(Ids {
+                helpdesk: "Freshdesk",
+                team_table: "groups",
+                teams: d.groups.keys().map(String::as_str).collect(),
+                agents: d.agents.keys().map(String::as_str).collect(),
+                group_only: d.group_only,
+            }),
             Self::Jira(j) => Some(Ids {
                 helpdesk: "Jira",
                 team_table: "teams",
@@ -214,6 +234,7 @@ impl Kind {
             Self::Jira(_) => "jira",
             Self::Zammad(_) => "zammad",
             Self::Chatwoot(_) => "chatwoot",
+            Self::Freshdesk(_) => "freshdesk",
         }
     }
 }
@@ -281,6 +302,22 @@ impl Connector {
         let secrets = &self.inbound.secrets;
         let window = self.inbound.replay_window.as_secs() as i64;
         match &self.inbound.auth {
+            InboundAuth::Freshdesk { header: Some(_) } => self.secret_matches(value, &header),
+            InboundAuth::Freshdesk { header: None } => {
+                let given = value.trim().as_bytes();
+                let ok = secrets.iter().fold(false, |ok, s| {
+                    let expected = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(s.as_ref())
+                    );
+                    ok | bool::from(expected.as_bytes().ct_eq(given))
+                });
+                if ok {
+                    Ok(())
+                } else {
+                    refuse("Authorization: not this connector's basic credentials".into())
+                }
+            }
             InboundAuth::Zammad => {
                 let given = sign::decode(value, sign::Encoding::Hex).unwrap_or_default();
                 let ok = secrets.iter().fold(false, |ok, s| {
@@ -418,7 +455,8 @@ impl Connector {
                 j.event(&self.name, window, body, &json, received_at)
             }
             Kind::Zammad(z) => z.event(&self.name, headers, body, &json, received_at),
-            Kind::Chatwoot(c) => c.event(&self.name, headers, body, &json, received_at),
+            Kind::Chatwoot(c) => c.event(&self.name, body, &json, received_at),
+            Kind::Freshdesk(d) => d.event(&self.name, body, &json, received_at),
         }
     }
 
@@ -444,6 +482,7 @@ impl Connector {
             Kind::Jira(j) => j.write_back(ticket_id, decision),
             Kind::Zammad(z) => z.write_back(ticket_id, decision),
             Kind::Chatwoot(c) => c.write_back(ticket_id, decision, context.as_ref()),
+            Kind::Freshdesk(d) => d.write_back(ticket_id, decision),
         };
         let (requests, dead) = match built {
             Ok(calls) => (calls, None),
@@ -491,6 +530,7 @@ impl Connector {
             Kind::Jira(j) => vec![("Authorization".to_string(), j.authorization())],
             Kind::Zammad(z) => vec![("Authorization".to_string(), z.authorization())],
             Kind::Chatwoot(c) => vec![("api_access_token".to_string(), c.api_token.0.clone())],
+            Kind::Freshdesk(d) => vec![("Authorization".to_string(), d.authorization())],
         }
     }
 

@@ -2,7 +2,8 @@
 //! admin-docs.zammad.org, manage/webhook/payload, and the REST API docs):
 //!
 //! - A trigger's webhook: `POST` with `X-Zammad-Trigger` (the trigger's name),
-//!   `X-Zammad-Delivery` (a unique id per delivery) and, when the webhook has a signature
+//!   `X-Zammad-Delivery` (a unique id per delivery; not signed, so deliveries are known by the
+//!   hash of the trigger's name and the body) and, when the webhook has a signature
 //!   token, `X-Hub-Signature`: the HMAC-SHA1 of the body under the token, hex (read with or
 //!   without a `sha1=` prefix; the prefix is GitHub's convention, which Zammad's docs do not
 //!   spell out).
@@ -29,8 +30,6 @@ use crate::ticket::{Customer, Ticket};
 
 /// The signature header.
 pub const SIGNATURE: &str = "x-hub-signature";
-/// The delivery id header.
-pub const DELIVERY: &str = "x-zammad-delivery";
 /// The trigger's name.
 pub const TRIGGER: &str = "x-zammad-trigger";
 
@@ -108,9 +107,14 @@ impl Zammad {
             EventKind::Created => Some(self.ticket(json, &id)?),
             _ => None,
         };
-        let delivery_id = header(DELIVERY)
-            .filter(|d| !d.trim().is_empty() && d.len() <= 256)
-            .unwrap_or_else(|| format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12])));
+        // What the signature covers (the body) and the trigger's name (which decides what the
+        // event does) name the delivery: `X-Zammad-Delivery` is not signed.
+        let digest = Sha256::new()
+            .chain_update(trigger.as_bytes())
+            .chain_update(b"\n")
+            .chain_update(body)
+            .finalize();
+        let delivery_id = format!("{id}:{}", super::sign::hex(&digest[..12]));
         let event_type = if trigger.is_empty() {
             "trigger".to_string()
         } else {
@@ -137,20 +141,33 @@ impl Zammad {
     /// a ticket with one article (or none counted) is new.
     fn kind(&self, trigger: &str, ticket: &Value) -> EventKind {
         let listed = |names: &[String]| names.iter().any(|n| n == trigger);
-        if !(self.created.is_empty() && self.closed.is_empty()) {
-            return if listed(&self.created) {
-                EventKind::Created
-            } else if listed(&self.closed) {
-                EventKind::Closed
-            } else {
-                EventKind::Ignored
-            };
-        }
+        let by_triggers = !(self.created.is_empty() && self.closed.is_empty());
+        // The signed body must agree with the (unsigned) trigger's name: a new ticket is in
+        // state new and not yet tagged by us, a closed one in a done state.
         let state = text(ticket, "/state").unwrap_or_default().to_lowercase();
-        if DONE.contains(&state.as_str()) {
-            EventKind::Closed
-        } else if ticket["article_count"].as_i64().is_none_or(|n| n <= 1) {
+        let done = DONE.contains(&state.as_str());
+        let tags: Vec<String> = match ticket.get("tags") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            Some(Value::String(s)) => s.split(',').map(|t| t.trim().to_string()).collect(),
+            _ => Vec::new(),
+        };
+        let new = state == "new" && !tags.contains(&self.marker_tag);
+        let (creates, closes) = if by_triggers {
+            (listed(&self.created), listed(&self.closed))
+        } else {
+            (
+                ticket["article_count"].as_i64().is_none_or(|n| n <= 1),
+                true,
+            )
+        };
+        if creates && new {
             EventKind::Created
+        } else if closes && done {
+            EventKind::Closed
         } else {
             EventKind::Ignored
         }
@@ -225,6 +242,7 @@ impl Zammad {
         }
         let encoded = super::zendesk::urlencode(id);
         let mut calls = vec![HttpCall {
+            merge_tags_from: None,
             method: "PUT".into(),
             path: format!("/api/v1/tickets/{encoded}"),
             body: Some(Value::Object(t)),
@@ -232,6 +250,7 @@ impl Zammad {
         let o_id: Value = id.parse::<i64>().map_or_else(|_| json!(id), |n| json!(n));
         for tag in d.tags.iter().chain(std::iter::once(&self.marker_tag)) {
             calls.push(HttpCall {
+                merge_tags_from: None,
                 method: "POST".into(),
                 path: "/api/v1/tags/add".into(),
                 body: Some(json!({"object": "Ticket", "o_id": o_id, "item": tag})),
@@ -254,6 +273,8 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zamm
         ("fields.subject", fields.subject.is_some()),
         ("fields.body", fields.body.is_some()),
         ("fields.channel", fields.channel.is_some()),
+        ("fields.customer_tier", fields.customer_tier.is_some()),
+        ("fields.language", fields.language.is_some()),
         ("fields.event", fields.event.is_some()),
         ("fields.delivery_id", fields.delivery_id.is_some()),
         ("fields.delivery_header", fields.delivery_header.is_some()),

@@ -300,6 +300,7 @@ impl Zendesk {
             t.insert("updated_stamp".into(), stamp.clone());
         }
         Ok(HttpCall {
+            merge_tags_from: None,
             method: "PUT".into(),
             path: format!("/api/v2/tickets/{}.json", urlencode(ticket_id)),
             body: Some(json!({ "ticket": t })),
@@ -400,6 +401,8 @@ pub(super) fn compile(
         ("fields.subject", fields.subject.is_some()),
         ("fields.body", fields.body.is_some()),
         ("fields.channel", fields.channel.is_some()),
+        ("fields.customer_tier", fields.customer_tier.is_some()),
+        ("fields.language", fields.language.is_some()),
         ("fields.event", fields.event.is_some()),
         ("fields.delivery_id", fields.delivery_id.is_some()),
         ("fields.delivery_header", fields.delivery_header.is_some()),

@@ -719,7 +719,8 @@ impl ConnectorService {
         }
     }
 
-    /// Sends one request (on the blocking pool: the HTTP client blocks).
+    /// Sends one request (on the blocking pool: the HTTP client blocks); for an API that only
+    /// replaces tags, the ticket's tags are read first and ours added to them.
     async fn send(
         &self,
         c: &Connector,
@@ -727,45 +728,92 @@ impl ConnectorService {
         delivery: &str,
         call: &HttpCall,
     ) -> Sent {
-        let body = call
-            .body
-            .as_ref()
-            .map(|b| serde_json::to_vec(b).expect("JSON serialises"))
-            .unwrap_or_default();
+        let mut body = call.body.clone();
+        if let (Some(path), Some(b)) = (&call.merge_tags_from, body.as_mut()) {
+            let read = HttpCall {
+                method: "GET".into(),
+                path: path.clone(),
+                body: None,
+                merge_tags_from: None,
+            };
+            let theirs = match self.exchange(c, timeout, delivery, &read, None).await {
+                Ok((_, text)) => serde_json::from_str::<serde_json::Value>(&text).ok(),
+                Err(failed) => return failed,
+            };
+            let mut tags: Vec<serde_json::Value> = theirs
+                .and_then(|t| t.get("tags").and_then(|t| t.as_array()).cloned())
+                .unwrap_or_default();
+            for ours in b["tags"].as_array().cloned().unwrap_or_default() {
+                if !tags.contains(&ours) {
+                    tags.push(ours);
+                }
+            }
+            b["tags"] = serde_json::Value::Array(tags);
+        }
+        let body = body.map(|b| serde_json::to_vec(&b).expect("JSON serialises"));
+        match self.exchange(c, timeout, delivery, call, body).await {
+            Ok((status, _)) => Sent::Status {
+                status,
+                retry_after: None,
+                excerpt: String::new(),
+            },
+            Err(failed) => failed,
+        }
+    }
+
+    /// One HTTP exchange: the status and body of a 2xx, else what came of it.
+    async fn exchange(
+        &self,
+        c: &Connector,
+        timeout: Duration,
+        delivery: &str,
+        call: &HttpCall,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, String), Sent> {
+        let body = body.unwrap_or_default();
         let mut req = self
             .agent
             .request(&call.method, &c.url(call))
             .timeout(timeout)
-            .set("Content-Type", "application/json")
             .set("X-Intent-Router-Delivery", delivery);
+        if call.method != "GET" {
+            req = req.set("Content-Type", "application/json");
+        }
         for (k, v) in c.outbound_headers(&body, Utc::now()) {
             req = req.set(&k, &v);
         }
-        let sent = tokio::task::spawn_blocking(move || match req.send_bytes(&body) {
-            Ok(r) => Sent::Status {
-                status: r.status(),
-                retry_after: None,
-                excerpt: String::new(),
-            },
-            Err(ureq::Error::Status(status, r)) => {
-                let retry_after = r.header("Retry-After").and_then(parse_retry_after);
-                let text = r.into_string().unwrap_or_default();
-                let excerpt: String = text.chars().take(300).collect();
-                let excerpt = if excerpt.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", excerpt.trim())
-                };
-                Sent::Status {
-                    status,
-                    retry_after,
-                    excerpt,
+        let get = call.method == "GET";
+        let done = tokio::task::spawn_blocking(move || {
+            let sent = if get {
+                req.call()
+            } else {
+                req.send_bytes(&body)
+            };
+            match sent {
+                Ok(r) => {
+                    let status = r.status();
+                    Ok((status, r.into_string().unwrap_or_default()))
                 }
+                Err(ureq::Error::Status(status, r)) => {
+                    let retry_after = r.header("Retry-After").and_then(parse_retry_after);
+                    let text = r.into_string().unwrap_or_default();
+                    let excerpt: String = text.chars().take(300).collect();
+                    let excerpt = if excerpt.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", excerpt.trim())
+                    };
+                    Err(Sent::Status {
+                        status,
+                        retry_after,
+                        excerpt,
+                    })
+                }
+                Err(ureq::Error::Transport(t)) => Err(Sent::Failed(t.to_string())),
             }
-            Err(ureq::Error::Transport(t)) => Sent::Failed(t.to_string()),
         })
         .await;
-        sent.unwrap_or_else(|e| Sent::Failed(format!("the request's task failed: {e}")))
+        done.unwrap_or_else(|e| Err(Sent::Failed(format!("the request's task failed: {e}"))))
     }
 }
 

@@ -134,6 +134,10 @@ pub struct HttpCall {
     /// The JSON body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// Before sending, read the ticket here and add its `tags` to the body's (for an API that
+    /// can only replace a ticket's tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_tags_from: Option<String>,
 }
 
 /// A write-back to queue.

@@ -1285,6 +1285,7 @@ fn write_back(decision: &str, ticket: &str) -> connectors::NewWriteBack {
         ticket_id: ticket.into(),
         decision_id: decision.into(),
         requests: vec![connectors::HttpCall {
+            merge_tags_from: None,
             method: "POST".into(),
             path: "http://127.0.0.1:9/hook".into(),
             body: Some(serde_json::json!({"decision": decision})),

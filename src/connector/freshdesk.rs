@@ -1,0 +1,317 @@
+//! The `freshdesk` kind. Formats, as Freshdesk documents them (read 2026-12-06; its
+//! automation rules' "Trigger Webhook" action and API v2):
+//!
+//! - A webhook carries the JSON body the rule's author writes with placeholders
+//!   (`{{ticket.id}}`, `{{ticket.subject}}`, `{{ticket.description_text}}`...; the README gives
+//!   the body). Freshdesk signs nothing: the action's basic authentication (or a custom header)
+//!   is what we check, against the connector's secrets.
+//! - Write-back: `PUT /api/v2/tickets/{id}` with `group_id`, `responder_id`, `priority` (1 low
+//!   to 4 urgent), `status` (2 open, 3 pending, 4 resolved, 5 closed) and `tags`, which
+//!   replaces the ticket's tags: they are read first (`GET /api/v2/tickets/{id}`) and ours
+//!   added (a read-modify-write: a tag an agent adds in between is lost); the internal note
+//!   with `POST /api/v2/tickets/{id}/notes` (`private: true`); basic auth with the API key as
+//!   the user and `X` as the password.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::config::{ConnectorFile, Errors, Id};
+use super::path::{scalar, FieldPath};
+use super::{InboundError, Secret};
+use crate::decision::Routed;
+use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
+use crate::ticket::Ticket;
+
+/// A Freshdesk account's write-back settings and the helpdesk's ids of our names.
+#[derive(Debug, Clone)]
+pub struct Freshdesk {
+    /// The API key.
+    pub api_key: Secret,
+    /// Team -> group id.
+    pub groups: BTreeMap<String, i64>,
+    /// Agent -> agent id.
+    pub agents: BTreeMap<String, i64>,
+    /// Our priority -> Freshdesk's number.
+    pub priorities: BTreeMap<String, i64>,
+    /// Our status -> Freshdesk's number (statuses without one are not changed).
+    pub statuses: BTreeMap<String, i64>,
+    /// Write only the group.
+    pub group_only: bool,
+    /// Add a private note.
+    pub internal_note: bool,
+    /// The tag our updates add.
+    pub marker_tag: String,
+    /// Custom fields: our name -> path in the payload.
+    pub custom: Vec<(String, FieldPath)>,
+}
+
+fn text(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(scalar)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Tags as a list, or as Freshdesk's placeholder writes them (comma-separated).
+fn tags(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Freshdesk {
+    /// The event a rule's webhook stands for.
+    pub(super) fn event(
+        &self,
+        connector: &str,
+        body: &[u8],
+        json: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<NewInboxEvent, InboundError> {
+        let ticket = &json["ticket"];
+        let id = text(ticket, "/id")
+            .filter(|id| id.len() <= 256)
+            .ok_or_else(|| {
+                InboundError::Unmappable(
+                    "ticket.id: missing; put \"{{ticket.id}}\" in the rule's body".into(),
+                )
+            })?;
+        let event = text(json, "/event").unwrap_or_else(|| "created".into());
+        let tagged = tags(ticket.get("tags")).contains(&self.marker_tag);
+        let kind = match event.as_str() {
+            // A "created" for a ticket we updated already: the rule also fires on updates.
+            "created" if tagged => EventKind::Ignored,
+            "created" => EventKind::Created,
+            "resolved" | "closed" => EventKind::Closed,
+            _ => EventKind::Ignored,
+        };
+        let routed = match kind {
+            EventKind::Created => Some(self.ticket(json, &id)?),
+            _ => None,
+        };
+        // The ticket and its update time (a rule fires once per update); else the body.
+        let delivery_id = match text(ticket, "/updated_at") {
+            Some(at) => format!("{id}:{event}:{at}"),
+            None => format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12])),
+        };
+        Ok(NewInboxEvent {
+            connector: connector.to_string(),
+            delivery_id,
+            kind,
+            event_type: if tagged && event == "created" {
+                format!("{event} (our own update)")
+            } else {
+                event
+            },
+            ticket_id: id,
+            ticket: routed
+                .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
+            context: None,
+            received_at,
+        })
+    }
+
+    /// The ticket a rule's body carries.
+    fn ticket(&self, json: &Value, id: &str) -> Result<Ticket, InboundError> {
+        let t = &json["ticket"];
+        let subject = text(t, "/subject");
+        let body = text(t, "/description").unwrap_or_default();
+        if body.trim().is_empty() && subject.is_none() {
+            return Err(InboundError::Unmappable(
+                "the ticket has no text: neither ticket.subject nor ticket.description".into(),
+            ));
+        }
+        let mut fields: BTreeMap<String, Value> = self
+            .custom
+            .iter()
+            .filter_map(|(name, p)| p.get(json).map(|v| (name.clone(), v.clone())))
+            .collect();
+        let own = tags(t.get("tags"));
+        if !own.is_empty() {
+            fields.entry("tags".into()).or_insert_with(|| json!(own));
+        }
+        Ok(Ticket {
+            id: Some(id.to_string()),
+            subject,
+            body,
+            channel: text(t, "/source"),
+            fields,
+            ..Ticket::default()
+        })
+    }
+
+    /// The requests that write a decision (or why it cannot be written).
+    pub fn write_back(&self, id: &str, d: &Routed) -> Result<Vec<HttpCall>, String> {
+        let mut t = Map::new();
+        if let Some(team) = &d.team {
+            let g = self.groups.get(team).ok_or_else(|| {
+                format!("team {team:?} has no Freshdesk group: add it to write_back.groups")
+            })?;
+            t.insert("group_id".into(), json!(g));
+        }
+        if let (Some(agent), false) = (&d.assignee, self.group_only) {
+            let a = self.agents.get(agent).ok_or_else(|| {
+                format!("agent {agent:?} has no Freshdesk agent: add it to write_back.agents (or set group_only)")
+            })?;
+            t.insert("responder_id".into(), json!(a));
+        }
+        let priority = d.priority.name();
+        let p = self.priorities.get(priority).ok_or_else(|| {
+            format!(
+                "priority {priority:?} has no Freshdesk priority: add it to write_back.priorities"
+            )
+        })?;
+        t.insert("priority".into(), json!(p));
+        if let Some(s) = self.statuses.get(d.status.name()) {
+            t.insert("status".into(), json!(s));
+        }
+        let mut ours = d.tags.clone();
+        ours.push(self.marker_tag.clone());
+        t.insert("tags".into(), json!(ours));
+        let path = format!("/api/v2/tickets/{}", super::zendesk::urlencode(id));
+        let mut calls = vec![HttpCall {
+            method: "PUT".into(),
+            path: path.clone(),
+            body: Some(Value::Object(t)),
+            merge_tags_from: Some(path.clone()),
+        }];
+        if self.internal_note {
+            calls.push(HttpCall {
+                method: "POST".into(),
+                path: format!("{path}/notes"),
+                body: Some(json!({"body": super::zendesk::note(d), "private": true})),
+                merge_tags_from: None,
+            });
+        }
+        Ok(calls)
+    }
+
+    /// `Authorization` for the API key.
+    pub fn authorization(&self) -> String {
+        let raw = format!("{}:X", self.api_key.0);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// The freshdesk kind of a `[[connectors]]` entry.
+pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Freshdesk> {
+    let fields = &f.fields;
+    let fixed = [
+        ("fields.id", fields.id.is_some()),
+        ("fields.subject", fields.subject.is_some()),
+        ("fields.body", fields.body.is_some()),
+        ("fields.channel", fields.channel.is_some()),
+        ("fields.customer_tier", fields.customer_tier.is_some()),
+        ("fields.language", fields.language.is_some()),
+        ("fields.event", fields.event.is_some()),
+        ("fields.delivery_id", fields.delivery_id.is_some()),
+        ("fields.delivery_header", fields.delivery_header.is_some()),
+        (
+            "events",
+            !(f.events.created.is_empty() && f.events.closed.is_empty()),
+        ),
+    ];
+    for (key, given) in fixed {
+        if given {
+            errors.add(
+                key,
+                "set by kind freshdesk (the README's body); map extra facts in fields.custom",
+            );
+        }
+    }
+    let custom = super::zendesk::custom_paths(fields, errors);
+    let w = f.write_back.clone().unwrap_or_default();
+    let numbers = |table: &BTreeMap<String, Id>,
+                   key: &str,
+                   errors: &mut Errors<'_>|
+     -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for (name, id) in table {
+            match id {
+                Id::Number(n) if *n > 0 => {
+                    out.insert(name.clone(), *n);
+                }
+                _ => errors.add(
+                    &format!("write_back.{key}.{name}"),
+                    "a Freshdesk id is a positive number",
+                ),
+            }
+        }
+        out
+    };
+    let groups = numbers(&w.groups, "groups", errors);
+    let agents = numbers(&w.agents, "agents", errors);
+    let number_table = |given: &BTreeMap<String, String>,
+                        key: &str,
+                        ours: &[&str],
+                        mut into: BTreeMap<String, i64>,
+                        errors: &mut Errors<'_>| {
+        for (k, v) in given {
+            match v.parse::<i64>() {
+                Ok(n) if ours.contains(&k.as_str()) => {
+                    into.insert(k.clone(), n);
+                }
+                Ok(_) => errors.add(
+                    &format!("write_back.{key}.{k}"),
+                    format!("not one of ours: {}", ours.join(", ")),
+                ),
+                Err(_) => errors.add(
+                    &format!("write_back.{key}.{k}"),
+                    format!("{v:?}: Freshdesk's values are numbers"),
+                ),
+            }
+        }
+        into
+    };
+    let ours_p: Vec<&str> = crate::rules::Priority::ALL
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    let ours_s: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
+    let defaults = |pairs: &[(&str, i64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let priorities = number_table(
+        &w.priorities,
+        "priorities",
+        &ours_p,
+        defaults(&[("low", 1), ("normal", 2), ("high", 3), ("urgent", 4)]),
+        errors,
+    );
+    let statuses = number_table(
+        &w.statuses,
+        "statuses",
+        &ours_s,
+        defaults(&[("new", 2), ("open", 2), ("pending", 3), ("solved", 4)]),
+        errors,
+    );
+    Some(Freshdesk {
+        api_key: Secret(w.api_token.clone().unwrap_or_default()),
+        groups,
+        agents,
+        priorities,
+        statuses,
+        group_only: w.group_only.unwrap_or(false),
+        internal_note: w.internal_note.unwrap_or(true),
+        marker_tag: w
+            .marker_tag
+            .clone()
+            .unwrap_or_else(|| "intent-router".into()),
+        custom,
+    })
+}
