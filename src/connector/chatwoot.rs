@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::config::{ConnectorFile, Errors, Id};
+use super::config::{ConnectorFile, Errors};
 use super::path::{scalar, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
@@ -203,80 +203,30 @@ impl Chatwoot {
 
 /// The chatwoot kind of a `[[connectors]]` entry.
 pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Chatwoot> {
-    let fields = &f.fields;
-    let fixed = [
-        ("fields.id", fields.id.is_some()),
-        ("fields.subject", fields.subject.is_some()),
-        ("fields.body", fields.body.is_some()),
-        ("fields.channel", fields.channel.is_some()),
-        ("fields.customer_tier", fields.customer_tier.is_some()),
-        ("fields.language", fields.language.is_some()),
-        ("fields.event", fields.event.is_some()),
-        ("fields.delivery_id", fields.delivery_id.is_some()),
-        ("fields.delivery_header", fields.delivery_header.is_some()),
-        (
-            "events",
-            !(f.events.created.is_empty() && f.events.closed.is_empty()),
-        ),
-    ];
-    for (key, given) in fixed {
-        if given {
-            errors.add(
-                key,
-                "set by kind chatwoot (its payloads are known); map extra facts in fields.custom",
-            );
-        }
-    }
-    let custom = super::zendesk::custom_paths(fields, errors);
-    let w = f.write_back.clone().unwrap_or_default();
-    let numbers = |table: &BTreeMap<String, Id>,
-                   key: &str,
-                   errors: &mut Errors<'_>|
-     -> BTreeMap<String, i64> {
-        let mut out = BTreeMap::new();
-        for (name, id) in table {
-            match id {
-                Id::Number(n) if *n > 0 => {
-                    out.insert(name.clone(), *n);
-                }
-                _ => errors.add(
-                    &format!("write_back.{key}.{name}"),
-                    "a Chatwoot id is a positive number",
-                ),
-            }
-        }
-        out
+    use super::shared::{
+        any_text, custom_paths, our_priorities, overrides, positive_ids, refuse_mapping, table,
+        Events,
     };
-    let agents = numbers(&w.agents, "agents", errors);
-    let teams = numbers(&w.groups, "groups", errors);
-    let ours: Vec<&str> = crate::rules::Priority::ALL
-        .iter()
-        .map(|p| p.name())
-        .collect();
-    let mut priorities: BTreeMap<String, String> = [
-        ("low", "low"),
-        ("normal", "medium"),
-        ("high", "high"),
-        ("urgent", "urgent"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    for (k, v) in &w.priorities {
-        if ours.contains(&k.as_str()) {
-            priorities.insert(k.clone(), v.clone());
-        } else {
-            errors.add(
-                &format!("write_back.priorities.{k}"),
-                format!("not one of ours: {}", ours.join(", ")),
-            );
-        }
-    }
+    refuse_mapping(f, "chatwoot", Events::None, errors);
+    let w = f.write_back.clone().unwrap_or_default();
+    let defaults = table(&[
+        ("low", "low".to_string()),
+        ("normal", "medium".into()),
+        ("high", "high".into()),
+        ("urgent", "urgent".into()),
+    ]);
     Some(Chatwoot {
         api_token: Secret(w.api_token.clone().unwrap_or_default()),
-        teams,
-        agents,
-        priorities,
+        teams: positive_ids(&w.groups, "groups", "Chatwoot", errors),
+        agents: positive_ids(&w.agents, "agents", "Chatwoot", errors),
+        priorities: overrides(
+            &w.priorities,
+            "priorities",
+            &our_priorities(),
+            defaults,
+            any_text,
+            errors,
+        ),
         group_only: w.group_only.unwrap_or(false),
         internal_note: w.internal_note.unwrap_or(true),
         marker_tag: w
@@ -288,6 +238,6 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Chat
             .integration_user_id
             .as_ref()
             .map(ToString::to_string),
-        custom,
+        custom: custom_paths(&f.fields, errors),
     })
 }

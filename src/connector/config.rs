@@ -754,7 +754,7 @@ write_back = { url = "http://acme.zendesk.com", email = "a@b.c", api_token = "t"
                 "connectors[1] (ok).inbound.secrets: give one secret, or two while rotating",
                 "connectors[2] (ok).name: another connector has this name",
                 "connectors[2] (ok).inbound.encoding: unknown encoding \"base32\"; known: hex, base64",
-                "connectors[3] (zd).write_back.agents.ann: a Zendesk user id is a positive number",
+                "connectors[3] (zd).write_back.agents.ann: a Zendesk id is a positive number",
                 "connectors[3] (zd).write_back.url: \"http://acme.zendesk.com\": the API token would travel in clear; use https:// (http:// only to this machine)",
             ]
         );

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::config::{ConnectorFile, Errors, Id};
+use super::config::{ConnectorFile, Errors};
 use super::path::{scalar, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
@@ -212,106 +212,44 @@ impl Freshdesk {
 
 /// The freshdesk kind of a `[[connectors]]` entry.
 pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Freshdesk> {
-    let fields = &f.fields;
-    let fixed = [
-        ("fields.id", fields.id.is_some()),
-        ("fields.subject", fields.subject.is_some()),
-        ("fields.body", fields.body.is_some()),
-        ("fields.channel", fields.channel.is_some()),
-        ("fields.customer_tier", fields.customer_tier.is_some()),
-        ("fields.language", fields.language.is_some()),
-        ("fields.event", fields.event.is_some()),
-        ("fields.delivery_id", fields.delivery_id.is_some()),
-        ("fields.delivery_header", fields.delivery_header.is_some()),
-        (
-            "events",
-            !(f.events.created.is_empty() && f.events.closed.is_empty()),
-        ),
-    ];
-    for (key, given) in fixed {
-        if given {
-            errors.add(
-                key,
-                "set by kind freshdesk (the README's body); map extra facts in fields.custom",
-            );
-        }
-    }
-    let custom = super::zendesk::custom_paths(fields, errors);
+    use super::shared::{
+        custom_paths, our_priorities, our_statuses, overrides, positive_ids, refuse_mapping, table,
+        Events,
+    };
+    refuse_mapping(f, "freshdesk", Events::None, errors);
     let w = f.write_back.clone().unwrap_or_default();
-    let numbers = |table: &BTreeMap<String, Id>,
-                   key: &str,
-                   errors: &mut Errors<'_>|
-     -> BTreeMap<String, i64> {
-        let mut out = BTreeMap::new();
-        for (name, id) in table {
-            match id {
-                Id::Number(n) if *n > 0 => {
-                    out.insert(name.clone(), *n);
-                }
-                _ => errors.add(
-                    &format!("write_back.{key}.{name}"),
-                    "a Freshdesk id is a positive number",
-                ),
-            }
-        }
-        out
+    let number = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| format!("{v:?}: Freshdesk's values are numbers"))
     };
-    let groups = numbers(&w.groups, "groups", errors);
-    let agents = numbers(&w.agents, "agents", errors);
-    let number_table = |given: &BTreeMap<String, String>,
-                        key: &str,
-                        ours: &[&str],
-                        mut into: BTreeMap<String, i64>,
-                        errors: &mut Errors<'_>| {
-        for (k, v) in given {
-            match v.parse::<i64>() {
-                Ok(n) if ours.contains(&k.as_str()) => {
-                    into.insert(k.clone(), n);
-                }
-                Ok(_) => errors.add(
-                    &format!("write_back.{key}.{k}"),
-                    format!("not one of ours: {}", ours.join(", ")),
-                ),
-                Err(_) => errors.add(
-                    &format!("write_back.{key}.{k}"),
-                    format!("{v:?}: Freshdesk's values are numbers"),
-                ),
-            }
-        }
-        into
-    };
-    let ours_p: Vec<&str> = crate::rules::Priority::ALL
-        .iter()
-        .map(|p| p.name())
-        .collect();
-    let ours_s: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
-    let defaults = |pairs: &[(&str, i64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    let priorities = number_table(
-        &w.priorities,
-        "priorities",
-        &ours_p,
-        defaults(&[("low", 1), ("normal", 2), ("high", 3), ("urgent", 4)]),
-        errors,
-    );
-    let statuses = number_table(
-        &w.statuses,
-        "statuses",
-        &ours_s,
-        defaults(&[("new", 2), ("open", 2), ("pending", 3), ("solved", 4)]),
-        errors,
-    );
+    let priorities = table(&[("low", 1), ("normal", 2), ("high", 3), ("urgent", 4)]);
+    let statuses = table(&[("new", 2), ("open", 2), ("pending", 3), ("solved", 4)]);
     Some(Freshdesk {
         api_key: Secret(w.api_token.clone().unwrap_or_default()),
-        groups,
-        agents,
-        priorities,
-        statuses,
+        groups: positive_ids(&w.groups, "groups", "Freshdesk", errors),
+        agents: positive_ids(&w.agents, "agents", "Freshdesk", errors),
+        priorities: overrides(
+            &w.priorities,
+            "priorities",
+            &our_priorities(),
+            priorities,
+            number,
+            errors,
+        ),
+        statuses: overrides(
+            &w.statuses,
+            "statuses",
+            &our_statuses(),
+            statuses,
+            number,
+            errors,
+        ),
         group_only: w.group_only.unwrap_or(false),
         internal_note: w.internal_note.unwrap_or(true),
         marker_tag: w
             .marker_tag
             .clone()
             .unwrap_or_else(|| "intent-router".into()),
-        custom,
+        custom: custom_paths(&f.fields, errors),
     })
 }

@@ -292,25 +292,11 @@ impl Jira {
 
 /// The jira kind of a `[[connectors]]` entry: its tables checked, defaults filled in.
 pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Jira> {
-    let fields = &f.fields;
-    let fixed = [
-        ("fields.id", fields.id.is_some()),
-        ("fields.subject", fields.subject.is_some()),
-        ("fields.body", fields.body.is_some()),
-        ("fields.channel", fields.channel.is_some()),
-        ("fields.customer_tier", fields.customer_tier.is_some()),
-        ("fields.language", fields.language.is_some()),
-        ("fields.event", fields.event.is_some()),
-        ("fields.delivery_id", fields.delivery_id.is_some()),
-        ("fields.delivery_header", fields.delivery_header.is_some()),
-        ("events.created", !f.events.created.is_empty()),
-    ];
-    for (key, given) in fixed {
-        if given {
-            errors.add(key, "set by kind jira (its payloads are known); map extra facts in fields.custom, list done statuses in events.closed");
-        }
-    }
-    let custom = super::zendesk::custom_paths(fields, errors);
+    use super::shared::{
+        any_text, custom_paths, our_priorities, our_statuses, overrides, refuse_mapping, table,
+        Events,
+    };
+    refuse_mapping(f, "jira", Events::Closed, errors);
     let w = f.write_back.clone().unwrap_or_default();
     let mut agents = BTreeMap::new();
     for (name, id) in &w.agents {
@@ -324,30 +310,13 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Jira
             ),
         }
     }
-    let ours: Vec<&str> = crate::rules::Priority::ALL
-        .iter()
-        .map(|p| p.name())
-        .collect();
-    let mut priorities: BTreeMap<String, String> = [
-        ("low", "Low"),
-        ("normal", "Medium"),
-        ("high", "High"),
-        ("urgent", "Highest"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    for (k, v) in &w.priorities {
-        if ours.contains(&k.as_str()) {
-            priorities.insert(k.clone(), v.clone());
-        } else {
-            errors.add(
-                &format!("write_back.priorities.{k}"),
-                format!("not one of ours: {}", ours.join(", ")),
-            );
-        }
-    }
-    let statuses: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
+    let priorities = table(&[
+        ("low", "Low".to_string()),
+        ("normal", "Medium".into()),
+        ("high", "High".into()),
+        ("urgent", "Highest".into()),
+    ]);
+    let statuses = our_statuses();
     for k in w
         .transitions
         .keys()
@@ -377,7 +346,14 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Jira
         teams: w.teams.clone(),
         team_field: w.team_field.clone().unwrap_or_else(|| "components".into()),
         agents,
-        priorities,
+        priorities: overrides(
+            &w.priorities,
+            "priorities",
+            &our_priorities(),
+            priorities,
+            any_text,
+            errors,
+        ),
         transitions: w.transitions.clone(),
         done,
         group_only: w.group_only.unwrap_or(false),
@@ -391,7 +367,7 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Jira
             .integration_user_id
             .as_ref()
             .map(ToString::to_string),
-        custom,
+        custom: custom_paths(&f.fields, errors),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod freshdesk;
 pub mod generic;
 pub mod jira;
 pub mod path;
+mod shared;
 pub mod sign;
 pub mod zammad;
 pub mod zendesk;

@@ -267,74 +267,23 @@ impl Zammad {
 
 /// The zammad kind of a `[[connectors]]` entry: its tables checked, defaults filled in.
 pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zammad> {
-    let fields = &f.fields;
-    let fixed = [
-        ("fields.id", fields.id.is_some()),
-        ("fields.subject", fields.subject.is_some()),
-        ("fields.body", fields.body.is_some()),
-        ("fields.channel", fields.channel.is_some()),
-        ("fields.customer_tier", fields.customer_tier.is_some()),
-        ("fields.language", fields.language.is_some()),
-        ("fields.event", fields.event.is_some()),
-        ("fields.delivery_id", fields.delivery_id.is_some()),
-        ("fields.delivery_header", fields.delivery_header.is_some()),
-    ];
-    for (key, given) in fixed {
-        if given {
-            errors.add(
-                key,
-                "set by kind zammad (its payload is known); map extra facts in fields.custom",
-            );
-        }
-    }
-    let custom = super::zendesk::custom_paths(fields, errors);
+    use super::shared::{
+        any_text, custom_paths, our_priorities, our_statuses, overrides, positive_ids,
+        refuse_mapping, table, Events,
+    };
+    refuse_mapping(f, "zammad", Events::Both, errors);
     let w = f.write_back.clone().unwrap_or_default();
-    let mut agents = BTreeMap::new();
-    for (name, id) in &w.agents {
-        match id {
-            Id::Number(n) if *n > 0 => {
-                agents.insert(name.clone(), *n);
-            }
-            _ => errors.add(
-                &format!("write_back.agents.{name}"),
-                "a Zammad user id is a positive number",
-            ),
-        }
-    }
-    let ours_p: Vec<&str> = crate::rules::Priority::ALL
-        .iter()
-        .map(|p| p.name())
-        .collect();
-    let ours_s: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
-    let mut priorities: BTreeMap<String, String> = [
-        ("low", "1 low"),
-        ("normal", "2 normal"),
-        ("high", "3 high"),
-        ("urgent", "3 high"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    let mut statuses: BTreeMap<String, String> =
-        [("new", "new"), ("open", "open"), ("solved", "closed")]
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-    for (table, given, ours, into) in [
-        ("priorities", &w.priorities, &ours_p, &mut priorities),
-        ("statuses", &w.statuses, &ours_s, &mut statuses),
-    ] {
-        for (k, v) in given {
-            if ours.contains(&k.as_str()) {
-                into.insert(k.clone(), v.clone());
-            } else {
-                errors.add(
-                    &format!("write_back.{table}.{k}"),
-                    format!("not one of ours: {}", ours.join(", ")),
-                );
-            }
-        }
-    }
+    let priorities = table(&[
+        ("low", "1 low".to_string()),
+        ("normal", "2 normal".into()),
+        ("high", "3 high".into()),
+        ("urgent", "3 high".into()),
+    ]);
+    let statuses = table(&[
+        ("new", "new".to_string()),
+        ("open", "open".into()),
+        ("solved", "closed".into()),
+    ]);
     if let Some(Id::Text(t)) = &f.inbound.integration_user_id {
         errors.add(
             "inbound.integration_user_id",
@@ -344,9 +293,23 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zamm
     Some(Zammad {
         api_token: Secret(w.api_token.clone().unwrap_or_default()),
         groups: w.groups.clone(),
-        agents,
-        priorities,
-        statuses,
+        agents: positive_ids(&w.agents, "agents", "Zammad", errors),
+        priorities: overrides(
+            &w.priorities,
+            "priorities",
+            &our_priorities(),
+            priorities,
+            any_text,
+            errors,
+        ),
+        statuses: overrides(
+            &w.statuses,
+            "statuses",
+            &our_statuses(),
+            statuses,
+            any_text,
+            errors,
+        ),
         created: f.events.created.clone(),
         closed: f.events.closed.clone(),
         group_only: w.group_only.unwrap_or(false),
@@ -360,6 +323,6 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zamm
             .integration_user_id
             .as_ref()
             .map(ToString::to_string),
-        custom,
+        custom: custom_paths(&f.fields, errors),
     })
 }

@@ -395,78 +395,31 @@ pub(super) fn compile(
     f: &super::ConnectorFile,
     errors: &mut super::config::Errors<'_>,
 ) -> Option<Zendesk> {
-    let fields = &f.fields;
-    let fixed = [
-        ("fields.id", fields.id.is_some()),
-        ("fields.subject", fields.subject.is_some()),
-        ("fields.body", fields.body.is_some()),
-        ("fields.channel", fields.channel.is_some()),
-        ("fields.customer_tier", fields.customer_tier.is_some()),
-        ("fields.language", fields.language.is_some()),
-        ("fields.event", fields.event.is_some()),
-        ("fields.delivery_id", fields.delivery_id.is_some()),
-        ("fields.delivery_header", fields.delivery_header.is_some()),
-        (
-            "events",
-            !(f.events.created.is_empty() && f.events.closed.is_empty()),
-        ),
-    ];
-    for (key, given) in fixed {
-        if given {
-            errors.add(
-                key,
-                "set by kind zendesk (its payloads are known); map extra facts in fields.custom",
-            );
-        }
-    }
-    let custom = custom_paths(fields, errors);
+    use super::shared::{
+        one_of, our_priorities, our_statuses, overrides, positive_ids, refuse_mapping, Events,
+    };
+    refuse_mapping(f, "zendesk", Events::None, errors);
+    let custom = super::shared::custom_paths(&f.fields, errors);
     let w = f.write_back.clone().unwrap_or_default();
-    let (mut priorities, mut statuses) = default_tables();
-    let ours_p: Vec<&str> = crate::rules::Priority::ALL
-        .iter()
-        .map(|p| p.name())
-        .collect();
-    let ours_s: Vec<&str> = crate::rules::Status::ALL.iter().map(|s| s.name()).collect();
-    table(
+    let (priorities, statuses) = default_tables();
+    let zendesk_priorities = one_of("Zendesk", &["low", "normal", "high", "urgent"]);
+    let zendesk_statuses = one_of("Zendesk", &["new", "open", "pending", "hold", "solved"]);
+    let priorities = overrides(
         &w.priorities,
         "priorities",
-        &ours_p,
-        &["low", "normal", "high", "urgent"],
-        &mut priorities,
+        &our_priorities(),
+        priorities,
+        zendesk_priorities,
         errors,
     );
-    table(
+    let statuses = overrides(
         &w.statuses,
         "statuses",
-        &ours_s,
-        &["new", "open", "pending", "hold", "solved"],
-        &mut statuses,
+        &our_statuses(),
+        statuses,
+        zendesk_statuses,
         errors,
     );
-    let mut agents = BTreeMap::new();
-    for (name, id) in &w.agents {
-        match id {
-            Id::Number(n) if *n > 0 => {
-                agents.insert(name.clone(), *n);
-            }
-            _ => errors.add(
-                &format!("write_back.agents.{name}"),
-                "a Zendesk user id is a positive number",
-            ),
-        }
-    }
-    let mut groups = BTreeMap::new();
-    for (name, id) in &w.groups {
-        match id {
-            Id::Number(n) if *n > 0 => {
-                groups.insert(name.clone(), *n);
-            }
-            _ => errors.add(
-                &format!("write_back.groups.{name}"),
-                "a Zendesk group id is a positive number",
-            ),
-        }
-    }
     if let Some(Id::Text(t)) = &f.inbound.integration_user_id {
         errors.add(
             "inbound.integration_user_id",
@@ -477,8 +430,8 @@ pub(super) fn compile(
         base_url: w.url.clone().unwrap_or_default(),
         email: w.email.clone().unwrap_or_default(),
         api_token: Secret(w.api_token.clone().unwrap_or_default()),
-        groups,
-        agents,
+        groups: positive_ids(&w.groups, "groups", "Zendesk", errors),
+        agents: positive_ids(&w.agents, "agents", "Zendesk", errors),
         priorities,
         statuses,
         group_only: w.group_only.unwrap_or(false),
@@ -494,50 +447,6 @@ pub(super) fn compile(
             .map(ToString::to_string),
         custom,
     })
-}
-
-/// The `fields.custom` paths (extra facts for the rules), each checked.
-pub(super) fn custom_paths(
-    fields: &super::config::FieldsFile,
-    errors: &mut super::config::Errors<'_>,
-) -> Vec<(String, FieldPath)> {
-    fields
-        .custom
-        .iter()
-        .filter_map(|(name, p)| match FieldPath::parse(p) {
-            Ok(p) => Some((name.clone(), p)),
-            Err(e) => {
-                errors.add(&format!("fields.custom.{name}"), e);
-                None
-            }
-        })
-        .collect()
-}
-
-/// Fills `into` from a configured table: keys must be ours, values the helpdesk's.
-fn table(
-    given: &BTreeMap<String, String>,
-    key: &str,
-    ours: &[&str],
-    theirs: &[&str],
-    into: &mut BTreeMap<String, String>,
-    errors: &mut super::config::Errors<'_>,
-) {
-    for (k, v) in given {
-        if !ours.contains(&k.as_str()) {
-            errors.add(
-                &format!("write_back.{key}.{k}"),
-                format!("not one of ours: {}", ours.join(", ")),
-            );
-        } else if !theirs.contains(&v.as_str()) {
-            errors.add(
-                &format!("write_back.{key}.{k}"),
-                format!("{v:?} is not Zendesk's: {}", theirs.join(", ")),
-            );
-        } else {
-            into.insert(k.clone(), v.clone());
-        }
-    }
 }
 
 #[cfg(test)]
