@@ -18,10 +18,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::config::{ConnectorFile, Errors};
-use super::path::{scalar, FieldPath};
+use super::path::{hashed_delivery, scalar, text, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
@@ -53,12 +52,6 @@ pub struct Chatwoot {
     pub integration_user: Option<String>,
     /// Custom fields: our name -> path in the payload.
     pub custom: Vec<(String, FieldPath)>,
-}
-
-fn text(v: &Value, pointer: &str) -> Option<String> {
-    v.pointer(pointer)
-        .and_then(scalar)
-        .filter(|s| !s.trim().is_empty())
 }
 
 impl Chatwoot {
@@ -105,7 +98,7 @@ impl Chatwoot {
         };
         // What the signature covers names the delivery: `X-Chatwoot-Delivery` is not signed,
         // so a replay under a new one must still be a duplicate.
-        let delivery_id = format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12]));
+        let delivery_id = hashed_delivery(&id, &[body]);
         Ok(NewInboxEvent {
             connector: connector.to_string(),
             delivery_id,
@@ -173,23 +166,22 @@ impl Chatwoot {
         };
         let mut calls = Vec::new();
         if let Some(team) = &d.team {
-            let t = self.teams.get(team).ok_or_else(|| {
-                format!("team {team:?} has no Chatwoot team: add it to write_back.groups")
-            })?;
+            let t = super::shared::value_for(&self.teams, "team", team, "Chatwoot team", "groups")?;
             calls.push(post("assignments", json!({ "team_id": t })));
         }
         if let (Some(agent), false) = (&d.assignee, self.group_only) {
-            let a = self.agents.get(agent).ok_or_else(|| {
-                format!("agent {agent:?} has no Chatwoot user: add it to write_back.agents (or set group_only)")
-            })?;
+            let a =
+                super::shared::value_for(&self.agents, "agent", agent, "Chatwoot user", "agents")?;
             calls.push(post("assignments", json!({ "assignee_id": a })));
         }
         let priority = d.priority.name();
-        let p = self.priorities.get(priority).ok_or_else(|| {
-            format!(
-                "priority {priority:?} has no Chatwoot priority: add it to write_back.priorities"
-            )
-        })?;
+        let p = super::shared::value_for(
+            &self.priorities,
+            "priority",
+            priority,
+            "Chatwoot priority",
+            "priorities",
+        )?;
         calls.push(post("toggle_priority", json!({ "priority": p })));
         let mut labels = d.tags.clone();
         labels.push(self.marker_tag.clone());

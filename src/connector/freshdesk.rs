@@ -17,10 +17,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::config::{ConnectorFile, Errors};
-use super::path::{scalar, FieldPath};
+use super::path::{hashed_delivery, tags, text, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
@@ -49,30 +48,6 @@ pub struct Freshdesk {
     pub custom: Vec<(String, FieldPath)>,
 }
 
-fn text(v: &Value, pointer: &str) -> Option<String> {
-    v.pointer(pointer)
-        .and_then(scalar)
-        .filter(|s| !s.trim().is_empty())
-}
-
-/// Tags as a list, or as Freshdesk's placeholder writes them (comma-separated).
-fn tags(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(Value::String(s)) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl Freshdesk {
     /// The event a rule's webhook stands for.
     pub(super) fn event(
@@ -91,7 +66,7 @@ impl Freshdesk {
                 )
             })?;
         let event = text(json, "/event").unwrap_or_else(|| "created".into());
-        let tagged = tags(ticket.get("tags")).contains(&self.marker_tag);
+        let tagged = tags(ticket.get("tags"), Some(',')).contains(&self.marker_tag);
         let kind = match event.as_str() {
             // A "created" for a ticket we updated already: the rule also fires on updates.
             "created" if tagged => EventKind::Ignored,
@@ -106,7 +81,7 @@ impl Freshdesk {
         // The ticket and its update time (a rule fires once per update); else the body.
         let delivery_id = match text(ticket, "/updated_at") {
             Some(at) => format!("{id}:{event}:{at}"),
-            None => format!("{id}:{}", super::sign::hex(&Sha256::digest(body)[..12])),
+            None => hashed_delivery(&id, &[body]),
         };
         Ok(NewInboxEvent {
             connector: connector.to_string(),
@@ -140,7 +115,7 @@ impl Freshdesk {
             .iter()
             .filter_map(|(name, p)| p.get(json).map(|v| (name.clone(), v.clone())))
             .collect();
-        let own = tags(t.get("tags"));
+        let own = tags(t.get("tags"), Some(','));
         if !own.is_empty() {
             fields.entry("tags".into()).or_insert_with(|| json!(own));
         }
@@ -158,23 +133,28 @@ impl Freshdesk {
     pub fn write_back(&self, id: &str, d: &Routed) -> Result<Vec<HttpCall>, String> {
         let mut t = Map::new();
         if let Some(team) = &d.team {
-            let g = self.groups.get(team).ok_or_else(|| {
-                format!("team {team:?} has no Freshdesk group: add it to write_back.groups")
-            })?;
+            let g =
+                super::shared::value_for(&self.groups, "team", team, "Freshdesk group", "groups")?;
             t.insert("group_id".into(), json!(g));
         }
         if let (Some(agent), false) = (&d.assignee, self.group_only) {
-            let a = self.agents.get(agent).ok_or_else(|| {
-                format!("agent {agent:?} has no Freshdesk agent: add it to write_back.agents (or set group_only)")
-            })?;
+            let a = super::shared::value_for(
+                &self.agents,
+                "agent",
+                agent,
+                "Freshdesk agent",
+                "agents",
+            )?;
             t.insert("responder_id".into(), json!(a));
         }
         let priority = d.priority.name();
-        let p = self.priorities.get(priority).ok_or_else(|| {
-            format!(
-                "priority {priority:?} has no Freshdesk priority: add it to write_back.priorities"
-            )
-        })?;
+        let p = super::shared::value_for(
+            &self.priorities,
+            "priority",
+            priority,
+            "Freshdesk priority",
+            "priorities",
+        )?;
         t.insert("priority".into(), json!(p));
         if let Some(s) = self.statuses.get(d.status.name()) {
             t.insert("status".into(), json!(s));

@@ -6,10 +6,9 @@
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use super::path::text_at;
 pub use super::path::FieldPath;
+use super::path::{hashed_delivery, text_at};
 use super::{InboundError, WriteBackTarget};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
@@ -159,10 +158,7 @@ impl Mapping {
                 .get(h)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            Source::BodyHash => {
-                let hash = Sha256::digest(body);
-                Some(format!("{ticket_id}:{}", super::sign::hex(&hash[..12])))
-            }
+            Source::BodyHash => Some(hashed_delivery(ticket_id, &[body])),
         };
         id.filter(|d| !d.trim().is_empty() && d.chars().count() <= 256)
             .ok_or_else(|| {

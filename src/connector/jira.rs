@@ -26,10 +26,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::config::{ConnectorFile, Errors, Id};
-use super::path::{scalar, FieldPath};
+use super::path::{hashed_delivery, scalar, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
@@ -146,7 +145,7 @@ impl Jira {
         // The delivery is what the signature covers: the body (its `timestamp` makes each
         // event's unique; Jira's retries send the same). `X-Atlassian-Webhook-Identifier` is
         // not signed, so a replay with a new one must not pass for a new event.
-        let delivery_id = format!("{key}:{}", super::sign::hex(&Sha256::digest(body)[..12]));
+        let delivery_id = hashed_delivery(&key, &[body]);
         Ok(NewInboxEvent {
             connector: connector.to_string(),
             delivery_id,
@@ -225,16 +224,24 @@ impl Jira {
     pub fn write_back(&self, key: &str, d: &Routed) -> Result<Vec<HttpCall>, String> {
         let issue = format!("/rest/api/3/issue/{}", super::zendesk::urlencode(key));
         let priority = d.priority.name();
-        let p = self.priorities.get(priority).ok_or_else(|| {
-            format!("priority {priority:?} has no Jira priority: add it to write_back.priorities")
-        })?;
+        let p = super::shared::value_for(
+            &self.priorities,
+            "priority",
+            priority,
+            "Jira priority",
+            "priorities",
+        )?;
         let mut labels: Vec<Value> = d.tags.iter().map(|t| json!({"add": t})).collect();
         labels.push(json!({"add": self.marker_tag}));
         let mut edit = json!({"fields": {"priority": {"name": p}}, "update": {"labels": labels}});
         if let Some(team) = &d.team {
-            let value = self.teams.get(team).ok_or_else(|| {
-                format!("team {team:?} has no Jira component or option: add it to write_back.teams")
-            })?;
+            let value = super::shared::value_for(
+                &self.teams,
+                "team",
+                team,
+                "Jira component or option",
+                "teams",
+            )?;
             if self.team_field == "components" {
                 edit["update"]["components"] = json!([{"add": {"name": value}}]);
             } else {
@@ -248,9 +255,8 @@ impl Jira {
             body: Some(edit),
         }];
         if let (Some(agent), false) = (&d.assignee, self.group_only) {
-            let id = self.agents.get(agent).ok_or_else(|| {
-                format!("agent {agent:?} has no Jira accountId: add it to write_back.agents (or set group_only)")
-            })?;
+            let id =
+                super::shared::value_for(&self.agents, "agent", agent, "Jira accountId", "agents")?;
             calls.push(HttpCall {
                 merge_tags_from: None,
                 method: "PUT".into(),

@@ -590,11 +590,6 @@ impl Connectors {
         self.by_name.values()
     }
 
-    /// Whether none is configured.
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
     /// What rules would send that a connector cannot write back (a team without a group id, an
     /// agent, named by a rule or in the team's roster, without a user id): their write-backs
     /// would be dead letters.

@@ -2,6 +2,7 @@
 //! text found there.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::InboundError;
 
@@ -75,4 +76,46 @@ pub fn text_at(json: &Value, path: &FieldPath, key: &str) -> Result<Option<Strin
             ))
         }),
     }
+}
+
+/// Non-blank text at a JSON pointer (a number or boolean as text).
+pub fn text(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(scalar)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Tags as a JSON list, or as one string that a placeholder wrote, split at `separator`
+/// (`None`: at whitespace); blank ones dropped.
+pub fn tags(v: Option<&Value>, separator: Option<char>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::String(s)) => {
+            let parts: Vec<&str> = match separator {
+                Some(c) => s.split(c).collect(),
+                None => s.split_whitespace().collect(),
+            };
+            parts
+                .into_iter()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A delivery id made of what a signature covers (for helpdesks whose delivery header is not
+/// signed, or that send none): the ticket and a hash of `parts`, in order.
+pub fn hashed_delivery(ticket: &str, parts: &[&[u8]]) -> String {
+    let mut digest = Sha256::new();
+    for p in parts {
+        digest.update(p);
+    }
+    format!("{ticket}:{}", super::sign::hex(&digest.finalize()[..12]))
 }

@@ -163,3 +163,22 @@ pub(super) fn one_of(
 pub(super) fn any_text(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
+
+/// The helpdesk's value for one of our names (`what`: team, agent, priority), or why the
+/// write-back cannot be built, naming the table to add it to (agents: or write the group only).
+pub(super) fn value_for<'a, V>(
+    table: &'a BTreeMap<String, V>,
+    what: &str,
+    name: &str,
+    theirs: &str,
+    key: &str,
+) -> Result<&'a V, String> {
+    table.get(name).ok_or_else(|| {
+        let or = if what == "agent" {
+            " (or set group_only)"
+        } else {
+            ""
+        };
+        format!("{what} {name:?} has no {theirs}: add it to write_back.{key}{or}")
+    })
+}

@@ -19,10 +19,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::config::{ConnectorFile, Errors, Id};
-use super::path::{scalar, FieldPath};
+use super::path::{hashed_delivery, tags, text, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
@@ -65,12 +64,6 @@ pub struct Zammad {
     pub custom: Vec<(String, FieldPath)>,
 }
 
-fn text(v: &Value, pointer: &str) -> Option<String> {
-    v.pointer(pointer)
-        .and_then(scalar)
-        .filter(|s| !s.trim().is_empty())
-}
-
 impl Zammad {
     /// The event a trigger's webhook stands for.
     pub(super) fn event(
@@ -109,12 +102,7 @@ impl Zammad {
         };
         // What the signature covers (the body) and the trigger's name (which decides what the
         // event does) name the delivery: `X-Zammad-Delivery` is not signed.
-        let digest = Sha256::new()
-            .chain_update(trigger.as_bytes())
-            .chain_update(b"\n")
-            .chain_update(body)
-            .finalize();
-        let delivery_id = format!("{id}:{}", super::sign::hex(&digest[..12]));
+        let delivery_id = hashed_delivery(&id, &[trigger.as_bytes(), b"\n", body]);
         let event_type = if trigger.is_empty() {
             "trigger".to_string()
         } else {
@@ -146,15 +134,7 @@ impl Zammad {
         // state new and not yet tagged by us, a closed one in a done state.
         let state = text(ticket, "/state").unwrap_or_default().to_lowercase();
         let done = DONE.contains(&state.as_str());
-        let tags: Vec<String> = match ticket.get("tags") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            Some(Value::String(s)) => s.split(',').map(|t| t.trim().to_string()).collect(),
-            _ => Vec::new(),
-        };
+        let tags = tags(ticket.get("tags"), Some(','));
         let new = state == "new" && !tags.contains(&self.marker_tag);
         let (creates, closes) = if by_triggers {
             (listed(&self.created), listed(&self.closed))
@@ -212,26 +192,24 @@ impl Zammad {
     pub fn write_back(&self, id: &str, d: &Routed) -> Result<Vec<HttpCall>, String> {
         let mut t = Map::new();
         if let Some(team) = &d.team {
-            match self.groups.get(team) {
-                Some(Id::Text(name)) => t.insert("group".into(), json!(name)),
-                Some(Id::Number(n)) => t.insert("group_id".into(), json!(n)),
-                None => {
-                    return Err(format!(
-                        "team {team:?} has no Zammad group: add it to write_back.groups"
-                    ))
-                }
+            match super::shared::value_for(&self.groups, "team", team, "Zammad group", "groups")? {
+                Id::Text(name) => t.insert("group".into(), json!(name)),
+                Id::Number(n) => t.insert("group_id".into(), json!(n)),
             };
         }
         if let (Some(agent), false) = (&d.assignee, self.group_only) {
-            let owner = self.agents.get(agent).ok_or_else(|| {
-                format!("agent {agent:?} has no Zammad user: add it to write_back.agents (or set group_only)")
-            })?;
+            let owner =
+                super::shared::value_for(&self.agents, "agent", agent, "Zammad user", "agents")?;
             t.insert("owner_id".into(), json!(owner));
         }
         let priority = d.priority.name();
-        let p = self.priorities.get(priority).ok_or_else(|| {
-            format!("priority {priority:?} has no Zammad priority: add it to write_back.priorities")
-        })?;
+        let p = super::shared::value_for(
+            &self.priorities,
+            "priority",
+            priority,
+            "Zammad priority",
+            "priorities",
+        )?;
         t.insert("priority".into(), json!(p));
         if let Some(state) = self.statuses.get(d.status.name()) {
             t.insert("state".into(), json!(state));

@@ -23,10 +23,9 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::config::Id;
-use super::path::{scalar, FieldPath};
+use super::path::{hashed_delivery, scalar, tags, FieldPath};
 use super::{InboundError, Secret};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
@@ -130,10 +129,7 @@ impl Zendesk {
         })?;
         let delivery_id = if delivery_id.is_empty() {
             // Triggers send no delivery id: the same body again is the same delivery.
-            format!(
-                "{ticket_id}:{}",
-                super::sign::hex(&Sha256::digest(body)[..12])
-            )
+            hashed_delivery(&ticket_id, &[body])
         } else {
             delivery_id
         };
@@ -178,7 +174,7 @@ impl Zendesk {
         let actor = root.get("actor_id").and_then(scalar);
         let by_us = self.integration_user.is_some() && actor == self.integration_user;
         let tagged =
-            kind == EventKind::Created && tags(root.get("tags")).contains(&self.marker_tag);
+            kind == EventKind::Created && tags(root.get("tags"), None).contains(&self.marker_tag);
         by_us || tagged
     }
 
@@ -239,7 +235,7 @@ impl Zendesk {
             .iter()
             .filter_map(|(name, p)| p.get(json).map(|v| (name.clone(), v.clone())))
             .collect();
-        let tags = tags(root.get("tags"));
+        let tags = tags(root.get("tags"), None);
         if !tags.is_empty() {
             fields.entry("tags".into()).or_insert_with(|| json!(tags));
         }
@@ -263,28 +259,32 @@ impl Zendesk {
     ) -> Result<HttpCall, String> {
         let mut t = Map::new();
         if let Some(team) = &decision.team {
-            let id = self.groups.get(team).ok_or_else(|| {
-                format!("team {team:?} has no Zendesk group: add it to write_back.groups")
-            })?;
+            let id =
+                super::shared::value_for(&self.groups, "team", team, "Zendesk group", "groups")?;
             t.insert("group_id".into(), json!(id));
         }
         if let (Some(agent), false) = (&decision.assignee, self.group_only) {
-            let id = self.agents.get(agent).ok_or_else(|| {
-                format!("agent {agent:?} has no Zendesk user: add it to write_back.agents (or set group_only)")
-            })?;
+            let id =
+                super::shared::value_for(&self.agents, "agent", agent, "Zendesk user", "agents")?;
             t.insert("assignee_id".into(), json!(id));
         }
         let priority = decision.priority.name();
-        let p = self.priorities.get(priority).ok_or_else(|| {
-            format!(
-                "priority {priority:?} has no Zendesk priority: add it to write_back.priorities"
-            )
-        })?;
+        let p = super::shared::value_for(
+            &self.priorities,
+            "priority",
+            priority,
+            "Zendesk priority",
+            "priorities",
+        )?;
         t.insert("priority".into(), json!(p));
         let status = decision.status.name();
-        let s = self.statuses.get(status).ok_or_else(|| {
-            format!("status {status:?} has no Zendesk status: add it to write_back.statuses")
-        })?;
+        let s = super::shared::value_for(
+            &self.statuses,
+            "status",
+            status,
+            "Zendesk status",
+            "statuses",
+        )?;
         t.insert("status".into(), json!(s));
         let mut tags: Vec<&str> = decision.tags.iter().map(String::as_str).collect();
         tags.push(&self.marker_tag);
@@ -333,19 +333,6 @@ fn event_kind(t: &str, json: &Value) -> EventKind {
             }
         }
         _ => EventKind::Ignored,
-    }
-}
-
-/// Tags as a list (event webhooks) or one space-separated string (`{{ticket.tags}}`).
-fn tags(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-        _ => Vec::new(),
     }
 }
 

@@ -110,17 +110,30 @@ impl Db {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StoreError> {
+        self.claim("inbox", lease_until, limit)
+            .await?
+            .iter()
+            .map(inbox_row)
+            .collect()
+    }
+
+    /// Claims due rows of `table` until `lease_until` (an attempt counted), in id order.
+    async fn claim(
+        &self,
+        table: &str,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Row>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(&claim_sql("inbox"))
+        let mut rows = sqlx::query(&claim_sql(table))
             .bind(Stamp(lease_until))
             .bind(Stamp(now()))
             .bind(limit)
             .fetch_all(tx.conn())
             .await?;
         tx.commit().await?;
-        let mut events = rows.iter().map(inbox_row).collect::<Result<Vec<_>, _>>()?;
-        events.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(events)
+        rows.sort_by_key(|r| r.get::<String, _>("id"));
+        Ok(rows)
     }
 
     pub(in crate::store) async fn finish_inbox(
@@ -187,17 +200,11 @@ impl Db {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<WriteBack>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(&claim_sql("outbox"))
-            .bind(Stamp(lease_until))
-            .bind(Stamp(now()))
-            .bind(limit)
-            .fetch_all(tx.conn())
-            .await?;
-        tx.commit().await?;
-        let mut items = rows.iter().map(outbox_row).collect::<Result<Vec<_>, _>>()?;
-        items.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(items)
+        self.claim("outbox", lease_until, limit)
+            .await?
+            .iter()
+            .map(outbox_row)
+            .collect()
     }
 
     pub(in crate::store) async fn finish_write_back(
