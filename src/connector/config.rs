@@ -174,6 +174,9 @@ impl std::fmt::Display for Id {
     }
 }
 
+/// The kinds that talk to a helpdesk's own API.
+const HELPDESKS: &str = "zendesk, jira, zammad, chatwoot, freshdesk";
+
 /// The kinds, as named in the config.
 pub const KINDS: &str = "generic, zendesk, jira, zammad, chatwoot, freshdesk";
 
@@ -549,36 +552,12 @@ fn write_back(f: &WriteBackFile, kind: &str, errors: &mut Errors<'_>) -> Option<
     };
     let keys = [
         ("email", f.email.is_some(), "zendesk, jira"),
-        (
-            "api_token",
-            f.api_token.is_some(),
-            "zendesk, jira, zammad, chatwoot, freshdesk",
-        ),
-        (
-            "agents",
-            !f.agents.is_empty(),
-            "zendesk, jira, zammad, chatwoot, freshdesk",
-        ),
-        (
-            "priorities",
-            !f.priorities.is_empty(),
-            "zendesk, jira, zammad, chatwoot, freshdesk",
-        ),
-        (
-            "group_only",
-            f.group_only.is_some(),
-            "zendesk, jira, zammad, chatwoot, freshdesk",
-        ),
-        (
-            "internal_note",
-            f.internal_note.is_some(),
-            "zendesk, jira, zammad, chatwoot, freshdesk",
-        ),
-        (
-            "marker_tag",
-            f.marker_tag.is_some(),
-            "zendesk, jira, zammad, chatwoot, freshdesk",
-        ),
+        ("api_token", f.api_token.is_some(), HELPDESKS),
+        ("agents", !f.agents.is_empty(), HELPDESKS),
+        ("priorities", !f.priorities.is_empty(), HELPDESKS),
+        ("group_only", f.group_only.is_some(), HELPDESKS),
+        ("internal_note", f.internal_note.is_some(), HELPDESKS),
+        ("marker_tag", f.marker_tag.is_some(), HELPDESKS),
         (
             "groups",
             !f.groups.is_empty(),
