@@ -15,6 +15,7 @@ use crate::cli::ServeArgs;
 use crate::connector::{ConnectorFile, Connectors};
 use crate::model::bert::LinearMode;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
+use crate::nats::{NatsFile, NatsSettings};
 use crate::registry::{AfterGate, RegistryConfig};
 use crate::service::jobs::Schedule;
 use crate::store::{Connect, DatabaseUrl};
@@ -108,6 +109,8 @@ pub struct FileConfig {
     /// Helpdesk connectors.
     #[serde(default)]
     pub connectors: Vec<ConnectorFile>,
+    /// The NATS JetStream queue channel.
+    pub nats: Option<NatsFile>,
 }
 
 /// `[batching]`.
@@ -266,6 +269,8 @@ pub struct Settings {
     pub tokens: Vec<TokenConfig>,
     /// Helpdesk connectors.
     pub connectors: Connectors,
+    /// The NATS queue channel (`None`: off).
+    pub nats: Option<NatsSettings>,
     /// Learning from corrections.
     pub learning: Learning,
     /// Redact personal data in ticket texts before storing them.
@@ -494,6 +499,16 @@ impl Settings {
                 close_after: (close_after > 0).then(|| Duration::from_secs(close_after * HOUR)),
             },
             connectors: compile_connectors(&file.connectors)?,
+            nats: match file.nats {
+                None => None,
+                Some(n) => Some(n.compile(&base).map_err(|errors| {
+                    format!(
+                        "{} error(s) in [nats]:\n  {}",
+                        errors.len(),
+                        errors.join("\n  ")
+                    )
+                })?),
+            },
             tokens: file.tokens,
             learning,
             redact_stored_text: file.privacy.redact_stored_text.unwrap_or(true),

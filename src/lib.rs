@@ -17,6 +17,7 @@ pub mod lang;
 pub mod learn;
 pub mod metrics;
 pub mod model;
+pub mod nats;
 pub mod privacy;
 pub mod registry;
 pub mod rules;

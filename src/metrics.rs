@@ -38,6 +38,11 @@ struct ConnectorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     version: String,
 }
@@ -69,6 +74,7 @@ pub struct Metrics {
     model: Family<ModelLabels, Gauge>,
     connector_events: Family<ConnectorLabels, Counter>,
     write_backs: Family<ConnectorLabels, Counter>,
+    queue_messages: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -148,9 +154,16 @@ impl Metrics {
             "Write-back attempts by connector and outcome (delivered, retry, superseded, dead)",
             write_backs.clone(),
         );
+        let queue_messages = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "nats_messages",
+            "NATS queue messages by outcome (routed, replayed, retried, dead_lettered)",
+            queue_messages.clone(),
+        );
         Self {
             connector_events,
             write_backs,
+            queue_messages,
             registry,
             requests,
             latency,
@@ -210,6 +223,15 @@ impl Metrics {
         self.connector_events
             .get_or_create(&ConnectorLabels {
                 connector: connector.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts how the handling of a NATS queue message ended.
+    pub fn queue_message(&self, outcome: &str) {
+        self.queue_messages
+            .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
             })
             .inc();

@@ -17,6 +17,7 @@ mod hardening;
 mod hub;
 mod jira;
 mod learning;
+mod nats;
 #[path = "../src/store/pg_cluster.rs"]
 mod pg_cluster;
 mod replicas;

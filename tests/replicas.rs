@@ -308,3 +308,45 @@ fn two_replicas_share_the_connectors_inbox_and_outbox() {
     assert_eq!(status["connectors"][0]["outbox_delivered"], 20);
     assert_eq!(status["connectors"][0]["inbox_pending"], 0);
 }
+
+#[test]
+fn two_replicas_share_the_nats_consumer_and_one_dying_leaves_its_messages_to_the_other() {
+    use crate::common::nats::Nats;
+    use crate::nats::{decisions, metric, operator_streams, section, ticket};
+    let n = Nats::start();
+    operator_streams(&n, Duration::from_secs(120));
+    let total: usize = 200;
+    let messages: Vec<(Option<&str>, String)> = (0..total)
+        .map(|i| (None, ticket(&format!("Q-{i}"))))
+        .collect();
+    let url = pg_cluster::fresh_database();
+    let (da, db, shared) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let more = |dir: &Path| config(dir, shared.path()) + &section(&n.url, "max_in_flight = 8");
+    let a = server::start_full(da.path(), &["--database", &url], &more(da.path()), &[]);
+    let b = server::start_full(db.path(), &["--database", &url], &more(db.path()), &[]);
+    a.wait_log("NATS queue channel consuming");
+    b.wait_log("NATS queue channel consuming");
+    n.publish("helpdesk.tickets.created", &messages);
+    Nats::eventually("both replicas routing", 60, || {
+        metric(&a, "routed") > 0 && metric(&b, "routed") > 0
+    });
+    // One replica dies with messages in hand; the other is given them after ack_wait.
+    a.crash();
+    Nats::eventually("every message handled", 120, || {
+        n.stream_messages("OUTCOMES") >= total as u64
+            && n.consumer_backlog("TICKETS", "intent-router") == (0, 0)
+    });
+    let logged = decisions(&b);
+    let mut tickets: Vec<&str> = logged
+        .iter()
+        .map(|d| d["ticket_id"].as_str().unwrap())
+        .collect();
+    tickets.sort_unstable();
+    tickets.dedup();
+    assert_eq!((logged.len(), tickets.len()), (total, total));
+    assert_eq!(n.read("OUTCOMES", "helpdesk.decisions").len(), total);
+}

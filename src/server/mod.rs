@@ -40,6 +40,7 @@ use self::error::{ApiError, Code};
 use crate::config::{self, Settings};
 use crate::metrics::Metrics;
 use crate::model::source;
+use crate::nats::NatsChannel;
 use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
 use crate::service::{
@@ -74,6 +75,8 @@ pub struct AppState {
     pub erasure: Arc<ErasureService>,
     /// Helpdesk connectors: webhooks in, write-backs out.
     pub connectors: ConnectorService,
+    /// The NATS queue channel, when configured.
+    pub nats: Option<NatsChannel>,
     /// Set once the model is warmed and the rules are active.
     pub ready: AtomicBool,
 }
@@ -143,9 +146,14 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         Arc::clone(&metrics),
         settings.claim_lease,
     );
+    let nats = settings
+        .nats
+        .clone()
+        .map(|n| NatsChannel::new(n, route.clone(), Arc::clone(&metrics)));
     let state = Arc::new(AppState {
         erasure,
         connectors,
+        nats,
         settings,
         auth,
         store,
@@ -478,6 +486,9 @@ pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
     state.jobs.spawn_schedule(state.settings.schedule());
     state.jobs.spawn_sweep(every);
     state.connectors.spawn_workers(CONNECTOR_POLL.min(every));
+    if let Some(nats) = &state.nats {
+        nats.spawn();
+    }
     spawn_token_reload(Arc::clone(state));
     Ok(())
 }
@@ -505,6 +516,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     axum::serve(listener, router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(nats) = &state.nats {
+        nats.stop().await;
+    }
     state.jobs.shutdown().await;
     state.store.close().await;
     Ok(())

@@ -404,16 +404,13 @@ impl ConnectorService {
             Ok(r) => r,
             Err(err) => return self.after_error(e, err),
         };
-        let decision: Routed = match reply.decisions.into_iter().next() {
-            Some(d) => d,
-            None => match serde_json::from_str(&reply.body) {
-                Ok(d) => d,
-                Err(err) => {
-                    return InboxOutcome::Failed {
-                        error: format!("the replayed decision is unreadable: {err}"),
-                    }
+        let decision = match reply.into_decision() {
+            Ok(d) => d,
+            Err(err) => {
+                return InboxOutcome::Failed {
+                    error: format!("the replayed decision is unreadable: {err}"),
                 }
-            },
+            }
         };
         InboxOutcome::Done {
             write_back: c.write_back(&e.ticket_id, &decision, e.context.as_deref()),
@@ -424,12 +421,7 @@ impl ConnectorService {
 
     /// A failed routing attempt: again later if it may pass then, else failed.
     fn after_error(&self, e: &InboxEvent, err: RouteError) -> InboxOutcome {
-        let transient = match &err {
-            RouteError::Classify(_) => true,
-            RouteError::Store(s) => !matches!(s, StoreError::IdempotencyMismatch(_)),
-            _ => false,
-        };
-        if transient && e.attempts < INBOX_ATTEMPTS {
+        if err.is_transient() && e.attempts < INBOX_ATTEMPTS {
             InboxOutcome::Retry {
                 at: crate::store::now() + backoff(e.attempts),
                 error: err.to_string(),
@@ -834,14 +826,19 @@ fn span(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d.min(Duration::from_secs(86_400))).expect("a day fits")
 }
 
+/// [`jittered_backoff`] as chrono's duration.
+fn backoff(attempts: i64) -> chrono::Duration {
+    span(jittered_backoff(attempts))
+}
+
 /// The wait before attempt `attempts + 1`: 2^attempts seconds up to ten minutes, half of it
 /// random (so many retries do not come back at once).
-fn backoff(attempts: i64) -> chrono::Duration {
+pub(crate) fn jittered_backoff(attempts: i64) -> Duration {
     let exp = attempts.clamp(0, 20) as u32;
     let full = Duration::from_secs(1u64 << exp).min(MAX_BACKOFF);
     let half = full / 2;
     let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-    span(half + Duration::from_millis(jitter))
+    half + Duration::from_millis(jitter)
 }
 
 /// A `Retry-After` value: seconds, or an HTTP date.

@@ -57,6 +57,18 @@ pub enum RouteError {
     Store(#[from] StoreError),
 }
 
+impl RouteError {
+    /// Whether the same tickets may route later (the queue was full, the database failed),
+    /// unlike a ticket that will never pass or an idempotency key reused for another request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Classify(_) => true,
+            Self::Store(s) => !matches!(s, StoreError::IdempotencyMismatch(_)),
+            _ => false,
+        }
+    }
+}
+
 /// The limits and storage choices of routing.
 #[derive(Debug, Clone, Default)]
 pub struct RoutePolicy {
@@ -113,6 +125,17 @@ pub struct RouteReply {
     pub decisions: Vec<Routed>,
     /// Where the time went (none when replayed).
     pub stages: Option<StageTimes>,
+}
+
+impl RouteReply {
+    /// The one decision of a single-ticket request, made now or replayed from the stored
+    /// answer.
+    pub fn into_decision(self) -> Result<Routed, serde_json::Error> {
+        match self.decisions.into_iter().next() {
+            Some(d) => Ok(d),
+            None => serde_json::from_str(&self.body),
+        }
+    }
 }
 
 /// Where one routing call's time went, by stage (for a batch: the slowest ticket's queue and

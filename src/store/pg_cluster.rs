@@ -125,78 +125,9 @@ impl Cluster {
         self.dir.join("tls")
     }
 
-    /// A throwaway certificate authority and a server certificate it signed for `localhost`
-    /// and 127.0.0.1 (elliptic-curve keys: quick to make), so the server also speaks TLS.
+    /// Certificates in [`Cluster::tls_dir`], so the server also speaks TLS.
     fn make_certificates(&self) -> Result<(), String> {
-        let tls = self.tls_dir();
-        fs::create_dir_all(&tls).map_err(|e| format!("{}: {e}", tls.display()))?;
-        fs::write(
-            tls.join("san.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .map_err(|e| format!("{}: {e}", tls.display()))?;
-        let key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let steps: [&[&str]; 3] = [
-            &[
-                &["req", "-x509"][..],
-                &key[..],
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-days",
-                    "3",
-                    "-subj",
-                    "/CN=intent-router test CA",
-                ][..],
-            ]
-            .concat(),
-            &[
-                &["req"][..],
-                &key[..],
-                &[
-                    "-keyout",
-                    "server.key",
-                    "-out",
-                    "server.csr",
-                    "-subj",
-                    "/CN=localhost",
-                ][..],
-            ]
-            .concat(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "3",
-                "-extfile",
-                "san.ext",
-            ],
-        ];
-        for args in steps {
-            let mut command = Command::new("openssl");
-            command.args(args).current_dir(&tls).stdin(Stdio::null());
-            run(&mut command, "openssl (apt-get install -y openssl)")?;
-        }
-        let mut chmod = Command::new("chmod");
-        chmod.arg("600").arg(tls.join("server.key"));
-        run(&mut chmod, "chmod").map(drop)
+        make_certificates(&self.tls_dir())
     }
 
     /// A server tool (`initdb`, `pg_ctl`, `createdb`), through `runuser` when running as root.
@@ -455,4 +386,78 @@ fn tail(text: &str, lines: usize) -> String {
 /// `text` single-quoted for `sh`.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A throwaway certificate authority (`ca.pem`) and a server certificate it signed for
+/// `localhost` and 127.0.0.1 (`server.pem`, `server.key`; elliptic-curve keys: quick to make)
+/// in `tls`, made with `openssl`.
+pub fn make_certificates(tls: &Path) -> Result<(), String> {
+    fs::create_dir_all(tls).map_err(|e| format!("{}: {e}", tls.display()))?;
+    fs::write(
+        tls.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .map_err(|e| format!("{}: {e}", tls.display()))?;
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [&[&str]; 3] = [
+        &[
+            &["req", "-x509"][..],
+            &key[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=intent-router test CA",
+            ][..],
+        ]
+        .concat(),
+        &[
+            &["req"][..],
+            &key[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ][..],
+        ]
+        .concat(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "3",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for args in steps {
+        let mut command = Command::new("openssl");
+        command.args(args).current_dir(tls).stdin(Stdio::null());
+        run(&mut command, "openssl (apt-get install -y openssl)")?;
+    }
+    let mut chmod = Command::new("chmod");
+    chmod.arg("600").arg(tls.join("server.key"));
+    run(&mut chmod, "chmod").map(drop)
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod helpdesk;
+pub mod nats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

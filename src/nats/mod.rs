@@ -1,0 +1,550 @@
+//! The queue channel: tickets published on a NATS JetStream stream, taken through a durable
+//! pull consumer that every replica shares, routed by the one route service (idempotent per
+//! message), their decisions published to another subject with `Nats-Msg-Id` = the decision
+//! id. A message is acknowledged only after its decision is committed and published, so a
+//! crash at any point makes the server deliver it again, and the replay gives the same
+//! decision under the same message id (which the decisions' stream deduplicates). A message
+//! that can never be routed, or that failed `max_deliver` times, goes to the dead-letter
+//! subject with the reason.
+//!
+//! Sources: the JetStream consumer and acknowledgement model (docs.nats.io, "Consumers",
+//! "Consumer Details": AckExplicit, AckWait, MaxDeliver, Nak with a delay, `$JS.ACK` reply
+//! subjects carrying the delivery count) and message deduplication (`Nats-Msg-Id` within the
+//! stream's `duplicate_window`); tested against nats-server 2.9.10 (Debian bookworm).
+
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, AckKind, Context};
+use async_nats::{ConnectOptions, HeaderMap};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Semaphore};
+
+pub use config::{NatsAuth, NatsFile, NatsSettings, NatsTls};
+
+use crate::metrics::Metrics;
+use crate::service::connectors::jittered_backoff;
+use crate::service::route::{Idempotency, RouteRequest, RouteService, Shape};
+use crate::ticket::Ticket;
+
+/// How long one pull request waits for messages before the next is made.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// The longest wait before connecting again after a failure.
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a stopping service waits for the messages it is handling.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The header naming the message a decision or dead letter came from (our idempotency key).
+pub const SOURCE_HEADER: &str = "Intent-Router-Message";
+
+/// The header with the reason a message went to the dead-letter subject.
+pub const ERROR_HEADER: &str = "Intent-Router-Error";
+
+/// Why the channel could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The server did not answer or refused us.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The configured URL(s).
+        url: String,
+        /// What the client said.
+        source: async_nats::ConnectError,
+    },
+    /// The credentials file could not be read.
+    #[error("nats.credentials_file: {0}")]
+    Credentials(std::io::Error),
+    /// The tickets' stream is missing.
+    #[error(
+        "nats.stream: the stream \"{0}\" does not exist on the server; create it (see the README) or set nats.create_stream = true"
+    )]
+    NoStream(String),
+    /// A subject we publish to is in no stream.
+    #[error(
+        "nats.{key}: no stream captures the subject \"{subject}\", so what is published there would be lost; add it to a stream's subjects"
+    )]
+    Uncaptured {
+        /// The setting.
+        key: &'static str,
+        /// Its subject.
+        subject: String,
+    },
+    /// Any other JetStream API failure.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
+
+/// What became of one message.
+#[derive(Debug)]
+enum Failure {
+    /// It may pass later: delivered again after a backoff, up to `max_deliver` times.
+    Transient(String),
+    /// It never will: to the dead-letter subject now.
+    Permanent(String),
+}
+
+/// The queue channel; [`NatsChannel::spawn`] starts it.
+#[derive(Clone)]
+pub struct NatsChannel {
+    settings: Arc<NatsSettings>,
+    route: RouteService,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl NatsChannel {
+    /// A channel routing with `route`.
+    pub fn new(settings: NatsSettings, route: RouteService, metrics: Arc<Metrics>) -> Self {
+        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+        Self {
+            settings: Arc::new(settings),
+            route,
+            metrics,
+            stop: watch::channel(false).0,
+            in_flight,
+        }
+    }
+
+    /// Connects (again and again, with a growing wait, while the server is away or the
+    /// stream is missing) and consumes until [`NatsChannel::stop`].
+    pub fn spawn(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut stop = this.stop.subscribe();
+            let mut failures = 0;
+            loop {
+                let outcome = tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    r = this.run() => r,
+                };
+                failures += 1;
+                let wait = jittered_backoff(failures).min(MAX_RECONNECT_WAIT);
+                match outcome {
+                    Ok(()) => failures = 0,
+                    Err(e) => tracing::error!(
+                        "NATS queue channel: {e}; trying again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                }
+                tokio::select! {
+                    _ = stopped(&mut stop) => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+    }
+
+    /// Stops taking messages and waits (up to ten seconds) for those being handled; the
+    /// server delivers any others again after `ack_wait`.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let all = u32::try_from(self.settings.max_in_flight).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN, self.in_flight.acquire_many(all)).await;
+    }
+
+    /// One connection's life: set up, then consume until the consumer fails for good.
+    async fn run(&self) -> Result<(), NatsError> {
+        let js = self.connect().await?;
+        let consumer = self.consumer(&js).await?;
+        let s = &self.settings;
+        tracing::info!(
+            stream = %s.stream,
+            consumer = %s.consumer,
+            subject = %s.subject,
+            "NATS queue channel consuming"
+        );
+        let mut errors = 0u32;
+        loop {
+            match self.pull(&js, &consumer).await {
+                Ok(true) => errors = 0,
+                Ok(false) => return Ok(()),
+                Err(e) if errors < 5 => {
+                    errors += 1;
+                    tracing::warn!("NATS queue channel: pulling messages: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(NatsError::JetStream(format!("pulling messages: {e}"))),
+            }
+        }
+    }
+
+    /// Connects with the configured credentials and TLS.
+    async fn connect(&self) -> Result<Context, NatsError> {
+        let s = &self.settings;
+        let mut options = ConnectOptions::new()
+            .name("intent-router")
+            .require_tls(s.tls.required);
+        if let Some(ca) = &s.tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &s.tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options = match &s.auth {
+            NatsAuth::None => options,
+            NatsAuth::Credentials(path) => options
+                .credentials_file(path)
+                .await
+                .map_err(NatsError::Credentials)?,
+            NatsAuth::NKey(seed) => options.nkey(seed.clone()),
+            NatsAuth::UserPassword(user, password) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::Token(token) => options.token(token.clone()),
+        };
+        let servers: Vec<&str> = s.url.split(',').map(str::trim).collect();
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|source| NatsError::Connect {
+                url: s.url.clone(),
+                source,
+            })?;
+        Ok(jetstream::new(client))
+    }
+
+    /// Checks (or creates) the stream, checks that decisions and dead letters are captured by
+    /// a stream, and creates or updates the durable consumer.
+    async fn consumer(&self, js: &Context) -> Result<jetstream::consumer::PullConsumer, NatsError> {
+        let s = &self.settings;
+        let api = |e: &dyn std::fmt::Display| NatsError::JetStream(e.to_string());
+        let stream = if s.create_stream {
+            js.get_or_create_stream(jetstream::stream::Config {
+                name: s.stream.clone(),
+                subjects: vec![
+                    s.subject.clone(),
+                    s.decisions_subject.clone(),
+                    s.dead_letter_subject.clone(),
+                ],
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| api(&format!("creating the stream \"{}\": {e}", s.stream)))?
+        } else {
+            js.get_stream(&s.stream).await.map_err(|e| {
+                use jetstream::context::GetStreamErrorKind;
+                match e.kind() {
+                    GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                    {
+                        NatsError::NoStream(s.stream.clone())
+                    }
+                    _ => api(&format!("the stream \"{}\": {e}", s.stream)),
+                }
+            })?
+        };
+        for (key, subject) in [
+            ("decisions_subject", &s.decisions_subject),
+            ("dead_letter_subject", &s.dead_letter_subject),
+        ] {
+            if js.stream_by_subject(subject.clone()).await.is_err() {
+                return Err(NatsError::Uncaptured {
+                    key,
+                    subject: subject.clone(),
+                });
+            }
+        }
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(s.consumer.clone()),
+                description: Some("intent-router: tickets to route".into()),
+                filter_subject: s.subject.clone(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: s.ack_wait,
+                // Unlimited on the server: we count deliveries ourselves, so that a message
+                // whose handling kills the process still reaches the dead-letter subject.
+                max_deliver: -1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| api(&format!("the consumer \"{}\": {e}", s.consumer)))
+    }
+
+    /// One pull request: as many messages as there are free places, each handled in its own
+    /// task as it arrives; `Ok(false)` once the channel is stopped.
+    async fn pull(
+        &self,
+        js: &Context,
+        consumer: &jetstream::consumer::PullConsumer,
+    ) -> Result<bool, String> {
+        let mut stop = self.stop.subscribe();
+        let first = tokio::select! {
+            _ = stopped(&mut stop) => return Ok(false),
+            p = Arc::clone(&self.in_flight).acquire_owned() => p.map_err(|e| e.to_string())?,
+        };
+        let wanted = 1 + self.in_flight.available_permits();
+        let mut batch = consumer
+            .batch()
+            .max_messages(wanted)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut permit = Some(first);
+        loop {
+            let next = tokio::select! {
+                _ = stopped(&mut stop) => return Ok(false),
+                m = batch.next() => m,
+            };
+            let Some(message) = next else { return Ok(true) };
+            let message = message.map_err(|e| e.to_string())?;
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => Arc::clone(&self.in_flight)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            let (this, js) = (self.clone(), js.clone());
+            tokio::spawn(async move {
+                this.handle(&js, message).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Routes one message and publishes its decision, then acknowledges it; or sends it to the
+    /// dead-letter subject; or asks for it again later.
+    async fn handle(&self, js: &Context, message: jetstream::Message) {
+        let Ok(info) = message.info() else {
+            tracing::warn!(subject = %message.subject, "NATS: a message without JetStream metadata; left alone");
+            return;
+        };
+        let (delivered, sequence, published) =
+            (info.delivered, info.stream_sequence, info.published);
+        let key = message_key(&self.settings.stream, message.headers.as_ref(), sequence);
+        let most = i64::from(self.settings.max_deliver);
+        let result = if delivered > most {
+            Err(Failure::Permanent(format!(
+                "delivered {delivered} times without an outcome (the process handling it stopped each time)"
+            )))
+        } else {
+            self.route_and_publish(js, &message, &key, published).await
+        };
+        let outcome = match result {
+            Ok(replayed) => {
+                if let Err(e) = message.double_ack().await {
+                    // Delivered again later: the replay publishes the same decision.
+                    tracing::warn!(%key, "NATS: acknowledging: {e}");
+                }
+                if replayed {
+                    "replayed"
+                } else {
+                    "routed"
+                }
+            }
+            Err(Failure::Transient(why)) if delivered < most => {
+                let wait = jittered_backoff(delivered - 1);
+                tracing::warn!(%key, delivered, "NATS: {why}; delivered again in {wait:?}");
+                let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
+                "retried"
+            }
+            Err(Failure::Transient(why) | Failure::Permanent(why)) => {
+                match self.dead_letter(js, &message, &key, delivered, &why).await {
+                    Ok(()) => {
+                        tracing::warn!(%key, delivered, "NATS: to the dead-letter subject: {why}");
+                        // Terminated: never delivered again (the server's advisory says so).
+                        if let Err(e) = message.double_ack_with(AckKind::Term).await {
+                            tracing::warn!(%key, "NATS: terminating: {e}");
+                        }
+                        "dead_lettered"
+                    }
+                    Err(e) => {
+                        tracing::error!(%key, "NATS: the dead-letter subject refused the message ({e}); it stays for later");
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(jittered_backoff(delivered))))
+                            .await;
+                        "retried"
+                    }
+                }
+            }
+        };
+        self.metrics.queue_message(outcome);
+    }
+
+    /// Routes the message's ticket (idempotent per message) and publishes its decision;
+    /// `Ok(true)` when the decision was an earlier one replayed.
+    async fn route_and_publish(
+        &self,
+        js: &Context,
+        message: &jetstream::Message,
+        key: &str,
+        published: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Failure> {
+        let mut ticket = parse_ticket(&message.payload).map_err(Failure::Permanent)?;
+        ticket.received_at.get_or_insert(published);
+        let request = RouteRequest {
+            tickets: vec![ticket],
+            shape: Shape::One,
+            idempotency: Some(Idempotency {
+                key: key.to_string(),
+                request_hash: crate::connector::sign::hex(&Sha256::digest(&message.payload)),
+            }),
+        };
+        let reply = self.route.route(request).await.map_err(|e| {
+            if e.is_transient() {
+                Failure::Transient(e.to_string())
+            } else {
+                Failure::Permanent(e.to_string())
+            }
+        })?;
+        let replayed = reply.replayed;
+        let body = reply.body.clone();
+        let decision_id = reply
+            .into_decision()
+            .ok()
+            .and_then(|d| d.decision_id)
+            .ok_or_else(|| Failure::Permanent("the stored decision is unreadable".into()))?;
+        crate::failpoint::hit("nats.publish")
+            .await
+            .map_err(|p| Failure::Transient(format!("failpoint {p}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", decision_id.as_str());
+        headers.insert(SOURCE_HEADER, key);
+        publish(
+            js,
+            &self.settings.decisions_subject,
+            headers,
+            body.into_bytes(),
+        )
+        .await
+        .map_err(|e| Failure::Transient(format!("publishing the decision: {e}")))?;
+        Ok(replayed)
+    }
+
+    /// Publishes the message to the dead-letter subject with why, how often it was delivered
+    /// and where it came from (its own headers kept, but for the server's `Nats-*` ones).
+    async fn dead_letter(
+        &self,
+        js: &Context,
+        message: &jetstream::Message,
+        key: &str,
+        delivered: i64,
+        why: &str,
+    ) -> Result<(), String> {
+        let mut headers = HeaderMap::new();
+        if let Some(original) = &message.headers {
+            for (name, values) in original.iter() {
+                let name_text: &str = name.as_ref();
+                if !name_text.to_ascii_lowercase().starts_with("nats-") {
+                    for v in values {
+                        headers.append(name.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        headers.insert("Nats-Msg-Id", format!("dead:{key}"));
+        headers.insert(SOURCE_HEADER, key);
+        headers.insert(ERROR_HEADER, header_text(why));
+        headers.insert("Intent-Router-Delivered", delivered.to_string());
+        headers.insert("Intent-Router-Subject", message.subject.as_str());
+        let payload = message.payload.to_vec();
+        publish(js, &self.settings.dead_letter_subject, headers, payload).await
+    }
+}
+
+/// Resolves once the channel is told to stop.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Publishes to JetStream and waits for the stream's acknowledgement (stored, or recognised
+/// as a duplicate of its `Nats-Msg-Id`).
+async fn publish(
+    js: &Context,
+    subject: &str,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) -> Result<(), String> {
+    js.publish_with_headers(subject.to_string(), headers, payload.into())
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The idempotency key of a message: its publisher's `Nats-Msg-Id` when it has one (a
+/// ticket published twice is routed once), else its place in the stream.
+fn message_key(stream: &str, headers: Option<&HeaderMap>, sequence: u64) -> String {
+    match headers
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+    {
+        Some(id) => format!("nats:{stream}:id:{id}"),
+        None => format!("nats:{stream}:seq:{sequence}"),
+    }
+}
+
+/// A ticket from a message body: a JSON object, as the body of `POST /v1/route`.
+fn parse_ticket(payload: &[u8]) -> Result<Ticket, String> {
+    const WANTED: &str = "publish a JSON ticket (the body of POST /v1/route)";
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(format!("the message is empty; {WANTED}")),
+        Some(b'{') => serde_json::from_slice(payload)
+            .map_err(|e| format!("the message is not a ticket: {e}; {WANTED}")),
+        Some(_) => Err(format!("the message is not a JSON object; {WANTED}")),
+    }
+}
+
+/// Text fit for a header value: one line, at most 500 bytes.
+fn header_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > 500 {
+        let mut cut = 500;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_known_by_its_publishers_id_or_its_place() {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", "T-1#created");
+        assert_eq!(message_key("S", Some(&h), 7), "nats:S:id:T-1#created");
+        assert_eq!(message_key("S", None, 7), "nats:S:seq:7");
+        h.insert("Nats-Msg-Id", "");
+        assert_eq!(message_key("S", Some(&h), 7), "nats:S:seq:7");
+    }
+
+    #[test]
+    fn a_message_body_must_be_a_ticket_object() {
+        let t = parse_ticket(br#" {"id": "T-1", "body": "hello"}"#).unwrap();
+        assert_eq!(t.id.as_deref(), Some("T-1"));
+        for (bad, says) in [
+            (&b"  "[..], "the message is empty"),
+            (b"[1]", "not a JSON object"),
+            (b"{\"body\": 1}", "not a ticket"),
+            (b"{\"bdy\": \"x\"}", "not a ticket"),
+        ] {
+            let e = parse_ticket(bad).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn header_text_is_one_bounded_line() {
+        assert_eq!(header_text("a\r\nb"), "a  b");
+        let long = "é".repeat(400);
+        let cut = header_text(&long);
+        assert!(cut.len() <= 500 && cut.chars().all(|c| c == 'é'));
+    }
+}
