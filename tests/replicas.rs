@@ -325,16 +325,20 @@ fn two_replicas_share_the_nats_consumer_and_one_dying_leaves_its_messages_to_the
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let more = |dir: &Path| config(dir, shared.path()) + &section(&n.url, "max_in_flight = 8");
-    let a = server::start_full(da.path(), &["--database", &url], &more(da.path()), &[]);
+    let more = |dir: &Path| {
+        config(dir, shared.path()) + &section(&n.url, "max_in_flight = 8\nmax_deliver = 10")
+    };
+    // Replica a commits decisions and never publishes them: killed, it leaves them in hand.
+    let pause = [("INTENT_ROUTER_FAILPOINTS", "nats.publish=pause")];
+    let a = server::start_full(da.path(), &["--database", &url], &more(da.path()), &pause);
     let b = server::start_full(db.path(), &["--database", &url], &more(db.path()), &[]);
     a.wait_log("NATS queue channel consuming");
     b.wait_log("NATS queue channel consuming");
     n.publish("helpdesk.tickets.created", &messages);
-    Nats::eventually("both replicas routing", 60, || {
-        metric(&a, "routed") > 0 && metric(&b, "routed") > 0
-    });
-    // One replica dies with messages in hand; the other is given them after ack_wait.
+    a.wait_log("failpoint nats.publish reached");
+    Nats::eventually("b routing", 60, || metric(&b, "routed") > 0);
+    // One replica dies with messages in hand; the other is given them after ack_wait, and
+    // publishes the decisions a committed.
     a.crash();
     Nats::eventually("every message handled", 120, || {
         n.stream_messages("OUTCOMES") >= total as u64
@@ -349,4 +353,5 @@ fn two_replicas_share_the_nats_consumer_and_one_dying_leaves_its_messages_to_the
     tickets.dedup();
     assert_eq!((logged.len(), tickets.len()), (total, total));
     assert_eq!(n.read("OUTCOMES", "helpdesk.decisions").len(), total);
+    assert!(metric(&b, "replayed") > 0);
 }

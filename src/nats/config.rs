@@ -40,7 +40,7 @@ pub struct NatsFile {
     pub password_file: Option<PathBuf>,
     /// A file holding an authentication token (first line).
     pub token_file: Option<PathBuf>,
-    /// Require TLS even when the URL says `nats://`.
+    /// Require TLS even when the URL says `nats://` (default: when certificates are set).
     pub tls_required: Option<bool>,
     /// PEM file of the certificate authorities that signed the server's certificate.
     pub tls_ca_file: Option<PathBuf>,
@@ -143,6 +143,9 @@ impl NatsFile {
             }
         }
         let consumer = self.consumer.unwrap_or_else(|| "intent-router".into());
+        if consumer.trim().is_empty() {
+            errors.push("nats.consumer: empty (leave it out for \"intent-router\")".into());
+        }
         for (key, name) in [("stream", &stream), ("consumer", &consumer)] {
             if !name.is_empty() && !is_name(name) {
                 errors.push(format!(
@@ -220,6 +223,7 @@ impl NatsFile {
             ways.push(("nkey_seed_file", NatsAuth::NKey(seed)));
         }
         match (self.user, self.password_file) {
+            (Some(user), _) if user.trim().is_empty() => errors.push("nats.user: empty".into()),
             (Some(user), Some(p)) => {
                 let password = secret("password_file", p, &mut errors);
                 ways.push(("user", NatsAuth::UserPassword(user, password)));
@@ -265,8 +269,11 @@ impl NatsFile {
                 None
             }
         };
+        // Certificates configured mean TLS is meant: never fall back to a plain connection
+        // (where a client certificate would go unused and credentials travel in clear).
+        let implied = self.tls_ca_file.is_some() || client.is_some();
         let tls = NatsTls {
-            required: self.tls_required.unwrap_or(false),
+            required: self.tls_required.unwrap_or(implied),
             ca_file: self
                 .tls_ca_file
                 .map(|p| file("tls_ca_file", p, &mut errors)),
@@ -406,6 +413,27 @@ mod tests {
                 "{expected:?} missing from:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn certificates_mean_tls_and_names_may_not_be_empty() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let f = NatsFile {
+            tls_ca_file: Some("ca.pem".into()),
+            ..minimal()
+        };
+        let s = f.compile(d.path()).unwrap();
+        assert!(s.tls.required, "no plain fallback once a CA is configured");
+        let f = NatsFile {
+            consumer: Some(" ".into()),
+            user: Some("".into()),
+            password_file: Some("pw".into()),
+            ..minimal()
+        };
+        let text = f.compile(d.path()).unwrap_err().join("\n");
+        assert!(text.contains("nats.consumer: empty"), "{text}");
+        assert!(text.contains("nats.user: empty"), "{text}");
     }
 
     #[test]

@@ -20,14 +20,19 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, AckKind, Context};
 use async_nats::{ConnectOptions, HeaderMap};
 use futures_util::StreamExt;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 
 pub use config::{NatsAuth, NatsFile, NatsSettings, NatsTls};
 
+use crate::batch::BatchError;
 use crate::metrics::Metrics;
 use crate::service::connectors::jittered_backoff;
-use crate::service::route::{Idempotency, RouteRequest, RouteService, Shape};
+use crate::service::route::{
+    Idempotency, RouteError, RouteReply, RouteRequest, RouteService, Shape,
+};
+use crate::serving::ClassifyError;
 use crate::ticket::Ticket;
 
 /// How long one pull request waits for messages before the next is made.
@@ -41,6 +46,12 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// The header naming the message a decision or dead letter came from (our idempotency key).
 pub const SOURCE_HEADER: &str = "Intent-Router-Message";
+
+/// The header of a dead letter whose decision was committed (and not published).
+pub const DECISION_HEADER: &str = "Intent-Router-Decision";
+
+/// The duplicate window of a stream made with `create_stream` (at least; four `ack_wait`s).
+const CREATED_WINDOW: Duration = Duration::from_secs(120);
 
 /// The header with the reason a message went to the dead-letter subject.
 pub const ERROR_HEADER: &str = "Intent-Router-Error";
@@ -86,6 +97,14 @@ enum Failure {
     Transient(String),
     /// It never will: to the dead-letter subject now.
     Permanent(String),
+    /// Its decision is committed but could not be published: as transient; a dead letter
+    /// names the decision.
+    Unpublished {
+        /// Why.
+        why: String,
+        /// The committed decision.
+        decision_id: String,
+    },
 }
 
 /// The queue channel; [`NatsChannel::spawn`] starts it.
@@ -121,12 +140,12 @@ impl NatsChannel {
             loop {
                 let outcome = tokio::select! {
                     _ = stopped(&mut stop) => return,
-                    r = this.run() => r,
+                    r = this.run(&mut failures) => r,
                 };
-                failures += 1;
                 let wait = jittered_backoff(failures).min(MAX_RECONNECT_WAIT);
+                failures += 1;
                 match outcome {
-                    Ok(()) => failures = 0,
+                    Ok(()) => return,
                     Err(e) => tracing::error!(
                         "NATS queue channel: {e}; trying again in {} s",
                         wait.as_secs().max(1)
@@ -140,18 +159,25 @@ impl NatsChannel {
         });
     }
 
+    /// Stops taking messages (those being handled go on).
+    pub fn stop_pulling(&self) {
+        self.stop.send_replace(true);
+    }
+
     /// Stops taking messages and waits (up to ten seconds) for those being handled; the
     /// server delivers any others again after `ack_wait`.
     pub async fn stop(&self) {
-        self.stop.send_replace(true);
+        self.stop_pulling();
         let all = u32::try_from(self.settings.max_in_flight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(DRAIN, self.in_flight.acquire_many(all)).await;
     }
 
-    /// One connection's life: set up, then consume until the consumer fails for good.
-    async fn run(&self) -> Result<(), NatsError> {
+    /// One connection's life: set up (then the count of failed attempts starts again), then
+    /// consume until the consumer fails for good; `Ok` once stopped.
+    async fn run(&self, failures: &mut i64) -> Result<(), NatsError> {
         let js = self.connect().await?;
-        let consumer = self.consumer(&js).await?;
+        let (consumer, sequence_key) = self.consumer(&js).await?;
+        *failures = 0;
         let s = &self.settings;
         tracing::info!(
             stream = %s.stream,
@@ -161,7 +187,7 @@ impl NatsChannel {
         );
         let mut errors = 0u32;
         loop {
-            match self.pull(&js, &consumer).await {
+            match self.pull(&js, &consumer, &sequence_key).await {
                 Ok(true) => errors = 0,
                 Ok(false) => return Ok(()),
                 Err(e) if errors < 5 => {
@@ -203,15 +229,20 @@ impl NatsChannel {
             .connect(servers)
             .await
             .map_err(|source| NatsError::Connect {
-                url: s.url.clone(),
+                url: without_passwords(&s.url),
                 source,
             })?;
         Ok(jetstream::new(client))
     }
 
     /// Checks (or creates) the stream, checks that decisions and dead letters are captured by
-    /// a stream, and creates or updates the durable consumer.
-    async fn consumer(&self, js: &Context) -> Result<jetstream::consumer::PullConsumer, NatsError> {
+    /// a stream, and creates or updates the durable consumer; with the key prefix of messages
+    /// known by their place (the stream's creation time in it: a stream deleted and made again
+    /// numbers its messages from 1 again).
+    async fn consumer(
+        &self,
+        js: &Context,
+    ) -> Result<(jetstream::consumer::PullConsumer, Arc<str>), NatsError> {
         let s = &self.settings;
         let api = |e: &dyn std::fmt::Display| NatsError::JetStream(e.to_string());
         let stream = if s.create_stream {
@@ -223,6 +254,7 @@ impl NatsChannel {
                     s.dead_letter_subject.clone(),
                 ],
                 storage: jetstream::stream::StorageType::File,
+                duplicate_window: CREATED_WINDOW.max(s.ack_wait * 4),
                 ..Default::default()
             })
             .await
@@ -244,14 +276,39 @@ impl NatsChannel {
             ("decisions_subject", &s.decisions_subject),
             ("dead_letter_subject", &s.dead_letter_subject),
         ] {
-            if js.stream_by_subject(subject.clone()).await.is_err() {
-                return Err(NatsError::Uncaptured {
-                    key,
-                    subject: subject.clone(),
-                });
+            use jetstream::context::GetStreamByNameErrorKind;
+            let name = match js.stream_by_subject(subject.clone()).await {
+                Ok(name) => name,
+                Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
+                    return Err(NatsError::Uncaptured {
+                        key,
+                        subject: subject.clone(),
+                    })
+                }
+                Err(e) => return Err(api(&format!("the stream of nats.{key}: {e}"))),
+            };
+            if key == "decisions_subject" {
+                let window = js
+                    .get_stream(&name)
+                    .await
+                    .map_err(|e| api(&format!("the stream \"{name}\": {e}")))?
+                    .cached_info()
+                    .config
+                    .duplicate_window;
+                if window < s.ack_wait * 2 {
+                    tracing::warn!(
+                        "NATS: the stream \"{name}\" remembers message ids for {window:?}, less than twice nats.ack_wait_seconds: a decision published again after a crash may be stored twice (same Nats-Msg-Id); raise its duplicate window"
+                    );
+                }
             }
         }
-        stream
+        let sequence_key: Arc<str> = format!(
+            "nats:{}@{}:seq:",
+            s.stream,
+            stream.cached_info().created.timestamp()
+        )
+        .into();
+        let consumer = stream
             .create_consumer(pull::Config {
                 durable_name: Some(s.consumer.clone()),
                 description: Some("intent-router: tickets to route".into()),
@@ -264,7 +321,8 @@ impl NatsChannel {
                 ..Default::default()
             })
             .await
-            .map_err(|e| api(&format!("the consumer \"{}\": {e}", s.consumer)))
+            .map_err(|e| api(&format!("the consumer \"{}\": {e}", s.consumer)))?;
+        Ok((consumer, sequence_key))
     }
 
     /// One pull request: as many messages as there are free places, each handled in its own
@@ -273,7 +331,13 @@ impl NatsChannel {
         &self,
         js: &Context,
         consumer: &jetstream::consumer::PullConsumer,
+        sequence_key: &Arc<str>,
     ) -> Result<bool, String> {
+        if js.client().connection_state() != async_nats::connection::State::Connected {
+            // The client reconnects by itself; pull requests made meanwhile would pile up.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(true);
+        }
         let mut stop = self.stop.subscribe();
         let first = tokio::select! {
             _ = stopped(&mut stop) => return Ok(false),
@@ -302,9 +366,9 @@ impl NatsChannel {
                     .await
                     .map_err(|e| e.to_string())?,
             };
-            let (this, js) = (self.clone(), js.clone());
+            let (this, js, sequence_key) = (self.clone(), js.clone(), Arc::clone(sequence_key));
             tokio::spawn(async move {
-                this.handle(&js, message).await;
+                this.handle(&js, message, &sequence_key).await;
                 drop(permit);
             });
         }
@@ -312,21 +376,39 @@ impl NatsChannel {
 
     /// Routes one message and publishes its decision, then acknowledges it; or sends it to the
     /// dead-letter subject; or asks for it again later.
-    async fn handle(&self, js: &Context, message: jetstream::Message) {
+    async fn handle(&self, js: &Context, message: jetstream::Message, sequence_key: &str) {
         let Ok(info) = message.info() else {
             tracing::warn!(subject = %message.subject, "NATS: a message without JetStream metadata; left alone");
             return;
         };
         let (delivered, sequence, published) =
             (info.delivered, info.stream_sequence, info.published);
-        let key = message_key(&self.settings.stream, message.headers.as_ref(), sequence);
+        let key = message_key(
+            &self.settings.stream,
+            sequence_key,
+            message.headers.as_ref(),
+            sequence,
+        );
         let most = i64::from(self.settings.max_deliver);
         let result = if delivered > most {
             Err(Failure::Permanent(format!(
                 "delivered {delivered} times without an outcome (the process handling it stopped each time)"
             )))
         } else {
-            self.route_and_publish(js, &message, &key, published).await
+            // Still working on it: the server waits another ack_wait before delivering it
+            // again (to this or another replica).
+            let work = self.route_and_publish(js, &message, &key, published);
+            tokio::pin!(work);
+            let mut progress = tokio::time::interval(self.settings.ack_wait / 2);
+            progress.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = progress.tick() => {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
         };
         let outcome = match result {
             Ok(replayed) => {
@@ -340,14 +422,20 @@ impl NatsChannel {
                     "routed"
                 }
             }
-            Err(Failure::Transient(why)) if delivered < most => {
+            Err(Failure::Transient(why) | Failure::Unpublished { why, .. }) if delivered < most => {
                 let wait = jittered_backoff(delivered - 1);
                 tracing::warn!(%key, delivered, "NATS: {why}; delivered again in {wait:?}");
                 let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
                 "retried"
             }
-            Err(Failure::Transient(why) | Failure::Permanent(why)) => {
-                match self.dead_letter(js, &message, &key, delivered, &why).await {
+            Err(failure) => {
+                let (why, decision) = match failure {
+                    Failure::Transient(why) | Failure::Permanent(why) => (why, None),
+                    Failure::Unpublished { why, decision_id } => (why, Some(decision_id)),
+                };
+                let dead =
+                    self.dead_letter(js, &message, &key, delivered, &why, decision.as_deref());
+                match dead.await {
                     Ok(()) => {
                         tracing::warn!(%key, delivered, "NATS: to the dead-letter subject: {why}");
                         // Terminated: never delivered again (the server's advisory says so).
@@ -388,7 +476,7 @@ impl NatsChannel {
                 request_hash: crate::connector::sign::hex(&Sha256::digest(&message.payload)),
             }),
         };
-        let reply = self.route.route(request).await.map_err(|e| {
+        let reply = self.route_waiting(request).await.map_err(|e| {
             if e.is_transient() {
                 Failure::Transient(e.to_string())
             } else {
@@ -402,21 +490,43 @@ impl NatsChannel {
             .ok()
             .and_then(|d| d.decision_id)
             .ok_or_else(|| Failure::Permanent("the stored decision is unreadable".into()))?;
-        crate::failpoint::hit("nats.publish")
-            .await
-            .map_err(|p| Failure::Transient(format!("failpoint {p}")))?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", decision_id.as_str());
         headers.insert(SOURCE_HEADER, key);
-        publish(
-            js,
-            &self.settings.decisions_subject,
-            headers,
-            body.into_bytes(),
-        )
-        .await
-        .map_err(|e| Failure::Transient(format!("publishing the decision: {e}")))?;
+        let published = match crate::failpoint::hit("nats.publish").await {
+            Err(point) => Err(format!("failpoint {point}")),
+            Ok(()) => {
+                publish(
+                    js,
+                    &self.settings.decisions_subject,
+                    headers,
+                    body.into_bytes(),
+                )
+                .await
+            }
+        };
+        published.map_err(|e| Failure::Unpublished {
+            why: format!("publishing the decision: {e}"),
+            decision_id,
+        })?;
         Ok(replayed)
+    }
+
+    /// Routes, waiting while the batching queue is full: that is backpressure (HTTP traffic
+    /// or a burst), not a failure, so the message is held (its acknowledgement deadline
+    /// extended) instead of counting an attempt towards `max_deliver`.
+    async fn route_waiting(&self, request: RouteRequest) -> Result<RouteReply, RouteError> {
+        loop {
+            match self.route.route(request.clone()).await {
+                Err(RouteError::Classify(ClassifyError::Batch(BatchError::QueueFull {
+                    ..
+                }))) => {
+                    let pause = rand::rng().random_range(10..50);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Publishes the message to the dead-letter subject with why, how often it was delivered
@@ -428,6 +538,7 @@ impl NatsChannel {
         key: &str,
         delivered: i64,
         why: &str,
+        decision: Option<&str>,
     ) -> Result<(), String> {
         let mut headers = HeaderMap::new();
         if let Some(original) = &message.headers {
@@ -445,6 +556,9 @@ impl NatsChannel {
         headers.insert(ERROR_HEADER, header_text(why));
         headers.insert("Intent-Router-Delivered", delivered.to_string());
         headers.insert("Intent-Router-Subject", message.subject.as_str());
+        if let Some(id) = decision {
+            headers.insert(DECISION_HEADER, id);
+        }
         let payload = message.payload.to_vec();
         publish(js, &self.settings.dead_letter_subject, headers, payload).await
     }
@@ -471,17 +585,42 @@ async fn publish(
         .map_err(|e| e.to_string())
 }
 
-/// The idempotency key of a message: its publisher's `Nats-Msg-Id` when it has one (a
-/// ticket published twice is routed once), else its place in the stream.
-fn message_key(stream: &str, headers: Option<&HeaderMap>, sequence: u64) -> String {
-    match headers
-        .and_then(|h| h.get("Nats-Msg-Id"))
-        .map(|v| v.as_str())
-        .filter(|v| !v.is_empty())
-    {
-        Some(id) => format!("nats:{stream}:id:{id}"),
-        None => format!("nats:{stream}:seq:{sequence}"),
+/// The idempotency key of a message: the `Intent-Router-Message` of a dead letter published
+/// again (so that its committed decision is replayed), else its publisher's `Nats-Msg-Id` (a
+/// ticket published twice is routed once), else its place in the stream (after
+/// `sequence_key`).
+fn message_key(
+    stream: &str,
+    sequence_key: &str,
+    headers: Option<&HeaderMap>,
+    sequence: u64,
+) -> String {
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(key) = header(SOURCE_HEADER) {
+        return key;
     }
+    match header("Nats-Msg-Id") {
+        Some(id) => format!("nats:{stream}:id:{id}"),
+        None => format!("{sequence_key}{sequence}"),
+    }
+}
+
+/// A server list with any `user:password@` taken out (for messages and logs).
+fn without_passwords(url: &str) -> String {
+    url.split(',')
+        .map(|server| match (server.find("://"), server.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &server[..scheme + 3], &server[at..])
+            }
+            _ => server.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A ticket from a message body: a JSON object, as the body of `POST /v1/route`.
@@ -517,12 +656,30 @@ mod tests {
 
     #[test]
     fn a_message_is_known_by_its_publishers_id_or_its_place() {
+        let seq = "nats:S@1765000000:seq:";
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", "T-1#created");
-        assert_eq!(message_key("S", Some(&h), 7), "nats:S:id:T-1#created");
-        assert_eq!(message_key("S", None, 7), "nats:S:seq:7");
+        assert_eq!(message_key("S", seq, Some(&h), 7), "nats:S:id:T-1#created");
+        assert_eq!(message_key("S", seq, None, 7), "nats:S@1765000000:seq:7");
         h.insert("Nats-Msg-Id", "");
-        assert_eq!(message_key("S", Some(&h), 7), "nats:S:seq:7");
+        assert_eq!(
+            message_key("S", seq, Some(&h), 7),
+            "nats:S@1765000000:seq:7"
+        );
+        // A dead letter published again keeps the key it had.
+        h.insert(SOURCE_HEADER, "nats:S@1765000000:seq:3");
+        assert_eq!(
+            message_key("S", seq, Some(&h), 9),
+            "nats:S@1765000000:seq:3"
+        );
+    }
+
+    #[test]
+    fn passwords_in_server_urls_stay_out_of_messages() {
+        assert_eq!(
+            without_passwords("nats://u:secret@a:4222, tls://b:4222"),
+            "nats://***@a:4222, tls://b:4222"
+        );
     }
 
     #[test]

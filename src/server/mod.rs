@@ -513,8 +513,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             ""
         }
     );
+    let stopping = Arc::clone(&state);
     axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // No new queue messages while HTTP requests in flight finish.
+            if let Some(nats) = &stopping.nats {
+                nats.stop_pulling();
+            }
+        })
         .await?;
     if let Some(nats) = &state.nats {
         nats.stop().await;

@@ -16,6 +16,8 @@ const SERVER: &str = "nats-server";
 /// A running server.
 pub struct Nats {
     child: Child,
+    /// How it was started (to start it again on the same port and store).
+    args: Vec<std::ffi::OsString>,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
     /// Its temporary directory (store, certificates), removed when dropped.
@@ -66,15 +68,19 @@ impl Nats {
                 .arg(certs.join("server.key"));
             ca = Some(certs.join("ca.pem"));
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{SERVER} does not start ({e}): apt-get install -y nats-server")
-            });
+        let child = spawn(&mut cmd);
         let url = wait_for_port(dir.path(), child.id());
+        let port = url.rsplit(':').next().unwrap().to_string();
+        let args = cmd
+            .get_args()
+            .map(|a| {
+                if a == "-1" {
+                    port.clone().into()
+                } else {
+                    a.to_os_string()
+                }
+            })
+            .collect();
         let url = if tls {
             url.replace("nats://", "tls://")
         } else {
@@ -82,6 +88,7 @@ impl Nats {
         };
         Self {
             child,
+            args,
             url,
             _dir: dir,
             runtime: tokio::runtime::Runtime::new().unwrap(),
@@ -118,6 +125,28 @@ impl Nats {
                     duplicate_window: window,
                     ..Default::default()
                 })
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Publishes one body with the given headers on `subject`, waiting for the ack.
+    pub fn publish_with_headers(
+        &self,
+        subject: &str,
+        headers: &std::collections::HashMap<String, String>,
+        body: &str,
+    ) {
+        self.block(async {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(k.as_str(), v.as_str());
+            }
+            self.js()
+                .await
+                .publish_with_headers(subject.to_string(), map, body.to_string().into())
+                .await
+                .unwrap()
                 .await
                 .unwrap();
         });
@@ -218,6 +247,32 @@ impl Nats {
         }
         panic!("never happened: {what}");
     }
+}
+
+impl Nats {
+    /// Stops the server and starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut cmd = Command::new(SERVER);
+        cmd.args(&self.args);
+        self.child = spawn(&mut cmd);
+        let port = self.url.rsplit(':').next().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+            assert!(Instant::now() < deadline, "{SERVER} did not come back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Starts the server, quiet.
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{SERVER} does not start ({e}): apt-get install -y nats-server"))
 }
 
 impl Drop for Nats {
