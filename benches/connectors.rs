@@ -71,6 +71,18 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// When each ticket's decision arrived at the helpdesk.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
+/// Records the first arrival of a decision (a webhook's body or a published decision: both
+/// hold `ticket_id`).
+fn arrived(arrivals: &Arrivals, decision: &[u8]) {
+    let v: serde_json::Value = serde_json::from_slice(decision).unwrap();
+    let id = v["ticket_id"].as_str().unwrap().to_string();
+    arrivals
+        .lock()
+        .unwrap()
+        .entry(id)
+        .or_insert_with(Instant::now);
+}
+
 /// The helpdesk's side: records each decision's arrival; returns its URL.
 fn receiver(rt: &tokio::runtime::Runtime, arrivals: Arrivals) -> String {
     let app = axum::Router::new().route(
@@ -78,13 +90,7 @@ fn receiver(rt: &tokio::runtime::Runtime, arrivals: Arrivals) -> String {
         post(move |body: axum::body::Bytes| {
             let arrivals = Arc::clone(&arrivals);
             async move {
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                let id = v["ticket_id"].as_str().unwrap().to_string();
-                arrivals
-                    .lock()
-                    .unwrap()
-                    .entry(id)
-                    .or_insert_with(Instant::now);
+                arrived(&arrivals, &body);
                 "{}"
             }
         }),
@@ -255,13 +261,7 @@ fn subscriber(rt: &tokio::runtime::Runtime, url: &str, arrivals: Arrivals) {
     rt.spawn(async move {
         let _client = client;
         while let Some(m) = decisions.next().await {
-            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            let id = v["ticket_id"].as_str().unwrap().to_string();
-            arrivals
-                .lock()
-                .unwrap()
-                .entry(id)
-                .or_insert_with(Instant::now);
+            arrived(&arrivals, &m.payload);
         }
     });
 }

@@ -14,15 +14,17 @@
 
 pub mod config;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, AckKind, Context};
 use async_nats::{ConnectOptions, HeaderMap};
 use futures_util::StreamExt;
 use rand::Rng;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
+use utoipa::ToSchema;
 
 pub use config::{NatsAuth, NatsFile, NatsSettings, NatsTls};
 
@@ -107,6 +109,55 @@ enum Failure {
     },
 }
 
+/// Where the channel of this replica stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NatsState {
+    /// Connecting, or waiting to try again (`error` says why).
+    Connecting,
+    /// Pulling messages.
+    Consuming,
+    /// Stopped (the service is shutting down).
+    Stopped,
+}
+
+/// The queue channel as `GET /v1/connectors` shows it (this replica's view).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NatsStatus {
+    /// Connecting, consuming or stopped.
+    pub state: NatsState,
+    /// Since when.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The last failure to connect or set up, while connecting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The stream of tickets.
+    pub stream: String,
+    /// The durable consumer.
+    pub consumer: String,
+    /// The tickets' subject.
+    pub subject: String,
+    /// Where decisions go.
+    pub decisions_subject: String,
+    /// Where dead letters go.
+    pub dead_letter_subject: String,
+    /// Messages handled by this replica since it started, by outcome.
+    pub messages: NatsCounts,
+}
+
+/// Messages handled, by outcome.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct NatsCounts {
+    /// Routed, decision published.
+    pub routed: u64,
+    /// An earlier decision published again (a redelivery).
+    pub replayed: u64,
+    /// Asked for again later.
+    pub retried: u64,
+    /// Sent to the dead-letter subject.
+    pub dead_lettered: u64,
+}
+
 /// The queue channel; [`NatsChannel::spawn`] starts it.
 #[derive(Clone)]
 pub struct NatsChannel {
@@ -115,19 +166,47 @@ pub struct NatsChannel {
     metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
     in_flight: Arc<Semaphore>,
+    status: Arc<Mutex<NatsStatus>>,
 }
 
 impl NatsChannel {
     /// A channel routing with `route`.
     pub fn new(settings: NatsSettings, route: RouteService, metrics: Arc<Metrics>) -> Self {
         let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+        let status = NatsStatus {
+            state: NatsState::Connecting,
+            since: chrono::Utc::now(),
+            error: None,
+            stream: settings.stream.clone(),
+            consumer: settings.consumer.clone(),
+            subject: settings.subject.clone(),
+            decisions_subject: settings.decisions_subject.clone(),
+            dead_letter_subject: settings.dead_letter_subject.clone(),
+            messages: NatsCounts::default(),
+        };
         Self {
             settings: Arc::new(settings),
             route,
             metrics,
             stop: watch::channel(false).0,
             in_flight,
+            status: Arc::new(Mutex::new(status)),
         }
+    }
+
+    /// Where the channel stands, and what it handled.
+    pub fn status(&self) -> NatsStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Records a new state (and why, while connecting).
+    fn set_state(&self, state: NatsState, error: Option<String>) {
+        let mut s = self.status.lock().expect("status lock");
+        if s.state != state {
+            s.since = chrono::Utc::now();
+        }
+        s.state = state;
+        s.error = error;
     }
 
     /// Connects (again and again, with a growing wait, while the server is away or the
@@ -139,20 +218,23 @@ impl NatsChannel {
             let mut failures = 0;
             loop {
                 let outcome = tokio::select! {
-                    _ = stopped(&mut stop) => return,
+                    _ = stopped(&mut stop) => return this.set_state(NatsState::Stopped, None),
                     r = this.run(&mut failures) => r,
                 };
                 let wait = jittered_backoff(failures).min(MAX_RECONNECT_WAIT);
                 failures += 1;
                 match outcome {
-                    Ok(()) => return,
-                    Err(e) => tracing::error!(
-                        "NATS queue channel: {e}; trying again in {} s",
-                        wait.as_secs().max(1)
-                    ),
+                    Ok(()) => return this.set_state(NatsState::Stopped, None),
+                    Err(e) => {
+                        tracing::error!(
+                            "NATS queue channel: {e}; trying again in {} s",
+                            wait.as_secs().max(1)
+                        );
+                        this.set_state(NatsState::Connecting, Some(e.to_string()));
+                    }
                 }
                 tokio::select! {
-                    _ = stopped(&mut stop) => return,
+                    _ = stopped(&mut stop) => return this.set_state(NatsState::Stopped, None),
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
@@ -178,6 +260,7 @@ impl NatsChannel {
         let js = self.connect().await?;
         let (consumer, sequence_key) = self.consumer(&js).await?;
         *failures = 0;
+        self.set_state(NatsState::Consuming, None);
         let s = &self.settings;
         tracing::info!(
             stream = %s.stream,
@@ -455,6 +538,14 @@ impl NatsChannel {
             }
         };
         self.metrics.queue_message(outcome);
+        let mut status = self.status.lock().expect("status lock");
+        let counts = &mut status.messages;
+        *match outcome {
+            "routed" => &mut counts.routed,
+            "replayed" => &mut counts.replayed,
+            "retried" => &mut counts.retried,
+            _ => &mut counts.dead_lettered,
+        } += 1;
     }
 
     /// Routes the message's ticket (idempotent per message) and publishes its decision;

@@ -19,6 +19,7 @@ use super::extract::{in_range, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
 use crate::connector::InboundError;
+use crate::nats::{NatsChannel, NatsStatus};
 use crate::service::connectors::{ConnectorStatus, Received};
 use crate::store::connectors::{InboxEvent, InboxState, OutboxState, WriteBack};
 
@@ -66,10 +67,12 @@ pub async fn receive(
 pub struct ConnectorList {
     /// By name.
     connectors: Vec<ConnectorStatus>,
+    /// The NATS queue channel as this replica sees it (`null` when not configured).
+    nats: Option<NatsStatus>,
 }
 
 /// The configured connectors, each with its queues (pending and failed events, pending and
-/// dead write-backs) and its newest event's time.
+/// dead write-backs) and its newest event's time; and the NATS queue channel.
 #[utoipa::path(get, path = "/v1/connectors", operation_id = "connectors",
     security(("bearer" = ["admin"])),
     responses((status = 200, description = "The connectors.", body = ConnectorList)))]
@@ -80,6 +83,7 @@ pub async fn list(
     state.auth.permit(caller, Scope::Admin)?;
     Ok(Json(ConnectorList {
         connectors: state.connectors.status().await?,
+        nats: state.nats.as_ref().map(NatsChannel::status),
     }))
 }
 

@@ -31,6 +31,8 @@ const T = {
     "jobs.status": "Status", "jobs.progress": "Progress", "jobs.outcome": "Outcome", "jobs.cancel": "Cancel",
     "models.done": "Done.", "models.agreement": "Agreement with the active model: {a} on {n} tickets; on {c} corrected tickets the active model was right {ar}, the shadow {sr}.",
     "tab.connectors": "Connectors", "conn.none": "No connectors configured: add [[connectors]] to the config file.",
+    "nats.line": "NATS queue ({stream} / {consumer}, tickets on {subject}): {state} since {since}; routed {routed}, replayed {replayed}, retried {retried}, dead-lettered {dead} on this replica.",
+    "nats.connecting": "connecting", "nats.consuming": "consuming", "nats.stopped": "stopped",
     "conn.name": "Connector", "conn.kind": "Kind", "conn.url": "Webhook URL", "conn.pending": "Events waiting", "conn.failed": "Events failed",
     "conn.out_pending": "Write-backs waiting", "conn.dead": "Dead letters", "conn.delivered": "Delivered", "conn.last": "Last event",
     "conn.show": "Show", "conn.events": "Last events of {name}", "conn.writebacks": "Write-backs of {name}", "conn.time": "Time",
@@ -65,6 +67,8 @@ const T = {
     "jobs.status": "Статус", "jobs.progress": "Ход", "jobs.outcome": "Итог", "jobs.cancel": "Отменить",
     "models.done": "Готово.", "models.agreement": "Совпадение с активной моделью: {a} на {n} тикетах; на {c} исправленных тикетах активная модель права в {ar}, теневая в {sr}.",
     "tab.connectors": "Коннекторы", "conn.none": "Коннекторы не настроены: добавьте [[connectors]] в файл конфигурации.",
+    "nats.line": "Очередь NATS ({stream} / {consumer}, заявки в {subject}): {state} с {since}; на этой реплике обработано {routed}, повторов {replayed}, отложено {retried}, в недоставленные {dead}.",
+    "nats.connecting": "подключение", "nats.consuming": "работает", "nats.stopped": "остановлена",
     "conn.name": "Коннектор", "conn.kind": "Тип", "conn.url": "URL вебхука", "conn.pending": "Событий в очереди", "conn.failed": "Событий с ошибкой",
     "conn.out_pending": "Записей в очереди", "conn.dead": "Недоставленные", "conn.delivered": "Доставлено", "conn.last": "Последнее событие",
     "conn.show": "Показать", "conn.events": "Последние события {name}", "conn.writebacks": "Записи в {name}", "conn.time": "Время",
@@ -486,6 +490,11 @@ loaders.connectors = async () => {
   const r = await api("GET", "/v1/connectors");
   const table = $("#conn-table");
   if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  const q = r.data.nats;
+  $("#conn-nats").className = q && q.state !== "consuming" ? "error" : "";
+  $("#conn-nats").textContent = q ? t("nats.line", { stream: q.stream, consumer: q.consumer, subject: q.subject,
+    state: t(`nats.${q.state}`), since: when(q.since), routed: q.messages.routed, replayed: q.messages.replayed,
+    retried: q.messages.retried, dead: q.messages.dead_lettered }) + (q.error ? ` ${q.error}` : "") : "";
   if (!r.data.connectors.length) { table.innerHTML = `<tr><td class="muted">${t("conn.none")}</td></tr>`; $("#conn-detail").innerHTML = ""; return; }
   table.innerHTML = `<tr><th>${t("conn.name")}</th><th>${t("conn.kind")}</th><th>${t("conn.url")}</th><th>${t("conn.pending")}</th><th>${t("conn.failed")}</th>
     <th>${t("conn.out_pending")}</th><th>${t("conn.dead")}</th><th>${t("conn.delivered")}</th><th>${t("conn.last")}</th><th></th></tr>` +
