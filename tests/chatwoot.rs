@@ -22,7 +22,7 @@ integration_user_id = 99
 [connectors.write_back]
 url = "{desk}"
 api_token = "chatwoot-access-token-0123"
-groups = {{ billing = 3 }}
+groups = {{ billing = 3, oncall = 4 }}
 agents = {{ ann = 21, bob = 22 }}
 "#
     )
@@ -118,6 +118,13 @@ fn chatwoot_conversations_are_routed_and_updated_in_chatwoot() {
     let resolved = json!({"event": "conversation_status_changed", "id": 7, "status": "resolved",
         "account": {"id": 1}, "performed_by": {"id": 21}});
     assert_eq!(send(&s, &resolved, "cw-3").body["kind"], "closed");
+    // An agent moved the conversation to another team: a correction from the helpdesk.
+    let moved = json!({"event": "conversation_updated", "id": 7, "account": {"id": 1},
+        "meta": {"team": {"id": 4, "name": "on call"}},
+        "changed_attributes": [{"team_id": {"previous_value": 3, "current_value": 4}}]});
+    assert_eq!(send(&s, &moved, "cw-5").body["kind"], "reassigned");
+    let note = crate::connectors::reassignment_note(&s, "chatwoot");
+    assert_eq!(note, "correction: team oncall, not billing");
     let open = |s: &Server| {
         s.admin("GET", "/v1/assignments?team=billing", None, &[])
             .body["assignments"]

@@ -106,6 +106,23 @@ fn wait_until(s: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     );
 }
 
+/// The note of `connector`'s processed reassignment event (waits for it up to 10 s).
+pub fn reassignment_note(s: &Server, connector: &str) -> Value {
+    let path = format!("/v1/connectors/{connector}/inbox?state=done");
+    for _ in 0..100 {
+        let done = s.admin("GET", &path, None, &[]).body;
+        let events = done["events"].as_array().unwrap();
+        if let Some(e) = events.iter().find(|e| e["kind"] == "reassigned") {
+            return e["error"].clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "no reassignment processed: {}",
+        s.admin("GET", &path, None, &[]).body
+    );
+}
+
 fn decisions_of(s: &Server, ticket: &str) -> Vec<Value> {
     let all = s.admin("GET", "/v1/decisions?limit=1000", None, &[]).body;
     all["decisions"]

@@ -21,7 +21,7 @@ secrets = ["{SECRET}"]
 [connectors.write_back]
 url = "{desk}"
 api_token = "freshdesk-api-key-0123"
-groups = {{ billing = 8000001 }}
+groups = {{ billing = 8000001, oncall = 8000002 }}
 agents = {{ ann = 9001, bob = 9002 }}
 "#
     )
@@ -143,4 +143,13 @@ fn freshdesk_tickets_are_routed_and_updated_keeping_their_tags() {
     }
     assert_eq!(open(&s), 0);
     assert_eq!(desk.requests().len(), 3);
+
+    // Bob moves the ticket to On call's group: a correction from the helpdesk.
+    let mut moved = rule("group_changed", 5, "web,intent-router");
+    moved["ticket"]["updated_at"] = json!("2026-12-06T12:00:00Z");
+    moved["changes"] = json!({"group_id": {"from": 8000001, "to": 8000002}});
+    moved["agent_id"] = json!(9002);
+    assert_eq!(send(&s, &moved, SECRET).body["kind"], "reassigned");
+    let note = crate::connectors::reassignment_note(&s, "freshdesk");
+    assert_eq!(note, "correction: team oncall, not billing");
 }

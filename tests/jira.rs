@@ -26,7 +26,7 @@ integration_user_id = "5b10-router"
 url = "{desk}"
 email = "router@acme.example"
 api_token = "jira-api-token-0123"
-teams = {{ billing = "Billing" }}
+teams = {{ billing = "Billing", oncall = "On call" }}
 agents = {{ ann = "acc-ann", bob = "acc-bob" }}
 transitions = {{ open = "21" }}
 "#
@@ -184,6 +184,17 @@ fn jira_issues_are_routed_and_updated_in_several_requests() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(open(&s), 0);
+
+    // Bob moves the issue from the Billing component to On call's: a correction.
+    let moved = json!({"webhookEvent": "jira:issue_updated", "user": {"accountId": "acc-bob"},
+        "issue": {"key": "SD-1", "fields": {"summary": "x"}},
+        "changelog": {"items": [
+            {"field": "Component", "fieldtype": "jira", "from": "10001", "fromString": "Billing", "to": null, "toString": null},
+            {"field": "Component", "fieldtype": "jira", "from": null, "fromString": null, "to": "10002", "toString": "On call"}]}});
+    let r = send(&s, &moved, "wh-4", SECRET);
+    assert_eq!(r.body["kind"], "reassigned", "{}", r.body);
+    let note = crate::connectors::reassignment_note(&s, "jira");
+    assert_eq!(note, "correction: team oncall, not billing");
 
     // An automation rule's request, authenticated by its secret header, for a team Jira has no
     // component for: dead at once, nothing sent.

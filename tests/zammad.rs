@@ -22,6 +22,7 @@ integration_user_id = 7
 [connectors.events]
 created = ["intent-router: new ticket"]
 closed = ["intent-router: closed"]
+reassigned = ["intent-router: group changed"]
 [connectors.write_back]
 url = "{desk}"
 api_token = "zammad-api-token-0123"
@@ -170,6 +171,17 @@ fn zammad_tickets_are_routed_and_updated_in_zammad() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(open(&s), 0);
+    // An agent (bob, user 12) moved the ticket to the group of another team: a correction from
+    // the helpdesk.
+    let mut moved = payload(42, "open", 12);
+    moved["ticket"]["group"] = json!("On call");
+    moved["ticket"]["group_id"] = json!(4);
+    let r = send(&s, &moved, "intent-router: group changed", "d-5", SECRET);
+    assert_eq!(r.body["kind"], "reassigned");
+    let note = crate::connectors::reassignment_note(&s, "zammad");
+    assert_eq!(note, "correction: team oncall, not billing");
+    let fb = s.admin("GET", "/v1/feedback/report", None, &[]).body;
+    assert_eq!(fb["feedback"], 1, "{fb}");
     // Another trigger is recorded and changes nothing; a wrong token is refused.
     assert_eq!(
         send(&s, &payload(43, "open", 3), "escalation", "d-4", SECRET).body["kind"],

@@ -214,22 +214,7 @@ fn zendesk_tickets_are_routed_and_updated_in_zendesk() {
         json!({"current": {"id": "360009"}, "previous": {"id": "360001"}}),
     );
     assert_eq!(send(&s, &moved).body["kind"], "reassigned");
-    let mut note = Value::Null;
-    for _ in 0..100 {
-        let inbox = s
-            .admin("GET", "/v1/connectors/zendesk/inbox?state=done", None, &[])
-            .body;
-        if let Some(e) = inbox["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["kind"] == "reassigned")
-        {
-            note = e["error"].clone();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let note = crate::connectors::reassignment_note(&s, "zendesk");
     assert_eq!(note, "correction: team oncall, not billing");
     let fb = s.admin("GET", "/v1/feedback/report", None, &[]).body;
     assert_eq!(fb["feedback"], 1, "{fb}");

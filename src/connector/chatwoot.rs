@@ -7,7 +7,11 @@
 //!   body's hash.
 //! - Events: `conversation_created` (`id`, `account.id`, `messages[0].content`,
 //!   `meta.sender`, `status`), `conversation_status_changed` (`status: "resolved"` closes),
-//!   `message_created` (recorded; the conversation is routed when created).
+//!   `message_created` (recorded; the conversation is routed when created),
+//!   `conversation_updated` with `changed_attributes: [{"team_id": {previous_value,
+//!   current_value}}, …]` and the team now in `meta.team.id` (an agent moved it; Chatwoot sends
+//!   no actor: app/listeners/webhook_listener.rb, base_listener.rb#extract_changed_attributes
+//!   and the conversation's event data in chatwoot/chatwoot).
 //! - Write-back under `/api/v1/accounts/{account}/conversations/{id}`: `assignments` with
 //!   `team_id`, then with `assignee_id`; `toggle_priority`; `labels` (Chatwoot's call sets the
 //!   conversation's labels: we send the decision's with ours, so labels added by hand between
@@ -25,6 +29,13 @@ use super::{InboundError, Secret};
 use crate::decision::Routed;
 use crate::store::connectors::{EventKind, HttpCall, NewInboxEvent};
 use crate::ticket::Ticket;
+
+/// Whether a `conversation_updated` event's changes include the team.
+fn team_changed(json: &Value) -> bool {
+    json["changed_attributes"]
+        .as_array()
+        .is_some_and(|changes| changes.iter().any(|c| c.get("team_id").is_some()))
+}
 
 /// The signature header.
 pub const SIGNATURE: &str = "x-chatwoot-signature";
@@ -90,7 +101,12 @@ impl Chatwoot {
             {
                 EventKind::Closed
             }
+            "conversation_updated" if team_changed(json) => EventKind::Reassigned,
             _ => EventKind::Ignored,
+        };
+        let (kind, reassigned, note) = match kind {
+            EventKind::Reassigned => self.reassignment(json),
+            _ => (kind, None, None),
         };
         let ticket = match kind {
             EventKind::Created => Some(self.ticket(json, &id)?),
@@ -103,17 +119,36 @@ impl Chatwoot {
             connector: connector.to_string(),
             delivery_id,
             kind,
-            event_type: if ours {
-                format!("{event} (our own update)")
-            } else {
-                event
+            event_type: match (ours, note) {
+                (true, _) => format!("{event} (our own update)"),
+                (false, Some(note)) => format!("{event} ({note})"),
+                (false, None) => event,
             },
             ticket_id: id,
             ticket: ticket
                 .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
-            context: account.map(|a| json!({ "account": a }).to_string()),
+            context: reassigned.or_else(|| account.map(|a| json!({ "account": a }).to_string())),
             received_at,
         })
+    }
+
+    /// The team a conversation was moved to, as ours: the event's context (Chatwoot names no
+    /// actor); ignored (with a note) for a team we have no name for.
+    fn reassignment(&self, json: &Value) -> (EventKind, Option<String>, Option<String>) {
+        let Some(team_id) = text(json, "/meta/team/id") else {
+            return (EventKind::Ignored, None, Some("no team".into()));
+        };
+        match super::shared::ours_for(&self.teams, &team_id) {
+            Some(team) => (
+                EventKind::Reassigned,
+                super::shared::reassignment(&team, "chatwoot agent"),
+                None,
+            ),
+            None => {
+                let note = format!("team {team_id} is none of write_back.groups");
+                (EventKind::Ignored, None, Some(note))
+            }
+        }
     }
 
     /// The conversation's first message, its channel and contact.

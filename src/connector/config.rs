@@ -91,6 +91,10 @@ pub struct FieldsFile {
     /// Custom fields: our name -> path (rules see them as `fields.<name>`).
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
+    /// The team the ticket is in now, in our rules' words (reassigned events).
+    pub team: Option<String>,
+    /// Who moved the ticket (reassigned events; the correction's author).
+    pub agent: Option<String>,
 }
 
 /// `[connectors.events]`.
@@ -103,6 +107,10 @@ pub struct EventsFile {
     /// Event types that close its assignment (solved, closed).
     #[serde(default)]
     pub closed: Vec<String>,
+    /// Event types saying an agent moved the ticket to another team (a correction for the
+    /// learning loop when it is not the team we chose).
+    #[serde(default)]
+    pub reassigned: Vec<String>,
 }
 
 /// `[connectors.write_back]`.
@@ -495,10 +503,18 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
             "list the event types that route a ticket (fields.event is set)",
         );
     }
-    if f.event.is_none() && !(events.created.is_empty() && events.closed.is_empty()) {
+    let listed =
+        !(events.created.is_empty() && events.closed.is_empty() && events.reassigned.is_empty());
+    if f.event.is_none() && listed {
         errors.add(
             "fields.event",
             "missing: events are listed, so give the path of the event's type",
+        );
+    }
+    if !events.reassigned.is_empty() && f.team.is_none() {
+        errors.add(
+            "fields.team",
+            "missing: events.reassigned is listed, so give the path of the ticket's team now",
         );
     }
     let custom = f
@@ -520,6 +536,9 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
         event,
         created: events.created.clone(),
         closed: events.closed.clone(),
+        reassigned: events.reassigned.clone(),
+        team: path(&f.team, "team", errors),
+        agent: path(&f.agent, "agent", errors),
     })
 }
 
@@ -701,6 +720,7 @@ name = "ok"
 kind = "generic"
 inbound = { secrets = ["0123456789abcdef", "0123456789abcdef", "0123456789abcdef"] }
 fields = { event = "type" }
+events = { reassigned = ["moved"] }
 
 [[connectors]]
 name = "ok"
@@ -713,6 +733,7 @@ name = "zd"
 kind = "zendesk"
 inbound = { secrets = ["0123456789abcdef"] }
 write_back = { url = "http://acme.zendesk.com", email = "a@b.c", api_token = "t", agents = { ann = "x" } }
+events = { reassigned = ["moved"] }
 "#,
         );
         let errors = compile(&files).unwrap_err();
@@ -729,10 +750,12 @@ write_back = { url = "http://acme.zendesk.com", email = "a@b.c", api_token = "t"
                 "connectors[1] (ok).fields.id: missing: the path of the helpdesk's ticket id",
                 "connectors[1] (ok).fields: give the path of the body, the subject, or both",
                 "connectors[1] (ok).events.created: list the event types that route a ticket (fields.event is set)",
+                "connectors[1] (ok).fields.team: missing: events.reassigned is listed, so give the path of the ticket's team now",
                 "connectors[1] (ok).inbound.auth: missing: hmac-sha256, intent-router or bearer",
                 "connectors[1] (ok).inbound.secrets: give one secret, or two while rotating",
                 "connectors[2] (ok).name: another connector has this name",
                 "connectors[2] (ok).inbound.encoding: unknown encoding \"base32\"; known: hex, base64",
+                "connectors[3] (zd).events.reassigned: set by kind zendesk (its payloads are known); map extra facts in fields.custom",
                 "connectors[3] (zd).write_back.agents.ann: a Zendesk id is a positive number",
                 "connectors[3] (zd).write_back.url: \"http://acme.zendesk.com\": the API token would travel in clear; use https:// (http:// only to this machine)",
             ]

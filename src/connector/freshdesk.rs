@@ -11,6 +11,10 @@
 //!   added (a read-modify-write: a tag an agent adds in between is lost); the internal note
 //!   with `POST /api/v2/tickets/{id}/notes` (`private: true`); basic auth with the API key as
 //!   the user and `X` as the password.
+//! - A group change: a "Ticket updates" rule on the group whose body carries
+//!   `"event": "group_changed"` and `{{triggered_event}}` (rendered as
+//!   `{"group_id": {"from": …, "to": …}}` by Freshdesk's automation code; not tried on an
+//!   account) or the group's id in `ticket.group_id`.
 
 use std::collections::BTreeMap;
 
@@ -72,7 +76,12 @@ impl Freshdesk {
             "created" if tagged => EventKind::Ignored,
             "created" => EventKind::Created,
             "resolved" | "closed" => EventKind::Closed,
+            "group_changed" => EventKind::Reassigned,
             _ => EventKind::Ignored,
+        };
+        let (kind, context, note) = match kind {
+            EventKind::Reassigned => self.reassignment(json),
+            _ => (kind, None, None),
         };
         let routed = match kind {
             EventKind::Created => Some(self.ticket(json, &id)?),
@@ -87,17 +96,41 @@ impl Freshdesk {
             connector: connector.to_string(),
             delivery_id,
             kind,
-            event_type: if tagged && event == "created" {
-                format!("{event} (our own update)")
-            } else {
-                event
+            event_type: match note {
+                _ if tagged && event == "created" => format!("{event} (our own update)"),
+                Some(note) => format!("{event} ({note})"),
+                None => event,
             },
             ticket_id: id,
             ticket: routed
                 .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
-            context: None,
+            context,
             received_at,
         })
+    }
+
+    /// The group a rule's body says the ticket is in now (`changes.group_id.to`, else
+    /// `ticket.group_id`), as our team, and who moved it (`agent_id` through the `agents`
+    /// table): the event's context; ignored (with a note) for a group we have no team for.
+    fn reassignment(&self, json: &Value) -> (EventKind, Option<String>, Option<String>) {
+        let group = text(json, "/changes/group_id/to").or_else(|| text(json, "/ticket/group_id"));
+        let Some(group) = group else {
+            return (EventKind::Ignored, None, Some("no group".into()));
+        };
+        let Some(team) = super::shared::ours_for(&self.groups, &group) else {
+            let note = format!("group {group} is none of write_back.groups");
+            return (EventKind::Ignored, None, Some(note));
+        };
+        let agent = match text(json, "/agent_id") {
+            Some(id) => super::shared::ours_for(&self.agents, &id)
+                .unwrap_or_else(|| format!("freshdesk agent {id}")),
+            None => "freshdesk agent".to_string(),
+        };
+        (
+            EventKind::Reassigned,
+            super::shared::reassignment(&team, &agent),
+            None,
+        )
     }
 
     /// The ticket a rule's body carries.

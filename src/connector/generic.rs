@@ -50,6 +50,12 @@ pub struct Mapping {
     pub created: Vec<String>,
     /// Event types that close.
     pub closed: Vec<String>,
+    /// Event types that say the ticket was moved to another team.
+    pub reassigned: Vec<String>,
+    /// The ticket's team now (reassigned events).
+    pub team: Option<FieldPath>,
+    /// Who moved it.
+    pub agent: Option<FieldPath>,
 }
 
 impl Mapping {
@@ -91,11 +97,17 @@ impl Mapping {
             EventKind::Created
         } else if self.closed.contains(&event_type) {
             EventKind::Closed
+        } else if self.reassigned.contains(&event_type) {
+            EventKind::Reassigned
         } else {
             EventKind::Ignored
         };
         let ticket = match kind {
             EventKind::Created => Some(self.ticket(json, &ticket_id)?),
+            _ => None,
+        };
+        let context = match kind {
+            EventKind::Reassigned => self.reassignment(connector, json)?,
             _ => None,
         };
         Ok(NewInboxEvent {
@@ -106,9 +118,27 @@ impl Mapping {
             ticket_id,
             ticket: ticket
                 .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
-            context: None,
+            context,
             received_at,
         })
+    }
+
+    /// The team a reassigned event moved the ticket to, and who moved it (default: the
+    /// connector's agents).
+    fn reassignment(&self, connector: &str, json: &Value) -> Result<Option<String>, InboundError> {
+        let team = self
+            .text(json, &self.team, "team")?
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                let at = self.team.as_ref().map_or("", |p| p.text.as_str());
+                InboundError::Unmappable(format!(
+                    "fields.team ({at}): missing; a reassigned event needs the ticket's team"
+                ))
+            })?;
+        let agent = self
+            .text(json, &self.agent, "agent")?
+            .unwrap_or_else(|| format!("{connector} agent"));
+        Ok(super::shared::reassignment(&team, &agent))
     }
 
     /// The ticket a created event carries.
@@ -211,7 +241,30 @@ mod tests {
             event: Some(p("trigger")),
             created: vec!["new_ticket".into()],
             closed: vec!["closed".into()],
+            reassigned: vec!["group_changed".into()],
+            team: Some(p("ticket.team")),
+            agent: Some(p("by.login")),
         }
+    }
+
+    #[test]
+    fn a_reassignment_names_the_team_now_and_who_moved_it() {
+        let moved = json!({"event_id": "z", "trigger": "group_changed",
+            "ticket": {"id": "42", "team": "oncall"}, "by": {"login": "kate"}});
+        let e = mapping()
+            .event("u", &HeaderMap::new(), b"{}", &moved, Utc::now())
+            .unwrap();
+        assert_eq!((e.kind, e.ticket), (EventKind::Reassigned, None));
+        let context: Value = serde_json::from_str(e.context.as_deref().unwrap()).unwrap();
+        assert_eq!(context, json!({"team": "oncall", "agent": "kate"}));
+        let unnamed = json!({"event_id": "z", "trigger": "group_changed", "ticket": {"id": "42"}});
+        let err = mapping()
+            .event("u", &HeaderMap::new(), b"{}", &unnamed, Utc::now())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "fields.team (ticket.team): missing; a reassigned event needs the ticket's team"
+        );
     }
 
     #[test]

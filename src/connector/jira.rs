@@ -136,7 +136,17 @@ impl Jira {
             _ if ours => EventKind::Ignored,
             "jira:issue_created" => EventKind::Created,
             "jira:issue_updated" if self.closes(json) => EventKind::Closed,
+            "jira:issue_updated" if self.team_now(json).is_some() => EventKind::Reassigned,
             _ => EventKind::Ignored,
+        };
+        let context = match (kind, self.team_now(json)) {
+            (EventKind::Reassigned, Some(team)) => {
+                let actor = actor.unwrap_or_default();
+                let agent = super::shared::ours_for(&self.agents, actor)
+                    .unwrap_or_else(|| format!("jira user {actor}"));
+                super::shared::reassignment(&team, &agent)
+            }
+            _ => None,
         };
         let ticket = match kind {
             EventKind::Created => Some(self.ticket(issue, json, &key)?),
@@ -158,8 +168,25 @@ impl Jira {
             ticket_id: key,
             ticket: ticket
                 .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
-            context: None,
+            context,
             received_at,
+        })
+    }
+
+    /// The team an update put the issue in (a component added, or the team field set, to one
+    /// of the `teams` values), as ours.
+    fn team_now(&self, json: &Value) -> Option<String> {
+        let items = json["changelog"]["items"].as_array()?;
+        items.iter().rev().find_map(|i| {
+            let field = if self.team_field == "components" {
+                i["field"] == "Component"
+            } else {
+                i["fieldId"] == self.team_field.as_str()
+            };
+            let now = i["toString"]
+                .as_str()
+                .filter(|_| field && !i["to"].is_null())?;
+            super::shared::ours_for(&self.teams, now)
         })
     }
 

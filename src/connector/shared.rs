@@ -10,12 +10,12 @@ use super::path::FieldPath;
 /// Which `[connectors.events]` lists a kind reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Events {
-    /// Neither.
+    /// None.
     None,
     /// `closed` only (done statuses).
     Closed,
-    /// Both (trigger names).
-    Both,
+    /// All three (trigger names).
+    All,
 }
 
 /// Refuses the generic kind's mapping keys, and the event lists the kind does not read.
@@ -36,13 +36,19 @@ pub(super) fn refuse_mapping(
         ("fields.event", fields.event.is_some()),
         ("fields.delivery_id", fields.delivery_id.is_some()),
         ("fields.delivery_header", fields.delivery_header.is_some()),
+        ("fields.team", fields.team.is_some()),
+        ("fields.agent", fields.agent.is_some()),
         (
             "events.created",
-            events != Events::Both && !f.events.created.is_empty(),
+            events != Events::All && !f.events.created.is_empty(),
         ),
         (
             "events.closed",
             events == Events::None && !f.events.closed.is_empty(),
+        ),
+        (
+            "events.reassigned",
+            events != Events::All && !f.events.reassigned.is_empty(),
         ),
     ];
     for (key, given) in keys {
@@ -157,6 +163,23 @@ pub(super) fn one_of(
             Err(format!("{v:?} is not {helpdesk}'s: {}", theirs.join(", ")))
         }
     }
+}
+
+/// Our name for a helpdesk's id or name (a `groups` or `agents` table read backwards).
+pub(super) fn ours_for<V: std::fmt::Display>(
+    table: &BTreeMap<String, V>,
+    theirs: &str,
+) -> Option<String> {
+    table
+        .iter()
+        .find(|(_, v)| v.to_string() == theirs)
+        .map(|(name, _)| name.clone())
+}
+
+/// The context of a reassignment event: the team the ticket is in now (our name) and who
+/// moved it (the correction's author).
+pub(super) fn reassignment(team: &str, agent: &str) -> Option<String> {
+    Some(serde_json::json!({"team": team, "agent": agent}).to_string())
 }
 
 /// Any text.

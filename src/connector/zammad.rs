@@ -52,6 +52,8 @@ pub struct Zammad {
     pub created: Vec<String>,
     /// Triggers whose webhooks close the assignment (empty: by the ticket's state).
     pub closed: Vec<String>,
+    /// Triggers whose webhooks say an agent moved the ticket to another group.
+    pub reassigned: Vec<String>,
     /// Write only the group.
     pub group_only: bool,
     /// Add an internal note.
@@ -100,14 +102,21 @@ impl Zammad {
             EventKind::Created => Some(self.ticket(json, &id)?),
             _ => None,
         };
+        let (kind, context, note) = match kind {
+            EventKind::Reassigned => self.reassignment(ticket),
+            _ => (kind, None, None),
+        };
         // What the signature covers (the body) and the trigger's name (which decides what the
         // event does) name the delivery: `X-Zammad-Delivery` is not signed.
         let delivery_id = hashed_delivery(&id, &[trigger.as_bytes(), b"\n", body]);
-        let event_type = if trigger.is_empty() {
+        let mut event_type = if trigger.is_empty() {
             "trigger".to_string()
         } else {
             trigger
         };
+        if let Some(note) = note {
+            event_type = format!("{event_type} ({note})");
+        }
         Ok(NewInboxEvent {
             connector: connector.to_string(),
             delivery_id,
@@ -120,7 +129,7 @@ impl Zammad {
             ticket_id: id,
             ticket: routed
                 .map(|t| serde_json::to_string(&t).expect("a ticket serialises. This is a bug.")),
-            context: None,
+            context,
             received_at,
         })
     }
@@ -129,6 +138,9 @@ impl Zammad {
     /// a ticket with one article (or none counted) is new.
     fn kind(&self, trigger: &str, ticket: &Value) -> EventKind {
         let listed = |names: &[String]| names.iter().any(|n| n == trigger);
+        if listed(&self.reassigned) {
+            return EventKind::Reassigned;
+        }
         let by_triggers = !(self.created.is_empty() && self.closed.is_empty());
         // The signed body must agree with the (unsigned) trigger's name: a new ticket is in
         // state new and not yet tagged by us, a closed one in a done state.
@@ -151,6 +163,34 @@ impl Zammad {
         } else {
             EventKind::Ignored
         }
+    }
+
+    /// The group a reassignment trigger's ticket is in now, as our team, and who moved it (the
+    /// last updater): the event's context; ignored (with a note) for a group we have no team
+    /// for.
+    fn reassignment(&self, ticket: &Value) -> (EventKind, Option<String>, Option<String>) {
+        let group = text(ticket, "/group/name")
+            .or_else(|| text(ticket, "/group"))
+            .or_else(|| text(ticket, "/group_id"));
+        let Some(group) = group else {
+            return (EventKind::Ignored, None, Some("no group".into()));
+        };
+        let team = super::shared::ours_for(&self.groups, &group).or_else(|| {
+            let id = text(ticket, "/group_id")?;
+            super::shared::ours_for(&self.groups, &id)
+        });
+        let Some(team) = team else {
+            let note = format!("group {group} is none of write_back.groups");
+            return (EventKind::Ignored, None, Some(note));
+        };
+        let by = text(ticket, "/updated_by_id").unwrap_or_default();
+        let agent = super::shared::ours_for(&self.agents, &by)
+            .unwrap_or_else(|| format!("zammad user {by}"));
+        (
+            EventKind::Reassigned,
+            super::shared::reassignment(&team, &agent),
+            None,
+        )
     }
 
     /// The ticket a payload carries: the title, the first article's body and type, the
@@ -249,7 +289,7 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zamm
         any_text, custom_paths, our_priorities, our_statuses, overrides, positive_ids,
         refuse_mapping, table, Events,
     };
-    refuse_mapping(f, "zammad", Events::Both, errors);
+    refuse_mapping(f, "zammad", Events::All, errors);
     let w = f.write_back.clone().unwrap_or_default();
     let priorities = table(&[
         ("low", "1 low".to_string()),
@@ -290,6 +330,7 @@ pub(super) fn compile(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Zamm
         ),
         created: f.events.created.clone(),
         closed: f.events.closed.clone(),
+        reassigned: f.events.reassigned.clone(),
         group_only: w.group_only.unwrap_or(false),
         internal_note: w.internal_note.unwrap_or(true),
         marker_tag: w

@@ -191,12 +191,7 @@ impl Zendesk {
         let Some(group) = scalar(group) else {
             return (EventKind::Ignored, format!("{event_type} (no group)"), None);
         };
-        let Some(team) = self
-            .groups
-            .iter()
-            .find(|(_, id)| id.to_string() == group)
-            .map(|(t, _)| t)
-        else {
+        let Some(team) = super::shared::ours_for(&self.groups, &group) else {
             return (
                 EventKind::Ignored,
                 format!("{event_type} (group {group} is none of write_back.groups)"),
@@ -204,15 +199,12 @@ impl Zendesk {
             );
         };
         let actor = root.get("actor_id").and_then(scalar).unwrap_or_default();
-        let agent = self
-            .agents
-            .iter()
-            .find(|(_, id)| id.to_string() == actor)
-            .map_or_else(|| format!("zendesk user {actor}"), |(name, _)| name.clone());
+        let agent = super::shared::ours_for(&self.agents, &actor)
+            .unwrap_or_else(|| format!("zendesk user {actor}"));
         (
             EventKind::Reassigned,
             event_type,
-            Some(json!({"team": team, "agent": agent}).to_string()),
+            super::shared::reassignment(&team, &agent),
         )
     }
 
