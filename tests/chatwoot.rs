@@ -111,20 +111,25 @@ fn chatwoot_conversations_are_routed_and_updated_in_chatwoot() {
         (json!(true), json!("outgoing"))
     );
 
-    // A message, and our own bot's: recorded; the conversation resolved: the assignment closes.
+    // A message, and our own bot's: recorded.
     let message = json!({"event": "message_created", "id": 71, "content": "any news?", "message_type": "incoming",
         "conversation": {"id": 7}, "account": {"id": 1}, "sender": {"id": 5}});
     assert_eq!(send(&s, &message, "cw-2").body["kind"], "ignored");
-    let resolved = json!({"event": "conversation_status_changed", "id": 7, "status": "resolved",
-        "account": {"id": 1}, "performed_by": {"id": 21}});
-    assert_eq!(send(&s, &resolved, "cw-3").body["kind"], "closed");
-    // An agent moved the conversation to another team: a correction from the helpdesk.
+    // An agent moved the conversation to another team: a correction from the helpdesk, and
+    // the agent we chose has it no more.
     let moved = json!({"event": "conversation_updated", "id": 7, "account": {"id": 1},
         "meta": {"team": {"id": 4, "name": "on call"}},
         "changed_attributes": [{"team_id": {"previous_value": 3, "current_value": 4}}]});
     assert_eq!(send(&s, &moved, "cw-5").body["kind"], "reassigned");
     let note = crate::connectors::reassignment_note(&s, "chatwoot");
-    assert_eq!(note, "correction: team oncall, not billing");
+    assert_eq!(
+        note,
+        "correction by chatwoot agent: team oncall, not billing; its assignment is closed"
+    );
+    // The conversation resolved: a closing event (the assignment is closed already).
+    let resolved = json!({"event": "conversation_status_changed", "id": 7, "status": "resolved",
+        "account": {"id": 1}, "performed_by": {"id": 21}});
+    assert_eq!(send(&s, &resolved, "cw-3").body["kind"], "closed");
     let open = |s: &Server| {
         s.admin("GET", "/v1/assignments?team=billing", None, &[])
             .body["assignments"]

@@ -151,5 +151,8 @@ fn freshdesk_tickets_are_routed_and_updated_keeping_their_tags() {
     moved["agent_id"] = json!(9002);
     assert_eq!(send(&s, &moved, SECRET).body["kind"], "reassigned");
     let note = crate::connectors::reassignment_note(&s, "freshdesk");
-    assert_eq!(note, "correction: team oncall, not billing");
+    assert_eq!(
+        note,
+        "correction by bob: team oncall, not billing; its assignment is closed"
+    );
 }

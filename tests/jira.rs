@@ -194,7 +194,10 @@ fn jira_issues_are_routed_and_updated_in_several_requests() {
     let r = send(&s, &moved, "wh-4", SECRET);
     assert_eq!(r.body["kind"], "reassigned", "{}", r.body);
     let note = crate::connectors::reassignment_note(&s, "jira");
-    assert_eq!(note, "correction: team oncall, not billing");
+    assert_eq!(
+        note,
+        "correction by bob: team oncall, not billing; its assignment is closed"
+    );
 
     // An automation rule's request, authenticated by its secret header, for a team Jira has no
     // component for: dead at once, nothing sent.

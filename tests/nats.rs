@@ -207,16 +207,21 @@ fn a_missing_stream_is_reported_and_used_once_created_and_credentials_and_tls_wo
     assert_eq!(s.call("GET", "/healthz", "", None, &[]).status, 200);
     let status = s.admin("GET", "/v1/connectors", None, &[]).body["nats"].clone();
     assert_eq!(status["state"], "connecting");
-    assert!(status["error"].as_str().unwrap().contains("does not exist"));
+    assert!(
+        status["error"].as_str().unwrap().contains("does not exist"),
+        "{status}"
+    );
     operator_streams(&n, Duration::from_secs(120));
     n.publish("helpdesk.tickets.created", &[(None, ticket("T-1"))]);
     Nats::eventually("the decision", 40, || {
         n.read("OUTCOMES", "helpdesk.decisions").len() == 1
     });
-    let status = s.admin("GET", "/v1/connectors", None, &[]).body["nats"].clone();
-    assert_eq!(status["state"], "consuming");
-    assert_eq!(status["messages"]["routed"], 1);
-    assert!(status.get("error").is_none());
+    let status = || s.admin("GET", "/v1/connectors", None, &[]).body["nats"].clone();
+    Nats::eventually("the status counts it", 10, || {
+        status()["messages"]["routed"] == 1
+    });
+    assert_eq!(status()["state"], "consuming");
+    assert!(status().get("error").is_none());
 
     // A wrong password is refused by the server and said so.
     let d2 = tempfile::tempdir().unwrap();

@@ -179,7 +179,10 @@ fn zammad_tickets_are_routed_and_updated_in_zammad() {
     let r = send(&s, &moved, "intent-router: group changed", "d-5", SECRET);
     assert_eq!(r.body["kind"], "reassigned");
     let note = crate::connectors::reassignment_note(&s, "zammad");
-    assert_eq!(note, "correction: team oncall, not billing");
+    assert_eq!(
+        note,
+        "correction by bob: team oncall, not billing; its assignment is closed"
+    );
     let fb = s.admin("GET", "/v1/feedback/report", None, &[]).body;
     assert_eq!(fb["feedback"], 1, "{fb}");
     // Another trigger is recorded and changes nothing; a wrong token is refused.

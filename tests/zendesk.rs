@@ -215,7 +215,10 @@ fn zendesk_tickets_are_routed_and_updated_in_zendesk() {
     );
     assert_eq!(send(&s, &moved).body["kind"], "reassigned");
     let note = crate::connectors::reassignment_note(&s, "zendesk");
-    assert_eq!(note, "correction: team oncall, not billing");
+    assert_eq!(
+        note,
+        "correction by bob: team oncall, not billing; its assignment is closed"
+    );
     let fb = s.admin("GET", "/v1/feedback/report", None, &[]).body;
     assert_eq!(fb["feedback"], 1, "{fb}");
 

@@ -246,7 +246,10 @@ fn valid_name(name: &str) -> bool {
 fn one(f: &ConnectorFile, errors: &mut Errors<'_>) -> Option<Connector> {
     let k = f.kind.as_str();
     let kind = match k {
-        "generic" => mapping(&f.fields, &f.events, errors).map(|m| Kind::Generic(Box::new(m))),
+        "generic" => {
+            super::shared::overlapping_events(f, errors);
+            mapping(&f.fields, &f.events, errors).map(|m| Kind::Generic(Box::new(m)))
+        }
         "zendesk" => super::zendesk::compile(f, errors).map(|z| Kind::Zendesk(Box::new(z))),
         "jira" => super::jira::compile(f, errors).map(|j| Kind::Jira(Box::new(j))),
         "zammad" => super::zammad::compile(f, errors).map(|z| Kind::Zammad(Box::new(z))),
@@ -517,6 +520,11 @@ fn mapping(f: &FieldsFile, events: &EventsFile, errors: &mut Errors<'_>) -> Opti
             "missing: events.reassigned is listed, so give the path of the ticket's team now",
         );
     }
+    for (key, given) in [("fields.team", &f.team), ("fields.agent", &f.agent)] {
+        if given.is_some() && events.reassigned.is_empty() {
+            errors.add(key, "applies to events.reassigned, which lists none");
+        }
+    }
     let custom = f
         .custom
         .iter()
@@ -726,7 +734,8 @@ events = { reassigned = ["moved"] }
 name = "ok"
 kind = "generic"
 inbound = { auth = "hmac-sha256", encoding = "base32", secrets = ["0123456789abcdef"] }
-fields = { id = "id", subject = "s" }
+fields = { id = "id", subject = "s", event = "e", agent = "by" }
+events = { created = ["new"], closed = ["new"] }
 
 [[connectors]]
 name = "zd"
@@ -754,8 +763,10 @@ events = { reassigned = ["moved"] }
                 "connectors[1] (ok).inbound.auth: missing: hmac-sha256, intent-router or bearer",
                 "connectors[1] (ok).inbound.secrets: give one secret, or two while rotating",
                 "connectors[2] (ok).name: another connector has this name",
+                "connectors[2] (ok).events.closed: \"new\" is also in events.created; list it once",
+                "connectors[2] (ok).fields.agent: applies to events.reassigned, which lists none",
                 "connectors[2] (ok).inbound.encoding: unknown encoding \"base32\"; known: hex, base64",
-                "connectors[3] (zd).events.reassigned: set by kind zendesk (its payloads are known); map extra facts in fields.custom",
+                "connectors[3] (zd).events.reassigned: kind zendesk knows which of its events do what",
                 "connectors[3] (zd).write_back.agents.ann: a Zendesk id is a positive number",
                 "connectors[3] (zd).write_back.url: \"http://acme.zendesk.com\": the API token would travel in clear; use https:// (http:// only to this machine)",
             ]

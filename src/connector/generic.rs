@@ -135,8 +135,12 @@ impl Mapping {
                     "fields.team ({at}): missing; a reassigned event needs the ticket's team"
                 ))
             })?;
+        // Who moved it is a nicety: absent, null or empty, the connector's agents did.
         let agent = self
-            .text(json, &self.agent, "agent")?
+            .text(json, &self.agent, "agent")
+            .ok()
+            .flatten()
+            .filter(|a| !a.trim().is_empty())
             .unwrap_or_else(|| format!("{connector} agent"));
         Ok(super::shared::reassignment(&team, &agent))
     }

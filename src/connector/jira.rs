@@ -141,9 +141,9 @@ impl Jira {
         };
         let context = match (kind, self.team_now(json)) {
             (EventKind::Reassigned, Some(team)) => {
-                let actor = actor.unwrap_or_default();
-                let agent = super::shared::ours_for(&self.agents, actor)
-                    .unwrap_or_else(|| format!("jira user {actor}"));
+                let agent = actor
+                    .and_then(|id| super::shared::ours_for(&self.agents, id))
+                    .unwrap_or_else(|| format!("jira user {}", actor.unwrap_or("(unknown)")));
                 super::shared::reassignment(&team, &agent)
             }
             _ => None,
@@ -173,10 +173,15 @@ impl Jira {
         })
     }
 
-    /// The team an update put the issue in (a component added, or the team field set, to one
-    /// of the `teams` values), as ours.
+    /// The team an update put the issue in (a component swapped for another, or the team field
+    /// set, to one of the `teams` values), as ours.
     fn team_now(&self, json: &Value) -> Option<String> {
         let items = json["changelog"]["items"].as_array()?;
+        // Components are many: a move takes one away too (adding one beside ours is no move).
+        let removed = |i: &Value| i["field"] == "Component" && i["to"].is_null();
+        if self.team_field == "components" && !items.iter().any(removed) {
+            return None;
+        }
         items.iter().rev().find_map(|i| {
             let field = if self.team_field == "components" {
                 i["field"] == "Component"
@@ -415,5 +420,40 @@ mod tests {
             {"type": "paragraph", "content": [{"type": "text", "text": "Refund please"}]}]});
         assert_eq!(description(&adf), "Charged twice\nRefund please");
         assert_eq!(description(&json!("plain")), "plain");
+    }
+
+    #[test]
+    fn a_component_swapped_is_a_move_one_added_beside_ours_is_not() {
+        let j = Jira {
+            email: "r@x".into(),
+            api_token: Secret("t".into()),
+            teams: [("billing", "Billing"), ("oncall", "On call")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .into(),
+            team_field: "components".into(),
+            agents: BTreeMap::new(),
+            priorities: BTreeMap::new(),
+            transitions: BTreeMap::new(),
+            done: vec![],
+            group_only: false,
+            internal_note: false,
+            marker_tag: "intent-router".into(),
+            integration_user: None,
+            custom: vec![],
+        };
+        let item = |from: Option<&str>, to: Option<&str>| {
+            json!({"field": "Component", "fieldtype": "jira", "from": from.map(|_| "1"),
+                   "fromString": from, "to": to.map(|_| "2"), "toString": to})
+        };
+        let event = |items: Vec<Value>| json!({"changelog": {"items": items}});
+        let swapped = event(vec![
+            item(Some("Billing"), None),
+            item(None, Some("On call")),
+        ]);
+        assert_eq!(j.team_now(&swapped).as_deref(), Some("oncall"));
+        let added = event(vec![item(None, Some("On call"))]);
+        assert_eq!(j.team_now(&added), None);
+        let unknown = event(vec![item(Some("Billing"), None), item(None, Some("Legal"))]);
+        assert_eq!(j.team_now(&unknown), None);
     }
 }

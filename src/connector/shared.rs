@@ -52,13 +52,42 @@ pub(super) fn refuse_mapping(
         ),
     ];
     for (key, given) in keys {
-        if given {
+        if given && key.starts_with("events.") {
+            errors.add(
+                key,
+                format!("kind {kind} knows which of its events do what"),
+            );
+        } else if given {
             errors.add(
                 key,
                 format!(
                     "set by kind {kind} (its payloads are known); map extra facts in fields.custom"
                 ),
             );
+        }
+    }
+    if events == Events::All {
+        overlapping_events(f, errors);
+    }
+}
+
+/// Refuses an event type (or trigger name) listed under two of `created`, `closed` and
+/// `reassigned`: which it does could not be told.
+pub(super) fn overlapping_events(f: &ConnectorFile, errors: &mut Errors<'_>) {
+    let e = &f.events;
+    let lists = [
+        ("created", &e.created),
+        ("closed", &e.closed),
+        ("reassigned", &e.reassigned),
+    ];
+    for (i, (key, names)) in lists.iter().enumerate() {
+        for (other, others) in &lists[i + 1..] {
+            for name in names.iter().filter(|n| others.contains(n)) {
+                errors.add(
+                    &format!("events.{other}"),
+                    format!("{name:?} is also in events.{key}; list it once"),
+                );
+            }
         }
     }
 }
@@ -165,15 +194,17 @@ pub(super) fn one_of(
     }
 }
 
-/// Our name for a helpdesk's id or name (a `groups` or `agents` table read backwards).
+/// Our name for a helpdesk's id or name (a `groups` or `agents` table read backwards); none
+/// when several of ours share it (which of them is meant cannot be told).
 pub(super) fn ours_for<V: std::fmt::Display>(
     table: &BTreeMap<String, V>,
     theirs: &str,
 ) -> Option<String> {
-    table
-        .iter()
-        .find(|(_, v)| v.to_string() == theirs)
-        .map(|(name, _)| name.clone())
+    let mut ours = table.iter().filter(|(_, v)| v.to_string() == theirs);
+    match (ours.next(), ours.next()) {
+        (Some((name, _)), None) => Some(name.clone()),
+        _ => None,
+    }
 }
 
 /// The context of a reassignment event: the team the ticket is in now (our name) and who
@@ -204,4 +235,19 @@ pub(super) fn value_for<'a, V>(
         };
         format!("{what} {name:?} has no {theirs}: add it to write_back.{key}{or}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_helpdesk_value_is_ours_only_when_one_team_has_it() {
+        let groups: BTreeMap<String, i64> = [("billing", 8), ("refunds", 8), ("oncall", 9)]
+            .map(|(t, g)| (t.to_string(), g))
+            .into();
+        assert_eq!(ours_for(&groups, "9").as_deref(), Some("oncall"));
+        assert_eq!(ours_for(&groups, "8"), None, "shared by two teams");
+        assert_eq!(ours_for(&groups, "7"), None);
+    }
 }

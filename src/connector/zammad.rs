@@ -183,9 +183,11 @@ impl Zammad {
             let note = format!("group {group} is none of write_back.groups");
             return (EventKind::Ignored, None, Some(note));
         };
-        let by = text(ticket, "/updated_by_id").unwrap_or_default();
-        let agent = super::shared::ours_for(&self.agents, &by)
-            .unwrap_or_else(|| format!("zammad user {by}"));
+        let by = text(ticket, "/updated_by_id");
+        let agent = by
+            .as_deref()
+            .and_then(|id| super::shared::ours_for(&self.agents, id))
+            .unwrap_or_else(|| format!("zammad user {}", by.as_deref().unwrap_or("(unknown)")));
         (
             EventKind::Reassigned,
             super::shared::reassignment(&team, &agent),

@@ -226,11 +226,11 @@ impl NatsChannel {
                 match outcome {
                     Ok(()) => return this.set_state(NatsState::Stopped, None),
                     Err(e) => {
+                        this.set_state(NatsState::Connecting, Some(e.to_string()));
                         tracing::error!(
                             "NATS queue channel: {e}; trying again in {} s",
                             wait.as_secs().max(1)
                         );
-                        this.set_state(NatsState::Connecting, Some(e.to_string()));
                     }
                 }
                 tokio::select! {
@@ -418,9 +418,12 @@ impl NatsChannel {
     ) -> Result<bool, String> {
         if js.client().connection_state() != async_nats::connection::State::Connected {
             // The client reconnects by itself; pull requests made meanwhile would pile up.
+            let lost = "the connection to the server is lost; reconnecting".to_string();
+            self.set_state(NatsState::Connecting, Some(lost));
             tokio::time::sleep(Duration::from_secs(1)).await;
             return Ok(true);
         }
+        self.set_state(NatsState::Consuming, None);
         let mut stop = self.stop.subscribe();
         let first = tokio::select! {
             _ = stopped(&mut stop) => return Ok(false),
@@ -540,12 +543,13 @@ impl NatsChannel {
         self.metrics.queue_message(outcome);
         let mut status = self.status.lock().expect("status lock");
         let counts = &mut status.messages;
-        *match outcome {
-            "routed" => &mut counts.routed,
-            "replayed" => &mut counts.replayed,
-            "retried" => &mut counts.retried,
-            _ => &mut counts.dead_lettered,
-        } += 1;
+        match outcome {
+            "routed" => counts.routed += 1,
+            "replayed" => counts.replayed += 1,
+            "retried" => counts.retried += 1,
+            "dead_lettered" => counts.dead_lettered += 1,
+            other => unreachable!("outcome {other} is counted. This is a bug."),
+        }
     }
 
     /// Routes the message's ticket (idempotent per message) and publishes its decision;

@@ -460,7 +460,9 @@ impl ConnectorService {
     }
 
     /// An agent moved the ticket to another team: unless it is the team we chose, a correction
-    /// of the ticket's newest decision, by the helpdesk (author `connector:NAME`).
+    /// of the ticket's newest decision, by the helpdesk (author `connector:NAME`), and the
+    /// decision's assignment closed if it was open (the agent we picked no longer has the
+    /// ticket, so least-loaded counts stay true).
     async fn reassigned_event(&self, e: &InboxEvent) -> InboxOutcome {
         let context: serde_json::Value = e
             .context
@@ -500,22 +502,27 @@ impl ConnectorService {
             assignee: None,
             agent: agent.to_string(),
         };
-        match self
-            .feedback
-            .correct(correction, format!("connector:{}", e.connector))
-            .await
-        {
+        let by = format!("connector:{}", e.connector);
+        match self.feedback.correct(correction, by.clone()).await {
+            Ok(_) => {}
+            Err(FeedbackError::Store(err)) => return self.after_error(e, err.into()),
+            Err(err) => {
+                return InboxOutcome::Failed {
+                    error: err.to_string(),
+                }
+            }
+        }
+        let note = format!(
+            "correction by {agent}: team {team}, not {}",
+            before.predicted_team.as_deref().unwrap_or("none")
+        );
+        match self.store.close_assignment(&decision_id, &by).await {
             Ok(_) => done(
                 Some(decision_id),
-                format!(
-                    "correction: team {team}, not {}",
-                    before.predicted_team.as_deref().unwrap_or("none")
-                ),
+                format!("{note}; its assignment is closed"),
             ),
-            Err(FeedbackError::Store(err)) => self.after_error(e, err.into()),
-            Err(err) => InboxOutcome::Failed {
-                error: err.to_string(),
-            },
+            Err(StoreError::NotFound(_)) => done(Some(decision_id), note),
+            Err(err) => self.after_error(e, err.into()),
         }
     }
 

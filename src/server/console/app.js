@@ -489,7 +489,7 @@ const when = (x) => (x ? new Date(x).toLocaleString() : "–");
 loaders.connectors = async () => {
   const r = await api("GET", "/v1/connectors");
   const table = $("#conn-table");
-  if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  if (r.status !== 200) { $("#conn-nats").textContent = ""; table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
   const q = r.data.nats;
   $("#conn-nats").className = q && q.state !== "consuming" ? "error" : "";
   $("#conn-nats").textContent = q ? t("nats.line", { stream: q.stream, consumer: q.consumer, subject: q.subject,
