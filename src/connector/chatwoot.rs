@@ -145,7 +145,8 @@ impl Chatwoot {
                 None,
             ),
             None => {
-                let note = format!("team {team_id} is none of write_back.groups");
+                let note =
+                    format!("Chatwoot team {team_id} is no single team's in write_back.groups");
                 (EventKind::Ignored, None, Some(note))
             }
         }

@@ -118,7 +118,7 @@ impl Freshdesk {
             return (EventKind::Ignored, None, Some("no group".into()));
         };
         let Some(team) = super::shared::ours_for(&self.groups, &group) else {
-            let note = format!("group {group} is none of write_back.groups");
+            let note = format!("group {group} is no single team's in write_back.groups");
             return (EventKind::Ignored, None, Some(note));
         };
         let agent = match text(json, "/agent_id") {

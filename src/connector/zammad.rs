@@ -180,7 +180,7 @@ impl Zammad {
             super::shared::ours_for(&self.groups, &id)
         });
         let Some(team) = team else {
-            let note = format!("group {group} is none of write_back.groups");
+            let note = format!("group {group} is no single team's in write_back.groups");
             return (EventKind::Ignored, None, Some(note));
         };
         let by = text(ticket, "/updated_by_id");

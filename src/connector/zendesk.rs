@@ -194,7 +194,7 @@ impl Zendesk {
         let Some(team) = super::shared::ours_for(&self.groups, &group) else {
             return (
                 EventKind::Ignored,
-                format!("{event_type} (group {group} is none of write_back.groups)"),
+                format!("{event_type} (group {group} is no single team's in write_back.groups)"),
                 None,
             );
         };
