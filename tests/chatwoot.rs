@@ -130,20 +130,7 @@ fn chatwoot_conversations_are_routed_and_updated_in_chatwoot() {
     let resolved = json!({"event": "conversation_status_changed", "id": 7, "status": "resolved",
         "account": {"id": 1}, "performed_by": {"id": 21}});
     assert_eq!(send(&s, &resolved, "cw-3").body["kind"], "closed");
-    let open = |s: &Server| {
-        s.admin("GET", "/v1/assignments?team=billing", None, &[])
-            .body["assignments"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    for _ in 0..100 {
-        if open(&s) == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(open(&s), 0);
+    crate::connectors::wait_billing_closed(&s);
     // A stale timestamp is refused.
     let r = send_at(&s, &created, "cw-4", chrono::Utc::now().timestamp() - 3600);
     assert_eq!(r.status, 401, "{}", r.body);

@@ -106,6 +106,26 @@ fn wait_until(s: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     );
 }
 
+/// How many of the billing team's assignments are open.
+pub fn open_billing(s: &Server) -> usize {
+    s.admin("GET", "/v1/assignments?team=billing", None, &[])
+        .body["assignments"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// Waits (up to 10 s) until the billing team has no open assignment.
+pub fn wait_billing_closed(s: &Server) {
+    for _ in 0..100 {
+        if open_billing(s) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(open_billing(s), 0);
+}
+
 /// The note of `connector`'s processed reassignment event (waits for it up to 10 s).
 pub fn reassignment_note(s: &Server, connector: &str) -> Value {
     let path = format!("/v1/connectors/{connector}/inbox?state=done");
@@ -206,21 +226,14 @@ fn a_signed_webhook_is_routed_and_the_signed_decision_written_back_once() {
     );
 
     // The helpdesk closes the ticket: the assignment closes (least-loaded counts stay true).
-    let open = |s: &Server| {
-        s.admin("GET", "/v1/assignments?team=billing", None, &[])
-            .body["assignments"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    assert_eq!(open(&s), 1);
+    assert_eq!(open_billing(&s), 1);
     let closed = json!({"event": "ticket_closed", "event_id": "ev-2", "ticket": {"id": "T-1"}});
     assert_eq!(send(&s, "inhouse", &closed).status, 202);
     let inbox = wait_until(&s, "/v1/connectors/inhouse/inbox?state=done", |b| {
         b["events"].as_array().unwrap().len() == 2
     });
     assert_eq!(inbox["events"][0]["error"], "assignment closed");
-    assert_eq!(open(&s), 0);
+    assert_eq!(open_billing(&s), 0);
     let all = s
         .admin("GET", "/v1/assignments?team=billing&open=false", None, &[])
         .body;

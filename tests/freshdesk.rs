@@ -128,20 +128,7 @@ fn freshdesk_tickets_are_routed_and_updated_keeping_their_tags() {
     let mut resolved = rule("resolved", 5, "web");
     resolved["ticket"]["updated_at"] = json!("2026-12-06T11:00:00Z");
     assert_eq!(send(&s, &resolved, SECRET).body["kind"], "closed");
-    let open = |s: &Server| {
-        s.admin("GET", "/v1/assignments?team=billing", None, &[])
-            .body["assignments"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    for _ in 0..100 {
-        if open(&s) == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(open(&s), 0);
+    crate::connectors::wait_billing_closed(&s);
     assert_eq!(desk.requests().len(), 3);
 
     // Bob moves the ticket to On call's group: a correction from the helpdesk.

@@ -170,20 +170,7 @@ fn jira_issues_are_routed_and_updated_in_several_requests() {
     );
     let r = send(&s, &updated("SD-1", "557058:agent", "Done"), "wh-3", SECRET);
     assert_eq!(r.body["kind"], "closed", "{}", r.body);
-    let open = |s: &Server| {
-        s.admin("GET", "/v1/assignments?team=billing", None, &[])
-            .body["assignments"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    for _ in 0..100 {
-        if open(&s) == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(open(&s), 0);
+    crate::connectors::wait_billing_closed(&s);
 
     // Bob moves the issue from the Billing component to On call's: a correction.
     let moved = json!({"webhookEvent": "jira:issue_updated", "user": {"accountId": "acc-bob"},

@@ -157,20 +157,7 @@ fn zammad_tickets_are_routed_and_updated_in_zammad() {
         SECRET,
     );
     assert_eq!(closed.body["kind"], "closed");
-    let open = |s: &Server| {
-        s.admin("GET", "/v1/assignments?team=billing", None, &[])
-            .body["assignments"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    for _ in 0..100 {
-        if open(&s) == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(open(&s), 0);
+    crate::connectors::wait_billing_closed(&s);
     // An agent (bob, user 12) moved the ticket to the group of another team: a correction from
     // the helpdesk.
     let mut moved = payload(42, "open", 12);

@@ -176,14 +176,7 @@ fn zendesk_tickets_are_routed_and_updated_in_zendesk() {
     let r = send(&s, &ours);
     assert_eq!((r.status, r.body["kind"].clone()), (202, json!("ignored")));
     // An agent solves it: the assignment closes.
-    let open = |s: &Server| {
-        s.admin("GET", "/v1/assignments?team=billing", None, &[])
-            .body["assignments"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    assert_eq!(open(&s), 1);
+    assert_eq!(crate::connectors::open_billing(&s), 1);
     let solved = event(
         "status_changed",
         "01HNX-3",
@@ -193,13 +186,7 @@ fn zendesk_tickets_are_routed_and_updated_in_zendesk() {
     );
     let r = send(&s, &solved);
     assert_eq!(r.body["kind"], "closed", "{}", r.body);
-    for _ in 0..100 {
-        if open(&s) == 0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(open(&s), 0);
+    crate::connectors::wait_billing_closed(&s);
     let closed = s
         .admin("GET", "/v1/assignments?team=billing&open=false", None, &[])
         .body;

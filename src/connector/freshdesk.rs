@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
@@ -215,11 +214,7 @@ impl Freshdesk {
 
     /// `Authorization` for the API key.
     pub fn authorization(&self) -> String {
-        let raw = format!("{}:X", self.api_key.0);
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        super::shared::basic_auth(&self.api_key.0, "X")
     }
 }
 

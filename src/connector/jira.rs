@@ -23,7 +23,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -320,11 +319,7 @@ impl Jira {
 
     /// `Authorization` for the API token.
     pub fn authorization(&self) -> String {
-        let raw = format!("{}:{}", self.email, self.api_token.0);
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        super::shared::basic_auth(&self.email, &self.api_token.0)
     }
 }
 

@@ -213,6 +213,16 @@ pub(super) fn reassignment(team: &str, agent: &str) -> Option<String> {
     Some(serde_json::json!({"team": team, "agent": agent}).to_string())
 }
 
+/// An `Authorization` header value for HTTP basic authentication.
+pub(super) fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let raw = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
 /// Any text.
 pub(super) fn any_text(v: &str) -> Result<String, String> {
     Ok(v.to_string())

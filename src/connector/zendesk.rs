@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
@@ -301,11 +300,7 @@ impl Zendesk {
 
     /// `Authorization` for the API token.
     pub fn authorization(&self) -> String {
-        let raw = format!("{}/token:{}", self.email, self.api_token.0);
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        super::shared::basic_auth(&format!("{}/token", self.email), &self.api_token.0)
     }
 }
 
