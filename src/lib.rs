@@ -12,6 +12,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod fsutil;
 pub mod import;
+pub mod incident;
 pub mod intent;
 pub mod lang;
 pub mod learn;

@@ -1,0 +1,499 @@
+//! Open incidents and the linking of tickets to them. A ticket belongs to an incident when the
+//! odds say so: the prior odds are the incident's recent rate against the intent's usual rate
+//! (during a wave most tickets of the intent are the wave's), times the likelihood ratio of the
+//! ticket's cosine to the incident's centroid (how close its members come against how close
+//! the intent's usual tickets come). A linking is explained by those numbers and can be undone.
+//!
+//! Pure: the caller gives the time, the ids and the detector's view of the history; storage
+//! and alerts are the service's.
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::detect::{Alarm, Detector, Observation};
+use super::vector::{centroid, Embedding};
+
+/// Where cosines to a centroid fall: mean and standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Spread {
+    /// Mean cosine.
+    pub mean: f32,
+    /// Standard deviation (at least 0.01).
+    pub sd: f32,
+}
+
+impl Spread {
+    /// The spread of `values`; `None` for fewer than two.
+    pub fn of(values: &[f32]) -> Option<Self> {
+        if values.len() < 2 {
+            return None;
+        }
+        let n = values.len() as f32;
+        let mean = values.iter().sum::<f32>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / (n - 1.0);
+        Some(Self {
+            mean,
+            sd: var.sqrt().max(0.01),
+        })
+    }
+
+    fn log_density(&self, x: f32) -> f64 {
+        let z = f64::from((x - self.mean) / self.sd);
+        -0.5 * z * z - f64::from(self.sd).ln()
+    }
+}
+
+/// How a ticket was linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkedBy {
+    /// While it was routed.
+    Routing,
+    /// When the incident opened or grew (routed before).
+    Detection,
+    /// By a person (merge, split, or a manual link).
+    Person,
+}
+
+/// A ticket's link to an incident, with its reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Link {
+    /// The incident.
+    pub incident: String,
+    /// Cosine to the incident's centroid.
+    pub similarity: f32,
+    /// Probability that the ticket is the incident's.
+    pub probability: f64,
+    /// The incident's tickets per hour at the time.
+    pub incident_rate: f64,
+    /// The intent's usual tickets per hour at the time.
+    pub usual_rate: f64,
+}
+
+impl Link {
+    /// The reason in words, for a decision's trace.
+    pub fn explain(&self, incident: &TrackedIncident) -> String {
+        format!(
+            "linked to incident {}: cosine {:.3} to its centroid (its tickets {:.3} ± {:.3}, usual {} tickets {:.3} ± {:.3}); {:.1} incident tickets/h against {:.1} usual: {:.0}% likely",
+            self.incident,
+            self.similarity,
+            incident.members.mean,
+            incident.members.sd,
+            incident.intent,
+            incident.usual.mean,
+            incident.usual.sd,
+            self.incident_rate,
+            self.usual_rate,
+            self.probability * 100.0
+        )
+    }
+}
+
+/// An open incident as linking needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackedIncident {
+    /// Id.
+    pub id: String,
+    /// The intent (leaf or parent) whose tickets it takes.
+    pub intent: String,
+    /// The language it is limited to, if the alarm was in one language.
+    pub language: Option<String>,
+    /// Centroid of its tickets.
+    pub centroid: Embedding,
+    /// Cosines of its tickets to the centroid.
+    pub members: Spread,
+    /// Cosines of the intent's usual tickets to the centroid.
+    pub usual: Spread,
+    /// The intent's usual tickets per hour (refreshed by the detector).
+    pub usual_rate: f64,
+    /// When its latest tickets came (the past three hours), oldest first.
+    pub recent: VecDeque<DateTime<Utc>>,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// When its latest ticket came.
+    pub last_at: DateTime<Utc>,
+}
+
+/// How long an incident's tickets count towards its rate.
+const RATE_HOURS: i64 = 6;
+
+impl TrackedIncident {
+    /// Its tickets per hour at `now`: each ticket counts `e^(-age / 1 h)` per hour, so the rate
+    /// falls soon after the wave ends (then only tickets close to the centroid still link).
+    pub fn rate(&self, now: DateTime<Utc>) -> f64 {
+        self.recent
+            .iter()
+            .map(|t| (-((now - *t).num_seconds().max(0) as f64) / 3600.0).exp())
+            .sum::<f64>()
+            .max(0.01)
+    }
+
+    /// The link a ticket would get: probability from the rates and the similarity.
+    pub fn score(&self, embedding: &Embedding, now: DateTime<Utc>) -> Link {
+        let similarity = self.centroid.cosine(embedding);
+        let incident_rate = self.rate(now);
+        let usual_rate = self.usual_rate.max(0.05);
+        let prior = (incident_rate / usual_rate).ln();
+        Link {
+            incident: self.id.clone(),
+            similarity,
+            probability: posterior(prior, similarity, &self.members, &self.usual),
+            incident_rate,
+            usual_rate,
+        }
+    }
+
+    /// The link a ticket of an alarm's window gets: the odds are the alarm's (the window's
+    /// excess over its expected count), or the incident's own rate when higher.
+    fn score_in_alarm(&self, embedding: &Embedding, alarm: &Alarm) -> Link {
+        let mut link = self.score(embedding, alarm.at);
+        let excess = (alarm.count as f64 - alarm.expected).max(0.5);
+        let log_prior = (excess / alarm.expected.max(0.05))
+            .ln()
+            .max((link.incident_rate / link.usual_rate).ln());
+        link.probability = posterior(log_prior, link.similarity, &self.members, &self.usual);
+        link
+    }
+
+    fn record(&mut self, at: DateTime<Utc>) {
+        self.recent.push_back(at);
+        self.last_at = self.last_at.max(at);
+        let since = at - Duration::hours(RATE_HOURS);
+        while self.recent.front().is_some_and(|t| *t <= since) {
+            self.recent.pop_front();
+        }
+    }
+}
+
+/// Probability of belonging, from the log prior odds and the cosine's likelihood ratio (the
+/// cosine is held between the two means, so the ratio only grows with similarity).
+fn posterior(log_prior: f64, similarity: f32, members: &Spread, usual: &Spread) -> f64 {
+    let (lo, hi) = (usual.mean.min(members.mean), members.mean.max(usual.mean));
+    let s = similarity.clamp(lo, hi);
+    let log_odds = log_prior + members.log_density(s) - usual.log_density(s);
+    1.0 / (1.0 + (-log_odds).exp())
+}
+
+/// What an alarm did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new incident, with the tickets linked to it.
+    Opened {
+        /// Its id.
+        incident: String,
+        /// Decision ids linked and their links.
+        linked: Vec<(String, Link)>,
+    },
+    /// An open incident took more tickets.
+    Grew {
+        /// Its id.
+        incident: String,
+        /// Decision ids newly linked.
+        linked: Vec<(String, Link)>,
+    },
+    /// The alarm's tickets are too few once the usual ones are left out.
+    Ignored,
+}
+
+/// The open incidents and how tickets join them.
+#[derive(Debug, Clone, Default)]
+pub struct Tracker {
+    /// Open incidents, oldest first.
+    pub open: Vec<TrackedIncident>,
+    /// Hours without a ticket after which an incident stops taking tickets.
+    pub quiet_hours: i64,
+    /// Probability from which a ticket is linked.
+    pub min_probability: f64,
+    /// Tickets an incident needs to open.
+    pub min_tickets: usize,
+}
+
+impl Tracker {
+    /// No open incidents.
+    pub fn new(quiet_hours: i64, min_probability: f64, min_tickets: usize) -> Self {
+        Self {
+            open: Vec::new(),
+            quiet_hours,
+            min_probability,
+            min_tickets,
+        }
+    }
+
+    /// The open incident a routed ticket belongs to, if any (the most likely).
+    pub fn link(
+        &mut self,
+        chain: &[String],
+        language: &str,
+        embedding: &Embedding,
+        now: DateTime<Utc>,
+    ) -> Option<Link> {
+        let quiet = Duration::hours(self.quiet_hours);
+        let best = self
+            .open
+            .iter()
+            .filter(|i| now - i.last_at < quiet)
+            .filter(|i| chain.contains(&i.intent))
+            .filter(|i| i.language.as_deref().is_none_or(|l| l == language))
+            .map(|i| i.score(embedding, now))
+            .filter(|l| l.probability >= self.min_probability)
+            .max_by(|a, b| a.probability.total_cmp(&b.probability))?;
+        if let Some(i) = self.open.iter_mut().find(|i| i.id == best.incident) {
+            i.record(now);
+        }
+        Some(best)
+    }
+
+    /// Refreshes each open incident's usual rate from the detector.
+    pub fn refresh(&mut self, detector: &Detector, now: DateTime<Utc>) {
+        for i in &mut self.open {
+            i.usual_rate = detector.usual_rate(&i.intent, now);
+        }
+    }
+
+    /// Turns an alarm into a new incident (id from `new_id`) or more tickets for an open one:
+    /// the alarm's tickets whose odds say they are the wave's, not the intent's usual ones.
+    pub fn on_alarm(
+        &mut self,
+        alarm: &Alarm,
+        detector: &Detector,
+        new_id: impl FnOnce() -> String,
+    ) -> Change {
+        let window: Vec<&Observation> = detector
+            .recent()
+            .filter(|o| alarm.members.contains(&o.id))
+            .collect();
+        let intent = narrowed(alarm.stream.intent(), &window);
+        let embeddings: Vec<(String, Embedding)> = window
+            .iter()
+            .filter(|o| o.chain.contains(&intent))
+            .map(|o| (o.id.clone(), o.embedding.clone()))
+            .collect();
+        let quiet = Duration::hours(self.quiet_hours);
+        // An open incident of a related intent takes the tickets as its own would be linked.
+        if let Some(i) = self.open.iter_mut().find(|i| {
+            alarm.at - i.last_at < quiet
+                && related(&i.intent, &intent)
+                && i.score(&alarm.centroid, alarm.at).probability >= 0.5
+        }) {
+            let linked: Vec<(String, Link)> = embeddings
+                .iter()
+                .map(|(id, e)| (id.clone(), i.score_in_alarm(e, alarm)))
+                .filter(|(_, l)| l.probability >= self.min_probability)
+                .collect();
+            for _ in &linked {
+                i.record(alarm.at);
+            }
+            let incident = i.id.clone();
+            return Change::Grew { incident, linked };
+        }
+        let Some(tracked) = self.model(alarm, &intent, detector, &embeddings) else {
+            return Change::Ignored;
+        };
+        let mut tracked = TrackedIncident {
+            id: new_id(),
+            ..tracked
+        };
+        let linked: Vec<(String, Link)> = embeddings
+            .iter()
+            .map(|(id, e)| (id.clone(), tracked.score_in_alarm(e, alarm)))
+            .filter(|(_, l)| l.probability >= self.min_probability)
+            .collect();
+        if linked.len() < self.min_tickets {
+            return Change::Ignored;
+        }
+        let incident = tracked.id.clone();
+        for _ in &linked {
+            tracked.record(alarm.at);
+        }
+        self.open.push(tracked);
+        Change::Opened { incident, linked }
+    }
+
+    /// The incident an alarm describes: the centroid of its likely tickets (the excess over
+    /// what the history expects), how close they and the usual tickets come to it.
+    fn model(
+        &self,
+        alarm: &Alarm,
+        intent: &str,
+        detector: &Detector,
+        tickets: &[(String, Embedding)],
+    ) -> Option<TrackedIncident> {
+        let excess = (alarm.count as f64 - alarm.expected).max(0.5);
+        let log_prior = (excess / alarm.expected.max(0.05)).ln();
+        let mut members: Vec<&Embedding> = tickets.iter().map(|(_, e)| e).collect();
+        let mut c = centroid(members.iter().copied())?;
+        let mut spread = Spread::of(&sims(&c, &members))?;
+        let mut usual = usual_spread(detector, intent, &c, &spread);
+        // Two rounds: keep the likely tickets, re-centre on them.
+        for _ in 0..2 {
+            let kept: Vec<&Embedding> = members
+                .iter()
+                .copied()
+                .filter(|e| posterior(log_prior, c.cosine(e), &spread, &usual) >= 0.5)
+                .collect();
+            if kept.len() < 2 {
+                break;
+            }
+            c = centroid(kept.iter().copied())?;
+            spread = Spread::of(&sims(&c, &kept))?;
+            usual = usual_spread(detector, intent, &c, &spread);
+            members = kept;
+        }
+        Some(TrackedIncident {
+            id: String::new(),
+            intent: intent.to_string(),
+            language: alarm.stream.language().map(str::to_string),
+            centroid: c,
+            members: spread,
+            usual,
+            usual_rate: detector.usual_rate(intent, alarm.at),
+            recent: VecDeque::new(),
+            opened_at: alarm.at,
+            last_at: alarm.at,
+        })
+    }
+}
+
+fn sims(c: &Embedding, members: &[&Embedding]) -> Vec<f32> {
+    members.iter().map(|e| c.cosine(e)).collect()
+}
+
+/// How close the intent's usual tickets come to `c`; with too little history, a spread just
+/// below the members' (similarity then says little and the rates decide).
+fn usual_spread(detector: &Detector, intent: &str, c: &Embedding, members: &Spread) -> Spread {
+    let usual = detector.usual_similarities(intent, c);
+    if usual.len() >= 8 {
+        if let Some(s) = Spread::of(&usual) {
+            return s;
+        }
+    }
+    Spread {
+        mean: members.mean - members.sd,
+        sd: members.sd,
+    }
+}
+
+/// The intent an alarm's incident takes: the alarm's, or the one intent under it that holds
+/// two thirds of the window's tickets (a parent's alarm is usually one child's wave).
+fn narrowed(intent: &str, window: &[&Observation]) -> String {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for o in window {
+        if let Some(leaf) = o.leaf() {
+            *counts.entry(leaf).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(leaf, n)| *leaf != intent && 3 * n >= 2 * window.len())
+        .map(|(leaf, _)| leaf.to_string())
+        .next()
+        .unwrap_or_else(|| intent.to_string())
+}
+
+/// Whether one intent is the other or under it.
+pub fn related(a: &str, b: &str) -> bool {
+    a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::detect::tests::{obs, start, two_weeks, vector, Lcg};
+
+    fn spread(mean: f32, sd: f32) -> Spread {
+        Spread { mean, sd }
+    }
+
+    #[test]
+    fn probability_grows_with_similarity_and_with_the_incident_rate() {
+        let (members, usual) = (spread(0.9, 0.02), spread(0.8, 0.04));
+        let p = |prior: f64, s: f32| posterior(prior.ln(), s, &members, &usual);
+        assert!(p(1.0, 0.95) > 0.95);
+        assert!(p(1.0, 0.7) < 0.01);
+        let mut last = 0.0;
+        for s in [0.6, 0.75, 0.8, 0.85, 0.88, 0.9, 0.95, 1.0] {
+            assert!(p(1.0, s) >= last, "not monotone at {s}");
+            last = p(1.0, s);
+        }
+        // A middling ticket belongs during a wave (rate 20 against 1) and not after it.
+        assert!(p(20.0, 0.86) > 0.5 && p(0.05, 0.86) < 0.5);
+        assert_eq!(Spread::of(&[0.5]), None);
+        assert_eq!(Spread::of(&[0.5, 0.5]).unwrap().sd, 0.01);
+    }
+
+    #[test]
+    fn an_alarm_opens_an_incident_that_links_its_tickets_and_then_grows() {
+        let mut rng = Lcg(5);
+        let (mut d, _, mut id) = two_weeks(&mut rng);
+        let mut tracker = Tracker::new(48, 0.5, 4);
+        let centre: Vec<f32> = (0..16).map(|i| if i == 2 { 1.0 } else { 0.0 }).collect();
+        let t = start() + Duration::days(14);
+        let mut change = None;
+        let mut k = 0;
+        while change.is_none() && k < 12 {
+            let e = vector(&mut rng, Some(&centre), 0.1);
+            let at = t + Duration::minutes(3 * k);
+            assert!(tracker
+                .link(&["b".into(), "b.x".into()], "en", &e, at)
+                .is_none());
+            if let Some(alarm) = d.observe(obs(id, at, "b.x", e)) {
+                change = Some(tracker.on_alarm(&alarm, &d, || "inc-1".into()));
+            }
+            id += 1;
+            k += 1;
+        }
+        let Some(Change::Opened { incident, linked }) = change else {
+            panic!("no incident opened: {change:?}");
+        };
+        assert_eq!(incident, "inc-1");
+        assert!(linked.len() >= 4, "{linked:?}");
+        let ids: Vec<String> = linked.iter().map(|(m, _)| m.clone()).collect();
+        d.link(&ids, &incident);
+        let inc = tracker.open[0].clone();
+        assert!(inc.intent.starts_with('b'), "{}", inc.intent);
+        // A close ticket of the intent links, with its reasons; a far one and one of another
+        // intent do not.
+        let at = t + Duration::minutes(40);
+        let chain = vec!["b".to_string(), "b.x".to_string()];
+        let close = vector(&mut rng, Some(&centre), 0.1);
+        let link = tracker
+            .link(&chain, "en", &close, at)
+            .expect("a close ticket links");
+        assert!(link.probability >= 0.5 && link.similarity > 0.8);
+        assert!(link
+            .explain(&inc)
+            .starts_with("linked to incident inc-1: cosine 0."));
+        let far = vector(&mut rng, None, 1.0);
+        assert!(tracker.link(&chain, "en", &far, at).is_none());
+        let other = vec!["c".to_string(), "c.z".to_string()];
+        assert!(tracker.link(&other, "en", &close, at).is_none());
+        // After two quiet days the incident takes no more tickets.
+        let later = at + Duration::hours(49);
+        assert!(tracker.link(&chain, "en", &close, later).is_none());
+    }
+
+    #[test]
+    fn a_parent_alarm_narrows_to_the_child_holding_the_wave() {
+        let o = |id, leaf| obs(id, start(), leaf, vector(&mut Lcg(id as u64), None, 1.0));
+        let mostly: Vec<Observation> = (0..6)
+            .map(|i| o(i, if i < 4 { "b.x" } else { "b.y" }))
+            .collect();
+        let refs: Vec<&Observation> = mostly.iter().collect();
+        assert_eq!(narrowed("b", &refs), "b.x");
+        let even: Vec<Observation> = (0..6)
+            .map(|i| o(i, if i < 3 { "b.x" } else { "b.y" }))
+            .collect();
+        let refs: Vec<&Observation> = even.iter().collect();
+        assert_eq!(narrowed("b", &refs), "b");
+    }
+
+    #[test]
+    fn related_intents() {
+        assert!(related("billing", "billing.refund"));
+        assert!(related("billing.refund", "billing"));
+        assert!(!related("billing", "billing_extra"));
+        assert!(!related("billing.refund", "billing.invoice"));
+    }
+}
