@@ -9,14 +9,15 @@
 //! segmented by model version, tickets of incidents left out) on top of a prior. Watching the
 //! share makes seasonal peaks that lift every intent harmless. The smallest p-value of a
 //! stream's windows is compared with `false_alarms_per_week / tests_per_week`, one test per
-//! stream and ticket over the past week (a Bonferroni bound; the windows of a stream overlap and
-//! are counted once), so the sensitivity reads as the expected false alarms per week; the
-//! simulator (`benches/incidents.rs`) measures how the real rate compares.
+//! stream and ticket over the past week (Bonferroni's correction, with the windows of a stream
+//! counted once as they overlap and mostly agree: not a strict bound), so the sensitivity
+//! reads as the expected false alarms per week; the simulator (`benches/incidents.rs`)
+//! measures the real rate.
 //!
 //! Pure and single-threaded: the caller feeds observations in time order and links tickets to
 //! incidents; no storage, no clock of its own.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -45,18 +46,65 @@ pub struct DetectorSettings {
     /// Weight of the prior share, in tickets (a new intent's share is the prior's until its own
     /// history outweighs it).
     pub prior_tickets: f64,
+    /// The most tickets the history may weigh: a stream's share drifts from day to day (the
+    /// intent mix of a weekday, a campaign), so however long the history, it is never surer of
+    /// a share than this many tickets would make it; less where the past days' shares moved
+    /// more than chance explains (measured per stream).
+    pub max_history_tickets: f64,
 }
 
 impl Default for DetectorSettings {
     fn default() -> Self {
         Self {
-            false_alarms_per_week: 1.0,
+            false_alarms_per_week: 0.5,
             near_duplicate_share: 0.05,
             duplicate_similarity: 0.95,
             min_tickets: 4,
             history_half_life_days: 14.0,
             prior_tickets: 50.0,
+            max_history_tickets: 1000.0,
         }
+    }
+}
+
+impl DetectorSettings {
+    /// Every setting out of its range, by name (empty when all are valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, name: &str, valid: &str| {
+            if !ok {
+                out.push(format!("{name}: must be {valid}"));
+            }
+        };
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        check(
+            positive(self.false_alarms_per_week),
+            "false_alarms_per_week",
+            "a number above 0",
+        );
+        check(
+            self.near_duplicate_share > 0.0 && self.near_duplicate_share < 0.5,
+            "near_duplicate_share",
+            "between 0 and 0.5",
+        );
+        check(
+            self.duplicate_similarity > 0.0 && self.duplicate_similarity <= 1.0,
+            "duplicate_similarity",
+            "a cosine above 0, at most 1",
+        );
+        check(self.min_tickets >= 2, "min_tickets", "at least 2");
+        check(
+            positive(self.history_half_life_days),
+            "history_half_life_days",
+            "above 0",
+        );
+        check(positive(self.prior_tickets), "prior_tickets", "above 0");
+        check(
+            self.max_history_tickets.is_finite() && self.max_history_tickets >= self.prior_tickets,
+            "max_history_tickets",
+            "at least prior_tickets",
+        );
+        out
     }
 }
 
@@ -140,7 +188,7 @@ pub struct Alarm {
     pub count: u64,
     /// All tickets in the window it is compared with.
     pub volume: u64,
-    /// The count the history expects for that volume.
+    /// The count the history expects for that volume, the new ticket included (it is given).
     pub expected: f64,
     /// Chance of a count this high or higher by the history alone.
     pub p_value: f64,
@@ -168,11 +216,78 @@ struct History {
     /// Per leaf intent: the Beta over one ticket's share of near-duplicates among the others
     /// (tickets differ: some are typical and near many, some near none).
     near_share: HashMap<String, (f64, f64)>,
-    /// Per leaf intent: the latest embeddings that entered the history.
-    reservoir: HashMap<String, VecDeque<Embedding>>,
+    /// Per leaf intent: the latest embeddings that entered the history (ordered, so sums over
+    /// them come out the same on every run).
+    reservoir: BTreeMap<String, VecDeque<Embedding>>,
     /// When the counts were last decayed.
     decayed_at: Option<DateTime<Utc>>,
+    /// Tickets per day (day number since the epoch), by stream key and by volume key (`\u{1}`
+    /// then the language, or nothing for all), the past [`DAYS`] days.
+    daily: HashMap<String, BTreeMap<i64, f64>>,
+    /// Per stream key: how many tickets the history may weigh, from how much its share moved
+    /// from day to day beyond what chance explains (absent: no more than chance).
+    steadiness: HashMap<String, f64>,
+    /// The day of the newest ticket in the history.
+    day: i64,
 }
+
+/// Days of daily counts kept to measure how much shares move from day to day.
+const DAYS: i64 = 14;
+/// The volume keys of the daily counts start with this.
+const VOLUME: &str = "\u{1}";
+
+impl History {
+    /// Recomputes, for every stream key, the weight its history may have: the method of
+    /// moments on its daily shares over the past closed days, less the binomial noise of each
+    /// day's count.
+    fn measure_steadiness(&mut self) {
+        self.steadiness.clear();
+        for (key, days) in &self.daily {
+            if key.starts_with(VOLUME) {
+                continue;
+            }
+            let volume_key = match key.split_once('\u{0}') {
+                Some((_, language)) => format!("{VOLUME}{language}"),
+                None => VOLUME.to_string(),
+            };
+            let Some(volume) = self.daily.get(&volume_key) else {
+                continue;
+            };
+            let closed: Vec<(f64, f64)> = volume
+                .iter()
+                .filter(|(d, v)| **d < self.day && **v >= 10.0)
+                .map(|(d, v)| (days.get(d).copied().unwrap_or(0.0), *v))
+                .collect();
+            if let Some(weight) = steadiness(&closed) {
+                self.steadiness.insert(key.clone(), weight);
+            }
+        }
+    }
+}
+
+/// The weight (in tickets) of a Beta whose spread matches how much a share moved over days of
+/// `(count, volume)` beyond the binomial noise; `None` with fewer than 3 days or no such move.
+fn steadiness(days: &[(f64, f64)]) -> Option<f64> {
+    if days.len() < 3 {
+        return None;
+    }
+    let (count, volume) = days
+        .iter()
+        .fold((0.0, 0.0), |(c, v), (dc, dv)| (c + dc, v + dv));
+    let m = count / volume;
+    if m <= 0.0 || m >= 1.0 {
+        return None;
+    }
+    let n = days.len() as f64;
+    let observed = days.iter().map(|(c, v)| (c / v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    let noise = days.iter().map(|(_, v)| m * (1.0 - m) / v).sum::<f64>() / n;
+    let extra = observed - noise;
+    (extra > 0.0).then(|| (m * (1.0 - m) / extra - 1.0).max(1.0))
+}
+
+/// Minutes after a model change in which tickets of the previous model are late, not a
+/// rollback.
+const LATE_TICKETS: i64 = 10;
 
 /// Embeddings per intent kept to compare new ones with.
 const RESERVOIR: usize = 64;
@@ -199,14 +314,29 @@ impl History {
     }
 
     fn add(&mut self, o: &Observation, near_share: f64) {
+        let day = o.at.timestamp().div_euclid(86_400);
+        if day > self.day {
+            self.day = day;
+            self.measure_steadiness();
+        }
         *self.volume.entry(String::new()).or_default() += 1.0;
         *self.volume.entry(o.language.clone()).or_default() += 1.0;
+        let mut keys = vec![VOLUME.to_string(), format!("{VOLUME}{}", o.language)];
         for intent in &o.chain {
             *self.counts.entry(intent.clone()).or_default() += 1.0;
             *self
                 .counts
                 .entry(lang_key(intent, &o.language))
                 .or_default() += 1.0;
+            keys.push(intent.clone());
+            keys.push(lang_key(intent, &o.language));
+        }
+        for key in keys {
+            let days = self.daily.entry(key).or_default();
+            *days.entry(day).or_default() += 1.0;
+            while days.first_key_value().is_some_and(|(d, _)| *d < day - DAYS) {
+                days.pop_first();
+            }
         }
         let Some(leaf) = o.leaf() else { return };
         let kept = self.reservoir.entry(leaf.to_string()).or_default();
@@ -283,11 +413,10 @@ impl TestCounter {
         }
     }
 
-    /// Tests per week: the past week's, extrapolated while less than a week has passed (at
-    /// least one day counts).
+    /// Tests per week: the past week's, extrapolated while less than a week has passed.
     fn per_week(&self, at: DateTime<Utc>) -> f64 {
         let hour = at.timestamp().div_euclid(3600);
-        let covered = (hour - self.first.unwrap_or(hour) + 1).clamp(24, 168) as f64;
+        let covered = (hour - self.first.unwrap_or(hour) + 1).clamp(1, 168) as f64;
         let tests: u64 = self.hours.iter().map(|(_, n)| n).sum();
         tests as f64 * 168.0 / covered
     }
@@ -303,9 +432,12 @@ pub struct Detector {
     recent: VecDeque<Observation>,
     /// The history of the current model version.
     history: History,
-    /// Model versions whose history was dropped for a newer one (their late tickets are
-    /// counted in the windows, not in the history).
-    retired: HashSet<String>,
+    /// The model version before the current one and when it was replaced: its tickets that
+    /// arrive within [`LATE_TICKETS`] after are late (counted in the windows, not in the
+    /// history); after that, the version is live again (a rollback) and starts a history.
+    replaced: Option<(String, DateTime<Utc>)>,
+    /// The newest time seen (an observation older than it is taken as of it).
+    newest: Option<DateTime<Utc>>,
     tests: TestCounter,
 }
 
@@ -324,7 +456,8 @@ impl Detector {
             prior,
             recent: VecDeque::new(),
             history: History::default(),
-            retired: HashSet::new(),
+            replaced: None,
+            newest: None,
             tests: TestCounter::default(),
         }
     }
@@ -337,6 +470,7 @@ impl Detector {
     /// Marks recent tickets as linked to `incident` (they leave the counts of later tests and
     /// never enter the history).
     pub fn link(&mut self, ids: &[String], incident: &str) {
+        let ids: HashSet<&String> = ids.iter().collect();
         for o in self.recent.iter_mut().filter(|o| ids.contains(&o.id)) {
             o.incident = Some(incident.to_string());
         }
@@ -344,6 +478,7 @@ impl Detector {
 
     /// Unlinks recent tickets (an agent said they are not the incident's).
     pub fn unlink(&mut self, ids: &[String]) {
+        let ids: HashSet<&String> = ids.iter().collect();
         for o in self.recent.iter_mut().filter(|o| ids.contains(&o.id)) {
             o.incident = None;
         }
@@ -355,7 +490,12 @@ impl Detector {
     }
 
     /// Takes one routed ticket; returns the most significant alarm it raises, if any.
-    pub fn observe(&mut self, o: Observation) -> Option<Alarm> {
+    pub fn observe(&mut self, mut o: Observation) -> Option<Alarm> {
+        // Tickets come in the order they were logged, which replicas may shuffle by moments:
+        // a ticket older than the newest seen is taken as of the newest, so windows stay ordered.
+        let newest = *self.newest.get_or_insert(o.at);
+        o.at = o.at.max(newest);
+        self.newest = Some(o.at);
         self.age(o.at, &o.model_version);
         let linked = o.incident.is_some();
         self.recent.push_back(o);
@@ -371,9 +511,13 @@ impl Detector {
     /// Moves tickets older than the longest window into the history; starts a new history when
     /// the model version changes.
     fn age(&mut self, now: DateTime<Utc>, version: &str) {
-        if self.history.version != version && !self.retired.contains(version) {
+        let late = self
+            .replaced
+            .as_ref()
+            .is_some_and(|(v, at)| v == version && now - *at < Duration::minutes(LATE_TICKETS));
+        if self.history.version != version && !late {
             let old = std::mem::take(&mut self.history);
-            self.retired.insert(old.version);
+            self.replaced = (!old.version.is_empty()).then_some((old.version, now));
             self.history.version = version.to_string();
         }
         let longest = Duration::minutes(WINDOWS_MINUTES[WINDOWS_MINUTES.len() - 1]);
@@ -480,17 +624,23 @@ impl Detector {
             .collect()
     }
 
-    /// Tickets per hour the history expects of an intent now: its share times the volume of
-    /// the past three hours (incident tickets left out).
-    pub fn usual_rate(&self, intent: &str, now: DateTime<Utc>) -> f64 {
+    /// Tickets per hour the history expects of an intent (in a language, if given) now: its
+    /// share times the volume of the past three hours (incident tickets left out).
+    pub fn usual_rate(&self, intent: &str, language: Option<&str>, now: DateTime<Utc>) -> f64 {
         let since = now - Duration::hours(3);
         let volume = self
             .recent
             .iter()
             .filter(|r| r.at > since && r.incident.is_none())
+            .filter(|r| language.is_none_or(|l| r.language == l))
             .count() as f64;
-        let (a, b) = self.share(&Stream::Intent {
-            intent: intent.to_string(),
+        let intent = intent.to_string();
+        let (a, b) = self.share(&match language {
+            Some(l) => Stream::IntentLanguage {
+                intent,
+                language: l.to_string(),
+            },
+            None => Stream::Intent { intent },
         });
         volume * a / (a + b) / 3.0
     }
@@ -522,10 +672,20 @@ impl Detector {
             ),
             _ => (h.counts.get(intent), h.volume.get("")),
         };
-        let (count, volume) = (
+        let (mut count, mut volume) = (
             count.copied().unwrap_or(0.0),
             volume.copied().unwrap_or(0.0),
         );
+        let key = match stream {
+            Stream::IntentLanguage { language, .. } => lang_key(intent, language),
+            _ => intent.to_string(),
+        };
+        let steady = h.steadiness.get(&key).copied().unwrap_or(f64::INFINITY);
+        let cap = (self.settings.max_history_tickets - w).min(steady);
+        if volume > cap {
+            count *= cap / volume;
+            volume = cap;
+        }
         let a = w * prior + count;
         let b = w * (1.0 - prior) + (volume - count).max(0.0);
         let Stream::Cluster { .. } = stream else {
@@ -538,7 +698,9 @@ impl Detector {
             None => (self.settings.near_duplicate_share, w),
         };
         let mean = a / (a + b) * m;
-        let weight = (a + b).min(kappa);
+        // At least one ticket's weight on the near-duplicate side: below it the Beta piles up at
+        // zero and at one, and no count could ever be surprising.
+        let weight = (a + b).min(kappa).max(1.0 / mean);
         (mean * weight, (1.0 - mean) * weight)
     }
 }
@@ -708,7 +870,7 @@ pub(crate) mod tests {
         let mut rng = Lcg(3);
         let (mut d, _, id) = two_weeks(&mut rng);
         let (a, b) = d.share(&Stream::Intent { intent: "a".into() });
-        assert!(a + b > 500.0, "two weeks of history: {a} + {b}");
+        assert!(a + b > 200.0, "two weeks of history: {a} + {b}");
         let at = start() + Duration::days(15);
         let mut o = obs(id, at, "a.x", vector(&mut rng, None, 1.0));
         o.model_version = "m2".into();
@@ -721,6 +883,67 @@ pub(crate) mod tests {
         late.model_version = "m1".into();
         d.observe(late);
         assert_eq!(d.history.version, "m2");
+        // Rolled back to m1 an hour later: m1 starts a history again and learns.
+        for k in 0..200 {
+            let at = at + Duration::hours(1) + Duration::minutes(k * 15);
+            let mut o = obs(id + 2 + k as usize, at, "a.x", vector(&mut rng, None, 1.0));
+            o.model_version = "m1".into();
+            d.observe(o);
+        }
+        assert_eq!(d.history.version, "m1");
+        let (a, b) = d.share(&Stream::Intent { intent: "a".into() });
+        assert!(a + b > 100.0, "m1 learns again: {a} + {b}");
+    }
+
+    #[test]
+    fn a_ticket_older_than_the_newest_is_taken_as_of_the_newest() {
+        let leaves: Vec<String> = LEAVES.iter().map(|s| s.to_string()).collect();
+        let mut d = Detector::new(DetectorSettings::default(), &leaves);
+        let mut rng = Lcg(2);
+        d.observe(obs(
+            0,
+            start() + Duration::hours(5),
+            "a.x",
+            vector(&mut rng, None, 1.0),
+        ));
+        d.observe(obs(1, start(), "a.y", vector(&mut rng, None, 1.0)));
+        let times: Vec<DateTime<Utc>> = d.recent().map(|o| o.at).collect();
+        assert_eq!(times, vec![start() + Duration::hours(5); 2]);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_named() {
+        assert!(DetectorSettings::default().problems().is_empty());
+        let bad = DetectorSettings {
+            false_alarms_per_week: 0.0,
+            near_duplicate_share: f64::NAN,
+            min_tickets: 1,
+            max_history_tickets: 10.0,
+            ..DetectorSettings::default()
+        };
+        assert_eq!(
+            bad.problems(),
+            vec![
+                "false_alarms_per_week: must be a number above 0",
+                "near_duplicate_share: must be between 0 and 0.5",
+                "min_tickets: must be at least 2",
+                "max_history_tickets: must be at least prior_tickets",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_share_that_moves_from_day_to_day_weighs_less() {
+        // Exactly the same share each day: nothing beyond chance.
+        assert_eq!(steadiness(&[(100.0, 1000.0); 5]), None);
+        assert_eq!(steadiness(&[(50.0, 1000.0), (150.0, 1000.0)]), None);
+        // 5% and 15% on alternate days of 1,000 tickets: the share's spread is about 0.05, so
+        // the history weighs about m(1-m)/var = 0.09/0.0025 ≈ 35 tickets, whatever its length.
+        let days: Vec<(f64, f64)> = (0..14)
+            .map(|d| (if d % 2 == 0 { 50.0 } else { 150.0 }, 1000.0))
+            .collect();
+        let w = steadiness(&days).unwrap();
+        assert!((25.0..45.0).contains(&w), "{w}");
     }
 
     #[test]

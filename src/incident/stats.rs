@@ -19,28 +19,37 @@ fn ln_pmf(k: u64, n: u64, a: f64, b: f64) -> f64 {
     ln_choose + ln_beta(k + a, n - k + b) - ln_beta(a, b)
 }
 
-/// `P(X >= k)` for `X ~ BetaBinomial(n, a, b)` (`a`, `b` > 0): the chance of seeing at least
-/// `k` of `n` tickets in a stream whose share of the volume is Beta(a, b). Summed from `k`
-/// upwards until the terms no longer matter; `1` when `k` is 0.
+/// `P(X >= k)` for `X ~ BetaBinomial(n, a, b)`: the chance of seeing at least `k` of `n`
+/// tickets in a stream whose share of the volume is Beta(a, b). The first term comes from the
+/// log-gamma form, the next ones by the ratio of successive terms, summed until they no longer
+/// matter once past the mode. `1` (nothing is surprising) when `k` is 0 or `a`, `b` are not
+/// positive finite numbers.
 pub fn beta_binomial_tail(k: u64, n: u64, a: f64, b: f64) -> f64 {
-    if k == 0 {
+    let valid = |x: f64| x.is_finite() && x > 0.0;
+    if k == 0 || !valid(a) || !valid(b) {
         return 1.0;
     }
     if k > n {
         return 0.0;
     }
-    let mut sum = 0.0;
-    let mut largest = f64::NEG_INFINITY;
-    for i in k..=n {
-        let term = ln_pmf(i, n, a, b);
-        largest = largest.max(term);
-        sum += term.exp();
-        // Past the mode the terms fall at least geometrically; stop when they are negligible.
-        if term < largest - 36.0 {
+    // Terms relative to the first, rescaled when they grow large (before the mode).
+    let mut log_scale = ln_pmf(k, n, a, b);
+    let (mut term, mut sum) = (1.0f64, 1.0f64);
+    for i in k..n {
+        let (i, nf) = (i as f64, n as f64);
+        let ratio = (nf - i) * (i + a) / ((i + 1.0) * (nf - i - 1.0 + b));
+        term *= ratio;
+        sum += term;
+        if term > 1e200 {
+            log_scale += term.ln();
+            sum /= term;
+            term = 1.0;
+        }
+        if ratio < 1.0 && term < sum * 1e-16 {
             break;
         }
     }
-    sum.min(1.0)
+    (log_scale + sum.ln()).exp().min(1.0)
 }
 
 #[cfg(test)]
@@ -95,6 +104,26 @@ mod tests {
             assert!((got - (11 - k) as f64 / 11.0).abs() < 1e-9, "k={k}: {got}");
         }
         assert_eq!(beta_binomial_tail(11, 10, 1.0, 1.0), 0.0);
+    }
+
+    #[test]
+    fn small_and_u_shaped_betas_and_long_tails() {
+        // a, b below 1 (a Beta piled at 0 and 1), and a tail far past the mode: the sum by
+        // recurrence and early stop against every term from the log-gamma form.
+        for &(k, n, a, b) in &[(3, 20, 0.3, 0.7), (1, 8, 0.05, 0.5), (12, 400, 0.8, 30.0)] {
+            let want: f64 = (k..=n).map(|i| ln_pmf(i, n, a, b).exp()).sum();
+            let got = beta_binomial_tail(k, n, a, b);
+            assert!(
+                (got - want).abs() <= 1e-9 * want.max(1e-12),
+                "P(X >= {k} | {n}, {a}, {b}) = {got}, term by term {want}"
+            );
+        }
+        // The whole distribution sums to one, however many terms.
+        let all = beta_binomial_tail(1, 100_000, 5.0, 95.0) + (ln_pmf(0, 100_000, 5.0, 95.0)).exp();
+        assert!((all - 1.0).abs() < 1e-9, "{all}");
+        // Invalid parameters make nothing surprising.
+        assert_eq!(beta_binomial_tail(3, 10, f64::NAN, 1.0), 1.0);
+        assert_eq!(beta_binomial_tail(3, 10, 0.0, 1.0), 1.0);
     }
 
     #[test]

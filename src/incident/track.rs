@@ -7,7 +7,7 @@
 //! Pure: the caller gives the time, the ids and the detector's view of the history; storage
 //! and alerts are the service's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,7 +76,7 @@ impl Link {
     /// The reason in words, for a decision's trace.
     pub fn explain(&self, incident: &TrackedIncident) -> String {
         format!(
-            "linked to incident {}: cosine {:.3} to its centroid (its tickets {:.3} ± {:.3}, usual {} tickets {:.3} ± {:.3}); {:.1} incident tickets/h against {:.1} usual: {:.0}% likely",
+            "linked to incident {}: cosine {:.3} to its centroid (its tickets {:.3} ± {:.3}, usual {} tickets {:.3} ± {:.3}); {:.1} incident tickets/h, {:.1} usual: {:.0}% likely",
             self.incident,
             self.similarity,
             incident.members.mean,
@@ -108,7 +108,7 @@ pub struct TrackedIncident {
     pub usual: Spread,
     /// The intent's usual tickets per hour (refreshed by the detector).
     pub usual_rate: f64,
-    /// When its latest tickets came (the past three hours), oldest first.
+    /// When its latest tickets came (the past [`RATE_HOURS`]), oldest first.
     pub recent: VecDeque<DateTime<Utc>>,
     /// When it opened.
     pub opened_at: DateTime<Utc>,
@@ -130,12 +130,15 @@ impl TrackedIncident {
             .max(0.01)
     }
 
-    /// The link a ticket would get: probability from the rates and the similarity.
+    /// The link a ticket would get: probability from the rates and the similarity. The prior
+    /// odds are the incident's rate beyond the intent's usual one against the usual one: an
+    /// incident that only takes tickets at the usual rate has no excess, and stops taking
+    /// middling ones (no incident feeds on the intent's ordinary tickets).
     pub fn score(&self, embedding: &Embedding, now: DateTime<Utc>) -> Link {
         let similarity = self.centroid.cosine(embedding);
         let incident_rate = self.rate(now);
         let usual_rate = self.usual_rate.max(0.05);
-        let prior = (incident_rate / usual_rate).ln();
+        let prior = log_odds(incident_rate, usual_rate);
         Link {
             incident: self.id.clone(),
             similarity,
@@ -149,10 +152,7 @@ impl TrackedIncident {
     /// excess over its expected count), or the incident's own rate when higher.
     fn score_in_alarm(&self, embedding: &Embedding, alarm: &Alarm) -> Link {
         let mut link = self.score(embedding, alarm.at);
-        let excess = (alarm.count as f64 - alarm.expected).max(0.5);
-        let log_prior = (excess / alarm.expected.max(0.05))
-            .ln()
-            .max((link.incident_rate / link.usual_rate).ln());
+        let log_prior = alarm_log_prior(alarm).max(log_odds(link.incident_rate, link.usual_rate));
         link.probability = posterior(log_prior, link.similarity, &self.members, &self.usual);
         link
     }
@@ -167,13 +167,62 @@ impl TrackedIncident {
     }
 }
 
-/// Probability of belonging, from the log prior odds and the cosine's likelihood ratio (the
-/// cosine is held between the two means, so the ratio only grows with similarity).
+/// The log odds that a ticket of the intent is the incident's: its rate beyond the usual one,
+/// against the usual one.
+fn log_odds(incident_rate: f64, usual_rate: f64) -> f64 {
+    ((incident_rate - usual_rate).max(0.01) / usual_rate).ln()
+}
+
+/// The log prior odds an alarm gives its window's tickets: the excess over the count the
+/// history expects, against that count (the given ticket left out of both).
+fn alarm_log_prior(alarm: &Alarm) -> f64 {
+    let usual = (alarm.expected - 1.0).max(0.05);
+    let excess = (alarm.count as f64 - alarm.expected).max(0.5);
+    (excess / usual).ln()
+}
+
+/// Probability of belonging, from the log prior odds and the cosine's likelihood ratio. The
+/// cosine is held between the usual tickets' mean and the members' mean, so the ratio only
+/// grows with similarity; when the members are no closer than the usual tickets, similarity
+/// says nothing and the prior decides.
 fn posterior(log_prior: f64, similarity: f32, members: &Spread, usual: &Spread) -> f64 {
-    let (lo, hi) = (usual.mean.min(members.mean), members.mean.max(usual.mean));
-    let s = similarity.clamp(lo, hi);
-    let log_odds = log_prior + members.log_density(s) - usual.log_density(s);
-    1.0 / (1.0 + (-log_odds).exp())
+    let log_ratio = if members.mean > usual.mean && similarity.is_finite() {
+        let s = similarity.clamp(usual.mean, members.mean);
+        members.log_density(s) - usual.log_density(s)
+    } else {
+        0.0
+    };
+    1.0 / (1.0 + (-(log_prior + log_ratio)).exp())
+}
+
+/// The tickets of an alarm's window that an incident takes (its intent and language, likely
+/// enough), recorded at their own times.
+fn take(
+    incident: &mut TrackedIncident,
+    window: &[&Observation],
+    alarm: &Alarm,
+    min_probability: f64,
+) -> Vec<(String, Link)> {
+    let linked: Vec<(String, Link, DateTime<Utc>)> = window
+        .iter()
+        .filter(|o| o.chain.contains(&incident.intent))
+        .filter(|o| incident.language.as_deref().is_none_or(|l| o.language == l))
+        .map(|o| {
+            (
+                o.id.clone(),
+                incident.score_in_alarm(&o.embedding, alarm),
+                o.at,
+            )
+        })
+        .filter(|(_, l, _)| l.probability >= min_probability)
+        .collect();
+    linked
+        .into_iter()
+        .map(|(id, link, at)| {
+            incident.record(at);
+            (id, link)
+        })
+        .collect()
 }
 
 /// What an alarm did.
@@ -245,11 +294,18 @@ impl Tracker {
         Some(best)
     }
 
-    /// Refreshes each open incident's usual rate from the detector.
-    pub fn refresh(&mut self, detector: &Detector, now: DateTime<Utc>) {
+    /// Refreshes each open incident's usual rate from the detector; incidents quiet for
+    /// `quiet_hours` stop taking tickets and leave: returns their ids.
+    pub fn refresh(&mut self, detector: &Detector, now: DateTime<Utc>) -> Vec<String> {
+        let quiet = Duration::hours(self.quiet_hours);
+        let (gone, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|i| now - i.last_at >= quiet);
+        self.open = open;
         for i in &mut self.open {
-            i.usual_rate = detector.usual_rate(&i.intent, now);
+            i.usual_rate = detector.usual_rate(&i.intent, i.language.as_deref(), now);
         }
+        gone.into_iter().map(|i| i.id).collect()
     }
 
     /// Turns an alarm into a new incident (id from `new_id`) or more tickets for an open one:
@@ -260,53 +316,48 @@ impl Tracker {
         detector: &Detector,
         new_id: impl FnOnce() -> String,
     ) -> Change {
+        let members: HashSet<&String> = alarm.members.iter().collect();
         let window: Vec<&Observation> = detector
             .recent()
-            .filter(|o| alarm.members.contains(&o.id))
+            .filter(|o| members.contains(&o.id))
             .collect();
-        let intent = narrowed(alarm.stream.intent(), &window);
-        let embeddings: Vec<(String, Embedding)> = window
+        // An open incident that would take the alarm's group grows: the most likely one.
+        let grows = self
+            .open
             .iter()
-            .filter(|o| o.chain.contains(&intent))
-            .map(|o| (o.id.clone(), o.embedding.clone()))
-            .collect();
-        let quiet = Duration::hours(self.quiet_hours);
-        // An open incident of a related intent takes the tickets as its own would be linked.
-        if let Some(i) = self.open.iter_mut().find(|i| {
-            alarm.at - i.last_at < quiet
-                && related(&i.intent, &intent)
-                && i.score(&alarm.centroid, alarm.at).probability >= 0.5
-        }) {
-            let linked: Vec<(String, Link)> = embeddings
-                .iter()
-                .map(|(id, e)| (id.clone(), i.score_in_alarm(e, alarm)))
-                .filter(|(_, l)| l.probability >= self.min_probability)
-                .collect();
-            for _ in &linked {
-                i.record(alarm.at);
-            }
+            .enumerate()
+            .filter(|(_, i)| related(&i.intent, alarm.stream.intent()))
+            .filter(|(_, i)| {
+                i.language.is_none() || i.language.as_deref() == alarm.stream.language()
+            })
+            .map(|(k, i)| (k, i.score_in_alarm(&alarm.centroid, alarm).probability))
+            .filter(|(_, p)| *p >= 0.5)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(k, _)| k);
+        if let Some(k) = grows {
+            let i = &mut self.open[k];
+            let linked = take(i, &window, alarm, self.min_probability);
             let incident = i.id.clone();
             return Change::Grew { incident, linked };
         }
-        let Some(tracked) = self.model(alarm, &intent, detector, &embeddings) else {
+        let intent = narrowed(alarm.stream.intent(), &window);
+        let tickets: Vec<&Observation> = window
+            .iter()
+            .copied()
+            .filter(|o| o.chain.contains(&intent))
+            .collect();
+        let Some(model) = self.model(alarm, &intent, detector, &tickets) else {
             return Change::Ignored;
         };
         let mut tracked = TrackedIncident {
             id: new_id(),
-            ..tracked
+            ..model
         };
-        let linked: Vec<(String, Link)> = embeddings
-            .iter()
-            .map(|(id, e)| (id.clone(), tracked.score_in_alarm(e, alarm)))
-            .filter(|(_, l)| l.probability >= self.min_probability)
-            .collect();
+        let linked = take(&mut tracked, &tickets, alarm, self.min_probability);
         if linked.len() < self.min_tickets {
             return Change::Ignored;
         }
         let incident = tracked.id.clone();
-        for _ in &linked {
-            tracked.record(alarm.at);
-        }
         self.open.push(tracked);
         Change::Opened { incident, linked }
     }
@@ -318,11 +369,10 @@ impl Tracker {
         alarm: &Alarm,
         intent: &str,
         detector: &Detector,
-        tickets: &[(String, Embedding)],
+        tickets: &[&Observation],
     ) -> Option<TrackedIncident> {
-        let excess = (alarm.count as f64 - alarm.expected).max(0.5);
-        let log_prior = (excess / alarm.expected.max(0.05)).ln();
-        let mut members: Vec<&Embedding> = tickets.iter().map(|(_, e)| e).collect();
+        let log_prior = alarm_log_prior(alarm);
+        let mut members: Vec<&Embedding> = tickets.iter().map(|o| &o.embedding).collect();
         let mut c = centroid(members.iter().copied())?;
         let mut spread = Spread::of(&sims(&c, &members))?;
         let mut usual = usual_spread(detector, intent, &c, &spread);
@@ -333,7 +383,7 @@ impl Tracker {
                 .copied()
                 .filter(|e| posterior(log_prior, c.cosine(e), &spread, &usual) >= 0.5)
                 .collect();
-            if kept.len() < 2 {
+            if kept.len() < 4 {
                 break;
             }
             c = centroid(kept.iter().copied())?;
@@ -348,7 +398,7 @@ impl Tracker {
             centroid: c,
             members: spread,
             usual,
-            usual_rate: detector.usual_rate(intent, alarm.at),
+            usual_rate: detector.usual_rate(intent, alarm.stream.language(), alarm.at),
             recent: VecDeque::new(),
             opened_at: alarm.at,
             last_at: alarm.at,
@@ -419,6 +469,11 @@ mod tests {
         }
         // A middling ticket belongs during a wave (rate 20 against 1) and not after it.
         assert!(p(20.0, 0.86) > 0.5 && p(0.05, 0.86) < 0.5);
+        // Members no closer than the usual tickets: similarity says nothing.
+        let flat = |s: f32| posterior(0.0, s, &spread(0.8, 0.02), &usual);
+        assert_eq!(flat(0.2), 0.5);
+        assert_eq!(flat(0.99), 0.5);
+        assert_eq!(p(1.0, f32::NAN), 0.5);
         assert_eq!(Spread::of(&[0.5]), None);
         assert_eq!(Spread::of(&[0.5, 0.5]).unwrap().sd, 0.01);
     }
@@ -469,9 +524,15 @@ mod tests {
         assert!(tracker.link(&chain, "en", &far, at).is_none());
         let other = vec!["c".to_string(), "c.z".to_string()];
         assert!(tracker.link(&other, "en", &close, at).is_none());
-        // After two quiet days the incident takes no more tickets.
+        // An incident limited to a language takes no ticket in another.
+        tracker.open[0].language = Some("ru".into());
+        assert!(tracker.link(&chain, "en", &close, at).is_none());
+        assert!(tracker.link(&chain, "ru", &close, at).is_some());
+        // After two quiet days the incident takes no more tickets, and leaves.
         let later = at + Duration::hours(49);
-        assert!(tracker.link(&chain, "en", &close, later).is_none());
+        assert!(tracker.link(&chain, "ru", &close, later).is_none());
+        assert_eq!(tracker.refresh(&d, later), vec!["inc-1".to_string()]);
+        assert!(tracker.open.is_empty());
     }
 
     #[test]

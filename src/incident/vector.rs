@@ -13,11 +13,12 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// Normalises `v` and quantises it; a zero vector stays zero.
+    /// Normalises `v` and quantises it; a zero vector, or one with a value that is not a
+    /// finite number, becomes zero (close to nothing).
     pub fn new(v: &[f32]) -> Self {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-        if norm == 0.0 || max == 0.0 {
+        if !norm.is_finite() || norm == 0.0 || max == 0.0 {
             return Self {
                 scale: 0.0,
                 q: vec![0; v.len()],
@@ -58,9 +59,13 @@ impl Embedding {
         out
     }
 
-    /// Reads [`Embedding::to_bytes`]; `None` when too short.
+    /// Reads [`Embedding::to_bytes`]; `None` when too short or the scale is not a finite
+    /// number.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         let scale = f32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+        if !scale.is_finite() {
+            return None;
+        }
         Some(Self {
             scale,
             q: b[4..].iter().map(|&x| x as i8).collect(),
@@ -100,6 +105,10 @@ mod tests {
         assert!((ea.cosine(&ea) - 1.0).abs() < 0.01);
         assert_eq!(Embedding::from_bytes(&ea.to_bytes()).as_ref(), Some(&ea));
         assert_eq!(Embedding::from_bytes(&[1, 2]), None);
+        assert_eq!(Embedding::from_bytes(&f32::NAN.to_le_bytes()), None);
+        let broken = Embedding::new(&[f32::NAN, 1.0, 2.0]);
+        assert_eq!(broken.cosine(&ea), 0.0);
+        assert_eq!(Embedding::new(&[f32::INFINITY, 1.0]).scale, 0.0);
         let c = centroid([&ea, &eb]).unwrap();
         assert!(c.cosine(&ea) > 0.9 && c.cosine(&eb) > 0.9);
     }
