@@ -426,16 +426,17 @@ fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec
     );
     for (i, a) in arrivals.iter().enumerate() {
         let read = &pool.texts[a.text].read;
+        let mut obs = Observation {
+            id: i.to_string(),
+            at: a.at,
+            chain: read.chain.clone(),
+            language: read.language.clone(),
+            embedding: read.embedding.clone(),
+            model_version: "m1".into(),
+            incident: None,
+        };
         if debug {
-            let probed = probe.observe(Observation {
-                id: i.to_string(),
-                at: a.at,
-                chain: read.chain.clone(),
-                language: read.language.clone(),
-                embedding: read.embedding.clone(),
-                model_version: "m1".into(),
-                incident: None,
-            });
+            let probed = probe.observe(obs.clone());
             if let (Some(k), Some(p)) = (a.injected, probed) {
                 eprintln!(
                     "  injected {k} ({}) at {}: best p {:.2e} (threshold {:.2e}) on {:?} in {} min: {} of {} (expected {:.1})",
@@ -452,15 +453,7 @@ fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec
             let k: usize = l.incident.parse().unwrap();
             incidents[k].linked.push(i);
         }
-        let obs = Observation {
-            id: i.to_string(),
-            at: a.at,
-            chain: read.chain.clone(),
-            language: read.language.clone(),
-            embedding: read.embedding.clone(),
-            model_version: "m1".into(),
-            incident: link.map(|l| l.incident),
-        };
+        obs.incident = link.map(|l| l.incident);
         let Some(alarm) = detector.observe(obs) else {
             continue;
         };
@@ -674,12 +667,7 @@ fn similarities_by(pool: &Pool, mode: &str) {
             *votes.entry(leaf).or_default() += 1;
         }
         let (intent, n) = votes.into_iter().max_by_key(|(_, v)| *v).unwrap();
-        let mut within = Vec::new();
-        for (x, &i) in ids.iter().enumerate() {
-            for &j in &ids[x + 1..] {
-                within.push(emb[i].cosine(&emb[j]) as f64);
-            }
-        }
+        let mut within = pair_cosines(&emb, ids, |_, _| true);
         let mut across = Vec::new();
         for &i in ids {
             for &j in &pool.background {
@@ -746,14 +734,8 @@ fn similarities_by(pool: &Pool, mode: &str) {
             quantile(&mut back, 1.0)
         );
     }
-    let mut bg = Vec::new();
-    for (x, &i) in pool.background.iter().enumerate() {
-        for &j in &pool.background[x + 1..] {
-            if pool.texts[i].read.chain.last() == pool.texts[j].read.chain.last() {
-                bg.push(emb[i].cosine(&emb[j]) as f64);
-            }
-        }
-    }
+    let leaf = |i: usize| pool.texts[i].read.chain.last();
+    let mut bg = pair_cosines(&emb, &pool.background, |i, j| leaf(i) == leaf(j));
     println!(
         "background pairs of one intent: p50 {:.3}, p90 {:.3}, p99 {:.3}, p99.9 {:.3}\n",
         quantile(&mut bg, 0.5),
@@ -761,6 +743,17 @@ fn similarities_by(pool: &Pool, mode: &str) {
         quantile(&mut bg, 0.99),
         quantile(&mut bg, 0.999)
     );
+}
+
+/// Cosines of every pair of `ids` that `keep` accepts.
+fn pair_cosines(emb: &[Embedding], ids: &[usize], keep: impl Fn(usize, usize) -> bool) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (x, &i) in ids.iter().enumerate() {
+        for &j in ids[x + 1..].iter().filter(|&&j| keep(i, j)) {
+            out.push(f64::from(emb[i].cosine(&emb[j])));
+        }
+    }
+    out
 }
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
