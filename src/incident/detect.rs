@@ -173,6 +173,14 @@ impl Stream {
             _ => None,
         }
     }
+
+    /// Its key in the history's counts (a near-duplicate group counts as its intent).
+    fn key(&self) -> String {
+        match self {
+            Self::IntentLanguage { intent, language } => lang_key(intent, language),
+            _ => self.intent().to_string(),
+        }
+    }
 }
 
 /// A stream that took more of the volume than its history allows.
@@ -205,9 +213,8 @@ pub struct Alarm {
 struct History {
     /// The model version it is about.
     version: String,
-    /// Tickets, by language (`""`: all).
-    volume: HashMap<String, f64>,
-    /// Tickets per stream key (`intent` or `intent\u{0}language`).
+    /// Tickets per stream key (`intent` or `intent\u{0}language`) and per volume key (see
+    /// [`volume_key`]).
     counts: HashMap<String, f64>,
     /// Per leaf intent: cosines of the latest pairs of its tickets.
     pairs: HashMap<String, VecDeque<f32>>,
@@ -221,8 +228,8 @@ struct History {
     reservoir: BTreeMap<String, VecDeque<Embedding>>,
     /// When the counts were last decayed.
     decayed_at: Option<DateTime<Utc>>,
-    /// Tickets per day (day number since the epoch), by stream key and by volume key (`\u{1}`
-    /// then the language, or nothing for all), the past [`DAYS`] days.
+    /// Tickets per day (day number since the epoch), by the keys of `counts`, the past
+    /// [`DAYS`] days.
     daily: HashMap<String, BTreeMap<i64, f64>>,
     /// Per stream key: how many tickets the history may weigh, from how much its share moved
     /// from day to day beyond what chance explains (absent: no more than chance).
@@ -233,8 +240,13 @@ struct History {
 
 /// Days of daily counts kept to measure how much shares move from day to day.
 const DAYS: i64 = 14;
-/// The volume keys of the daily counts start with this.
+/// The volume keys of the counts start with this.
 const VOLUME: &str = "\u{1}";
+
+/// The key of the volume in a language (all tickets: `None`) in the history's counts.
+fn volume_key(language: Option<&str>) -> String {
+    format!("{VOLUME}{}", language.unwrap_or_default())
+}
 
 impl History {
     /// Recomputes, for every stream key, the weight its history may have: the method of
@@ -246,11 +258,8 @@ impl History {
             if key.starts_with(VOLUME) {
                 continue;
             }
-            let volume_key = match key.split_once('\u{0}') {
-                Some((_, language)) => format!("{VOLUME}{language}"),
-                None => VOLUME.to_string(),
-            };
-            let Some(volume) = self.daily.get(&volume_key) else {
+            let language = key.split_once('\u{0}').map(|(_, l)| l);
+            let Some(volume) = self.daily.get(&volume_key(language)) else {
                 continue;
             };
             let closed: Vec<(f64, f64)> = volume
@@ -307,7 +316,7 @@ impl History {
             return;
         }
         let f = 0.5f64.powf(hours / 24.0 / half_life_days);
-        for v in self.volume.values_mut().chain(self.counts.values_mut()) {
+        for v in self.counts.values_mut() {
             *v *= f;
         }
         self.decayed_at = Some(now);
@@ -319,19 +328,13 @@ impl History {
             self.day = day;
             self.measure_steadiness();
         }
-        *self.volume.entry(String::new()).or_default() += 1.0;
-        *self.volume.entry(o.language.clone()).or_default() += 1.0;
-        let mut keys = vec![VOLUME.to_string(), format!("{VOLUME}{}", o.language)];
+        let mut keys = vec![volume_key(None), volume_key(Some(&o.language))];
         for intent in &o.chain {
-            *self.counts.entry(intent.clone()).or_default() += 1.0;
-            *self
-                .counts
-                .entry(lang_key(intent, &o.language))
-                .or_default() += 1.0;
             keys.push(intent.clone());
             keys.push(lang_key(intent, &o.language));
         }
         for key in keys {
+            *self.counts.entry(key.clone()).or_default() += 1.0;
             let days = self.daily.entry(key).or_default();
             *days.entry(day).or_default() += 1.0;
             while days.first_key_value().is_some_and(|(d, _)| *d < day - DAYS) {
@@ -536,8 +539,9 @@ impl Detector {
     fn test(&self, o: &Observation) -> (Option<Alarm>, u64) {
         let threshold = self.settings.false_alarms_per_week / self.tests.per_week(o.at).max(1.0);
         let mut best: Option<Alarm> = None;
+        let streams = streams_of(o);
         // The windows of one stream overlap and mostly agree: one test per stream and ticket.
-        let tests = streams_of(o).len() as u64;
+        let tests = streams.len() as u64;
         for minutes in WINDOWS_MINUTES {
             let since = o.at - Duration::minutes(minutes);
             let window: Vec<&Observation> = self
@@ -545,8 +549,8 @@ impl Detector {
                 .iter()
                 .filter(|r| r.at > since && r.incident.is_none())
                 .collect();
-            for stream in streams_of(o) {
-                let Some(candidate) = self.scan(o, &stream, &window, minutes, threshold) else {
+            for stream in &streams {
+                let Some(candidate) = self.scan(o, stream, &window, minutes, threshold) else {
                     continue;
                 };
                 if best.as_ref().is_none_or(|b| candidate.p_value < b.p_value) {
@@ -665,21 +669,10 @@ impl Detector {
             .copied()
             .unwrap_or(0.0)
             .clamp(1e-3, 0.999);
-        let (count, volume) = match stream {
-            Stream::IntentLanguage { language, .. } => (
-                h.counts.get(&lang_key(intent, language)),
-                h.volume.get(language),
-            ),
-            _ => (h.counts.get(intent), h.volume.get("")),
-        };
-        let (mut count, mut volume) = (
-            count.copied().unwrap_or(0.0),
-            volume.copied().unwrap_or(0.0),
-        );
-        let key = match stream {
-            Stream::IntentLanguage { language, .. } => lang_key(intent, language),
-            _ => intent.to_string(),
-        };
+        let key = stream.key();
+        let counted = |k: &str| h.counts.get(k).copied().unwrap_or(0.0);
+        let mut count = counted(&key);
+        let mut volume = counted(&volume_key(stream.language()));
         let steady = h.steadiness.get(&key).copied().unwrap_or(f64::INFINITY);
         let cap = (self.settings.max_history_tickets - w).min(steady);
         if volume > cap {

@@ -279,18 +279,17 @@ impl Tracker {
         now: DateTime<Utc>,
     ) -> Option<Link> {
         let quiet = Duration::hours(self.quiet_hours);
-        let best = self
+        let (k, best) = self
             .open
             .iter()
-            .filter(|i| now - i.last_at < quiet)
-            .filter(|i| chain.contains(&i.intent))
-            .filter(|i| i.language.as_deref().is_none_or(|l| l == language))
-            .map(|i| i.score(embedding, now))
-            .filter(|l| l.probability >= self.min_probability)
-            .max_by(|a, b| a.probability.total_cmp(&b.probability))?;
-        if let Some(i) = self.open.iter_mut().find(|i| i.id == best.incident) {
-            i.record(now);
-        }
+            .enumerate()
+            .filter(|(_, i)| now - i.last_at < quiet)
+            .filter(|(_, i)| chain.contains(&i.intent))
+            .filter(|(_, i)| i.language.as_deref().is_none_or(|l| l == language))
+            .map(|(k, i)| (k, i.score(embedding, now)))
+            .filter(|(_, l)| l.probability >= self.min_probability)
+            .max_by(|a, b| a.1.probability.total_cmp(&b.1.probability))?;
+        self.open[k].record(now);
         Some(best)
     }
 
