@@ -137,13 +137,8 @@ fn read_all(tickets: &[Ticket]) -> Vec<Read> {
         let rows: Vec<Vec<f32>> = emb.to_vec2().unwrap();
         for ((t, p), (probs, row)) in chunk.iter().zip(prepared).zip(probs.iter().zip(rows)) {
             let cl = engine.finish(t, p, probs);
-            let chain = if cl.resolution.intent == "unknown" {
-                Vec::new()
-            } else {
-                chain_of(&cl.resolution.intent)
-            };
             out.push(Read {
-                chain,
+                chain: chain_of(&cl.resolution.intent),
                 language: cl.language,
                 embedding: Embedding::new(&row),
             });

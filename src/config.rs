@@ -17,6 +17,7 @@ use crate::model::bert::LinearMode;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
 use crate::nats::{NatsFile, NatsSettings};
 use crate::registry::{AfterGate, RegistryConfig};
+use crate::service::incidents::IncidentPolicy;
 use crate::service::jobs::Schedule;
 use crate::store::{Connect, DatabaseUrl};
 
@@ -111,6 +112,27 @@ pub struct FileConfig {
     pub connectors: Vec<ConnectorFile>,
     /// The NATS JetStream queue channel.
     pub nats: Option<NatsFile>,
+    /// Incident detection and linking.
+    #[serde(default)]
+    pub incidents: IncidentsFile,
+}
+
+/// `[incidents]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsFile {
+    /// Watch the ticket stream and link tickets to incidents (default true).
+    pub enabled: Option<bool>,
+    /// Sensitivity: the false alarms per week one accepts (default 0.5).
+    pub false_alarms_per_week: Option<f64>,
+    /// Tickets an incident needs to open (default 4).
+    pub min_tickets: Option<u32>,
+    /// Hours without a new ticket after which an incident stops taking tickets (default 48).
+    pub quiet_hours: Option<i64>,
+    /// Probability from which a ticket is linked to an incident (default 0.5).
+    pub link_probability: Option<f64>,
+    /// How often the detector reads new decisions (seconds; default 10).
+    pub check_every_seconds: Option<u64>,
 }
 
 /// `[batching]`.
@@ -283,6 +305,8 @@ pub struct Settings {
     /// How long a claim on a connector event or write-back holds (a replica that dies with
     /// one leaves it to another after this).
     pub claim_lease: Duration,
+    /// Incident detection and linking.
+    pub incidents: IncidentPolicy,
 }
 
 const HOUR: u64 = 3600;
@@ -511,6 +535,7 @@ impl Settings {
             },
             tokens: file.tokens,
             learning,
+            incidents: file.incidents.compile()?,
             redact_stored_text: file.privacy.redact_stored_text.unwrap_or(true),
             config_path: args.config.clone(),
         };
@@ -534,6 +559,46 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+impl IncidentsFile {
+    /// The policy, with every value checked.
+    fn compile(self) -> Result<IncidentPolicy, String> {
+        let defaults = IncidentPolicy::default();
+        let mut detector = defaults.detector.clone();
+        if let Some(f) = self.false_alarms_per_week {
+            detector.false_alarms_per_week = f;
+        }
+        if let Some(n) = self.min_tickets {
+            detector.min_tickets = n;
+        }
+        let mut problems: Vec<String> = detector
+            .problems()
+            .into_iter()
+            .map(|p| format!("incidents.{p}"))
+            .collect();
+        let quiet_hours = self.quiet_hours.unwrap_or(defaults.quiet_hours);
+        if !(1..=24 * 365).contains(&quiet_hours) {
+            problems.push("incidents.quiet_hours: must be 1 to 8760 (a year)".into());
+        }
+        let link_probability = self.link_probability.unwrap_or(defaults.link_probability);
+        if !(link_probability > 0.0 && link_probability < 1.0) {
+            problems.push("incidents.link_probability: must be between 0 and 1".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(IncidentPolicy {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            detector,
+            quiet_hours,
+            link_probability,
+            check_every: self
+                .check_every_seconds
+                .map_or(defaults.check_every, |s| Duration::from_secs(s.max(1))),
+            history: defaults.history,
+        })
     }
 }
 
@@ -655,5 +720,15 @@ mod tests {
         std::fs::write(&cfg, "dev_no_auth = true\n\n[batching]\nmax_wiat_ms = 3\n").unwrap();
         let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
         assert!(e.contains("bad.toml:4: unknown field `max_wiat_ms`"), "{e}");
+        std::fs::write(
+            &cfg,
+            "dev_no_auth = true\n\n[incidents]\nfalse_alarms_per_week = 0\nlink_probability = 1.5\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
+        assert_eq!(
+            e,
+            "incidents.false_alarms_per_week: must be a number above 0; incidents.link_probability: must be between 0 and 1"
+        );
     }
 }

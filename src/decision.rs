@@ -115,6 +115,13 @@ pub struct Routed {
     /// Whether the text was cut to the limit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// The open incident the ticket was linked to while routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    /// Why it was linked: its cosine to the incident's centroid against the incident's and the
+    /// intent's usual tickets, and the rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_link: Option<String>,
     /// Time spent (routing only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
@@ -164,8 +171,18 @@ impl Routed {
             rules_version: versions.rules,
             received_at,
             truncated,
+            incident_id: None,
+            incident_link: None,
             timings: None,
         }
+    }
+}
+
+impl Routed {
+    /// Notes the live incident the ticket was linked to, with the reason.
+    pub fn link_incident(&mut self, id: &str, reason: &str) {
+        self.incident_id = Some(id.to_string());
+        self.incident_link = Some(reason.to_string());
     }
 }
 

@@ -79,7 +79,7 @@ impl Engine {
             .iter()
             .zip(classifications)
             .map(|(ticket, c)| {
-                let d = decide_for(rules, ticket, &c, received_at);
+                let d = decide_for(rules, ticket, &c, received_at, None);
                 (c, d)
             })
             .collect())
@@ -146,6 +146,7 @@ pub fn decide_for(
     ticket: &Ticket,
     c: &Classification,
     now: chrono::DateTime<chrono::Utc>,
+    incident: Option<&str>,
 ) -> Decision {
     decide(
         rules,
@@ -154,6 +155,7 @@ pub fn decide_for(
             intent: &c.resolution,
             language: &c.language,
             received_at: ticket.received_at.unwrap_or(now),
+            incident,
         },
     )
 }

@@ -15,6 +15,7 @@ mod fidelity;
 mod freshdesk;
 mod hardening;
 mod hub;
+mod incidents;
 mod jira;
 mod learning;
 mod nats;

@@ -355,3 +355,57 @@ fn two_replicas_share_the_nats_consumer_and_one_dying_leaves_its_messages_to_the
     assert_eq!(n.read("OUTCOMES", "helpdesk.decisions").len(), total);
     assert!(metric(&b, "replayed") > 0);
 }
+
+/// Whether a replica took the incident watch (it logs its rebuild from the decision log).
+fn watches(r: &Server) -> bool {
+    r.log
+        .lock()
+        .unwrap()
+        .contains("detector rebuilt from the decision log")
+}
+
+#[test]
+fn one_replica_watches_for_incidents_and_every_replica_links_their_tickets() {
+    use crate::incidents::{route, wave, CONFIG, USUAL};
+    let url = pg_cluster::fresh_database();
+    let (da, db, shared) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let start = |dir: &Path| {
+        let config = config(dir, shared.path()) + CONFIG;
+        server::start_full(dir, &["--database", &url], &config, &[])
+    };
+    let a = start(da.path());
+    let b = start(db.path());
+    eventually("a replica watches", || watches(&a) || watches(&b));
+    // The periodic check is a minute: what the other replica links within seconds, it heard
+    // through the database's notification.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!(watches(&a) && watches(&b)), "one watch at a time");
+    let (watcher, other) = if watches(&a) { (a, b) } else { (b, a) };
+    for (i, text) in USUAL.iter().enumerate() {
+        route(&other, &format!("usual-{i}"), text);
+    }
+    // The wave reaches the replica that does not watch; its tickets join the incident there.
+    let mut linked = None;
+    for i in 0..80 {
+        let d = route(&other, &format!("wave-{i}"), &wave(i));
+        if let Some(id) = d.get("incident_id") {
+            linked = Some(id.clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let incident = linked.expect("the wave opened an incident that the other replica links to");
+    assert_eq!(
+        route(&watcher, "wave-w", &wave(81))["incident_id"],
+        incident
+    );
+    // The watcher dies: the other replica takes the watch over and links on.
+    watcher.crash();
+    // It tries every 6 checks (1 s here): a minute by default.
+    other.wait_log("detector rebuilt from the decision log");
+    assert_eq!(route(&other, "wave-x", &wave(82))["incident_id"], incident);
+}

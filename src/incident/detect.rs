@@ -342,6 +342,10 @@ impl History {
             }
         }
         let Some(leaf) = o.leaf() else { return };
+        if o.embedding.is_empty() {
+            // Kept without its embedding: it counts, and says nothing about similarity.
+            return;
+        }
         let kept = self.reservoir.entry(leaf.to_string()).or_default();
         let pairs = self.pairs.entry(leaf.to_string()).or_default();
         pairs.extend(kept.iter().map(|e| e.cosine(&o.embedding)));
@@ -711,15 +715,21 @@ fn streams_of(o: &Observation) -> Vec<Stream> {
             intent: leaf.to_string(),
             language: o.language.clone(),
         });
-        out.push(Stream::Cluster {
-            intent: leaf.to_string(),
-        });
+        if !o.embedding.is_empty() {
+            out.push(Stream::Cluster {
+                intent: leaf.to_string(),
+            });
+        }
     }
     out
 }
 
-/// The chain of a dotted intent id, root first: `a.b.c` → `a`, `a.b`, `a.b.c`.
+/// The chain of a dotted intent id, root first: `a.b.c` → `a`, `a.b`, `a.b.c`; none for
+/// `unknown`.
 pub fn chain_of(intent: &str) -> Vec<String> {
+    if intent == crate::intent::UNKNOWN {
+        return Vec::new();
+    }
     intent
         .match_indices('.')
         .map(|(i, _)| intent[..i].to_string())

@@ -157,8 +157,10 @@ impl TrackedIncident {
         link
     }
 
+    /// Counts a ticket at `at` (in time order: an alarm's tickets come after later ones).
     fn record(&mut self, at: DateTime<Utc>) {
-        self.recent.push_back(at);
+        let k = self.recent.partition_point(|t| *t <= at);
+        self.recent.insert(k, at);
         self.last_at = self.last_at.max(at);
         let since = at - Duration::hours(RATE_HOURS);
         while self.recent.front().is_some_and(|t| *t <= since) {
@@ -270,7 +272,8 @@ impl Tracker {
         }
     }
 
-    /// The open incident a routed ticket belongs to, if any (the most likely).
+    /// The open incident a routed ticket belongs to, if any (the most likely); the ticket
+    /// counts towards its rate.
     pub fn link(
         &mut self,
         chain: &[String],
@@ -278,9 +281,49 @@ impl Tracker {
         embedding: &Embedding,
         now: DateTime<Utc>,
     ) -> Option<Link> {
+        let (k, best) = self.best(chain, language, embedding, now)?;
+        self.open[k].record(now);
+        Some(best)
+    }
+
+    /// The link [`Tracker::link`] would make, changing nothing (a dry run); with the incident.
+    pub fn peek(
+        &self,
+        chain: &[String],
+        language: &str,
+        embedding: &Embedding,
+        now: DateTime<Utc>,
+    ) -> Option<(Link, &TrackedIncident)> {
+        let (k, best) = self.best(chain, language, embedding, now)?;
+        Some((best, &self.open[k]))
+    }
+
+    /// The open incident of that id.
+    pub fn get(&self, id: &str) -> Option<&TrackedIncident> {
+        self.open.iter().find(|i| i.id == id)
+    }
+
+    /// Counts a ticket linked elsewhere (another replica, while routed) towards an open
+    /// incident's rate; `false` when that incident is not open here.
+    pub fn note(&mut self, incident: &str, at: DateTime<Utc>) -> bool {
+        match self.open.iter_mut().find(|i| i.id == incident) {
+            Some(i) => {
+                i.record(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn best(
+        &self,
+        chain: &[String],
+        language: &str,
+        embedding: &Embedding,
+        now: DateTime<Utc>,
+    ) -> Option<(usize, Link)> {
         let quiet = Duration::hours(self.quiet_hours);
-        let (k, best) = self
-            .open
+        self.open
             .iter()
             .enumerate()
             .filter(|(_, i)| now - i.last_at < quiet)
@@ -288,9 +331,7 @@ impl Tracker {
             .filter(|(_, i)| i.language.as_deref().is_none_or(|l| l == language))
             .map(|(k, i)| (k, i.score(embedding, now)))
             .filter(|(_, l)| l.probability >= self.min_probability)
-            .max_by(|a, b| a.1.probability.total_cmp(&b.1.probability))?;
-        self.open[k].record(now);
-        Some(best)
+            .max_by(|a, b| a.1.probability.total_cmp(&b.1.probability))
     }
 
     /// Refreshes each open incident's usual rate from the detector; incidents quiet for
@@ -449,7 +490,8 @@ pub fn related(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::incident::detect::tests::{obs, start, two_weeks, vector, Lcg};
+    use crate::incident::detect::tests::{obs, start, two_weeks, vector, Lcg, LEAVES};
+    use crate::incident::detect::{DetectorSettings, Stream};
 
     fn spread(mean: f32, sd: f32) -> Spread {
         Spread { mean, sd }
@@ -532,6 +574,41 @@ mod tests {
         assert!(tracker.link(&chain, "ru", &close, later).is_none());
         assert_eq!(tracker.refresh(&d, later), vec!["inc-1".to_string()]);
         assert!(tracker.open.is_empty());
+    }
+
+    #[test]
+    fn without_embeddings_a_wave_opens_an_incident_on_counts_and_links_by_rate() {
+        let mut rng = Lcg(9);
+        let leaves: Vec<String> = LEAVES.iter().map(|s| s.to_string()).collect();
+        let mut d = Detector::new(DetectorSettings::default(), &leaves);
+        let none = || Embedding::new(&[]);
+        let mut id = 0;
+        for minute in (0..14 * 24 * 60).step_by(15) {
+            let leaf = LEAVES[(rng.next() * LEAVES.len() as f64) as usize];
+            let alarm = d.observe(obs(id, start() + Duration::minutes(minute), leaf, none()));
+            assert!(alarm.is_none(), "the background alone: {alarm:?}");
+            id += 1;
+        }
+        let mut tracker = Tracker::new(48, 0.5, 4);
+        let t = start() + Duration::days(14);
+        let mut opened = None;
+        for k in 0..12 {
+            let at = t + Duration::minutes(3 * k);
+            if let Some(alarm) = d.observe(obs(id, at, "b.x", none())) {
+                assert!(!matches!(alarm.stream, Stream::Cluster { .. }), "{alarm:?}");
+                opened = Some(tracker.on_alarm(&alarm, &d, || "inc-1".into()));
+                break;
+            }
+            id += 1;
+        }
+        let Some(Change::Opened { linked, .. }) = opened else {
+            panic!("no incident opened on counts: {opened:?}");
+        };
+        assert!(linked.len() >= 4, "{linked:?}");
+        // During the wave a ticket of the intent links by the rates alone.
+        let chain = vec!["b".to_string(), "b.x".to_string()];
+        let link = tracker.link(&chain, "en", &none(), t + Duration::minutes(40));
+        assert!(link.is_some_and(|l| l.probability >= 0.5 && l.similarity == 0.0));
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl Embedding {
         Self { scale, q }
     }
 
+    /// Whether it has no components (a ticket kept without its embedding): close to nothing.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
     /// The components as `f32`.
     pub fn values(&self) -> Vec<f32> {
         self.q.iter().map(|&x| x as f32 * self.scale).collect()
@@ -73,18 +78,17 @@ impl Embedding {
     }
 }
 
-/// The normalised mean of embeddings (their centroid); `None` for none.
+/// The normalised mean of embeddings (their centroid; empty when theirs are); `None` for no
+/// members.
 pub fn centroid<'a>(members: impl IntoIterator<Item = &'a Embedding>) -> Option<Embedding> {
-    let mut sum: Vec<f32> = Vec::new();
+    let mut sum: Option<Vec<f32>> = None;
     for e in members {
-        if sum.is_empty() {
-            sum = vec![0.0; e.q.len()];
-        }
+        let sum = sum.get_or_insert_with(|| vec![0.0; e.q.len()]);
         for (s, v) in sum.iter_mut().zip(e.values()) {
             *s += v;
         }
     }
-    (!sum.is_empty()).then(|| Embedding::new(&sum))
+    sum.map(|s| Embedding::new(&s))
 }
 
 #[cfg(test)]

@@ -209,6 +209,9 @@ fn conditions(ctx: &mut Ctx, raw: &Spanned<RawCondition>, path: &str) -> Vec<Con
     if let Some(u) = c.unknown {
         out.push(Condition::Unknown(u));
     }
+    if let Some(i) = c.incident {
+        out.push(Condition::Incident(i));
+    }
     if let Some(v) = &c.confidence_below {
         out.push(Condition::ConfidenceBelow(probability(
             ctx,

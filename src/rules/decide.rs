@@ -18,6 +18,8 @@ pub struct Facts<'a> {
     pub language: &'a str,
     /// When the ticket was received (business-hours conditions).
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The open incident it was linked to while routed.
+    pub incident: Option<&'a str>,
 }
 
 impl Facts<'_> {
@@ -65,6 +67,13 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
                 format!("intent is {}", if is { "unknown" } else { "known" }),
             )
         }
+        Condition::Incident(want) => fail(
+            f.incident.is_some() == *want,
+            match f.incident {
+                Some(id) => format!("linked to incident {id}"),
+                None => "linked to no incident".to_string(),
+            },
+        ),
         Condition::ConfidenceBelow(t) => fail(
             f.confidence() < *t,
             format!("confidence {:.2} is not below {t}", f.confidence()),
@@ -273,6 +282,7 @@ then = { tags = ["refund-words", "vip"] }
                 intent: &res,
                 language: "ru",
                 received_at: chrono::Utc::now(),
+                incident: None,
             },
         )
     }
@@ -328,6 +338,7 @@ then = { tags = ["refund-words", "vip"] }
                     intent: &res,
                     language: "en",
                     received_at: chrono::Utc::now(),
+                    incident: None,
                 },
             )
         };
@@ -426,6 +437,7 @@ then = { team = "pro" }
                 intent: &res,
                 language: "en",
                 received_at: chrono::Utc::now(),
+                incident: None,
             },
         );
         let why: Vec<&str> = d.trace.iter().filter_map(|s| s.failed.as_deref()).collect();
@@ -436,6 +448,52 @@ then = { team = "pro" }
                 "field contact is not sales@corp.example",
                 "field plan is absent"
             ]
+        );
+    }
+
+    #[test]
+    fn a_rule_acts_on_tickets_linked_to_an_incident_and_says_why_not() {
+        let text = r#"
+[[rules]]
+id = "known-incident"
+when = { incident = true, intent = "billing" }
+then = { status = "pending", tags = ["incident"] }
+
+[[rules]]
+id = "new-problem"
+when.incident = false
+then = { tags = ["fresh"] }
+"#;
+        let tree = IntentTree::from_labels(&["billing.refund", "tech.outage"]);
+        let rules = compile(text, "r.toml", &tree).unwrap().ruleset;
+        let res = resolution("billing.refund", 0.9);
+        let t = Ticket::default();
+        let decide_with = |incident| {
+            decide(
+                &rules,
+                &Facts {
+                    ticket: &t,
+                    intent: &res,
+                    language: "en",
+                    received_at: chrono::Utc::now(),
+                    incident,
+                },
+            )
+        };
+        let linked = decide_with(Some("inc-7"));
+        assert_eq!(
+            (linked.status, linked.tags.clone()),
+            (Status::Pending, vec!["incident".to_string()])
+        );
+        assert_eq!(
+            linked.trace[1].failed.as_deref(),
+            Some("linked to incident inc-7")
+        );
+        let alone = decide_with(None);
+        assert_eq!(alone.tags, ["fresh"]);
+        assert_eq!(
+            alone.trace[0].failed.as_deref(),
+            Some("linked to no incident")
         );
     }
 
@@ -469,6 +527,7 @@ then = { tags = ["office-hours"] }
                     intent: &res,
                     language: "en",
                     received_at: chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc(),
+                    incident: None,
                 },
             )
         };

@@ -65,6 +65,8 @@ pub struct RawCondition {
     pub intent: Option<Spanned<OneOrMany>>,
     /// Whether the intent resolved to `unknown`.
     pub unknown: Option<bool>,
+    /// Whether the ticket was linked to an open incident while routed.
+    pub incident: Option<bool>,
     /// Top-1 probability below this.
     pub confidence_below: Option<Spanned<f64>>,
     /// Top-1 probability at least this.

@@ -29,6 +29,8 @@ pub struct Case {
     pub text_missing: bool,
     /// Whether its customer facts and fields were purged (rules on them see none).
     pub facts_missing: bool,
+    /// The incident it was linked to while routed.
+    pub incident: Option<String>,
 }
 
 /// What one ruleset decided for one ticket.
@@ -141,6 +143,7 @@ fn outcome(rules: &RuleSet, c: &Case) -> Outcome {
             intent: &c.resolution,
             language: &c.language,
             received_at: c.received_at,
+            incident: c.incident.as_deref(),
         },
     ))
 }

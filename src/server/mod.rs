@@ -44,7 +44,8 @@ use crate::nats::NatsChannel;
 use crate::registry::{self, ModelRegistry};
 use crate::rules::live::LiveRules;
 use crate::service::{
-    ConnectorService, ErasureService, FeedbackService, Jobs, RoutePolicy, RouteService,
+    ConnectorService, ErasureService, FeedbackService, IncidentService, Jobs, RoutePolicy,
+    RouteService,
 };
 use crate::serving::LiveModels;
 use crate::store::Store;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub feedback: FeedbackService,
     /// Data-subject erasure (and the embedding cache it cleans).
     pub erasure: Arc<ErasureService>,
+    /// Incidents: linking on the request path, the detector off it.
+    pub incidents: IncidentService,
     /// Helpdesk connectors: webhooks in, write-backs out.
     pub connectors: ConnectorService,
     /// The NATS queue channel, when configured.
@@ -120,6 +123,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
     let jobs = Jobs::new(Arc::clone(&store), registry.clone(), error::job_error);
     let feedback = FeedbackService::new(Arc::clone(&store), models.clone(), rules.clone());
     jobs.fail_interrupted().await?;
+    let incidents = IncidentService::new(
+        Arc::clone(&store),
+        models.clone(),
+        settings.incidents.clone(),
+    );
+    incidents.reload().await?;
     let route = RouteService::new(
         models.clone(),
         rules.clone(),
@@ -132,6 +141,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
             redact_stored_text: settings.redact_stored_text,
             assignment: settings.assignment.clone(),
         },
+        incidents.clone(),
     );
     let erasure = Arc::new(ErasureService::new(
         Arc::clone(&store),
@@ -151,6 +161,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         .clone()
         .map(|n| NatsChannel::new(n, route.clone(), Arc::clone(&metrics)));
     let state = Arc::new(AppState {
+        incidents,
         erasure,
         connectors,
         nats,
@@ -483,6 +494,7 @@ pub async fn start_background(state: &Arc<AppState>) -> anyhow::Result<()> {
     state
         .erasure
         .spawn_follow(state.store.changes().await?, every.max(ERASURE_SWEEP));
+    state.incidents.spawn(state.store.changes().await?, every);
     state.jobs.spawn_schedule(state.settings.schedule());
     state.jobs.spawn_sweep(every);
     state.connectors.spawn_workers(CONNECTOR_POLL.min(every));

@@ -486,6 +486,7 @@ async fn given_cases(state: &AppState, tickets: Vec<Ticket>) -> Result<Vec<Case>
             decision_id: None,
             text_missing: false,
             facts_missing: false,
+            incident: None,
         })
         .collect())
 }
@@ -519,6 +520,7 @@ async fn logged_cases(state: &AppState, n: usize) -> Result<Vec<Case>, ApiError>
             }
             Ok(Case {
                 ticket,
+                incident: routed.incident_id,
                 resolution: routed.intent.resolution,
                 language: routed.language,
                 received_at: routed.received_at,

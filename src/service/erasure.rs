@@ -177,6 +177,8 @@ mod tests {
             channel: None,
             language_given: None,
             kept: None,
+            vector: None,
+            incident: None,
         };
         tx.insert_decision(&d, "{}").await.unwrap();
         assert_eq!(tx.commit(false).await.unwrap(), None);

@@ -5,11 +5,13 @@
 pub mod connectors;
 pub mod erasure;
 pub mod feedback;
+pub mod incidents;
 pub mod jobs;
 pub mod route;
 
 pub use connectors::{ConnectorError, ConnectorService};
 pub use erasure::{ErasureError, ErasureService};
 pub use feedback::{FeedbackError, FeedbackService};
+pub use incidents::{IncidentPolicy, IncidentService};
 pub use jobs::{Jobs, JobsError};
 pub use route::{RouteError, RoutePolicy, RouteService};

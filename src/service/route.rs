@@ -12,9 +12,11 @@ use serde::Serialize;
 use crate::assign::{self, AssignmentPolicy, Pick};
 use crate::decision::{Routed, Timings, Versions};
 use crate::engine::{decide_for, Classification};
+use crate::incident::Embedding;
 use crate::metrics::Metrics;
 use crate::rules::live::{ActiveRules, LiveRules};
 use crate::rules::Assignee;
+use crate::service::incidents::{IncidentService, Linked};
 use crate::serving::{Classified, ClassifyError, LiveModels, ServingModel, Stages};
 use crate::store::{
     DecisionLog, DecisionTx, KeptTicket, NewDecision, Store, StoreError, StoredReply,
@@ -201,16 +203,19 @@ pub struct RouteService {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     policy: Arc<RoutePolicy>,
+    incidents: IncidentService,
 }
 
 impl RouteService {
-    /// A service over the live models and rules, logging to `store`.
+    /// A service over the live models and rules, logging to `store` and linking tickets to
+    /// `incidents`.
     pub fn new(
         models: LiveModels,
         rules: LiveRules,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         policy: RoutePolicy,
+        incidents: IncidentService,
     ) -> Self {
         Self {
             models,
@@ -218,6 +223,7 @@ impl RouteService {
             store,
             metrics,
             policy: Arc::new(policy),
+            incidents,
         }
     }
 
@@ -254,12 +260,22 @@ impl RouteService {
         let logging = Instant::now();
         let mut pending = Vec::with_capacity(tickets.len());
         let mut rules = Duration::ZERO;
-        for ((ticket, c), cut) in tickets
+        for (((ticket, c), embedding), cut) in tickets
             .iter()
             .zip(&classified.classifications)
+            .zip(&classified.embeddings)
             .zip(truncated)
         {
-            let (decided, took) = self.decide_one(&round, ticket, c, cut);
+            let embedding = self.incidents.enabled().then(|| Embedding::new(embedding));
+            let linked = embedding
+                .as_ref()
+                .and_then(|e| self.incidents.link(c, e, round.received));
+            let (mut decided, took) = self.decide_one(&round, ticket, c, cut, linked.as_ref());
+            let record = &mut decided.record;
+            if self.policy.keep_text {
+                record.vector = embedding.map(|e| e.to_bytes());
+            }
+            record.incident = linked.map(|l| l.record(&record.decision_id, round.received));
             rules += took;
             pending.push((decided, took));
         }
@@ -331,19 +347,24 @@ impl RouteService {
         ticket: &Ticket,
         c: &Classification,
         truncated: bool,
+        linked: Option<&Linked>,
     ) -> (Decided, Duration) {
         let deciding = Instant::now();
-        let decision = decide_for(&round.rules.ruleset, ticket, c, round.received);
+        let incident = linked.map(|l| l.link.incident.as_str());
+        let decision = decide_for(&round.rules.ruleset, ticket, c, round.received, incident);
         let took = deciding.elapsed();
         let strategy = decision.assignee.clone();
         let received_at = ticket.received_at.unwrap_or(round.received);
-        let routed = Routed::new(
+        let mut routed = Routed::new(
             c.clone(),
             decision,
             round.versions(),
             received_at,
             truncated,
         );
+        if let Some(l) = linked {
+            routed.link_incident(&l.link.incident, &l.reason);
+        }
         let record = self.new_decision(ticket, &routed, strategy, round);
         (Decided { routed, record }, took)
     }
@@ -411,13 +432,21 @@ impl RouteService {
         let c = out.classifications.remove(0);
         let rules = self.rules.current();
         let now = Utc::now();
-        let d = decide_for(&rules.ruleset, &ticket, &c, now);
+        let linked = self
+            .incidents
+            .peek(&c, &Embedding::new(&out.embeddings[0]), now);
+        let incident = linked.as_ref().map(|l| l.link.incident.as_str());
+        let d = decide_for(&rules.ruleset, &ticket, &c, now, incident);
         let versions = Versions {
             model: out.model.id.clone(),
             rules: rules.stored.version.to_string(),
         };
         let received_at = ticket.received_at.unwrap_or(now);
-        Ok(Routed::new(c, d, versions, received_at, truncated))
+        let mut routed = Routed::new(c, d, versions, received_at, truncated);
+        if let Some(l) = &linked {
+            routed.link_incident(&l.link.incident, &l.reason);
+        }
+        Ok(routed)
     }
 
     /// Admits and classifies a list of tickets (as a batch route would), logging nothing.
@@ -483,6 +512,8 @@ impl RouteService {
             channel: ticket.channel.clone(),
             language_given: ticket.language.clone(),
             kept: self.policy.keep_text.then(|| self.kept(ticket)),
+            vector: None,
+            incident: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub(crate) enum Kind {
     Bool,
     /// A time.
     Time,
+    /// Bytes.
+    Bytes,
 }
 
 /// One value of a row (`None`: NULL).
@@ -38,6 +40,8 @@ pub(crate) enum Cell {
     Bool(Option<bool>),
     /// A time.
     Time(Option<DateTime<Utc>>),
+    /// Bytes.
+    Bytes(Option<Vec<u8>>),
 }
 
 /// A table: its name, its key columns (the copy's order) and every column with its kind.
@@ -50,7 +54,7 @@ pub(crate) struct Table {
     pub columns: &'static [(&'static str, Kind)],
 }
 
-use Kind::{Bool, Int, Real, Text, Time};
+use Kind::{Bool, Bytes, Int, Real, Text, Time};
 
 /// Every table that holds the service's state, in an order that a later table's rows may
 /// refer to an earlier one's.
@@ -262,6 +266,43 @@ pub(crate) const TABLES: &[Table] = &[
         name: "rate_windows",
         key: &["key"],
         columns: &[("key", Text), ("window_start", Time), ("used", Int)],
+    },
+    Table {
+        name: "ticket_vectors",
+        key: &["decision_id"],
+        columns: &[
+            ("decision_id", Text),
+            ("vector", Bytes),
+            ("stored_at", Time),
+        ],
+    },
+    Table {
+        name: "incidents",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("intent", Text),
+            ("language", Text),
+            ("status", Text),
+            ("opened_at", Time),
+            ("last_at", Time),
+            ("updated_at", Time),
+            ("detection", Text),
+            ("tracked", Text),
+        ],
+    },
+    Table {
+        name: "incident_links",
+        key: &["decision_id"],
+        columns: &[
+            ("decision_id", Text),
+            ("incident_id", Text),
+            ("linked_at", Time),
+            ("probability", Real),
+            ("similarity", Real),
+            ("linked_by", Text),
+            ("reason", Text),
+        ],
     },
 ];
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use super::IncidentLink;
 use crate::rules::Assignee;
 use crate::ticket::Customer;
 
@@ -70,6 +71,10 @@ pub struct NewDecision {
     pub language_given: Option<String>,
     /// What is kept of the ticket under the retention period (`None`: nothing).
     pub kept: Option<KeptTicket>,
+    /// Its 8-bit embedding (`incident::Embedding::to_bytes`), kept as long as texts.
+    pub vector: Option<Vec<u8>>,
+    /// The open incident it was linked to while routed.
+    pub incident: Option<IncidentLink>,
 }
 
 /// A logged decision, as read back.

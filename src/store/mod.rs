@@ -46,6 +46,7 @@ pub mod connectors;
 pub mod copy;
 mod decisions;
 mod feedback;
+mod incidents;
 mod intents;
 mod jobs;
 mod models;
@@ -67,6 +68,7 @@ use connectors::{
 };
 pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, StoredReply};
 pub use feedback::{Correction, Feedback, NewFeedback};
+pub use incidents::{Detection, DetectorRow, IncidentLink, IncidentStatus, StoredIncident};
 pub use intents::AddedIntent;
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
 pub use models::{ModelRecord, ModelStatus};
@@ -185,6 +187,8 @@ pub enum Topic {
     Jobs,
     /// A ticket was erased (every replica drops it from its embedding cache).
     Erasures,
+    /// An incident opened, grew or changed status (every replica links against it).
+    Incidents,
 }
 
 stored_names!(Topic, "change topic", {
@@ -192,6 +196,7 @@ stored_names!(Topic, "change topic", {
     Models = "models",
     Jobs = "jobs",
     Erasures = "erasures",
+    Incidents = "incidents",
 });
 
 /// The changes heard by [`Store::changes`]: each notification's topic, or `None` where some
@@ -239,6 +244,8 @@ pub fn spawn_on_changes<F, W>(
 pub enum Exclusive {
     /// Retraining (the schedule's and the API's).
     Retrain,
+    /// Watching the decision log for incidents.
+    Incidents,
 }
 
 impl Exclusive {
@@ -247,6 +254,8 @@ impl Exclusive {
         match self {
             // "intent-router retrain", as a number.
             Self::Retrain => 0x6972_7274_726e,
+            // "intent-router incidents", as a number.
+            Self::Incidents => 0x6972_696e_6364,
         }
     }
 }
@@ -256,7 +265,18 @@ impl Exclusive {
 /// when that process is killed; SQLite serves one process, whose own locks suffice.
 #[derive(Debug)]
 pub struct ExclusiveLock {
-    _held: Option<postgres::Held>,
+    held: Option<postgres::Held>,
+}
+
+impl ExclusiveLock {
+    /// Whether the right is still held: on PostgreSQL, whether its connection still answers
+    /// (a lost connection ends the lock, and another process may take it since).
+    pub async fn still_held(&mut self) -> bool {
+        match &mut self.held {
+            None => true,
+            Some(h) => h.alive().await,
+        }
+    }
 }
 
 /// The PostgreSQL notification channel of changes.
@@ -339,11 +359,11 @@ impl Store {
         what: Exclusive,
     ) -> Result<Option<ExclusiveLock>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(_) => Ok(Some(ExclusiveLock { _held: None })),
+            Backend::Sqlite(_) => Ok(Some(ExclusiveLock { held: None })),
             Backend::Postgres(b) => Ok(b
                 .try_lock(what.key())
                 .await?
-                .map(|held| ExclusiveLock { _held: Some(held) })),
+                .map(|held| ExclusiveLock { held: Some(held) })),
         }
     }
 
@@ -436,6 +456,24 @@ port! {
     fn decision_for_feedback(&self, decision_id: Option<&str>, ticket_id: Option<&str>) -> (String, NewFeedback);
     /// Decisions no agent corrected yet, newest first (the review queue's candidates).
     fn review_candidates(&self, limit: i64) -> Vec<Routed>;
+
+    // ---- incidents ----
+    /// Routed tickets logged after (`after`, `after_id`) in the log's order (decided at, id),
+    /// with their embeddings and incident links, at most `limit`.
+    fn detector_rows(&self, after: DateTime<Utc>, after_id: &str, limit: i64) -> Vec<DetectorRow>;
+    /// Stores an incident the detector opened, with the decisions linked to it (a decision
+    /// linked already keeps its first link); announced.
+    fn open_incident(&self, i: &StoredIncident, links: &[IncidentLink]) -> ();
+    /// Stores an incident's new state for linking (its rate, its last ticket; its status
+    /// stays) and links more decisions to it; announced.
+    fn update_incident(&self, tracked: &crate::incident::TrackedIncident, links: &[IncidentLink]) -> ();
+    /// The incidents new tickets link to (open or acknowledged) with a ticket since `since`,
+    /// oldest first.
+    fn live_incidents(&self, since: DateTime<Utc>) -> Vec<StoredIncident>;
+    /// One incident.
+    fn incident(&self, id: &str) -> StoredIncident;
+    /// The decisions linked to an incident, in the order they were linked.
+    fn incident_links(&self, incident_id: &str) -> Vec<IncidentLink>;
 
     // ---- assignments ----
     /// Open assignments (or all, newest first, at most `limit`), optionally for one team.

@@ -56,7 +56,18 @@ impl std::fmt::Debug for Db {
 
 /// A session advisory lock and the connection that holds it (closing it releases the lock).
 #[derive(Debug)]
-pub(super) struct Held(#[allow(dead_code)] PgConnection);
+pub(super) struct Held(PgConnection);
+
+impl Held {
+    /// Whether its connection still answers within 5 s (the lock lives as long as it does).
+    pub(super) async fn alive(&mut self) -> bool {
+        let ping = sqlx::query("SELECT 1").execute(&mut self.0);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), ping).await,
+            Ok(Ok(_))
+        )
+    }
+}
 
 impl Db {
     /// Connects and migrates.

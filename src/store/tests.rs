@@ -53,6 +53,8 @@ fn decision(id: &str, team: &str, strategy: Assignee) -> NewDecision {
             },
             fields: Some([("plan".to_string(), serde_json::json!({"seats": 5}))].into()),
         }),
+        vector: None,
+        incident: None,
     }
 }
 
@@ -393,8 +395,10 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
             ("decisions", 2),
             ("feedback", 1),
             ("idempotency_keys", 2),
+            ("incident_links", 0),
             ("shadow_results", 1),
             ("ticket_texts", 1),
+            ("ticket_vectors", 0),
             ("write_backs", 0),
         ];
         assert_eq!(removed, expect.into_iter().collect(), "{url}");
@@ -954,6 +958,166 @@ async fn a_database_of_the_previous_release_is_upgraded_in_place() {
     );
 }
 
+fn tracked(id: &str, at: chrono::DateTime<Utc>) -> crate::incident::TrackedIncident {
+    use crate::incident::track::Spread;
+    crate::incident::TrackedIncident {
+        id: id.into(),
+        intent: "billing.refund".into(),
+        language: Some("en".into()),
+        centroid: crate::incident::Embedding::new(&[0.5, -0.25, 1.0]),
+        members: Spread {
+            mean: 0.9,
+            sd: 0.02,
+        },
+        usual: Spread {
+            mean: 0.8,
+            sd: 0.05,
+        },
+        usual_rate: 0.5,
+        recent: [at].into(),
+        opened_at: at,
+        last_at: at,
+    }
+}
+
+fn incident_link(
+    decision: &str,
+    incident: &str,
+    by: crate::incident::track::LinkedBy,
+) -> IncidentLink {
+    IncidentLink {
+        decision_id: decision.into(),
+        incident_id: incident.into(),
+        linked_at: now(),
+        probability: 0.75,
+        similarity: 0.875,
+        linked_by: by,
+        reason: format!("{decision} is {incident}'s"),
+    }
+}
+
+#[tokio::test]
+async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_erased() {
+    use crate::incident::track::LinkedBy;
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let policy = policy("billing", &["ann"]);
+        let vector = crate::incident::Embedding::new(&[0.1, 0.2, -0.3]).to_bytes();
+        let mut first = vec![decision("1", "billing", Assignee::RoundRobin)];
+        first[0].vector = Some(vector.clone());
+        record(&store, &mut first, None, &policy).await;
+        let mut second = vec![decision("2", "billing", Assignee::RoundRobin)];
+        second[0].incident = Some(incident_link("2", "inc-1", LinkedBy::Routing));
+        record(&store, &mut second, None, &policy).await;
+        let opened = now();
+        let incident = StoredIncident {
+            tracked: tracked("inc-1", opened),
+            status: IncidentStatus::Open,
+            detection: Detection {
+                stream: crate::incident::Stream::Intent {
+                    intent: "billing.refund".into(),
+                },
+                at: opened,
+                window_minutes: 60,
+                count: 9,
+                volume: 20,
+                expected: 2.5,
+                p_value: 1e-7,
+            },
+            updated_at: opened,
+        };
+        // The detector links the first ticket late; the second keeps its routing link.
+        let late = [
+            incident_link("1", "inc-1", LinkedBy::Detection),
+            incident_link("2", "inc-1", LinkedBy::Detection),
+        ];
+        store.open_incident(&incident, &late).await.unwrap();
+        assert_eq!(store.incident("inc-1").await.unwrap(), incident, "{url}");
+        let links = store.incident_links("inc-1").await.unwrap();
+        let by: Vec<_> = links
+            .iter()
+            .map(|l| (l.decision_id.as_str(), l.linked_by))
+            .collect();
+        assert_eq!(
+            by,
+            [("2", LinkedBy::Routing), ("1", LinkedBy::Detection)],
+            "{url}"
+        );
+        assert_eq!(links[0], second[0].incident.clone().unwrap());
+        // The detector reads the log in order, a page after a row.
+        let rows = store
+            .detector_rows(opened - chrono::Duration::days(1), "", 10)
+            .await
+            .unwrap();
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.decision_id.as_str(),
+                    r.vector.is_some(),
+                    r.incident_id.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [("1", true, Some("inc-1")), ("2", false, Some("inc-1"))],
+            "{url}"
+        );
+        assert_eq!(rows[0].vector.as_deref(), Some(vector.as_slice()));
+        assert_eq!(
+            (rows[0].intent.as_str(), rows[0].language.as_str()),
+            ("billing.refund", "en")
+        );
+        let after = store
+            .detector_rows(rows[0].decided_at, "1", 10)
+            .await
+            .unwrap();
+        assert_eq!(after, rows[1..], "{url}");
+        // Live: open with a ticket since; a later save moves what the detector owns.
+        assert_eq!(
+            store.live_incidents(opened).await.unwrap(),
+            vec![incident.clone()]
+        );
+        let later = opened + chrono::Duration::hours(49);
+        assert!(store.live_incidents(later).await.unwrap().is_empty());
+        let mut grown = incident.clone();
+        grown.tracked.last_at = later;
+        grown.tracked.recent.push_back(later);
+        store.update_incident(&grown.tracked, &[]).await.unwrap();
+        let live = store.live_incidents(later).await.unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].tracked, grown.tracked, "{url}");
+        assert_eq!(live[0].detection, incident.detection);
+        assert!(live[0].updated_at >= opened);
+        let gone = store.update_incident(&tracked("inc-9", later), &[]).await;
+        assert_eq!(gone.unwrap_err().to_string(), "no incident inc-9");
+        // Vectors go with texts' retention; an erasure takes the ticket's vector and link.
+        let mut third = vec![decision("3", "billing", Assignee::RoundRobin)];
+        third[0].vector = Some(vector.clone());
+        third[0].incident = Some(incident_link("3", "inc-1", LinkedBy::Routing));
+        record(&store, &mut third, None, &policy).await;
+        let removed = store.erase_ticket("t-3").await.unwrap();
+        assert_eq!(
+            (removed["ticket_vectors"], removed["incident_links"]),
+            (1, 1),
+            "{url}"
+        );
+        store
+            .purge_texts(now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        let rows = store
+            .detector_rows(opened - chrono::Duration::days(1), "", 10)
+            .await
+            .unwrap();
+        assert!(rows.iter().all(|r| r.vector.is_none()), "{url}");
+        assert_eq!(store.incident_links("inc-1").await.unwrap().len(), 2);
+        let missing = store.incident("inc-9").await.unwrap_err();
+        assert_eq!(missing.to_string(), "no incident inc-9");
+    }
+}
+
 #[tokio::test]
 async fn console_sessions_are_shared_and_end() {
     let (a, b) = replicas().await;
@@ -1006,6 +1170,32 @@ async fn changes_are_announced_to_other_replicas_and_one_retrains_at_a_time() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(again.is_some(), "released when its connection closed");
+    // A holder whose connection dies knows it has lost the right, which another takes.
+    let mut watch = a
+        .try_exclusive(Exclusive::Incidents)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(watch.still_held().await);
+    assert!(b
+        .try_exclusive(Exclusive::Incidents)
+        .await
+        .unwrap()
+        .is_none());
+    // The key 0x6972_696e_6364 is classid 0x6972, objid 0x696e_6364 in pg_locks.
+    let killed = raw_scalar(
+        a.url(),
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND classid = 26994 AND objid = 1768842084) t",
+    )
+    .await;
+    assert_eq!(killed, 1);
+    assert!(!watch.still_held().await);
+    assert!(b
+        .try_exclusive(Exclusive::Incidents)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 /// Every row of every table, as cells.

@@ -15,6 +15,7 @@ fn cell(r: &Row, i: usize, kind: Kind, col: &str) -> Result<Cell, StoreError> {
         Kind::Real => Cell::Real(r.try_get(i).map_err(bad)?),
         Kind::Bool => Cell::Bool(r.try_get(i).map_err(bad)?),
         Kind::Time => Cell::Time(r.try_get::<Option<Stamp>, _>(i).map_err(bad)?.map(|s| s.0)),
+        Kind::Bytes => Cell::Bytes(r.try_get(i).map_err(bad)?),
     })
 }
 
@@ -100,6 +101,7 @@ fn bind<'q>(
         Cell::Real(v) => q.bind(*v),
         Cell::Bool(v) => q.bind(*v),
         Cell::Time(v) => q.bind(v.map(Stamp)),
+        Cell::Bytes(v) => q.bind(v.clone()),
     }
 }
 

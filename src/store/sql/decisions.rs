@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::texts::KEPT_COLUMNS;
-use super::{assignments, idempotency, texts, time, Db, Engine, WriteTx};
+use super::{assignments, idempotency, incidents, texts, time, Db, Engine, WriteTx};
 use crate::decision::Routed;
 use crate::store::{
     DecisionFilter, LoggedDecision, NewDecision, NewFeedback, Stamp, StoreError, StoredReply,
@@ -238,6 +238,12 @@ impl DecisionTx {
         .await?;
         if let Some(kept) = &d.kept {
             texts::keep(&mut self.tx, &d.ticket_id, kept, Stamp(self.now)).await?;
+        }
+        if let Some(v) = &d.vector {
+            incidents::keep_vector(&mut self.tx, &d.decision_id, v, Stamp(self.now)).await?;
+        }
+        if let Some(l) = &d.incident {
+            incidents::link(&mut self.tx, l).await?;
         }
         self.logged.push(d.decision_id.clone());
         Ok(())

@@ -10,6 +10,7 @@ mod copy;
 mod decisions;
 mod feedback;
 mod idempotency;
+mod incidents;
 mod intents;
 mod jobs;
 mod models;

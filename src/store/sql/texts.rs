@@ -72,6 +72,11 @@ impl Db {
             .execute(tx.conn())
             .await?
             .rows_affected();
+        // Embeddings are kept as long as texts (they are the text's meaning).
+        sqlx::query("DELETE FROM ticket_vectors WHERE stored_at < $1")
+            .bind(Stamp(cutoff))
+            .execute(tx.conn())
+            .await?;
         sqlx::query(
             "UPDATE feedback SET subject = NULL, body = NULL WHERE body IS NOT NULL AND created_at < $1",
         )
@@ -110,6 +115,8 @@ impl Db {
             (Some("idempotency_keys"), "DELETE FROM idempotency_decisions WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("assignments"), "DELETE FROM assignments WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("shadow_results"), "DELETE FROM shadow_results WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
+            (Some("ticket_vectors"), "DELETE FROM ticket_vectors WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
+            (Some("incident_links"), "DELETE FROM incident_links WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("decisions"), "DELETE FROM decisions WHERE ticket_id = $1"),
             (Some("ticket_texts"), "DELETE FROM ticket_texts WHERE ticket_id = $1"),
             (Some("feedback"), "DELETE FROM feedback WHERE ticket_id = $1"),

@@ -1,0 +1,120 @@
+//! Incidents' records: an incident as stored (its state for linking included), a ticket's
+//! link to one, and a routed ticket as the detector reads it back.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::incident::track::LinkedBy;
+use crate::incident::{Alarm, Stream, TrackedIncident};
+
+/// Where an incident stands, as people handle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    /// Detected; nobody has looked at it yet. New tickets link to it.
+    Open,
+    /// Someone is on it. New tickets still link to it.
+    Acknowledged,
+    /// Over. No more tickets link to it.
+    Resolved,
+    /// Not an incident (a false alarm). No more tickets link to it.
+    Dismissed,
+}
+
+stored_names!(IncidentStatus, "incident status", {
+    Open = "open",
+    Acknowledged = "acknowledged",
+    Resolved = "resolved",
+    Dismissed = "dismissed",
+});
+
+impl IncidentStatus {
+    /// Whether new tickets link to an incident in this state.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Open | Self::Acknowledged)
+    }
+}
+
+/// The alarm that opened an incident, as shown to people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Detection {
+    /// The stream that alarmed.
+    pub stream: Stream,
+    /// When (the arrival of the ticket that raised it).
+    pub at: DateTime<Utc>,
+    /// Scan window, minutes.
+    pub window_minutes: i64,
+    /// The stream's tickets in the window.
+    pub count: u64,
+    /// All tickets in the window.
+    pub volume: u64,
+    /// The count the history expected for that volume.
+    pub expected: f64,
+    /// Chance of a count this high or higher by the history alone.
+    pub p_value: f64,
+}
+
+impl From<&Alarm> for Detection {
+    fn from(a: &Alarm) -> Self {
+        Self {
+            stream: a.stream.clone(),
+            at: a.at,
+            window_minutes: a.window_minutes,
+            count: a.count,
+            volume: a.volume,
+            expected: a.expected,
+            p_value: a.p_value,
+        }
+    }
+}
+
+/// An incident as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredIncident {
+    /// Its state for linking: id, intent, language, centroid, spreads, recent rate.
+    pub tracked: TrackedIncident,
+    /// Where it stands.
+    pub status: IncidentStatus,
+    /// The alarm that opened it.
+    pub detection: Detection,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A decision's link to an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentLink {
+    /// The decision.
+    pub decision_id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// When it was linked.
+    pub linked_at: DateTime<Utc>,
+    /// Probability that the ticket is the incident's.
+    pub probability: f64,
+    /// Cosine to the incident's centroid.
+    pub similarity: f32,
+    /// How.
+    pub linked_by: LinkedBy,
+    /// The reason in words.
+    pub reason: String,
+}
+
+/// A routed ticket as the detector reads it back from the decision log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorRow {
+    /// Decision id.
+    pub decision_id: String,
+    /// When it was logged (the log's order; replicas commit a little out of it).
+    pub decided_at: DateTime<Utc>,
+    /// Resolved intent.
+    pub intent: String,
+    /// Language code.
+    pub language: String,
+    /// The model that classified it.
+    pub model_version: String,
+    /// Its 8-bit embedding, unless not kept or purged.
+    pub vector: Option<Vec<u8>>,
+    /// The incident it is linked to.
+    pub incident_id: Option<String>,
+}
