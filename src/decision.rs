@@ -176,9 +176,7 @@ impl Routed {
             timings: None,
         }
     }
-}
 
-impl Routed {
     /// Notes the live incident the ticket was linked to, with the reason.
     pub fn link_incident(&mut self, id: &str, reason: &str) {
         self.incident_id = Some(id.to_string());

@@ -129,36 +129,32 @@ impl IncidentService {
 
     /// Links a routed ticket to the live incident it most likely belongs to (it then counts
     /// towards that incident's rate); `None` when it belongs to none.
-    pub fn link(
+    pub fn link(&self, c: &Classification, e: &Embedding, now: DateTime<Utc>) -> Option<Linked> {
+        self.weigh(c, e, now, true)
+    }
+
+    /// The link [`IncidentService::link`] would make, changing nothing (a dry run).
+    pub fn peek(&self, c: &Classification, e: &Embedding, now: DateTime<Utc>) -> Option<Linked> {
+        self.weigh(c, e, now, false)
+    }
+
+    fn weigh(
         &self,
         c: &Classification,
         embedding: &Embedding,
         now: DateTime<Utc>,
+        count: bool,
     ) -> Option<Linked> {
         if !self.policy.enabled {
             return None;
         }
         let chain = chain_of(&c.resolution.intent);
         let mut tracker = self.tracker();
-        let link = tracker.link(&chain, &c.language, embedding, now)?;
-        let reason = link.explain(tracker.get(&link.incident)?);
-        Some(Linked { link, reason })
-    }
-
-    /// The link [`IncidentService::link`] would make, changing nothing (a dry run).
-    pub fn peek(
-        &self,
-        c: &Classification,
-        embedding: &Embedding,
-        now: DateTime<Utc>,
-    ) -> Option<Linked> {
-        if !self.policy.enabled {
-            return None;
-        }
-        let chain = chain_of(&c.resolution.intent);
-        let tracker = self.tracker();
         let (link, incident) = tracker.peek(&chain, &c.language, embedding, now)?;
         let reason = link.explain(incident);
+        if count {
+            tracker.note(&link.incident, now);
+        }
         Some(Linked { link, reason })
     }
 
