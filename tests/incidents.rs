@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::server::{self, Server};
+use crate::server::{self, Server, FEEDBACK_TOKEN};
 
 /// The detector reads the log every second here (10 s by default).
 pub const CONFIG: &str = "\n[incidents]\ncheck_every_seconds = 1\n";
@@ -135,4 +135,72 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
     std::thread::sleep(Duration::from_secs(2));
     let log = s.log.lock().unwrap();
     assert!(!log.contains("incident opened"), "{log}");
+    drop(log);
+    // Agents read it with its tickets, and dismiss it: the wave's tickets stop joining it.
+    let list = s.call(
+        "GET",
+        "/v1/incidents?status=open",
+        FEEDBACK_TOKEN,
+        None,
+        &[],
+    );
+    assert_eq!(list.status, 200, "{}", list.body);
+    let listed = &list.body["incidents"][0];
+    assert_eq!(listed["id"], json!(incident), "{}", list.body);
+    assert_eq!(listed["intent"], "billing.payment_failed");
+    assert!(
+        listed["detection"]["count"].as_u64().unwrap() >= 4,
+        "{listed}"
+    );
+    let one = s.call(
+        "GET",
+        &format!("/v1/incidents/{incident}"),
+        FEEDBACK_TOKEN,
+        None,
+        &[],
+    );
+    let links = one.body["links"].as_array().unwrap();
+    assert_eq!(one.body["tickets"].as_u64(), Some(links.len() as u64));
+    let by = |how: &str| links.iter().filter(|l| l["linked_by"] == how).count();
+    assert!(by("detection") >= 4 && by("routing") >= 7, "{}", one.body);
+    assert!(links.iter().any(|l| l["decision_id"] == json!(id)));
+    let bad = s.call(
+        "PATCH",
+        &format!("/v1/incidents/{incident}"),
+        FEEDBACK_TOKEN,
+        Some(r#"{"status": "closed"}"#),
+        &[],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown variant `closed`, expected one of `open`, `acknowledged`"));
+    let missing = s.call(
+        "PATCH",
+        "/v1/incidents/nope",
+        FEEDBACK_TOKEN,
+        Some(r#"{"status": "resolved"}"#),
+        &[],
+    );
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    let done = s.call(
+        "PATCH",
+        &format!("/v1/incidents/{incident}"),
+        FEEDBACK_TOKEN,
+        Some(r#"{"status": "dismissed"}"#),
+        &[],
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.body["status"], "dismissed");
+    let after = route(&s, "wave-dismissed", &wave(n + 9));
+    assert!(after.get("incident_id").is_none(), "{after}");
+    let open = s.call(
+        "GET",
+        "/v1/incidents?status=open",
+        FEEDBACK_TOKEN,
+        None,
+        &[],
+    );
+    assert_eq!(open.body["incidents"], json!([]));
 }

@@ -518,6 +518,8 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/connectors/{name}/outbox",
         "/v1/connectors/{name}/inbox/{id}/retry",
         "/v1/connectors/{name}/outbox/{id}/retry",
+        "/v1/incidents",
+        "/v1/incidents/{id}",
     ];
     for path in paths {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");

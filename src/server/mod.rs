@@ -9,6 +9,7 @@ pub mod connectors_api;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod incidents_api;
 pub mod jobs_api;
 pub mod learn_api;
 pub mod openapi;
@@ -211,6 +212,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(learn_api::review))
         .routes(routes!(learn_api::list_models))
         .routes(routes!(learn_api::retrain))
+        .routes(routes!(incidents_api::list))
+        .routes(routes!(incidents_api::get, incidents_api::update))
         .routes(routes!(jobs_api::list))
         .routes(routes!(jobs_api::get))
         .routes(routes!(jobs_api::cancel))

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::engine::Classification;
 use crate::incident::detect::chain_of;
@@ -73,6 +74,82 @@ impl Linked {
             similarity: self.link.similarity,
             linked_by: LinkedBy::Routing,
             reason: self.reason.clone(),
+        }
+    }
+}
+
+/// An incident as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IncidentInfo {
+    /// Id.
+    pub id: String,
+    /// The intent (leaf or parent) whose tickets it takes.
+    pub intent: String,
+    /// The language it is limited to, when the wave was in one language.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Where it stands: `open` and `acknowledged` take new tickets, `resolved` and `dismissed`
+    /// do not.
+    pub status: IncidentStatus,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// When its latest ticket came.
+    pub last_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The alarm that opened it.
+    pub detection: Detection,
+    /// Tickets linked to it.
+    pub tickets: i64,
+    /// The linked tickets, in the order they were linked (one incident only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<LinkInfo>>,
+}
+
+impl IncidentInfo {
+    fn new(i: StoredIncident, tickets: i64, links: Option<Vec<LinkInfo>>) -> Self {
+        let t = i.tracked;
+        Self {
+            id: t.id,
+            intent: t.intent,
+            language: t.language,
+            status: i.status,
+            opened_at: t.opened_at,
+            last_at: t.last_at,
+            updated_at: i.updated_at,
+            detection: i.detection,
+            tickets,
+            links,
+        }
+    }
+}
+
+/// A ticket's link to an incident, as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LinkInfo {
+    /// The decision linked.
+    pub decision_id: String,
+    /// When.
+    pub linked_at: DateTime<Utc>,
+    /// How: while routed, by the detector when the incident opened or grew, or by a person.
+    pub linked_by: LinkedBy,
+    /// Probability that the ticket is the incident's.
+    pub probability: f64,
+    /// Cosine to the incident's centroid.
+    pub similarity: f32,
+    /// The reason in words.
+    pub reason: String,
+}
+
+impl From<IncidentLink> for LinkInfo {
+    fn from(l: IncidentLink) -> Self {
+        Self {
+            decision_id: l.decision_id,
+            linked_at: l.linked_at,
+            linked_by: l.linked_by,
+            probability: l.probability,
+            similarity: l.similarity,
+            reason: l.reason,
         }
     }
 }
@@ -156,6 +233,46 @@ impl IncidentService {
             tracker.note(&link.incident, now);
         }
         Some(Linked { link, reason })
+    }
+
+    /// Incidents, newest first, optionally in one status.
+    pub async fn list(
+        &self,
+        status: Option<IncidentStatus>,
+        limit: i64,
+    ) -> Result<Vec<IncidentInfo>, StoreError> {
+        let found = self.store.incidents(status, limit).await?;
+        Ok(found
+            .into_iter()
+            .map(|(i, n)| IncidentInfo::new(i, n, None))
+            .collect())
+    }
+
+    /// One incident with its linked tickets.
+    pub async fn get(&self, id: &str) -> Result<IncidentInfo, StoreError> {
+        let i = self.store.incident(id).await?;
+        let links: Vec<LinkInfo> = self
+            .store
+            .incident_links(id)
+            .await?
+            .into_iter()
+            .map(LinkInfo::from)
+            .collect();
+        Ok(IncidentInfo::new(i, links.len() as i64, Some(links)))
+    }
+
+    /// Sets an incident's status: a resolved or dismissed one takes no more tickets, here at
+    /// once and on the other replicas when they hear of it.
+    pub async fn set_status(
+        &self,
+        id: &str,
+        status: IncidentStatus,
+    ) -> Result<IncidentInfo, StoreError> {
+        self.store.set_incident_status(id, status).await?;
+        if self.policy.enabled {
+            self.reload().await?;
+        }
+        self.get(id).await
     }
 
     /// Loads the live incidents (open or acknowledged, with a ticket within the quiet hours)

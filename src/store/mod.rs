@@ -472,6 +472,10 @@ port! {
     fn live_incidents(&self, since: DateTime<Utc>) -> Vec<StoredIncident>;
     /// One incident.
     fn incident(&self, id: &str) -> StoredIncident;
+    /// Incidents, newest first, optionally in one status, each with its linked tickets' count.
+    fn incidents(&self, status: Option<IncidentStatus>, limit: i64) -> Vec<(StoredIncident, i64)>;
+    /// Sets an incident's status (announced: a resolved or dismissed one takes no more tickets).
+    fn set_incident_status(&self, id: &str, status: IncidentStatus) -> StoredIncident;
     /// The decisions linked to an incident, in the order they were linked.
     fn incident_links(&self, incident_id: &str) -> Vec<IncidentLink>;
 

@@ -1113,6 +1113,33 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
             .unwrap();
         assert!(rows.iter().all(|r| r.vector.is_none()), "{url}");
         assert_eq!(store.incident_links("inc-1").await.unwrap().len(), 2);
+        // People move its status; the detector's updates leave it.
+        let listed = store.incidents(None, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].0.tracked.id.as_str(), listed[0].1), ("inc-1", 2));
+        let done = store
+            .set_incident_status("inc-1", IncidentStatus::Dismissed)
+            .await
+            .unwrap();
+        assert_eq!(done.status, IncidentStatus::Dismissed);
+        store.update_incident(&grown.tracked, &[]).await.unwrap();
+        assert_eq!(
+            store.incident("inc-1").await.unwrap().status,
+            IncidentStatus::Dismissed
+        );
+        assert!(
+            store.live_incidents(opened).await.unwrap().is_empty(),
+            "{url}"
+        );
+        let open = store
+            .incidents(Some(IncidentStatus::Open), 10)
+            .await
+            .unwrap();
+        assert!(open.is_empty());
+        let missing = store
+            .set_incident_status("inc-9", IncidentStatus::Open)
+            .await;
+        assert_eq!(missing.unwrap_err().to_string(), "no incident inc-9");
         let missing = store.incident("inc-9").await.unwrap_err();
         assert_eq!(missing.to_string(), "no incident inc-9");
     }

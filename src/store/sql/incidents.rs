@@ -187,6 +187,47 @@ impl Db {
         rows.iter().map(incident_row).collect()
     }
 
+    pub(in crate::store) async fn incidents(
+        &self,
+        status: Option<IncidentStatus>,
+        limit: i64,
+    ) -> Result<Vec<(StoredIncident, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.status, i.updated_at, i.detection, i.tracked, \
+             (SELECT COUNT(*) FROM incident_links l WHERE l.incident_id = i.id) AS tickets \
+             FROM incidents i WHERE $1 IS NULL OR i.status = $1 \
+             ORDER BY i.opened_at DESC, i.id DESC LIMIT $2",
+        )
+        .bind(status.map(IncidentStatus::name))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((incident_row(r)?, r.get::<i64, _>("tickets"))))
+            .collect()
+    }
+
+    pub(in crate::store) async fn set_incident_status(
+        &self,
+        id: &str,
+        status: IncidentStatus,
+    ) -> Result<StoredIncident, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("UPDATE incidents SET status = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(status.name())
+            .bind(Stamp(crate::store::now()))
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no incident {id}")));
+        }
+        tx.announce(Topic::Incidents).await?;
+        tx.commit().await?;
+        self.incident(id).await
+    }
+
     pub(in crate::store) async fn incident(&self, id: &str) -> Result<StoredIncident, StoreError> {
         let row = sqlx::query(&format!("{INCIDENT} WHERE id = $1"))
             .bind(id)
