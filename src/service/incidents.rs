@@ -467,8 +467,9 @@ impl IncidentService {
                 changed.ahead
             );
         }
-        let newest = w.cursor.0;
-        w.seen.retain(|_, at| *at >= newest - OVERLAP);
+        // The next read starts where this one did (as the clock allows): keep what it will see.
+        let next_from = w.cursor.0.min(Utc::now()) - OVERLAP;
+        w.seen.retain(|_, at| *at >= next_from);
         w.tracker.refresh(&w.detector, Utc::now());
         w.erasures.0 = w.erasures.0.max(now - chrono::Duration::minutes(1));
         if !changed.links.is_empty() && !w.lock.still_held().await {
