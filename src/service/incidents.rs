@@ -66,15 +66,14 @@ pub struct Linked {
 impl Linked {
     /// The link as logged with decision `decision_id`, made at `at` while routing.
     pub fn record(&self, decision_id: &str, at: DateTime<Utc>) -> IncidentLink {
-        IncidentLink {
-            decision_id: decision_id.to_string(),
-            incident_id: self.link.incident.clone(),
-            linked_at: at,
-            probability: self.link.probability,
-            similarity: self.link.similarity,
-            linked_by: LinkedBy::Routing,
-            reason: self.reason.clone(),
-        }
+        let reason = self.reason.clone();
+        link_record(
+            decision_id.into(),
+            &self.link,
+            LinkedBy::Routing,
+            reason,
+            at,
+        )
     }
 }
 
@@ -181,11 +180,7 @@ pub struct IncidentService {
 impl IncidentService {
     /// The use case over `store`; the detector knows the active model's intents.
     pub fn new(store: Arc<Store>, models: LiveModels, policy: IncidentPolicy) -> Self {
-        let linking = Tracker::new(
-            policy.quiet_hours,
-            policy.link_probability,
-            policy.detector.min_tickets as usize,
-        );
+        let linking = tracker_of(&policy);
         Self {
             store,
             models,
@@ -269,17 +264,18 @@ impl IncidentService {
         status: IncidentStatus,
     ) -> Result<IncidentInfo, StoreError> {
         self.store.set_incident_status(id, status).await?;
-        if self.policy.enabled {
-            self.reload().await?;
-        }
+        self.reload().await?;
         self.get(id).await
     }
 
     /// Loads the live incidents (open or acknowledged, with a ticket within the quiet hours)
-    /// for linking. Tickets this replica linked after the stored state's newest keep counting.
+    /// for linking (nothing while incidents are off). Tickets this replica linked after the
+    /// stored state's newest keep counting.
     pub async fn reload(&self) -> Result<(), StoreError> {
-        let since = Utc::now() - chrono::Duration::hours(self.policy.quiet_hours);
-        let live = self.store.live_incidents(since).await?;
+        if !self.policy.enabled {
+            return Ok(());
+        }
+        let live = self.live().await?;
         let mut tracker = self.tracker();
         let mut local: HashMap<String, TrackedIncident> = std::mem::take(&mut tracker.open)
             .into_iter()
@@ -287,8 +283,7 @@ impl IncidentService {
             .collect();
         tracker.open = live
             .into_iter()
-            .map(|i| {
-                let mut t = i.tracked;
+            .map(|mut t| {
                 if let Some(mine) = local.remove(&t.id) {
                     let stored = t.recent.iter().max().copied();
                     t.recent
@@ -299,6 +294,14 @@ impl IncidentService {
             })
             .collect();
         Ok(())
+    }
+
+    /// The live incidents in the database: open or acknowledged, with a ticket within the
+    /// quiet hours.
+    async fn live(&self) -> Result<Vec<TrackedIncident>, StoreError> {
+        let since = Utc::now() - chrono::Duration::hours(self.policy.quiet_hours);
+        let live = self.store.live_incidents(since).await?;
+        Ok(live.into_iter().map(|i| i.tracked).collect())
     }
 
     /// Starts the background work: reloading the live incidents when one changes (announced
@@ -348,26 +351,30 @@ impl IncidentService {
     /// log), rebuilds after an erasure or a new active model, then reads and detects the new
     /// decisions. `false`: another process holds it.
     async fn watch(&self, state: &mut Option<Watch>) -> Result<bool, WatchError> {
-        let mut w = match state.take() {
-            Some(mut w) => match w.lock.still_held().await {
-                true => w,
-                false => return Err(WatchError::LockLost),
-            },
+        // A rebuild reads the log up to now: the turn's read is part of it.
+        let w = match state.take() {
             None => match self.store.try_exclusive(Exclusive::Incidents).await? {
                 Some(lock) => self.rebuild(lock, None).await?,
                 None => return Ok(false),
             },
+            Some(mut w) => {
+                if !w.lock.still_held().await {
+                    return Err(WatchError::LockLost);
+                }
+                let erased = self.store.erased_since(w.erasures.0).await?;
+                let model = self.models.active().id.clone();
+                if erased.iter().any(|(t, _)| !w.erasures.1.contains(t)) || model != w.model {
+                    // An erased ticket's vector may sit in the detector's memory, and a new
+                    // model brings its own intents: start again from the log. Alarms act
+                    // again only on decisions not read before.
+                    let act_from = w.cursor.0;
+                    self.rebuild(w.lock, Some(act_from)).await?
+                } else {
+                    self.read_new(w).await?
+                }
+            }
         };
-        let erased = self.store.erased_since(w.erasures.0).await?;
-        let model = self.models.active().id.clone();
-        if erased.iter().any(|(t, _)| !w.erasures.1.contains(t)) || model != w.model {
-            // An erased ticket's vector may sit in the detector's memory, and a new model
-            // brings its own intents: start again from the log. Alarms act again only on
-            // decisions not read before.
-            let act_from = w.cursor.0;
-            w = self.rebuild(w.lock, Some(act_from)).await?;
-        }
-        *state = Some(self.read_new(w).await?);
+        *state = Some(w);
         Ok(true)
     }
 
@@ -388,19 +395,11 @@ impl IncidentService {
         // is missed (a transaction does not take that long).
         let erasures_from = now - chrono::Duration::minutes(1);
         let erased = self.store.erased_since(erasures_from).await?;
-        let live = self
-            .store
-            .live_incidents(now - chrono::Duration::hours(self.policy.quiet_hours))
-            .await?;
-        let mut tracker = self.new_tracker();
-        tracker.open = live
-            .into_iter()
-            .map(|i| {
-                let mut t = i.tracked;
-                t.recent.clear();
-                t
-            })
-            .collect();
+        let mut tracker = tracker_of(&self.policy);
+        tracker.open = self.live().await?;
+        for t in &mut tracker.open {
+            t.recent.clear();
+        }
         let from = now - self.policy.history;
         let w = Watch {
             lock,
@@ -418,14 +417,6 @@ impl IncidentService {
             "watching for incidents: detector rebuilt from the decision log since {from}"
         );
         Ok(w)
-    }
-
-    fn new_tracker(&self) -> Tracker {
-        Tracker::new(
-            self.policy.quiet_hours,
-            self.policy.link_probability,
-            self.policy.detector.min_tickets as usize,
-        )
     }
 
     /// Feeds the decisions logged since the last read to the detector, in the log's order
@@ -493,6 +484,34 @@ impl IncidentService {
             }
         }
         Ok(w)
+    }
+}
+
+/// A tracker with no incidents, as `policy` sets it.
+fn tracker_of(policy: &IncidentPolicy) -> Tracker {
+    Tracker::new(
+        policy.quiet_hours,
+        policy.link_probability,
+        policy.detector.min_tickets as usize,
+    )
+}
+
+/// A ticket's link to `link`'s incident, as logged with decision `decision_id`.
+fn link_record(
+    decision_id: String,
+    link: &Link,
+    linked_by: LinkedBy,
+    reason: String,
+    at: DateTime<Utc>,
+) -> IncidentLink {
+    IncidentLink {
+        decision_id,
+        incident_id: link.incident.clone(),
+        linked_at: at,
+        probability: link.probability,
+        similarity: link.similarity,
+        linked_by,
+        reason,
     }
 }
 
@@ -592,17 +611,11 @@ fn take_row(w: &mut Watch, row: &DetectorRow, changed: &mut Changed, now: DateTi
     let tracked = w
         .tracker
         .get(&incident)
-        .expect("the incident the alarm changed");
-    let links = linked.into_iter().map(|(decision_id, link)| IncidentLink {
-        decision_id,
-        incident_id: incident.clone(),
-        linked_at: alarm.at,
-        probability: link.probability,
-        similarity: link.similarity,
-        linked_by: LinkedBy::Detection,
-        reason: link.explain(tracked),
+        .expect("the incident the alarm changed is open. This is a bug.");
+    let links = linked.into_iter().map(|(decision_id, link)| {
+        let reason = link.explain(tracked);
+        link_record(decision_id, &link, LinkedBy::Detection, reason, alarm.at)
     });
-    let links: Vec<IncidentLink> = links.collect();
     changed.links.entry(incident).or_default().extend(links);
 }
 

@@ -475,7 +475,7 @@ port! {
     /// Incidents, newest first, optionally in one status, each with its linked tickets' count.
     fn incidents(&self, status: Option<IncidentStatus>, limit: i64) -> Vec<(StoredIncident, i64)>;
     /// Sets an incident's status (announced: a resolved or dismissed one takes no more tickets).
-    fn set_incident_status(&self, id: &str, status: IncidentStatus) -> StoredIncident;
+    fn set_incident_status(&self, id: &str, status: IncidentStatus) -> ();
     /// The decisions linked to an incident, in the order they were linked.
     fn incident_links(&self, incident_id: &str) -> Vec<IncidentLink>;
 

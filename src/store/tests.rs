@@ -1117,10 +1117,11 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
         let listed = store.incidents(None, 10).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].0.tracked.id.as_str(), listed[0].1), ("inc-1", 2));
-        let done = store
+        store
             .set_incident_status("inc-1", IncidentStatus::Dismissed)
             .await
             .unwrap();
+        let done = store.incident("inc-1").await.unwrap();
         assert_eq!(done.status, IncidentStatus::Dismissed);
         store.update_incident(&grown.tracked, &[]).await.unwrap();
         assert_eq!(

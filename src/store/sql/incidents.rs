@@ -211,7 +211,7 @@ impl Db {
         &self,
         id: &str,
         status: IncidentStatus,
-    ) -> Result<StoredIncident, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("UPDATE incidents SET status = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
@@ -224,8 +224,7 @@ impl Db {
             return Err(StoreError::NotFound(format!("no incident {id}")));
         }
         tx.announce(Topic::Incidents).await?;
-        tx.commit().await?;
-        self.incident(id).await
+        tx.commit().await
     }
 
     pub(in crate::store) async fn incident(&self, id: &str) -> Result<StoredIncident, StoreError> {
