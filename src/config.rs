@@ -131,6 +131,9 @@ pub struct IncidentsFile {
     pub quiet_hours: Option<i64>,
     /// Probability from which a ticket is linked to an incident (default 0.5).
     pub link_probability: Option<f64>,
+    /// Cosine to an incident's centroid from which a ticket is linked (default 0: any; the
+    /// linking report suggests one).
+    pub min_similarity: Option<f32>,
     /// How often the detector reads new decisions (seconds; default 10).
     pub check_every_seconds: Option<u64>,
 }
@@ -586,6 +589,10 @@ impl IncidentsFile {
         if !(link_probability > 0.0 && link_probability < 1.0) {
             problems.push("incidents.link_probability: must be between 0 and 1".into());
         }
+        let min_similarity = self.min_similarity.unwrap_or(defaults.min_similarity);
+        if !(0.0..1.0).contains(&min_similarity) {
+            problems.push("incidents.min_similarity: must be 0 or more, and below 1".into());
+        }
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -594,6 +601,7 @@ impl IncidentsFile {
             detector,
             quiet_hours,
             link_probability,
+            min_similarity,
             check_every: self
                 .check_every_seconds
                 .map_or(defaults.check_every, |s| Duration::from_secs(s.max(1))),
@@ -722,13 +730,13 @@ mod tests {
         assert!(e.contains("bad.toml:4: unknown field `max_wiat_ms`"), "{e}");
         std::fs::write(
             &cfg,
-            "dev_no_auth = true\n\n[incidents]\nfalse_alarms_per_week = 0\nlink_probability = 1.5\n",
+            "dev_no_auth = true\n\n[incidents]\nfalse_alarms_per_week = 0\nlink_probability = 1.5\nmin_similarity = 1.0\n",
         )
         .unwrap();
         let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
         assert_eq!(
             e,
-            "incidents.false_alarms_per_week: must be a number above 0; incidents.link_probability: must be between 0 and 1"
+            "incidents.false_alarms_per_week: must be a number above 0; incidents.link_probability: must be between 0 and 1; incidents.min_similarity: must be 0 or more, and below 1"
         );
     }
 }

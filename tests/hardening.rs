@@ -73,7 +73,7 @@ fn stored_text_is_redacted_and_a_ticket_can_be_erased() {
         + u64::from(!first.body["decisions"][1]["assignee"].is_null());
     assert_eq!(
         e.body["removed"],
-        json!({"assignments": assigned, "connector_events": 0, "decisions": 2, "embedding_cache": 0, "feedback": 1, "idempotency_keys": 1, "incident_links": 0, "shadow_results": 0, "ticket_texts": 1, "ticket_vectors": 2, "write_backs": 0})
+        json!({"assignments": assigned, "connector_events": 0, "decisions": 2, "embedding_cache": 0, "feedback": 1, "idempotency_keys": 1, "incident_links": 0, "incident_unlinks": 0, "shadow_results": 0, "ticket_texts": 1, "ticket_vectors": 2, "write_backs": 0})
     );
     let gone = s.call(
         "GET",

@@ -164,6 +164,32 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
     let by = |how: &str| links.iter().filter(|l| l["linked_by"] == how).count();
     assert!(by("detection") >= 4 && by("routing") >= 7, "{}", one.body);
     assert!(links.iter().any(|l| l["decision_id"] == json!(id)));
+    // What its tickets say, from their kept texts.
+    let summary = &one.body["summary"];
+    assert_eq!(
+        summary["texts"].as_u64(),
+        Some(links.len() as u64),
+        "{summary}"
+    );
+    let top: Vec<&str> = summary["top_words"]["en"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["word"].as_str().unwrap())
+        .collect();
+    assert!(
+        top.contains(&"gateway") && top.contains(&"502"),
+        "{summary}"
+    );
+    assert_eq!(summary["top_words"]["ru"], json!([]));
+    let representative = summary["representative"].as_array().unwrap();
+    assert_eq!(representative.len(), 3, "{summary}");
+    assert!(representative[0]["similarity"].as_f64().unwrap() > 0.9);
+    assert!(representative[0]["excerpt"]
+        .as_str()
+        .unwrap()
+        .contains("payment failed at checkout"));
+    corrections(&s, &incident, id, links.len());
     let bad = s.call(
         "PATCH",
         &format!("/v1/incidents/{incident}"),
@@ -193,6 +219,19 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
     );
     assert_eq!(done.status, 200, "{}", done.body);
     assert_eq!(done.body["status"], "dismissed");
+    let split = s.call(
+        "GET",
+        "/v1/incidents?status=open",
+        FEEDBACK_TOKEN,
+        None,
+        &[],
+    );
+    for other in split.body["incidents"].as_array().unwrap() {
+        let path = format!("/v1/incidents/{}", other["id"].as_str().unwrap());
+        let body = r#"{"status": "dismissed"}"#;
+        let r = s.call("PATCH", &path, FEEDBACK_TOKEN, Some(body), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     let after = route(&s, "wave-dismissed", &wave(n + 9));
     assert!(after.get("incident_id").is_none(), "{after}");
     let open = s.call(
@@ -203,4 +242,91 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
         &[],
     );
     assert_eq!(open.body["incidents"], json!([]));
+}
+
+/// Agents correct an incident: unlink a ticket, split two off, merge them back and undo the
+/// merge; the linking report counts the unlink; the wave's tickets still join.
+fn corrections(s: &Server, incident: &str, unlinked: &str, tickets: usize) {
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        s.call(method, path, FEEDBACK_TOKEN, body, &[])
+    };
+    let at = |what: &str| format!("/v1/incidents/{incident}/{what}");
+    let one = format!(r#"{{"decisions": ["{unlinked}"]}}"#);
+    let r = call("POST", &at("unlink"), Some(&one));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["tickets"].as_u64(), Some(tickets as u64 - 1));
+    let ids: Vec<&str> = r.body["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["decision_id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&unlinked), "{}", r.body);
+    let again = call("POST", &at("unlink"), Some(&one));
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.body["error"]["code"], "incident_conflict");
+    assert_eq!(
+        again.body["error"]["message"],
+        format!("decision {unlinked} is not linked to incident {incident}")
+    );
+    let empty = call("POST", &at("unlink"), Some(r#"{"decisions": []}"#));
+    assert_eq!(empty.status, 422, "{}", empty.body);
+    let nowhere = call("POST", "/v1/incidents/nope/unlink", Some(&one));
+    assert_eq!(nowhere.status, 404, "{}", nowhere.body);
+    // Two tickets split off into a new incident.
+    let two = json!({"decisions": [ids[0], ids[1]]}).to_string();
+    let split = call("POST", &at("split"), Some(&two));
+    assert_eq!(split.status, 201, "{}", split.body);
+    let new = split.body["id"].as_str().unwrap().to_string();
+    assert_eq!(split.body["split_from"], json!(incident));
+    assert_eq!(split.body["tickets"], 2);
+    assert_eq!(split.body["links"][0]["linked_by"], "person");
+    assert_eq!(split.body["intent"], "billing.payment_failed");
+    let left = call("GET", &format!("/v1/incidents/{incident}"), None);
+    assert_eq!(left.body["tickets"].as_u64(), Some(tickets as u64 - 3));
+    // Merged back, each ticket remembering where from; the merge is undone.
+    let body = json!({"incidents": [new]}).to_string();
+    let merged = call("POST", &at("merge"), Some(&body));
+    assert_eq!(merged.status, 200, "{}", merged.body);
+    assert_eq!(merged.body["tickets"].as_u64(), Some(tickets as u64 - 1));
+    let from_new = merged.body["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["merged_from"] == json!(new))
+        .count();
+    assert_eq!(from_new, 2, "{}", merged.body);
+    let gone = call("GET", &format!("/v1/incidents/{new}"), None);
+    assert_eq!(gone.body["merged_into"], json!(incident), "{}", gone.body);
+    let twice = call("POST", &at("merge"), Some(&body));
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    let itself = json!({"incidents": [incident]}).to_string();
+    let r = call("POST", &at("merge"), Some(&itself));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(
+        r.body["error"]["message"],
+        format!("incident {incident} cannot be merged into itself")
+    );
+    let back = call("POST", &format!("/v1/incidents/{new}/unmerge"), None);
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(
+        (back.body["tickets"].as_u64(), back.body.get("merged_into")),
+        (Some(2), None)
+    );
+    let not = call("POST", &format!("/v1/incidents/{new}/unmerge"), None);
+    assert_eq!(not.status, 409, "{}", not.body);
+    // The report counts the unlink; the wave's next ticket still joins the incident.
+    let report = call("GET", "/v1/incidents/link-report?days=7", None);
+    assert_eq!(report.status, 200, "{}", report.body);
+    assert_eq!(report.body["unlinked"], 1, "{}", report.body);
+    assert!(report.body["links"].as_u64().unwrap() >= tickets as u64 - 3);
+    assert_eq!(report.body["link_probability"], 0.5);
+    assert!(report.body["note"].as_str().unwrap().contains("1 of the 5"));
+    let bad = call("GET", "/v1/incidents/link-report?days=0", None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let d = route(s, "wave-after-corrections", &wave(40));
+    assert!(
+        d["incident_id"] == json!(incident) || d["incident_id"] == json!(new),
+        "{d}"
+    );
 }

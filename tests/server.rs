@@ -520,6 +520,11 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/connectors/{name}/outbox/{id}/retry",
         "/v1/incidents",
         "/v1/incidents/{id}",
+        "/v1/incidents/{id}/merge",
+        "/v1/incidents/{id}/split",
+        "/v1/incidents/{id}/unlink",
+        "/v1/incidents/{id}/unmerge",
+        "/v1/incidents/link-report",
     ];
     for path in paths {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");

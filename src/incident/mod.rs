@@ -3,9 +3,11 @@
 //! HTTP and no storage.
 
 pub mod detect;
+pub mod report;
 pub mod stats;
 pub mod track;
 pub mod vector;
+pub mod words;
 
 pub use detect::{Alarm, Detector, DetectorSettings, Observation, Stream};
 pub use track::{Change, Link, TrackedIncident, Tracker};

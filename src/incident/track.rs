@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::detect::{Alarm, Detector, Observation};
+use super::detect::{chain_of, Alarm, Detector, Observation};
 use super::vector::{centroid, Embedding};
 
 /// Where cosines to a centroid fall: mean and standard deviation.
@@ -114,6 +114,10 @@ pub struct TrackedIncident {
     pub opened_at: DateTime<Utc>,
     /// When its latest ticket came.
     pub last_at: DateTime<Utc>,
+    /// How many times its tickets were counted again from its links (after people's
+    /// corrections): a picture of an older revision counts tickets it may no longer hold.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// How long an incident's tickets count towards its rate.
@@ -157,11 +161,110 @@ impl TrackedIncident {
         link
     }
 
+    /// Takes `other`'s picture of the incident (intent, language, centroid, spreads: what
+    /// people's corrections change), keeping its own rate and times (what the watch changes).
+    pub fn adopt_model(&mut self, other: &TrackedIncident) {
+        self.intent.clone_from(&other.intent);
+        self.language.clone_from(&other.language);
+        self.centroid = other.centroid.clone();
+        self.members = other.members;
+        self.usual = other.usual;
+    }
+
+    /// Takes another picture's count of the same incident's tickets: as many tickets at each
+    /// time as the picture that counted more there (several tickets of one batch share a time),
+    /// and the later last ticket. Of a picture from before a recount (an older revision), only
+    /// the tickets after its own newest count.
+    pub fn absorb_rate(&mut self, other: &TrackedIncident) {
+        if other.revision < self.revision {
+            self.extend_rate(other);
+            return;
+        }
+        let mut times: Vec<DateTime<Utc>> = other.recent.iter().copied().collect();
+        times.dedup();
+        for at in times {
+            let theirs = other.recent.iter().filter(|t| **t == at).count();
+            let mine = self.recent.iter().filter(|t| **t == at).count();
+            for _ in mine..theirs {
+                self.record(at);
+            }
+        }
+        self.settle_rate(other.last_at);
+    }
+
+    /// Counts `other`'s tickets after its own newest (another replica's tickets linked since
+    /// the stored picture was written, or an older revision's).
+    pub fn extend_rate(&mut self, other: &TrackedIncident) {
+        let newest = self.recent.back().copied();
+        for at in other.recent.iter().filter(|at| Some(**at) > newest) {
+            self.record(*at);
+        }
+        self.settle_rate(other.last_at);
+    }
+
+    /// Counts a merged incident's tickets too (they are other tickets: every one adds).
+    pub fn add_rate(&mut self, other: &TrackedIncident) {
+        for at in &other.recent {
+            self.record(*at);
+        }
+        self.settle_rate(other.last_at);
+    }
+
+    fn settle_rate(&mut self, last_at: DateTime<Utc>) {
+        if let Some(newest) = self.recent.back().copied() {
+            self.forget_before(newest);
+        }
+        self.last_at = self.last_at.max(last_at);
+    }
+
+    /// Counts its tickets again from the times of those it holds now (after a correction),
+    /// as a new revision.
+    pub fn recount(&mut self, times: &[DateTime<Utc>]) {
+        self.recent.clear();
+        for at in times {
+            self.record(*at);
+        }
+        self.revision += 1;
+    }
+
+    /// Computes its centroid and spreads again from its tickets' embeddings and some of the
+    /// intent's usual tickets' (after tickets left or joined it). Without embeddings the
+    /// centroid is empty and similarity says nothing (the rates decide).
+    pub fn remodel(&mut self, members: &[Embedding], usual: &[Embedding]) {
+        let members: Vec<&Embedding> = members.iter().filter(|e| !e.is_empty()).collect();
+        let Some(c) = centroid(members.iter().copied()).filter(|c| !c.is_empty()) else {
+            self.centroid = Embedding::new(&[]);
+            self.members = Spread {
+                mean: 0.0,
+                sd: 0.01,
+            };
+            self.usual = self.members;
+            return;
+        };
+        let spread = Spread::of(&sims(&c, &members)).unwrap_or(Spread {
+            mean: 1.0,
+            sd: LONE_SD,
+        });
+        let usual: Vec<f32> = usual
+            .iter()
+            .filter(|e| !e.is_empty())
+            .map(|e| c.cosine(e))
+            .collect();
+        self.usual = usual_spread_of(&usual, &spread);
+        self.members = spread;
+        self.centroid = c;
+    }
+
     /// Counts a ticket at `at` (in time order: an alarm's tickets come after later ones).
     fn record(&mut self, at: DateTime<Utc>) {
         let k = self.recent.partition_point(|t| *t <= at);
         self.recent.insert(k, at);
         self.last_at = self.last_at.max(at);
+        self.forget_before(at);
+    }
+
+    /// Drops the tickets that no longer count towards its rate at `at`.
+    fn forget_before(&mut self, at: DateTime<Utc>) {
         let since = at - Duration::hours(RATE_HOURS);
         while self.recent.front().is_some_and(|t| *t <= since) {
             self.recent.pop_front();
@@ -198,12 +301,12 @@ fn posterior(log_prior: f64, similarity: f32, members: &Spread, usual: &Spread) 
 }
 
 /// The tickets of an alarm's window that an incident takes (its intent and language, likely
-/// enough), recorded at their own times.
+/// and close enough), recorded at their own times.
 fn take(
     incident: &mut TrackedIncident,
     window: &[&Observation],
     alarm: &Alarm,
-    min_probability: f64,
+    bar: (f64, f32),
 ) -> Vec<(String, Link)> {
     let linked: Vec<(String, Link, DateTime<Utc>)> = window
         .iter()
@@ -216,7 +319,7 @@ fn take(
                 o.at,
             )
         })
-        .filter(|(_, l, _)| l.probability >= min_probability)
+        .filter(|(_, l, _)| passes(l, bar))
         .collect();
     linked
         .into_iter()
@@ -259,6 +362,15 @@ pub struct Tracker {
     pub min_probability: f64,
     /// Tickets an incident needs to open.
     pub min_tickets: usize,
+    /// Cosine to an incident's centroid from which a ticket is linked (0: any; not applied
+    /// without embeddings).
+    pub min_similarity: f32,
+}
+
+/// Whether a link clears the (probability, cosine) bar; a cosine of exactly 0 is one without
+/// embeddings, which the cosine bar does not apply to.
+fn passes(l: &Link, (probability, similarity): (f64, f32)) -> bool {
+    l.probability >= probability && (l.similarity >= similarity || l.similarity == 0.0)
 }
 
 impl Tracker {
@@ -269,7 +381,12 @@ impl Tracker {
             quiet_hours,
             min_probability,
             min_tickets,
+            min_similarity: 0.0,
         }
+    }
+
+    fn bar(&self) -> (f64, f32) {
+        (self.min_probability, self.min_similarity)
     }
 
     /// The open incident a routed ticket belongs to, if any (the most likely); the ticket
@@ -303,6 +420,13 @@ impl Tracker {
         self.open.iter().find(|i| i.id == id)
     }
 
+    /// Puts `i` in place of the open incident of its id (no change when it is not open).
+    pub fn replace(&mut self, i: TrackedIncident) {
+        if let Some(mine) = self.open.iter_mut().find(|m| m.id == i.id) {
+            *mine = i;
+        }
+    }
+
     /// Counts a ticket linked elsewhere (another replica, while routed) towards an open
     /// incident's rate; `false` when that incident is not open here.
     pub fn note(&mut self, incident: &str, at: DateTime<Utc>) -> bool {
@@ -330,7 +454,7 @@ impl Tracker {
             .filter(|(_, i)| chain.contains(&i.intent))
             .filter(|(_, i)| i.language.as_deref().is_none_or(|l| l == language))
             .map(|(k, i)| (k, i.score(embedding, now)))
-            .filter(|(_, l)| l.probability >= self.min_probability)
+            .filter(|(_, l)| passes(l, self.bar()))
             .max_by(|a, b| a.1.probability.total_cmp(&b.1.probability))
     }
 
@@ -375,8 +499,9 @@ impl Tracker {
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(k, _)| k);
         if let Some(k) = grows {
+            let bar = self.bar();
             let i = &mut self.open[k];
-            let linked = take(i, &window, alarm, self.min_probability);
+            let linked = take(i, &window, alarm, bar);
             let incident = i.id.clone();
             return Change::Grew { incident, linked };
         }
@@ -393,7 +518,7 @@ impl Tracker {
             id: new_id(),
             ..model
         };
-        let linked = take(&mut tracked, &tickets, alarm, self.min_probability);
+        let linked = take(&mut tracked, &tickets, alarm, self.bar());
         if linked.len() < self.min_tickets {
             return Change::Ignored;
         }
@@ -442,6 +567,7 @@ impl Tracker {
             recent: VecDeque::new(),
             opened_at: alarm.at,
             last_at: alarm.at,
+            revision: 0,
         })
     }
 }
@@ -450,12 +576,20 @@ fn sims(c: &Embedding, members: &[&Embedding]) -> Vec<f32> {
     members.iter().map(|e| c.cosine(e)).collect()
 }
 
-/// How close the intent's usual tickets come to `c`; with too little history, a spread just
-/// below the members' (similarity then says little and the rates decide).
+/// The spread of an incident's only ticket around itself: tickets about as close as two
+/// wordings of one message join it.
+const LONE_SD: f32 = 0.05;
+
+/// How close the intent's usual tickets come to `c`.
 fn usual_spread(detector: &Detector, intent: &str, c: &Embedding, members: &Spread) -> Spread {
-    let usual = detector.usual_similarities(intent, c);
+    usual_spread_of(&detector.usual_similarities(intent, c), members)
+}
+
+/// The spread of the usual tickets' cosines; with too few of them, a spread just below the
+/// members' (similarity then says little and the rates decide).
+fn usual_spread_of(usual: &[f32], members: &Spread) -> Spread {
     if usual.len() >= 8 {
-        if let Some(s) = Spread::of(&usual) {
+        if let Some(s) = Spread::of(usual) {
             return s;
         }
     }
@@ -485,6 +619,17 @@ fn narrowed(intent: &str, window: &[&Observation]) -> String {
 /// Whether one intent is the other or under it.
 pub fn related(a: &str, b: &str) -> bool {
     a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
+}
+
+/// The deepest intent both are or are under (`billing.refund` and `billing.invoice`:
+/// `billing`); `None` when they share none.
+pub fn common_intent(a: &str, b: &str) -> Option<String> {
+    let (a, b) = (chain_of(a), chain_of(b));
+    a.into_iter()
+        .zip(b)
+        .take_while(|(x, y)| x == y)
+        .map(|(x, _)| x)
+        .last()
 }
 
 #[cfg(test)]
@@ -563,6 +708,12 @@ mod tests {
             .starts_with("linked to incident inc-1: cosine 0."));
         let far = vector(&mut rng, None, 1.0);
         assert!(tracker.link(&chain, "en", &far, at).is_none());
+        // A cosine bar above the ticket's refuses it, whatever the odds.
+        tracker.min_similarity = link.similarity + 0.001;
+        assert!(tracker.peek(&chain, "en", &close, at).is_none());
+        tracker.min_similarity = link.similarity;
+        assert!(tracker.peek(&chain, "en", &close, at).is_some());
+        tracker.min_similarity = 0.0;
         let other = vec!["c".to_string(), "c.z".to_string()];
         assert!(tracker.link(&other, "en", &close, at).is_none());
         // An incident limited to a language takes no ticket in another.
@@ -624,6 +775,111 @@ mod tests {
             .collect();
         let refs: Vec<&Observation> = even.iter().collect();
         assert_eq!(narrowed("b", &refs), "b");
+    }
+
+    #[test]
+    fn remodelling_recentres_on_the_tickets_left_and_keeps_the_rate() {
+        let mut rng = Lcg(3);
+        let a: Vec<f32> = (0..16).map(|i| if i == 1 { 1.0 } else { 0.0 }).collect();
+        let b: Vec<f32> = (0..16).map(|i| if i == 7 { 1.0 } else { 0.0 }).collect();
+        let near = |rng: &mut Lcg, c: &[f32]| vector(rng, Some(c), 0.1);
+        let mixed: Vec<Embedding> = (0..12)
+            .map(|k| near(&mut rng, if k % 2 == 0 { &a } else { &b }))
+            .collect();
+        let usual: Vec<Embedding> = (0..20).map(|_| vector(&mut rng, None, 1.0)).collect();
+        let mut i = TrackedIncident {
+            recent: VecDeque::from([start()]),
+            ..tracked_for_tests()
+        };
+        i.remodel(&mixed, &usual);
+        let half = i.members.mean;
+        // The tickets about `b` leave: the centroid moves to `a` and its tickets come closer.
+        let only_a: Vec<Embedding> = mixed.iter().step_by(2).cloned().collect();
+        i.remodel(&only_a, &usual);
+        assert!(i.members.mean > half + 0.1, "{} vs {half}", i.members.mean);
+        assert!(i.centroid.cosine(&Embedding::new(&a)) > 0.9);
+        assert!(i.usual.mean < i.members.mean);
+        assert_eq!((i.usual_rate, i.recent.len()), (1.5, 1));
+        // One ticket left: a tight spread around it; none with an embedding: the rates decide.
+        i.remodel(&only_a[..1], &usual);
+        assert_eq!(i.members.sd, LONE_SD);
+        i.remodel(&[Embedding::new(&[])], &usual);
+        assert!(i.centroid.is_empty());
+        assert_eq!(posterior(0.0, 0.0, &i.members, &i.usual), 0.5);
+        // Another picture of it is adopted without its rate.
+        let mut other = i.clone();
+        other.intent = "b".into();
+        other.usual_rate = 9.0;
+        other.remodel(&only_a, &usual);
+        i.adopt_model(&other);
+        assert_eq!((i.intent.as_str(), i.usual_rate), ("b", 1.5));
+        assert_eq!(i.centroid, other.centroid);
+    }
+
+    #[test]
+    fn two_pictures_of_an_incident_count_a_batch_once_and_a_merge_adds() {
+        let t = start();
+        let at = |m: i64| t + Duration::minutes(m);
+        let picture = |times: &[i64], revision: u64| TrackedIncident {
+            recent: times.iter().map(|m| at(*m)).collect(),
+            last_at: at(*times.last().unwrap()),
+            revision,
+            ..tracked_for_tests()
+        };
+        // Three tickets of one batch share a time: the larger count at each time stays.
+        let mut stored = picture(&[0, 5, 5, 5], 0);
+        stored.absorb_rate(&picture(&[0, 5, 5, 9], 0));
+        let counted: Vec<DateTime<Utc>> = stored.recent.iter().copied().collect();
+        assert_eq!(counted, [at(0), at(5), at(5), at(5), at(9)]);
+        assert_eq!(stored.last_at, at(9));
+        // A picture from before a recount adds only its tickets after the newest.
+        let mut recounted = picture(&[0], 0);
+        recounted.recount(&[at(1)]);
+        recounted.absorb_rate(&picture(&[0, 5, 5], 0));
+        let counted: Vec<DateTime<Utc>> = recounted.recent.iter().copied().collect();
+        assert_eq!(
+            (counted, recounted.revision),
+            (vec![at(1), at(5), at(5)], 1)
+        );
+        // A merge adds the other incident's tickets, the same times included.
+        let mut merged = picture(&[0, 5], 0);
+        merged.add_rate(&picture(&[5, 7], 0));
+        assert_eq!(merged.recent.len(), 4);
+        // Tickets older than the rate's hours go.
+        let mut old = picture(&[0], 0);
+        old.add_rate(&picture(&[7 * 60], 0));
+        assert_eq!(old.recent.len(), 1);
+    }
+
+    fn tracked_for_tests() -> TrackedIncident {
+        TrackedIncident {
+            id: "inc".into(),
+            intent: "b.x".into(),
+            language: None,
+            centroid: Embedding::new(&[]),
+            members: spread(0.0, 0.01),
+            usual: spread(0.0, 0.01),
+            usual_rate: 1.5,
+            recent: VecDeque::new(),
+            opened_at: start(),
+            last_at: start(),
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn common_intents() {
+        let c = |a, b| common_intent(a, b);
+        assert_eq!(
+            c("billing.refund", "billing.invoice").as_deref(),
+            Some("billing")
+        );
+        assert_eq!(c("billing.refund", "billing").as_deref(), Some("billing"));
+        assert_eq!(
+            c("billing.refund", "billing.refund").as_deref(),
+            Some("billing.refund")
+        );
+        assert_eq!(c("billing.refund", "login.reset"), None);
     }
 
     #[test]

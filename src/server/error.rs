@@ -11,6 +11,7 @@ use crate::connector::InboundError;
 use crate::registry::RegistryError;
 use crate::rules::compile::CompileErrors;
 use crate::rules::live::RulesError;
+use crate::service::incidents::IncidentError;
 use crate::service::jobs::JobFailure;
 use crate::service::{ConnectorError, ErasureError, FeedbackError, JobsError, RouteError};
 use crate::serving::ClassifyError;
@@ -80,6 +81,8 @@ codes! {
     JobFinished = ("job_finished", CONFLICT),
     /// Only dead write-backs and failed connector events are retried.
     NotRetryable = ("not_retryable", CONFLICT),
+    /// An incident correction its state does not allow (a ticket not linked, merged already…).
+    IncidentConflict = ("incident_conflict", CONFLICT),
     /// The rules changed since they were read.
     VersionConflict = ("version_conflict", PRECONDITION_FAILED),
     /// A rules change without If-Match.
@@ -323,6 +326,16 @@ pub fn job_error(failure: JobFailure) -> JobError {
     JobError {
         code: e.code.name().to_string(),
         message: e.message,
+    }
+}
+
+impl From<IncidentError> for ApiError {
+    fn from(e: IncidentError) -> Self {
+        match e {
+            IncidentError::Store(s) => s.into(),
+            IncidentError::Empty { .. } => Self::invalid(e.to_string()),
+            e => Self::new(Code::IncidentConflict, e.to_string()),
+        }
     }
 }
 

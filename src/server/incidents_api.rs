@@ -1,10 +1,12 @@
 //! Incident endpoints: the incidents the detector opened, listed and read with their linked
-//! tickets, and their status set by agents (acknowledge, resolve, dismiss). They need the
-//! `feedback` scope (agents') or `admin`.
+//! tickets; their status set by agents (acknowledge, resolve, dismiss); their tickets
+//! corrected (unlink, merge, unmerge, split); the linking report. They need the `feedback`
+//! scope (agents') or `admin`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,6 +16,7 @@ use super::error::ApiError;
 use super::extract::{in_range, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
+use crate::incident::report::LinkReport;
 use crate::service::incidents::IncidentInfo;
 use crate::store::IncidentStatus;
 
@@ -95,4 +98,130 @@ pub async fn update(
 ) -> Result<Json<IncidentInfo>, ApiError> {
     state.auth.permit(caller, Scope::Feedback)?;
     Ok(Json(state.incidents.set_status(&id, change.status).await?))
+}
+
+/// Tickets of an incident.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsChange {
+    /// Decision ids of tickets linked to the incident.
+    #[schema(min_items = 1)]
+    decisions: Vec<String>,
+}
+
+/// Unlinks tickets that are not the incident's: their decisions stay as they were, the
+/// unlinks feed the linking report, and they never join this incident again; its centroid is
+/// computed again from the tickets left.
+#[utoipa::path(post, path = "/v1/incidents/{id}/unlink", operation_id = "unlinkIncidentTickets",
+    security(("bearer" = ["feedback"])), request_body = TicketsChange,
+    params(("id" = String, Path, description = "The incident's id.")),
+    responses((status = 200, description = "The incident as it is now.", body = IncidentInfo),
+              (status = 404, description = "No such incident."),
+              (status = 409, description = "A decision not linked to the incident."),
+              (status = 422, description = "No decision given.")))]
+pub async fn unlink(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(change): ApiJson<TicketsChange>,
+) -> Result<Json<IncidentInfo>, ApiError> {
+    state.auth.permit(caller, Scope::Feedback)?;
+    Ok(Json(state.incidents.unlink(&id, &change.decisions).await?))
+}
+
+/// Moves some of an incident's tickets to a new incident (open; the same intent, language
+/// and detection; `split_from` names this one). Both centroids are computed again.
+#[utoipa::path(post, path = "/v1/incidents/{id}/split", operation_id = "splitIncident",
+    security(("bearer" = ["feedback"])), request_body = TicketsChange,
+    params(("id" = String, Path, description = "The incident's id.")),
+    responses((status = 201, description = "The new incident.", body = IncidentInfo),
+              (status = 404, description = "No such incident."),
+              (status = 409, description = "A decision not linked to the incident, all of them, or the incident is merged into another."),
+              (status = 422, description = "No decision given.")))]
+pub async fn split(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(change): ApiJson<TicketsChange>,
+) -> Result<(StatusCode, Json<IncidentInfo>), ApiError> {
+    state.auth.permit(caller, Scope::Feedback)?;
+    let new = state.incidents.split(&id, &change.decisions).await?;
+    Ok((StatusCode::CREATED, Json(new)))
+}
+
+/// Incidents to merge into another.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeChange {
+    /// Ids of the incidents to merge into this one.
+    #[schema(min_items = 1)]
+    incidents: Vec<String>,
+}
+
+/// Merges incidents into this one: their tickets move here (each remembering where it came
+/// from), they take no more tickets (`merged_into` names this one), and this one takes the
+/// intent they share. An unmerge undoes it.
+#[utoipa::path(post, path = "/v1/incidents/{id}/merge", operation_id = "mergeIncidents",
+    security(("bearer" = ["feedback"])), request_body = MergeChange,
+    params(("id" = String, Path, description = "The id of the incident that stays.")),
+    responses((status = 200, description = "The incident as it is now.", body = IncidentInfo),
+              (status = 404, description = "No such incident."),
+              (status = 409, description = "Itself, one merged already, a target resolved or dismissed, or intents that share nothing."),
+              (status = 422, description = "No incident given.")))]
+pub async fn merge(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(change): ApiJson<MergeChange>,
+) -> Result<Json<IncidentInfo>, ApiError> {
+    state.auth.permit(caller, Scope::Feedback)?;
+    Ok(Json(state.incidents.merge(&id, &change.incidents).await?))
+}
+
+/// Undoes a merge: the tickets that came from this incident go back to it, and it takes
+/// tickets again as its status allows (those linked to the other one since stay there).
+#[utoipa::path(post, path = "/v1/incidents/{id}/unmerge", operation_id = "unmergeIncident",
+    security(("bearer" = ["feedback"])),
+    params(("id" = String, Path, description = "The id of the incident that was merged.")),
+    responses((status = 200, description = "The incident as it is now.", body = IncidentInfo),
+              (status = 404, description = "No such incident."),
+              (status = 409, description = "The incident is not merged into another.")))]
+pub async fn unmerge(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<IncidentInfo>, ApiError> {
+    state.auth.permit(caller, Scope::Feedback)?;
+    Ok(Json(state.incidents.unmerge(&id).await?))
+}
+
+/// Query of `GET /v1/incidents/link-report`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// The links of the past this many days (1 to 365).
+    #[serde(default = "thirty")]
+    #[param(default = 30, minimum = 1, maximum = 365)]
+    days: i64,
+}
+
+fn thirty() -> i64 {
+    30
+}
+
+/// How often agents unlinked the tickets linked automatically, by the link's probability and
+/// cosine, with the `link_probability` and `min_similarity` that would have left them little
+/// to unlink.
+#[utoipa::path(get, path = "/v1/incidents/link-report", operation_id = "incidentLinkReport",
+    security(("bearer" = ["feedback"])), params(ReportQuery),
+    responses((status = 200, description = "The report.", body = LinkReport)))]
+pub async fn link_report(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Json<LinkReport>, ApiError> {
+    state.auth.permit(caller, Scope::Feedback)?;
+    let days = in_range("days", q.days, 1, 365)?;
+    Ok(Json(state.incidents.link_report(days).await?))
 }

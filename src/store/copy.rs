@@ -289,6 +289,9 @@ pub(crate) const TABLES: &[Table] = &[
             ("updated_at", Time),
             ("detection", Text),
             ("tracked", Text),
+            ("merged_into", Text),
+            ("split_from", Text),
+            ("remodel", Int),
         ],
     },
     Table {
@@ -302,6 +305,19 @@ pub(crate) const TABLES: &[Table] = &[
             ("similarity", Real),
             ("linked_by", Text),
             ("reason", Text),
+            ("merged_from", Text),
+        ],
+    },
+    Table {
+        name: "incident_unlinks",
+        key: &["decision_id", "incident_id"],
+        columns: &[
+            ("decision_id", Text),
+            ("incident_id", Text),
+            ("unlinked_at", Time),
+            ("linked_by", Text),
+            ("probability", Real),
+            ("similarity", Real),
         ],
     },
 ];

@@ -79,6 +79,12 @@ pub struct StoredIncident {
     pub detection: Detection,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// The incident it was merged into (it then takes no tickets; its own went there).
+    pub merged_into: Option<String>,
+    /// The incident it was split from by a person.
+    pub split_from: Option<String>,
+    /// Changes to its tickets (corrections, erasures, purges) its picture does not reflect yet.
+    pub remodel_marks: i64,
 }
 
 /// A decision's link to an incident.
@@ -98,6 +104,8 @@ pub struct IncidentLink {
     pub linked_by: LinkedBy,
     /// The reason in words.
     pub reason: String,
+    /// The incident it was linked to before a merge moved it (an unmerge moves it back).
+    pub merged_from: Option<String>,
 }
 
 /// A routed ticket as the detector reads it back from the decision log.
@@ -117,4 +125,21 @@ pub struct DetectorRow {
     pub vector: Option<Vec<u8>>,
     /// The incident it is linked to.
     pub incident_id: Option<String>,
+}
+
+/// A ticket's kept text, as an incident's summary reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentText {
+    /// The decision.
+    pub decision_id: String,
+    /// The helpdesk's ticket id.
+    pub ticket_id: String,
+    /// Language code.
+    pub language: String,
+    /// Subject, if any.
+    pub subject: Option<String>,
+    /// Body (redacted when it was kept, if the config says so).
+    pub body: String,
+    /// Its embedding, unless not kept.
+    pub vector: Option<Vec<u8>>,
 }

@@ -68,7 +68,9 @@ use connectors::{
 };
 pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, StoredReply};
 pub use feedback::{Correction, Feedback, NewFeedback};
-pub use incidents::{Detection, DetectorRow, IncidentLink, IncidentStatus, StoredIncident};
+pub use incidents::{
+    Detection, DetectorRow, IncidentLink, IncidentStatus, IncidentText, StoredIncident,
+};
 pub use intents::AddedIntent;
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
 pub use models::{ModelRecord, ModelStatus};
@@ -464,15 +466,52 @@ port! {
     /// Stores an incident the detector opened, with the decisions linked to it (a decision
     /// linked already keeps its first link); announced.
     fn open_incident(&self, i: &StoredIncident, links: &[IncidentLink]) -> ();
-    /// Stores an incident's new state for linking (its rate, its last ticket; its status
-    /// stays) and links more decisions to it; announced.
-    fn update_incident(&self, tracked: &crate::incident::TrackedIncident, links: &[IncidentLink]) -> ();
-    /// The incidents new tickets link to (open or acknowledged) with a ticket since `since`,
-    /// oldest first.
+    /// Stores an incident's new rate and last ticket as the watch sees them (its picture as
+    /// people corrected it and its status stay) and links more decisions to it; announced.
+    /// Returns the incident as stored (people's corrections included).
+    fn update_incident(&self, tracked: &crate::incident::TrackedIncident, links: &[IncidentLink]) -> crate::incident::TrackedIncident;
+    /// Stores an incident's new picture (intent, language, centroid, spreads, and its tickets
+    /// counted again) and clears its marks for remodelling, if they are still `marks` (else
+    /// `false`: its tickets changed again since they were read); announced.
+    fn save_incident_model(&self, tracked: &crate::incident::TrackedIncident, marks: i64) -> bool;
+    /// The incidents marked for remodelling (their tickets changed).
+    fn incidents_to_remodel(&self) -> Vec<String>;
+    /// The (intent, language) an incident was opened for, and those of the incidents merged
+    /// into it.
+    fn incident_origins(&self, id: &str) -> Vec<(String, Option<String>)>;
+    /// An incident's tickets: when each was logged, and its embedding if kept.
+    fn incident_members(&self, id: &str) -> Vec<(DateTime<Utc>, Option<Vec<u8>>)>;
+    /// The kept embeddings of the newest tickets of an intent (or under it), in a language if
+    /// given, routed since `since` and linked to no incident: at most `limit`.
+    fn usual_vectors(&self, intent: &str, language: Option<&str>, since: DateTime<Utc>, limit: i64) -> Vec<Vec<u8>>;
+    /// Unlinks tickets from an incident (each must be linked to it), recording the unlinks
+    /// (the linking report; never linked to it again); marked for remodelling, announced.
+    fn unlink_tickets(&self, id: &str, decisions: &[String]) -> ();
+    /// Merges incidents into `target` (none merged already): their tickets move to it (each
+    /// remembering where it came from), their rates add up, those merged into them before are
+    /// merged into it; marked for remodelling, announced.
+    fn merge_incidents(&self, target: &str, sources: &[String]) -> ();
+    /// Undoes a merge: the tickets that came from `id` go back to it; returns the incident it
+    /// had been merged into (both marked for remodelling, announced).
+    fn unmerge_incident(&self, id: &str) -> String;
+    /// Moves tickets (each linked to `source`) to a new incident `new`, stored as given;
+    /// both marked for remodelling, announced.
+    fn split_incident(&self, source: &str, decisions: &[String], new: &StoredIncident) -> ();
+    /// The kept texts of an incident's tickets (those still kept), in link order, at most
+    /// `limit`.
+    fn incident_texts(&self, id: &str, limit: i64) -> Vec<IncidentText>;
+    /// The kept texts of the newest tickets of an intent (or under it), in a language if
+    /// given, routed since `since` and linked to no incident: at most `limit`.
+    fn usual_texts(&self, intent: &str, language: Option<&str>, since: DateTime<Utc>, limit: i64) -> Vec<IncidentText>;
+    /// Links made automatically since `since`, each with whether a person unlinked it.
+    fn link_outcomes(&self, since: DateTime<Utc>) -> Vec<crate::incident::report::LinkOutcome>;
+    /// The incidents new tickets link to (open or acknowledged, not merged) with a ticket
+    /// since `since`, oldest first.
     fn live_incidents(&self, since: DateTime<Utc>) -> Vec<StoredIncident>;
     /// One incident.
     fn incident(&self, id: &str) -> StoredIncident;
-    /// Incidents, newest first, optionally in one status, each with its linked tickets' count.
+    /// Incidents, newest first, each with its linked tickets' count; in one status (merged ones
+    /// left out), if given.
     fn incidents(&self, status: Option<IncidentStatus>, limit: i64) -> Vec<(StoredIncident, i64)>;
     /// Sets an incident's status (announced: a resolved or dismissed one takes no more tickets).
     fn set_incident_status(&self, id: &str, status: IncidentStatus) -> ();

@@ -396,6 +396,7 @@ async fn erasing_a_ticket_removes_its_rows_and_nothing_else() {
             ("feedback", 1),
             ("idempotency_keys", 2),
             ("incident_links", 0),
+            ("incident_unlinks", 0),
             ("shadow_results", 1),
             ("ticket_texts", 1),
             ("ticket_vectors", 0),
@@ -977,6 +978,7 @@ fn tracked(id: &str, at: chrono::DateTime<Utc>) -> crate::incident::TrackedIncid
         recent: [at].into(),
         opened_at: at,
         last_at: at,
+        revision: 0,
     }
 }
 
@@ -993,6 +995,29 @@ fn incident_link(
         similarity: 0.875,
         linked_by: by,
         reason: format!("{decision} is {incident}'s"),
+        merged_from: None,
+    }
+}
+
+fn stored_incident(id: &str, at: chrono::DateTime<Utc>) -> StoredIncident {
+    StoredIncident {
+        tracked: tracked(id, at),
+        status: IncidentStatus::Open,
+        detection: Detection {
+            stream: crate::incident::Stream::Intent {
+                intent: "billing.refund".into(),
+            },
+            at,
+            window_minutes: 60,
+            count: 9,
+            volume: 20,
+            expected: 2.5,
+            p_value: 1e-7,
+        },
+        updated_at: at,
+        merged_into: None,
+        split_from: None,
+        remodel_marks: 0,
     }
 }
 
@@ -1008,31 +1033,20 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
         record(&store, &mut first, None, &policy).await;
         let mut second = vec![decision("2", "billing", Assignee::RoundRobin)];
         second[0].incident = Some(incident_link("2", "inc-1", LinkedBy::Routing));
-        record(&store, &mut second, None, &policy).await;
         let opened = now();
-        let incident = StoredIncident {
-            tracked: tracked("inc-1", opened),
-            status: IncidentStatus::Open,
-            detection: Detection {
-                stream: crate::incident::Stream::Intent {
-                    intent: "billing.refund".into(),
-                },
-                at: opened,
-                window_minutes: 60,
-                count: 9,
-                volume: 20,
-                expected: 2.5,
-                p_value: 1e-7,
-            },
-            updated_at: opened,
-        };
+        let incident = stored_incident("inc-1", opened);
+        store.open_incident(&incident, &[]).await.unwrap();
+        assert_eq!(store.incident("inc-1").await.unwrap(), incident, "{url}");
+        record(&store, &mut second, None, &policy).await;
         // The detector links the first ticket late; the second keeps its routing link.
         let late = [
             incident_link("1", "inc-1", LinkedBy::Detection),
             incident_link("2", "inc-1", LinkedBy::Detection),
         ];
-        store.open_incident(&incident, &late).await.unwrap();
-        assert_eq!(store.incident("inc-1").await.unwrap(), incident, "{url}");
+        store
+            .update_incident(&incident.tracked, &late)
+            .await
+            .unwrap();
         let links = store.incident_links("inc-1").await.unwrap();
         let by: Vec<_> = links
             .iter()
@@ -1075,15 +1089,14 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
             .unwrap();
         assert_eq!(after, rows[1..], "{url}");
         // Live: open with a ticket since; a later save moves what the detector owns.
-        assert_eq!(
-            store.live_incidents(opened).await.unwrap(),
-            vec![incident.clone()]
-        );
+        let live = store.live_incidents(opened).await.unwrap();
+        assert_eq!(live.len(), 1, "{url}");
+        assert_eq!(live[0].tracked, incident.tracked);
         let later = opened + chrono::Duration::hours(49);
         assert!(store.live_incidents(later).await.unwrap().is_empty());
         let mut grown = incident.clone();
         grown.tracked.last_at = later;
-        grown.tracked.recent.push_back(later);
+        grown.tracked.recent = [later].into();
         store.update_incident(&grown.tracked, &[]).await.unwrap();
         let live = store.live_incidents(later).await.unwrap();
         assert_eq!(live.len(), 1);
@@ -1143,6 +1156,207 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
         assert_eq!(missing.unwrap_err().to_string(), "no incident inc-9");
         let missing = store.incident("inc-9").await.unwrap_err();
         assert_eq!(missing.to_string(), "no incident inc-9");
+    }
+}
+
+#[tokio::test]
+async fn incidents_are_corrected_unlinked_merged_unmerged_and_split() {
+    use crate::incident::track::LinkedBy;
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let policy = policy("billing", &["ann"]);
+        let v = |x: f32| crate::incident::Embedding::new(&[x, 1.0, 0.0]).to_bytes();
+        for k in 1..=7 {
+            let mut d = vec![decision(&k.to_string(), "billing", Assignee::RoundRobin)];
+            d[0].vector = Some(v(k as f32 / 10.0));
+            record(&store, &mut d, None, &policy).await;
+        }
+        let at = now();
+        let since = at - chrono::Duration::hours(1);
+        let links = |ids: &[&str], inc: &str| -> Vec<IncidentLink> {
+            ids.iter()
+                .map(|d| incident_link(d, inc, LinkedBy::Detection))
+                .collect()
+        };
+        store
+            .open_incident(&stored_incident("a", at), &links(&["1", "2", "3"], "a"))
+            .await
+            .unwrap();
+        let mut b = stored_incident("b", at + chrono::Duration::seconds(1));
+        b.tracked.intent = "billing.invoice".into();
+        store
+            .open_incident(&b, &links(&["4", "5", "6"], "b"))
+            .await
+            .unwrap();
+        let ids = |inc: &str| {
+            let store = &store;
+            let inc = inc.to_string();
+            async move {
+                let l = store.incident_links(&inc).await.unwrap();
+                l.into_iter().map(|l| l.decision_id).collect::<Vec<_>>()
+            }
+        };
+        let members = store.incident_members("a").await.unwrap();
+        assert_eq!(members.len(), 3, "{url}");
+        assert!(members.iter().all(|(_, v)| v.is_some()));
+        // The usual tickets of an intent: linked ones and other intents left out.
+        let usual = |intent: &'static str, lang: Option<&'static str>| {
+            let store = &store;
+            async move {
+                let found = store.usual_vectors(intent, lang, since, 10).await.unwrap();
+                found.len()
+            }
+        };
+        assert_eq!(usual("billing", None).await, 1, "{url}");
+        assert_eq!(usual("billing.refund", Some("en")).await, 1);
+        assert_eq!(usual("billing.refund", Some("ru")).await, 0);
+        assert_eq!(usual("bill", None).await, 0, "a whole segment");
+        // An unlink is kept for the report, and that ticket never links there again.
+        store.unlink_tickets("a", &["1".into()]).await.unwrap();
+        assert_eq!(ids("a").await, ["2", "3"], "{url}");
+        assert_eq!(usual("billing", None).await, 2);
+        assert_eq!(store.incidents_to_remodel().await.unwrap(), ["a"]);
+        store
+            .update_incident(&tracked("a", at), &links(&["1"], "a"))
+            .await
+            .unwrap();
+        assert_eq!(ids("a").await, ["2", "3"], "not linked again: {url}");
+        let outcomes = store.link_outcomes(since).await.unwrap();
+        assert_eq!(outcomes.len(), 6, "{url}");
+        assert_eq!(outcomes.iter().filter(|o| o.unlinked).count(), 1);
+        assert_eq!(
+            (outcomes[0].probability, outcomes[0].similarity),
+            (0.75, 0.875)
+        );
+        let wrong = store.unlink_tickets("a", &["2".into(), "4".into()]).await;
+        assert_eq!(
+            wrong.unwrap_err().to_string(),
+            "decision 4 is not linked to incident a"
+        );
+        assert_eq!(ids("a").await, ["2", "3"], "nothing unlinked: {url}");
+        // A new picture is saved only if no change came since its tickets were read.
+        let marks = store.incident("a").await.unwrap().remodel_marks;
+        assert_eq!(marks, 1, "{url}");
+        let mut picture = tracked("a", at);
+        picture.centroid = crate::incident::Embedding::new(&[1.0, 0.0, 0.0]);
+        picture.revision = 1;
+        assert!(!store.save_incident_model(&picture, 0).await.unwrap());
+        assert!(store.save_incident_model(&picture, marks).await.unwrap());
+        let a = store.incident("a").await.unwrap();
+        assert_eq!((a.tracked, a.remodel_marks), (picture.clone(), 0));
+        assert!(store.incidents_to_remodel().await.unwrap().is_empty());
+        // The watch's count of an older revision adds only its tickets after the newest.
+        let mut watched = tracked("a", at);
+        watched.recent.push_back(at + chrono::Duration::seconds(1));
+        let merged = store.update_incident(&watched, &[]).await.unwrap();
+        assert_eq!((merged.recent.len(), merged.revision), (2, 1), "{url}");
+        // A merge moves b's tickets to a, each remembering b; b takes no more.
+        store.merge_incidents("a", &["b".into()]).await.unwrap();
+        assert_eq!(ids("a").await, ["2", "3", "4", "5", "6"], "{url}");
+        let moved = store.incident_links("a").await.unwrap();
+        assert_eq!(moved[2].merged_from.as_deref(), Some("b"));
+        assert_eq!(moved[0].merged_from, None);
+        assert_eq!(
+            store.incident("b").await.unwrap().merged_into.as_deref(),
+            Some("a")
+        );
+        let live = store.live_incidents(since).await.unwrap();
+        assert_eq!(live.len(), 1, "{url}");
+        assert_eq!(live[0].tracked.recent.len(), 3, "the rates add up");
+        let open = store
+            .incidents(Some(IncidentStatus::Open), 10)
+            .await
+            .unwrap();
+        assert_eq!(open.len(), 1, "a merged one is not listed as open: {url}");
+        assert_eq!(store.incidents(None, 10).await.unwrap().len(), 2);
+        // A link to a merged incident goes where it was merged.
+        let mut late = vec![decision("8", "billing", Assignee::RoundRobin)];
+        late[0].incident = Some(incident_link("8", "b", LinkedBy::Routing));
+        record(&store, &mut late, None, &policy).await;
+        let redirected = store.incident_links("a").await.unwrap();
+        let eight = redirected
+            .iter()
+            .find(|l| l.decision_id == "8")
+            .expect("linked to a");
+        assert_eq!(eight.merged_from.as_deref(), Some("b"), "{url}");
+        assert_eq!(
+            store.incident_origins("a").await.unwrap(),
+            [
+                ("billing.refund".to_string(), Some("en".to_string())),
+                ("billing.invoice".to_string(), Some("en".to_string()))
+            ]
+        );
+        assert_eq!(store.incidents_to_remodel().await.unwrap(), ["a"]);
+        let again = store.merge_incidents("a", &["b".into()]).await;
+        assert_eq!(
+            again.unwrap_err().to_string(),
+            "incident b was merged into a already"
+        );
+        // An unmerge brings them back.
+        assert_eq!(store.unmerge_incident("b").await.unwrap(), "a");
+        assert_eq!(ids("b").await, ["4", "5", "6", "8"], "{url}");
+        assert_eq!(store.incident("b").await.unwrap().merged_into, None);
+        assert_eq!(store.incidents_to_remodel().await.unwrap(), ["a", "b"]);
+        let not = store.unmerge_incident("b").await;
+        assert_eq!(
+            not.unwrap_err().to_string(),
+            "incident b is not merged into another"
+        );
+        // A split moves tickets to a new incident, as a person's links.
+        let mut c = stored_incident("c", at);
+        c.split_from = Some("b".into());
+        store.split_incident("b", &["5".into()], &c).await.unwrap();
+        assert_eq!(
+            (ids("b").await, ids("c").await),
+            (
+                vec!["4".to_string(), "6".into(), "8".into()],
+                vec!["5".to_string()]
+            )
+        );
+        let split = &store.incident_links("c").await.unwrap()[0];
+        assert_eq!(split.linked_by, LinkedBy::Person);
+        assert!(
+            split
+                .reason
+                .starts_with("split from incident b by a person; before: 5 is b's"),
+            "{}",
+            split.reason
+        );
+        let stored = store.incident("c").await.unwrap();
+        assert_eq!(
+            (stored.tracked, stored.split_from),
+            (c.tracked, c.split_from),
+            "{url}"
+        );
+        let bad = store
+            .split_incident("b", &["9".into()], &stored_incident("d", at))
+            .await;
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "decision 9 is not linked to incident b"
+        );
+        assert!(store.incident("d").await.is_err(), "nothing stored: {url}");
+        // An erasure marks the incidents its ticket was part of, and takes its unlink too.
+        for id in ["a", "b", "c"] {
+            let i = store.incident(id).await.unwrap();
+            let saved = store.save_incident_model(&i.tracked, i.remodel_marks).await;
+            assert!(saved.unwrap());
+        }
+        let removed = store.erase_ticket("t-1").await.unwrap();
+        assert_eq!(removed["incident_unlinks"], 1, "{url}");
+        assert!(store.incidents_to_remodel().await.unwrap().is_empty());
+        store.erase_ticket("t-6").await.unwrap();
+        assert_eq!(store.incidents_to_remodel().await.unwrap(), ["b"], "{url}");
+        // So does a purge of the embeddings.
+        store
+            .purge_texts(now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.incidents_to_remodel().await.unwrap(),
+            ["a", "b", "c"],
+            "{url}"
+        );
     }
 }
 

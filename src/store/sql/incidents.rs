@@ -5,13 +5,16 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::{json, time, Db, Row, WriteTx};
+use crate::incident::report::LinkOutcome;
 use crate::incident::track::LinkedBy;
 use crate::incident::TrackedIncident;
 use crate::store::{
-    DetectorRow, IncidentLink, IncidentStatus, Stamp, StoreError, StoredIncident, Topic,
+    DetectorRow, IncidentLink, IncidentStatus, IncidentText, Stamp, StoreError, StoredIncident,
+    Topic,
 };
 
-const INCIDENT: &str = "SELECT status, updated_at, detection, tracked FROM incidents";
+const INCIDENT: &str =
+    "SELECT status, updated_at, detection, tracked, merged_into, split_from, remodel FROM incidents";
 
 fn incident_row(r: &Row) -> Result<StoredIncident, StoreError> {
     Ok(StoredIncident {
@@ -19,6 +22,9 @@ fn incident_row(r: &Row) -> Result<StoredIncident, StoreError> {
         status: IncidentStatus::parse(r.get("status"))?,
         detection: json(r, "detection")?,
         updated_at: time(r, "updated_at")?,
+        merged_into: r.get("merged_into"),
+        split_from: r.get("split_from"),
+        remodel_marks: r.get("remodel"),
     })
 }
 
@@ -33,6 +39,7 @@ fn link_row(r: &Row) -> Result<IncidentLink, StoreError> {
         linked_by: serde_json::from_value(serde_json::Value::String(by.clone()))
             .map_err(|_| StoreError::Corrupt(format!("incident link by {by:?}")))?,
         reason: r.get("reason"),
+        merged_from: r.get("merged_from"),
     })
 }
 
@@ -49,12 +56,15 @@ fn by_name(by: LinkedBy) -> &'static str {
     }
 }
 
-/// Links a decision to an incident, unless it is linked already (the first link stays) or
-/// gone (erased since it was read).
+/// Links a decision to an incident, unless it is linked already (the first link stays), gone
+/// (erased since it was read) or was unlinked from that incident by a person; to the one it
+/// was merged into, if it was (remembering where from).
 pub(super) async fn link(tx: &mut WriteTx, l: &IncidentLink) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO incident_links (decision_id, incident_id, linked_at, probability, similarity, linked_by, reason) \
-         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM decisions WHERE decision_id = $1) \
+        "INSERT INTO incident_links (decision_id, incident_id, linked_at, probability, similarity, linked_by, reason, merged_from) \
+         SELECT $1, COALESCE(i.merged_into, $2), $3, $4, $5, $6, $7, CASE WHEN i.merged_into IS NULL THEN NULL ELSE $2 END \
+         FROM incidents i WHERE i.id = $2 AND EXISTS (SELECT 1 FROM decisions WHERE decision_id = $1) \
+         AND NOT EXISTS (SELECT 1 FROM incident_unlinks WHERE decision_id = $1 AND incident_id = $2) \
          ON CONFLICT (decision_id) DO NOTHING",
     )
     .bind(&l.decision_id)
@@ -83,6 +93,97 @@ pub(super) async fn keep_vector(
         .execute(tx.conn())
         .await?;
     Ok(())
+}
+
+/// An intent's usual tickets: decisions `d` of intent `$1` (or under it), in language `$2`
+/// (`NULL`: any), logged since `$3`, linked to no incident.
+const USUAL: &str = "(d.intent = $1 OR substr(d.intent, 1, length($1) + 1) = $1 || '.') \
+     AND ($2 IS NULL OR d.language = $2) AND d.decided_at >= $3 \
+     AND NOT EXISTS (SELECT 1 FROM incident_links l WHERE l.decision_id = d.decision_id)";
+
+/// The columns [`text_row`] reads, for decisions `d`, texts `t` and vectors `v`.
+const TEXTS: &str = "SELECT d.decision_id, d.ticket_id, d.language, t.subject, t.body, v.vector";
+
+fn text_row(r: &Row) -> IncidentText {
+    IncidentText {
+        decision_id: r.get("decision_id"),
+        ticket_id: r.get("ticket_id"),
+        language: r.get("language"),
+        subject: r.get("subject"),
+        body: r.get("body"),
+        vector: r.get("vector"),
+    }
+}
+
+/// Stores a new incident.
+async fn insert(tx: &mut WriteTx, i: &StoredIncident) -> Result<(), StoreError> {
+    let t = &i.tracked;
+    sqlx::query(
+        "INSERT INTO incidents (id, intent, language, status, opened_at, last_at, updated_at, detection, tracked, merged_into, split_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&t.id)
+    .bind(&t.intent)
+    .bind(&t.language)
+    .bind(i.status.name())
+    .bind(Stamp(t.opened_at))
+    .bind(Stamp(t.last_at))
+    .bind(Stamp(i.updated_at))
+    .bind(to_json(&i.detection))
+    .bind(to_json(t))
+    .bind(&i.merged_into)
+    .bind(&i.split_from)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// An incident, locked until the transaction ends (its row, on PostgreSQL; SQLite's writer
+/// holds the whole database).
+async fn locked(tx: &mut WriteTx, id: &str) -> Result<StoredIncident, StoreError> {
+    let n = sqlx::query("UPDATE incidents SET id = id WHERE id = $1")
+        .bind(id)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("no incident {id}")));
+    }
+    let row = sqlx::query(&format!("{INCIDENT} WHERE id = $1"))
+        .bind(id)
+        .fetch_one(tx.conn())
+        .await?;
+    incident_row(&row)
+}
+
+/// Writes a locked incident's state for linking.
+async fn rewrite(tx: &mut WriteTx, t: &TrackedIncident) -> Result<(), StoreError> {
+    sqlx::query("UPDATE incidents SET last_at = $2, updated_at = $3, tracked = $4 WHERE id = $1")
+        .bind(&t.id)
+        .bind(Stamp(t.last_at))
+        .bind(Stamp(crate::store::now()))
+        .bind(to_json(t))
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Marks incidents whose tickets changed, for their centroids to be computed again.
+async fn mark_for_remodel(tx: &mut WriteTx, ids: &[&str]) -> Result<(), StoreError> {
+    for id in ids {
+        sqlx::query("UPDATE incidents SET remodel = remodel + 1, updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(Stamp(crate::store::now()))
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
+}
+
+fn not_linked(decision: &str, incident: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "decision {decision} is not linked to incident {incident}"
+    ))
 }
 
 impl Db {
@@ -124,23 +225,8 @@ impl Db {
         i: &StoredIncident,
         links: &[IncidentLink],
     ) -> Result<(), StoreError> {
-        let t = &i.tracked;
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO incidents (id, intent, language, status, opened_at, last_at, updated_at, detection, tracked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&t.id)
-        .bind(&t.intent)
-        .bind(&t.language)
-        .bind(i.status.name())
-        .bind(Stamp(t.opened_at))
-        .bind(Stamp(t.last_at))
-        .bind(Stamp(i.updated_at))
-        .bind(to_json(&i.detection))
-        .bind(to_json(t))
-        .execute(tx.conn())
-        .await?;
+        insert(&mut tx, i).await?;
         for l in links {
             link(&mut tx, l).await?;
         }
@@ -152,26 +238,333 @@ impl Db {
         &self,
         t: &TrackedIncident,
         links: &[IncidentLink],
-    ) -> Result<(), StoreError> {
+    ) -> Result<TrackedIncident, StoreError> {
         let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE incidents SET last_at = $2, updated_at = $3, tracked = $4 WHERE id = $1",
-        )
-        .bind(&t.id)
-        .bind(Stamp(t.last_at))
-        .bind(Stamp(crate::store::now()))
-        .bind(to_json(t))
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("no incident {}", t.id)));
-        }
+        let mut stored = locked(&mut tx, &t.id).await?.tracked;
+        stored.absorb_rate(t);
+        stored.usual_rate = t.usual_rate;
+        rewrite(&mut tx, &stored).await?;
         for l in links {
             link(&mut tx, l).await?;
         }
         tx.announce(Topic::Incidents).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(in crate::store) async fn save_incident_model(
+        &self,
+        t: &TrackedIncident,
+        marks: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let stored = locked(&mut tx, &t.id).await?;
+        if stored.remodel_marks != marks {
+            return Ok(false);
+        }
+        rewrite(&mut tx, t).await?;
+        sqlx::query("UPDATE incidents SET remodel = 0 WHERE id = $1")
+            .bind(&t.id)
+            .execute(tx.conn())
+            .await?;
+        tx.announce(Topic::Incidents).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(in crate::store) async fn incidents_to_remodel(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM incidents WHERE remodel > 0 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get("id")).collect())
+    }
+
+    pub(in crate::store) async fn incident_origins(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT intent, language FROM incidents WHERE id = $1 OR merged_into = $1 \
+             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound(format!("no incident {id}")));
+        }
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("intent"), r.get("language")))
+            .collect())
+    }
+
+    pub(in crate::store) async fn incident_members(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(DateTime<Utc>, Option<Vec<u8>>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.decided_at, v.vector FROM incident_links l JOIN decisions d ON d.decision_id = l.decision_id \
+             LEFT JOIN ticket_vectors v ON v.decision_id = l.decision_id \
+             WHERE l.incident_id = $1 ORDER BY d.decided_at, d.decision_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((time(r, "decided_at")?, r.get("vector"))))
+            .collect()
+    }
+
+    pub(in crate::store) async fn incident_texts(
+        &self,
+        id: &str,
+        limit: i64,
+    ) -> Result<Vec<IncidentText>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{TEXTS} FROM incident_links l JOIN decisions d ON d.decision_id = l.decision_id \
+             JOIN ticket_texts t ON t.ticket_id = d.ticket_id \
+             LEFT JOIN ticket_vectors v ON v.decision_id = d.decision_id \
+             WHERE l.incident_id = $1 ORDER BY l.linked_at, l.decision_id LIMIT $2"
+        ))
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(text_row).collect())
+    }
+
+    pub(in crate::store) async fn usual_texts(
+        &self,
+        intent: &str,
+        language: Option<&str>,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<IncidentText>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{TEXTS} FROM decisions d JOIN ticket_texts t ON t.ticket_id = d.ticket_id \
+             LEFT JOIN ticket_vectors v ON v.decision_id = d.decision_id WHERE {USUAL} \
+             ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT $4"
+        ))
+        .bind(intent)
+        .bind(language)
+        .bind(Stamp(since))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(text_row).collect())
+    }
+
+    pub(in crate::store) async fn usual_vectors(
+        &self,
+        intent: &str,
+        language: Option<&str>,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT v.vector FROM decisions d JOIN ticket_vectors v ON v.decision_id = d.decision_id \
+             WHERE {USUAL} ORDER BY d.decided_at DESC, d.decision_id DESC LIMIT $4"
+        ))
+        .bind(intent)
+        .bind(language)
+        .bind(Stamp(since))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get("vector")).collect())
+    }
+
+    pub(in crate::store) async fn unlink_tickets(
+        &self,
+        id: &str,
+        decisions: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        locked(&mut tx, id).await?;
+        let now = Stamp(crate::store::now());
+        for d in decisions {
+            let n = sqlx::query(
+                "INSERT INTO incident_unlinks (decision_id, incident_id, unlinked_at, linked_by, probability, similarity) \
+                 SELECT decision_id, incident_id, $3, linked_by, probability, similarity FROM incident_links \
+                 WHERE decision_id = $1 AND incident_id = $2 \
+                 ON CONFLICT (decision_id, incident_id) DO UPDATE SET unlinked_at = excluded.unlinked_at",
+            )
+            .bind(d)
+            .bind(id)
+            .bind(now)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(not_linked(d, id));
+            }
+            sqlx::query("DELETE FROM incident_links WHERE decision_id = $1")
+                .bind(d)
+                .execute(tx.conn())
+                .await?;
+        }
+        mark_for_remodel(&mut tx, &[id]).await?;
+        tx.announce(Topic::Incidents).await?;
         tx.commit().await
+    }
+
+    pub(in crate::store) async fn merge_incidents(
+        &self,
+        target: &str,
+        sources: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Every row the merge changes (those merged into the sources before too) is locked in
+        // one order, as an unmerge locks its two: corrections at once cannot wait on each other.
+        let mut ids: Vec<String> = sources.to_vec();
+        for src in sources {
+            let rows = sqlx::query("SELECT id FROM incidents WHERE merged_into = $1")
+                .bind(src)
+                .fetch_all(tx.conn())
+                .await?;
+            ids.extend(rows.iter().map(|r| r.get::<String, _>("id")));
+        }
+        ids.push(target.to_string());
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = std::collections::HashMap::new();
+        for id in &ids {
+            found.insert(id.clone(), locked(&mut tx, id).await?);
+        }
+        for id in sources.iter().map(String::as_str).chain([target]) {
+            if let Some(other) = &found[id].merged_into {
+                return Err(StoreError::NotFound(format!(
+                    "incident {id} was merged into {other} already"
+                )));
+            }
+        }
+        let mut into = found[target].tracked.clone();
+        for src in sources {
+            into.add_rate(&found[src].tracked);
+            sqlx::query(
+                "UPDATE incident_links SET merged_from = COALESCE(merged_from, incident_id), incident_id = $2 \
+                 WHERE incident_id = $1",
+            )
+            .bind(src)
+            .bind(target)
+            .execute(tx.conn())
+            .await?;
+            sqlx::query(
+                "UPDATE incidents SET merged_into = $2, updated_at = $3 WHERE id = $1 OR merged_into = $1",
+            )
+            .bind(src)
+            .bind(target)
+            .bind(Stamp(crate::store::now()))
+            .execute(tx.conn())
+            .await?;
+        }
+        rewrite(&mut tx, &into).await?;
+        mark_for_remodel(&mut tx, &[target]).await?;
+        tx.announce(Topic::Incidents).await?;
+        tx.commit().await
+    }
+
+    pub(in crate::store) async fn unmerge_incident(&self, id: &str) -> Result<String, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let not_merged =
+            || StoreError::NotFound(format!("incident {id} is not merged into another"));
+        let row = sqlx::query("SELECT merged_into FROM incidents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no incident {id}")))?;
+        let target: String = row
+            .get::<Option<String>, _>("merged_into")
+            .ok_or_else(not_merged)?;
+        // Locked in one order (a merge locks its rows in it too), then checked again.
+        let mut pair = [id, target.as_str()];
+        pair.sort_unstable();
+        let mut merged_into = None;
+        for i in pair {
+            let row = locked(&mut tx, i).await?;
+            if i == id {
+                merged_into = row.merged_into;
+            }
+        }
+        if merged_into.as_deref() != Some(target.as_str()) {
+            return Err(not_merged());
+        }
+        sqlx::query(
+            "UPDATE incident_links SET incident_id = $1, merged_from = NULL \
+             WHERE merged_from = $1 AND incident_id = $2",
+        )
+        .bind(id)
+        .bind(&target)
+        .execute(tx.conn())
+        .await?;
+        sqlx::query("UPDATE incidents SET merged_into = NULL WHERE id = $1")
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
+        mark_for_remodel(&mut tx, &[id, &target]).await?;
+        tx.announce(Topic::Incidents).await?;
+        tx.commit().await?;
+        Ok(target)
+    }
+
+    pub(in crate::store) async fn split_incident(
+        &self,
+        source: &str,
+        decisions: &[String],
+        new: &StoredIncident,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let Some(into) = locked(&mut tx, source).await?.merged_into {
+            return Err(StoreError::NotFound(format!(
+                "incident {source} was merged into {into}: split that one"
+            )));
+        }
+        insert(&mut tx, new).await?;
+        let reason = format!("split from incident {source} by a person");
+        for d in decisions {
+            let n = sqlx::query(
+                "UPDATE incident_links SET incident_id = $3, merged_from = NULL, linked_by = $4, \
+                 reason = $5 || '; before: ' || reason WHERE decision_id = $1 AND incident_id = $2",
+            )
+            .bind(d)
+            .bind(source)
+            .bind(&new.tracked.id)
+            .bind(by_name(LinkedBy::Person))
+            .bind(&reason)
+            .execute(tx.conn())
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(not_linked(d, source));
+            }
+        }
+        mark_for_remodel(&mut tx, &[source, &new.tracked.id]).await?;
+        tx.announce(Topic::Incidents).await?;
+        tx.commit().await
+    }
+
+    pub(in crate::store) async fn link_outcomes(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<LinkOutcome>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT probability, similarity, FALSE AS unlinked FROM incident_links \
+             WHERE linked_by <> 'person' AND linked_at >= $1 \
+             UNION ALL SELECT probability, similarity, TRUE AS unlinked FROM incident_unlinks \
+             WHERE linked_by <> 'person' AND unlinked_at >= $1",
+        )
+        .bind(Stamp(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LinkOutcome {
+                probability: r.get("probability"),
+                similarity: r.get::<f64, _>("similarity") as f32,
+                unlinked: r.get("unlinked"),
+            })
+            .collect())
     }
 
     pub(in crate::store) async fn live_incidents(
@@ -179,7 +572,8 @@ impl Db {
         since: DateTime<Utc>,
     ) -> Result<Vec<StoredIncident>, StoreError> {
         let rows = sqlx::query(&format!(
-            "{INCIDENT} WHERE status IN ('open', 'acknowledged') AND last_at >= $1 ORDER BY opened_at, id"
+            "{INCIDENT} WHERE status IN ('open', 'acknowledged') AND merged_into IS NULL AND last_at >= $1 \
+             ORDER BY opened_at, id"
         ))
         .bind(Stamp(since))
         .fetch_all(&self.pool)
@@ -193,9 +587,9 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<(StoredIncident, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT i.status, i.updated_at, i.detection, i.tracked, \
+            "SELECT i.status, i.updated_at, i.detection, i.tracked, i.merged_into, i.split_from, i.remodel, \
              (SELECT COUNT(*) FROM incident_links l WHERE l.incident_id = i.id) AS tickets \
-             FROM incidents i WHERE $1 IS NULL OR i.status = $1 \
+             FROM incidents i WHERE $1 IS NULL OR (i.status = $1 AND i.merged_into IS NULL) \
              ORDER BY i.opened_at DESC, i.id DESC LIMIT $2",
         )
         .bind(status.map(IncidentStatus::name))
@@ -241,7 +635,7 @@ impl Db {
         incident_id: &str,
     ) -> Result<Vec<IncidentLink>, StoreError> {
         let rows = sqlx::query(
-            "SELECT decision_id, incident_id, linked_at, probability, similarity, linked_by, reason \
+            "SELECT decision_id, incident_id, linked_at, probability, similarity, linked_by, reason, merged_from \
              FROM incident_links WHERE incident_id = $1 ORDER BY linked_at, decision_id",
         )
         .bind(incident_id)

@@ -72,7 +72,15 @@ impl Db {
             .execute(tx.conn())
             .await?
             .rows_affected();
-        // Embeddings are kept as long as texts (they are the text's meaning).
+        // Embeddings are kept as long as texts (they are the text's meaning); the incidents
+        // whose tickets' embeddings go compute their centroids again from the ones left.
+        sqlx::query(
+            "UPDATE incidents SET remodel = remodel + 1 WHERE id IN (SELECT l.incident_id FROM incident_links l \
+             JOIN ticket_vectors v ON v.decision_id = l.decision_id WHERE v.stored_at < $1)",
+        )
+        .bind(Stamp(cutoff))
+        .execute(tx.conn())
+        .await?;
         sqlx::query("DELETE FROM ticket_vectors WHERE stored_at < $1")
             .bind(Stamp(cutoff))
             .execute(tx.conn())
@@ -115,8 +123,12 @@ impl Db {
             (Some("idempotency_keys"), "DELETE FROM idempotency_decisions WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("assignments"), "DELETE FROM assignments WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("shadow_results"), "DELETE FROM shadow_results WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
+            // The incidents this ticket was part of compute their centroids again without it.
+            (None, "UPDATE incidents SET remodel = remodel + 1 WHERE id IN (SELECT l.incident_id FROM incident_links l \
+              JOIN decisions d ON d.decision_id = l.decision_id WHERE d.ticket_id = $1)"),
             (Some("ticket_vectors"), "DELETE FROM ticket_vectors WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("incident_links"), "DELETE FROM incident_links WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
+            (Some("incident_unlinks"), "DELETE FROM incident_unlinks WHERE decision_id IN (SELECT decision_id FROM decisions WHERE ticket_id = $1)"),
             (Some("decisions"), "DELETE FROM decisions WHERE ticket_id = $1"),
             (Some("ticket_texts"), "DELETE FROM ticket_texts WHERE ticket_id = $1"),
             (Some("feedback"), "DELETE FROM feedback WHERE ticket_id = $1"),

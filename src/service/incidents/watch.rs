@@ -1,157 +1,20 @@
-//! The incidents use case. On the request path, every replica links routed tickets to the live
-//! incidents it holds (one centroid per incident: a bounded lookup). Off it, one process at a
-//! time across replicas (the [`Exclusive::Incidents`] lock) watches the decision log: it
-//! rebuilds the detector from the log when it takes the watch (and after an erasure), reads
-//! new decisions in the log's order, opens and grows incidents from the alarms and stores them,
-//! announced to every replica.
+//! The watch: one process at a time across replicas reads the decision log, feeds the
+//! detector, and opens and grows incidents.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
-use crate::engine::Classification;
+use super::{link_record, tracker_of, IncidentService};
 use crate::incident::detect::chain_of;
 use crate::incident::track::LinkedBy;
-use crate::incident::{
-    Change, Detector, DetectorSettings, Embedding, Link, Observation, TrackedIncident, Tracker,
-};
-use crate::serving::LiveModels;
+use crate::incident::{Change, Detector, Embedding, Observation, TrackedIncident, Tracker};
 use crate::store::{
     spawn_on_changes, Changes, Detection, DetectorRow, Exclusive, ExclusiveLock, IncidentLink,
-    IncidentStatus, Store, StoreError, StoredIncident, Topic,
+    IncidentStatus, StoreError, StoredIncident, Topic,
 };
-
-/// How incidents are detected and linked.
-#[derive(Debug, Clone)]
-pub struct IncidentPolicy {
-    /// Watch the stream and link tickets (`false`: neither, and no embeddings are stored).
-    pub enabled: bool,
-    /// The detector's sensitivity and history.
-    pub detector: DetectorSettings,
-    /// Hours without a new ticket after which an incident stops taking tickets.
-    pub quiet_hours: i64,
-    /// Probability from which a ticket is linked.
-    pub link_probability: f64,
-    /// How often the watch reads new decisions.
-    pub check_every: Duration,
-    /// How far back the detector's history is rebuilt from the log.
-    pub history: chrono::Duration,
-}
-
-impl Default for IncidentPolicy {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            detector: DetectorSettings::default(),
-            quiet_hours: 48,
-            link_probability: 0.5,
-            check_every: Duration::from_secs(10),
-            history: chrono::Duration::days(28),
-        }
-    }
-}
-
-/// A ticket's link to a live incident, with the reason in words.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Linked {
-    /// The link's numbers.
-    pub link: Link,
-    /// The reason, for the decision's trace.
-    pub reason: String,
-}
-
-impl Linked {
-    /// The link as logged with decision `decision_id`, made at `at` while routing.
-    pub fn record(&self, decision_id: &str, at: DateTime<Utc>) -> IncidentLink {
-        let reason = self.reason.clone();
-        link_record(
-            decision_id.into(),
-            &self.link,
-            LinkedBy::Routing,
-            reason,
-            at,
-        )
-    }
-}
-
-/// An incident as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct IncidentInfo {
-    /// Id.
-    pub id: String,
-    /// The intent (leaf or parent) whose tickets it takes.
-    pub intent: String,
-    /// The language it is limited to, when the wave was in one language.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
-    /// Where it stands: `open` and `acknowledged` take new tickets, `resolved` and `dismissed`
-    /// do not.
-    pub status: IncidentStatus,
-    /// When it opened.
-    pub opened_at: DateTime<Utc>,
-    /// When its latest ticket came.
-    pub last_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-    /// The alarm that opened it.
-    pub detection: Detection,
-    /// Tickets linked to it.
-    pub tickets: i64,
-    /// The linked tickets, in the order they were linked (one incident only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub links: Option<Vec<LinkInfo>>,
-}
-
-impl IncidentInfo {
-    fn new(i: StoredIncident, tickets: i64, links: Option<Vec<LinkInfo>>) -> Self {
-        let t = i.tracked;
-        Self {
-            id: t.id,
-            intent: t.intent,
-            language: t.language,
-            status: i.status,
-            opened_at: t.opened_at,
-            last_at: t.last_at,
-            updated_at: i.updated_at,
-            detection: i.detection,
-            tickets,
-            links,
-        }
-    }
-}
-
-/// A ticket's link to an incident, as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct LinkInfo {
-    /// The decision linked.
-    pub decision_id: String,
-    /// When.
-    pub linked_at: DateTime<Utc>,
-    /// How: while routed, by the detector when the incident opened or grew, or by a person.
-    pub linked_by: LinkedBy,
-    /// Probability that the ticket is the incident's.
-    pub probability: f64,
-    /// Cosine to the incident's centroid.
-    pub similarity: f32,
-    /// The reason in words.
-    pub reason: String,
-}
-
-impl From<IncidentLink> for LinkInfo {
-    fn from(l: IncidentLink) -> Self {
-        Self {
-            decision_id: l.decision_id,
-            linked_at: l.linked_at,
-            linked_by: l.linked_by,
-            probability: l.probability,
-            similarity: l.similarity,
-            reason: l.reason,
-        }
-    }
-}
 
 /// How far back a rebuild's alarms still open incidents.
 const CATCH_UP: chrono::Duration = chrono::Duration::minutes(15);
@@ -162,148 +25,17 @@ const TRY_EVERY: u32 = 6;
 /// Rows read from the log at a time.
 const PAGE: i64 = 2_000;
 
+/// How long after an incident is stored a replica may still route a ticket without knowing
+/// of it (it hears of the incident at once through PostgreSQL's notifications, and the watch's
+/// own process reloads it at once).
+const LATE: chrono::Duration = chrono::Duration::seconds(5);
+
 /// How far back each read looks again: replicas commit decisions a little out of the order
 /// of their log times, so a read starts this much before the newest time seen (the decisions
 /// seen since are skipped).
 const OVERLAP: chrono::Duration = chrono::Duration::minutes(5);
 
-/// The incidents use case; cheap to clone.
-#[derive(Clone)]
-pub struct IncidentService {
-    store: Arc<Store>,
-    models: LiveModels,
-    policy: Arc<IncidentPolicy>,
-    /// The live incidents as this replica links against them.
-    linking: Arc<Mutex<Tracker>>,
-}
-
 impl IncidentService {
-    /// The use case over `store`; the detector knows the active model's intents.
-    pub fn new(store: Arc<Store>, models: LiveModels, policy: IncidentPolicy) -> Self {
-        let linking = tracker_of(&policy);
-        Self {
-            store,
-            models,
-            policy: Arc::new(policy),
-            linking: Arc::new(Mutex::new(linking)),
-        }
-    }
-
-    /// Whether incidents are watched and linked (and embeddings stored).
-    pub fn enabled(&self) -> bool {
-        self.policy.enabled
-    }
-
-    fn tracker(&self) -> MutexGuard<'_, Tracker> {
-        // A panic while linking leaves the tracker as it was between links: keep serving.
-        self.linking.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Links a routed ticket to the live incident it most likely belongs to (it then counts
-    /// towards that incident's rate); `None` when it belongs to none.
-    pub fn link(&self, c: &Classification, e: &Embedding, now: DateTime<Utc>) -> Option<Linked> {
-        self.weigh(c, e, now, true)
-    }
-
-    /// The link [`IncidentService::link`] would make, changing nothing (a dry run).
-    pub fn peek(&self, c: &Classification, e: &Embedding, now: DateTime<Utc>) -> Option<Linked> {
-        self.weigh(c, e, now, false)
-    }
-
-    fn weigh(
-        &self,
-        c: &Classification,
-        embedding: &Embedding,
-        now: DateTime<Utc>,
-        count: bool,
-    ) -> Option<Linked> {
-        if !self.policy.enabled {
-            return None;
-        }
-        let chain = chain_of(&c.resolution.intent);
-        let mut tracker = self.tracker();
-        let (link, incident) = tracker.peek(&chain, &c.language, embedding, now)?;
-        let reason = link.explain(incident);
-        if count {
-            tracker.note(&link.incident, now);
-        }
-        Some(Linked { link, reason })
-    }
-
-    /// Incidents, newest first, optionally in one status.
-    pub async fn list(
-        &self,
-        status: Option<IncidentStatus>,
-        limit: i64,
-    ) -> Result<Vec<IncidentInfo>, StoreError> {
-        let found = self.store.incidents(status, limit).await?;
-        Ok(found
-            .into_iter()
-            .map(|(i, n)| IncidentInfo::new(i, n, None))
-            .collect())
-    }
-
-    /// One incident with its linked tickets.
-    pub async fn get(&self, id: &str) -> Result<IncidentInfo, StoreError> {
-        let i = self.store.incident(id).await?;
-        let links: Vec<LinkInfo> = self
-            .store
-            .incident_links(id)
-            .await?
-            .into_iter()
-            .map(LinkInfo::from)
-            .collect();
-        Ok(IncidentInfo::new(i, links.len() as i64, Some(links)))
-    }
-
-    /// Sets an incident's status: a resolved or dismissed one takes no more tickets, here at
-    /// once and on the other replicas when they hear of it.
-    pub async fn set_status(
-        &self,
-        id: &str,
-        status: IncidentStatus,
-    ) -> Result<IncidentInfo, StoreError> {
-        self.store.set_incident_status(id, status).await?;
-        self.reload().await?;
-        self.get(id).await
-    }
-
-    /// Loads the live incidents (open or acknowledged, with a ticket within the quiet hours)
-    /// for linking (nothing while incidents are off). Tickets this replica linked after the
-    /// stored state's newest keep counting.
-    pub async fn reload(&self) -> Result<(), StoreError> {
-        if !self.policy.enabled {
-            return Ok(());
-        }
-        let live = self.live().await?;
-        let mut tracker = self.tracker();
-        let mut local: HashMap<String, TrackedIncident> = std::mem::take(&mut tracker.open)
-            .into_iter()
-            .map(|i| (i.id.clone(), i))
-            .collect();
-        tracker.open = live
-            .into_iter()
-            .map(|mut t| {
-                if let Some(mine) = local.remove(&t.id) {
-                    let stored = t.recent.iter().max().copied();
-                    t.recent
-                        .extend(mine.recent.into_iter().filter(|at| Some(*at) > stored));
-                    t.last_at = t.last_at.max(mine.last_at);
-                }
-                t
-            })
-            .collect();
-        Ok(())
-    }
-
-    /// The live incidents in the database: open or acknowledged, with a ticket within the
-    /// quiet hours.
-    async fn live(&self) -> Result<Vec<TrackedIncident>, StoreError> {
-        let since = Utc::now() - chrono::Duration::hours(self.policy.quiet_hours);
-        let live = self.store.live_incidents(since).await?;
-        Ok(live.into_iter().map(|i| i.tracked).collect())
-    }
-
     /// Starts the background work: reloading the live incidents when one changes (announced
     /// by `changes`, and every `every`), and the watch, taken by one process at a time.
     pub fn spawn(&self, changes: Option<Changes>, every: Duration) {
@@ -354,13 +86,17 @@ impl IncidentService {
         // A rebuild reads the log up to now: the turn's read is part of it.
         let w = match state.take() {
             None => match self.store.try_exclusive(Exclusive::Incidents).await? {
-                Some(lock) => self.rebuild(lock, None).await?,
+                Some(lock) => {
+                    self.remodel_marked().await?;
+                    self.rebuild(lock, None).await?
+                }
                 None => return Ok(false),
             },
             Some(mut w) => {
                 if !w.lock.still_held().await {
                     return Err(WatchError::LockLost);
                 }
+                self.remodel_marked().await?;
                 let erased = self.store.erased_since(w.erasures.0).await?;
                 let model = self.models.active().id.clone();
                 if erased.iter().any(|(t, _)| !w.erasures.1.contains(t)) || model != w.model {
@@ -370,12 +106,42 @@ impl IncidentService {
                     let act_from = w.cursor.0;
                     self.rebuild(w.lock, Some(act_from)).await?
                 } else {
+                    self.follow_people(&mut w.tracker).await?;
                     self.read_new(w).await?
                 }
             }
         };
         *state = Some(w);
         Ok(true)
+    }
+
+    /// Takes people's changes into the watch's tracker: incidents resolved, dismissed or
+    /// merged leave it, reopened and split ones join it, corrected ones bring their new
+    /// picture (the watch's own count of their tickets stays).
+    async fn follow_people(&self, tracker: &mut Tracker) -> Result<(), StoreError> {
+        let live = self.live().await?;
+        let mut mine: HashMap<String, TrackedIncident> = std::mem::take(&mut tracker.open)
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect();
+        tracker.open = live
+            .into_iter()
+            .map(|mut stored| match mine.remove(&stored.id) {
+                // Counted again since (a correction): its count, and the tickets this watch
+                // counted after it.
+                Some(m) if m.revision < stored.revision => {
+                    stored.extend_rate(&m);
+                    stored
+                }
+                Some(mut m) => {
+                    m.adopt_model(&stored);
+                    m.absorb_rate(&stored);
+                    m
+                }
+                None => stored,
+            })
+            .collect();
+        Ok(())
     }
 
     /// A fresh detector fed with the log of the past [`IncidentPolicy::history`], and the
@@ -410,6 +176,7 @@ impl IncidentService {
             seen: HashMap::new(),
             erasures: (erasures_from, erased.into_iter().map(|e| e.0).collect()),
             act_from: act_from.unwrap_or(now - CATCH_UP),
+            late: HashMap::new(),
         };
         let mut w = self.read_new(w).await?;
         w.act_from = DateTime::<Utc>::MIN_UTC;
@@ -461,11 +228,13 @@ impl IncidentService {
         // The next read starts where this one did (as the clock allows): keep what it will see.
         let next_from = w.cursor.0.min(Utc::now()) - OVERLAP;
         w.seen.retain(|_, at| *at >= next_from);
+        w.late.retain(|_, until| *until >= next_from);
         w.tracker.refresh(&w.detector, Utc::now());
         w.erasures.0 = w.erasures.0.max(now - chrono::Duration::minutes(1));
         if !changed.links.is_empty() && !w.lock.still_held().await {
             return Err(WatchError::LockLost);
         }
+        let mut reload = false;
         for (id, links) in changed.links {
             let Some(tracked) = w.tracker.get(&id) else {
                 continue;
@@ -477,41 +246,28 @@ impl IncidentService {
                         status: IncidentStatus::Open,
                         detection,
                         updated_at: crate::store::now(),
+                        merged_into: None,
+                        split_from: None,
+                        remodel_marks: 0,
                     };
                     self.store.open_incident(&stored, &links).await?;
+                    // Replicas know of it from now on (a moment for them to hear of it).
+                    w.late.insert(id, Utc::now() + LATE);
                 }
-                None => self.store.update_incident(tracked, &links).await?,
+                None => {
+                    // People's corrections since the turn began come back with it.
+                    let stored = self.store.update_incident(tracked, &links).await?;
+                    w.tracker.replace(stored);
+                }
             }
+            reload = true;
+        }
+        if reload {
+            // This process links against the new state at once (other replicas when they
+            // hear of it).
+            self.reload().await?;
         }
         Ok(w)
-    }
-}
-
-/// A tracker with no incidents, as `policy` sets it.
-fn tracker_of(policy: &IncidentPolicy) -> Tracker {
-    Tracker::new(
-        policy.quiet_hours,
-        policy.link_probability,
-        policy.detector.min_tickets as usize,
-    )
-}
-
-/// A ticket's link to `link`'s incident, as logged with decision `decision_id`.
-fn link_record(
-    decision_id: String,
-    link: &Link,
-    linked_by: LinkedBy,
-    reason: String,
-    at: DateTime<Utc>,
-) -> IncidentLink {
-    IncidentLink {
-        decision_id,
-        incident_id: link.incident.clone(),
-        linked_at: at,
-        probability: link.probability,
-        similarity: link.similarity,
-        linked_by,
-        reason,
     }
 }
 
@@ -568,7 +324,7 @@ fn take_row(w: &mut Watch, row: &DetectorRow, changed: &mut Changed, now: DateTi
             changed.links.entry(id.clone()).or_default();
         }
     }
-    let obs = Observation {
+    let mut obs = Observation {
         id: row.decision_id.clone(),
         at: row.decided_at,
         chain: chain_of(&row.intent),
@@ -581,6 +337,17 @@ fn take_row(w: &mut Watch, row: &DetectorRow, changed: &mut Changed, now: DateTi
         model_version: row.model_version.clone(),
         incident: row.incident_id.clone(),
     };
+    if obs.incident.is_none() {
+        if let Some(link) = late_link(w, &obs, now) {
+            w.tracker.note(&link.incident_id, obs.at);
+            obs.incident = Some(link.incident_id.clone());
+            changed
+                .links
+                .entry(link.incident_id.clone())
+                .or_default()
+                .push(link);
+        }
+    }
     let Some(alarm) = w.detector.observe(obs) else {
         return;
     };
@@ -601,6 +368,8 @@ fn take_row(w: &mut Watch, row: &DetectorRow, changed: &mut Changed, now: DateTi
             changed
                 .opened
                 .insert(incident.clone(), Detection::from(&alarm));
+            // Being opened: tickets routed until it is stored did not know of it.
+            w.late.insert(incident.clone(), DateTime::<Utc>::MAX_UTC);
             (incident, linked)
         }
         Change::Grew { incident, linked } => (incident, linked),
@@ -619,6 +388,27 @@ fn take_row(w: &mut Watch, row: &DetectorRow, changed: &mut Changed, now: DateTi
     changed.links.entry(incident).or_default().extend(links);
 }
 
+/// A ticket routed while the incident it belongs to was opening (before the replicas knew
+/// of it), linked now; its decision stays as it was.
+fn late_link(w: &Watch, o: &Observation, now: DateTime<Utc>) -> Option<IncidentLink> {
+    let (link, incident) = w.tracker.peek(&o.chain, &o.language, &o.embedding, o.at)?;
+    let until = w.late.get(&incident.id)?;
+    if o.at > *until || o.at < incident.opened_at {
+        return None;
+    }
+    let reason = format!(
+        "linked after it was routed (the incident was opening then): {}",
+        link.explain(incident)
+    );
+    Some(link_record(
+        o.id.clone(),
+        &link,
+        LinkedBy::Detection,
+        reason,
+        now,
+    ))
+}
+
 /// The watch's state, held by one process at a time (with the lock that says so).
 struct Watch {
     lock: ExclusiveLock,
@@ -635,4 +425,7 @@ struct Watch {
     erasures: (DateTime<Utc>, HashSet<String>),
     /// Alarms before this time are not acted on (a rebuild's replay).
     act_from: DateTime<Utc>,
+    /// Incidents this watch opened, and until when tickets were routed without knowing of
+    /// them (those that belong to one are linked as they are read).
+    late: HashMap<String, DateTime<Utc>>,
 }
