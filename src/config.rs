@@ -17,7 +17,7 @@ use crate::model::bert::LinearMode;
 use crate::model::encoder::{DeviceChoice, EncoderOptions};
 use crate::nats::{NatsFile, NatsSettings};
 use crate::registry::{AfterGate, RegistryConfig};
-use crate::service::incidents::IncidentPolicy;
+use crate::service::incidents::{AlertTarget, IncidentPolicy};
 use crate::service::jobs::Schedule;
 use crate::store::{Connect, DatabaseUrl};
 
@@ -136,6 +136,66 @@ pub struct IncidentsFile {
     pub min_similarity: Option<f32>,
     /// How often the detector reads new decisions (seconds; default 10).
     pub check_every_seconds: Option<u64>,
+    /// Where alerts go, if anywhere.
+    pub alerts: Option<AlertsFile>,
+}
+
+/// `[incidents.alerts]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// The receiver's URL (http or https).
+    pub url: String,
+    /// Signing secrets: one, or two while rotating (the first signs); 16 characters or more.
+    pub secrets: Vec<String>,
+    /// Attempts before an alert is given up (default 20: about three hours of backoff).
+    pub max_attempts: Option<u32>,
+    /// One request's time limit (seconds; default 10).
+    pub timeout_seconds: Option<u64>,
+}
+
+impl AlertsFile {
+    /// The target; what is wrong with it goes to `problems` (each named by its key).
+    fn compile(self, problems: &mut Vec<String>) -> AlertTarget {
+        let key = |k: &str| format!("incidents.alerts.{k}");
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            problems.push(format!(
+                "{}: {:?} is not an http(s) URL",
+                key("url"),
+                self.url
+            ));
+        }
+        if self.secrets.is_empty() || self.secrets.len() > 2 {
+            problems.push(format!(
+                "{}: give one secret, or two while rotating",
+                key("secrets")
+            ));
+        }
+        for (i, s) in self.secrets.iter().enumerate() {
+            if s.chars().count() < 16 {
+                problems.push(format!(
+                    "{}[{i}]: too short: use at least 16 characters",
+                    key("secrets")
+                ));
+            }
+        }
+        if self.max_attempts == Some(0) {
+            problems.push(format!("{}: must be at least 1", key("max_attempts")));
+        }
+        if self.timeout_seconds == Some(0) {
+            problems.push(format!("{}: must be at least 1", key("timeout_seconds")));
+        }
+        AlertTarget {
+            url: self.url,
+            secrets: self
+                .secrets
+                .into_iter()
+                .map(crate::connector::Secret)
+                .collect(),
+            max_attempts: self.max_attempts.unwrap_or(20),
+            timeout: Duration::from_secs(self.timeout_seconds.unwrap_or(10)),
+        }
+    }
 }
 
 /// `[batching]`.
@@ -589,6 +649,7 @@ impl IncidentsFile {
         if !(link_probability > 0.0 && link_probability < 1.0) {
             problems.push("incidents.link_probability: must be between 0 and 1".into());
         }
+        let alerts = self.alerts.map(|a| a.compile(&mut problems));
         let min_similarity = self.min_similarity.unwrap_or(defaults.min_similarity);
         if !(0.0..1.0).contains(&min_similarity) {
             problems.push("incidents.min_similarity: must be 0 or more, and below 1".into());
@@ -606,6 +667,7 @@ impl IncidentsFile {
                 .check_every_seconds
                 .map_or(defaults.check_every, |s| Duration::from_secs(s.max(1))),
             history: defaults.history,
+            alerts,
         })
     }
 }
@@ -730,13 +792,13 @@ mod tests {
         assert!(e.contains("bad.toml:4: unknown field `max_wiat_ms`"), "{e}");
         std::fs::write(
             &cfg,
-            "dev_no_auth = true\n\n[incidents]\nfalse_alarms_per_week = 0\nlink_probability = 1.5\nmin_similarity = 1.0\n",
+            "dev_no_auth = true\n\n[incidents]\nfalse_alarms_per_week = 0\nlink_probability = 1.5\nmin_similarity = 1.0\n\n[incidents.alerts]\nurl = \"ops.example\"\nsecrets = [\"short\"]\n",
         )
         .unwrap();
         let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
         assert_eq!(
             e,
-            "incidents.false_alarms_per_week: must be a number above 0; incidents.link_probability: must be between 0 and 1; incidents.min_similarity: must be 0 or more, and below 1"
+            "incidents.false_alarms_per_week: must be a number above 0; incidents.link_probability: must be between 0 and 1; incidents.alerts.url: \"ops.example\" is not an http(s) URL; incidents.alerts.secrets[0]: too short: use at least 16 characters; incidents.min_similarity: must be 0 or more, and below 1"
         );
     }
 }

@@ -75,6 +75,10 @@ pub struct Metrics {
     connector_events: Family<ConnectorLabels, Counter>,
     write_backs: Family<ConnectorLabels, Counter>,
     queue_messages: Family<OutcomeLabels, Counter>,
+    incidents_opened: Counter,
+    incidents_live: Gauge,
+    incident_links: Family<OutcomeLabels, Counter>,
+    incident_alerts: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -160,7 +164,35 @@ impl Metrics {
             "NATS queue messages by outcome (routed, replayed, retried, dead_lettered)",
             queue_messages.clone(),
         );
+        let incidents_opened = Counter::default();
+        registry.register(
+            "incidents_opened",
+            "Incidents the detector opened (on the replica that watches)",
+            incidents_opened.clone(),
+        );
+        let incidents_live = Gauge::default();
+        registry.register(
+            "incidents_live",
+            "Incidents this replica links tickets to (open or acknowledged, not quiet)",
+            incidents_live.clone(),
+        );
+        let incident_links = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "incident_links",
+            "Tickets linked to an incident while routed on this replica (outcome: routing)",
+            incident_links.clone(),
+        );
+        let incident_alerts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "incident_alerts",
+            "Incident alert attempts by outcome (delivered, retry, dead)",
+            incident_alerts.clone(),
+        );
         Self {
+            incidents_opened,
+            incidents_live,
+            incident_links,
+            incident_alerts,
             connector_events,
             write_backs,
             queue_messages,
@@ -262,6 +294,35 @@ impl Metrics {
             .set(1);
     }
 
+    /// Counts an incident opened.
+    pub fn incident_opened(&self) {
+        self.incidents_opened.inc();
+    }
+
+    /// Sets how many incidents this replica links tickets to.
+    pub fn set_live_incidents(&self, n: usize) {
+        self.incidents_live
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a ticket linked to an incident (`how`: routing).
+    pub fn incident_link(&self, how: &str) {
+        self.incident_links
+            .get_or_create(&OutcomeLabels {
+                outcome: how.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts an attempt at an incident alert by outcome.
+    pub fn incident_alert(&self, outcome: &str) {
+        self.incident_alerts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition, with the queue depth read now.
     pub fn render(&self, queue_depth: usize) -> String {
         self.queue_depth.set(queue_depth as i64);
@@ -286,6 +347,10 @@ mod tests {
         m.set_model("abc");
         m.connector_event("usedesk", "accepted");
         m.write_back("usedesk", "delivered");
+        m.incident_opened();
+        m.set_live_incidents(2);
+        m.incident_link("routing");
+        m.incident_alert("delivered");
         let text = m.render(5);
         for want in [
             "intent_router_http_requests_total{endpoint=\"/v1/route\",method=\"POST\",status=\"200\"} 1",
@@ -296,6 +361,10 @@ mod tests {
             "intent_router_inference_batch_size_count 1",
             "intent_router_connector_events_total{connector=\"usedesk\",outcome=\"accepted\"} 1",
             "intent_router_connector_write_backs_total{connector=\"usedesk\",outcome=\"delivered\"} 1",
+            "intent_router_incidents_opened_total 1",
+            "intent_router_incidents_live 2",
+            "intent_router_incident_links_total{outcome=\"routing\"} 1",
+            "intent_router_incident_alerts_total{outcome=\"delivered\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

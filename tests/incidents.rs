@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use intent_router::connector::sign;
+
+use crate::common::helpdesk::{Helpdesk, Reply};
 use crate::server::{self, Server, FEEDBACK_TOKEN};
 
 /// The detector reads the log every second here (10 s by default).
@@ -46,8 +49,16 @@ pub fn route(s: &Server, id: &str, body: &str) -> Value {
     r.body
 }
 
-fn start(dir: &Path) -> Server {
-    server::start_with(dir, &[], CONFIG)
+/// The secret alerts are signed with here.
+const ALERT_SECRET: &str = "alerts-0123456789abcdef";
+
+/// Alerts go to `receiver`.
+fn start(dir: &Path, receiver: &Helpdesk) -> Server {
+    let alerts = format!(
+        "\n[incidents.alerts]\nurl = \"{}/hooks/incidents\"\nsecrets = [\"{ALERT_SECRET}\"]\n",
+        receiver.base
+    );
+    server::start_with(dir, &[], &format!("{CONFIG}{alerts}"))
 }
 
 #[test]
@@ -58,7 +69,10 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
         intent_router::rules::DEFAULT_RULES
     );
     std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
-    let s = start(dir.path());
+    // The alert receiver fails once: the alert is tried again.
+    let receiver = Helpdesk::start();
+    receiver.script(vec![Reply::new(503, "busy")]);
+    let s = start(dir.path(), &receiver);
     for round in 0..3 {
         for (i, text) in USUAL.iter().enumerate() {
             let d = route(&s, &format!("usual-{round}-{i}"), text);
@@ -122,8 +136,9 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
     assert!(other.get("incident_id").is_none(), "{other}");
     assert_ne!(other["status"], "pending");
     // A restart on the same database links the wave's next tickets to the same incident.
+    alerted(&s, &receiver, &incident);
     drop(s);
-    let s = start(dir.path());
+    let s = start(dir.path(), &receiver);
     let again = route(&s, "wave-after-restart", &wave(n + 2));
     assert_eq!(again["incident_id"], json!(incident), "{again}");
     // The watch took up the log again and opens no second incident for the same wave.
@@ -329,4 +344,59 @@ fn corrections(s: &Server, incident: &str, unlinked: &str, tickets: usize) {
         d["incident_id"] == json!(incident) || d["incident_id"] == json!(new),
         "{d}"
     );
+}
+
+/// The incident's opening was alerted: signed, sent again after the receiver's 503, the same
+/// body and delivery id each time, recorded as delivered and counted in the metrics.
+fn alerted(s: &Server, receiver: &Helpdesk, incident: &str) {
+    let got = receiver.wait_for(2, 30);
+    let now = chrono::Utc::now().timestamp();
+    for req in &got[..2] {
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/hooks/incidents")
+        );
+        let signature = &req.headers["x-intent-router-signature"];
+        sign::verify(signature, &[ALERT_SECRET], req.body.as_bytes(), now, 300).unwrap();
+        assert_eq!(req.headers["x-intent-router-event"], "incident.opened");
+        assert_eq!(
+            req.headers["x-intent-router-delivery"],
+            got[0].headers["x-intent-router-delivery"]
+        );
+        assert_eq!(req.body, got[0].body);
+    }
+    let body: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(body["event"], "incident.opened");
+    assert_eq!(body["incident_id"], json!(incident));
+    assert_eq!(body["intent"], "billing.payment_failed");
+    assert!(body["tickets"].as_i64().unwrap() >= 4, "{body}");
+    let mut list = Value::Null;
+    for _ in 0..50 {
+        list = s
+            .admin("GET", "/v1/incidents/alerts?state=delivered", None, &[])
+            .body;
+        if !list["alerts"].as_array().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first = &list["alerts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (first["attempts"].as_i64(), first["last_status"].as_i64()),
+        (Some(2), Some(200)),
+        "{list}"
+    );
+    assert_eq!(first["body"], body);
+    let metrics = s.call("GET", "/metrics", server::METRICS_TOKEN, None, &[]);
+    let text = metrics.body.as_str().unwrap();
+    for want in [
+        "intent_router_incident_alerts_total{outcome=\"retry\"} 1",
+        "intent_router_incident_alerts_total{outcome=\"delivered\"}",
+        "intent_router_incidents_opened_total 1",
+        "intent_router_incidents_live 1",
+    ] {
+        assert!(text.contains(want), "missing {want}");
+    }
+    let none = s.admin("POST", "/v1/incidents/alerts/nope/retry", None, &[]);
+    assert_eq!(none.status, 404, "{}", none.body);
 }

@@ -525,6 +525,8 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/incidents/{id}/unlink",
         "/v1/incidents/{id}/unmerge",
         "/v1/incidents/link-report",
+        "/v1/incidents/alerts",
+        "/v1/incidents/alerts/{id}/retry",
     ];
     for path in paths {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::config::Scope;
 use crate::incident::report::LinkReport;
 use crate::service::incidents::IncidentInfo;
-use crate::store::IncidentStatus;
+use crate::store::{Alert, AlertState, IncidentStatus};
 
 /// Query of `GET /v1/incidents`.
 #[derive(Deserialize, IntoParams)]
@@ -224,4 +224,57 @@ pub async fn link_report(
     state.auth.permit(caller, Scope::Feedback)?;
     let days = in_range("days", q.days, 1, 365)?;
     Ok(Json(state.incidents.link_report(days).await?))
+}
+
+/// Query of `GET /v1/incidents/alerts`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// Only alerts in this state.
+    state: Option<AlertState>,
+    /// 1 to 500; other values are refused with 400.
+    #[serde(default = "fifty")]
+    #[param(default = 50, minimum = 1, maximum = 500)]
+    limit: i64,
+}
+
+/// Answer of `GET /v1/incidents/alerts`.
+#[derive(Serialize, ToSchema)]
+pub struct AlertList {
+    /// Newest first.
+    alerts: Vec<Alert>,
+}
+
+/// The incident alerts sent or to send (`[incidents.alerts]`), newest first, with how each
+/// delivery went.
+#[utoipa::path(get, path = "/v1/incidents/alerts", operation_id = "incidentAlerts",
+    security(("bearer" = ["admin"])), params(AlertsQuery),
+    responses((status = 200, description = "The alerts.", body = AlertList)))]
+pub async fn alerts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
+) -> Result<Json<AlertList>, ApiError> {
+    state.auth.permit(caller, Scope::Admin)?;
+    let limit = in_range("limit", q.limit, 1, 500)?;
+    Ok(Json(AlertList {
+        alerts: state.incidents.alerts(q.state, limit).await?,
+    }))
+}
+
+/// Sends a dead alert again (its attempts start over).
+#[utoipa::path(post, path = "/v1/incidents/alerts/{id}/retry", operation_id = "retryIncidentAlert",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The alert's id.")),
+    responses((status = 202, description = "Queued again.", body = Alert),
+              (status = 404, description = "No dead alert of that id.")))]
+pub async fn retry_alert(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<Alert>), ApiError> {
+    state.auth.permit(caller, Scope::Admin)?;
+    let alert = state.incidents.retry_alert(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(alert)))
 }

@@ -128,6 +128,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         Arc::clone(&store),
         models.clone(),
         settings.incidents.clone(),
+        Arc::clone(&metrics),
     );
     incidents.reload().await?;
     let route = RouteService::new(
@@ -219,6 +220,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(incidents_api::split))
         .routes(routes!(incidents_api::merge))
         .routes(routes!(incidents_api::unmerge))
+        .routes(routes!(incidents_api::alerts))
+        .routes(routes!(incidents_api::retry_alert))
         .routes(routes!(jobs_api::list))
         .routes(routes!(jobs_api::get))
         .routes(routes!(jobs_api::cancel))

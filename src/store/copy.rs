@@ -292,6 +292,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("merged_into", Text),
             ("split_from", Text),
             ("remodel", Int),
+            ("alerted_tickets", Int),
         ],
     },
     Table {
@@ -318,6 +319,23 @@ pub(crate) const TABLES: &[Table] = &[
             ("linked_by", Text),
             ("probability", Real),
             ("similarity", Real),
+        ],
+    },
+    Table {
+        name: "incident_alerts",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("incident_id", Text),
+            ("event", Text),
+            ("body", Text),
+            ("state", Text),
+            ("attempts", Int),
+            ("next_at", Time),
+            ("created_at", Time),
+            ("finished_at", Time),
+            ("last_status", Int),
+            ("last_error", Text),
         ],
     },
 ];

@@ -85,6 +85,8 @@ pub struct StoredIncident {
     pub split_from: Option<String>,
     /// Changes to its tickets (corrections, erasures, purges) its picture does not reflect yet.
     pub remodel_marks: i64,
+    /// Its tickets when it was last alerted about (it is again when they double).
+    pub alerted_tickets: i64,
 }
 
 /// A decision's link to an incident.
@@ -142,4 +144,97 @@ pub struct IncidentText {
     pub body: String,
     /// Its embedding, unless not kept.
     pub vector: Option<Vec<u8>>,
+}
+
+/// Where an incident alert stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Waiting for its next attempt (or being sent under a lease).
+    Pending,
+    /// The receiver accepted it.
+    Delivered,
+    /// Given up (refused, or too many attempts); `last_error` says why; retryable.
+    Dead,
+}
+
+stored_names!(AlertState, "alert state", {
+    Pending = "pending",
+    Delivered = "delivered",
+    Dead = "dead",
+});
+
+/// An incident alert, as queued and delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Alert {
+    /// Our id (UUID v7; sent as the delivery id).
+    pub id: String,
+    /// The incident.
+    pub incident_id: String,
+    /// `incident.opened` or `incident.grew`.
+    pub event: String,
+    /// The JSON sent (built when queued: every attempt sends the same).
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    /// Where it stands.
+    pub state: AlertState,
+    /// Attempts started.
+    pub attempts: i64,
+    /// Not sent before this time (the lease of a claim, or the next retry).
+    pub next_at: DateTime<Utc>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered or given up.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The receiver's last HTTP status.
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// How an attempt to deliver an alert ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertOutcome {
+    /// Accepted, with this status.
+    Delivered(i64),
+    /// Try again at `at`.
+    Retry {
+        /// When.
+        at: DateTime<Utc>,
+        /// The receiver's status, if it answered.
+        status: Option<i64>,
+        /// Why.
+        error: String,
+    },
+    /// Given up.
+    Dead {
+        /// The receiver's status, if it answered.
+        status: Option<i64>,
+        /// Why.
+        error: String,
+    },
+}
+
+/// What an alert says of its incident (no ticket text: alerts leave the system).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AlertBody {
+    /// `incident.opened` or `incident.grew`.
+    pub event: String,
+    /// The incident's id.
+    pub incident_id: String,
+    /// Its intent.
+    pub intent: String,
+    /// The language it is limited to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Its status.
+    pub status: IncidentStatus,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// When its latest ticket came.
+    pub last_at: DateTime<Utc>,
+    /// Tickets linked to it now.
+    pub tickets: i64,
+    /// The alarm that opened it.
+    pub detection: Detection,
 }

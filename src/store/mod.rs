@@ -69,7 +69,8 @@ use connectors::{
 pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, StoredReply};
 pub use feedback::{Correction, Feedback, NewFeedback};
 pub use incidents::{
-    Detection, DetectorRow, IncidentLink, IncidentStatus, IncidentText, StoredIncident,
+    Alert, AlertBody, AlertOutcome, AlertState, Detection, DetectorRow, IncidentLink,
+    IncidentStatus, IncidentText, StoredIncident,
 };
 pub use intents::AddedIntent;
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
@@ -464,12 +465,21 @@ port! {
     /// with their embeddings and incident links, at most `limit`.
     fn detector_rows(&self, after: DateTime<Utc>, after_id: &str, limit: i64) -> Vec<DetectorRow>;
     /// Stores an incident the detector opened, with the decisions linked to it (a decision
-    /// linked already keeps its first link); announced.
-    fn open_incident(&self, i: &StoredIncident, links: &[IncidentLink]) -> ();
+    /// linked already keeps its first link), and its alert if `alerts`; announced.
+    fn open_incident(&self, i: &StoredIncident, links: &[IncidentLink], alerts: bool) -> ();
     /// Stores an incident's new rate and last ticket as the watch sees them (its picture as
     /// people corrected it and its status stay) and links more decisions to it; announced.
-    /// Returns the incident as stored (people's corrections included).
-    fn update_incident(&self, tracked: &crate::incident::TrackedIncident, links: &[IncidentLink]) -> crate::incident::TrackedIncident;
+    /// Returns the incident as stored (people's corrections included). With `alerts`, an
+    /// alert is queued once its tickets have doubled since the last one.
+    fn update_incident(&self, tracked: &crate::incident::TrackedIncident, links: &[IncidentLink], alerts: bool) -> crate::incident::TrackedIncident;
+    /// Claims due pending alerts (at most `limit`) until `lease_until`, counting an attempt.
+    fn claim_alerts(&self, lease_until: DateTime<Utc>, limit: i64) -> Vec<Alert>;
+    /// Records how an attempt at a claimed alert ended (nothing if the claim ran out).
+    fn finish_alert(&self, id: &str, claimed_until: DateTime<Utc>, outcome: &AlertOutcome) -> ();
+    /// Alerts, newest first, optionally in one state.
+    fn alerts(&self, state: Option<AlertState>, limit: i64) -> Vec<Alert>;
+    /// Sends a dead alert again (its attempts start over).
+    fn retry_alert(&self, id: &str) -> Alert;
     /// Stores an incident's new picture (intent, language, centroid, spreads, and its tickets
     /// counted again) and clears its marks for remodelling, if they are still `marks` (else
     /// `false`: its tickets changed again since they were read); announced.

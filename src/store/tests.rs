@@ -1018,6 +1018,7 @@ fn stored_incident(id: &str, at: chrono::DateTime<Utc>) -> StoredIncident {
         merged_into: None,
         split_from: None,
         remodel_marks: 0,
+        alerted_tickets: 0,
     }
 }
 
@@ -1035,7 +1036,7 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
         second[0].incident = Some(incident_link("2", "inc-1", LinkedBy::Routing));
         let opened = now();
         let incident = stored_incident("inc-1", opened);
-        store.open_incident(&incident, &[]).await.unwrap();
+        store.open_incident(&incident, &[], false).await.unwrap();
         assert_eq!(store.incident("inc-1").await.unwrap(), incident, "{url}");
         record(&store, &mut second, None, &policy).await;
         // The detector links the first ticket late; the second keeps its routing link.
@@ -1044,7 +1045,7 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
             incident_link("2", "inc-1", LinkedBy::Detection),
         ];
         store
-            .update_incident(&incident.tracked, &late)
+            .update_incident(&incident.tracked, &late, false)
             .await
             .unwrap();
         let links = store.incident_links("inc-1").await.unwrap();
@@ -1097,13 +1098,18 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
         let mut grown = incident.clone();
         grown.tracked.last_at = later;
         grown.tracked.recent = [later].into();
-        store.update_incident(&grown.tracked, &[]).await.unwrap();
+        store
+            .update_incident(&grown.tracked, &[], false)
+            .await
+            .unwrap();
         let live = store.live_incidents(later).await.unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].tracked, grown.tracked, "{url}");
         assert_eq!(live[0].detection, incident.detection);
         assert!(live[0].updated_at >= opened);
-        let gone = store.update_incident(&tracked("inc-9", later), &[]).await;
+        let gone = store
+            .update_incident(&tracked("inc-9", later), &[], false)
+            .await;
         assert_eq!(gone.unwrap_err().to_string(), "no incident inc-9");
         // Vectors go with texts' retention; an erasure takes the ticket's vector and link.
         let mut third = vec![decision("3", "billing", Assignee::RoundRobin)];
@@ -1136,7 +1142,10 @@ async fn incidents_their_links_and_vectors_are_kept_read_back_in_log_order_and_e
             .unwrap();
         let done = store.incident("inc-1").await.unwrap();
         assert_eq!(done.status, IncidentStatus::Dismissed);
-        store.update_incident(&grown.tracked, &[]).await.unwrap();
+        store
+            .update_incident(&grown.tracked, &[], false)
+            .await
+            .unwrap();
         assert_eq!(
             store.incident("inc-1").await.unwrap().status,
             IncidentStatus::Dismissed
@@ -1179,13 +1188,17 @@ async fn incidents_are_corrected_unlinked_merged_unmerged_and_split() {
                 .collect()
         };
         store
-            .open_incident(&stored_incident("a", at), &links(&["1", "2", "3"], "a"))
+            .open_incident(
+                &stored_incident("a", at),
+                &links(&["1", "2", "3"], "a"),
+                false,
+            )
             .await
             .unwrap();
         let mut b = stored_incident("b", at + chrono::Duration::seconds(1));
         b.tracked.intent = "billing.invoice".into();
         store
-            .open_incident(&b, &links(&["4", "5", "6"], "b"))
+            .open_incident(&b, &links(&["4", "5", "6"], "b"), false)
             .await
             .unwrap();
         let ids = |inc: &str| {
@@ -1217,7 +1230,7 @@ async fn incidents_are_corrected_unlinked_merged_unmerged_and_split() {
         assert_eq!(usual("billing", None).await, 2);
         assert_eq!(store.incidents_to_remodel().await.unwrap(), ["a"]);
         store
-            .update_incident(&tracked("a", at), &links(&["1"], "a"))
+            .update_incident(&tracked("a", at), &links(&["1"], "a"), false)
             .await
             .unwrap();
         assert_eq!(ids("a").await, ["2", "3"], "not linked again: {url}");
@@ -1248,7 +1261,7 @@ async fn incidents_are_corrected_unlinked_merged_unmerged_and_split() {
         // The watch's count of an older revision adds only its tickets after the newest.
         let mut watched = tracked("a", at);
         watched.recent.push_back(at + chrono::Duration::seconds(1));
-        let merged = store.update_incident(&watched, &[]).await.unwrap();
+        let merged = store.update_incident(&watched, &[], false).await.unwrap();
         assert_eq!((merged.recent.len(), merged.revision), (2, 1), "{url}");
         // A merge moves b's tickets to a, each remembering b; b takes no more.
         store.merge_incidents("a", &["b".into()]).await.unwrap();
@@ -1357,6 +1370,117 @@ async fn incidents_are_corrected_unlinked_merged_unmerged_and_split() {
             ["a", "b", "c"],
             "{url}"
         );
+    }
+}
+
+#[tokio::test]
+async fn incident_alerts_are_queued_with_the_change_claimed_once_retried_and_given_up() {
+    use crate::incident::track::LinkedBy;
+    use crate::store::{AlertOutcome, AlertState};
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let policy = policy("billing", &["ann"]);
+        for k in 1..=9 {
+            let mut d = vec![decision(&k.to_string(), "billing", Assignee::RoundRobin)];
+            record(&store, &mut d, None, &policy).await;
+        }
+        let at = now();
+        let links = |ids: &[&str]| -> Vec<IncidentLink> {
+            ids.iter()
+                .map(|d| incident_link(d, "a", LinkedBy::Detection))
+                .collect()
+        };
+        let a = stored_incident("a", at);
+        store
+            .open_incident(&a, &links(&["1", "2"]), true)
+            .await
+            .unwrap();
+        // Grown by one ticket: not yet twice the alerted ones; by two more: alerted.
+        store
+            .update_incident(&a.tracked, &links(&["3"]), true)
+            .await
+            .unwrap();
+        assert_eq!(store.alerts(None, 10).await.unwrap().len(), 1, "{url}");
+        store
+            .update_incident(&a.tracked, &links(&["4"]), true)
+            .await
+            .unwrap();
+        let queued = store.alerts(None, 10).await.unwrap();
+        let events: Vec<(&str, i64)> = queued
+            .iter()
+            .map(|q| (q.event.as_str(), q.body["tickets"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(
+            events,
+            [("incident.grew", 4), ("incident.opened", 2)],
+            "{url}"
+        );
+        assert_eq!(queued[1].body["detection"]["count"], 9);
+        // Without alerts configured, or once dismissed: none.
+        store
+            .update_incident(&a.tracked, &links(&["5", "6", "7", "8"]), false)
+            .await
+            .unwrap();
+        store
+            .set_incident_status("a", IncidentStatus::Dismissed)
+            .await
+            .unwrap();
+        store
+            .update_incident(&a.tracked, &links(&["9"]), true)
+            .await
+            .unwrap();
+        assert_eq!(store.alerts(None, 10).await.unwrap().len(), 2, "{url}");
+        // A claim takes each due alert once, until its lease ends.
+        let lease = now() + chrono::Duration::seconds(60);
+        let claimed = store.claim_alerts(lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{url}");
+        assert!(claimed
+            .iter()
+            .all(|c| c.attempts == 1 && c.next_at == lease));
+        assert!(store.claim_alerts(lease, 10).await.unwrap().is_empty());
+        let retry_at = now() - chrono::Duration::seconds(1);
+        let retry = AlertOutcome::Retry {
+            at: retry_at,
+            status: Some(503),
+            error: "busy".into(),
+        };
+        store
+            .finish_alert(&claimed[0].id, lease, &retry)
+            .await
+            .unwrap();
+        // A finish with a lease that is not the claim's changes nothing.
+        store
+            .finish_alert(&claimed[1].id, now(), &AlertOutcome::Delivered(200))
+            .await
+            .unwrap();
+        let again = store.claim_alerts(lease, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].attempts, again[0].last_status), (2, Some(503)));
+        let dead = AlertOutcome::Dead {
+            status: Some(410),
+            error: "gone".into(),
+        };
+        store
+            .finish_alert(&again[0].id, lease, &dead)
+            .await
+            .unwrap();
+        store
+            .finish_alert(&claimed[1].id, lease, &AlertOutcome::Delivered(200))
+            .await
+            .unwrap();
+        let by = |state| {
+            let store = &store;
+            async move { store.alerts(Some(state), 10).await.unwrap() }
+        };
+        assert_eq!(
+            by(AlertState::Dead).await[0].last_error.as_deref(),
+            Some("gone")
+        );
+        assert_eq!(by(AlertState::Delivered).await.len(), 1, "{url}");
+        let back = store.retry_alert(&again[0].id).await.unwrap();
+        assert_eq!((back.state, back.attempts), (AlertState::Pending, 0));
+        let err = store.retry_alert(&claimed[1].id).await.unwrap_err();
+        assert_eq!(err.to_string(), format!("no dead alert {}", claimed[1].id));
     }
 }
 

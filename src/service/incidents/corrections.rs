@@ -175,6 +175,7 @@ impl IncidentService {
             merged_into: None,
             split_from: Some(id.to_string()),
             remodel_marks: 0,
+            alerted_tickets: 0,
         };
         self.store.split_incident(id, &decisions, &new).await?;
         let new_id = new.tracked.id;

@@ -5,10 +5,12 @@
 //! new decisions in the log's order, opens and grows incidents from the alarms and stores them,
 //! announced to every replica.
 
+mod alerts;
 mod corrections;
 mod summary;
 mod watch;
 
+pub use alerts::AlertTarget;
 pub use corrections::IncidentError;
 pub use summary::{IncidentSummary, Representative};
 
@@ -23,6 +25,7 @@ use crate::engine::Classification;
 use crate::incident::detect::chain_of;
 use crate::incident::track::LinkedBy;
 use crate::incident::{DetectorSettings, Embedding, Link, TrackedIncident, Tracker};
+use crate::metrics::Metrics;
 use crate::serving::LiveModels;
 use crate::store::{Detection, IncidentLink, IncidentStatus, Store, StoreError, StoredIncident};
 use summary::SUMMARY_TEXTS;
@@ -44,6 +47,8 @@ pub struct IncidentPolicy {
     pub check_every: Duration,
     /// How far back the detector's history is rebuilt from the log.
     pub history: chrono::Duration,
+    /// Where alerts go (none: no alerts).
+    pub alerts: Option<AlertTarget>,
 }
 
 impl Default for IncidentPolicy {
@@ -56,6 +61,7 @@ impl Default for IncidentPolicy {
             min_similarity: 0.0,
             check_every: Duration::from_secs(10),
             history: chrono::Duration::days(28),
+            alerts: None,
         }
     }
 }
@@ -189,17 +195,29 @@ pub struct IncidentService {
     policy: Arc<IncidentPolicy>,
     /// The live incidents as this replica links against them.
     linking: Arc<Mutex<Tracker>>,
+    metrics: Arc<Metrics>,
+    /// The client alerts are sent with.
+    http: ureq::Agent,
 }
 
 impl IncidentService {
     /// The use case over `store`; the detector knows the active model's intents.
-    pub fn new(store: Arc<Store>, models: LiveModels, policy: IncidentPolicy) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        models: LiveModels,
+        policy: IncidentPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let linking = tracker_of(&policy);
         Self {
             store,
             models,
             policy: Arc::new(policy),
             linking: Arc::new(Mutex::new(linking)),
+            metrics,
+            http: ureq::AgentBuilder::new()
+                .user_agent(concat!("intent-router/", env!("CARGO_PKG_VERSION")))
+                .build(),
         }
     }
 
@@ -240,6 +258,7 @@ impl IncidentService {
         let reason = link.explain(incident);
         if count {
             tracker.note(&link.incident, now);
+            self.metrics.incident_link("routing");
         }
         Some(Linked { link, reason })
     }
@@ -319,6 +338,7 @@ impl IncidentService {
                 t
             })
             .collect();
+        self.metrics.set_live_incidents(tracker.open.len());
         Ok(())
     }
 

@@ -57,6 +57,7 @@ impl IncidentService {
             let (service, watcher) = (service.clone(), Arc::clone(&watcher));
             async move { service.turn(&mut *watcher.lock().await).await }
         });
+        self.spawn_alerts();
     }
 
     /// One turn of the watch, unless paused: a process that does not hold it tries again
@@ -235,6 +236,7 @@ impl IncidentService {
             return Err(WatchError::LockLost);
         }
         let mut reload = false;
+        let alerts = self.policy.alerts.is_some();
         for (id, links) in changed.links {
             let Some(tracked) = w.tracker.get(&id) else {
                 continue;
@@ -249,14 +251,16 @@ impl IncidentService {
                         merged_into: None,
                         split_from: None,
                         remodel_marks: 0,
+                        alerted_tickets: 0,
                     };
-                    self.store.open_incident(&stored, &links).await?;
+                    self.store.open_incident(&stored, &links, alerts).await?;
+                    self.metrics.incident_opened();
                     // Replicas know of it from now on (a moment for them to hear of it).
                     w.late.insert(id, Utc::now() + LATE);
                 }
                 None => {
                     // People's corrections since the turn began come back with it.
-                    let stored = self.store.update_incident(tracked, &links).await?;
+                    let stored = self.store.update_incident(tracked, &links, alerts).await?;
                     w.tracker.replace(stored);
                 }
             }

@@ -4,17 +4,18 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
-use super::{json, time, Db, Row, WriteTx};
+use super::{json, time, time_opt, Db, Row, WriteTx};
 use crate::incident::report::LinkOutcome;
 use crate::incident::track::LinkedBy;
 use crate::incident::TrackedIncident;
+use crate::store::incidents::{Alert, AlertBody, AlertOutcome, AlertState};
 use crate::store::{
     DetectorRow, IncidentLink, IncidentStatus, IncidentText, Stamp, StoreError, StoredIncident,
     Topic,
 };
 
 const INCIDENT: &str =
-    "SELECT status, updated_at, detection, tracked, merged_into, split_from, remodel FROM incidents";
+    "SELECT status, updated_at, detection, tracked, merged_into, split_from, remodel, alerted_tickets FROM incidents";
 
 fn incident_row(r: &Row) -> Result<StoredIncident, StoreError> {
     Ok(StoredIncident {
@@ -25,6 +26,7 @@ fn incident_row(r: &Row) -> Result<StoredIncident, StoreError> {
         merged_into: r.get("merged_into"),
         split_from: r.get("split_from"),
         remodel_marks: r.get("remodel"),
+        alerted_tickets: r.get("alerted_tickets"),
     })
 }
 
@@ -113,6 +115,69 @@ fn text_row(r: &Row) -> IncidentText {
         body: r.get("body"),
         vector: r.get("vector"),
     }
+}
+
+fn alert_row(r: &Row) -> Result<Alert, StoreError> {
+    Ok(Alert {
+        id: r.get("id"),
+        incident_id: r.get("incident_id"),
+        event: r.get("event"),
+        body: json(r, "body")?,
+        state: AlertState::parse(r.get("state"))?,
+        attempts: r.get("attempts"),
+        next_at: time(r, "next_at")?,
+        created_at: time(r, "created_at")?,
+        finished_at: time_opt(r, "finished_at")?,
+        last_status: r.get("last_status"),
+        last_error: r.get("last_error"),
+    })
+}
+
+/// Queues an alert about incident `i` (locked or new in this transaction), if it takes
+/// tickets and they are at least twice those of its last alert (the first: any).
+async fn alert(tx: &mut WriteTx, i: &StoredIncident, event: &str) -> Result<(), StoreError> {
+    if !i.status.is_live() || i.merged_into.is_some() {
+        return Ok(());
+    }
+    let t = &i.tracked;
+    let tickets: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM incident_links WHERE incident_id = $1")
+            .bind(&t.id)
+            .fetch_one(tx.conn())
+            .await?
+            .get("n");
+    if tickets == 0 || tickets < 2 * i.alerted_tickets {
+        return Ok(());
+    }
+    let body = AlertBody {
+        event: event.to_string(),
+        incident_id: t.id.clone(),
+        intent: t.intent.clone(),
+        language: t.language.clone(),
+        status: i.status,
+        opened_at: t.opened_at,
+        last_at: t.last_at,
+        tickets,
+        detection: i.detection.clone(),
+    };
+    let now = Stamp(crate::store::now());
+    sqlx::query(
+        "INSERT INTO incident_alerts (id, incident_id, event, body, state, next_at, created_at) \
+         VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&t.id)
+    .bind(event)
+    .bind(to_json(&body))
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query("UPDATE incidents SET alerted_tickets = $2 WHERE id = $1")
+        .bind(&t.id)
+        .bind(tickets)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
 }
 
 /// Stores a new incident.
@@ -224,11 +289,15 @@ impl Db {
         &self,
         i: &StoredIncident,
         links: &[IncidentLink],
+        alerts: bool,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         insert(&mut tx, i).await?;
         for l in links {
             link(&mut tx, l).await?;
+        }
+        if alerts {
+            alert(&mut tx, i, "incident.opened").await?;
         }
         tx.announce(Topic::Incidents).await?;
         tx.commit().await
@@ -238,18 +307,120 @@ impl Db {
         &self,
         t: &TrackedIncident,
         links: &[IncidentLink],
+        alerts: bool,
     ) -> Result<TrackedIncident, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut stored = locked(&mut tx, &t.id).await?.tracked;
-        stored.absorb_rate(t);
-        stored.usual_rate = t.usual_rate;
-        rewrite(&mut tx, &stored).await?;
+        let mut stored = locked(&mut tx, &t.id).await?;
+        stored.tracked.absorb_rate(t);
+        stored.tracked.usual_rate = t.usual_rate;
+        rewrite(&mut tx, &stored.tracked).await?;
         for l in links {
             link(&mut tx, l).await?;
         }
+        if alerts && !links.is_empty() {
+            alert(&mut tx, &stored, "incident.grew").await?;
+        }
         tx.announce(Topic::Incidents).await?;
         tx.commit().await?;
-        Ok(stored)
+        Ok(stored.tracked)
+    }
+
+    pub(in crate::store) async fn claim_alerts(
+        &self,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE incident_alerts SET next_at = $1, attempts = attempts + 1 WHERE id IN \
+             (SELECT id FROM incident_alerts WHERE state = 'pending' AND next_at <= $2 \
+              ORDER BY next_at, id LIMIT $3 {}) RETURNING *",
+            super::super::SKIP_LOCKED
+        ))
+        .bind(Stamp(lease_until))
+        .bind(Stamp(crate::store::now()))
+        .bind(limit)
+        .fetch_all(tx.conn())
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(alert_row).collect()
+    }
+
+    pub(in crate::store) async fn finish_alert(
+        &self,
+        id: &str,
+        claimed_until: DateTime<Utc>,
+        outcome: &AlertOutcome,
+    ) -> Result<(), StoreError> {
+        let now = Stamp(crate::store::now());
+        let (state, next_at, finished, status, error) = match outcome {
+            AlertOutcome::Delivered(status) => {
+                (AlertState::Delivered, now, Some(now), Some(*status), None)
+            }
+            AlertOutcome::Retry { at, status, error } => (
+                AlertState::Pending,
+                Stamp(*at),
+                None,
+                *status,
+                Some(error.as_str()),
+            ),
+            AlertOutcome::Dead { status, error } => (
+                AlertState::Dead,
+                now,
+                Some(now),
+                *status,
+                Some(error.as_str()),
+            ),
+        };
+        let mut tx = self.begin_write().await?;
+        // Only while the claim is still this one's (a lease that ran out was claimed again).
+        sqlx::query(
+            "UPDATE incident_alerts SET state = $3, next_at = $4, finished_at = $5, last_status = $6, last_error = $7 \
+             WHERE id = $1 AND next_at = $2 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(Stamp(claimed_until))
+        .bind(state.name())
+        .bind(next_at)
+        .bind(finished)
+        .bind(status)
+        .bind(error)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await
+    }
+
+    pub(in crate::store) async fn alerts(
+        &self,
+        state: Option<AlertState>,
+        limit: i64,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM incident_alerts WHERE $1 IS NULL OR state = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(state.map(AlertState::name))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_row).collect()
+    }
+
+    pub(in crate::store) async fn retry_alert(&self, id: &str) -> Result<Alert, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE incident_alerts SET state = 'pending', attempts = 0, next_at = $2, finished_at = NULL \
+             WHERE id = $1 AND state = 'dead' RETURNING *",
+        )
+        .bind(id)
+        .bind(Stamp(crate::store::now()))
+        .fetch_optional(tx.conn())
+        .await?;
+        tx.commit().await?;
+        match row {
+            Some(r) => alert_row(&r),
+            None => Err(StoreError::NotFound(format!("no dead alert {id}"))),
+        }
     }
 
     pub(in crate::store) async fn save_incident_model(
@@ -587,7 +758,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<(StoredIncident, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT i.status, i.updated_at, i.detection, i.tracked, i.merged_into, i.split_from, i.remodel, \
+            "SELECT i.status, i.updated_at, i.detection, i.tracked, i.merged_into, i.split_from, i.remodel, i.alerted_tickets, \
              (SELECT COUNT(*) FROM incident_links l WHERE l.incident_id = i.id) AS tickets \
              FROM incidents i WHERE $1 IS NULL OR (i.status = $1 AND i.merged_into IS NULL) \
              ORDER BY i.opened_at DESC, i.id DESC LIMIT $2",

@@ -1,0 +1,157 @@
+//! Incident alerts: queued with the change they tell of (a durable outbox), delivered by any
+//! replica under a lease, signed like every webhook we send
+//! (`X-Intent-Router-Signature: t=…,v1=…`), retried with backoff until accepted or given up.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+
+use super::IncidentService;
+use crate::connector::{sign, Secret};
+use crate::service::connectors::jittered_backoff;
+use crate::store::{Alert, AlertOutcome, AlertState, StoreError};
+
+/// Where incident alerts go.
+#[derive(Debug, Clone)]
+pub struct AlertTarget {
+    /// The receiver's URL.
+    pub url: String,
+    /// Signing secrets (the first signs; two while rotating).
+    pub secrets: Vec<Secret>,
+    /// Attempts before an alert is given up.
+    pub max_attempts: u32,
+    /// One request's time limit.
+    pub timeout: Duration,
+}
+
+/// Alerts claimed at a time.
+const CLAIM: i64 = 16;
+
+/// How often a replica looks for due alerts.
+const POLL: Duration = Duration::from_secs(1);
+
+impl IncidentService {
+    /// Sends due alerts, now and every second, while the process runs.
+    pub(super) fn spawn_alerts(&self) {
+        let Some(target) = self.policy.alerts.clone() else {
+            return;
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if service.alert_round(&target).await == 0 {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        });
+    }
+
+    /// Claims due alerts and sends them side by side; returns how many were claimed.
+    pub async fn alert_round(&self, target: &AlertTarget) -> usize {
+        let lease = crate::store::now()
+            + chrono::Duration::from_std(target.timeout * 4 + Duration::from_secs(30))
+                .expect("a lease of minutes fits");
+        let claimed = match self.store.claim_alerts(lease, CLAIM).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("claiming incident alerts: {e}");
+                tokio::time::sleep(POLL).await;
+                return 0;
+            }
+        };
+        let n = claimed.len();
+        let mut work = JoinSet::new();
+        for a in claimed {
+            let (me, target) = (self.clone(), target.clone());
+            work.spawn(async move {
+                let outcome = me.deliver(&target, &a).await;
+                me.metrics.incident_alert(match &outcome {
+                    AlertOutcome::Delivered(_) => "delivered",
+                    AlertOutcome::Retry { .. } => "retry",
+                    AlertOutcome::Dead { .. } => "dead",
+                });
+                if let AlertOutcome::Dead { error, .. } = &outcome {
+                    tracing::error!(alert = %a.id, incident = %a.incident_id, "incident alert given up: {error}");
+                }
+                if let Err(e) = me.store.finish_alert(&a.id, a.next_at, &outcome).await {
+                    tracing::error!(alert = %a.id, "recording an alert's delivery: {e}");
+                }
+            });
+        }
+        while work.join_next().await.is_some() {}
+        n
+    }
+
+    /// One attempt at an alert.
+    async fn deliver(&self, target: &AlertTarget, a: &Alert) -> AlertOutcome {
+        let body = serde_json::to_vec(&a.body).expect("JSON serialises");
+        let now = Utc::now();
+        let mut req = self
+            .http
+            .post(&target.url)
+            .timeout(target.timeout)
+            .set("Content-Type", "application/json")
+            .set("X-Intent-Router-Delivery", &a.id)
+            .set("X-Intent-Router-Event", &a.event);
+        if let Some(secret) = target.secrets.first() {
+            let signature = sign::sign(secret.as_ref(), now.timestamp(), &body);
+            req = req.set(sign::SIGNATURE_HEADER, &signature);
+        }
+        let sent = tokio::task::spawn_blocking(move || match req.send_bytes(&body) {
+            Ok(r) => Ok(r.status()),
+            Err(ureq::Error::Status(status, r)) => {
+                let text: String = r
+                    .into_string()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
+                Err((
+                    Some(status),
+                    format!("{} answered {status}: {}", "the receiver", text.trim()),
+                ))
+            }
+            Err(ureq::Error::Transport(t)) => Err((None, t.to_string())),
+        })
+        .await
+        .unwrap_or_else(|e| Err((None, format!("the request's task failed: {e}"))));
+        let (status, error) = match sent {
+            Ok(status) => return AlertOutcome::Delivered(status.into()),
+            Err(e) => e,
+        };
+        let error = format!("POST {}: {error}", target.url);
+        let retryable = status.is_none_or(|s| matches!(s, 408 | 425 | 429 | 500..=599));
+        let status = status.map(i64::from);
+        if !retryable {
+            return AlertOutcome::Dead { status, error };
+        }
+        if a.attempts >= i64::from(target.max_attempts) {
+            return AlertOutcome::Dead {
+                status,
+                error: format!("gave up after {} attempts; the last: {error}", a.attempts),
+            };
+        }
+        let wait = chrono::Duration::from_std(jittered_backoff(a.attempts))
+            .expect("a backoff of minutes fits");
+        AlertOutcome::Retry {
+            at: crate::store::now() + wait,
+            status,
+            error,
+        }
+    }
+
+    /// Alerts, newest first, optionally in one state.
+    pub async fn alerts(
+        &self,
+        state: Option<AlertState>,
+        limit: i64,
+    ) -> Result<Vec<Alert>, StoreError> {
+        self.store.alerts(state, limit).await
+    }
+
+    /// Sends a dead alert again.
+    pub async fn retry_alert(&self, id: &str) -> Result<Alert, StoreError> {
+        self.store.retry_alert(id).await
+    }
+}
