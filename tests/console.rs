@@ -331,3 +331,71 @@ fn the_connectors_view_shows_dead_letters_and_retries_them() {
     });
     assert_eq!(desk.requests().len(), 2);
 }
+
+#[test]
+fn the_incidents_view_charts_an_incident_and_sets_its_status() {
+    use crate::incidents::{route, wave, CONFIG, USUAL};
+    let d = tempfile::tempdir().unwrap();
+    let s = server::start_with(d.path(), &[], CONFIG);
+    for round in 0..3 {
+        for (i, text) in USUAL.iter().enumerate() {
+            route(&s, &format!("usual-{round}-{i}"), text);
+        }
+    }
+    let mut incident = None;
+    for i in 0..80 {
+        let d = route(&s, &format!("wave-{i}"), &wave(i));
+        if let Some(id) = d["incident_id"].as_str() {
+            incident = Some(id.to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let incident = incident.expect("the wave opened an incident");
+    for i in 0..4 {
+        route(&s, &format!("wave-more-{i}"), &wave(90 + i));
+    }
+    let driver = chromedriver();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = browser(&driver).await;
+        c.goto(&format!("{}/#incidents", s.base)).await.unwrap();
+        let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
+        token.send_keys(ADMIN_TOKEN).await.unwrap();
+        click(&c, "#login-submit").await;
+        let row = format!("#inc-table tr[data-incident='{incident}']");
+        wait_text(&c, &row, "billing.payment_failed").await;
+        click(&c, &format!("button[data-show='{incident}']")).await;
+        // The chart with the detection marked, what the tickets say, and the linked tickets.
+        wait_text(
+            &c,
+            "#inc-card",
+            "tickets per 10 min against the usual share",
+        )
+        .await;
+        c.find(Locator::Css("#inc-chart #inc-detection"))
+            .await
+            .unwrap();
+        wait_text(&c, "#inc-words", "gateway").await;
+        wait_text(&c, "#inc-representative", "payment failed at checkout").await;
+        wait_text(&c, "#inc-links", "routing").await;
+        shot(&c, "incidents").await;
+        // Acknowledged from the console: the API says so.
+        click(&c, "#inc-card button[data-set=acknowledged]").await;
+        wait_text(&c, "#inc-status", "Now acknowledged").await;
+        wait_text(&c, "#inc-state", "acknowledged").await;
+        // A ticket unlinked from the console leaves it.
+        click(&c, "#inc-links button[data-unlink]").await;
+        wait_text(&c, "#inc-status", "Unlinked").await;
+        c.close().await.unwrap();
+    });
+    let i = s
+        .admin("GET", &format!("/v1/incidents/{incident}"), None, &[])
+        .body;
+    assert_eq!(i["status"], "acknowledged", "{i}");
+    let report = s.admin("GET", "/v1/incidents/link-report", None, &[]).body;
+    assert_eq!(report["unlinked"], 1, "{report}");
+}

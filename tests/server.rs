@@ -527,6 +527,7 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/incidents/link-report",
         "/v1/incidents/alerts",
         "/v1/incidents/alerts/{id}/retry",
+        "/v1/incidents/{id}/series",
     ];
     for path in paths {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");

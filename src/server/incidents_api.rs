@@ -17,7 +17,7 @@ use super::extract::{in_range, ApiJson, ApiPath, ApiQuery};
 use super::AppState;
 use crate::config::Scope;
 use crate::incident::report::LinkReport;
-use crate::service::incidents::IncidentInfo;
+use crate::service::incidents::{IncidentInfo, IncidentSeries};
 use crate::store::{Alert, AlertState, IncidentStatus};
 
 /// Query of `GET /v1/incidents`.
@@ -277,4 +277,45 @@ pub async fn retry_alert(
     state.auth.permit(caller, Scope::Admin)?;
     let alert = state.incidents.retry_alert(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(alert)))
+}
+
+/// Query of `GET /v1/incidents/{id}/series`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// Points shown, 6 to 500.
+    #[serde(default = "forty_eight")]
+    #[param(default = 48, minimum = 6, maximum = 500)]
+    points: i64,
+    /// Minutes per point, 1 to 1440 (a day).
+    #[serde(default = "sixty")]
+    #[param(default = 60, minimum = 1, maximum = 1440)]
+    step_minutes: i64,
+}
+
+fn forty_eight() -> i64 {
+    48
+}
+
+fn sixty() -> i64 {
+    60
+}
+
+/// An incident's chart: its intent's tickets per step against what the intent's usual share
+/// of the volume expects, the incident's own tickets, and when it was detected.
+#[utoipa::path(get, path = "/v1/incidents/{id}/series", operation_id = "incidentSeries",
+    security(("bearer" = ["feedback"])), params(("id" = String, Path, description = "The incident's id."), SeriesQuery),
+    responses((status = 200, description = "The chart's points.", body = IncidentSeries),
+              (status = 404, description = "No such incident.")))]
+pub async fn series(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<Json<IncidentSeries>, ApiError> {
+    state.auth.permit(caller, Scope::Feedback)?;
+    let points = in_range("points", q.points, 6, 500)?;
+    let step = in_range("step_minutes", q.step_minutes, 1, 1440)?;
+    Ok(Json(state.incidents.series(&id, points, step).await?))
 }

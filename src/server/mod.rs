@@ -222,6 +222,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(incidents_api::unmerge))
         .routes(routes!(incidents_api::alerts))
         .routes(routes!(incidents_api::retry_alert))
+        .routes(routes!(incidents_api::series))
         .routes(routes!(jobs_api::list))
         .routes(routes!(jobs_api::get))
         .routes(routes!(jobs_api::cancel))

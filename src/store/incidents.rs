@@ -238,3 +238,16 @@ pub struct AlertBody {
     /// The alarm that opened it.
     pub detection: Detection,
 }
+
+/// A logged decision as an incident's chart counts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRow {
+    /// When it was logged.
+    pub at: DateTime<Utc>,
+    /// Resolved intent.
+    pub intent: String,
+    /// Language code.
+    pub language: String,
+    /// The incident it is linked to.
+    pub incident_id: Option<String>,
+}

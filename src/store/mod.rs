@@ -70,7 +70,7 @@ pub use decisions::{DecisionFilter, KeptTicket, LoggedDecision, NewDecision, Sto
 pub use feedback::{Correction, Feedback, NewFeedback};
 pub use incidents::{
     Alert, AlertBody, AlertOutcome, AlertState, Detection, DetectorRow, IncidentLink,
-    IncidentStatus, IncidentText, StoredIncident,
+    IncidentStatus, IncidentText, SeriesRow, StoredIncident,
 };
 pub use intents::AddedIntent;
 pub use jobs::{Job, JobError, JobKind, JobProgress, JobStatus, INTERRUPTED};
@@ -513,6 +513,11 @@ port! {
     /// The kept texts of the newest tickets of an intent (or under it), in a language if
     /// given, routed since `since` and linked to no incident: at most `limit`.
     fn usual_texts(&self, intent: &str, language: Option<&str>, since: DateTime<Utc>, limit: i64) -> Vec<IncidentText>;
+    /// The decisions logged from `from` to `to` (excluded), with their incident links.
+    fn series_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<SeriesRow>;
+    /// Of the decisions logged from `from` to `to` (in a language, if given), how many are of
+    /// an intent (or under it) and linked to no incident, and how many there are in all.
+    fn intent_share(&self, intent: &str, language: Option<&str>, from: DateTime<Utc>, to: DateTime<Utc>) -> (i64, i64);
     /// Links made automatically since `since`, each with whether a person unlinked it.
     fn link_outcomes(&self, since: DateTime<Utc>) -> Vec<crate::incident::report::LinkOutcome>;
     /// The incidents new tickets link to (open or acknowledged, not merged) with a ticket

@@ -38,6 +38,13 @@ const T = {
     "conn.show": "Show", "conn.events": "Last events of {name}", "conn.writebacks": "Write-backs of {name}", "conn.time": "Time",
     "conn.type": "Event", "conn.ticket": "Ticket", "conn.state": "State", "conn.attempts": "Attempts", "conn.note": "Result",
     "conn.retry": "Retry", "conn.retried": "Queued again.", "conn.nothing": "Nothing yet.",
+    "tab.incidents": "Incidents", "inc.status": "Status", "inc.all": "all", "inc.none": "No incidents: the detector has seen nothing unusual.",
+    "inc.intent": "Intent", "inc.language": "Language", "inc.opened": "Opened", "inc.last": "Last ticket", "inc.tickets": "Tickets",
+    "inc.detected": "{count} tickets in {window} min where {expected} were expected (p = {p})", "inc.chart": "{intent}: tickets per {step} min against the usual share ({share}) of the volume",
+    "inc.legend": "bars: the intent's tickets (dark: the incident's); line: expected; red: detection",
+    "inc.words": "Top words", "inc.representative": "Representative tickets", "inc.links": "Linked tickets", "inc.how": "How", "inc.why": "Why",
+    "inc.acknowledge": "Acknowledge", "inc.resolve": "Resolve", "inc.dismiss": "Dismiss", "inc.reopen": "Reopen", "inc.unlink": "Unlink",
+    "inc.changed": "Now {status}.", "inc.unlinked": "Unlinked.", "inc.merged": "Merged into {id}.",
   },
   ru: {
     "tab.overview": "Обзор", "tab.try": "Проверить тикет", "tab.rules": "Правила", "tab.decisions": "Решения", "tab.models": "Модели",
@@ -74,6 +81,13 @@ const T = {
     "conn.show": "Показать", "conn.events": "Последние события {name}", "conn.writebacks": "Записи в {name}", "conn.time": "Время",
     "conn.type": "Событие", "conn.ticket": "Тикет", "conn.state": "Состояние", "conn.attempts": "Попыток", "conn.note": "Итог",
     "conn.retry": "Повторить", "conn.retried": "Снова в очереди.", "conn.nothing": "Пока ничего.",
+    "tab.incidents": "Инциденты", "inc.status": "Статус", "inc.all": "все", "inc.none": "Инцидентов нет: детектор не заметил ничего необычного.",
+    "inc.intent": "Намерение", "inc.language": "Язык", "inc.opened": "Открыт", "inc.last": "Последний тикет", "inc.tickets": "Тикетов",
+    "inc.detected": "{count} тикетов за {window} мин при ожидаемых {expected} (p = {p})", "inc.chart": "{intent}: тикеты за {step} мин против обычной доли ({share}) потока",
+    "inc.legend": "столбцы: тикеты намерения (тёмные: инцидента); линия: ожидаемое; красная: обнаружение",
+    "inc.words": "Частые слова", "inc.representative": "Типичные тикеты", "inc.links": "Связанные тикеты", "inc.how": "Как", "inc.why": "Почему",
+    "inc.acknowledge": "Взять в работу", "inc.resolve": "Решён", "inc.dismiss": "Ложная тревога", "inc.reopen": "Открыть снова", "inc.unlink": "Отвязать",
+    "inc.changed": "Теперь {status}.", "inc.unlinked": "Отвязан.", "inc.merged": "Объединён с {id}.",
   },
 };
 
@@ -530,6 +544,87 @@ async function connectorDetail(name) {
     $("#conn-status").textContent = r.status === 202 ? t("conn.retried") : errorText(r);
     $("#conn-status").className = r.status === 202 ? "ok" : "error";
     loaders.connectors();
+  }));
+}
+
+// ---- incidents: the list, one incident's chart, words, tickets and status ----
+
+loaders.incidents = async () => {
+  const status = $("#inc-filter").value;
+  const r = await api("GET", "/v1/incidents?limit=100" + (status ? "&status=" + encodeURIComponent(status) : ""));
+  const table = $("#inc-table");
+  if (r.status !== 200) { table.innerHTML = `<tr><td class="error">${esc(errorText(r))}</td></tr>`; return; }
+  if (!r.data.incidents.length) { table.innerHTML = `<tr><td class="muted">${t("inc.none")}</td></tr>`; $("#inc-detail").innerHTML = ""; return; }
+  table.innerHTML = `<tr><th>${t("inc.opened")}</th><th>${t("inc.intent")}</th><th>${t("inc.language")}</th><th>${t("inc.status")}</th>
+    <th>${t("inc.tickets")}</th><th>${t("inc.last")}</th><th></th></tr>` +
+    r.data.incidents.map((i) => `<tr data-incident="${esc(i.id)}" data-status="${esc(i.status)}" data-opened="${esc(i.opened_at)}"><td>${when(i.opened_at)}</td><td>${esc(i.intent)}</td>
+      <td>${esc(i.language || "")}</td><td>${esc(i.merged_into ? "→ " + i.merged_into.slice(0, 8) : i.status)}</td><td>${i.tickets}</td><td>${when(i.last_at)}</td>
+      <td><button class="small secondary" data-show="${esc(i.id)}">${t("conn.show")}</button></td></tr>`).join("");
+  table.querySelectorAll("[data-show]").forEach((b) => b.addEventListener("click", () => incidentDetail(b.dataset.show)));
+  const open = $("#inc-detail").dataset.incident;
+  if (open && r.data.incidents.some((i) => i.id === open)) incidentDetail(open);
+};
+$("#inc-refresh").addEventListener("click", () => loaders.incidents());
+$("#inc-filter").addEventListener("change", () => loaders.incidents());
+
+// Bars of the intent's tickets per hour (the incident's darker), the expected count as a line,
+// the detection as a red mark.
+function incidentChart(s) {
+  const W = 720, H = 220, left = 30, bottom = 20, n = s.points.length, bw = (W - left) / n;
+  const max = Math.max(1, ...s.points.map((p) => Math.max(p.tickets, p.expected)));
+  const y = (v) => H - bottom - (v / max) * (H - bottom - 10);
+  const bars = s.points.map((p, k) => {
+    const x = left + k * bw;
+    return `<rect x="${x + 1}" y="${y(p.tickets)}" width="${bw - 2}" height="${H - bottom - y(p.tickets)}" fill="#9fb4ec"><title>${esc(when(p.at))}: ${p.tickets} (${p.linked})</title></rect>` +
+      `<rect x="${x + 1}" y="${y(p.linked)}" width="${bw - 2}" height="${H - bottom - y(p.linked)}" fill="#2f5bd3"/>`;
+  }).join("");
+  const line = s.points.map((p, k) => `${left + (k + 0.5) * bw},${y(p.expected)}`).join(" ");
+  const from = new Date(s.points[0].at).getTime();
+  const dx = left + ((new Date(s.detected_at).getTime() - from) / (60000 * s.step_minutes)) * bw;
+  const ticks = s.points.map((p, k) => (k % 6 === 0 ? `<text x="${left + k * bw}" y="${H - 5}" class="axis">${new Date(p.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</text>` : "")).join("");
+  return `<svg id="inc-chart" viewBox="0 0 ${W} ${H}" class="chart-svg">
+    <text x="0" y="12" class="axis">${max.toFixed(0)}</text><line x1="${left}" y1="${H - bottom}" x2="${W}" y2="${H - bottom}" stroke="#999"/>${bars}
+    <polyline points="${line}" fill="none" stroke="#e07a1f" stroke-width="2"/>
+    <line id="inc-detection" x1="${dx}" y1="6" x2="${dx}" y2="${H - bottom}" stroke="#c62828" stroke-width="2" stroke-dasharray="4 3"/>
+    <circle cx="${dx}" cy="8" r="4" fill="#c62828"/>${ticks}</svg>`;
+}
+
+async function incidentDetail(id) {
+  const base = `/v1/incidents/${encodeURIComponent(id)}`;
+  // A young incident in 10-minute steps over 8 hours; an older one by the hour over 2 days.
+  const opened = $(`#inc-table tr[data-incident="${id}"]`)?.dataset.opened;
+  const young = Date.now() - new Date(opened || 0).getTime() < 6 * 3600000;
+  const steps = young ? "points=48&step_minutes=10" : "points=48&step_minutes=60";
+  const [r, series] = await Promise.all([api("GET", base), api("GET", `${base}/series?${steps}`)]);
+  const out = $("#inc-detail");
+  out.dataset.incident = id;
+  if (r.status !== 200 || series.status !== 200) { out.innerHTML = `<p class="error">${esc(errorText(r.status !== 200 ? r : series))}</p>`; return; }
+  const i = r.data, d = i.detection, sum = i.summary;
+  const words = (list) => list.map((w) => `<span class="badge" title="${pct(w.share)} / ${pct(w.usual_share)}">${esc(w.word)}</span>`).join(" ");
+  const buttons = [["acknowledged", "inc.acknowledge"], ["resolved", "inc.resolve"], ["dismissed", "inc.dismiss"], ["open", "inc.reopen"]]
+    .filter(([s]) => s !== i.status && !i.merged_into)
+    .map(([s, key]) => `<button class="small${s === "dismissed" ? " secondary" : ""}" data-set="${s}">${t(key)}</button>`).join(" ");
+  const links = i.links.slice(0, 100).map((l) => `<tr data-link="${esc(l.decision_id)}"><td>${when(l.linked_at)}</td><td><code>${esc(l.decision_id.slice(0, 13))}</code></td>
+    <td>${esc(l.linked_by)}</td><td>${pct(l.probability)}</td><td class="why">${esc(l.reason)}</td>
+    <td>${i.merged_into ? "" : `<button class="small secondary" data-unlink="${esc(l.decision_id)}">${t("inc.unlink")}</button>`}</td></tr>`).join("");
+  out.innerHTML = `<div class="card" id="inc-card"><h3>${esc(i.intent)}${i.language ? " (" + esc(i.language) + ")" : ""}: <span id="inc-state">${esc(i.status)}</span> ${buttons}</h3>
+    <p>${esc(t("inc.detected", { count: d.count, window: d.window_minutes, expected: d.expected.toFixed(1), p: d.p_value.toExponential(1) }))}</p>
+    <h3>${esc(t("inc.chart", { intent: series.data.intent, step: series.data.step_minutes, share: pct(series.data.usual_share) }))}</h3>${incidentChart(series.data)}
+    <p class="muted">${t("inc.legend")}</p>
+    <div class="grid2"><div><h3>${t("inc.words")}</h3><p id="inc-words">${words(sum.top_words.en)} ${words(sum.top_words.ru)}</p></div>
+    <div><h3>${t("inc.representative")}</h3><ul id="inc-representative">${sum.representative.map((x) => `<li>${esc(x.excerpt)}</li>`).join("")}</ul></div></div>
+    <h3>${t("inc.links")} (${i.tickets})</h3><table class="table" id="inc-links"><tr><th>${t("conn.time")}</th><th>id</th><th>${t("inc.how")}</th><th>p</th><th>${t("inc.why")}</th><th></th></tr>${links}</table></div>`;
+  out.querySelectorAll("[data-set]").forEach((b) => b.addEventListener("click", async () => {
+    const x = await api("PATCH", base, { status: b.dataset.set });
+    $("#inc-status").textContent = x.status === 200 ? t("inc.changed", { status: x.data.status }) : errorText(x);
+    $("#inc-status").className = x.status === 200 ? "ok" : "error";
+    loaders.incidents();
+  }));
+  out.querySelectorAll("[data-unlink]").forEach((b) => b.addEventListener("click", async () => {
+    const x = await api("POST", `${base}/unlink`, { decisions: [b.dataset.unlink] });
+    $("#inc-status").textContent = x.status === 200 ? t("inc.unlinked") : errorText(x);
+    $("#inc-status").className = x.status === 200 ? "ok" : "error";
+    incidentDetail(id);
   }));
 }
 

@@ -12,7 +12,7 @@ mod watch;
 
 pub use alerts::AlertTarget;
 pub use corrections::IncidentError;
-pub use summary::{IncidentSummary, Representative};
+pub use summary::{IncidentSeries, IncidentSummary, Representative, SeriesPoint};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -299,6 +299,49 @@ impl IncidentService {
             links.len() as i64,
             Some(links),
             Some(summary),
+        ))
+    }
+
+    /// The chart of an incident in `steps` steps of `step_minutes`: its intent's tickets per
+    /// step against the intent's usual share of the volume (over the 14 days before its
+    /// detection window), its own tickets, its detection. The chart ends 6 hours after its
+    /// last ticket (or now, if sooner), and at least a step after its detection.
+    pub async fn series(
+        &self,
+        id: &str,
+        steps: i64,
+        step_minutes: i64,
+    ) -> Result<IncidentSeries, StoreError> {
+        let i = self.store.incident(id).await?;
+        let step = chrono::Duration::minutes(step_minutes);
+        let end = (i.tracked.last_at + chrono::Duration::hours(6))
+            .min(Utc::now())
+            .max(i.detection.at + step);
+        let end = summary::step_of(end, step_minutes) + step;
+        let from = end - step * i32::try_from(steps).unwrap_or(48);
+        let rows = self.store.series_rows(from, end).await?;
+        let window = i.detection.at - chrono::Duration::minutes(i.detection.window_minutes);
+        let (n, total) = self
+            .store
+            .intent_share(
+                &i.tracked.intent,
+                i.tracked.language.as_deref(),
+                window - chrono::Duration::days(14),
+                window,
+            )
+            .await?;
+        let share = if total > 0 {
+            n as f64 / total as f64
+        } else {
+            0.0
+        };
+        let steps = usize::try_from(steps).unwrap_or(48);
+        Ok(IncidentSeries::of(
+            &i,
+            &rows,
+            share,
+            from,
+            (steps, step_minutes),
         ))
     }
 

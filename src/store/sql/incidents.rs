@@ -8,7 +8,7 @@ use super::{json, time, time_opt, Db, Row, WriteTx};
 use crate::incident::report::LinkOutcome;
 use crate::incident::track::LinkedBy;
 use crate::incident::TrackedIncident;
-use crate::store::incidents::{Alert, AlertBody, AlertOutcome, AlertState};
+use crate::store::incidents::{Alert, AlertBody, AlertOutcome, AlertState, SeriesRow};
 use crate::store::{
     DetectorRow, IncidentLink, IncidentStatus, IncidentText, Stamp, StoreError, StoredIncident,
     Topic,
@@ -524,6 +524,54 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(text_row).collect())
+    }
+
+    pub(in crate::store) async fn series_rows(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<SeriesRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.decided_at, d.intent, d.language, l.incident_id FROM decisions d \
+             LEFT JOIN incident_links l ON l.decision_id = d.decision_id \
+             WHERE d.decided_at >= $1 AND d.decided_at < $2 ORDER BY d.decided_at, d.decision_id",
+        )
+        .bind(Stamp(from))
+        .bind(Stamp(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SeriesRow {
+                    at: time(r, "decided_at")?,
+                    intent: r.get("intent"),
+                    language: r.get("language"),
+                    incident_id: r.get("incident_id"),
+                })
+            })
+            .collect()
+    }
+
+    pub(in crate::store) async fn intent_share(
+        &self,
+        intent: &str,
+        language: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN (d.intent = $1 OR substr(d.intent, 1, length($1) + 1) = $1 || '.') \
+             AND l.decision_id IS NULL THEN 1 ELSE 0 END), 0) AS n, COUNT(*) AS total FROM decisions d \
+             LEFT JOIN incident_links l ON l.decision_id = d.decision_id \
+             WHERE ($2 IS NULL OR d.language = $2) AND d.decided_at >= $3 AND d.decided_at < $4",
+        )
+        .bind(intent)
+        .bind(language)
+        .bind(Stamp(from))
+        .bind(Stamp(to))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get("n"), row.get("total")))
     }
 
     pub(in crate::store) async fn usual_vectors(
