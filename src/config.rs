@@ -148,7 +148,8 @@ pub struct AlertsFile {
     pub url: String,
     /// Signing secrets: one, or two while rotating (the first signs); 16 characters or more.
     pub secrets: Vec<String>,
-    /// Attempts before an alert is given up (default 20: about three hours of backoff).
+    /// Attempts before an alert is given up (default 20: one and a half to two hours of
+    /// backoff).
     pub max_attempts: Option<u32>,
     /// One request's time limit (seconds; default 10).
     pub timeout_seconds: Option<u64>,
@@ -158,17 +159,27 @@ impl AlertsFile {
     /// The target; what is wrong with it goes to `problems` (each named by its key).
     fn compile(self, problems: &mut Vec<String>) -> AlertTarget {
         let key = |k: &str| format!("incidents.alerts.{k}");
-        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
-            problems.push(format!(
+        match self.url.split_once("://") {
+            Some(("http" | "https", rest)) => {
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                if authority.contains('@') {
+                    problems.push(format!(
+                        "{}: put no credentials in the URL (they would show in errors and logs); the signature authenticates the alerts",
+                        key("url")
+                    ));
+                }
+            }
+            _ => problems.push(format!(
                 "{}: {:?} is not an http(s) URL",
                 key("url"),
                 self.url
-            ));
+            )),
         }
         if self.secrets.is_empty() || self.secrets.len() > 2 {
             problems.push(format!(
-                "{}: give one secret, or two while rotating",
-                key("secrets")
+                "{}: give one secret, or two while rotating ({} given)",
+                key("secrets"),
+                self.secrets.len()
             ));
         }
         for (i, s) in self.secrets.iter().enumerate() {

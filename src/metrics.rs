@@ -1,5 +1,7 @@
 //! Prometheus metrics of the service: requests and latency per endpoint, inference queue depth,
-//! batch sizes and inference time, decisions per team and intent, the active rules version.
+//! batch sizes and inference time, decisions per team and intent, the active rules version,
+//! connectors' events and write-backs, NATS messages, and incidents (opened, live, linked,
+//! alerts).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

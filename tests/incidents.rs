@@ -399,4 +399,17 @@ fn alerted(s: &Server, receiver: &Helpdesk, incident: &str) {
     }
     let none = s.admin("POST", "/v1/incidents/alerts/nope/retry", None, &[]);
     assert_eq!(none.status, 404, "{}", none.body);
+    // The wave's tickets linked while routed double it: an alert says it grew.
+    let opened_with = body["tickets"].as_i64().unwrap();
+    for i in 0..2 * opened_with {
+        let d = route(s, &format!("wave-grows-{i}"), &wave(200 + i as usize));
+        assert_eq!(d["incident_id"], json!(incident), "{d}");
+    }
+    let got = receiver.wait_for(3, 30);
+    assert_eq!(got[2].headers["x-intent-router-event"], "incident.grew");
+    let grew: Value = serde_json::from_str(&got[2].body).unwrap();
+    assert!(
+        grew["tickets"].as_i64().unwrap() >= 2 * opened_with,
+        "{grew}"
+    );
 }

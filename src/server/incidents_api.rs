@@ -284,7 +284,7 @@ pub async fn retry_alert(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
-    /// Points shown, 6 to 500.
+    /// Points shown, 6 to 500 (fewer when they would span more than 14 days).
     #[serde(default = "forty_eight")]
     #[param(default = 48, minimum = 6, maximum = 500)]
     points: i64,
@@ -293,6 +293,9 @@ pub struct SeriesQuery {
     #[param(default = 60, minimum = 1, maximum = 1440)]
     step_minutes: i64,
 }
+
+/// The longest chart: 14 days.
+const MAX_SERIES_MINUTES: i64 = 14 * 24 * 60;
 
 fn forty_eight() -> i64 {
     48
@@ -317,5 +320,7 @@ pub async fn series(
     state.auth.permit(caller, Scope::Feedback)?;
     let points = in_range("points", q.points, 6, 500)?;
     let step = in_range("step_minutes", q.step_minutes, 1, 1440)?;
+    // At most 14 days: fewer points when the steps are long.
+    let points = points.min(MAX_SERIES_MINUTES / step).max(1);
     Ok(Json(state.incidents.series(&id, points, step).await?))
 }

@@ -472,7 +472,8 @@ port! {
     /// Returns the incident as stored (people's corrections included). With `alerts`, an
     /// alert is queued once its tickets have doubled since the last one.
     fn update_incident(&self, tracked: &crate::incident::TrackedIncident, links: &[IncidentLink], alerts: bool) -> crate::incident::TrackedIncident;
-    /// Claims due pending alerts (at most `limit`) until `lease_until`, counting an attempt.
+    /// Claims due pending alerts (at most `limit`) until `lease_until`, counting an attempt;
+    /// an incident's alerts one at a time, in the order they were queued.
     fn claim_alerts(&self, lease_until: DateTime<Utc>, limit: i64) -> Vec<Alert>;
     /// Records how an attempt at a claimed alert ended (nothing if the claim ran out).
     fn finish_alert(&self, id: &str, claimed_until: DateTime<Utc>, outcome: &AlertOutcome) -> ();
@@ -515,9 +516,11 @@ port! {
     fn usual_texts(&self, intent: &str, language: Option<&str>, since: DateTime<Utc>, limit: i64) -> Vec<IncidentText>;
     /// The decisions logged from `from` to `to` (excluded), with their incident links.
     fn series_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<SeriesRow>;
-    /// Of the decisions logged from `from` to `to` (in a language, if given), how many are of
-    /// an intent (or under it) and linked to no incident, and how many there are in all.
+    /// Of the decisions logged from `from` to `to` (in a language, if given) and linked to no
+    /// incident, how many are of an intent (or under it), and how many there are in all.
     fn intent_share(&self, intent: &str, language: Option<&str>, from: DateTime<Utc>, to: DateTime<Utc>) -> (i64, i64);
+    /// The decisions unlinked from an incident by a person since `since`.
+    fn unlinked_since(&self, since: DateTime<Utc>) -> Vec<String>;
     /// Links made automatically since `since`, each with whether a person unlinked it.
     fn link_outcomes(&self, since: DateTime<Utc>) -> Vec<crate::incident::report::LinkOutcome>;
     /// The incidents new tickets link to (open or acknowledged, not merged) with a ticket

@@ -1234,6 +1234,7 @@ async fn incidents_are_corrected_unlinked_merged_unmerged_and_split() {
             .await
             .unwrap();
         assert_eq!(ids("a").await, ["2", "3"], "not linked again: {url}");
+        assert_eq!(store.unlinked_since(since).await.unwrap(), ["1"], "{url}");
         let outcomes = store.link_outcomes(since).await.unwrap();
         assert_eq!(outcomes.len(), 6, "{url}");
         assert_eq!(outcomes.iter().filter(|o| o.unlinked).count(), 1);
@@ -1430,13 +1431,16 @@ async fn incident_alerts_are_queued_with_the_change_claimed_once_retried_and_giv
             .await
             .unwrap();
         assert_eq!(store.alerts(None, 10).await.unwrap().len(), 2, "{url}");
-        // A claim takes each due alert once, until its lease ends.
+        // A claim takes each due alert once, until its lease ends, an incident's in order.
         let lease = now() + chrono::Duration::seconds(60);
         let claimed = store.claim_alerts(lease, 10).await.unwrap();
-        assert_eq!(claimed.len(), 2, "{url}");
-        assert!(claimed
-            .iter()
-            .all(|c| c.attempts == 1 && c.next_at == lease));
+        assert_eq!(claimed.len(), 1, "the later waits for the earlier: {url}");
+        let opened = &claimed[0];
+        assert_eq!(
+            (opened.event.as_str(), opened.attempts),
+            ("incident.opened", 1)
+        );
+        assert_eq!(opened.next_at, lease);
         assert!(store.claim_alerts(lease, 10).await.unwrap().is_empty());
         let retry_at = now() - chrono::Duration::seconds(1);
         let retry = AlertOutcome::Retry {
@@ -1444,43 +1448,50 @@ async fn incident_alerts_are_queued_with_the_change_claimed_once_retried_and_giv
             status: Some(503),
             error: "busy".into(),
         };
-        store
-            .finish_alert(&claimed[0].id, lease, &retry)
-            .await
-            .unwrap();
-        // A finish with a lease that is not the claim's changes nothing.
-        store
-            .finish_alert(&claimed[1].id, now(), &AlertOutcome::Delivered(200))
-            .await
-            .unwrap();
+        store.finish_alert(&opened.id, lease, &retry).await.unwrap();
         let again = store.claim_alerts(lease, 10).await.unwrap();
         assert_eq!(again.len(), 1);
-        assert_eq!((again[0].attempts, again[0].last_status), (2, Some(503)));
-        let dead = AlertOutcome::Dead {
-            status: Some(410),
-            error: "gone".into(),
-        };
+        assert_eq!(
+            (
+                again[0].id.as_str(),
+                again[0].attempts,
+                again[0].last_status
+            ),
+            (opened.id.as_str(), 2, Some(503))
+        );
+        // A finish with a lease that is not the claim's changes nothing.
+        let delivered = AlertOutcome::Delivered(200);
         store
-            .finish_alert(&again[0].id, lease, &dead)
-            .await
-            .unwrap();
-        store
-            .finish_alert(&claimed[1].id, lease, &AlertOutcome::Delivered(200))
+            .finish_alert(&opened.id, now(), &delivered)
             .await
             .unwrap();
         let by = |state| {
             let store = &store;
             async move { store.alerts(Some(state), 10).await.unwrap() }
         };
+        assert!(by(AlertState::Delivered).await.is_empty(), "{url}");
+        let dead = AlertOutcome::Dead {
+            status: Some(410),
+            error: "gone".into(),
+        };
+        store.finish_alert(&opened.id, lease, &dead).await.unwrap();
+        // Given up, it no longer holds the next back.
+        let grew = store.claim_alerts(lease, 10).await.unwrap();
+        assert_eq!(grew.len(), 1);
+        assert_eq!(grew[0].event, "incident.grew", "{url}");
+        store
+            .finish_alert(&grew[0].id, lease, &delivered)
+            .await
+            .unwrap();
         assert_eq!(
             by(AlertState::Dead).await[0].last_error.as_deref(),
             Some("gone")
         );
         assert_eq!(by(AlertState::Delivered).await.len(), 1, "{url}");
-        let back = store.retry_alert(&again[0].id).await.unwrap();
+        let back = store.retry_alert(&opened.id).await.unwrap();
         assert_eq!((back.state, back.attempts), (AlertState::Pending, 0));
-        let err = store.retry_alert(&claimed[1].id).await.unwrap_err();
-        assert_eq!(err.to_string(), format!("no dead alert {}", claimed[1].id));
+        let err = store.retry_alert(&grew[0].id).await.unwrap_err();
+        assert_eq!(err.to_string(), format!("no dead alert {}", grew[0].id));
     }
 }
 

@@ -592,7 +592,7 @@ function incidentChart(s) {
 async function incidentDetail(id) {
   const base = `/v1/incidents/${encodeURIComponent(id)}`;
   // A young incident in 10-minute steps over 8 hours; an older one by the hour over 2 days.
-  const opened = $(`#inc-table tr[data-incident="${id}"]`)?.dataset.opened;
+  const opened = $(`#inc-table tr[data-incident="${CSS.escape(id)}"]`)?.dataset.opened;
   const young = Date.now() - new Date(opened || 0).getTime() < 6 * 3600000;
   const steps = young ? "points=48&step_minutes=10" : "points=48&step_minutes=60";
   const [r, series] = await Promise.all([api("GET", base), api("GET", `${base}/series?${steps}`)]);

@@ -99,7 +99,18 @@ impl IncidentService {
             req = req.set(sign::SIGNATURE_HEADER, &signature);
         }
         let sent = tokio::task::spawn_blocking(move || match req.send_bytes(&body) {
-            Ok(r) => Ok(r.status()),
+            // Redirects are not followed (see the client): a 3xx is an answer, not a delivery.
+            Ok(r) if (200..300).contains(&r.status()) => Ok(r.status()),
+            Ok(r) => {
+                let to = r.header("Location").unwrap_or("nowhere").to_string();
+                Err((
+                    Some(r.status()),
+                    format!(
+                        "answered {} to {to}: set the URL the alerts end at",
+                        r.status()
+                    ),
+                ))
+            }
             Err(ureq::Error::Status(status, r)) => {
                 let text: String = r
                     .into_string()
@@ -107,37 +118,17 @@ impl IncidentService {
                     .chars()
                     .take(300)
                     .collect();
-                Err((
-                    Some(status),
-                    format!("{} answered {status}: {}", "the receiver", text.trim()),
-                ))
+                Err((Some(status), format!("answered {status}: {}", text.trim())))
             }
             Err(ureq::Error::Transport(t)) => Err((None, t.to_string())),
         })
         .await
         .unwrap_or_else(|e| Err((None, format!("the request's task failed: {e}"))));
-        let (status, error) = match sent {
-            Ok(status) => return AlertOutcome::Delivered(status.into()),
-            Err(e) => e,
-        };
-        let error = format!("POST {}: {error}", target.url);
-        let retryable = status.is_none_or(|s| matches!(s, 408 | 425 | 429 | 500..=599));
-        let status = status.map(i64::from);
-        if !retryable {
-            return AlertOutcome::Dead { status, error };
-        }
-        if a.attempts >= i64::from(target.max_attempts) {
-            return AlertOutcome::Dead {
-                status,
-                error: format!("gave up after {} attempts; the last: {error}", a.attempts),
-            };
-        }
-        let wait = chrono::Duration::from_std(jittered_backoff(a.attempts))
-            .expect("a backoff of minutes fits");
-        AlertOutcome::Retry {
-            at: crate::store::now() + wait,
-            status,
-            error,
+        match sent {
+            Ok(status) => AlertOutcome::Delivered(status.into()),
+            Err((status, error)) => {
+                settle(target, a, status, format!("POST {}: {error}", target.url))
+            }
         }
     }
 
@@ -153,5 +144,30 @@ impl IncidentService {
     /// Sends a dead alert again.
     pub async fn retry_alert(&self, id: &str) -> Result<Alert, StoreError> {
         self.store.retry_alert(id).await
+    }
+}
+
+/// How a failed attempt ends: given up for an answer that will not change by itself (a
+/// malformed or refused body, a receiver gone for good, a redirect) or once the attempts are
+/// used up; else tried again after the backoff (a receiver down, restarting, being deployed, or
+/// refusing a signature while its secret is rotated).
+fn settle(target: &AlertTarget, a: &Alert, status: Option<u16>, error: String) -> AlertOutcome {
+    let permanent = status.is_some_and(|s| matches!(s, 300..=399 | 400 | 405 | 410 | 413 | 422));
+    let status = status.map(i64::from);
+    if permanent {
+        return AlertOutcome::Dead { status, error };
+    }
+    if a.attempts >= i64::from(target.max_attempts) {
+        return AlertOutcome::Dead {
+            status,
+            error: format!("gave up after {} attempts; the last: {error}", a.attempts),
+        };
+    }
+    let wait = chrono::Duration::from_std(jittered_backoff(a.attempts))
+        .expect("a backoff of minutes fits");
+    AlertOutcome::Retry {
+        at: crate::store::now() + wait,
+        status,
+        error,
     }
 }

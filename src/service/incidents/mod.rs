@@ -215,8 +215,10 @@ impl IncidentService {
             policy: Arc::new(policy),
             linking: Arc::new(Mutex::new(linking)),
             metrics,
+            // A redirect is not followed: a POST turned into a GET would count as delivered.
             http: ureq::AgentBuilder::new()
                 .user_agent(concat!("intent-router/", env!("CARGO_PKG_VERSION")))
+                .redirects(0)
                 .build(),
         }
     }
@@ -305,7 +307,8 @@ impl IncidentService {
     /// The chart of an incident in `steps` steps of `step_minutes`: its intent's tickets per
     /// step against the intent's usual share of the volume (over the 14 days before its
     /// detection window), its own tickets, its detection. The chart ends 6 hours after its
-    /// last ticket (or now, if sooner), and at least a step after its detection.
+    /// last ticket (or now, if sooner), unless that leaves out the detection window's start:
+    /// then it starts there.
     pub async fn series(
         &self,
         id: &str,
@@ -318,9 +321,12 @@ impl IncidentService {
             .min(Utc::now())
             .max(i.detection.at + step);
         let end = summary::step_of(end, step_minutes) + step;
-        let from = end - step * i32::try_from(steps).unwrap_or(48);
-        let rows = self.store.series_rows(from, end).await?;
+        let span = step * i32::try_from(steps).expect("points are checked at the edge");
+        // From the detection window's start at the latest: the mark is always on the chart.
         let window = i.detection.at - chrono::Duration::minutes(i.detection.window_minutes);
+        let from = (end - span).min(summary::step_of(window, step_minutes));
+        let end = from + span;
+        let rows = self.store.series_rows(from, end).await?;
         let (n, total) = self
             .store
             .intent_share(
@@ -335,7 +341,7 @@ impl IncidentService {
         } else {
             0.0
         };
-        let steps = usize::try_from(steps).unwrap_or(48);
+        let steps = usize::try_from(steps).expect("points are checked at the edge");
         Ok(IncidentSeries::of(
             &i,
             &rows,

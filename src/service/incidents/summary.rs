@@ -165,7 +165,9 @@ impl IncidentSeries {
                 continue;
             }
             let p = &mut points[k];
-            p.0 += 1;
+            // The volume the usual share applies to: incident tickets left out, as in the
+            // share itself (and in the detector's tests).
+            p.0 += u64::from(r.incident_id.is_none());
             if chain_of(&r.intent).contains(&t.intent) {
                 p.1 += 1;
             }
@@ -268,8 +270,9 @@ mod tests {
             .iter()
             .map(|p| (p.tickets, p.expected, p.linked))
             .collect();
-        // The Russian ticket is out (the incident is English only), as are those outside.
-        assert_eq!(got, [(1, 0.5, 0), (2, 0.5, 1), (0, 0.0, 0)]);
+        // The Russian ticket is out (the incident is English only), as are those outside; the
+        // incident's tickets count, but not in the volume.
+        assert_eq!(got, [(1, 0.5, 0), (2, 0.25, 1), (0, 0.0, 0)]);
         assert_eq!((s.points[1].at, s.detected_at), (at(60), at(70)));
         assert_eq!(step_of(at(75), 60), at(60));
         // In steps of 30 minutes the same tickets fall in the first four.

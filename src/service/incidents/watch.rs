@@ -107,7 +107,7 @@ impl IncidentService {
                     let act_from = w.cursor.0;
                     self.rebuild(w.lock, Some(act_from)).await?
                 } else {
-                    self.follow_people(&mut w.tracker).await?;
+                    self.follow_people(&mut w).await?;
                     self.read_new(w).await?
                 }
             }
@@ -116,10 +116,16 @@ impl IncidentService {
         Ok(true)
     }
 
-    /// Takes people's changes into the watch's tracker: incidents resolved, dismissed or
-    /// merged leave it, reopened and split ones join it, corrected ones bring their new
-    /// picture (the watch's own count of their tickets stays).
-    async fn follow_people(&self, tracker: &mut Tracker) -> Result<(), StoreError> {
+    /// Takes people's changes into the watch: incidents resolved, dismissed or merged leave
+    /// its tracker, reopened and split ones join it, corrected ones bring their new picture
+    /// (the watch's own count of their tickets stays); tickets unlinked count again as the
+    /// intent's usual ones.
+    async fn follow_people(&self, w: &mut Watch) -> Result<(), StoreError> {
+        let since = w.unlinks_from;
+        w.unlinks_from = Utc::now() - chrono::Duration::minutes(1);
+        let unlinked = self.store.unlinked_since(since).await?;
+        w.detector.unlink(&unlinked);
+        let tracker = &mut w.tracker;
         let live = self.live().await?;
         let mut mine: HashMap<String, TrackedIncident> = std::mem::take(&mut tracker.open)
             .into_iter()
@@ -178,6 +184,7 @@ impl IncidentService {
             erasures: (erasures_from, erased.into_iter().map(|e| e.0).collect()),
             act_from: act_from.unwrap_or(now - CATCH_UP),
             late: HashMap::new(),
+            unlinks_from: erasures_from,
         };
         let mut w = self.read_new(w).await?;
         w.act_from = DateTime::<Utc>::MIN_UTC;
@@ -429,6 +436,8 @@ struct Watch {
     erasures: (DateTime<Utc>, HashSet<String>),
     /// Alarms before this time are not acted on (a rebuild's replay).
     act_from: DateTime<Utc>,
+    /// Unlinks from this time on are taken into the detector at the next turn.
+    unlinks_from: DateTime<Utc>,
     /// Incidents this watch opened, and until when tickets were routed without knowing of
     /// them (those that belong to one are linked as they are read).
     late: HashMap<String, DateTime<Utc>>,

@@ -317,7 +317,8 @@ impl Db {
         for l in links {
             link(&mut tx, l).await?;
         }
-        if alerts && !links.is_empty() {
+        if alerts {
+            // Tickets linked while routed count too (the watch sends them with no links).
             alert(&mut tx, &stored, "incident.grew").await?;
         }
         tx.announce(Topic::Incidents).await?;
@@ -333,8 +334,10 @@ impl Db {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&format!(
             "UPDATE incident_alerts SET next_at = $1, attempts = attempts + 1 WHERE id IN \
-             (SELECT id FROM incident_alerts WHERE state = 'pending' AND next_at <= $2 \
-              ORDER BY next_at, id LIMIT $3 {}) RETURNING *",
+             (SELECT a.id FROM incident_alerts a WHERE a.state = 'pending' AND a.next_at <= $2 \
+              AND NOT EXISTS (SELECT 1 FROM incident_alerts e WHERE e.incident_id = a.incident_id \
+                AND e.state = 'pending' AND e.id < a.id) \
+              ORDER BY a.next_at, a.id LIMIT $3 {}) RETURNING *",
             super::super::SKIP_LOCKED
         ))
         .bind(Stamp(lease_until))
@@ -560,10 +563,10 @@ impl Db {
         to: DateTime<Utc>,
     ) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN (d.intent = $1 OR substr(d.intent, 1, length($1) + 1) = $1 || '.') \
-             AND l.decision_id IS NULL THEN 1 ELSE 0 END), 0) AS n, COUNT(*) AS total FROM decisions d \
-             LEFT JOIN incident_links l ON l.decision_id = d.decision_id \
-             WHERE ($2 IS NULL OR d.language = $2) AND d.decided_at >= $3 AND d.decided_at < $4",
+            "SELECT COALESCE(SUM(CASE WHEN d.intent = $1 OR substr(d.intent, 1, length($1) + 1) = $1 || '.' \
+             THEN 1 ELSE 0 END), 0) AS n, COUNT(*) AS total FROM decisions d \
+             WHERE ($2 IS NULL OR d.language = $2) AND d.decided_at >= $3 AND d.decided_at < $4 \
+             AND NOT EXISTS (SELECT 1 FROM incident_links l WHERE l.decision_id = d.decision_id)",
         )
         .bind(intent)
         .bind(language)
@@ -761,6 +764,19 @@ impl Db {
         mark_for_remodel(&mut tx, &[source, &new.tracked.id]).await?;
         tx.announce(Topic::Incidents).await?;
         tx.commit().await
+    }
+
+    pub(in crate::store) async fn unlinked_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT decision_id FROM incident_unlinks WHERE unlinked_at >= $1 ORDER BY unlinked_at",
+        )
+        .bind(Stamp(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get("decision_id")).collect())
     }
 
     pub(in crate::store) async fn link_outcomes(
