@@ -70,6 +70,16 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a Chromium session")
 }
 
+/// A browser at a view of the console at `base`, logged in with the admin token.
+async fn logged_in(driver: &Driver, base: &str, view: &str) -> Client {
+    let c = browser(driver).await;
+    c.goto(&format!("{base}/#{view}")).await.unwrap();
+    let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
+    token.send_keys(ADMIN_TOKEN).await.unwrap();
+    click(&c, "#login-submit").await;
+    c
+}
+
 /// Waits for an element's text to contain `want` (the page updates asynchronously).
 async fn wait_text(c: &Client, css: &str, want: &str) -> String {
     let mut last = String::new();
@@ -290,11 +300,7 @@ fn the_connectors_view_shows_dead_letters_and_retries_them() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = browser(&driver).await;
-        c.goto(&format!("{}/#connectors", s.base)).await.unwrap();
-        let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
-        token.send_keys(ADMIN_TOKEN).await.unwrap();
-        click(&c, "#login-submit").await;
+        let c = logged_in(&driver, &s.base, "connectors").await;
         // The connector's row: its webhook URL and one dead letter.
         let row = wait_text(
             &c,
@@ -361,11 +367,7 @@ fn the_incidents_view_charts_an_incident_and_sets_its_status() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = browser(&driver).await;
-        c.goto(&format!("{}/#incidents", s.base)).await.unwrap();
-        let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
-        token.send_keys(ADMIN_TOKEN).await.unwrap();
-        click(&c, "#login-submit").await;
+        let c = logged_in(&driver, &s.base, "incidents").await;
         let row = format!("#inc-table tr[data-incident='{incident}']");
         wait_text(&c, &row, "billing.payment_failed").await;
         click(&c, &format!("button[data-show='{incident}']")).await;

@@ -387,12 +387,12 @@ const JOB_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// that died left (new work wakes them at once).
 const CONNECTOR_POLL: Duration = Duration::from_secs(1);
 
-/// How long processed connector events and finished write-backs are kept (a delivery sent
-/// again within it is still recognised as a duplicate).
+/// How long processed connector events, finished write-backs and finished incident alerts are
+/// kept (a delivery sent again within it is still recognised as a duplicate).
 const CONNECTOR_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Purges ticket texts, idempotency keys, finished jobs and ended console sessions past their
-/// retention, now and every hour.
+/// Purges ticket texts, idempotency keys, finished jobs, connector events, incident alerts and
+/// ended console sessions past their retention, now and every hour.
 fn spawn_retention(state: Arc<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -434,6 +434,9 @@ fn spawn_retention(state: Arc<AppState>) {
                 .await
             {
                 tracing::error!("purging connector events and write-backs: {e}");
+            }
+            if let Err(e) = state.store.purge_alerts(ago(CONNECTOR_RETENTION)).await {
+                tracing::error!("purging incident alerts: {e}");
             }
             if let Err(e) = state.store.purge_sessions(now).await {
                 tracing::error!("purging ended console sessions: {e}");

@@ -849,7 +849,7 @@ pub(crate) fn jittered_backoff(attempts: i64) -> Duration {
 }
 
 /// A `Retry-After` value: seconds, or an HTTP date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(Duration::from_secs(s));

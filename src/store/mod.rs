@@ -479,6 +479,8 @@ port! {
     fn finish_alert(&self, id: &str, claimed_until: DateTime<Utc>, outcome: &AlertOutcome) -> ();
     /// Alerts, newest first, optionally in one state.
     fn alerts(&self, state: Option<AlertState>, limit: i64) -> Vec<Alert>;
+    /// Deletes the alerts delivered or given up before `cutoff`; returns how many.
+    fn purge_alerts(&self, cutoff: DateTime<Utc>) -> u64;
     /// Sends a dead alert again (its attempts start over).
     fn retry_alert(&self, id: &str) -> Alert;
     /// Stores an incident's new picture (intent, language, centroid, spreads, and its tickets

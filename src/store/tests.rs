@@ -1492,6 +1492,10 @@ async fn incident_alerts_are_queued_with_the_change_claimed_once_retried_and_giv
         assert_eq!((back.state, back.attempts), (AlertState::Pending, 0));
         let err = store.retry_alert(&grew[0].id).await.unwrap_err();
         assert_eq!(err.to_string(), format!("no dead alert {}", grew[0].id));
+        // Finished alerts go with retention; a pending one stays.
+        let later = now() + chrono::Duration::seconds(1);
+        assert_eq!(store.purge_alerts(later).await.unwrap(), 1, "{url}");
+        assert_eq!(store.alerts(None, 10).await.unwrap().len(), 1);
     }
 }
 

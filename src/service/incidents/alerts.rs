@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use super::IncidentService;
 use crate::connector::{sign, Secret};
-use crate::service::connectors::jittered_backoff;
+use crate::service::connectors::{jittered_backoff, parse_retry_after};
 use crate::store::{Alert, AlertOutcome, AlertState, StoreError};
 
 /// Where incident alerts go.
@@ -102,33 +102,47 @@ impl IncidentService {
             // Redirects are not followed (see the client): a 3xx is an answer, not a delivery.
             Ok(r) if (200..300).contains(&r.status()) => Ok(r.status()),
             Ok(r) => {
-                let to = r.header("Location").unwrap_or("nowhere").to_string();
-                Err((
-                    Some(r.status()),
-                    format!(
+                let to = r.header("Location").unwrap_or("nowhere");
+                Err(Failed {
+                    status: Some(r.status()),
+                    retry_after: None,
+                    error: format!(
                         "answered {} to {to}: set the URL the alerts end at",
                         r.status()
                     ),
-                ))
+                })
             }
             Err(ureq::Error::Status(status, r)) => {
+                let retry_after = r.header("Retry-After").and_then(parse_retry_after);
                 let text: String = r
                     .into_string()
                     .unwrap_or_default()
                     .chars()
                     .take(300)
                     .collect();
-                Err((Some(status), format!("answered {status}: {}", text.trim())))
+                Err(Failed {
+                    status: Some(status),
+                    retry_after,
+                    error: format!("answered {status}: {}", text.trim()),
+                })
             }
-            Err(ureq::Error::Transport(t)) => Err((None, t.to_string())),
+            Err(ureq::Error::Transport(t)) => Err(Failed {
+                status: None,
+                retry_after: None,
+                error: t.to_string(),
+            }),
         })
         .await
-        .unwrap_or_else(|e| Err((None, format!("the request's task failed: {e}"))));
+        .unwrap_or_else(|e| {
+            Err(Failed {
+                status: None,
+                retry_after: None,
+                error: format!("the request's task failed: {e}"),
+            })
+        });
         match sent {
             Ok(status) => AlertOutcome::Delivered(status.into()),
-            Err((status, error)) => {
-                settle(target, a, status, format!("POST {}: {error}", target.url))
-            }
+            Err(f) => settle(target, a, f),
         }
     }
 
@@ -147,13 +161,30 @@ impl IncidentService {
     }
 }
 
+/// A failed attempt.
+struct Failed {
+    /// The receiver's status, if it answered.
+    status: Option<u16>,
+    /// How long the receiver asked us to wait.
+    retry_after: Option<Duration>,
+    /// What happened.
+    error: String,
+}
+
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// How a failed attempt ends: given up for an answer that will not change by itself (a
 /// malformed or refused body, a receiver gone for good, a redirect) or once the attempts are
-/// used up; else tried again after the backoff (a receiver down, restarting, being deployed, or
-/// refusing a signature while its secret is rotated).
-fn settle(target: &AlertTarget, a: &Alert, status: Option<u16>, error: String) -> AlertOutcome {
-    let permanent = status.is_some_and(|s| matches!(s, 300..=399 | 400 | 405 | 410 | 413 | 422));
-    let status = status.map(i64::from);
+/// used up; else tried again after the backoff, or the receiver's `Retry-After` when longer (a
+/// receiver down, restarting, being deployed, or refusing a signature while its secret is
+/// rotated).
+fn settle(target: &AlertTarget, a: &Alert, f: Failed) -> AlertOutcome {
+    let error = format!("POST {}: {}", target.url, f.error);
+    let permanent = f
+        .status
+        .is_some_and(|s| matches!(s, 300..=399 | 400 | 405 | 410 | 413 | 422));
+    let status = f.status.map(i64::from);
     if permanent {
         return AlertOutcome::Dead { status, error };
     }
@@ -163,11 +194,80 @@ fn settle(target: &AlertTarget, a: &Alert, status: Option<u16>, error: String) -
             error: format!("gave up after {} attempts; the last: {error}", a.attempts),
         };
     }
-    let wait = chrono::Duration::from_std(jittered_backoff(a.attempts))
-        .expect("a backoff of minutes fits");
+    let backoff = jittered_backoff(a.attempts);
+    let wait = f
+        .retry_after
+        .map_or(backoff, |d| d.min(MAX_RETRY_AFTER).max(backoff));
     AlertOutcome::Retry {
-        at: crate::store::now() + wait,
+        at: crate::store::now()
+            + chrono::Duration::from_std(wait).expect("a wait of an hour at most fits"),
         status,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(attempts: i64) -> Alert {
+        Alert {
+            id: "a".into(),
+            incident_id: "i".into(),
+            event: "incident.opened".into(),
+            body: serde_json::json!({}),
+            state: AlertState::Pending,
+            attempts,
+            next_at: Utc::now(),
+            created_at: Utc::now(),
+            finished_at: None,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_alert_is_retried_unless_the_answer_is_final_or_the_attempts_are_used_up() {
+        let target = AlertTarget {
+            url: "https://ops.example/hook".into(),
+            secrets: vec![],
+            max_attempts: 3,
+            timeout: Duration::from_secs(1),
+        };
+        let failed = |status: Option<u16>, retry_after: Option<u64>| Failed {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            error: "no".into(),
+        };
+        let dead = |o: &AlertOutcome| matches!(o, AlertOutcome::Dead { .. });
+        for status in [302, 400, 410, 422] {
+            assert!(
+                dead(&settle(&target, &alert(1), failed(Some(status), None))),
+                "{status}"
+            );
+        }
+        for status in [None, Some(401), Some(404), Some(429), Some(503)] {
+            let o = settle(&target, &alert(1), failed(status, None));
+            assert!(matches!(o, AlertOutcome::Retry { .. }), "{status:?}: {o:?}");
+        }
+        let last = settle(&target, &alert(3), failed(Some(503), None));
+        let AlertOutcome::Dead { error, status } = last else {
+            panic!("{last:?}")
+        };
+        assert_eq!(status, Some(503));
+        assert!(
+            error.starts_with(
+                "gave up after 3 attempts; the last: POST https://ops.example/hook: no"
+            ),
+            "{error}"
+        );
+        // The receiver's Retry-After when longer than the backoff, up to an hour.
+        let wait =
+            |retry_after| match settle(&target, &alert(1), failed(Some(429), Some(retry_after))) {
+                AlertOutcome::Retry { at, .. } => (at - crate::store::now()).num_seconds(),
+                o => panic!("{o:?}"),
+            };
+        assert!((595..=600).contains(&wait(600)));
+        assert!((3595..=3600).contains(&wait(86_400)));
     }
 }

@@ -409,6 +409,22 @@ impl Db {
         rows.iter().map(alert_row).collect()
     }
 
+    pub(in crate::store) async fn purge_alerts(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "DELETE FROM incident_alerts WHERE state IN ('delivered', 'dead') AND finished_at < $1",
+        )
+        .bind(Stamp(cutoff))
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub(in crate::store) async fn retry_alert(&self, id: &str) -> Result<Alert, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
