@@ -340,24 +340,11 @@ fn the_connectors_view_shows_dead_letters_and_retries_them() {
 
 #[test]
 fn the_incidents_view_charts_an_incident_and_sets_its_status() {
-    use crate::incidents::{route, wave, CONFIG, USUAL};
+    use crate::incidents::{route, wave, wave_until_linked, CONFIG};
     let d = tempfile::tempdir().unwrap();
     let s = server::start_with(d.path(), &[], CONFIG);
-    for round in 0..3 {
-        for (i, text) in USUAL.iter().enumerate() {
-            route(&s, &format!("usual-{round}-{i}"), text);
-        }
-    }
-    let mut incident = None;
-    for i in 0..80 {
-        let d = route(&s, &format!("wave-{i}"), &wave(i));
-        if let Some(id) = d["incident_id"].as_str() {
-            incident = Some(id.to_string());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    let incident = incident.expect("the wave opened an incident");
+    let (_, linked) = wave_until_linked(&s);
+    let incident = linked["incident_id"].as_str().unwrap().to_string();
     for i in 0..4 {
         route(&s, &format!("wave-more-{i}"), &wave(90 + i));
     }

@@ -40,6 +40,33 @@ pub fn wave(i: usize) -> String {
     format!("{opening} my {card} payment failed at checkout with error 502 from the payment gateway, the order is not placed")
 }
 
+/// The usual traffic (three rounds, none linked), then the wave a ticket at a time until one
+/// is linked as it is routed: its place in the wave and its decision.
+pub fn wave_until_linked(s: &Server) -> (usize, Value) {
+    for round in 0..3 {
+        for (i, text) in USUAL.iter().enumerate() {
+            let d = route(s, &format!("usual-{round}-{i}"), text);
+            assert!(d.get("incident_id").is_none(), "{d}");
+        }
+    }
+    let start_wave = Instant::now();
+    for i in 0..80 {
+        let d = route(s, &format!("wave-{i}"), &wave(i));
+        if d.get("incident_id").is_some() {
+            return (i, d);
+        }
+        assert!(
+            start_wave.elapsed() < Duration::from_secs(60),
+            "no incident after {i} tickets"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    panic!(
+        "80 tickets of one failure opened no incident:\n{}",
+        s.log.lock().unwrap()
+    )
+}
+
 pub fn route(s: &Server, id: &str, body: &str) -> Value {
     let r = s.post(
         "/v1/route",
@@ -73,33 +100,7 @@ fn a_wave_of_one_failure_opens_an_incident_that_its_later_tickets_join() {
     let receiver = Helpdesk::start();
     receiver.script(vec![Reply::new(503, "busy")]);
     let s = start(dir.path(), &receiver);
-    for round in 0..3 {
-        for (i, text) in USUAL.iter().enumerate() {
-            let d = route(&s, &format!("usual-{round}-{i}"), text);
-            assert!(d.get("incident_id").is_none(), "{d}");
-        }
-    }
-    // The wave, a ticket at a time, until one is linked as it is routed.
-    let start_wave = Instant::now();
-    let mut linked = None;
-    for i in 0..80 {
-        let d = route(&s, &format!("wave-{i}"), &wave(i));
-        if d.get("incident_id").is_some() {
-            linked = Some((i, d));
-            break;
-        }
-        assert!(
-            start_wave.elapsed() < Duration::from_secs(60),
-            "no incident after {i} tickets"
-        );
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    let (n, d) = linked.unwrap_or_else(|| {
-        panic!(
-            "80 tickets of one failure opened no incident:\n{}",
-            s.log.lock().unwrap()
-        )
-    });
+    let (n, d) = wave_until_linked(&s);
     assert!(
         n >= 3,
         "linked after {n} tickets: at least min_tickets open one"
