@@ -14,8 +14,11 @@
 //! INCIDENT_SENSITIVITIES, default "0.25,0.5,1,2,4" expected false alarms per week;
 //! INCIDENT_SIMILARITIES=1 first prints how close each scenario's tickets come to each other and
 //! to the usual tickets of their intent; INCIDENT_TRACE=1 prints, for the injected tickets, the
-//! most significant test of a second detector that links nothing, and, for each missed
-//! incident, which incidents hold some of its tickets).
+//! most significant test of a second detector that links nothing, the alarms that opened
+//! nothing, each incident's opening alarm, and, for each missed incident, which incidents hold
+//! some of its tickets). After each row it says where the wrong links went (to detections or
+//! to false alarms; when an incident opened, grew, or while routed) and why tickets of
+//! detected incidents were not linked (classified under another intent, or not likely enough).
 //!
 //! Background intents vary from day to day (each intent's weight by about 30%).
 //!
@@ -401,6 +404,12 @@ struct Incident {
     first: Vec<usize>,
     /// Every linked arrival.
     linked: Vec<usize>,
+    /// How each was linked: 0 when it opened, 1 grew, 2 routed.
+    phase: Vec<u8>,
+    /// The intent it takes.
+    intent: String,
+    /// The alarm that opened it, in words.
+    alarm: String,
 }
 
 /// Incidents stop linking after this long without a new ticket.
@@ -447,6 +456,7 @@ fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec
         if let Some(l) = &link {
             let k: usize = l.incident.parse().unwrap();
             incidents[k].linked.push(i);
+            incidents[k].phase.push(2);
         }
         obs.incident = link.map(|l| l.incident);
         let Some(alarm) = detector.observe(obs) else {
@@ -459,7 +469,22 @@ fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec
                 incidents.push(Incident {
                     opened: a.at,
                     first: ids.clone(),
+                    phase: vec![0; ids.len()],
                     linked: ids,
+                    intent: tracker
+                        .get(&incident)
+                        .map(|i| i.intent.clone())
+                        .unwrap_or_default(),
+                    alarm: format!(
+                        "{:?} {} min: {} of {} (expected {:.1}, p {:.1e}); spreads {:?}",
+                        alarm.stream,
+                        alarm.window_minutes,
+                        alarm.count,
+                        alarm.volume,
+                        alarm.expected,
+                        alarm.p_value,
+                        tracker.get(&incident).map(|i| (i.members, i.usual))
+                    ),
                 });
                 (incident, linked)
             }
@@ -468,9 +493,28 @@ fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec
                 incidents[k]
                     .linked
                     .extend(linked.iter().map(|(m, _)| m.parse::<usize>().unwrap()));
+                incidents[k].phase.extend(linked.iter().map(|_| 1));
                 (incident, linked)
             }
-            Change::Ignored => continue,
+            Change::Ignored => {
+                if debug {
+                    let ours = alarm
+                        .members
+                        .iter()
+                        .filter(|m| arrivals[m.parse::<usize>().unwrap()].injected.is_some())
+                        .count();
+                    eprintln!(
+                        "ignored at {}: {:?} {} min: {} of {} (expected {:.1}), {ours} injected",
+                        alarm.at,
+                        alarm.stream,
+                        alarm.window_minutes,
+                        alarm.count,
+                        alarm.volume,
+                        alarm.expected
+                    );
+                }
+                continue;
+            }
         };
         let ids: Vec<String> = linked.into_iter().map(|(m, _)| m).collect();
         detector.link(&ids, &incident);
@@ -490,12 +534,21 @@ struct Score {
     weeks_later: f64,
     linked_right: usize,
     linked_all: usize,
+    /// Wrong links: (to a detection, background), (to a detection, another injection),
+    /// (to a false alarm, background), (to a false alarm, injected).
+    wrong: [usize; 4],
+    /// Wrong links when an incident opened, grew, and while routed.
+    wrong_by_phase: [usize; 3],
+    /// Missed tickets of detected incidents: (another intent than the incident's),
+    /// (its intent).
+    missed: [usize; 2],
     detected_tickets: usize,
     detected_tickets_linked: usize,
     by_shape: HashMap<String, (usize, usize)>,
 }
 
 fn score(
+    pool: &Pool,
     score: &mut Score,
     arrivals: &[Arrival],
     injections: &[Injection],
@@ -534,6 +587,43 @@ fn score(
         }
     }
     score.weeks_later += (weeks - 2).max(0) as f64;
+    for (n, inc) in incidents.iter().enumerate() {
+        let own = majority(&inc.first);
+        for (&m, &phase) in inc.linked.iter().zip(&inc.phase) {
+            let slot = match (own, arrivals[m].injected) {
+                (Some(k), Some(j)) if k == j => continue,
+                (Some(_), None) => 0,
+                (Some(_), Some(_)) => 1,
+                (None, None) => 2,
+                (None, Some(_)) => 3,
+            };
+            score.wrong[slot] += 1;
+            score.wrong_by_phase[usize::from(phase)] += 1;
+        }
+        if own.is_some() && std::env::var_os("INCIDENT_TRACE").is_some() {
+            eprintln!(
+                "detection {n} {}: {} first; {}",
+                inc.intent,
+                inc.first.len(),
+                inc.alarm
+            );
+        }
+        if own.is_none() && std::env::var_os("INCIDENT_TRACE").is_some() {
+            eprintln!("  {}", inc.alarm);
+            let later: Vec<f64> = inc.linked[inc.first.len()..]
+                .iter()
+                .map(|&m| (arrivals[m].at - inc.opened).num_minutes() as f64 / 60.0)
+                .collect();
+            eprintln!(
+                "false alarm {n} {} at {}: {} first, {} later at hours {:?}",
+                inc.intent,
+                inc.opened,
+                inc.first.len(),
+                later.len(),
+                later.iter().map(|h| format!("{h:.1}")).collect::<Vec<_>>()
+            );
+        }
+    }
     // Every ticket linked to any incident, false alarms' included, counts against precision.
     score.linked_all += incidents.iter().map(|i| i.linked.len()).sum::<usize>();
     for (k, inj) in injections.iter().enumerate() {
@@ -589,6 +679,17 @@ fn score(
             .iter()
             .filter(|&&m| arrivals[m].injected == Some(k))
             .count();
+        let intents: Vec<&str> = matched[&k]
+            .iter()
+            .map(|&n| incidents[n].intent.as_str())
+            .collect();
+        for (m, a) in arrivals.iter().enumerate() {
+            if a.injected == Some(k) && linked.binary_search(&m).is_err() {
+                let chain = &pool.texts[a.text].read.chain;
+                let same = intents.iter().any(|i| chain.iter().any(|c| c == i));
+                score.missed[usize::from(same)] += 1;
+            }
+        }
         score.linked_right += right;
         score.detected_tickets += inj.times.len();
         score.detected_tickets_linked += right;
@@ -801,7 +902,7 @@ fn main() {
             arrivals.extend(injected);
             arrivals.sort_by_key(|a| a.at);
             let incidents = replay(&pool, &arrivals, &settings);
-            score(&mut s, &arrivals, &injections, &incidents, weeks);
+            score(&pool, &mut s, &arrivals, &injections, &incidents, weeks);
         }
         let mut delays = s.delays_min.clone();
         println!(
@@ -817,6 +918,14 @@ fn main() {
             s.false_later as f64 / s.weeks_later.max(1.0),
             s.linked_right as f64 / s.linked_all.max(1) as f64,
             s.detected_tickets_linked as f64 / s.detected_tickets.max(1) as f64,
+        );
+        eprintln!(
+            "  {fa}: wrong links: {} background and {} of other injections to detections, {} background and {} injected to false alarms; missed tickets of detections: {} in another intent, {} in its intent",
+            s.wrong[0], s.wrong[1], s.wrong[2], s.wrong[3], s.missed[0], s.missed[1]
+        );
+        eprintln!(
+            "  {fa}: wrong links by phase: {:?} (opened, grew, routed)",
+            s.wrong_by_phase
         );
         let mut shapes: Vec<_> = s.by_shape.iter().collect();
         shapes.sort();

@@ -208,6 +208,13 @@ pub struct Alarm {
     pub centroid: Embedding,
 }
 
+/// A ticket of the history's reservoir: its language and embedding.
+#[derive(Debug, Clone)]
+struct Kept {
+    language: String,
+    embedding: Embedding,
+}
+
 /// The decayed history of one model version.
 #[derive(Debug, Default)]
 struct History {
@@ -225,7 +232,7 @@ struct History {
     near_share: HashMap<String, (f64, f64)>,
     /// Per leaf intent: the latest embeddings that entered the history (ordered, so sums over
     /// them come out the same on every run).
-    reservoir: BTreeMap<String, VecDeque<Embedding>>,
+    reservoir: BTreeMap<String, VecDeque<Kept>>,
     /// When the counts were last decayed.
     decayed_at: Option<DateTime<Utc>>,
     /// Tickets per day (day number since the epoch), by the keys of `counts`, the past
@@ -348,7 +355,7 @@ impl History {
         }
         let kept = self.reservoir.entry(leaf.to_string()).or_default();
         let pairs = self.pairs.entry(leaf.to_string()).or_default();
-        pairs.extend(kept.iter().map(|e| e.cosine(&o.embedding)));
+        pairs.extend(kept.iter().map(|k| k.embedding.cosine(&o.embedding)));
         while pairs.len() > PAIRS {
             pairs.pop_front();
         }
@@ -361,7 +368,10 @@ impl History {
                 self.near_share.insert(leaf.to_string(), beta);
             }
         }
-        kept.push_back(o.embedding.clone());
+        kept.push_back(Kept {
+            language: o.language.clone(),
+            embedding: o.embedding.clone(),
+        });
         if kept.len() > RESERVOIR {
             kept.pop_front();
         }
@@ -370,7 +380,7 @@ impl History {
 
 /// The Beta (method of moments) over the share of the others each kept ticket is at cosine
 /// `>= near` to; `None` for fewer than 16 tickets.
-fn near_share_beta(kept: &VecDeque<Embedding>, near: f32) -> Option<(f64, f64)> {
+fn near_share_beta(kept: &VecDeque<Kept>, near: f32) -> Option<(f64, f64)> {
     if kept.len() < 16 {
         return None;
     }
@@ -382,7 +392,7 @@ fn near_share_beta(kept: &VecDeque<Embedding>, near: f32) -> Option<(f64, f64)> 
             let close = kept
                 .iter()
                 .enumerate()
-                .filter(|(j, b)| *j != i && a.cosine(b) >= near)
+                .filter(|(j, b)| *j != i && a.embedding.cosine(&b.embedding) >= near)
                 .count();
             close as f64 / (n - 1.0)
         })
@@ -622,13 +632,20 @@ impl Detector {
     }
 
     /// Cosine from `centroid` to the intent's tickets in the history (the latest per leaf
-    /// under it): how close its usual tickets come.
-    pub fn usual_similarities(&self, intent: &str, centroid: &Embedding) -> Vec<f32> {
+    /// under it; in `language` only, if given): how close its usual tickets come.
+    pub fn usual_similarities(
+        &self,
+        intent: &str,
+        language: Option<&str>,
+        centroid: &Embedding,
+    ) -> Vec<f32> {
         self.history
             .reservoir
             .iter()
             .filter(|(leaf, _)| chain_of(leaf).iter().any(|c| c == intent))
-            .flat_map(|(_, kept)| kept.iter().map(|e| e.cosine(centroid)))
+            .flat_map(|(_, kept)| kept.iter())
+            .filter(|k| language.is_none_or(|l| k.language == l))
+            .map(|k| k.embedding.cosine(centroid))
             .collect()
     }
 
@@ -947,6 +964,19 @@ pub(crate) mod tests {
             .collect();
         let w = steadiness(&days).unwrap();
         assert!((25.0..45.0).contains(&w), "{w}");
+    }
+
+    #[test]
+    fn the_usual_tickets_of_a_language_are_those_in_it() {
+        let mut rng = Lcg(21);
+        let (d, _, _) = two_weeks(&mut rng);
+        let c = vector(&mut rng, None, 1.0);
+        let all = d.usual_similarities("b", None, &c).len();
+        let ru = d.usual_similarities("b", Some("ru"), &c).len();
+        let en = d.usual_similarities("b", Some("en"), &c).len();
+        // A third of the test tickets are in Russian.
+        assert!(ru > 0 && en > ru && ru + en == all, "{ru} + {en} of {all}");
+        assert!(d.usual_similarities("b", Some("de"), &c).is_empty());
     }
 
     #[test]

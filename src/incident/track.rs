@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::detect::{chain_of, Alarm, Detector, Observation};
-use super::vector::{centroid, Embedding};
+use super::vector::{centroid, leave_one_out, Embedding};
 
 /// Where cosines to a centroid fall: mean and standard deviation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -241,7 +241,7 @@ impl TrackedIncident {
             self.usual = self.members;
             return;
         };
-        let spread = Spread::of(&sims(&c, &members)).unwrap_or(Spread {
+        let spread = Spread::of(&leave_one_out(&members)).unwrap_or(Spread {
             mean: 1.0,
             sd: LONE_SD,
         });
@@ -278,12 +278,22 @@ fn log_odds(incident_rate: f64, usual_rate: f64) -> f64 {
     ((incident_rate - usual_rate).max(0.01) / usual_rate).ln()
 }
 
-/// The log prior odds an alarm gives its window's tickets: the excess over the count the
-/// history expects, against that count (the given ticket left out of both).
+/// The log prior odds an alarm gives its window's tickets: the wave's tickets against the
+/// usual ones (the given ticket left out of both). The count the history expects is the
+/// stream's share of the whole volume, the wave's tickets included, so the usual tickets are
+/// that share of the volume without them: with a share `s`, `count = usual + wave` and
+/// `expected = s × (volume - wave) + s × wave` (a wave that is most of the volume would
+/// otherwise never look more than `(1 - s) / s` to 1).
 fn alarm_log_prior(alarm: &Alarm) -> f64 {
-    let usual = (alarm.expected - 1.0).max(0.05);
-    let excess = (alarm.count as f64 - alarm.expected).max(0.5);
-    (excess / usual).ln()
+    let (count, expected) = (alarm.count as f64 - 1.0, (alarm.expected - 1.0).max(0.0));
+    let share = if alarm.volume > 1 {
+        (expected / (alarm.volume - 1) as f64).min(0.99)
+    } else {
+        0.0
+    };
+    let wave = ((count - expected) / (1.0 - share)).max(0.5);
+    let usual = (expected - share * wave).max(0.05);
+    (wave / usual).ln()
 }
 
 /// Probability of belonging, from the log prior odds and the cosine's likelihood ratio. The
@@ -300,18 +310,27 @@ fn posterior(log_prior: f64, similarity: f32, members: &Spread, usual: &Spread) 
     1.0 / (1.0 + (-(log_prior + log_ratio)).exp())
 }
 
+/// Whether an incident takes tickets like `o` (its intent and language).
+fn fits(incident: &TrackedIncident, o: &Observation) -> bool {
+    o.chain.contains(&incident.intent)
+        && incident.language.as_deref().is_none_or(|l| o.language == l)
+}
+
 /// The tickets of an alarm's window that an incident takes (its intent and language, likely
-/// and close enough), recorded at their own times.
+/// and close enough), recorded at their own times: first the alarm's own tickets, by the
+/// alarm's odds; then the window's other tickets of its intent not linked yet (a near-duplicate
+/// group's alarm holds only the closest of a wave's tickets), by the incident's rate once it
+/// holds the alarm's.
 fn take(
     incident: &mut TrackedIncident,
     window: &[&Observation],
+    others: &[&Observation],
     alarm: &Alarm,
     bar: (f64, f32),
 ) -> Vec<(String, Link)> {
-    let linked: Vec<(String, Link, DateTime<Utc>)> = window
+    let mut linked: Vec<(String, Link, DateTime<Utc>)> = window
         .iter()
-        .filter(|o| o.chain.contains(&incident.intent))
-        .filter(|o| incident.language.as_deref().is_none_or(|l| o.language == l))
+        .filter(|o| fits(incident, o))
         .map(|o| {
             (
                 o.id.clone(),
@@ -321,13 +340,20 @@ fn take(
         })
         .filter(|(_, l, _)| passes(l, bar))
         .collect();
-    linked
-        .into_iter()
-        .map(|(id, link, at)| {
-            incident.record(at);
-            (id, link)
-        })
-        .collect()
+    for (_, _, at) in &linked {
+        incident.record(*at);
+    }
+    let more: Vec<(String, Link, DateTime<Utc>)> = others
+        .iter()
+        .filter(|o| fits(incident, o))
+        .map(|o| (o.id.clone(), incident.score(&o.embedding, alarm.at), o.at))
+        .filter(|(_, l, _)| passes(l, bar))
+        .collect();
+    for (_, _, at) in &more {
+        incident.record(*at);
+    }
+    linked.extend(more);
+    linked.into_iter().map(|(id, link, _)| (id, link)).collect()
 }
 
 /// What an alarm did.
@@ -485,6 +511,12 @@ impl Tracker {
             .recent()
             .filter(|o| members.contains(&o.id))
             .collect();
+        let since = alarm.at - Duration::minutes(alarm.window_minutes);
+        let others: Vec<&Observation> = detector
+            .recent()
+            .filter(|o| o.at > since && o.at <= alarm.at && o.incident.is_none())
+            .filter(|o| !members.contains(&o.id))
+            .collect();
         // An open incident that would take the alarm's group grows: the most likely one.
         let grows = self
             .open
@@ -501,7 +533,7 @@ impl Tracker {
         if let Some(k) = grows {
             let bar = self.bar();
             let i = &mut self.open[k];
-            let linked = take(i, &window, alarm, bar);
+            let linked = take(i, &window, &others, alarm, bar);
             let incident = i.id.clone();
             return Change::Grew { incident, linked };
         }
@@ -518,10 +550,14 @@ impl Tracker {
             id: new_id(),
             ..model
         };
-        let linked = take(&mut tracked, &tickets, alarm, self.bar());
-        if linked.len() < self.min_tickets {
+        // It opens on a core of tickets that are surely the wave's: a rise that does not stand
+        // out from the intent's usual tickets (a busier day for the intent, no common cause in
+        // sight) links nothing, instead of half its intent's tickets.
+        let core = window_core(&tracked, &tickets, alarm);
+        if core < self.min_tickets {
             return Change::Ignored;
         }
+        let linked = take(&mut tracked, &tickets, &others, alarm, self.bar());
         let incident = tracked.id.clone();
         self.open.push(tracked);
         Change::Opened { incident, linked }
@@ -539,21 +575,24 @@ impl Tracker {
         let log_prior = alarm_log_prior(alarm);
         let mut members: Vec<&Embedding> = tickets.iter().map(|o| &o.embedding).collect();
         let mut c = centroid(members.iter().copied())?;
-        let mut spread = Spread::of(&sims(&c, &members))?;
-        let mut usual = usual_spread(detector, intent, &c, &spread);
+        let mut own = leave_one_out(&members);
+        let mut spread = Spread::of(&own)?;
+        let mut usual = usual_spread(detector, intent, alarm.stream.language(), &c, &spread);
         // Two rounds: keep the likely tickets, re-centre on them.
         for _ in 0..2 {
             let kept: Vec<&Embedding> = members
                 .iter()
-                .copied()
-                .filter(|e| posterior(log_prior, c.cosine(e), &spread, &usual) >= 0.5)
+                .zip(&own)
+                .filter(|(_, s)| posterior(log_prior, **s, &spread, &usual) >= 0.5)
+                .map(|(e, _)| *e)
                 .collect();
             if kept.len() < 4 {
                 break;
             }
             c = centroid(kept.iter().copied())?;
-            spread = Spread::of(&sims(&c, &kept))?;
-            usual = usual_spread(detector, intent, &c, &spread);
+            own = leave_one_out(&kept);
+            spread = Spread::of(&own)?;
+            usual = usual_spread(detector, intent, alarm.stream.language(), &c, &spread);
             members = kept;
         }
         Some(TrackedIncident {
@@ -572,17 +611,32 @@ impl Tracker {
     }
 }
 
-fn sims(c: &Embedding, members: &[&Embedding]) -> Vec<f32> {
-    members.iter().map(|e| c.cosine(e)).collect()
+/// The probability from which an alarm's ticket is surely its wave's (chosen on the
+/// simulator: 0.8 let more false alarms open, 0.9 missed more incidents).
+const CORE_PROBABILITY: f64 = 0.85;
+
+/// How many of an alarm's tickets are surely the new incident's.
+fn window_core(incident: &TrackedIncident, window: &[&Observation], alarm: &Alarm) -> usize {
+    window
+        .iter()
+        .filter(|o| fits(incident, o))
+        .filter(|o| incident.score_in_alarm(&o.embedding, alarm).probability >= CORE_PROBABILITY)
+        .count()
 }
 
 /// The spread of an incident's only ticket around itself: tickets about as close as two
 /// wordings of one message join it.
 const LONE_SD: f32 = 0.05;
 
-/// How close the intent's usual tickets come to `c`.
-fn usual_spread(detector: &Detector, intent: &str, c: &Embedding, members: &Spread) -> Spread {
-    usual_spread_of(&detector.usual_similarities(intent, c), members)
+/// How close the intent's usual tickets (in the language, if one) come to `c`.
+fn usual_spread(
+    detector: &Detector,
+    intent: &str,
+    language: Option<&str>,
+    c: &Embedding,
+    members: &Spread,
+) -> Spread {
+    usual_spread_of(&detector.usual_similarities(intent, language, c), members)
 }
 
 /// The spread of the usual tickets' cosines; with too few of them, a spread just below the
@@ -742,13 +796,18 @@ mod tests {
         }
         let mut tracker = Tracker::new(48, 0.5, 4);
         let t = start() + Duration::days(14);
+        // The first alarms may be too weak to open on counts alone (odds under 4 to 1 for
+        // each ticket); the wave goes on until one is strong enough.
         let mut opened = None;
-        for k in 0..12 {
+        for k in 0..20 {
             let at = t + Duration::minutes(3 * k);
             if let Some(alarm) = d.observe(obs(id, at, "b.x", none())) {
                 assert!(!matches!(alarm.stream, Stream::Cluster { .. }), "{alarm:?}");
-                opened = Some(tracker.on_alarm(&alarm, &d, || "inc-1".into()));
-                break;
+                let change = tracker.on_alarm(&alarm, &d, || "inc-1".into());
+                if change != Change::Ignored {
+                    opened = Some(change);
+                    break;
+                }
             }
             id += 1;
         }
@@ -849,6 +908,96 @@ mod tests {
         let mut old = picture(&[0], 0);
         old.add_rate(&picture(&[7 * 60], 0));
         assert_eq!(old.recent.len(), 1);
+    }
+
+    /// Two weeks of background, then `tickets` of `b.x` in the last `minutes` (their ids
+    /// returned), and an alarm of `stream` over the first `members` of them with these counts.
+    fn alarm_over(
+        rng: &mut Lcg,
+        tickets: &[Embedding],
+        members: usize,
+        stream: Stream,
+        (count, volume, expected): (u64, u64, f64),
+    ) -> (Detector, Alarm, Vec<String>) {
+        let (mut d, _, mut id) = two_weeks(rng);
+        let t = start() + Duration::days(14);
+        let mut ids = Vec::new();
+        for (k, e) in tickets.iter().enumerate() {
+            d.observe(obs(id, t + Duration::minutes(k as i64), "b.x", e.clone()));
+            ids.push(id.to_string());
+            id += 1;
+        }
+        let window: Vec<&Observation> = d.recent().filter(|o| ids.contains(&o.id)).collect();
+        let alarm = Alarm {
+            stream,
+            at: t + Duration::minutes(tickets.len() as i64),
+            window_minutes: 60,
+            count,
+            volume,
+            expected,
+            p_value: 1e-9,
+            threshold: 1e-6,
+            members: ids[..members].to_vec(),
+            centroid: centroid(window[..members].iter().map(|o| &o.embedding)).unwrap(),
+        };
+        (d, alarm, ids)
+    }
+
+    #[test]
+    fn a_rise_opens_an_incident_only_when_its_tickets_share_a_cause() {
+        // The same counts (20 where 10 were expected: each ticket is the wave's at odds of
+        // about 1 to 1 by the counts alone), once with tickets like the intent's usual ones and
+        // once with tickets close to one another.
+        let counts = (20, 100, 10.0);
+        let stream = Stream::Intent {
+            intent: "b.x".into(),
+        };
+        let mut rng = Lcg(11);
+        let diffuse: Vec<Embedding> = (0..20).map(|_| vector(&mut rng, None, 1.0)).collect();
+        let (d, alarm, _) = alarm_over(&mut rng, &diffuse, 20, stream.clone(), counts);
+        let mut tracker = Tracker::new(48, 0.5, 4);
+        assert_eq!(
+            tracker.on_alarm(&alarm, &d, || "inc".into()),
+            Change::Ignored
+        );
+        assert!(tracker.open.is_empty());
+
+        let centre: Vec<f32> = (0..16).map(|i| if i == 4 { 1.0 } else { 0.0 }).collect();
+        let close: Vec<Embedding> = (0..20)
+            .map(|_| vector(&mut rng, Some(&centre), 0.15))
+            .collect();
+        let (d, alarm, _) = alarm_over(&mut rng, &close, 20, stream, counts);
+        let change = tracker.on_alarm(&alarm, &d, || "inc".into());
+        let Change::Opened { linked, .. } = change else {
+            panic!("tickets with a common cause: {change:?}");
+        };
+        assert!(linked.len() >= 15, "{}", linked.len());
+    }
+
+    #[test]
+    fn an_incident_also_takes_its_windows_other_close_tickets() {
+        // A near-duplicate group's alarm holds 5 of a wave's 8 tickets; the window also holds
+        // 3 more of them and 3 usual tickets of the intent, none in the alarm.
+        let mut rng = Lcg(13);
+        let centre: Vec<f32> = (0..16).map(|i| if i == 9 { 1.0 } else { 0.0 }).collect();
+        let mut tickets: Vec<Embedding> = (0..8)
+            .map(|_| vector(&mut rng, Some(&centre), 0.15))
+            .collect();
+        tickets.extend((0..3).map(|_| vector(&mut rng, None, 1.0)));
+        let stream = Stream::Cluster {
+            intent: "b.x".into(),
+        };
+        let (d, alarm, ids) = alarm_over(&mut rng, &tickets, 5, stream, (5, 20, 1.0));
+        let mut tracker = Tracker::new(48, 0.5, 4);
+        let change = tracker.on_alarm(&alarm, &d, || "inc".into());
+        let Change::Opened { linked, .. } = change else {
+            panic!("no incident: {change:?}");
+        };
+        let mut got: Vec<&String> = linked.iter().map(|(m, _)| m).collect();
+        got.sort();
+        let mut want: Vec<&String> = ids[..8].iter().collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 
     fn tracked_for_tests() -> TrackedIncident {

@@ -91,6 +91,40 @@ pub fn centroid<'a>(members: impl IntoIterator<Item = &'a Embedding>) -> Option<
     sum.map(|s| Embedding::new(&s))
 }
 
+/// Each member's cosine to the centroid of the others (how close a new ticket like it would
+/// come: its own share of the centroid left out, which lifts a small group's cosines a lot);
+/// empty for fewer than two.
+pub fn leave_one_out(members: &[&Embedding]) -> Vec<f32> {
+    if members.len() < 2 {
+        return Vec::new();
+    }
+    let values: Vec<Vec<f32>> = members.iter().map(|e| e.values()).collect();
+    let mut sum = vec![0f32; values[0].len()];
+    for v in &values {
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += x;
+        }
+    }
+    values
+        .iter()
+        .map(|v| {
+            let (mut dot, mut norm, mut own) = (0f32, 0f32, 0f32);
+            for (s, x) in sum.iter().zip(v) {
+                let rest = s - x;
+                dot += x * rest;
+                norm += rest * rest;
+                own += x * x;
+            }
+            let den = (norm * own).sqrt();
+            if den > 0.0 && den.is_finite() {
+                dot / den
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +149,24 @@ mod tests {
         assert_eq!(Embedding::new(&[f32::INFINITY, 1.0]).scale, 0.0);
         let c = centroid([&ea, &eb]).unwrap();
         assert!(c.cosine(&ea) > 0.9 && c.cosine(&eb) > 0.9);
+    }
+
+    #[test]
+    fn leave_one_out_cosines_leave_each_member_out_of_its_centroid() {
+        let e = |v: &[f32]| Embedding::new(v);
+        let (a, b, c) = (
+            e(&[1.0, 0.0, 0.0]),
+            e(&[0.0, 1.0, 0.0]),
+            e(&[1.0, 1.0, 0.0]),
+        );
+        // Two members: each one's cosine to the other.
+        let two = leave_one_out(&[&a, &b]);
+        assert!(two.iter().all(|x| x.abs() < 0.01), "{two:?}");
+        // Three: a against the mean of b and c, which is closer than a against all three.
+        let three = leave_one_out(&[&a, &b, &c]);
+        let others = centroid([&b, &c]).unwrap();
+        assert!((three[0] - a.cosine(&others)).abs() < 0.01, "{three:?}");
+        assert!(three[0] < a.cosine(&centroid([&a, &b, &c]).unwrap()));
+        assert!(leave_one_out(&[&a]).is_empty());
     }
 }
