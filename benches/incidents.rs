@@ -22,6 +22,9 @@
 //!
 //! Background intents vary from day to day (each intent's weight by about 30%).
 //!
+//! `INCIDENT_SPEED=200,2000,10000` instead times the detector alone at those daily volumes
+//! (INCIDENT_WEEKS of background, replayed as a rebuild replays the log).
+//!
 //! Scoring: an incident opened is a detection of the injected incident that holds more than half
 //! of the tickets it opened with, otherwise a false alarm. The delay runs from the injected
 //! incident's 5th ticket (negative: found before it). Linking precision: of the tickets linked to
@@ -308,7 +311,7 @@ fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap()
 }
 
-fn background(rng: &mut StdRng, pool: &Pool, weeks: i64) -> Vec<Arrival> {
+fn background(rng: &mut StdRng, pool: &Pool, weeks: i64, per_day: f64) -> Vec<Arrival> {
     let hours = weeks * 7 * 24;
     let mean_weight: f64 = (0..168)
         .map(|h| hourly_weight(start() + Duration::hours(h)))
@@ -326,7 +329,7 @@ fn background(rng: &mut StdRng, pool: &Pool, weeks: i64) -> Vec<Arrival> {
                 .collect();
         }
         let at = start() + Duration::hours(h);
-        let n = poisson(rng, PER_DAY / 24.0 * hourly_weight(at) / mean_weight);
+        let n = poisson(rng, per_day / 24.0 * hourly_weight(at) / mean_weight);
         for _ in 0..n {
             let texts = &pool.by_intent[pick(rng, &mix)];
             out.push(Arrival {
@@ -418,7 +421,11 @@ const QUIET_HOURS: i64 = 48;
 /// Replays a stream through the detector and the tracker; returns the incidents opened.
 fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec<Incident> {
     let mut detector = Detector::new(settings.clone(), &pool.leaves);
-    let mut tracker = Tracker::new(QUIET_HOURS, 0.5, settings.min_tickets as usize);
+    let mut tracker = Tracker::new(
+        QUIET_HOURS,
+        env("INCIDENT_LINK_PROBABILITY", 0.5),
+        settings.min_tickets as usize,
+    );
     let mut incidents: Vec<Incident> = Vec::new();
     let debug = std::env::var_os("INCIDENT_TRACE").is_some();
     let mut probe = Detector::new(
@@ -867,6 +874,50 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// How fast the detector takes tickets at each daily volume (`INCIDENT_SPEED=200,2000,…`):
+/// `weeks` of background through one detector, as a rebuild replays the log.
+fn speed(pool: &Pool, weeks: i64, volumes: &str) {
+    println!("| tickets/day | tickets | seconds | µs per ticket | a 28-day rebuild |");
+    println!("|---|---|---|---|---|");
+    for per_day in volumes.split(',') {
+        let per_day: f64 = per_day.trim().parse().expect("INCIDENT_SPEED: numbers");
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut arrivals = background(&mut rng, pool, weeks, per_day);
+        arrivals.sort_by_key(|a| a.at);
+        let observations: Vec<Observation> = arrivals
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let read = &pool.texts[a.text].read;
+                Observation {
+                    id: i.to_string(),
+                    at: a.at,
+                    chain: read.chain.clone(),
+                    language: read.language.clone(),
+                    embedding: read.embedding.clone(),
+                    model_version: "m1".into(),
+                    incident: None,
+                }
+            })
+            .collect();
+        let mut detector = Detector::new(DetectorSettings::default(), &pool.leaves);
+        let n = observations.len();
+        let started = std::time::Instant::now();
+        let mut alarms = 0;
+        for o in observations {
+            alarms += usize::from(detector.observe(o).is_some());
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let per_ticket = secs / n as f64;
+        println!(
+            "| {per_day} | {n} | {secs:.2} | {:.1} | {:.0} s |",
+            per_ticket * 1e6,
+            per_ticket * per_day * 28.0
+        );
+        std::hint::black_box(alarms);
+    }
+}
+
 fn main() {
     let weeks: i64 = env("INCIDENT_WEEKS", 4);
     let seeds: u64 = env("INCIDENT_SEEDS", 5);
@@ -877,6 +928,10 @@ fn main() {
     let pool = load_pool();
     if std::env::var_os("INCIDENT_SIMILARITIES").is_some() {
         similarities(&pool);
+    }
+    if let Ok(volumes) = std::env::var("INCIDENT_SPEED") {
+        speed(&pool, weeks, &volumes);
+        return;
     }
     println!(
         "{} background texts, {} scenarios ({} texts), {} weeks × {} seeds, {} tickets/day",
@@ -897,7 +952,7 @@ fn main() {
         let mut s = Score::default();
         for seed in 0..seeds {
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut arrivals = background(&mut rng, &pool, weeks);
+            let mut arrivals = background(&mut rng, &pool, weeks, PER_DAY);
             let (injections, injected) = inject(&mut rng, &pool, weeks, seed);
             arrivals.extend(injected);
             arrivals.sort_by_key(|a| a.at);

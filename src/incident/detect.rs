@@ -208,11 +208,40 @@ pub struct Alarm {
     pub centroid: Embedding,
 }
 
+/// Which of a ticket's streams another ticket counts in, without comparing intents by name:
+/// each stream's intent is one of the ticket's chain, and another ticket is in it when their
+/// chains agree down to it (chains are the prefixes of a dotted id).
+struct Membership {
+    /// Only tickets in the ticket's language count, in the volume too.
+    in_language: bool,
+    /// How many intents of the chains must agree.
+    depth: usize,
+    /// Only near-duplicates of the ticket count.
+    cluster: bool,
+}
+
+impl Membership {
+    fn of(stream: &Stream, o: &Observation) -> Self {
+        Self {
+            in_language: stream.language().is_some(),
+            depth: o
+                .chain
+                .iter()
+                .position(|c| c == stream.intent())
+                .map_or(usize::MAX, |p| p + 1),
+            cluster: matches!(stream, Stream::Cluster { .. }),
+        }
+    }
+}
+
 /// A ticket of the history's reservoir: its language and embedding.
 #[derive(Debug, Clone)]
 struct Kept {
     language: String,
     embedding: Embedding,
+    /// Its cosines to the tickets kept after it, in their order (each pair once, so the
+    /// near-duplicate shares need no cosine again).
+    later: Vec<f32>,
 }
 
 /// The decayed history of one model version.
@@ -355,22 +384,31 @@ impl History {
         }
         let kept = self.reservoir.entry(leaf.to_string()).or_default();
         let pairs = self.pairs.entry(leaf.to_string()).or_default();
-        pairs.extend(kept.iter().map(|k| k.embedding.cosine(&o.embedding)));
+        let cosines: Vec<f32> = kept
+            .iter()
+            .map(|k| k.embedding.cosine(&o.embedding))
+            .collect();
+        pairs.extend(&cosines);
         while pairs.len() > PAIRS {
             pairs.pop_front();
         }
         if pairs.len() >= MIN_PAIRS {
             let mut sorted: Vec<f32> = pairs.iter().copied().collect();
-            sorted.sort_by(f32::total_cmp);
             let at = ((1.0 - near_share) * (sorted.len() - 1) as f64).round() as usize;
-            self.near.insert(leaf.to_string(), sorted[at]);
-            if let Some(beta) = near_share_beta(kept, sorted[at]) {
+            let (_, near, _) = sorted.select_nth_unstable_by(at, f32::total_cmp);
+            let near = *near;
+            self.near.insert(leaf.to_string(), near);
+            if let Some(beta) = near_share_beta(kept, near) {
                 self.near_share.insert(leaf.to_string(), beta);
             }
+        }
+        for (k, c) in kept.iter_mut().zip(cosines) {
+            k.later.push(c);
         }
         kept.push_back(Kept {
             language: o.language.clone(),
             embedding: o.embedding.clone(),
+            later: Vec::new(),
         });
         if kept.len() > RESERVOIR {
             kept.pop_front();
@@ -385,18 +423,16 @@ fn near_share_beta(kept: &VecDeque<Kept>, near: f32) -> Option<(f64, f64)> {
         return None;
     }
     let n = kept.len() as f64;
-    let shares: Vec<f64> = kept
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let close = kept
-                .iter()
-                .enumerate()
-                .filter(|(j, b)| *j != i && a.embedding.cosine(&b.embedding) >= near)
-                .count();
-            close as f64 / (n - 1.0)
-        })
-        .collect();
+    let mut close = vec![0usize; kept.len()];
+    for (i, a) in kept.iter().enumerate() {
+        for (j, c) in (i + 1..).zip(&a.later) {
+            if *c >= near {
+                close[i] += 1;
+                close[j] += 1;
+            }
+        }
+    }
+    let shares: Vec<f64> = close.iter().map(|c| *c as f64 / (n - 1.0)).collect();
     let m = (shares.iter().sum::<f64>() / n).clamp(1e-3, 0.5);
     let var = shares.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1.0);
     let kappa = (m * (1.0 - m) / var.max(1e-9) - 1.0).clamp(1.0, n);
@@ -556,15 +592,25 @@ impl Detector {
         let streams = streams_of(o);
         // The windows of one stream overlap and mostly agree: one test per stream and ticket.
         let tests = streams.len() as u64;
-        for minutes in WINDOWS_MINUTES {
-            let since = o.at - Duration::minutes(minutes);
-            let window: Vec<&Observation> = self
-                .recent
-                .iter()
-                .filter(|r| r.at > since && r.incident.is_none())
-                .collect();
-            for stream in &streams {
-                let Some(candidate) = self.scan(o, stream, &window, minutes, threshold) else {
+        let counts = self.window_counts(o, &streams);
+        for (minutes, counts) in WINDOWS_MINUTES.into_iter().zip(counts) {
+            let mut window: Option<Vec<&Observation>> = None;
+            for (stream, (count, volume)) in streams.iter().zip(counts) {
+                if self
+                    .p_value(stream, count, volume)
+                    .is_none_or(|p| p >= threshold)
+                {
+                    continue;
+                }
+                // An alarm: its tickets are gathered (rarely; counting needs no list).
+                let window = window.get_or_insert_with(|| {
+                    let since = o.at - Duration::minutes(minutes);
+                    self.recent
+                        .iter()
+                        .filter(|r| r.at > since && r.incident.is_none())
+                        .collect()
+                });
+                let Some(candidate) = self.scan(o, stream, window, minutes, threshold) else {
                     continue;
                 };
                 if best.as_ref().is_none_or(|b| candidate.p_value < b.p_value) {
@@ -573,6 +619,75 @@ impl Detector {
             }
         }
         (best, tests)
+    }
+
+    /// For each window (shortest first) and stream: the stream's tickets and the volume it is
+    /// compared with, in one pass over the recent tickets from the newest (each counted in the
+    /// shortest window that holds it, then summed up into the longer ones).
+    fn window_counts(&self, o: &Observation, streams: &[Stream]) -> Vec<Vec<(u64, u64)>> {
+        let mut counts = vec![vec![(0u64, 0u64); streams.len()]; WINDOWS_MINUTES.len()];
+        let near = o.leaf().map_or(f32::INFINITY, |l| self.near_similarity(l));
+        let tests: Vec<Membership> = streams.iter().map(|s| Membership::of(s, o)).collect();
+        let limits = WINDOWS_MINUTES.map(Duration::minutes);
+        let mut k = 0;
+        for r in self.recent.iter().rev() {
+            let age = o.at - r.at;
+            while k < limits.len() && age >= limits[k] {
+                k += 1;
+            }
+            if k == limits.len() {
+                break;
+            }
+            if r.incident.is_some() {
+                continue;
+            }
+            let same_language = r.language == o.language;
+            let shared = r
+                .chain
+                .iter()
+                .zip(&o.chain)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let mut cosine = None;
+            for (test, (count, volume)) in tests.iter().zip(counts[k].iter_mut()) {
+                if test.in_language && !same_language {
+                    continue;
+                }
+                *volume += 1;
+                if shared < test.depth {
+                    continue;
+                }
+                if test.cluster
+                    && *cosine.get_or_insert_with(|| r.embedding.cosine(&o.embedding)) < near
+                {
+                    continue;
+                }
+                *count += 1;
+            }
+        }
+        for k in 1..counts.len() {
+            let (shorter, longer) = counts.split_at_mut(k);
+            for (l, s) in longer[0].iter_mut().zip(&shorter[k - 1]) {
+                l.0 += s.0;
+                l.1 += s.1;
+            }
+        }
+        counts
+    }
+
+    /// The chance of `count` or more of the stream's tickets among `volume` (the new one
+    /// given); `None` when the count is under the minimum or not above the expected one.
+    fn p_value(&self, stream: &Stream, count: u64, volume: u64) -> Option<f64> {
+        if count < u64::from(self.settings.min_tickets) {
+            return None;
+        }
+        let (a, b) = self.share(stream);
+        let trials = volume - 1;
+        let expected = trials as f64 * a / (a + b) + 1.0;
+        if (count as f64) <= expected {
+            return None;
+        }
+        Some(beta_binomial_tail(count - 1, trials, a, b))
     }
 
     /// One test: the stream's count in the window against its share of the volume.
@@ -964,6 +1079,53 @@ pub(crate) mod tests {
             .collect();
         let w = steadiness(&days).unwrap();
         assert!((25.0..45.0).contains(&w), "{w}");
+    }
+
+    #[test]
+    fn one_pass_counts_what_each_window_and_stream_holds() {
+        let mut rng = Lcg(17);
+        let (mut d, _, mut id) = two_weeks(&mut rng);
+        let t = start() + Duration::days(14);
+        let centre: Vec<f32> = (0..16).map(|i| if i == 3 { 1.0 } else { 0.0 }).collect();
+        for minute in 0..600 {
+            if minute % 2 == 0 {
+                let leaf = LEAVES[(rng.next() * LEAVES.len() as f64) as usize];
+                let e = vector(&mut rng, Some(&centre), 0.6);
+                d.observe(obs(id, t + Duration::minutes(minute), leaf, e));
+                id += 1;
+            }
+        }
+        let o = d.recent().last().unwrap().clone();
+        let streams = streams_of(&o);
+        let near = d.near_similarity(o.leaf().unwrap());
+        let counts = d.window_counts(&o, &streams);
+        // Not trivial: the longest window's streams hold some of its tickets, each its own.
+        let day = &counts[WINDOWS_MINUTES.len() - 1];
+        assert!(day.iter().all(|(c, v)| *c > 0 && c < v), "{day:?}");
+        for (minutes, counts) in WINDOWS_MINUTES.into_iter().zip(counts) {
+            let since = o.at - Duration::minutes(minutes);
+            let window: Vec<&Observation> = d.recent().filter(|r| r.at > since).collect();
+            for (stream, (count, volume)) in streams.iter().zip(counts) {
+                let volume_by_hand = window
+                    .iter()
+                    .filter(|r| stream.language().is_none_or(|l| r.language == l))
+                    .count() as u64;
+                let count_by_hand = window
+                    .iter()
+                    .filter(|r| stream.language().is_none_or(|l| r.language == l))
+                    .filter(|r| r.chain.iter().any(|c| c == stream.intent()))
+                    .filter(|r| {
+                        !matches!(stream, Stream::Cluster { .. })
+                            || r.embedding.cosine(&o.embedding) >= near
+                    })
+                    .count() as u64;
+                assert_eq!(
+                    (count, volume),
+                    (count_by_hand, volume_by_hand),
+                    "{stream:?} in {minutes} min"
+                );
+            }
+        }
     }
 
     #[test]
