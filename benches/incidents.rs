@@ -415,6 +415,20 @@ struct Incident {
     alarm: String,
 }
 
+/// The `i`th arrival as the detector sees it (not linked yet).
+fn observation(pool: &Pool, i: usize, a: &Arrival) -> Observation {
+    let read = &pool.texts[a.text].read;
+    Observation {
+        id: i.to_string(),
+        at: a.at,
+        chain: read.chain.clone(),
+        language: read.language.clone(),
+        embedding: read.embedding.clone(),
+        model_version: "m1".into(),
+        incident: None,
+    }
+}
+
 /// Incidents stop linking after this long without a new ticket.
 const QUIET_HOURS: i64 = 48;
 
@@ -437,15 +451,7 @@ fn replay(pool: &Pool, arrivals: &[Arrival], settings: &DetectorSettings) -> Vec
     );
     for (i, a) in arrivals.iter().enumerate() {
         let read = &pool.texts[a.text].read;
-        let mut obs = Observation {
-            id: i.to_string(),
-            at: a.at,
-            chain: read.chain.clone(),
-            language: read.language.clone(),
-            embedding: read.embedding.clone(),
-            model_version: "m1".into(),
-            incident: None,
-        };
+        let mut obs = observation(pool, i, a);
         if debug {
             let probed = probe.observe(obs.clone());
             if let (Some(k), Some(p)) = (a.injected, probed) {
@@ -887,18 +893,7 @@ fn speed(pool: &Pool, weeks: i64, volumes: &str) {
         let observations: Vec<Observation> = arrivals
             .iter()
             .enumerate()
-            .map(|(i, a)| {
-                let read = &pool.texts[a.text].read;
-                Observation {
-                    id: i.to_string(),
-                    at: a.at,
-                    chain: read.chain.clone(),
-                    language: read.language.clone(),
-                    embedding: read.embedding.clone(),
-                    model_version: "m1".into(),
-                    incident: None,
-                }
-            })
+            .map(|(i, a)| observation(pool, i, a))
             .collect();
         let mut detector = Detector::new(DetectorSettings::default(), &pool.leaves);
         let n = observations.len();
@@ -961,7 +956,7 @@ fn main() {
         }
         let mut delays = s.delays_min.clone();
         println!(
-            "| {fa} | {:.2} ({}/{}) | {}/{} | {:.0} / {:.0} min | {:.1} | {:.2} | {:.2} | {:.2} |",
+            "| {fa} | {:.2} ({}/{}) | {}/{} | {:.0} / {:.0} min | {:.1} | {:.2} | {:.3} | {:.3} |",
             s.detected as f64 / s.injected as f64,
             s.detected,
             s.injected,

@@ -102,7 +102,7 @@ pub struct TrackedIncident {
     pub language: Option<String>,
     /// Centroid of its tickets.
     pub centroid: Embedding,
-    /// Cosines of its tickets to the centroid.
+    /// Cosines of its tickets to the centroid of the others (each left out of it).
     pub members: Spread,
     /// Cosines of the intent's usual tickets to the centroid.
     pub usual: Spread,
@@ -152,8 +152,8 @@ impl TrackedIncident {
         }
     }
 
-    /// The link a ticket of an alarm's window gets: the odds are the alarm's (the window's
-    /// excess over its expected count), or the incident's own rate when higher.
+    /// The link a ticket of an alarm's window gets: the odds are the alarm's (its wave's
+    /// tickets against the usual ones), or the incident's own rate when higher.
     fn score_in_alarm(&self, embedding: &Embedding, alarm: &Alarm) -> Link {
         let mut link = self.score(embedding, alarm.at);
         let log_prior = alarm_log_prior(alarm).max(log_odds(link.incident_rate, link.usual_rate));
@@ -318,9 +318,9 @@ fn fits(incident: &TrackedIncident, o: &Observation) -> bool {
 
 /// The tickets of an alarm's window that an incident takes (its intent and language, likely
 /// and close enough), recorded at their own times: first the alarm's own tickets, by the
-/// alarm's odds; then the window's other tickets of its intent not linked yet (a near-duplicate
-/// group's alarm holds only the closest of a wave's tickets), by the incident's rate once it
-/// holds the alarm's.
+/// alarm's odds; then `others`, the window's other tickets of its intent not linked yet (a
+/// near-duplicate group's alarm holds only the closest of a wave's tickets), by the incident's
+/// rate once it holds the alarm's.
 fn take(
     incident: &mut TrackedIncident,
     window: &[&Observation],
@@ -499,7 +499,8 @@ impl Tracker {
     }
 
     /// Turns an alarm into a new incident (id from `new_id`) or more tickets for an open one:
-    /// the alarm's tickets whose odds say they are the wave's, not the intent's usual ones.
+    /// the alarm's tickets whose odds say they are the wave's, not the intent's usual ones (and,
+    /// for a new incident, the window's other tickets of its intent that are likely enough).
     pub fn on_alarm(
         &mut self,
         alarm: &Alarm,
@@ -511,6 +512,8 @@ impl Tracker {
             .recent()
             .filter(|o| members.contains(&o.id))
             .collect();
+        // A new incident also weighs the window's other tickets (a growing one does not: it
+        // took them while they were routed, and some may be tickets people unlinked from it).
         let since = alarm.at - Duration::minutes(alarm.window_minutes);
         let others: Vec<&Observation> = detector
             .recent()
@@ -533,7 +536,7 @@ impl Tracker {
         if let Some(k) = grows {
             let bar = self.bar();
             let i = &mut self.open[k];
-            let linked = take(i, &window, &others, alarm, bar);
+            let linked = take(i, &window, &[], alarm, bar);
             let incident = i.id.clone();
             return Change::Grew { incident, linked };
         }
@@ -558,6 +561,10 @@ impl Tracker {
             return Change::Ignored;
         }
         let linked = take(&mut tracked, &tickets, &others, alarm, self.bar());
+        // The configured bar (a higher probability or a cosine) may take fewer than the core.
+        if linked.len() < self.min_tickets {
+            return Change::Ignored;
+        }
         let incident = tracked.id.clone();
         self.open.push(tracked);
         Change::Opened { incident, linked }
