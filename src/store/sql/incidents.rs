@@ -413,16 +413,11 @@ impl Db {
         &self,
         cutoff: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "DELETE FROM incident_alerts WHERE state IN ('delivered', 'dead') AND finished_at < $1",
+        self.purge(
+            &["DELETE FROM incident_alerts WHERE state IN ('delivered', 'dead') AND finished_at < $1"],
+            cutoff,
         )
-        .bind(Stamp(cutoff))
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        .await
     }
 
     pub(in crate::store) async fn retry_alert(&self, id: &str) -> Result<Alert, StoreError> {
