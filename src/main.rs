@@ -7,6 +7,7 @@ use intent_router::cli::Cli;
 use intent_router::commands;
 
 fn main() {
+    let heap_kept = intent_router::model::heap::keep_freed_memory();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -14,6 +15,7 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(heap_kept, "heap settings for the encoder's buffers");
     if let Err(e) = commands::run(cli.command) {
         eprintln!("error: {}", error_line(&e));
         std::process::exit(1);

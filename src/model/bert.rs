@@ -11,7 +11,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear};
 
-use crate::model::kernels;
+use crate::model::{attention, kernels};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
@@ -420,7 +420,7 @@ impl BertLayer {
         };
         let qkv = Proj::forward_shared(&[&self.query, &self.key, &self.value], xs, train)?;
         let [q, k, v] = <[Tensor; 3]>::try_from(qkv).expect("one output per projection");
-        let ctx = match kernels::fused_attention(&q, &k, &v, mask_bias, self.heads, train)? {
+        let ctx = match attention::fused_attention(&q, &k, &v, mask_bias, self.heads, train)? {
             Some(ctx) => ctx,
             None => {
                 let (q, k, v) = (split(q)?, split(k)?, split(v)?);

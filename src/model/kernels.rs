@@ -155,88 +155,6 @@ pub fn erf_approx(x: f32) -> f32 {
     p / q
 }
 
-/// Scaled dot-product attention for inference on CPU f32, fused: `q`, `k`, `v` are `[b, s, h]`
-/// (heads side by side, as the projections produce them), `mask_bias` is `[b, 1, 1, s]` (0 for
-/// tokens, a large negative value for padding). Returns the context `[b, s, h]` without
-/// materialising the `[b, heads, s, s]` score tensor (100 MB at batch 32 × 256 tokens) or
-/// transposing heads. Rows of padding get zeros: nothing reads them (every key of padding is
-/// masked and pooling skips them). `None` when this path does not apply (training, another
-/// device or dtype, or the generic switch), so that the caller uses candle's ops.
-pub fn fused_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask_bias: &Tensor,
-    heads: usize,
-    train: bool,
-) -> Result<Option<Tensor>> {
-    fused_attention_on(kernel_path(), q, k, v, mask_bias, heads, train)
-}
-
-/// [`fused_attention`] on a given kernel path (tests run every path the CPU has).
-fn fused_attention_on(
-    path: KernelPath,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask_bias: &Tensor,
-    heads: usize,
-    train: bool,
-) -> Result<Option<Tensor>> {
-    if train || path == KernelPath::Generic || !q.device().is_cpu() || q.dtype() != DType::F32 {
-        return Ok(None);
-    }
-    let (b, s, h) = q.dims3()?;
-    if !h.is_multiple_of(heads) || !(h / heads).is_multiple_of(BLOCK) {
-        // The kernel works in blocks of 16 lanes of a head (BERT heads are 32 or 64 wide).
-        return Ok(None);
-    }
-    let valid: Vec<bool> = with_f32(mask_bias, |m| m.iter().map(|&m| m > -1.0).collect())?;
-    if valid.len() != b * s {
-        candle_core::bail!(
-            "fused attention: mask of {} values for {b} × {s}",
-            valid.len()
-        );
-    }
-    let shape = AttnShape {
-        s,
-        h,
-        hd: h / heads,
-    };
-    // Each batch item's valid keys, gathered once per head (see `HeadKv`) and shared by all of
-    // that item's query rows.
-    let kvs: Vec<HeadKv> = with_f32(k, |kv| {
-        with_f32(v, |vv| {
-            (0..b * heads)
-                .into_par_iter()
-                .map(|t| HeadKv::gather(kv, vv, &shape, &valid, t / heads, t % heads))
-                .collect()
-        })
-    })??;
-    let scale = 1.0 / (shape.hd as f32).sqrt();
-    let mut out = vec![0f32; b * s * h];
-    with_f32(q, |qv| {
-        // One scratch row of scores per task, not per query row.
-        out.par_chunks_mut(h).enumerate().for_each_init(
-            || vec![0f32; s.div_ceil(BLOCK) * BLOCK],
-            |p, (row, o)| {
-                if !valid[row] {
-                    return;
-                }
-                let bi = row / s;
-                let ctx = AttnRow {
-                    q: &qv[row * h..(row + 1) * h],
-                    heads: &kvs[bi * heads..(bi + 1) * heads],
-                    hd: shape.hd,
-                    scale,
-                };
-                run_attention_row(path, &ctx, p, o);
-            },
-        )
-    })?;
-    Ok(Some(Tensor::from_vec(out, (b, s, h), q.device())?))
-}
-
 /// Runs `f` on a CPU f32 tensor's values in row-major order: borrowed when the tensor is
 /// contiguous (the projections' outputs are), copied otherwise.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -249,113 +167,6 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
         }
     }
     Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
-}
-
-/// Sizes of one attention call: sequence, hidden and head width.
-struct AttnShape {
-    s: usize,
-    h: usize,
-    hd: usize,
-}
-
-/// Width of the kernels' register blocks: 16 f32 (one AVX-512 register, two AVX2 ones).
-const BLOCK: usize = 16;
-
-/// One head of one batch item, its `n` valid keys only. `kt` holds K transposed in blocks of
-/// `BLOCK` keys (`[n / BLOCK rounded up, hd, BLOCK]`, the last block padded with zeros), so
-/// that one query's scores against a block of keys stay in registers; `v` is `[n, hd]`.
-struct HeadKv {
-    kt: Vec<f32>,
-    v: Vec<f32>,
-    n: usize,
-}
-
-impl HeadKv {
-    fn gather(
-        k: &[f32],
-        v: &[f32],
-        shape: &AttnShape,
-        valid: &[bool],
-        bi: usize,
-        head: usize,
-    ) -> Self {
-        let AttnShape { s, h, hd } = *shape;
-        let keys: Vec<usize> = (0..s).filter(|&j| valid[bi * s + j]).collect();
-        let n = keys.len();
-        let mut kt = vec![0f32; n.div_ceil(BLOCK) * hd * BLOCK];
-        let mut vs = Vec::with_capacity(n * hd);
-        for (jj, &j) in keys.iter().enumerate() {
-            let src = (bi * s + j) * h + head * hd;
-            let block = &mut kt[(jj / BLOCK) * hd * BLOCK..][..hd * BLOCK];
-            for (d, &x) in k[src..src + hd].iter().enumerate() {
-                block[d * BLOCK + jj % BLOCK] = x;
-            }
-            vs.extend_from_slice(&v[src..src + hd]);
-        }
-        Self { kt, v: vs, n }
-    }
-}
-
-/// One query row's inputs: its `h` values and its batch item's keys and values, per head.
-struct AttnRow<'a> {
-    q: &'a [f32],
-    heads: &'a [HeadKv],
-    hd: usize,
-    scale: f32,
-}
-
-dispatched! {
-    /// One query row of attention into `out` (`p`: scratch scores).
-    fn run_attention_row => attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32])
-}
-
-/// Every head of one query row: scores against the valid keys, softmax, weighted values;
-/// `p` is scratch for one head's scores (one per key, rounded up to `BLOCK`). The scores and
-/// the weighted sum accumulate `BLOCK` lanes in registers, and no loop has a branch or a
-/// serial reduction, so everything vectorises.
-#[inline(always)]
-fn attention_row(row: &AttnRow<'_>, p: &mut [f32], out: &mut [f32]) {
-    let hd = row.hd;
-    for (head, kv) in row.heads.iter().enumerate() {
-        let q = &row.q[head * hd..(head + 1) * hd];
-        let o = &mut out[head * hd..(head + 1) * hd];
-        if kv.n == 0 {
-            o.fill(0.0);
-            continue;
-        }
-        let p = &mut p[..kv.n.div_ceil(BLOCK) * BLOCK];
-        for (pb, kb) in p
-            .chunks_exact_mut(BLOCK)
-            .zip(kv.kt.chunks_exact(hd * BLOCK))
-        {
-            let mut acc = [0f32; BLOCK];
-            for (&qd, k) in q.iter().zip(kb.chunks_exact(BLOCK)) {
-                for (a, &x) in acc.iter_mut().zip(k) {
-                    *a = x.mul_add(qd, *a);
-                }
-            }
-            for (pj, a) in pb.iter_mut().zip(acc) {
-                *pj = a * row.scale;
-            }
-        }
-        let p = &mut p[..kv.n];
-        let max = lanes_fold(p, f32::NEG_INFINITY, f32::max, f32::max);
-        for pj in p.iter_mut() {
-            *pj = exp_approx(*pj - max);
-        }
-        let inv = 1.0 / lanes_fold(p, 0.0, |a, x| a + x, |a, b| a + b);
-        for (c, oc) in o.chunks_exact_mut(BLOCK).enumerate() {
-            let mut acc = [0f32; BLOCK];
-            for (&pj, v) in p.iter().zip(kv.v.chunks_exact(hd)) {
-                for (a, &x) in acc.iter_mut().zip(&v[c * BLOCK..(c + 1) * BLOCK]) {
-                    *a = x.mul_add(pj, *a);
-                }
-            }
-            for (o, a) in oc.iter_mut().zip(acc) {
-                *o = a * inv;
-            }
-        }
-    }
 }
 
 /// Folds `xs` over 16 independent lanes with `fold`, then merges the lanes with `combine`
@@ -482,22 +293,43 @@ fn add_norm_rows(
     }
 }
 
+/// ln 2 split in two, so that `x - n·ln 2` stays exact for the exponent range of f32.
+pub(crate) const LN2_SPLIT: [f32; 2] = [0.693_145_75, 1.428_606_8e-6];
+
+/// Coefficients of exp on [-ln2/2, ln2/2] past the first two (1 + f): highest degree first.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_66,
+    0.5,
+];
+
 /// exp(x) for x ≤ 0 (softmax after subtracting the maximum): 2^n · P(f) with a degree-6
 /// polynomial on [-ln2/2, ln2/2]; relative error < 2e-7, 0 below -87.
 #[inline(always)]
 pub fn exp_approx(x: f32) -> f32 {
     let x = x.max(-87.0);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let f = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * f + 1.398_199_9e-3;
-    p = p * f + 8.333_452e-3;
-    p = p * f + 4.166_579_6e-2;
-    p = p * f + 0.166_666_66;
-    p = p * f + 0.5;
+    let f = x - n * LN2_SPLIT[0] - n * LN2_SPLIT[1];
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * f + c;
+    }
     p = p * f * f + f + 1.0;
     let bits = ((n as i32 + 127) as u32) << 23;
     p * f32::from_bits(bits)
+}
+
+/// The vectorised paths this CPU can run (tests run each).
+#[cfg(test)]
+pub(crate) fn fast_paths() -> Vec<KernelPath> {
+    match detect() {
+        KernelPath::Avx512 => vec![KernelPath::Avx2, KernelPath::Avx512],
+        KernelPath::Avx2 => vec![KernelPath::Avx2],
+        KernelPath::Generic => vec![],
+    }
 }
 
 #[cfg(test)]
@@ -513,79 +345,6 @@ mod tests {
             assert!((a - e).abs() <= 3e-7 * e + 1e-38, "{x}: {a} vs {e}");
         }
         assert!(exp_approx(-1000.0) < 2e-38);
-    }
-
-    #[test]
-    fn fused_attention_matches_candle_ops_on_every_token() {
-        let dev = Device::Cpu;
-        // Heads 32 wide (two register blocks), up to 19 keys (a full key block and a partial one).
-        let (b, s, heads, hd) = (4, 19, 3, 32);
-        let h = heads * hd;
-        let q = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-        let lens = [19usize, 16, 4, 1];
-        let mask: Vec<u32> = lens
-            .iter()
-            .flat_map(|&l| (0..s).map(move |j| u32::from(j < l)))
-            .collect();
-        let mask = Tensor::from_vec(mask, (b, s), &dev).unwrap();
-        let bias = crate::model::bert::mask_bias(&mask, DType::F32).unwrap();
-        let split = |t: &Tensor| {
-            t.reshape((b, s, heads, hd))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (qs, ks, vs) = (split(&q), split(&k), split(&v));
-        let scores = (qs.matmul(&ks.t().unwrap()).unwrap() / (hd as f64).sqrt())
-            .unwrap()
-            .broadcast_add(&bias)
-            .unwrap();
-        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-        let reference = probs
-            .matmul(&vs)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, s, h))
-            .unwrap();
-        let r: Vec<Vec<Vec<f32>>> = reference.to_vec3().unwrap();
-        for path in fast_paths() {
-            let fused = fused_attention_on(path, &q, &k, &v, &bias, heads, false)
-                .unwrap()
-                .unwrap();
-            let f: Vec<Vec<Vec<f32>>> = fused.to_vec3().unwrap();
-            for (bi, &len) in lens.iter().enumerate() {
-                for i in 0..s {
-                    for c in 0..h {
-                        let want = if i < len { r[bi][i][c] } else { 0.0 };
-                        let got = f[bi][i][c];
-                        assert!((got - want).abs() < 1e-5, "{path:?} {bi} {i} {c}");
-                    }
-                }
-            }
-        }
-        let generic = fused_attention_on(KernelPath::Generic, &q, &k, &v, &bias, heads, false);
-        assert!(generic.unwrap().is_none());
-        assert!(fused_attention(&q, &k, &v, &bias, heads, true)
-            .unwrap()
-            .is_none());
-        // Heads whose width is not a multiple of the block are left to candle's ops.
-        assert!(fused_attention(&q, &k, &v, &bias, heads * 4, false)
-            .unwrap()
-            .is_none());
-    }
-
-    /// The vectorised paths this CPU can run.
-    fn fast_paths() -> Vec<KernelPath> {
-        match detect() {
-            KernelPath::Avx512 => vec![KernelPath::Avx2, KernelPath::Avx512],
-            KernelPath::Avx2 => vec![KernelPath::Avx2],
-            KernelPath::Generic => vec![],
-        }
     }
 
     #[test]
