@@ -259,6 +259,10 @@ pub struct ClassifyArgs {
     /// Print to stderr how long loading and classifying took (tickets/s without the loading).
     #[arg(long)]
     pub timings: bool,
+    /// Also print, as `model_text`, the text the encoder reads: the ticket cleaned (quoted
+    /// history, signatures and markup removed) and Russian in Latin letters transliterated.
+    #[arg(long)]
+    pub show_text: bool,
     /// Runtime options.
     #[command(flatten)]
     pub runtime: RuntimeArgs,

@@ -149,6 +149,38 @@ fn train_eval_classify_round_trip() {
         );
     }
 
+    // --show-text prints what the encoder reads: the e-mail without its greeting, signature
+    // and quoted history, Russian in Latin letters transliterated; with --rules as well.
+    let mail = "Hello,\n\nwhere is my order parcel?\n\nBest regards,\nJohn\n\nOn Mon, 3 Nov 2026 at 10:12, Support <s@x.com> wrote:\n> It ships today.";
+    let lines = serde_json::json!({"id": "m", "body": mail}).to_string()
+        + "\n"
+        + &serde_json::json!({"id": "t", "text": "ne mogu voyti v akkaunt"}).to_string();
+    std::fs::write(d.path().join("mail.jsonl"), lines + "\n").unwrap();
+    std::fs::write(d.path().join("rules.toml"), common::app::TINY_RULES).unwrap();
+    let rules = p("rules.toml");
+    for extra in [None, Some(["--rules", rules.as_str()])] {
+        let mut args = vec!["classify", "--model", &model, "--file"];
+        let mail = p("mail.jsonl");
+        args.extend([mail.as_str(), "--show-text"]);
+        args.extend(extra.iter().flatten());
+        let (ok, shown, err) = common::run(&args);
+        assert!(ok, "{err}");
+        let texts: Vec<String> = shown
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["model_text"].to_string()
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "\"where is my order parcel?\"",
+                "\"не могу войти в аккаунт\""
+            ],
+            "{extra:?}"
+        );
+    }
+
     // Training is seeded: the same run gives the same head.
     let (ok, _, err) = train_tiny(d.path(), "model2");
     assert!(ok, "{err}");

@@ -6,6 +6,7 @@ calibration temperature.
 
     python baseline.py offline --model DIR --input tickets.jsonl --batch 32 --out preds.jsonl [--device cuda]
     python baseline.py serve --model DIR --port 8601 [--max-batch 32]
+    python baseline.py cut --model DIR --input tickets.jsonl [--tokens N --out cut.jsonl]
 
 `serve` is the pinned "minimal Python HTTP server": one process, a threading HTTP server whose
 handlers put tickets on a queue, and one inference thread that takes whatever is queued (up to
@@ -84,6 +85,30 @@ def offline(a):
     print(json.dumps({"seconds": seconds, "n": len(tickets), "threads": torch.get_num_threads()}))
 
 
+def cut(a):
+    """Writes each ticket of --input cut to at most --tokens tokens as the encoder counts them
+    (prefix, [CLS] and [SEP] included, the model's truncation applied), and prints the mean
+    count of the written texts. --tokens 0 only counts."""
+    meta = json.load(open(f"{a.model}/encoder.json"))
+    tok = Tokenizer.from_file(f"{a.model}/tokenizer.json")
+    tok.enable_truncation(max_length=meta["max_tokens"])
+    tickets = [json.loads(l) for l in open(a.input, encoding="utf-8") if l.strip()]
+    counts = []
+    with open(a.out, "w", encoding="utf-8") if a.out else open("/dev/null", "w") as f:
+        for t in tickets:
+            text = t["text"]
+            if a.tokens:
+                # Keep whole words: cut the word list until the encoding fits.
+                words = text.split()
+                hi = len(words)
+                while hi > 1 and len(tok.encode(meta["prefix"] + " ".join(words[:hi])).ids) > a.tokens:
+                    hi = max(1, hi - max(1, (hi // 16)))
+                text = " ".join(words[:hi])
+            counts.append(len(tok.encode(meta["prefix"] + text).ids))
+            f.write(json.dumps(dict(t, text=text), ensure_ascii=False) + "\n")
+    print(json.dumps({"mean_tokens": sum(counts) / len(counts), "n": len(counts)}))
+
+
 def serve(a):
     pipe = Pipeline(a.model)
     jobs = queue.Queue()
@@ -155,8 +180,13 @@ def main():
     s.add_argument("--model", required=True)
     s.add_argument("--port", type=int, default=8601)
     s.add_argument("--max-batch", type=int, default=32)
+    c = sub.add_parser("cut")
+    c.add_argument("--model", required=True)
+    c.add_argument("--input", required=True)
+    c.add_argument("--tokens", type=int, default=0)
+    c.add_argument("--out")
     a = p.parse_args()
-    offline(a) if a.cmd == "offline" else serve(a)
+    {"offline": offline, "serve": serve, "cut": cut}[a.cmd](a)
 
 
 if __name__ == "__main__":

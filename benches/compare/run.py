@@ -21,6 +21,19 @@ What it does, in order:
 6. Prints the table of ratios against the targets and writes results.json in the work folder.
 The figures are reported, not gated. Takes about 5 minutes on 2 cores after the first setup.
 
+With --lengths it compares offline speed by ticket length instead (about 12 minutes on 2
+cores): three sets of 300 tickets made by joining 1, 4 or 12 messages of one language (about 26,
+90 and 240 tokens), and the 12-message set cut to 16, 32, 64, 128 and 256 tokens for the cost
+of length; ours `classify --timings` against baseline.py's batch loop at batch 32, both without
+model loading, alternately, median of --rounds (at least 3). Token counts are the encoder's
+(prefix, [CLS] and [SEP] included, truncated at the model's 256).
+
+With --mixed it compares over HTTP on a realistic mix instead (about 5 minutes): 300 tickets, a
+third single chat lines, a third 3-4 messages, a third long e-mails (a greeting, 8-12 messages
+in paragraphs, a signature and an earlier reply quoted under an "On ... wrote:" header). Our
+binary cleans them once (`classify --show-text`) and both servers get the same cleaned text,
+with 1 and 32 clients, alternately, best of --rounds; it reports our `serve`'s peak RSS too.
+
 With --device cuda (a GPU machine with the CUDA toolkit) it builds `--features cuda` instead and
 runs only the offline comparison, on the 1,000 tickets repeated 10 times, at batch 64 and 256,
 both sides on the GPU in f32 and both timed without model loading (ours: `classify --timings`).
@@ -176,6 +189,9 @@ def main():
     p.add_argument("--venv", default=os.path.expanduser("~/.cache/intent-router/compare-venv"))
     p.add_argument("--work", default=os.path.expanduser("~/.cache/intent-router/compare"))
     p.add_argument("--device", default="cpu", help="cpu (default), or cuda for the GPU comparison")
+    p.add_argument("--lengths", action="store_true", help="compare offline speed by ticket length")
+    p.add_argument("--mixed", action="store_true",
+                   help="compare over HTTP on a mix of chat lines, mid-length tickets and long e-mails")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     py = setup_venv(a.venv)
@@ -194,6 +210,10 @@ def main():
     results = {"machine": machine(), "n": len(tickets)}
     if gpu:
         return gpu_offline(a, py, hf, tickets, results)
+    if a.lengths:
+        return by_length(a, py, hf, tickets, results)
+    if a.mixed:
+        return mixed(a, py, hf, tickets, results)
 
     # Offline throughput.
     ours_s, py_s = [], []
@@ -214,7 +234,16 @@ def main():
     }
 
     # HTTP.
-    texts = [t["text"] for t in tickets]
+    http_res, rss = http_compare(a, py, hf, [t["text"] for t in tickets], (1, 32))
+    results["http"] = {f"{n}@{c}": m for (n, c), m in http_res.items()}
+    results["ours_serve_peak_rss_mb"] = rss
+    json.dump(results, open(os.path.join(a.work, "results.json"), "w"), indent=2)
+    report(results)
+
+
+def http_compare(a, py, hf, texts, levels):
+    """Our `serve`, baseline.py's server and TEI (if given) under `levels` concurrent clients
+    each, alternately, best of --rounds: {(name, clients): measures}, and our peak RSS (MB)."""
     servers = {}
     procs = []
     try:
@@ -246,7 +275,7 @@ def main():
             wait_http(port, "/health", tei_p, timeout=600)
             servers["tei"] = (port, "/embed", lambda t: {"inputs": "query: " + t})
         http_res = {}
-        for clients in (1, 32):
+        for clients in levels:
             for name, (port, path, body) in servers.items():
                 load(port, path, body, texts, clients, 2)  # warm-up
             for r in range(a.rounds):
@@ -256,8 +285,7 @@ def main():
                     best = http_res.get((name, clients))
                     if best is None or m["rps"] > best["rps"]:
                         http_res[(name, clients)] = m
-        results["http"] = {f"{n}@{c}": m for (n, c), m in http_res.items()}
-        results["ours_serve_peak_rss_mb"] = peak_rss_mb(ours_p.pid)
+        return http_res, peak_rss_mb(ours_p.pid)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -266,9 +294,6 @@ def main():
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-    json.dump(results, open(os.path.join(a.work, "results.json"), "w"), indent=2)
-    report(results)
 
 
 def baseline_offline(py, hf, inp, batch, out, device="cpu"):
@@ -309,6 +334,144 @@ def gpu_offline(a, py, hf, tickets, results):
     print("|---:|---:|---:|---:|")
     for batch, r in rows.items():
         print(f"| {batch} | {r['ours_per_s']:.0f} | {r['pytorch_per_s']:.0f} | {r['ratio']:.2f}× |")
+
+
+def joined(tickets, k, n=300, seed=11):
+    """`n` tickets, each `k` messages of one language joined with spaces (one line, so that
+    cleaning leaves it as it is and both sides encode the same text)."""
+    rng = random.Random(seed + k)
+    by_lang = {}
+    for t in tickets:
+        by_lang.setdefault(t["lang"], []).append(t["text"])
+    langs = sorted(by_lang)
+    return [{"id": f"j{k}-{i}", "text": " ".join(rng.sample(by_lang[langs[i % len(langs)]], k))}
+            for i in range(n)]
+
+
+def ours_seconds(inp, out):
+    """`classify --timings` at batch 32: seconds without model loading."""
+    with open(out, "w") as f:
+        res = subprocess.run([BIN, "classify", "--file", inp, "--batch-size", "32", "--timings"],
+                             stdout=f, stderr=subprocess.PIPE, text=True, check=True)
+    line = next(l for l in res.stderr.splitlines() if l.startswith("timings:"))
+    return float(line.split(" classified in ")[1].split()[0])
+
+
+def by_length(a, py, hf, tickets, results):
+    """Offline speed against length: joined messages, then one long set cut to fixed lengths."""
+    sets = []
+    for k in (1, 4, 12):
+        path = os.path.join(a.work, f"joined-{k}.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            for t in joined(tickets, k):
+                f.write(json.dumps(t, ensure_ascii=False) + "\n")
+        sets.append((f"{k} message{'s' if k > 1 else ''}", path))
+    for n in (16, 32, 64, 128, 256):
+        sets.append((f"cut to {n}", os.path.join(a.work, f"cut-{n}.jsonl")))
+    rows = {}
+    for name, path in sets:
+        src, tokens = (sets[2][1], int(name.split()[-1])) if name.startswith("cut") else (path, 0)
+        res = subprocess.run([py, os.path.join(HERE, "baseline.py"), "cut", "--model", hf, "--input", src,
+                              "--tokens", str(tokens), "--out", path + ".tmp"],
+                             check=True, capture_output=True, text=True)
+        os.replace(path + ".tmp", path)
+        mean = json.loads(res.stdout.strip().splitlines()[-1])["mean_tokens"]
+        ours_s, py_s = [], []
+        for r in range(max(3, a.rounds)):
+            log(f"{name}: round {r + 1}")
+            ours_s.append(ours_seconds(path, os.path.join(a.work, "ours-len.jsonl")))
+            py_s.append(baseline_offline(py, hf, path, 32, os.path.join(a.work, "py-len.jsonl")))
+        ours = [json.loads(l) for l in open(os.path.join(a.work, "ours-len.jsonl"))]
+        pyo = [json.loads(l) for l in open(os.path.join(a.work, "py-len.jsonl"))]
+        agree = sum(o["top_k"][0]["intent"] == q["intent"] for o, q in zip(ours, pyo)) / len(pyo)
+        o, q = statistics.median(ours_s), statistics.median(py_s)
+        rows[name] = {"tokens": mean, "n": len(pyo), "ours_s": ours_s, "pytorch_s": py_s,
+                      "ours_ms": 1000 * o / len(pyo), "pytorch_ms": 1000 * q / len(pyo),
+                      "ratio": q / o, "top1_agreement": agree}
+    results["lengths"] = rows
+    json.dump(results, open(os.path.join(a.work, "results-lengths.json"), "w"), indent=2)
+    print(f"\nMachine: {results['machine']}; batch 32, median of {max(3, a.rounds)} alternated rounds\n")
+    print("| tickets | mean tokens | intent-router (tickets/s) | PyTorch f32 (tickets/s) | ratio "
+          "| ms/ticket ours / PyTorch | top-1 agreement |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['tokens']:.0f} | {1000 / r['ours_ms']:.1f} | {1000 / r['pytorch_ms']:.1f} | "
+              f"{r['ratio']:.2f}× | {r['ours_ms']:.2f} / {r['pytorch_ms']:.2f} | {r['top1_agreement'] * 100:.1f}% |")
+
+
+GREETINGS = {"en": ["Hello,", "Hi team,", "Good morning,"], "ru": ["Здравствуйте!", "Добрый день,", "Привет,"]}
+SIGNATURES = {
+    "en": ["Best regards,\nJohn Smith\nHead of Operations | Acme Ltd\n+1 555 0100",
+           "Thanks,\nMaria\n--\nSent from my phone"],
+    "ru": ["С уважением,\nИван Петров\nООО «Альфа», отдел закупок\n+7 495 000-00-00",
+           "Спасибо,\nАнна\n--\nОтправлено с телефона"],
+}
+QUOTE_HEADERS = {"en": "On Mon, 3 Nov 2026 at 10:12, Support <support@example.com> wrote:",
+                 "ru": "пн, 3 нояб. 2026 г. в 10:12, Поддержка <support@example.ru>: написал(а):"}
+
+
+def mixed_tickets(tickets, n=300, seed=5):
+    """A third chat lines, a third 3-4 messages, a third long e-mails with quoted history."""
+    rng = random.Random(seed)
+    by_lang = {}
+    for t in tickets:
+        by_lang.setdefault(t["lang"], []).append(t["text"])
+    langs = sorted(by_lang)
+    out = []
+    for i in range(n):
+        lang = langs[(i // 3) % len(langs)]
+        pool = by_lang[lang]
+        if i % 3 == 0:
+            body = rng.choice(pool)
+        elif i % 3 == 1:
+            body = " ".join(rng.sample(pool, rng.randint(3, 4)))
+        else:
+            parts = rng.sample(pool, rng.randint(8, 12))
+            paragraphs = [" ".join(parts[j:j + 2]) for j in range(0, len(parts), 2)]
+            quoted = "\n".join("> " + q for q in rng.sample(pool, 4))
+            body = "\n\n".join([rng.choice(GREETINGS[lang]), *paragraphs, rng.choice(SIGNATURES[lang]),
+                                 QUOTE_HEADERS[lang] + "\n" + quoted])
+        out.append({"id": f"m{i:03d}", "body": body})
+    return out
+
+
+def cleaned(path, out):
+    """The text our encoder reads for each ticket of `path` (`classify --show-text`)."""
+    res = subprocess.run([BIN, "classify", "--file", path, "--show-text"],
+                         check=True, capture_output=True, text=True)
+    rows = [json.loads(l) for l in res.stdout.splitlines()]
+    with open(out, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "text": r["model_text"]}, ensure_ascii=False) + "\n")
+    return [r["model_text"] for r in rows]
+
+
+def mixed(a, py, hf, tickets, results):
+    """HTTP with 1 and 32 clients on the mix, both sides fed the same cleaned text."""
+    raw = os.path.join(a.work, "mixed-raw.jsonl")
+    with open(raw, "w", encoding="utf-8") as f:
+        for t in mixed_tickets(tickets):
+            f.write(json.dumps(t, ensure_ascii=False) + "\n")
+    path = os.path.join(a.work, "mixed.jsonl")
+    texts = cleaned(raw, path)
+    again = cleaned(path, path + ".again")
+    changed = sum(x != y for x, y in zip(texts, again))
+    res = subprocess.run([py, os.path.join(HERE, "baseline.py"), "cut", "--model", hf, "--input", path],
+                         check=True, capture_output=True, text=True)
+    mean = json.loads(res.stdout.strip().splitlines()[-1])["mean_tokens"]
+    http_res, rss = http_compare(a, py, hf, texts, (1, 32))
+    results["mixed"] = {"mean_tokens": mean, "recleaned_changed": changed, "ours_serve_peak_rss_mb": rss,
+                        "http": {f"{n}@{c}": m for (n, c), m in http_res.items()}}
+    json.dump(results, open(os.path.join(a.work, "results-mixed.json"), "w"), indent=2)
+    print(f"\nMachine: {results['machine']}; {len(texts)} mixed tickets, mean {mean:.0f} tokens after "
+          f"cleaning ({changed} changed when cleaned again)\n")
+    print("| clients | intent-router (requests/s) | PyTorch (requests/s) | ratio | p50 ours / PyTorch (ms) |")
+    print("|---:|---:|---:|---:|---:|")
+    for c in (1, 32):
+        o, q = http_res[("intent-router", c)], http_res[("pytorch", c)]
+        print(f"| {c} | {o['rps']:.1f} | {q['rps']:.1f} | {o['rps'] / q['rps']:.2f}× | "
+              f"{o['p50_ms']:.1f} / {q['p50_ms']:.1f} |")
+    print(f"\n`serve` peak RSS: {rss:.0f} MB")
 
 
 def machine():

@@ -43,10 +43,14 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for chunk in tickets.chunks(1024) {
         match &rules {
-            None => engine
-                .classify(chunk)?
-                .iter()
-                .try_for_each(|c| write_line(&mut out, c))?,
+            None => {
+                for (ticket, c) in chunk.iter().zip(engine.classify(chunk)?) {
+                    match a.show_text {
+                        false => write_line(&mut out, &c)?,
+                        true => write_line(&mut out, &with_model_text(&c, ticket)?)?,
+                    }
+                }
+            }
             Some((rules, model, rules_version)) => {
                 let now = chrono::Utc::now();
                 for (ticket, (c, d)) in chunk.iter().zip(engine.route(chunk, rules, now)?) {
@@ -55,7 +59,11 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
                         rules: rules_version.clone(),
                     };
                     let received_at = ticket.received_at.unwrap_or(now);
-                    write_line(&mut out, &Routed::new(c, d, versions, received_at, false))?;
+                    let routed = Routed::new(c, d, versions, received_at, false);
+                    match a.show_text {
+                        false => write_line(&mut out, &routed)?,
+                        true => write_line(&mut out, &with_model_text(&routed, ticket)?)?,
+                    }
                 }
             }
         }
@@ -74,6 +82,15 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
     // million of them) would take a fifth of a second and gives nothing back.
     std::mem::forget(engine);
     Ok(())
+}
+
+/// `value`'s JSON object with the text the encoder reads for `ticket` added as `model_text`.
+fn with_model_text(value: &impl serde::Serialize, ticket: &Ticket) -> Result<serde_json::Value> {
+    let mut json = serde_json::to_value(value)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("model_text".into(), ticket.model_text().into());
+    }
+    Ok(json)
 }
 
 fn read_tickets(path: &Path, cols: &CsvColumns) -> Result<Vec<Ticket>> {
