@@ -322,8 +322,7 @@ def gpu_offline(a, py, hf, tickets, results):
                 [BIN, "classify", "--file", inp, "--device", a.device, "--batch-size", str(batch),
                  "--max-batch-tokens", str(batch * 512), "--timings"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
-            line = next(l for l in res.stderr.splitlines() if l.startswith("timings:"))
-            ours_s.append(float(line.split(" classified in ")[1].split()[0]))
+            ours_s.append(timed_seconds(res.stderr))
             py_s.append(baseline_offline(py, hf, inp, batch, os.path.join(a.work, "py-gpu.jsonl"), a.device))
         rows[batch] = {"ours_per_s": n / min(ours_s), "pytorch_per_s": n / min(py_s),
                        "ratio": min(py_s) / min(ours_s)}
@@ -336,13 +335,19 @@ def gpu_offline(a, py, hf, tickets, results):
         print(f"| {batch} | {r['ours_per_s']:.0f} | {r['pytorch_per_s']:.0f} | {r['ratio']:.2f}× |")
 
 
+def texts_by_language(tickets):
+    """The tickets' texts, grouped by language."""
+    by_lang = {}
+    for t in tickets:
+        by_lang.setdefault(t["lang"], []).append(t["text"])
+    return by_lang
+
+
 def joined(tickets, k, n=300, seed=11):
     """`n` tickets, each `k` messages of one language joined with spaces (one line, so that
     cleaning leaves it as it is and both sides encode the same text)."""
     rng = random.Random(seed + k)
-    by_lang = {}
-    for t in tickets:
-        by_lang.setdefault(t["lang"], []).append(t["text"])
+    by_lang = texts_by_language(tickets)
     langs = sorted(by_lang)
     return [{"id": f"j{k}-{i}", "text": " ".join(rng.sample(by_lang[langs[i % len(langs)]], k))}
             for i in range(n)]
@@ -353,7 +358,12 @@ def ours_seconds(inp, out):
     with open(out, "w") as f:
         res = subprocess.run([BIN, "classify", "--file", inp, "--batch-size", "32", "--timings"],
                              stdout=f, stderr=subprocess.PIPE, text=True, check=True)
-    line = next(l for l in res.stderr.splitlines() if l.startswith("timings:"))
+    return timed_seconds(res.stderr)
+
+
+def timed_seconds(stderr):
+    """The classifying seconds (model loading excluded) from `classify --timings`' stderr."""
+    line = next(l for l in stderr.splitlines() if l.startswith("timings:"))
     return float(line.split(" classified in ")[1].split()[0])
 
 
@@ -413,9 +423,7 @@ QUOTE_HEADERS = {"en": "On Mon, 3 Nov 2026 at 10:12, Support <support@example.co
 def mixed_tickets(tickets, n=300, seed=5):
     """A third chat lines, a third 3-4 messages, a third long e-mails with quoted history."""
     rng = random.Random(seed)
-    by_lang = {}
-    for t in tickets:
-        by_lang.setdefault(t["lang"], []).append(t["text"])
+    by_lang = texts_by_language(tickets)
     langs = sorted(by_lang)
     out = []
     for i in range(n):

@@ -45,10 +45,7 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
         match &rules {
             None => {
                 for (ticket, c) in chunk.iter().zip(engine.classify(chunk)?) {
-                    match a.show_text {
-                        false => write_line(&mut out, &c)?,
-                        true => write_line(&mut out, &with_model_text(&c, ticket)?)?,
-                    }
+                    write_result(&mut out, &c, ticket, a.show_text)?;
                 }
             }
             Some((rules, model, rules_version)) => {
@@ -60,10 +57,7 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
                     };
                     let received_at = ticket.received_at.unwrap_or(now);
                     let routed = Routed::new(c, d, versions, received_at, false);
-                    match a.show_text {
-                        false => write_line(&mut out, &routed)?,
-                        true => write_line(&mut out, &with_model_text(&routed, ticket)?)?,
-                    }
+                    write_result(&mut out, &routed, ticket, a.show_text)?;
                 }
             }
         }
@@ -84,13 +78,22 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// `value`'s JSON object with the text the encoder reads for `ticket` added as `model_text`.
-fn with_model_text(value: &impl serde::Serialize, ticket: &Ticket) -> Result<serde_json::Value> {
+/// Writes `ticket`'s result as one JSON line; with `show_text`, the text the encoder reads for
+/// it is added as `model_text`.
+fn write_result(
+    out: &mut impl std::io::Write,
+    value: &impl serde::Serialize,
+    ticket: &Ticket,
+    show_text: bool,
+) -> Result<()> {
+    if !show_text {
+        return write_line(out, value);
+    }
     let mut json = serde_json::to_value(value)?;
     if let Some(object) = json.as_object_mut() {
         object.insert("model_text".into(), ticket.model_text().into());
     }
-    Ok(json)
+    write_line(out, &json)
 }
 
 fn read_tickets(path: &Path, cols: &CsvColumns) -> Result<Vec<Ticket>> {

@@ -293,35 +293,6 @@ fn add_norm_rows(
     }
 }
 
-/// ln 2 split in two, so that `x - n·ln 2` stays exact for the exponent range of f32.
-pub(crate) const LN2_SPLIT: [f32; 2] = [0.693_145_75, 1.428_606_8e-6];
-
-/// Coefficients of exp on [-ln2/2, ln2/2] past the first two (1 + f): highest degree first.
-pub(crate) const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    0.166_666_66,
-    0.5,
-];
-
-/// exp(x) for x ≤ 0 (softmax after subtracting the maximum): 2^n · P(f) with a degree-6
-/// polynomial on [-ln2/2, ln2/2]; relative error < 2e-7, 0 below -87.
-#[inline(always)]
-pub fn exp_approx(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let f = x - n * LN2_SPLIT[0] - n * LN2_SPLIT[1];
-    let mut p = EXP_POLY[0];
-    for c in &EXP_POLY[1..] {
-        p = p * f + c;
-    }
-    p = p * f * f + f + 1.0;
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
-}
-
 /// The vectorised paths this CPU can run (tests run each).
 #[cfg(test)]
 pub(crate) fn fast_paths() -> Vec<KernelPath> {
@@ -336,16 +307,6 @@ pub(crate) fn fast_paths() -> Vec<KernelPath> {
 mod tests {
     use super::*;
     use candle_core::Device;
-
-    #[test]
-    fn exp_approx_matches_exp() {
-        for i in 0..=87_000 {
-            let x = -(i as f32) / 1000.0;
-            let (a, e) = (exp_approx(x), x.exp());
-            assert!((a - e).abs() <= 3e-7 * e + 1e-38, "{x}: {a} vs {e}");
-        }
-        assert!(exp_approx(-1000.0) < 2e-38);
-    }
 
     #[test]
     fn residual_layer_norm_matches_candle_ops_on_every_path() {
