@@ -3,6 +3,7 @@
 //! drained by one inference thread that forms batches by size, tokens and wait time. No
 //! intents, rules or HTTP.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Result, Tensor};
 use tokio::sync::oneshot;
 
+use crate::model::bert::Pass;
 use crate::text::Tokens;
 
 /// Pad id of XLM-R style vocabularies.
@@ -64,7 +66,21 @@ impl Default for BatchLimits {
     fn default() -> Self {
         Self {
             max_batch: 32,
-            max_tokens: 8192,
+            max_tokens: 4096,
+        }
+    }
+}
+
+impl BatchLimits {
+    /// The limits for batches of a pass of kind `pass`: a refined pass holds two products of
+    /// each int8 layer at once, so its batches take half the tokens, for the same peak memory.
+    pub fn for_pass(self, pass: Pass) -> Self {
+        match pass {
+            Pass::Refine => Self {
+                max_tokens: (self.max_tokens / 2).max(1),
+                ..self
+            },
+            Pass::Train | Pass::Infer => self,
         }
     }
 }
@@ -150,6 +166,7 @@ pub type Scores = std::result::Result<Scored, BatchError>;
 
 struct Job {
     tokens: Tokens,
+    pass: Pass,
     enqueued: Instant,
     reply: oneshot::Sender<Scores>,
 }
@@ -163,11 +180,12 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the worker thread. `infer` scores one padded group of texts and returns one
-    /// vector per text, in order; it runs on the worker thread only, never on async workers.
+    /// Starts the worker thread. `infer` scores one padded group of texts, all queued for the
+    /// same kind of pass, and returns one vector per text, in order; it runs on the worker
+    /// thread only, never on async workers.
     pub fn start<F>(cfg: BatcherConfig, infer: F) -> Self
     where
-        F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String> + Send + 'static,
+        F: FnMut(&[&Tokens], Pass) -> std::result::Result<Vec<Vec<f32>>, String> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
@@ -183,16 +201,19 @@ impl Batcher {
         }
     }
 
-    /// Queues one text; fails at once when the queue is full. Await the receiver for the scores.
+    /// Queues one text for a pass of kind `pass` (texts of different kinds never share a
+    /// batch); fails at once when the queue is full. Await the receiver for the scores.
     pub fn submit(
         &self,
         tokens: Tokens,
+        pass: Pass,
     ) -> std::result::Result<oneshot::Receiver<Scores>, BatchError> {
         let (reply, rx) = oneshot::channel();
         // Count before sending, so the worker never takes off what was not yet added.
         self.depth.fetch_add(1, Ordering::Relaxed);
         let sent = self.tx.try_send(Job {
             tokens,
+            pass,
             enqueued: Instant::now(),
             reply,
         });
@@ -227,34 +248,37 @@ impl Batcher {
 
 fn worker<F>(rx: mpsc::Receiver<Job>, cfg: BatcherConfig, depth: Arc<AtomicUsize>, mut infer: F)
 where
-    F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String>,
+    F: FnMut(&[&Tokens], Pass) -> std::result::Result<Vec<Vec<f32>>, String>,
 {
-    let mut carry: Option<Job> = None;
+    // Jobs taken off the channel but not run yet, in arrival order: one that did not fit its
+    // batch, and ones for another kind of pass than the batch being gathered.
+    let mut held: VecDeque<Job> = VecDeque::new();
     // Waiting for company only pays under concurrency: a lone client would just lose
     // `max_wait` per request. So the first ticket waits only when the previous batch had
     // several (whatever is queued already is always taken).
     let mut busy = false;
     loop {
-        let Some(first) = carry.take().or_else(|| rx.recv().ok()) else {
+        let Some(first) = held.pop_front().or_else(|| rx.recv().ok()) else {
             return;
         };
         let deadline = Instant::now() + if busy { cfg.max_wait } else { Duration::ZERO };
-        let mut jobs = vec![first];
-        let mut longest = jobs[0].tokens.ids.len();
-        while jobs.len() < cfg.limits.max_batch {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let job = match rx.recv_timeout(wait) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            };
-            let next_longest = longest.max(job.tokens.ids.len());
-            if next_longest * (jobs.len() + 1) > cfg.limits.max_tokens {
-                carry = Some(job);
-                break;
-            }
-            longest = next_longest;
-            jobs.push(job);
+        // Held jobs of this pass first (they came earlier), then the channel's until the
+        // deadline; jobs of the other pass wait for a batch of their own.
+        let mut batch = Gathering::new(first, cfg.limits);
+        for job in std::mem::take(&mut held) {
+            batch.offer(job);
         }
+        while !batch.full {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(job) => batch.offer(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let Gathering {
+            mut jobs, later, ..
+        } = batch;
+        held = later;
         depth.fetch_sub(jobs.len(), Ordering::Relaxed);
         busy = jobs.len() > 1;
         // A client that went away needs no inference.
@@ -266,6 +290,49 @@ where
         for size in length_groups(&lens).into_iter().rev() {
             let group = rest.split_off(rest.len() - size);
             run_batch(group, &mut infer);
+        }
+    }
+}
+
+/// A batch being gathered: jobs of its first job's pass while they fit its limits.
+struct Gathering {
+    pass: Pass,
+    limits: BatchLimits,
+    jobs: Vec<Job>,
+    longest: usize,
+    /// No more jobs of this pass join: the batch is at its size, or one did not fit (so none
+    /// overtakes it).
+    full: bool,
+    /// Jobs offered but not taken, in order.
+    later: VecDeque<Job>,
+}
+
+impl Gathering {
+    fn new(first: Job, limits: BatchLimits) -> Self {
+        let limits = limits.for_pass(first.pass);
+        Self {
+            pass: first.pass,
+            longest: first.tokens.ids.len(),
+            full: limits.max_batch <= 1,
+            jobs: vec![first],
+            limits,
+            later: VecDeque::new(),
+        }
+    }
+
+    /// Takes `job` into the batch if it is of the batch's pass and fits; sets it aside
+    /// otherwise.
+    fn offer(&mut self, job: Job) {
+        let longest = self.longest.max(job.tokens.ids.len());
+        if job.pass != self.pass || self.full {
+            self.later.push_back(job);
+        } else if longest * (self.jobs.len() + 1) <= self.limits.max_tokens {
+            self.longest = longest;
+            self.jobs.push(job);
+            self.full = self.jobs.len() >= self.limits.max_batch;
+        } else {
+            self.full = true;
+            self.later.push_back(job);
         }
     }
 }
@@ -289,14 +356,14 @@ pub fn length_groups(sorted_lens: &[usize]) -> Vec<usize> {
 
 fn run_batch<F>(jobs: Vec<Job>, infer: &mut F)
 where
-    F: FnMut(&[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String>,
+    F: FnMut(&[&Tokens], Pass) -> std::result::Result<Vec<Vec<f32>>, String>,
 {
     if jobs.is_empty() {
         return;
     }
     let items: Vec<&Tokens> = jobs.iter().map(|j| &j.tokens).collect();
     let start = Instant::now();
-    match infer(&items) {
+    match infer(&items, jobs[0].pass) {
         Ok(scores) if scores.len() == jobs.len() => {
             let inference = start.elapsed();
             for (job, values) in jobs.into_iter().zip(scores) {
@@ -365,7 +432,7 @@ mod tests {
         }
     }
 
-    fn lens(items: &[&Tokens]) -> std::result::Result<Vec<Vec<f32>>, String> {
+    fn lens(items: &[&Tokens], _: Pass) -> std::result::Result<Vec<Vec<f32>>, String> {
         Ok(items.iter().map(|t| vec![t.ids.len() as f32]).collect())
     }
 
@@ -381,13 +448,15 @@ mod tests {
             max_wait: Duration::from_millis(50),
             queue_capacity: 64,
         };
-        let batcher = Batcher::start(cfg, move |items| {
+        let batcher = Batcher::start(cfg, move |items, _| {
             seen.lock().unwrap().push(items.len());
             // Slow enough that the other requests queue up behind the first batch.
             std::thread::sleep(Duration::from_millis(5));
-            lens(items)
+            lens(items, Pass::Infer)
         });
-        let rxs: Vec<_> = (1..=10).map(|n| batcher.submit(toks(n)).unwrap()).collect();
+        let rxs: Vec<_> = (1..=10)
+            .map(|n| batcher.submit(toks(n), Pass::Infer).unwrap())
+            .collect();
         for (n, rx) in (1..=10).zip(rxs) {
             let scored = rx.blocking_recv().unwrap().unwrap();
             assert_eq!(scored.values, vec![n as f32]);
@@ -414,7 +483,7 @@ mod tests {
         };
         let batcher = Batcher::start(cfg, lens);
         let (tx, rx) = std::sync::mpsc::channel();
-        let pending = batcher.submit(toks(3)).unwrap();
+        let pending = batcher.submit(toks(3), Pass::Infer).unwrap();
         std::thread::spawn(move || tx.send(values(pending.blocking_recv().unwrap())).unwrap());
         // Without the idle rule this would wait the hour of `max_wait`.
         let got = rx.recv_timeout(Duration::from_secs(60)).unwrap();
@@ -440,16 +509,31 @@ mod tests {
             max_wait: Duration::from_millis(50),
             queue_capacity: 64,
         };
-        let batcher = Batcher::start(cfg, move |items| {
-            seen.lock()
-                .unwrap()
-                .push(items.iter().map(|t| t.ids.len()).max().unwrap() * items.len());
-            lens(items)
+        let batcher = Batcher::start(cfg, move |items, pass| {
+            seen.lock().unwrap().push((
+                pass,
+                items.iter().map(|t| t.ids.len()).max().unwrap() * items.len(),
+            ));
+            lens(items, pass)
         });
-        let rxs: Vec<_> = (0..6).map(|_| batcher.submit(toks(40)).unwrap()).collect();
+        // Refined passes hold twice the memory per token: half the budget.
+        let rxs: Vec<_> = (0..12)
+            .map(|i| {
+                let pass = if i < 6 { Pass::Infer } else { Pass::Refine };
+                batcher.submit(toks(40), pass).unwrap()
+            })
+            .collect();
         rxs.into_iter()
             .for_each(|rx| assert_eq!(values(rx.blocking_recv().unwrap()), Ok(vec![40.0])));
-        assert!(sizes.lock().unwrap().iter().all(|&padded| padded <= 100));
+        let sizes = sizes.lock().unwrap();
+        assert!(
+            sizes.iter().all(|&(pass, padded)| match pass {
+                Pass::Refine => padded <= 50,
+                _ => padded <= 100,
+            }),
+            "{sizes:?}"
+        );
+        assert!(sizes.contains(&(Pass::Infer, 80)), "{sizes:?}");
     }
 
     #[test]
@@ -465,20 +549,20 @@ mod tests {
             max_wait: Duration::ZERO,
             queue_capacity: 2,
         };
-        let batcher = Batcher::start(cfg, move |items| {
+        let batcher = Batcher::start(cfg, move |items, _| {
             gate_rx.recv().ok();
             counted.fetch_add(items.len(), Ordering::SeqCst);
-            lens(items)
+            lens(items, Pass::Infer)
         });
-        let first = batcher.submit(toks(1)).unwrap();
+        let first = batcher.submit(toks(1), Pass::Infer).unwrap();
         // Wait until the worker holds the first request, so the queue is empty.
         while batcher.queue_depth() > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let abandoned = batcher.submit(toks(2)).unwrap();
-        let kept = batcher.submit(toks(3)).unwrap();
+        let abandoned = batcher.submit(toks(2), Pass::Infer).unwrap();
+        let kept = batcher.submit(toks(3), Pass::Infer).unwrap();
         assert_eq!(
-            batcher.submit(toks(4)).unwrap_err(),
+            batcher.submit(toks(4), Pass::Infer).unwrap_err(),
             BatchError::QueueFull { capacity: 2 }
         );
         drop(abandoned);
@@ -495,9 +579,52 @@ mod tests {
     }
 
     #[test]
+    fn texts_for_different_passes_never_share_a_batch_nor_split_one_another() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let cfg = BatcherConfig {
+            limits: BatchLimits::default(),
+            max_wait: Duration::from_millis(50),
+            queue_capacity: 16,
+        };
+        let batcher = Batcher::start(cfg, move |items, pass| {
+            gate_rx.recv().ok();
+            record.lock().unwrap().push((items.len(), pass));
+            lens(items, pass)
+        });
+        // The first batch holds the worker while the rest queue up, interleaved.
+        let first = batcher.submit(toks(1), Pass::Infer).unwrap();
+        while batcher.queue_depth() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let passes = [Pass::Refine, Pass::Refine, Pass::Infer, Pass::Refine];
+        let rxs: Vec<_> = passes
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| batcher.submit(toks(i + 2), p).unwrap())
+            .collect();
+        for _ in 0..5 {
+            gate_tx.send(()).unwrap();
+        }
+        assert_eq!(values(first.blocking_recv().unwrap()), Ok(vec![1.0]));
+        for (i, rx) in rxs.into_iter().enumerate() {
+            assert_eq!(
+                values(rx.blocking_recv().unwrap()),
+                Ok(vec![i as f32 + 2.0])
+            );
+        }
+        // The refined texts run together though a first pass came between them.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(1, Pass::Infer), (3, Pass::Refine), (1, Pass::Infer)]
+        );
+    }
+
+    #[test]
     fn inference_errors_reach_every_caller() {
-        let batcher = Batcher::start(BatcherConfig::default(), |_| Err("boom".to_string()));
-        let rx = batcher.submit(toks(1)).unwrap();
+        let batcher = Batcher::start(BatcherConfig::default(), |_, _| Err("boom".to_string()));
+        let rx = batcher.submit(toks(1), Pass::Infer).unwrap();
         assert_eq!(
             values(rx.blocking_recv().unwrap()),
             Err(BatchError::Inference("boom".into()))

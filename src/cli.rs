@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::batch::BatchLimits;
+use crate::model::encoder::{check_recheck_margin, DEFAULT_RECHECK_MARGIN};
 
 /// intent-router: helpdesk ticket triage for Russian and English.
 #[derive(Debug, Parser)]
@@ -145,10 +146,14 @@ pub struct ServeArgs {
     /// Keep linear weights quantised (less memory, slower on most CPUs).
     #[arg(long, env = "INTENT_ROUTER_QUANTIZED_LINEARS")]
     pub quantized_linears: bool,
+    /// With int8 linears, encode a ticket again with refined arithmetic when a probability
+    /// shift this small could change its decision; 0 never does [default: 0.015].
+    #[arg(long, env = "INTENT_ROUTER_RECHECK_MARGIN", value_parser = recheck_margin)]
+    pub recheck_margin: Option<f32>,
     /// Most tickets per encoder batch [default: 32].
     #[arg(long, env = "INTENT_ROUTER_MAX_BATCH")]
     pub max_batch: Option<usize>,
-    /// Most padded tokens per encoder batch [default: 8192].
+    /// Most padded tokens per encoder batch [default: 4096].
     #[arg(long, env = "INTENT_ROUTER_MAX_BATCH_TOKENS")]
     pub max_batch_tokens: Option<usize>,
     /// Milliseconds the first ticket of a batch waits for others [default: 5].
@@ -204,6 +209,11 @@ pub struct RuntimeArgs {
     /// Keep linear weights quantised (QMatMul, Q8 activations) instead of dequantising to f32.
     #[arg(long, env = "INTENT_ROUTER_QUANTIZED_LINEARS")]
     pub quantized_linears: bool,
+    /// With int8 linears, encode a ticket again with refined arithmetic when a probability
+    /// shift this small could change its decision; 0 never does.
+    #[arg(long, env = "INTENT_ROUTER_RECHECK_MARGIN", value_parser = recheck_margin,
+          default_value_t = DEFAULT_RECHECK_MARGIN)]
+    pub recheck_margin: f32,
     /// Most texts per encoder batch.
     #[arg(long, env = "INTENT_ROUTER_BATCH_SIZE", default_value_t = BatchLimits::default().max_batch)]
     pub batch_size: usize,
@@ -386,4 +396,10 @@ pub struct ImportArgs {
     /// Default truncation length stored with the encoder.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
+}
+
+/// Parses `--recheck-margin`.
+fn recheck_margin(s: &str) -> Result<f32, String> {
+    let margin: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    check_recheck_margin(margin)
 }

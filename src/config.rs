@@ -14,7 +14,9 @@ use crate::batch::{BatchLimits, BatcherConfig};
 use crate::cli::ServeArgs;
 use crate::connector::{ConnectorFile, Connectors};
 use crate::model::bert::LinearMode;
-use crate::model::encoder::{DeviceChoice, EncoderOptions};
+use crate::model::encoder::{
+    check_recheck_margin, DeviceChoice, EncoderOptions, DEFAULT_RECHECK_MARGIN,
+};
 use crate::nats::{NatsFile, NatsSettings};
 use crate::registry::{AfterGate, RegistryConfig};
 use crate::service::incidents::{AlertTarget, IncidentPolicy};
@@ -221,6 +223,8 @@ pub struct BatchingFile {
     pub max_wait_ms: Option<u64>,
     /// Tickets that may wait; beyond, 429.
     pub queue_capacity: Option<usize>,
+    /// Near ties re-checked with refined int8 arithmetic under this closest call.
+    pub recheck_margin: Option<f32>,
 }
 
 /// `[limits]`.
@@ -351,6 +355,8 @@ pub struct Settings {
     pub device: String,
     /// Keep linears quantised.
     pub quantized_linears: bool,
+    /// Near ties re-checked with refined int8 arithmetic under this closest call.
+    pub recheck_margin: f32,
     /// Batching worker settings.
     pub batcher: BatcherConfig,
     /// Request limits.
@@ -410,6 +416,7 @@ impl Settings {
             max_tokens: None,
             linear: LinearMode::for_inference(self.quantized_linears),
             device: DeviceChoice::parse(&self.device)?,
+            recheck_margin: self.recheck_margin,
         })
     }
 
@@ -586,6 +593,12 @@ impl Settings {
                 .or(file.device)
                 .unwrap_or_else(|| "cpu".into()),
             quantized_linears: args.quantized_linears,
+            recheck_margin: match args.recheck_margin.or(file.batching.recheck_margin) {
+                Some(m) => {
+                    check_recheck_margin(m).map_err(|e| format!("batching.recheck_margin: {e}"))?
+                }
+                None => DEFAULT_RECHECK_MARGIN,
+            },
             batcher,
             limits,
             text_retention: Duration::from_secs(days * 24 * HOUR),
@@ -727,11 +740,14 @@ mod tests {
         std::fs::write(
             &cfg,
             "listen = \"127.0.0.1:9000\"\ndatabase = \"data/r.db\"\ndev_no_auth = true\n\
-             [batching]\nmax_batch = 8\nmax_wait_ms = 2\n[rosters]\nbilling = [\"ann\", \"bob\"]\n",
+             [batching]\nmax_batch = 8\nmax_wait_ms = 2\nrecheck_margin = 0.1\n\
+             [rosters]\nbilling = [\"ann\", \"bob\"]\n",
         )
         .unwrap();
         let c = cfg.display().to_string();
         let s = Settings::resolve(&args(&["--config", &c, "--max-batch", "4"])).unwrap();
+        assert_eq!(s.recheck_margin, 0.1);
+        assert_eq!(s.encoder_options().unwrap().recheck_margin, 0.1);
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(
             s.database,
@@ -801,6 +817,13 @@ mod tests {
         std::fs::write(&cfg, "dev_no_auth = true\n\n[batching]\nmax_wiat_ms = 3\n").unwrap();
         let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
         assert!(e.contains("bad.toml:4: unknown field `max_wiat_ms`"), "{e}");
+        std::fs::write(&cfg, "dev_no_auth = true\n[batching]\nrecheck_margin = 2\n").unwrap();
+        let e = Settings::resolve(&args(&["--config", &cfg.display().to_string()])).unwrap_err();
+        assert_eq!(
+            e,
+            "batching.recheck_margin: the re-check margin is a probability shift from 0 (never \
+             re-check) to 1 (always), got 2"
+        );
         std::fs::write(
             &cfg,
             "dev_no_auth = true\n\n[incidents]\nfalse_alarms_per_week = 0\nlink_probability = 1.5\nmin_similarity = 1.0\n\n[incidents.alerts]\nurl = \"ops.example\"\nsecrets = [\"short\"]\n",

@@ -374,30 +374,15 @@ impl Resolver<'_> {
     /// Resolves one probability vector (aligned with the labels), keeping `k` top labels.
     pub fn resolve(&self, probs: &[f32], k: usize) -> Resolution {
         let node_p = self.node_probs(probs);
-        let best = |cands: &mut dyn Iterator<Item = usize>| {
-            cands.max_by(|&a, &b| node_p[a].total_cmp(&node_p[b]))
-        };
-        let mut chain = Vec::new();
-        let mut current = best(
-            &mut self
-                .tree
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.parent.is_none())
-                .map(|(i, _)| i),
-        );
-        while let Some(i) = current {
-            let node = &self.tree.nodes[i];
-            if node_p[i] < self.threshold(node.depth) {
-                break;
-            }
-            chain.push(Scored {
-                intent: node.id.clone(),
+        let chain: Vec<Scored> = self
+            .descend(&node_p)
+            .0
+            .into_iter()
+            .map(|i| Scored {
+                intent: self.tree.nodes[i].id.clone(),
                 p: node_p[i],
-            });
-            current = best(&mut node.children.iter().copied());
-        }
+            })
+            .collect();
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let top_k = order
@@ -423,6 +408,49 @@ impl Resolver<'_> {
             margin,
         }
     }
+
+    /// How far the probabilities compared in resolving `probs` (labels', and nodes' summed
+    /// over their subtrees) would have to move, each by at most this much, to turn the top
+    /// label or the chain around: half the gap between the top two labels, and at every step
+    /// of the chain half the gap between the best two candidates and the chosen one's distance
+    /// to its depth's threshold (a gap closes with two probabilities moving, a threshold is
+    /// crossed by one).
+    pub fn closest_call(&self, probs: &[f32]) -> f32 {
+        let mut sorted = probs.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let top = match sorted[..] {
+            [a, b, ..] => (a - b) / 2.0,
+            _ => f32::INFINITY,
+        };
+        top.min(self.descend(&self.node_probs(probs)).1)
+    }
+
+    /// Descends from the roots along the most probable child while it reaches its depth's
+    /// threshold: the chain's nodes and the closest call on the way (see `closest_call`).
+    fn descend(&self, node_p: &[f32]) -> (Vec<usize>, f32) {
+        let nodes = &self.tree.nodes;
+        let roots: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].parent.is_none())
+            .collect();
+        let (mut chain, mut closest) = (Vec::new(), f32::INFINITY);
+        let mut candidates: &[usize] = &roots;
+        while let Some(&best) = candidates
+            .iter()
+            .max_by(|&&a, &&b| node_p[a].total_cmp(&node_p[b]))
+        {
+            for &other in candidates.iter().filter(|&&o| o != best) {
+                closest = closest.min((node_p[best] - node_p[other]) / 2.0);
+            }
+            let threshold = self.threshold(nodes[best].depth);
+            closest = closest.min((node_p[best] - threshold).abs());
+            if node_p[best] < threshold {
+                break;
+            }
+            chain.push(best);
+            candidates = &nodes[best].children;
+        }
+        (chain, closest)
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +462,25 @@ mod tests {
             .map(String::from)
             .to_vec();
         (IntentTree::from_labels(&labels), labels)
+    }
+
+    #[test]
+    fn the_closest_call_is_the_smallest_gap_that_could_turn_the_decision() {
+        let (t, labels) = tree();
+        let r = t.resolver(&labels, &[0.5, 0.5]);
+        // billing 0.9 vs tech 0.1; refund 0.6 vs dispute 0.3; refund 0.1 over the threshold.
+        assert!((r.closest_call(&[0.6, 0.3, 0.1]) - 0.1).abs() < 1e-6);
+        // The top two labels nearly tie (0.01 each way), though their parent is clear.
+        assert!((r.closest_call(&[0.46, 0.44, 0.1]) - 0.01).abs() < 1e-6);
+        // Two roots nearly tie: billing 0.52 vs tech 0.48.
+        let low = t.resolver(&labels, &[0.4, 0.5]);
+        assert!((low.closest_call(&[0.3, 0.22, 0.48]) - 0.02).abs() < 1e-6);
+        // The best leaf falls 0.03 short of its threshold: the chain stops at billing, and a
+        // small shift would carry it on.
+        assert!((r.closest_call(&[0.47, 0.2, 0.33]) - 0.03).abs() < 1e-6);
+        // A root 0.01 under its threshold: unknown, but only just.
+        let r = t.resolver(&labels, &[0.7]);
+        assert!((r.closest_call(&[0.33, 0.36, 0.31]) - 0.01).abs() < 1e-6);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     batch_size: Histogram,
     inference_seconds: Histogram,
+    rechecked: Counter,
     stages: HistogramFamily<StageLabels>,
     decisions: Family<DecisionLabels, Counter>,
     rules_version: Gauge,
@@ -123,6 +124,13 @@ impl Metrics {
             "inference_duration_seconds",
             "Encoder + head time per batch",
             inference_seconds.clone(),
+        );
+        let rechecked = Counter::default();
+        registry.register(
+            "inference_rechecked_texts",
+            "Texts encoded a second time, with refined int8 arithmetic, because their first \
+             classification was a near tie",
+            rechecked.clone(),
         );
         let stages: HistogramFamily<StageLabels> = Family::new_with_constructor(stage_histogram);
         registry.register(
@@ -204,6 +212,7 @@ impl Metrics {
             queue_depth,
             batch_size,
             inference_seconds,
+            rechecked,
             stages,
             decisions,
             rules_version,
@@ -240,6 +249,11 @@ impl Metrics {
     pub fn batch(&self, size: usize, seconds: f64) {
         self.batch_size.observe(size as f64);
         self.inference_seconds.observe(seconds);
+    }
+
+    /// Counts texts encoded again to re-check a near tie.
+    pub fn rechecked(&self, texts: usize) {
+        self.rechecked.inc_by(texts as u64);
     }
 
     /// Counts a decision.

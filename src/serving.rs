@@ -13,6 +13,7 @@ use candle_core::{Device, Tensor};
 use crate::batch::{BatchError, Batcher, BatcherConfig};
 use crate::engine::{Classification, Engine, EngineOptions, Prepared};
 use crate::metrics::Metrics;
+use crate::model::bert::Pass;
 use crate::model::classifier::{Classifier, ClassifierError};
 use crate::model::encoder::EncoderOptions;
 use crate::rules::compile::{CompileErrors, Compiled};
@@ -64,7 +65,7 @@ pub struct Stages {
     pub tokenize: Duration,
     /// Waiting in the batching queue.
     pub queue: Duration,
-    /// The encoder batch it ran in.
+    /// The encoder batch it ran in (both batches' times where a near tie was re-checked).
     pub inference: Duration,
 }
 
@@ -91,14 +92,17 @@ impl ServingModel {
         ));
         let batcher = shared.unwrap_or_else(|| {
             let encoder = Arc::clone(&engine.classifier().encoder);
-            Batcher::start(batching, move |items| {
+            Batcher::start(batching, move |items, pass| {
                 let start = Instant::now();
                 let emb = encoder
-                    .embed_batch(items)
+                    .embed_batch(items, pass)
                     .map_err(|e| e.to_string())?
                     .to_vec2::<f32>()
                     .map_err(|e| e.to_string())?;
                 metrics.batch(items.len(), start.elapsed().as_secs_f64());
+                if pass == Pass::Refine {
+                    metrics.rechecked(items.len());
+                }
                 Ok(emb)
             })
         });
@@ -143,13 +147,20 @@ impl ServingModel {
             .await?;
         let tokenize = start.elapsed();
         let mut pending = Vec::with_capacity(prepared.len());
-        for (prepared, tokens) in prepared {
-            pending.push((prepared, self.batcher.submit(tokens)?));
+        // Kept for re-checking near ties, where that is on.
+        let keep = self.engine.classifier().recheck_margin > 0.0;
+        let mut tokens = Vec::with_capacity(if keep { prepared.len() } else { 0 });
+        for (prepared, t) in prepared {
+            if keep {
+                tokens.push(t.clone());
+            }
+            pending.push((prepared, self.batcher.submit(t, Pass::Infer)?));
         }
         let mut out = Embedded {
             prepared: Vec::with_capacity(tickets.len()),
             embeddings: Vec::with_capacity(tickets.len()),
             stages: Vec::with_capacity(tickets.len()),
+            tokens,
         };
         for (p, rx) in pending {
             let scored = rx.await.map_err(|_| BatchError::Stopped)??;
@@ -162,6 +173,44 @@ impl ServingModel {
             out.prepared.push(p);
         }
         Ok(out)
+    }
+
+    /// Encodes the near ties among `out`'s tickets again with a refined pass (see
+    /// [`Classifier::near_ties`]) and takes their embeddings, probabilities and time from it.
+    /// Whatever stops a re-check (a full queue, a failed batch) keeps that ticket's first
+    /// answer: the request has one already.
+    async fn recheck(&self, out: &mut Embedded, probs: &mut [Vec<f32>]) {
+        let near = self.engine.classifier().near_ties(probs);
+        let mut pending = Vec::with_capacity(near.len());
+        for i in near {
+            match self.batcher.submit(out.tokens[i].clone(), Pass::Refine) {
+                Ok(rx) => pending.push((i, rx)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "near ties not re-checked; first answers kept");
+                    break;
+                }
+            }
+        }
+        for (i, rx) in pending {
+            let rechecked = match rx.await {
+                Ok(Ok(scored)) => self
+                    .probabilities(std::slice::from_ref(&scored.values))
+                    .map(|mut p| (p.swap_remove(0), scored)),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(BatchError::Stopped.into()),
+            };
+            match rechecked {
+                Ok((p, scored)) => {
+                    probs[i] = p;
+                    out.embeddings[i] = scored.values;
+                    out.stages[i].queue += scored.queued;
+                    out.stages[i].inference += scored.inference;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a near tie was not re-checked; first answer kept")
+                }
+            }
+        }
     }
 
     /// Runs `each` over the tickets (cleaning, tokenising) on a blocking thread, never on an
@@ -178,28 +227,41 @@ impl ServingModel {
             .map_err(|e| BatchError::Inference(format!("preparing the tickets: {e}")))?
     }
 
-    /// Classifies tickets through this model's batching worker, results in input order;
-    /// `embeddings` skips the encoder when another model on the same encoder already ran it.
+    /// Classifies tickets through this model's batching worker, results in input order, near
+    /// ties re-checked; `embeddings` skips the encoder when another model on the same encoder
+    /// already ran it (those are taken as they are: refined where that model's decision was
+    /// close, not where this one's is).
     pub async fn classify(
         self: &Arc<Self>,
         tickets: &[Ticket],
         embeddings: Option<Vec<Vec<f32>>>,
     ) -> Result<Classified, ClassifyError> {
+        let (embedded, probs) = match embeddings {
+            Some(embeddings) => {
+                let embedded = Embedded {
+                    prepared: self
+                        .off_runtime(tickets, |engine, t| Ok(engine.prepare(t)))
+                        .await?,
+                    stages: vec![Stages::default(); embeddings.len()],
+                    embeddings,
+                    tokens: Vec::new(),
+                };
+                let probs = self.probabilities(&embedded.embeddings)?;
+                (embedded, probs)
+            }
+            None => {
+                let mut embedded = self.embed(tickets).await?;
+                let mut probs = self.probabilities(&embedded.embeddings)?;
+                self.recheck(&mut embedded, &mut probs).await;
+                (embedded, probs)
+            }
+        };
         let Embedded {
             prepared,
             embeddings,
             stages,
-        } = match embeddings {
-            Some(embeddings) => Embedded {
-                prepared: self
-                    .off_runtime(tickets, |engine, t| Ok(engine.prepare(t)))
-                    .await?,
-                stages: vec![Stages::default(); embeddings.len()],
-                embeddings,
-            },
-            None => self.embed(tickets).await?,
-        };
-        let probs = self.probabilities(&embeddings)?;
+            ..
+        } = embedded;
         let classifications = tickets
             .iter()
             .zip(prepared.into_iter().zip(probs))
@@ -226,6 +288,9 @@ struct Embedded {
     prepared: Vec<Prepared>,
     embeddings: Vec<Vec<f32>>,
     stages: Vec<Stages>,
+    /// What the encoder read, where near ties are re-checked (empty otherwise, and where the
+    /// embeddings were given).
+    tokens: Vec<crate::text::Tokens>,
 }
 
 /// Loads a classifier directory off the async runtime, sharing encoders with `others`.

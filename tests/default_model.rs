@@ -160,13 +160,14 @@ fn classify_with_rules_prints_each_decision() {
 #[test]
 fn batching_worker_scores_like_single_requests() {
     use intent_router::batch::{Batcher, BatcherConfig};
+    use intent_router::model::bert::Pass;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
     let classifier = Classifier::load(&dir, &EncoderOptions::default()).unwrap();
     let text = classifier.encoder.text().clone();
-    let batcher = Batcher::start(BatcherConfig::default(), move |items| {
+    let batcher = Batcher::start(BatcherConfig::default(), move |items, pass| {
         let emb = classifier
             .encoder
-            .embed_batch(items)
+            .embed_batch(items, pass)
             .map_err(|e| e.to_string())?;
         classifier.probabilities(&emb).map_err(|e| e.to_string())
     });
@@ -177,7 +178,7 @@ fn batching_worker_scores_like_single_requests() {
         .collect();
     let together: Vec<_> = tokens
         .iter()
-        .map(|t| batcher.submit(t.clone()).unwrap())
+        .map(|t| batcher.submit(t.clone(), Pass::Infer).unwrap())
         .collect();
     let together: Vec<Vec<f32>> = together
         .into_iter()
@@ -185,7 +186,7 @@ fn batching_worker_scores_like_single_requests() {
         .collect();
     for (t, batched) in tokens.iter().zip(&together) {
         let alone = batcher
-            .submit(t.clone())
+            .submit(t.clone(), Pass::Infer)
             .unwrap()
             .blocking_recv()
             .unwrap()
@@ -198,4 +199,49 @@ fn batching_worker_scores_like_single_requests() {
             .fold(0f32, f32::max);
         assert!(worst < 1e-4, "batched vs alone: {worst}");
     }
+}
+
+#[test]
+fn near_ties_rechecked_are_scored_as_the_exact_model_scores_them() {
+    use intent_router::batch::BatchLimits;
+    use intent_router::model::bert::LinearMode;
+    if !intent_router::model::qgemm::available() {
+        eprintln!("skipped: no AVX-512 VNNI here, so the linears are exact and nothing re-checks");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
+    let load = |linear, recheck_margin| {
+        let opts = EncoderOptions {
+            linear,
+            recheck_margin,
+            ..Default::default()
+        };
+        Classifier::load(&dir, &opts).unwrap()
+    };
+    let texts: Vec<String> = CASES.iter().map(|(t, _)| t.to_string()).collect();
+    let probs = |c: &Classifier| c.classify_texts(&texts, BatchLimits::default()).unwrap();
+    let exact = probs(&load(LinearMode::Dense, 1.0));
+    let worst = |got: &[Vec<f32>]| {
+        got.iter()
+            .zip(&exact)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max)
+    };
+    // A margin of 1 takes every ticket for a near tie; 0 none.
+    let (all, none) = (load(LinearMode::Int8, 1.0), load(LinearMode::Int8, 0.0));
+    let (refined, int8) = (worst(&probs(&all)), worst(&probs(&none)));
+    assert_eq!((all.rechecked(), none.rechecked()), (texts.len() as u64, 0));
+    eprintln!("largest probability difference to f32: int8 {int8}, re-checked {refined}");
+    assert!(
+        refined < 1e-4 && refined < int8 / 10.0,
+        "int8 {int8}, re-checked {refined}"
+    );
+    // The default margin re-checks only the tickets whose decision is close.
+    let default = load(LinearMode::Int8, EncoderOptions::default().recheck_margin);
+    probs(&default);
+    assert!(
+        default.rechecked() < texts.len() as u64 / 2,
+        "{}",
+        default.rechecked()
+    );
 }

@@ -28,7 +28,7 @@ fn our_bert_matches_candle_transformers_bert() {
             &batch.input_ids,
             &batch.attention_mask,
             &batch.token_type_ids,
-            false,
+            intent_router::model::bert::Pass::Infer,
         )
         .unwrap();
     let b = reference

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use intent_router::batch::BatchLimits;
-use intent_router::model::bert::LinearMode;
+use intent_router::model::bert::{LinearMode, Pass};
 use intent_router::model::encoder::{Encoder, EncoderOptions};
 use intent_router::text::TextEncoder;
 use serde::Deserialize;
@@ -95,14 +95,35 @@ fn exact_model_matches_wheel_embeddings_and_fast_paths_match_exact() {
         );
     }
     // Int8 linears (AVX-512 VNNI; per-row u8 activations): their own bound.
+    // The refined pass (each int8 input in two steps), which re-checks near ties: all but
+    // exact.
     if intent_router::model::qgemm::available() {
-        let worst = embed_all(&load(LinearMode::Int8), &texts)
+        let int8 = load(LinearMode::Int8);
+        let worst = embed_all(&int8, &texts)
             .iter()
             .zip(&ours)
             .map(|(a, b)| cosine(a, b))
             .fold(1f32, f32::min);
         eprintln!("int8 linears: lowest cosine {worst}");
         assert!(worst >= 0.99, "int8 linears: cosine {worst}");
+        let tokens = int8.text().encode_many(&texts).unwrap();
+        let refined: Vec<Vec<f32>> = int8
+            .embed_tokens(&tokens, BatchLimits::default(), Pass::Refine)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let distance = |x: &[Vec<f32>]| {
+            x.iter()
+                .zip(&ours)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0f32, f32::max)
+        };
+        let (coarse, fine) = (distance(&embed_all(&int8, &texts)), distance(&refined));
+        eprintln!("largest difference to f32: int8 {coarse}, refined {fine}");
+        assert!(
+            fine < coarse / 20.0 && fine < 1e-4,
+            "int8 {coarse}, refined {fine}"
+        );
     } else {
         eprintln!("int8 linears: skipped (no AVX-512 VNNI here)");
     }

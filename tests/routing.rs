@@ -474,3 +474,42 @@ async fn a_simulation_over_the_log_sees_the_channel_and_the_kept_customer_facts_
     );
     assert_eq!(result["changed"], json!(["priority"]));
 }
+
+#[tokio::test]
+async fn near_ties_are_encoded_again_with_refined_arithmetic_and_counted() {
+    // A margin of 1 takes every ticket for a near tie.
+    let app = App::with_config("\n[batching]\nrecheck_margin = 1\n").await;
+    let rechecked = || async {
+        let m = app.get("/metrics", crate::server::METRICS_TOKEN).await;
+        let text = m.body.as_str().unwrap().to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("intent_router_inference_rechecked_texts_total "))
+            .unwrap_or_else(|| panic!("no re-check counter in {text}"))
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = rechecked().await;
+    let r = app
+        .post(
+            "/v1/route/batch",
+            ROUTE_TOKEN,
+            &json!({"tickets": [{"body": PARCEL}, {"body": REFUND}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let teams: Vec<&str> = r.body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["team"].as_str().unwrap())
+        .collect();
+    assert_eq!(teams, ["logistics", "billing"]);
+    // Only int8 linears approximate; elsewhere there is nothing to re-check.
+    let expected = if intent_router::model::qgemm::available() {
+        2
+    } else {
+        0
+    };
+    assert_eq!(rechecked().await - before, expected);
+}

@@ -21,12 +21,13 @@ What it does, in order:
 6. Prints the table of ratios against the targets and writes results.json in the work folder.
 The figures are reported, not gated. Takes about 5 minutes on 2 cores after the first setup.
 
-With --lengths it compares offline speed by ticket length instead (about 12 minutes on 2
+With --lengths it compares offline speed by ticket length instead (about 18 minutes on 2
 cores): three sets of 300 tickets made by joining 1, 4 or 12 messages of one language (about 26,
 90 and 240 tokens), and the 12-message set cut to 16, 32, 64, 128 and 256 tokens for the cost
 of length; ours `classify --timings` against baseline.py's batch loop at batch 32, both without
-model loading, alternately, median of --rounds (at least 3). Token counts are the encoder's
-(prefix, [CLS] and [SEP] included, truncated at the model's 256).
+model loading, alternately, median of --rounds (at least 3); ours also with the near-tie
+re-check off (`--recheck-margin 0`), for its cost. Token counts are the encoder's (prefix, [CLS]
+and [SEP] included, truncated at the model's 256).
 
 With --mixed it compares over HTTP on a realistic mix instead (about 5 minutes): 300 tickets, a
 third single chat lines, a third 3-4 messages, a third long e-mails (a greeting, 8-12 messages
@@ -353,12 +354,14 @@ def joined(tickets, k, n=300, seed=11):
             for i in range(n)]
 
 
-def ours_seconds(inp, out):
-    """`classify --timings` at batch 32: seconds without model loading."""
+def ours_seconds(inp, out, extra=()):
+    """`classify --timings` at batch 32 (plus `extra` flags): seconds without model loading,
+    and how many near ties it re-checked."""
     with open(out, "w") as f:
-        res = subprocess.run([BIN, "classify", "--file", inp, "--batch-size", "32", "--timings"],
-                             stdout=f, stderr=subprocess.PIPE, text=True, check=True)
-    return timed_seconds(res.stderr)
+        res = subprocess.run([BIN, "classify", "--file", inp, "--batch-size", "32", "--timings",
+                              *extra], stdout=f, stderr=subprocess.PIPE, text=True, check=True)
+    line = next(l for l in res.stderr.splitlines() if l.startswith("timings:"))
+    return timed_seconds(res.stderr), int(line.rsplit("; ", 1)[1].split()[0])
 
 
 def timed_seconds(stderr):
@@ -386,27 +389,39 @@ def by_length(a, py, hf, tickets, results):
                              check=True, capture_output=True, text=True)
         os.replace(path + ".tmp", path)
         mean = json.loads(res.stdout.strip().splitlines()[-1])["mean_tokens"]
-        ours_s, py_s = [], []
+        # Ours as shipped, ours with the near-tie re-check off, PyTorch; in turn.
+        ours_s, off_s, py_s = [], [], []
         for r in range(max(3, a.rounds)):
             log(f"{name}: round {r + 1}")
-            ours_s.append(ours_seconds(path, os.path.join(a.work, "ours-len.jsonl")))
+            seconds, rechecked = ours_seconds(path, os.path.join(a.work, "ours-len.jsonl"))
+            ours_s.append(seconds)
+            off_s.append(ours_seconds(path, os.path.join(a.work, "off-len.jsonl"),
+                                      ("--recheck-margin", "0"))[0])
             py_s.append(baseline_offline(py, hf, path, 32, os.path.join(a.work, "py-len.jsonl")))
-        ours = [json.loads(l) for l in open(os.path.join(a.work, "ours-len.jsonl"))]
         pyo = [json.loads(l) for l in open(os.path.join(a.work, "py-len.jsonl"))]
-        agree = sum(o["top_k"][0]["intent"] == q["intent"] for o, q in zip(ours, pyo)) / len(pyo)
-        o, q = statistics.median(ours_s), statistics.median(py_s)
-        rows[name] = {"tokens": mean, "n": len(pyo), "ours_s": ours_s, "pytorch_s": py_s,
-                      "ours_ms": 1000 * o / len(pyo), "pytorch_ms": 1000 * q / len(pyo),
-                      "ratio": q / o, "top1_agreement": agree}
+
+        def agreement(out):
+            ours = [json.loads(l) for l in open(os.path.join(a.work, out))]
+            return sum(o["top_k"][0]["intent"] == q["intent"] for o, q in zip(ours, pyo)) / len(pyo)
+        o, off, q = statistics.median(ours_s), statistics.median(off_s), statistics.median(py_s)
+        rows[name] = {"tokens": mean, "n": len(pyo), "ours_s": ours_s, "no_recheck_s": off_s,
+                      "pytorch_s": py_s, "ours_ms": 1000 * o / len(pyo),
+                      "pytorch_ms": 1000 * q / len(pyo), "ratio": q / o,
+                      "ratio_no_recheck": q / off, "rechecked": rechecked,
+                      "top1_agreement": agreement("ours-len.jsonl"),
+                      "top1_agreement_no_recheck": agreement("off-len.jsonl")}
     results["lengths"] = rows
     json.dump(results, open(os.path.join(a.work, "results-lengths.json"), "w"), indent=2)
     print(f"\nMachine: {results['machine']}; batch 32, median of {max(3, a.rounds)} alternated rounds\n")
     print("| tickets | mean tokens | intent-router (tickets/s) | PyTorch f32 (tickets/s) | ratio "
-          "| ms/ticket ours / PyTorch | top-1 agreement |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| ms/ticket ours / PyTorch | top-1 agreement | re-checked | without re-check: ratio, "
+          "agreement |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         print(f"| {name} | {r['tokens']:.0f} | {1000 / r['ours_ms']:.1f} | {1000 / r['pytorch_ms']:.1f} | "
-              f"{r['ratio']:.2f}× | {r['ours_ms']:.2f} / {r['pytorch_ms']:.2f} | {r['top1_agreement'] * 100:.1f}% |")
+              f"{r['ratio']:.2f}× | {r['ours_ms']:.2f} / {r['pytorch_ms']:.2f} | "
+              f"{r['top1_agreement'] * 100:.1f}% | {r['rechecked']} | {r['ratio_no_recheck']:.2f}×, "
+              f"{r['top1_agreement_no_recheck'] * 100:.1f}% |")
 
 
 GREETINGS = {"en": ["Hello,", "Hi team,", "Good morning,"], "ru": ["Здравствуйте!", "Добрый день,", "Привет,"]}

@@ -65,11 +65,13 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
     if a.timings {
         let work = started.elapsed() - loaded;
         eprintln!(
-            "timings: model loaded in {:.3} s; {} tickets classified in {:.3} s ({:.1} tickets/s)",
+            "timings: model loaded in {:.3} s; {} tickets classified in {:.3} s ({:.1} tickets/s); \
+             {} near ties re-checked",
             loaded.as_secs_f64(),
             tickets.len(),
             work.as_secs_f64(),
             tickets.len() as f64 / work.as_secs_f64().max(1e-9),
+            engine.classifier().rechecked(),
         );
     }
     // The process ends next: freeing the tokenizer's vocabulary trie (a map per node, about a

@@ -46,6 +46,7 @@ fn encoder_options(r: &RuntimeArgs) -> Result<EncoderOptions> {
         max_tokens: r.max_tokens,
         linear: LinearMode::for_inference(r.quantized_linears),
         device,
+        recheck_margin: r.recheck_margin,
     })
 }
 

@@ -112,6 +112,26 @@ impl LinearMode {
     }
 }
 
+/// What a forward pass is for, and so how it computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Training: dropout on, differentiable ops only (no int8 layers).
+    Train,
+    /// Inference at the layers' own precision (int8 where they were loaded so).
+    Infer,
+    /// Inference where int8 layers read their input in two steps (see
+    /// [`crate::model::qgemm::RefinedInput`]): embeddings within about 1e-5 of f32 at twice the
+    /// linears' cost, for re-checking a near tie. Other layers compute as in `Infer`.
+    Refine,
+}
+
+impl Pass {
+    /// Whether dropout and the differentiable ops are on.
+    pub fn train(self) -> bool {
+        self == Self::Train
+    }
+}
+
 /// Seeded dropout, so that training runs are reproducible.
 #[derive(Debug)]
 pub struct Dropout {
@@ -185,31 +205,41 @@ impl Proj {
 
     /// Applies layers that read the same input, in order; int8 ones share one quantisation
     /// of it.
-    fn forward_shared(projs: &[&Proj], xs: &Tensor, train: bool) -> Result<Vec<Tensor>> {
+    fn forward_shared(projs: &[&Proj], xs: &Tensor, pass: Pass) -> Result<Vec<Tensor>> {
+        use crate::model::qgemm::{QuantizedInput, RefinedInput};
+        enum Shared {
+            Coarse(QuantizedInput),
+            Refined(RefinedInput),
+        }
         let int8 = projs.iter().filter(|p| matches!(p, Self::Int8(_))).count();
-        let shared = if int8 > 1 && !train {
-            Some(crate::model::qgemm::QuantizedInput::new(xs)?)
-        } else {
-            None
+        let shared = match pass {
+            _ if int8 < 2 => None,
+            Pass::Train => None,
+            Pass::Infer => Some(Shared::Coarse(QuantizedInput::new(xs)?)),
+            Pass::Refine => Some(Shared::Refined(RefinedInput::new(xs)?)),
         };
         projs
             .iter()
             .map(|p| match (p, &shared) {
-                (Self::Int8(q), Some(x)) => q.forward_quantized(x),
-                _ => p.forward(xs, train),
+                (Self::Int8(q), Some(Shared::Coarse(x))) => q.forward_quantized(x),
+                (Self::Int8(q), Some(Shared::Refined(x))) => q.forward_refined(x),
+                _ => p.forward(xs, pass),
             })
             .collect()
     }
 
     /// Applies the layer (int8 layers are for inference only: they have no gradient).
-    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            Self::Dense(l) => l.forward(xs),
-            Self::Quant(q, b) => q.forward(xs)?.broadcast_add(b),
-            Self::Int8(_) if train => candle_core::bail!(
+    fn forward(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
+        match (self, pass) {
+            (Self::Dense(l), _) => l.forward(xs),
+            (Self::Quant(q, b), _) => q.forward(xs)?.broadcast_add(b),
+            (Self::Int8(_), Pass::Train) => candle_core::bail!(
                 "int8 linear layers cannot be trained; load the encoder with dense linears"
             ),
-            Self::Int8(q) => q.forward(xs),
+            (Self::Int8(q), Pass::Infer) => q.forward(xs),
+            (Self::Int8(q), Pass::Refine) => {
+                q.forward_refined(&crate::model::qgemm::RefinedInput::new(xs)?)
+            }
         }
     }
 }
@@ -410,7 +440,8 @@ impl BertLayer {
 
     /// Runs the layer; `mask_bias` is `[b, 1, 1, s]` with 0 for tokens and a large negative
     /// value for padding.
-    pub fn forward(&self, xs: &Tensor, mask_bias: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, mask_bias: &Tensor, pass: Pass) -> Result<Tensor> {
+        let train = pass.train();
         let (b, s, h) = xs.dims3()?;
         let hd = h / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -418,7 +449,7 @@ impl BertLayer {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let qkv = Proj::forward_shared(&[&self.query, &self.key, &self.value], xs, train)?;
+        let qkv = Proj::forward_shared(&[&self.query, &self.key, &self.value], xs, pass)?;
         let [q, k, v] = <[Tensor; 3]>::try_from(qkv).expect("one output per projection");
         let ctx = match attention::fused_attention(&q, &k, &v, mask_bias, self.heads, train)? {
             Some(ctx) => ctx,
@@ -432,12 +463,12 @@ impl BertLayer {
         };
         let attn = self
             .hidden_dropout
-            .forward(&self.attn_out.forward(&ctx, train)?, train)?;
+            .forward(&self.attn_out.forward(&ctx, pass)?, train)?;
         let xs = self.attn_norm.forward_residual(&attn, xs, train)?;
-        let ff = kernels::gelu_erf(&self.ff_in.forward(&xs, train)?, train)?;
+        let ff = kernels::gelu_erf(&self.ff_in.forward(&xs, pass)?, train)?;
         let ff = self
             .hidden_dropout
-            .forward(&self.ff_out.forward(&ff, train)?, train)?;
+            .forward(&self.ff_out.forward(&ff, pass)?, train)?;
         self.out_norm.forward_residual(&ff, &xs, train)
     }
 }
@@ -477,10 +508,18 @@ impl Bert {
         input_ids: &Tensor,
         attention_mask: &Tensor,
         token_type_ids: &Tensor,
-        train: bool,
+        pass: Pass,
     ) -> Result<Tensor> {
-        let xs = self.embeddings.forward(input_ids, token_type_ids, train)?;
-        self.forward_layers(xs, attention_mask, 0..self.layers.len(), train)
+        let xs = self
+            .embeddings
+            .forward(input_ids, token_type_ids, pass.train())?;
+        self.forward_layers(xs, attention_mask, 0..self.layers.len(), pass)
+    }
+
+    /// Whether its linear layers run in int8 (and so [`Pass::Refine`] computes differently
+    /// from [`Pass::Infer`]): int8 is asked for and the weights are on the CPU.
+    pub fn has_int8(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l.query, Proj::Int8(_)))
     }
 
     /// Runs embeddings only (used to cache the frozen part when fine-tuning).
@@ -494,11 +533,11 @@ impl Bert {
         mut xs: Tensor,
         attention_mask: &Tensor,
         range: std::ops::Range<usize>,
-        train: bool,
+        pass: Pass,
     ) -> Result<Tensor> {
         let mask_bias = mask_bias(attention_mask, xs.dtype())?;
         for layer in &self.layers[range] {
-            xs = layer.forward(&xs, &mask_bias, train)?;
+            xs = layer.forward(&xs, &mask_bias, pass)?;
         }
         Ok(xs)
     }

@@ -3,17 +3,20 @@
 //! by a path relative to the classifier directory plus a content hash checked at load.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::bert::Pass;
 use super::encoder::{Encoder, EncoderError, EncoderOptions};
 use super::files::{self, FilesError};
 use super::head::{self, Head, HeadKind};
 use crate::batch::BatchLimits;
 use crate::intent::{IntentTree, TaxonomyError};
+use crate::text::Tokens;
 
 /// Errors loading or running a classifier.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,11 @@ pub struct Classifier {
     pub meta: ClassifierMeta,
     /// Directory it was loaded from.
     pub dir: PathBuf,
+    /// Near ties under this closest call are re-checked with a refined pass (0: never; see
+    /// [`EncoderOptions::recheck_margin`]).
+    pub recheck_margin: f32,
+    /// Texts re-checked by [`Classifier::classify_texts`] since it was loaded.
+    rechecked: AtomicU64,
 }
 
 impl Classifier {
@@ -187,6 +195,13 @@ impl Classifier {
             Some(c) => Arc::clone(&c.encoder),
             None => Arc::new(Encoder::load(&base, &opts)?),
         };
+        // Only int8 linears approximate, and only they compute differently in a refined pass
+        // (on a GPU the linears are f32 whatever was asked).
+        let recheck_margin = if encoder.bert().has_int8() {
+            opts.recheck_margin.max(0.0)
+        } else {
+            0.0
+        };
         Ok(Self {
             encoder,
             encoder_hash: found,
@@ -194,6 +209,8 @@ impl Classifier {
             tree,
             meta,
             dir: dir.to_path_buf(),
+            recheck_margin,
+            rechecked: AtomicU64::new(0),
         })
     }
 
@@ -207,13 +224,49 @@ impl Classifier {
         head::probabilities(&logits, self.meta.temperature).map_err(err)
     }
 
-    /// Calibrated label probabilities for texts (model text, already cleaned).
+    /// Which of these probability vectors (one per text) are near ties to encode again with
+    /// [`Pass::Refine`]: those whose closest call is under the re-check margin.
+    pub fn near_ties(&self, probs: &[Vec<f32>]) -> Vec<usize> {
+        if self.recheck_margin <= 0.0 {
+            return Vec::new();
+        }
+        let resolver = self.tree.resolver(&self.meta.labels, &self.meta.thresholds);
+        (0..probs.len())
+            .filter(|&i| resolver.closest_call(&probs[i]) < self.recheck_margin)
+            .collect()
+    }
+
+    /// Calibrated label probabilities for texts (model text, already cleaned); near ties are
+    /// encoded again with a refined pass and scored from that.
     pub fn classify_texts(
         &self,
         texts: &[String],
         limits: BatchLimits,
     ) -> Result<Vec<Vec<f32>>, ClassifierError> {
-        let emb = self.encoder.embed(texts, limits)?;
-        self.probabilities(&emb)
+        let tokens = self
+            .encoder
+            .text()
+            .encode_many(texts)
+            .map_err(EncoderError::from)?;
+        let emb = self.encoder.embed_tokens(&tokens, limits, Pass::Infer)?;
+        let mut probs = self.probabilities(&emb)?;
+        let near = self.near_ties(&probs);
+        if !near.is_empty() {
+            let again: Vec<Tokens> = near.iter().map(|&i| tokens[i].clone()).collect();
+            let emb =
+                self.encoder
+                    .embed_tokens(&again, limits.for_pass(Pass::Refine), Pass::Refine)?;
+            for (&i, p) in near.iter().zip(self.probabilities(&emb)?) {
+                probs[i] = p;
+            }
+            self.rechecked
+                .fetch_add(near.len() as u64, Ordering::Relaxed);
+        }
+        Ok(probs)
+    }
+
+    /// Texts [`Classifier::classify_texts`] re-checked with a refined pass since loading.
+    pub fn rechecked(&self) -> u64 {
+        self.rechecked.load(Ordering::Relaxed)
     }
 }

@@ -131,7 +131,9 @@ pub fn fine_tune(
             let bias = bert::mask_bias(&mask, DType::F32).map_err(wrap("mask"))?;
             let mut h = xs;
             for layer in &layers {
-                h = layer.forward(&h, &bias, true).map_err(wrap("forward"))?;
+                h = layer
+                    .forward(&h, &bias, bert::Pass::Train)
+                    .map_err(wrap("forward"))?;
             }
             let pooled = bert::l2_normalize(&bert::mean_pool(&h, &mask).map_err(wrap("pool"))?)
                 .map_err(wrap("norm"))?;
@@ -166,7 +168,7 @@ fn frozen_states(
         let items: Vec<&Tokens> = chunk.iter().collect();
         let batch = Batch::new(&items, &Device::Cpu)?;
         let x = bert.embed(&batch.input_ids, &batch.token_type_ids)?;
-        let x = bert.forward_layers(x, &batch.attention_mask, 0..first, false)?;
+        let x = bert.forward_layers(x, &batch.attention_mask, 0..first, bert::Pass::Infer)?;
         for (i, t) in chunk.iter().enumerate() {
             out.push(x.get(i)?.narrow(0, 0, t.ids.len())?.contiguous()?);
         }
