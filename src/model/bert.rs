@@ -11,6 +11,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear};
 
+use crate::model::qgemm::{Int8Linear, QuantizedInput, RefinedInput};
 use crate::model::{attention, kernels};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
@@ -180,7 +181,7 @@ impl Dropout {
 enum Proj {
     Dense(Linear),
     Quant(QMatMul, Tensor),
-    Int8(crate::model::qgemm::Int8Linear),
+    Int8(Int8Linear),
 }
 
 impl Proj {
@@ -196,9 +197,7 @@ impl Proj {
         let weight = ws.dense(&wname)?;
         if mode == LinearMode::Int8 && weight.device().is_cpu() {
             // Inference only: the dense copy is dropped (85 MB for the default encoder).
-            return Ok(Self::Int8(crate::model::qgemm::Int8Linear::new(
-                &weight, &bias,
-            )?));
+            return Ok(Self::Int8(Int8Linear::new(&weight, &bias)?));
         }
         Ok(Self::Dense(Linear::new(weight, Some(bias))))
     }
@@ -206,23 +205,15 @@ impl Proj {
     /// Applies layers that read the same input, in order; int8 ones share one quantisation
     /// of it.
     fn forward_shared(projs: &[&Proj], xs: &Tensor, pass: Pass) -> Result<Vec<Tensor>> {
-        use crate::model::qgemm::{QuantizedInput, RefinedInput};
-        enum Shared {
-            Coarse(QuantizedInput),
-            Refined(RefinedInput),
-        }
-        let int8 = projs.iter().filter(|p| matches!(p, Self::Int8(_))).count();
-        let shared = match pass {
-            _ if int8 < 2 => None,
-            Pass::Train => None,
-            Pass::Infer => Some(Shared::Coarse(QuantizedInput::new(xs)?)),
-            Pass::Refine => Some(Shared::Refined(RefinedInput::new(xs)?)),
+        let shared = if projs.iter().any(|p| matches!(p, Self::Int8(_))) {
+            Int8Input::new(xs, pass)?
+        } else {
+            None
         };
         projs
             .iter()
             .map(|p| match (p, &shared) {
-                (Self::Int8(q), Some(Shared::Coarse(x))) => q.forward_quantized(x),
-                (Self::Int8(q), Some(Shared::Refined(x))) => q.forward_refined(x),
+                (Self::Int8(q), Some(x)) => x.apply(q),
                 _ => p.forward(xs, pass),
             })
             .collect()
@@ -230,16 +221,40 @@ impl Proj {
 
     /// Applies the layer (int8 layers are for inference only: they have no gradient).
     fn forward(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
-        match (self, pass) {
-            (Self::Dense(l), _) => l.forward(xs),
-            (Self::Quant(q, b), _) => q.forward(xs)?.broadcast_add(b),
-            (Self::Int8(_), Pass::Train) => candle_core::bail!(
-                "int8 linear layers cannot be trained; load the encoder with dense linears"
-            ),
-            (Self::Int8(q), Pass::Infer) => q.forward(xs),
-            (Self::Int8(q), Pass::Refine) => {
-                q.forward_refined(&crate::model::qgemm::RefinedInput::new(xs)?)
-            }
+        match self {
+            Self::Dense(l) => l.forward(xs),
+            Self::Quant(q, b) => q.forward(xs)?.broadcast_add(b),
+            Self::Int8(q) => match Int8Input::new(xs, pass)? {
+                Some(x) => x.apply(q),
+                None => candle_core::bail!(
+                    "int8 linear layers cannot be trained; load the encoder with dense linears"
+                ),
+            },
+        }
+    }
+}
+
+/// An input quantised for the int8 layers that read it, as the pass asks.
+enum Int8Input {
+    Coarse(QuantizedInput),
+    Refined(RefinedInput),
+}
+
+impl Int8Input {
+    /// The input quantised for `pass`; `None` for training, where int8 layers cannot run.
+    fn new(xs: &Tensor, pass: Pass) -> Result<Option<Self>> {
+        Ok(match pass {
+            Pass::Train => None,
+            Pass::Infer => Some(Self::Coarse(QuantizedInput::new(xs)?)),
+            Pass::Refine => Some(Self::Refined(RefinedInput::new(xs)?)),
+        })
+    }
+
+    /// Layer `q` applied to it.
+    fn apply(&self, q: &Int8Linear) -> Result<Tensor> {
+        match self {
+            Self::Coarse(x) => q.forward_quantized(x),
+            Self::Refined(x) => q.forward_refined(x),
         }
     }
 }
