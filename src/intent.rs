@@ -40,11 +40,12 @@ pub enum TaxonomyError {
         parent: String,
     },
     /// An id is malformed.
-    #[error("{path}:{line}: invalid intent id `{id}`: use lowercase letters, digits, '_' and '-', segments joined by '.'")]
+    #[error("{path}:{line}: invalid intent id `{id}`: {reason}")]
     InvalidId {
         path: PathBuf,
         line: usize,
         id: String,
+        reason: IdProblem,
     },
     /// The taxonomy has no intents.
     #[error("{0}: the taxonomy defines no intents")]
@@ -94,14 +95,33 @@ pub struct IntentTree {
     index: HashMap<String, usize>,
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
+/// Why a string cannot be an intent id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdProblem {
+    /// Characters or empty segments.
+    #[error("use lowercase letters, digits, '_' and '-', segments joined by '.'")]
+    Malformed,
+    /// `unknown` is what the resolver answers when no intent is confident.
+    #[error("`unknown` is reserved for tickets no intent fits")]
+    Reserved,
+}
+
+/// Checks that `id` can name an intent (a taxonomy node or a training label).
+pub fn check_id(id: &str) -> Result<(), IdProblem> {
+    let well_formed = !id.is_empty()
         && id.split('.').all(|seg| {
             !seg.is_empty()
                 && seg
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        })
+        });
+    if !well_formed {
+        Err(IdProblem::Malformed)
+    } else if id == UNKNOWN {
+        Err(IdProblem::Reserved)
+    } else {
+        Ok(())
+    }
 }
 
 fn parent_of(id: &str) -> Option<&str> {
@@ -142,11 +162,12 @@ impl IntentTree {
                 node.id.get_ref().clone(),
                 line_of(text, node.id.span().start),
             );
-            if !valid_id(&id) {
+            if let Err(reason) = check_id(&id) {
                 return Err(TaxonomyError::InvalidId {
                     path: path.into(),
                     line,
                     id,
+                    reason,
                 });
             }
             if let Some(&first) = lines.get(&id) {

@@ -79,6 +79,57 @@ fn train_eval_classify_round_trip() {
     assert_eq!(report["calibration"]["bins"].as_array().unwrap().len(), 10);
     assert!(report["per_language"]["ru"]["macro_f1"].is_number());
 
+    // Examples whose intent the model does not know are scored as errors and listed.
+    let mut unseen = std::fs::read_to_string(d.path().join("dev.jsonl")).unwrap();
+    unseen.push_str("{\"id\":\"new-1\",\"text\":\"the app crashes on start\",\"intent\":\"tech.bug\",\"lang\":\"en\"}\n");
+    std::fs::write(d.path().join("unseen.jsonl"), &unseen).unwrap();
+    let (ok, out, err) = common::run(&[
+        "eval",
+        "--model",
+        &p("model"),
+        "--data",
+        &p("unseen.jsonl"),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("1 of 19 examples carry an intent the model does not know")
+            && err.contains("unseen.jsonl:19: new-1: intent \"tech.bug\""),
+        "{err}"
+    );
+    let with_unseen: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(with_unseen["n"], 19);
+    assert_eq!(with_unseen["unseen_intents"]["tech.bug"], 1);
+    assert_eq!(with_unseen["per_intent"]["tech.bug"]["recall"], 0.0);
+    let (before, after) = (
+        report["accuracy"].as_f64().unwrap(),
+        with_unseen["accuracy"].as_f64().unwrap(),
+    );
+    assert!(
+        (after - before * 18.0 / 19.0).abs() < 1e-9,
+        "{before} {after}"
+    );
+
+    // A labelled file classifies as it is: its intent comes back as `expected_intent`, and its
+    // `lang` is the language hint.
+    let (ok, out, err) = common::run(&[
+        "classify",
+        "--model",
+        &p("model"),
+        "--file",
+        &p("unseen.jsonl"),
+    ]);
+    assert!(ok, "{err}");
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["id"], &last["expected_intent"], &last["language"]),
+        (
+            &serde_json::json!("new-1"),
+            &serde_json::json!("tech.bug"),
+            &serde_json::json!("en")
+        )
+    );
+
     std::fs::write(d.path().join("t.jsonl"), "{\"id\":\"a1\",\"text\":\"where is my order parcel\"}\n{\"id\":\"b2\",\"subject\":\"пароль\",\"body\":\"не могу войти\"}\n").unwrap();
     let (ok, out, err) =
         common::run(&["classify", "--model", &p("model"), "--file", &p("t.jsonl")]);
@@ -251,6 +302,29 @@ fn bad_input_gets_clear_errors() {
     ]);
     assert!(!ok && err.contains("json.jsonl:2: invalid JSON"), "{err}");
 
+    // A label that cannot name an intent stops training before any embedding is computed.
+    std::fs::write(
+        d.path().join("hass.jsonl"),
+        "{\"text\":\"x\",\"intent\":\"a\"}\n{\"text\":\"lights on\",\"intent\":\"HassTurnOn\"}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("hass.jsonl"),
+        "--base",
+        &p("nowhere"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+    ]);
+    assert!(
+        !ok && err.contains(
+            "hass.jsonl:2: intent: invalid intent id \"HassTurnOn\": use lowercase letters"
+        ),
+        "{err}"
+    );
+
     std::fs::write(d.path().join("empty.jsonl"), "\n").unwrap();
     let (ok, _, err) = common::run(&[
         "train",
@@ -309,6 +383,16 @@ fn bad_input_gets_clear_errors() {
     ]);
     assert!(
         !ok && err.contains("empty-ticket.jsonl:1: missing `body`"),
+        "{err}"
+    );
+    std::fs::write(
+        d.path().join("num.jsonl"),
+        "{\"text\": \"hi\", \"intent\": 5}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("base"), "--file", &p("num.jsonl")]);
+    assert!(
+        !ok && err.contains("num.jsonl:1: invalid ticket JSON: `intent` must be a string, not 5"),
         "{err}"
     );
 

@@ -69,7 +69,28 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
 pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let classifier = load_classifier(a.model, &a.runtime)?;
     let examples = dataset::load(&a.data, &columns(&a.csv), true)?;
-    dataset::check_labels(&examples, &classifier.meta.labels, &a.data)?;
+    let known = &classifier.meta.labels;
+    let unseen: Vec<_> = examples
+        .iter()
+        .filter(|e| !known.contains(&e.intent))
+        .collect();
+    if !unseen.is_empty() {
+        eprintln!(
+            "{} of {} examples carry an intent the model does not know; each counts as an error:",
+            unseen.len(),
+            examples.len()
+        );
+        for e in &unseen {
+            eprintln!(
+                "  {}:{}: {}: intent \"{}\" (known: {})",
+                a.data.display(),
+                e.line,
+                e.id,
+                e.intent,
+                crate::intent::closest_known(known, &e.intent)
+            );
+        }
+    }
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
     let probs = classifier.classify_texts(&texts, limits(&a.runtime))?;
     let m = &classifier.meta;

@@ -37,6 +37,14 @@ pub enum DatasetError {
         label: String,
         known: String,
     },
+    /// A label cannot name an intent.
+    #[error("{path}:{line}: intent: invalid intent id \"{label}\": {reason}")]
+    InvalidLabel {
+        path: PathBuf,
+        line: usize,
+        label: String,
+        reason: crate::intent::IdProblem,
+    },
     /// No examples at all.
     #[error("{0}: the data set is empty")]
     Empty(PathBuf),
@@ -289,6 +297,22 @@ pub fn check_labels(
     Ok(())
 }
 
+/// Checks that every label can name an intent (before any time goes into training: a label
+/// such as `HassTurnOn` would otherwise train a model that cannot be loaded).
+pub fn check_label_ids(examples: &[Example], path: &Path) -> Result<(), DatasetError> {
+    for ex in examples {
+        if let Err(reason) = crate::intent::check_id(&ex.intent) {
+            return Err(DatasetError::InvalidLabel {
+                path: path.into(),
+                line: ex.line,
+                label: ex.intent.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Labels of a taxonomy that a classifier predicts (its leaves).
 pub fn taxonomy_labels(tree: &IntentTree) -> Vec<String> {
     tree.leaves()
@@ -372,5 +396,16 @@ mod tests {
         let labels = vec!["tech.bug".to_string(), "billing.refund".to_string()];
         let e = check_labels(&ex, &labels, &p).unwrap_err().to_string();
         assert!(e.ends_with("u.jsonl:1: intent: unknown intent \"billing.refnd\"; known: billing.refund, tech.bug"), "{e}");
+        let (_d, p) = write(
+            "h.jsonl",
+            "{\"text\":\"a\",\"intent\":\"x.y\"}\n{\"text\":\"b\",\"intent\":\"HassTurnOn\"}\n",
+        );
+        let ex = load(&p, &CsvColumns::default(), true).unwrap();
+        let e = check_label_ids(&ex, &p).unwrap_err().to_string();
+        assert!(e.ends_with("h.jsonl:2: intent: invalid intent id \"HassTurnOn\": use lowercase letters, digits, '_' and '-', segments joined by '.'"), "{e}");
+        let (_d, p) = write("r.jsonl", "{\"text\":\"a\",\"intent\":\"unknown\"}\n");
+        let ex = load(&p, &CsvColumns::default(), true).unwrap();
+        let e = check_label_ids(&ex, &p).unwrap_err().to_string();
+        assert!(e.ends_with("r.jsonl:1: intent: invalid intent id \"unknown\": `unknown` is reserved for tickets no intent fits"), "{e}");
     }
 }

@@ -89,6 +89,10 @@ pub struct Report {
     pub confusion: Confusion,
     /// Reliability bins.
     pub calibration: Calibration,
+    /// Gold intents the model does not know, with how many examples carry each (all of them
+    /// errors; they count in `per_intent` and `macro_f1` with recall 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unseen_intents: BTreeMap<String, usize>,
 }
 
 /// One scored example.
@@ -195,8 +199,13 @@ fn calibration(items: &[Scored]) -> (Calibration, f64) {
     (Calibration { bins }, ece)
 }
 
-/// Builds the report for `items` over `labels`.
+/// Builds the report for `items` over `labels`. Labels past the length of an item's
+/// probabilities are gold labels the model does not know: never predicted, always errors.
 pub fn evaluate(labels: &[String], items: &[Scored]) -> Report {
+    let mut unseen_intents = BTreeMap::new();
+    for s in items.iter().filter(|s| s.gold >= s.probs.len()) {
+        *unseen_intents.entry(labels[s.gold].clone()).or_insert(0) += 1;
+    }
     let pairs: Vec<(usize, usize)> = items.iter().map(|s| (s.gold, argmax(s.probs))).collect();
     let intents = per_intent(labels, &pairs);
     let mut langs: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
@@ -246,6 +255,7 @@ pub fn evaluate(labels: &[String], items: &[Scored]) -> Report {
             matrix,
         },
         calibration,
+        unseen_intents,
     }
 }
 
@@ -256,6 +266,13 @@ impl Report {
             "n = {}\naccuracy = {:.4}\nmacro_f1 = {:.4}\ndomain_accuracy = {:.4}\nece = {:.4}\nunknown_rate = {:.4}\n\n",
             self.n, self.accuracy, self.macro_f1, self.domain_accuracy, self.ece, self.unknown_rate
         );
+        if !self.unseen_intents.is_empty() {
+            s.push_str("Intents the model does not know (every such example is an error):\n\n");
+            for (l, n) in &self.unseen_intents {
+                s.push_str(&format!("- {l}: {n}\n"));
+            }
+            s.push('\n');
+        }
         s.push_str("| language | n | accuracy | macro_f1 |\n|---|---:|---:|---:|\n");
         for (l, v) in &self.per_language {
             s.push_str(&format!(
@@ -331,5 +348,32 @@ mod tests {
             + 0.5 * (0.5 - 0.6f64).abs()
             + 0.25 * (0.0 - 0.8f64).abs();
         assert!((r.ece - ece).abs() < 1e-6, "{} vs {ece}", r.ece);
+        assert!(r.unseen_intents.is_empty());
+    }
+
+    #[test]
+    fn gold_intents_the_model_does_not_know_are_errors() {
+        // Two model labels; `c.w` is only in the test data.
+        let labels: Vec<String> = ["a.x", "b.z", "c.w"].map(String::from).to_vec();
+        let p = [[0.9f32, 0.1], [0.2, 0.8], [0.7, 0.3]];
+        let gold = [0, 1, 2];
+        let items: Vec<Scored> = (0..3)
+            .map(|i| Scored {
+                gold: gold[i],
+                probs: &p[i],
+                lang: "en",
+                unknown: false,
+            })
+            .collect();
+        let r = evaluate(&labels, &items);
+        assert!((r.accuracy - 2.0 / 3.0).abs() < 1e-9);
+        // a.x: P 1/2, R 1 -> 2/3; b.z: 1; c.w: 0.
+        assert!((r.macro_f1 - (2.0 / 3.0 + 1.0) / 3.0).abs() < 1e-9);
+        assert_eq!(r.per_intent["c.w"].support, 1);
+        assert_eq!(r.confusion.matrix[2], vec![1, 0, 0]);
+        assert_eq!(r.unseen_intents, BTreeMap::from([("c.w".to_string(), 1)]));
+        assert!(r.to_table().contains("- c.w: 1"));
+        let (_, ece) = calibration(&items);
+        assert!((r.ece - ece).abs() < 1e-12);
     }
 }

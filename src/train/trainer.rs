@@ -151,6 +151,7 @@ pub struct TrainSets {
 /// Loads the data files `opts` names.
 pub fn load_sets(opts: &TrainOptions) -> Result<TrainSets, TrainError> {
     let mut train_set = dataset::load(&opts.data, &opts.columns, true)?;
+    dataset::check_label_ids(&train_set, &opts.data)?;
     let tree = match &opts.taxonomy {
         Some(p) => IntentTree::load(p)?,
         None => IntentTree::from_labels(&dataset::labels_from_data(&train_set)),
@@ -345,7 +346,9 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<(), FsError> {
     )
 }
 
-/// Scores examples into a report (language from the data, else detected).
+/// Scores examples into a report (language from the data, else detected). An example whose
+/// intent the model does not know counts as an error under its own label (listed in the
+/// report's `unseen_intents`).
 pub fn score(
     tree: &IntentTree,
     labels: &[String],
@@ -354,6 +357,12 @@ pub fn score(
     probs: &[Vec<f32>],
 ) -> Report {
     let resolver = tree.resolver(labels, thresholds);
+    let mut gold_labels = labels.to_vec();
+    for e in examples {
+        if !gold_labels.contains(&e.intent) {
+            gold_labels.push(e.intent.clone());
+        }
+    }
     let langs: Vec<String> = examples
         .iter()
         .map(|e| {
@@ -367,7 +376,7 @@ pub fn score(
         .zip(probs)
         .zip(&langs)
         .filter_map(|((e, p), l)| {
-            let gold = labels.iter().position(|x| *x == e.intent)?;
+            let gold = gold_labels.iter().position(|x| *x == e.intent)?;
             let unknown = resolver.resolve(p, 1).intent == crate::intent::UNKNOWN;
             Some(eval::Scored {
                 gold,
@@ -377,7 +386,7 @@ pub fn score(
             })
         })
         .collect();
-    eval::evaluate(labels, &items)
+    eval::evaluate(&gold_labels, &items)
 }
 
 fn file_hash(path: &Path) -> Result<String, FsError> {
