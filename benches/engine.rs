@@ -86,8 +86,10 @@ fn head_and_end_to_end(c: &mut Criterion) {
         return;
     };
     let x = Tensor::randn(0f32, 1f32, (32, classifier.encoder.dim()), &Device::Cpu).expect("randn");
+    // The head with its n-gram view, where the model reads one, on 32 tickets' texts.
+    let head_texts = texts(32);
     c.bench_function("head/32", |b| {
-        b.iter(|| classifier.probabilities(&x).expect("head"))
+        b.iter(|| classifier.probabilities(&x, &head_texts).expect("head"))
     });
     let engine = Engine::new(classifier, EngineOptions::default());
     let tickets: Vec<Ticket> = texts(32).iter().map(|t| Ticket::from_text(t)).collect();

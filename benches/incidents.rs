@@ -111,8 +111,8 @@ fn ticket_of(v: &serde_json::Value) -> Ticket {
 fn read_all(tickets: &[Ticket]) -> Vec<Read> {
     let model = root().join("models/helpdesk");
     let mut h = Sha256::new();
-    for f in ["classifier.json", "head.safetensors"] {
-        h.update(std::fs::read(model.join(f)).unwrap());
+    for f in ["classifier.json", "head.safetensors", "ngrams.json"] {
+        h.update(std::fs::read(model.join(f)).unwrap_or_default());
     }
     for t in tickets {
         h.update(t.clean_text().as_bytes());
@@ -139,7 +139,7 @@ fn read_all(tickets: &[Ticket]) -> Vec<Read> {
         let texts: Vec<String> = prepared.iter().map(|p| p.text.clone()).collect();
         let c = engine.classifier();
         let emb = c.encoder.embed(&texts, BatchLimits::default()).unwrap();
-        let probs = c.probabilities(&emb).unwrap();
+        let probs = c.probabilities(&emb, &texts).unwrap();
         let rows: Vec<Vec<f32>> = emb.to_vec2().unwrap();
         for ((t, p), (probs, row)) in chunk.iter().zip(prepared).zip(probs.iter().zip(rows)) {
             let cl = engine.finish(t, p, probs);

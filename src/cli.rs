@@ -329,6 +329,18 @@ pub struct TrainArgs {
     /// Hub endpoint for hub ids (default: HF_ENDPOINT or huggingface.co).
     #[arg(long, env = "HF_ENDPOINT")]
     pub hub_endpoint: Option<String>,
+    /// Read the embedding alone: no n-gram view beside it (the MLP head never reads one).
+    #[arg(long)]
+    pub no_ngrams: bool,
+    /// A word or character n-gram must occur in this many training texts to be a feature.
+    #[arg(long, default_value_t = 2, conflicts_with = "no_ngrams")]
+    pub ngram_min_df: usize,
+    /// Inverse regularisation strength of the linear head over embedding and n-grams.
+    #[arg(long, default_value_t = 10.0, conflicts_with = "no_ngrams")]
+    pub ngram_c: f32,
+    /// Scale of the embedding beside the n-grams in training.
+    #[arg(long, default_value_t = 2.0, conflicts_with = "no_ngrams")]
+    pub embedding_weight: f32,
     /// Also fine-tune the encoder's top layers (slower; the model then carries its own encoder).
     #[arg(long)]
     pub fine_tune: bool,

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::model::bert::Pass;
 use crate::model::classifier::{Classifier, ClassifierError};
 use crate::model::encoder::EncoderOptions;
+use crate::model::ngrams::SparseRow;
 use crate::rules::compile::{CompileErrors, Compiled};
 use crate::rules::live::Taxonomy;
 use crate::text::TextError;
@@ -121,14 +122,19 @@ impl ServingModel {
         )
     }
 
-    /// Label probabilities for embeddings (one per text).
-    pub fn probabilities(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, ClassifyError> {
+    /// Label probabilities for embeddings (one per text) and, where the head reads them, the
+    /// same texts' n-gram features.
+    pub fn probabilities(
+        &self,
+        embeddings: &[Vec<f32>],
+        rows: Option<&[SparseRow]>,
+    ) -> Result<Vec<Vec<f32>>, ClassifyError> {
         let dim = embeddings.first().map_or(0, Vec::len);
         let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
         let t = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu).map_err(|e| {
             BatchError::Inference(format!("embeddings of {} texts: {e}", embeddings.len()))
         })?;
-        Ok(self.engine.classifier().probabilities(&t)?)
+        Ok(self.engine.classifier().probabilities_with(&t, rows)?)
     }
 
     /// Embeds tickets through the batching worker: cleaned and tokenised on a blocking
@@ -140,9 +146,9 @@ impl ServingModel {
         let start = Instant::now();
         let prepared = self
             .off_runtime(tickets, |engine, t| {
-                let prepared = engine.prepare(t);
+                let (prepared, features) = prepare(engine, t);
                 let tokens = engine.classifier().encoder.text().encode(&prepared.text)?;
-                Ok((prepared, tokens))
+                Ok((prepared, features, tokens))
             })
             .await?;
         let tokenize = start.elapsed();
@@ -150,14 +156,17 @@ impl ServingModel {
         // Kept for re-checking near ties, where that is on.
         let keep = self.engine.classifier().recheck_margin > 0.0;
         let mut tokens = Vec::with_capacity(if keep { prepared.len() } else { 0 });
-        for (prepared, t) in prepared {
+        let mut features = Vec::with_capacity(prepared.len());
+        for (prepared, f, t) in prepared {
             if keep {
                 tokens.push(t.clone());
             }
+            features.push(f);
             pending.push((prepared, self.batcher.submit(t, Pass::Infer)?));
         }
         let mut out = Embedded {
             prepared: Vec::with_capacity(tickets.len()),
+            features: features.into_iter().collect(),
             embeddings: Vec::with_capacity(tickets.len()),
             stages: Vec::with_capacity(tickets.len()),
             tokens,
@@ -194,7 +203,10 @@ impl ServingModel {
         for (i, rx) in pending {
             let rechecked = match rx.await {
                 Ok(Ok(scored)) => self
-                    .probabilities(std::slice::from_ref(&scored.values))
+                    .probabilities(
+                        std::slice::from_ref(&scored.values),
+                        out.features.as_ref().map(|f| std::slice::from_ref(&f[i])),
+                    )
                     .map(|mut p| (p.swap_remove(0), scored)),
                 Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(BatchError::Stopped.into()),
@@ -238,20 +250,24 @@ impl ServingModel {
     ) -> Result<Classified, ClassifyError> {
         let (embedded, probs) = match embeddings {
             Some(embeddings) => {
+                let (prepared, features): (Vec<_>, Vec<_>) = self
+                    .off_runtime(tickets, |engine, t| Ok(prepare(engine, t)))
+                    .await?
+                    .into_iter()
+                    .unzip();
                 let embedded = Embedded {
-                    prepared: self
-                        .off_runtime(tickets, |engine, t| Ok(engine.prepare(t)))
-                        .await?,
+                    prepared,
+                    features: features.into_iter().collect(),
                     stages: vec![Stages::default(); embeddings.len()],
                     embeddings,
                     tokens: Vec::new(),
                 };
-                let probs = self.probabilities(&embedded.embeddings)?;
+                let probs = self.probabilities(&embedded.embeddings, embedded.features())?;
                 (embedded, probs)
             }
             None => {
                 let mut embedded = self.embed(tickets).await?;
-                let mut probs = self.probabilities(&embedded.embeddings)?;
+                let mut probs = self.probabilities(&embedded.embeddings, embedded.features())?;
                 self.recheck(&mut embedded, &mut probs).await;
                 (embedded, probs)
             }
@@ -283,14 +299,31 @@ impl ServingModel {
     }
 }
 
+/// A ticket read for the model, and its n-gram features where the head reads them.
+fn prepare(engine: &Engine, ticket: &Ticket) -> (Prepared, Option<SparseRow>) {
+    let prepared = engine.prepare(ticket);
+    let view = engine.classifier().ngrams.as_ref();
+    let features = view.map(|v| v.features(&prepared.text));
+    (prepared, features)
+}
+
 /// Tickets read for the model and their embeddings, in order.
 struct Embedded {
     prepared: Vec<Prepared>,
+    /// Their n-gram features, where the head reads them.
+    features: Option<Vec<SparseRow>>,
     embeddings: Vec<Vec<f32>>,
     stages: Vec<Stages>,
     /// What the encoder read, where near ties are re-checked (empty otherwise, and where the
     /// embeddings were given).
     tokens: Vec<crate::text::Tokens>,
+}
+
+impl Embedded {
+    /// The n-gram features, where the head reads them.
+    fn features(&self) -> Option<&[SparseRow]> {
+        self.features.as_deref()
+    }
 }
 
 /// Loads a classifier directory off the async runtime, sharing encoders with `others`.

@@ -455,6 +455,8 @@ fn fine_tune_writes_its_own_encoder_and_classifies() {
             .unwrap();
     assert_eq!(meta["base"]["path"], "encoder");
     assert_eq!(meta["training"]["fine_tune"]["layers"], 1);
+    // The linear head reads its n-gram view, fitted again on the tuned encoder.
+    assert!(d.path().join("ft/ngrams.json").exists());
     let overrides = candle_core::safetensors::load(
         d.path().join("ft/encoder/overrides.safetensors"),
         &candle_core::Device::Cpu,
@@ -507,6 +509,179 @@ fn rules_check_reports_every_error_with_its_line() {
         err.contains(&format!(
             "{b}:4: rules[0].then.priority: unknown priority \"hgih\""
         )),
+        "{err}"
+    );
+}
+
+/// The default linear head reads the n-gram view beside the embedding: trained reproducibly,
+/// checked at load, exported with the encoder, and served with the same answers as offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_linear_head_reads_an_ngram_view() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Safetensors);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 12, 0);
+    common::tiny_dataset(&d.path().join("dev.jsonl"), 3, 100);
+    common::tiny_taxonomy(&d.path().join("tax.toml"));
+    let train = |out: &str, more: &[&str]| {
+        let (train, dev, tax, base, out) = (
+            p("train.jsonl"),
+            p("dev.jsonl"),
+            p("tax.toml"),
+            p("base"),
+            p(out),
+        );
+        let mut args = vec![
+            "train",
+            "--data",
+            &train,
+            "--dev",
+            &dev,
+            "--taxonomy",
+            &tax,
+            "--base",
+            &base,
+            "--out",
+            &out,
+            "--no-cache",
+        ];
+        args.extend(more);
+        let (ok, out, err) = common::run(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    let table = train("a", &[]);
+    train("b", &[]);
+    for f in ["head.safetensors", "ngrams.json", "classifier.json"] {
+        let (a, b) = (
+            std::fs::read(d.path().join("a").join(f)).unwrap(),
+            std::fs::read(d.path().join("b").join(f)).unwrap(),
+        );
+        if f == "classifier.json" {
+            // The training record carries the date; everything else is equal.
+            let strip = |bytes: &[u8]| {
+                let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                v["training"]["date"] = serde_json::Value::Null;
+                v
+            };
+            assert_eq!(strip(&a), strip(&b));
+        } else {
+            assert!(a == b, "{f} differs between two runs");
+        }
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("a/classifier.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["ngrams"]["c"], 10.0);
+    assert!(meta["training"]["ngram_features"].as_u64().unwrap() > 10);
+    // The random tiny encoder tells little; the words tell the intents apart.
+    let accuracy: f64 = table
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy = "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(accuracy >= 0.99, "{table}");
+
+    train("plain", &["--no-ngrams"]);
+    assert!(!d.path().join("plain/ngrams.json").exists());
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+        "--ngram-c",
+        "0",
+    ]);
+    assert!(
+        !ok && err.contains("--ngram-c: must be a positive number, not 0"),
+        "{err}"
+    );
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("m"),
+        "--no-cache",
+        "--ngram-min-df",
+        "1000",
+    ]);
+    assert!(
+        !ok && err.contains("no word or character n-gram occurs in 1000 training texts"),
+        "{err}"
+    );
+
+    // Served answers equal offline ones.
+    let tickets = [
+        "where is my order parcel thanks",
+        "не могу войти пароль",
+        "refund my money back please",
+    ];
+    let input: String = tickets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{}\n", serde_json::json!({"id": i.to_string(), "text": t})))
+        .collect();
+    std::fs::write(d.path().join("t.jsonl"), input).unwrap();
+    let (ok, offline, err) = common::run_with_env(
+        &["classify", "--model", &p("a"), "--file", &p("t.jsonl")],
+        &[("INTENT_ROUTER_RECHECK_MARGIN", "0")],
+    );
+    assert!(ok, "{err}");
+    let served_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        served_dir.path().join("rules.toml"),
+        crate::common::app::TINY_RULES,
+    )
+    .unwrap();
+    let app = crate::common::app::App::in_dir(
+        served_dir,
+        &d.path().join("a"),
+        "\n[batching]\nrecheck_margin = 0\n",
+    )
+    .await;
+    for (line, text) in offline.lines().zip(tickets) {
+        let offline: serde_json::Value = serde_json::from_str(line).unwrap();
+        let served = app
+            .post(
+                "/v1/classify",
+                crate::server::ROUTE_TOKEN,
+                &serde_json::json!({ "body": text }),
+            )
+            .await;
+        assert_eq!(served.status, 200, "{}", served.body);
+        assert_eq!(served.body["intent"], offline["intent"], "{text}");
+        let (a, b) = (
+            served.body["top_k"][0]["p"].as_f64().unwrap(),
+            offline["top_k"][0]["p"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-5, "{text}: {a} vs {b}");
+    }
+
+    // Export carries the view; a directory without it, or whose metadata does not name it,
+    // is a clear error.
+    let (ok, _, err) = common::run(&["export-hf", "--model", &p("a"), "--out", &p("hf")]);
+    assert!(ok, "{err}");
+    assert!(d.path().join("hf/ngrams.json").exists());
+    std::fs::remove_file(d.path().join("b/ngrams.json")).unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("b"), "hello"]);
+    assert!(
+        !ok && err.contains("missing ngrams.json (the head's n-gram view)"),
+        "{err}"
+    );
+    let mut meta = meta;
+    meta.as_object_mut().unwrap().remove("ngrams");
+    std::fs::write(d.path().join("a/classifier.json"), meta.to_string()).unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("a"), "hello"]);
+    assert!(
+        !ok && err.contains("the head has n-gram weights but classifier.json names no n-gram view"),
         "{err}"
     );
 }

@@ -241,7 +241,12 @@ fn second_model(dir: &Path) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = dir.join("model-b");
     std::fs::create_dir_all(&out).unwrap();
-    for f in ["head.safetensors", "taxonomy.toml", "eval.json"] {
+    for f in [
+        "head.safetensors",
+        "ngrams.json",
+        "taxonomy.toml",
+        "eval.json",
+    ] {
         std::fs::copy(root.join("models/helpdesk").join(f), out.join(f)).unwrap();
     }
     let mut meta: Value = serde_json::from_str(

@@ -169,7 +169,7 @@ fn batching_worker_scores_like_single_requests() {
             .encoder
             .embed_batch(items, pass)
             .map_err(|e| e.to_string())?;
-        classifier.probabilities(&emb).map_err(|e| e.to_string())
+        emb.to_vec2::<f32>().map_err(|e| e.to_string())
     });
     let tokens: Vec<_> = CASES
         .iter()

@@ -2,7 +2,8 @@
 `intent-router export-hf`) and the same pipeline stages as intent-router: tokenise (the same
 tokenizer.json through the `tokenizers` library), encode (transformers' BertModel, f32, all
 cores), mean-pool with the attention mask, L2-normalise, apply the classifier head with its
-calibration temperature.
+calibration temperature (and, where the model reads one, its n-gram view: `Ngrams` below is the
+same computation as src/model/ngrams.rs).
 
     python baseline.py offline --model DIR --input tickets.jsonl --batch 32 --out preds.jsonl [--device cuda]
     python baseline.py serve --model DIR --port 8601 [--max-batch 32]
@@ -15,7 +16,11 @@ POST /classify {"text": ...} -> {"intent": ..., "p": ...}.
 Run by benches/compare/run.py inside its virtual environment; not part of the Rust build.
 """
 import argparse
+import collections
 import json
+import math
+import os
+import re
 import queue
 import sys
 import threading
@@ -26,6 +31,50 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from transformers import BertConfig, BertModel
+
+
+class Ngrams:
+    """The n-gram view of src/model/ngrams.rs: TF-IDF of word 1-2-grams and character 2-5-grams
+    inside space-padded words, sublinear tf, each block L2-normalised; weights [labels, terms]."""
+
+    def __init__(self, path, weights, device):
+        raw = json.load(open(path, encoding="utf-8"))
+        self.index = {t: i for i, t in enumerate(raw["terms"])}
+        self.idf = raw["idf"]
+        self.w = weights.to(device)
+
+    @staticmethod
+    def terms(text):
+        lower = text.lower()
+        tokens = [t for t in re.split(r"[^\w]", lower) if len(t) >= 2]
+        words = collections.Counter("w:" + t for t in tokens)
+        words.update("w:" + a + " " + b for a, b in zip(tokens, tokens[1:]))
+        chars = collections.Counter()
+        for word in lower.split():
+            padded = " " + word + " "
+            for n in range(2, 6):
+                offset = 0
+                while True:
+                    chars["c:" + padded[offset : offset + n]] += 1
+                    if offset + n >= len(padded):
+                        break
+                    offset += 1
+                if n >= len(padded):
+                    break
+        return words, chars
+
+    def logits(self, text):
+        idx, val = [], []
+        for block in self.terms(text):
+            known = [(self.index[t], (1 + math.log(tf))) for t, tf in block.items() if t in self.index]
+            known = [(i, v * self.idf[i]) for i, v in known]
+            norm = math.sqrt(sum(v * v for _, v in known)) or 1.0
+            idx += [i for i, _ in known]
+            val += [v / norm for _, v in known]
+        if not idx:
+            return torch.zeros(self.w.shape[0], device=self.w.device)
+        cols = torch.tensor(idx, dtype=torch.long, device=self.w.device)
+        return self.w[:, cols] @ torch.tensor(val, dtype=torch.float32, device=self.w.device)
 
 
 class Pipeline:
@@ -50,6 +99,9 @@ class Pipeline:
         self.b = weights["head.0.bias"].to(self.device)
         self.temperature = head["temperature"]
         self.labels = head["labels"]
+        self.ngrams = None
+        if os.path.exists(f"{model_dir}/ngrams.json"):
+            self.ngrams = Ngrams(f"{model_dir}/ngrams.json", weights["ngrams.weight"], self.device)
 
     @torch.inference_mode()
     def __call__(self, texts):
@@ -60,7 +112,10 @@ class Pipeline:
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        probs = torch.softmax((pooled @ self.w.T + self.b) / self.temperature, dim=-1)
+        logits = pooled @ self.w.T + self.b
+        if self.ngrams is not None:
+            logits = logits + torch.stack([self.ngrams.logits(t) for t in texts])
+        probs = torch.softmax(logits / self.temperature, dim=-1)
         p, i = probs.max(-1)
         return [(self.labels[k], float(v)) for k, v in zip(i.tolist(), p.tolist())]
 

@@ -7,6 +7,7 @@ use super::{columns, encoder_options, limits, load_classifier};
 use crate::cli::{EvalArgs, TrainArgs};
 use crate::model::encoder::EncoderOptions;
 use crate::model::head::{HeadKind, HeadTraining};
+use crate::model::ngrams::NgramSettings;
 use crate::model::source::HubOptions;
 use crate::train::dataset;
 use crate::train::finetune::FineTune;
@@ -19,6 +20,7 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
         other => bail!("--head: unknown head `{other}`; valid: linear, mlp"),
     };
     let runtime = encoder_options(&a.runtime)?;
+    let ngrams = ngram_settings(&a, kind)?;
     let opts = TrainOptions {
         data: a.data,
         dev: a.dev,
@@ -54,6 +56,7 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
             learning_rate: a.fine_tune_lr,
             ..FineTune::default()
         }),
+        ngrams,
         preloaded: None,
     };
     let outcome = trainer::train(&opts, &Bars::default())?;
@@ -64,6 +67,28 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
     );
     println!("{}", outcome.report.to_table());
     Ok(())
+}
+
+/// The n-gram view's settings: on for the linear head unless `--no-ngrams`.
+fn ngram_settings(a: &TrainArgs, kind: HeadKind) -> Result<Option<NgramSettings>> {
+    if a.no_ngrams || kind != HeadKind::Linear {
+        return Ok(None);
+    }
+    if !(a.ngram_c > 0.0 && a.ngram_c.is_finite()) {
+        bail!("--ngram-c: must be a positive number, not {}", a.ngram_c);
+    }
+    if !(a.embedding_weight > 0.0 && a.embedding_weight.is_finite()) {
+        bail!(
+            "--embedding-weight: must be a positive number, not {}",
+            a.embedding_weight
+        );
+    }
+    Ok(Some(NgramSettings {
+        word_min_df: a.ngram_min_df,
+        char_min_df: a.ngram_min_df,
+        embedding_weight: a.embedding_weight,
+        c: a.ngram_c,
+    }))
 }
 
 pub(super) fn eval(a: EvalArgs) -> Result<()> {
@@ -122,8 +147,10 @@ impl Progress for Bars {
     fn stage(&self, name: &str, steps: usize) {
         let bar = ProgressBar::new(steps as u64).with_message(name.to_string());
         bar.set_style(
-            ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{msg:>16} [{bar:30}] {pos}/{len} {elapsed}, about {eta} left",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         if let Some(old) = self.bar.lock().expect("progress lock").replace(bar) {
             old.finish();

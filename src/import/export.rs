@@ -136,6 +136,10 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
     if let Some(meta) = &classifier {
         let head = files::require(model, files::HEAD_WEIGHTS, "classifier head weights")?;
         fsutil::copy_into_staged(&head, &dir.join(files::HEAD_WEIGHTS))?;
+        if meta.ngrams.is_some() {
+            let view = files::require(model, files::NGRAMS, "the head's n-gram view")?;
+            fsutil::copy_into_staged(&view, &dir.join(files::NGRAMS))?;
+        }
         let info = ExportedHead {
             labels: meta.labels.clone(),
             temperature: meta.temperature,

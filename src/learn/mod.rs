@@ -279,12 +279,13 @@ fn compare(
         ));
     }
     let cand_emb = cache.embed(&candidate.encoder, examples, &trainer::Silent)?;
-    let cand = candidate.probabilities(&cand_emb)?;
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let cand = candidate.probabilities(&cand_emb, &texts)?;
     let act = if std::sync::Arc::ptr_eq(&active.encoder, &candidate.encoder) {
-        active.probabilities(&cand_emb)?
+        active.probabilities(&cand_emb, &texts)?
     } else {
         let emb = cache.embed(&active.encoder, examples, &trainer::Silent)?;
-        active.probabilities(&emb)?
+        active.probabilities(&emb, &texts)?
     };
     let act = in_label_space(active, act, labels);
     let th = &candidate.meta.thresholds;
@@ -398,6 +399,7 @@ pub fn retrain(
         cache_dir: settings.cache_dir.clone(),
         columns,
         fine_tune,
+        ngrams: active.meta.ngrams,
         preloaded: Some((active.encoder_hash.clone(), active.encoder.clone())),
     };
     let outcome = trainer::train_sets(&opts, sets, progress)?;

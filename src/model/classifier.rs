@@ -14,6 +14,7 @@ use super::bert::Pass;
 use super::encoder::{Encoder, EncoderError, EncoderOptions};
 use super::files::{self, FilesError};
 use super::head::{self, Head, HeadKind};
+use super::ngrams::{NgramSettings, NgramView, SparseRow};
 use crate::batch::BatchLimits;
 use crate::intent::{IntentTree, TaxonomyError};
 use crate::text::Tokens;
@@ -38,6 +39,9 @@ pub enum ClassifierError {
         expected: String,
         found: String,
     },
+    /// The n-gram view is unreadable.
+    #[error(transparent)]
+    Ngrams(#[from] super::ngrams::NgramError),
     /// The head does not match the metadata.
     #[error("{path}: {message}")]
     Head { path: PathBuf, message: String },
@@ -73,6 +77,9 @@ pub struct ClassifierMeta {
     pub base: BaseRef,
     /// Training record (data hash, seed, base, date, metrics...).
     pub training: serde_json::Value,
+    /// The n-gram view the head reads beside the embedding (`ngrams.json`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngrams: Option<NgramSettings>,
 }
 
 /// sha256 over an encoder directory's weight, config and tokenizer files (names included).
@@ -109,6 +116,8 @@ pub struct Classifier {
     pub encoder_hash: String,
     /// The head.
     pub head: Head,
+    /// The n-gram view the head reads beside the embedding, if it reads one.
+    pub ngrams: Option<NgramView>,
     /// The taxonomy.
     pub tree: IntentTree,
     /// Its metadata.
@@ -183,6 +192,7 @@ impl Classifier {
                 message,
             });
         }
+        let ngrams = load_ngrams(dir, &meta, &head, &head_path)?;
         let opts = EncoderOptions {
             max_tokens: opts.max_tokens.or(Some(meta.max_tokens)),
             ..opts.clone()
@@ -206,6 +216,7 @@ impl Classifier {
             encoder,
             encoder_hash: found,
             head,
+            ngrams,
             tree,
             meta,
             dir: dir.to_path_buf(),
@@ -214,14 +225,35 @@ impl Classifier {
         })
     }
 
-    /// Calibrated label probabilities for embeddings `[n, dim]`.
-    pub fn probabilities(&self, embeddings: &Tensor) -> Result<Vec<Vec<f32>>, ClassifierError> {
+    /// Calibrated label probabilities for embeddings `[n, dim]` of `texts` (the model texts the
+    /// encoder read, for the n-gram view where the head reads one).
+    pub fn probabilities<S: AsRef<str>>(
+        &self,
+        embeddings: &Tensor,
+        texts: &[S],
+    ) -> Result<Vec<Vec<f32>>, ClassifierError> {
+        self.probabilities_with(embeddings, self.ngram_features(texts).as_deref())
+    }
+
+    /// Calibrated label probabilities for embeddings `[n, dim]` and, where the head reads
+    /// them, the same texts' n-gram features (see [`Classifier::ngram_features`]).
+    pub fn probabilities_with(
+        &self,
+        embeddings: &Tensor,
+        rows: Option<&[SparseRow]>,
+    ) -> Result<Vec<Vec<f32>>, ClassifierError> {
         let err = |e: candle_core::Error| ClassifierError::Head {
             path: self.dir.join(files::HEAD_WEIGHTS),
             message: e.to_string(),
         };
-        let logits = self.head.forward(embeddings, false).map_err(err)?;
+        let logits = self.head.logits(embeddings, rows).map_err(err)?;
         head::probabilities(&logits, self.meta.temperature).map_err(err)
+    }
+
+    /// The n-gram view's features of `texts`, where the head reads them.
+    pub fn ngram_features<S: AsRef<str>>(&self, texts: &[S]) -> Option<Vec<SparseRow>> {
+        let view = self.ngrams.as_ref()?;
+        Some(texts.iter().map(|t| view.features(t.as_ref())).collect())
     }
 
     /// Which of these probability vectors (one per text) are near ties to encode again with
@@ -249,14 +281,15 @@ impl Classifier {
             .encode_many(texts)
             .map_err(EncoderError::from)?;
         let emb = self.encoder.embed_tokens(&tokens, limits, Pass::Infer)?;
-        let mut probs = self.probabilities(&emb)?;
+        let mut probs = self.probabilities(&emb, texts)?;
         let near = self.near_ties(&probs);
         if !near.is_empty() {
             let again: Vec<Tokens> = near.iter().map(|&i| tokens[i].clone()).collect();
             let emb =
                 self.encoder
                     .embed_tokens(&again, limits.for_pass(Pass::Refine), Pass::Refine)?;
-            for (&i, p) in near.iter().zip(self.probabilities(&emb)?) {
+            let near_texts: Vec<&str> = near.iter().map(|&i| texts[i].as_str()).collect();
+            for (&i, p) in near.iter().zip(self.probabilities(&emb, &near_texts)?) {
                 probs[i] = p;
             }
             self.rechecked
@@ -268,5 +301,44 @@ impl Classifier {
     /// Texts [`Classifier::classify_texts`] re-checked with a refined pass since loading.
     pub fn rechecked(&self) -> u64 {
         self.rechecked.load(Ordering::Relaxed)
+    }
+}
+
+/// The n-gram view a classifier directory's head reads, checked against the metadata and the
+/// head: both or neither, with as many features as the head has weights for.
+fn load_ngrams(
+    dir: &Path,
+    meta: &ClassifierMeta,
+    head: &Head,
+    head_path: &Path,
+) -> Result<Option<NgramView>, ClassifierError> {
+    let mismatch = |message: String| ClassifierError::Head {
+        path: head_path.to_path_buf(),
+        message,
+    };
+    match (&meta.ngrams, head.ngrams()) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(mismatch(
+            "the head has n-gram weights but classifier.json names no n-gram view".into(),
+        )),
+        (Some(_), None) => Err(mismatch(
+            "classifier.json names an n-gram view but the head has no n-gram weights".into(),
+        )),
+        (Some(settings), Some(weights)) => {
+            settings
+                .check()
+                .map_err(|e| mismatch(format!("classifier.json: ngrams.{e}")))?;
+            let path = files::require(dir, files::NGRAMS, "the head's n-gram view")?;
+            let view = NgramView::load(&path)?;
+            if view.len() != weights.features {
+                return Err(mismatch(format!(
+                    "the head weighs {} n-gram features but {} lists {}",
+                    weights.features,
+                    path.display(),
+                    view.len()
+                )));
+            }
+            Ok(Some(view))
+        }
     }
 }

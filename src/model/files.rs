@@ -25,6 +25,8 @@ pub const VOCAB_MAP: &str = "vocab-map.json";
 pub const CLASSIFIER_META: &str = "classifier.json";
 /// Classifier head weights.
 pub const HEAD_WEIGHTS: &str = "head.safetensors";
+/// The n-gram view (vocabulary and IDF) of a classifier that reads one beside the embedding.
+pub const NGRAMS: &str = "ngrams.json";
 /// Taxonomy copied into a classifier directory.
 pub const TAXONOMY: &str = "taxonomy.toml";
 

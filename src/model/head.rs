@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::bert::Dropout;
+use super::ngrams::SparseRow;
 
 /// Shape of the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +31,39 @@ pub struct Head {
     kind: HeadKind,
     layers: Vec<Linear>,
     dropout: Dropout,
+    /// Weights of the n-gram view's features, `[labels][features]`, added to a linear head's
+    /// logits (see [`crate::model::ngrams`]).
+    ngrams: Option<NgramWeights>,
 }
+
+/// A linear map from sparse n-gram features to logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NgramWeights {
+    /// Row-major `[labels][features]`.
+    pub weights: Vec<f32>,
+    /// Features per label.
+    pub features: usize,
+}
+
+impl NgramWeights {
+    /// Adds each row's contribution to its logits (`logits[i]` has one value per label).
+    pub fn add_to(&self, rows: &[SparseRow], logits: &mut [Vec<f32>]) {
+        for (row, out) in rows.iter().zip(logits) {
+            for (l, logit) in out.iter_mut().enumerate() {
+                let w = &self.weights[l * self.features..(l + 1) * self.features];
+                *logit += row
+                    .idx
+                    .iter()
+                    .zip(&row.val)
+                    .map(|(&i, &v)| w[i as usize] * v)
+                    .sum::<f32>();
+            }
+        }
+    }
+}
+
+/// Tensor name of the n-gram weights in `head.safetensors`.
+const NGRAM_WEIGHTS: &str = "ngrams.weight";
 
 /// Training settings for the head.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -119,6 +152,7 @@ impl Head {
             kind,
             layers,
             dropout: Dropout::new(dropout, seed ^ 0xD0),
+            ngrams: None,
         })
     }
 
@@ -137,6 +171,7 @@ impl Head {
             kind: self.kind,
             layers,
             dropout: Dropout::new(dropout, seed ^ 0xD1),
+            ngrams: self.ngrams.clone(),
         })
     }
 
@@ -157,11 +192,61 @@ impl Head {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
+        let ngrams = match tensors.get(NGRAM_WEIGHTS) {
+            None => None,
+            Some(t) => {
+                let (labels, features) = t.dims2()?;
+                if labels != layers.last().map_or(0, |l| l.weight().dim(0).unwrap_or(0)) {
+                    candle_core::bail!(
+                        "{}: `{NGRAM_WEIGHTS}` has {labels} rows, not one per label",
+                        path.display()
+                    );
+                }
+                let weights = t.flatten_all()?.to_vec1()?;
+                Some(NgramWeights { weights, features })
+            }
+        };
         Ok(Self {
             kind,
             layers,
             dropout: Dropout::new(0.0, 0),
+            ngrams,
         })
+    }
+
+    /// A linear head over the embedding (`weight [labels, dim]`, `bias [labels]`) and n-gram
+    /// features.
+    pub fn hybrid(weight: Tensor, bias: Tensor, ngrams: NgramWeights) -> Self {
+        Self {
+            kind: HeadKind::Linear,
+            layers: vec![Linear::new(weight, Some(bias))],
+            dropout: Dropout::new(0.0, 0),
+            ngrams: Some(ngrams),
+        }
+    }
+
+    /// The n-gram weights, where this head reads an n-gram view.
+    pub fn ngrams(&self) -> Option<&NgramWeights> {
+        self.ngrams.as_ref()
+    }
+
+    /// Logits for embeddings `[n, dim]` and, where the head reads them, the same texts'
+    /// n-gram features.
+    pub fn logits(&self, xs: &Tensor, rows: Option<&[SparseRow]>) -> Result<Tensor> {
+        let logits = self.forward(xs, false)?;
+        let (Some(ngrams), Some(rows)) = (&self.ngrams, rows) else {
+            if self.ngrams.is_some() {
+                candle_core::bail!("the head reads n-gram features, and none were given");
+            }
+            return Ok(logits);
+        };
+        let (n, labels) = logits.dims2()?;
+        if rows.len() != n {
+            candle_core::bail!("{n} embeddings but n-gram features of {} texts", rows.len());
+        }
+        let mut out: Vec<Vec<f32>> = logits.to_vec2()?;
+        ngrams.add_to(rows, &mut out);
+        Tensor::from_vec(out.concat(), (n, labels), xs.device())
     }
 
     /// Number of output labels.
@@ -201,6 +286,10 @@ impl Head {
                     .expect("head layers have a bias. This is a bug.")
                     .clone(),
             );
+        }
+        if let Some(n) = &self.ngrams {
+            let t = Tensor::from_slice(&n.weights, (self.labels(), n.features), &Device::Cpu)?;
+            map.insert(NGRAM_WEIGHTS.to_string(), t);
         }
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("head.safetensors");

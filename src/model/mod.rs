@@ -9,6 +9,7 @@ pub mod files;
 pub mod head;
 pub mod heap;
 pub mod kernels;
+pub mod ngrams;
 pub mod qgemm;
 pub mod source;
 

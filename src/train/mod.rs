@@ -5,4 +5,5 @@ pub mod cache;
 pub mod dataset;
 pub mod eval;
 pub mod finetune;
+pub mod hybrid;
 pub mod trainer;

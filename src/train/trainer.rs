@@ -11,12 +11,14 @@ use super::cache::EmbeddingCache;
 use super::dataset::{self, CsvColumns, DatasetError, Example};
 use super::eval::{self, Report};
 use super::finetune::{self, FineTune};
+use super::hybrid;
 use crate::fsutil::{self, FsError, StagedDir};
 use crate::intent::{IntentTree, TaxonomyError};
 use crate::model::classifier::{encoder_hash, BaseRef, ClassifierMeta};
 use crate::model::encoder::{Encoder, EncoderError, EncoderOptions};
 use crate::model::files::{self, FilesError};
-use crate::model::head::{self, HeadTraining};
+use crate::model::head::{self, Head, HeadKind, HeadTraining};
+use crate::model::ngrams::{NgramSettings, NgramView};
 use crate::model::source::{self, HubOptions, SourceError};
 
 /// Errors of training.
@@ -40,6 +42,9 @@ pub enum TrainError {
     /// Writing failed.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// Settings that do not go together.
+    #[error("{0}")]
+    Settings(String),
     /// Numerical failure in training.
     #[error("training the head: {0}")]
     Candle(#[from] candle_core::Error),
@@ -75,6 +80,8 @@ pub struct TrainOptions {
     pub columns: CsvColumns,
     /// Also fine-tune the encoder's top layers.
     pub fine_tune: Option<FineTune>,
+    /// Read an n-gram view beside the embedding (a linear head trained jointly over both).
+    pub ngrams: Option<NgramSettings>,
     /// An encoder already in memory with its content hash, used instead of loading the base
     /// again when the hashes match (the server retraining beside the model it serves).
     pub preloaded: Option<(String, std::sync::Arc<Encoder>)>,
@@ -229,8 +236,19 @@ pub fn train_sets(
     };
     let ys: Vec<u32> = train_set.iter().map(index).collect();
     checkpoint(progress)?;
-    progress.stage("training head", opts.head.epochs);
-    let head = head::train_head(&xs, &ys, labels.len(), &opts.head, &|e| progress.step(e))?;
+    let view = opts
+        .ngrams
+        .map(|settings| fit_view(&train_set, &settings, opts))
+        .transpose()?;
+    let head = train_head(
+        opts,
+        &xs,
+        &train_set,
+        &ys,
+        labels.len(),
+        view.as_ref(),
+        progress,
+    )?;
 
     let staged = StagedDir::new(&opts.out)?;
     let (encoder, head, base, cache) = match &opts.fine_tune {
@@ -248,9 +266,22 @@ pub fn train_sets(
                 .encode_many(&texts)
                 .map_err(EncoderError::from)?;
             checkpoint(progress)?;
+            // The encoder is tuned under a head that reads the embedding alone; the hybrid
+            // head is fitted again on the tuned embeddings below.
+            let plain;
+            let start = match &view {
+                None => &head,
+                Some(_) => {
+                    progress.stage("training head", opts.head.epochs);
+                    plain = head::train_head(&xs, &ys, labels.len(), &opts.head, &|e| {
+                        progress.step(e)
+                    })?;
+                    &plain
+                }
+            };
             progress.stage("fine-tuning", ft.epochs);
             let tuned =
-                finetune::fine_tune(&encoder, &head, &tokens, &ys, ft, opts.head.seed, &|e| {
+                finetune::fine_tune(&encoder, start, &tokens, &ys, ft, opts.head.seed, &|e| {
                     progress.step(e)
                 })?;
             checkpoint(progress)?;
@@ -261,9 +292,18 @@ pub fn train_sets(
             let sha256 = encoder_hash(&enc_dir)?;
             let tuned_encoder = std::sync::Arc::new(Encoder::load(&enc_dir, &opts.encoder)?);
             let cache = EmbeddingCache::new(cache.dir, &sha256, &tuned_encoder);
+            // The hybrid head is trained again on the tuned encoder's embeddings.
+            let head = match &view {
+                None => tuned.head,
+                Some(view) => {
+                    let xs = cache.embed(&tuned_encoder, &train_set, progress)?;
+                    let n = labels.len();
+                    train_head(opts, &xs, &train_set, &ys, n, Some(view), progress)?
+                }
+            };
             (
                 tuned_encoder,
-                tuned.head,
+                head,
                 BaseRef {
                     path: PathBuf::from("encoder"),
                     sha256,
@@ -276,7 +316,13 @@ pub fn train_sets(
         (1.0, eval::evaluate(&labels, &[]))
     } else {
         let dev_x = cache.embed(&encoder, &dev_set, progress)?;
-        let logits = head.forward(&dev_x, false)?;
+        let rows = view.as_ref().map(|v| {
+            dev_set
+                .iter()
+                .map(|e| v.features(&e.text))
+                .collect::<Vec<_>>()
+        });
+        let logits = head.logits(&dev_x, rows.as_deref())?;
         let dev_y: Vec<u32> = dev_set.iter().map(index).collect();
         let t = head::fit_temperature(&logits, &dev_y)?;
         let probs = head::probabilities(&logits, t)?;
@@ -298,15 +344,20 @@ pub fn train_sets(
             "seed": opts.head.seed,
             "head": opts.head,
             "fine_tune": opts.fine_tune,
+            "ngram_features": view.as_ref().map(NgramView::len),
             "base_model": opts.base,
             "date": now_rfc3339(),
             "metrics": {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "ece": report.ece,
                         "per_language": report.per_language},
         }),
+        ngrams: opts.ngrams,
     };
     let dir = staged.path();
     fsutil::write_atomic(&dir.join(files::HEAD_WEIGHTS), &head.to_safetensors()?)?;
     fsutil::write_atomic(&dir.join(files::TAXONOMY), tree.to_toml().as_bytes())?;
+    if let Some(view) = &view {
+        fsutil::write_atomic(&dir.join(files::NGRAMS), &view.to_json())?;
+    }
     fsutil::write_json_atomic(&dir.join(files::CLASSIFIER_META), &meta)?;
     write_report(dir, &report)?;
     let out = staged.commit()?;
@@ -315,6 +366,62 @@ pub fn train_sets(
         report,
         temperature,
     })
+}
+
+/// Fits the n-gram view on the training texts; only a linear head reads one.
+fn fit_view(
+    train_set: &[Example],
+    settings: &NgramSettings,
+    opts: &TrainOptions,
+) -> Result<NgramView, TrainError> {
+    if opts.head.kind != HeadKind::Linear {
+        return Err(TrainError::Settings(
+            "n-gram features go with the linear head only (--head linear)".into(),
+        ));
+    }
+    let texts: Vec<String> = train_set.iter().map(|e| e.text.clone()).collect();
+    let view = NgramView::fit(&texts, settings);
+    if view.is_empty() {
+        return Err(TrainError::Settings(format!(
+            "no word or character n-gram occurs in {} training texts (--ngram-min-df); \
+             lower it or train with --no-ngrams",
+            settings.word_min_df.min(settings.char_min_df)
+        )));
+    }
+    Ok(view)
+}
+
+/// Trains the head on embeddings `xs` of `examples`: with an n-gram view, one logistic
+/// regression over both (L-BFGS); else the configured head with AdamW.
+fn train_head(
+    opts: &TrainOptions,
+    xs: &Tensor,
+    examples: &[Example],
+    ys: &[u32],
+    labels: usize,
+    view: Option<&NgramView>,
+    progress: &dyn Progress,
+) -> Result<Head, TrainError> {
+    let Some(view) = view else {
+        progress.stage("training head", opts.head.epochs);
+        return Ok(head::train_head(xs, ys, labels, &opts.head, &|e| {
+            progress.step(e)
+        })?);
+    };
+    let settings = opts
+        .ngrams
+        .expect("a view is fitted only with settings. This is a bug.");
+    let rows: Vec<_> = examples.iter().map(|e| view.features(&e.text)).collect();
+    progress.stage("training head", hybrid::MAX_ITERATIONS);
+    Ok(hybrid::train_hybrid(
+        xs,
+        &rows,
+        view.len(),
+        ys,
+        labels,
+        &settings,
+        &|i| progress.step(i),
+    )?)
 }
 
 /// Copies an encoder directory's files (a fine-tuned model carries its own encoder).

@@ -73,6 +73,7 @@ pub fn tiny_model() -> &'static Path {
             cache_dir: None,
             columns: Default::default(),
             fine_tune: None,
+            ngrams: None,
             preloaded: None,
         };
         trainer::train(&opts, &Silent).expect("the tiny model trains");
