@@ -585,38 +585,23 @@ async fn the_linear_head_reads_an_ngram_view() {
 
     train("plain", &["--no-ngrams"]);
     assert!(!d.path().join("plain/ngrams.json").exists());
-    let (ok, _, err) = common::run(&[
-        "train",
-        "--data",
-        &p("train.jsonl"),
-        "--base",
-        &p("base"),
-        "--out",
-        &p("m"),
-        "--no-cache",
-        "--ngram-c",
-        "0",
-    ]);
-    assert!(
-        !ok && err.contains("--ngram-c: must be a positive number, not 0"),
-        "{err}"
-    );
-    let (ok, _, err) = common::run(&[
-        "train",
-        "--data",
-        &p("train.jsonl"),
-        "--base",
-        &p("base"),
-        "--out",
-        &p("m"),
-        "--no-cache",
-        "--ngram-min-df",
-        "1000",
-    ]);
-    assert!(
-        !ok && err.contains("no word or character n-gram occurs in 1000 training texts"),
-        "{err}"
-    );
+    for (flags, message) in [
+        (
+            ["--ngram-c", "0"],
+            "--ngram-c: must be a positive number, not 0",
+        ),
+        (
+            ["--ngram-min-df", "1000"],
+            "no word or character n-gram occurs in 1000 training texts",
+        ),
+    ] {
+        let (data, base, out) = (p("train.jsonl"), p("base"), p("m"));
+        let mut args = vec!["train", "--data", &data, "--base", &base, "--out", &out];
+        args.push("--no-cache");
+        args.extend(flags);
+        let (ok, _, err) = common::run(&args);
+        assert!(!ok && err.contains(message), "{err}");
+    }
 
     // Served answers equal offline ones.
     let tickets = [
