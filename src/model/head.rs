@@ -50,13 +50,7 @@ impl NgramWeights {
     pub fn add_to(&self, rows: &[SparseRow], logits: &mut [Vec<f32>]) {
         for (row, out) in rows.iter().zip(logits) {
             for (l, logit) in out.iter_mut().enumerate() {
-                let w = &self.weights[l * self.features..(l + 1) * self.features];
-                *logit += row
-                    .idx
-                    .iter()
-                    .zip(&row.val)
-                    .map(|(&i, &v)| w[i as usize] * v)
-                    .sum::<f32>();
+                *logit += row.dot(&self.weights[l * self.features..(l + 1) * self.features]);
             }
         }
     }

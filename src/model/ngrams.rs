@@ -78,6 +78,17 @@ pub struct SparseRow {
     pub val: Vec<f32>,
 }
 
+impl SparseRow {
+    /// Dot product with a dense weight vector indexed by feature.
+    pub fn dot(&self, weights: &[f32]) -> f32 {
+        self.idx
+            .iter()
+            .zip(&self.val)
+            .map(|(&i, &v)| weights[i as usize] * v)
+            .sum()
+    }
+}
+
 /// The fitted vocabulary and IDF weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NgramView {

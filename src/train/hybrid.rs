@@ -45,14 +45,7 @@ impl Problem<'_> {
             .map(|k| {
                 let wd = &dense[k * d..(k + 1) * d];
                 let ws = &sparse[k * v..(k + 1) * v];
-                bias[k]
-                    + wd.iter().zip(e).map(|(a, b)| a * b).sum::<f32>()
-                    + row
-                        .idx
-                        .iter()
-                        .zip(&row.val)
-                        .map(|(&j, &x)| ws[j as usize] * x)
-                        .sum::<f32>()
+                bias[k] + wd.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() + row.dot(ws)
             })
             .collect()
     }
