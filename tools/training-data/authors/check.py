@@ -1,11 +1,13 @@
-"""Checks an author's JSONL file: valid JSON, known intents, languages, counts per leaf and language.
+"""Checks an author's JSONL file: valid JSON, known intents (or `out_of_scope`), languages, counts per
+leaf and language.
 
     python3 tools/training-data/authors/check.py tools/training-data/authors/NAME.jsonl
 """
 import json, sys, collections
 LEAVES = """account.access account.profile account.delete billing.payment_failed billing.refund
 billing.charge_dispute billing.invoice orders.status orders.delivery_issue orders.cancel tech.bug
-tech.outage tech.integration sales.pricing feedback.complaint feedback.praise other.spam""".split()
+tech.outage tech.integration sales.pricing feedback.complaint feedback.praise other.spam
+out_of_scope""".split()
 path = sys.argv[1]
 counts = collections.Counter(); texts = set(); bad = 0
 for n, line in enumerate(open(path, encoding="utf-8"), 1):
