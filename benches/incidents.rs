@@ -111,7 +111,12 @@ fn ticket_of(v: &serde_json::Value) -> Ticket {
 fn read_all(tickets: &[Ticket]) -> Vec<Read> {
     let model = root().join("models/helpdesk");
     let mut h = Sha256::new();
-    for f in ["classifier.json", "head.safetensors", "ngrams.json"] {
+    for f in [
+        "classifier.json",
+        "head.safetensors",
+        "ngrams.json",
+        "scope.safetensors",
+    ] {
         h.update(std::fs::read(model.join(f)).unwrap_or_default());
     }
     for t in tickets {
@@ -139,10 +144,13 @@ fn read_all(tickets: &[Ticket]) -> Vec<Read> {
         let texts: Vec<String> = prepared.iter().map(|p| p.text.clone()).collect();
         let c = engine.classifier();
         let emb = c.encoder.embed(&texts, BatchLimits::default()).unwrap();
-        let probs = c.probabilities(&emb, &texts).unwrap();
+        let features = c.ngram_features(&texts);
+        let probs = c.probabilities_with(&emb, features.as_deref()).unwrap();
+        let scope = c.out_of_scope(&emb, features.as_deref()).unwrap();
         let rows: Vec<Vec<f32>> = emb.to_vec2().unwrap();
-        for ((t, p), (probs, row)) in chunk.iter().zip(prepared).zip(probs.iter().zip(rows)) {
-            let cl = engine.finish(t, p, probs);
+        let items = chunk.iter().zip(prepared).zip(probs.iter().zip(rows));
+        for (i, ((t, p), (probs, row))) in items.enumerate() {
+            let cl = engine.finish(t, p, probs, scope.as_ref().map(|s| s[i]));
             out.push(Read {
                 chain: chain_of(&cl.resolution.intent),
                 language: cl.language,

@@ -341,6 +341,11 @@ pub struct TrainArgs {
     /// Scale of the embedding beside the n-grams in training.
     #[arg(long, default_value_t = 2.0, conflicts_with = "no_ngrams")]
     pub embedding_weight: f32,
+    /// Share of in-scope training examples (scored out of fold) the out-of-scope detector's
+    /// threshold rejects; the detector is trained when the data has examples labelled
+    /// `out_of_scope`.
+    #[arg(long, default_value_t = crate::train::scope::DEFAULT_REJECTION)]
+    pub out_of_scope_rejection: f32,
     /// Also fine-tune the encoder's top layers (slower; the model then carries its own encoder).
     #[arg(long)]
     pub fine_tune: bool,

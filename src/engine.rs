@@ -101,16 +101,20 @@ impl Engine {
         }
     }
 
-    /// Turns a prepared ticket's label probabilities into its classification.
-    pub fn finish(&self, ticket: &Ticket, prepared: Prepared, probs: &[f32]) -> Classification {
-        let meta = &self.classifier.meta;
-        let resolver = self
-            .classifier
-            .tree
-            .resolver(&meta.labels, &meta.thresholds);
+    /// Turns a prepared ticket's label probabilities (and out-of-scope probability, where the
+    /// model has a detector) into its classification.
+    pub fn finish(
+        &self,
+        ticket: &Ticket,
+        prepared: Prepared,
+        probs: &[f32],
+        out_of_scope: Option<f32>,
+    ) -> Classification {
         Classification {
             id: ticket.id.clone(),
-            resolution: resolver.resolve(probs, self.opts.top_k),
+            resolution: self
+                .classifier
+                .resolve(probs, out_of_scope, self.opts.top_k),
             language: prepared.language.code,
             language_confidence: prepared.language.confidence,
             transliterated: prepared.language.transliterated,
@@ -121,11 +125,14 @@ impl Engine {
     pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
         let prepared: Vec<Prepared> = tickets.iter().map(|t| self.prepare(t)).collect();
         let texts: Vec<String> = prepared.iter().map(|p| p.text.clone()).collect();
-        let probs = self.classifier.classify_texts(&texts, self.opts.limits)?;
+        let scores = self.classifier.classify_texts(&texts, self.opts.limits)?;
         Ok(tickets
             .iter()
-            .zip(prepared.into_iter().zip(probs))
-            .map(|(ticket, (p, probs))| self.finish(ticket, p, &probs))
+            .zip(prepared)
+            .enumerate()
+            .map(|(i, (ticket, p))| {
+                self.finish(ticket, p, &scores.probs[i], scores.out_of_scope_of(i))
+            })
             .collect())
     }
 }

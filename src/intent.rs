@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// The resolved intent when even the top level is not confident.
 pub const UNKNOWN: &str = "unknown";
 
+/// The resolved intent when the model's out-of-scope detector finds no request to this
+/// business at all; also the label of the detector's examples in data files.
+pub const OUT_OF_SCOPE: &str = "out_of_scope";
+
 /// Errors in a taxonomy or label set.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TaxonomyError {
@@ -101,8 +105,8 @@ pub enum IdProblem {
     /// Characters or empty segments.
     #[error("use lowercase letters, digits, '_' and '-', segments joined by '.'")]
     Malformed,
-    /// `unknown` is what the resolver answers when no intent is confident.
-    #[error("`unknown` is reserved for tickets no intent fits")]
+    /// `unknown` and `out_of_scope` are resolutions, not intents.
+    #[error("`unknown` and `out_of_scope` are reserved (the resolver answers them itself): rename the intent")]
     Reserved,
 }
 
@@ -117,7 +121,7 @@ pub fn check_id(id: &str) -> Result<(), IdProblem> {
         });
     if !well_formed {
         Err(IdProblem::Malformed)
-    } else if id == UNKNOWN {
+    } else if id == UNKNOWN || id == OUT_OF_SCOPE {
         Err(IdProblem::Reserved)
     } else {
         Ok(())
@@ -357,6 +361,29 @@ pub struct Resolution {
     pub top_k: Vec<Scored>,
     /// Top-1 minus top-2 label probability.
     pub margin: f32,
+    /// The out-of-scope detector's probability that the ticket is no request to this business
+    /// (absent when the model has no detector); at or above its threshold the intent is
+    /// `out_of_scope` and the chain empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<f32>,
+}
+
+impl Resolution {
+    /// Applies the out-of-scope detector's probability: at or above `threshold` the ticket is
+    /// `out_of_scope`, its chain empty; `top_k` and `margin` keep their softmax meaning.
+    pub fn scoped(mut self, score: f32, threshold: f32) -> Self {
+        self.out_of_scope = Some(score);
+        if score >= threshold {
+            self.intent = OUT_OF_SCOPE.to_string();
+            self.chain.clear();
+        }
+        self
+    }
+
+    /// Whether the out-of-scope detector rejected the ticket.
+    pub fn is_out_of_scope(&self) -> bool {
+        self.intent == OUT_OF_SCOPE
+    }
 }
 
 /// Turns label probabilities into an intent chain: descend from the roots along the most
@@ -427,6 +454,7 @@ impl Resolver<'_> {
             chain,
             top_k,
             margin,
+            out_of_scope: None,
         }
     }
 
@@ -567,5 +595,21 @@ mod tests {
         let t = IntentTree::parse(text, Path::new("x")).unwrap();
         assert_eq!(IntentTree::parse(&t.to_toml(), Path::new("y")).unwrap(), t);
         assert_eq!(t.leaves(), vec!["a.b".to_string()]);
+    }
+
+    #[test]
+    fn the_detector_overrides_the_chain_and_keeps_the_softmax() {
+        let tree = IntentTree::from_labels(&["billing.refund", "tech.bug"]);
+        let labels = ["billing.refund".to_string(), "tech.bug".to_string()];
+        let r = tree.resolver(&labels, &[0.5]).resolve(&[0.9, 0.1], 2);
+        let kept = r.clone().scoped(0.2, 0.6);
+        assert_eq!(kept.intent, "billing.refund");
+        assert_eq!(kept.out_of_scope, Some(0.2));
+        assert!(!kept.is_out_of_scope());
+        let away = r.clone().scoped(0.6, 0.6);
+        assert!(away.is_out_of_scope());
+        assert!(away.chain.is_empty());
+        assert_eq!((away.top_k.clone(), away.margin), (r.top_k, r.margin));
+        assert_eq!(check_id(OUT_OF_SCOPE), Err(IdProblem::Reserved));
     }
 }

@@ -129,12 +129,22 @@ impl ServingModel {
         embeddings: &[Vec<f32>],
         rows: Option<&[SparseRow]>,
     ) -> Result<Vec<Vec<f32>>, ClassifyError> {
-        let dim = embeddings.first().map_or(0, Vec::len);
-        let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
-        let t = Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu).map_err(|e| {
-            BatchError::Inference(format!("embeddings of {} texts: {e}", embeddings.len()))
-        })?;
+        let t = tensor(embeddings)?;
         Ok(self.engine.classifier().probabilities_with(&t, rows)?)
+    }
+
+    /// The out-of-scope detector's probabilities for embeddings (one per text), where the
+    /// model has a detector.
+    pub fn out_of_scope(
+        &self,
+        embeddings: &[Vec<f32>],
+        rows: Option<&[SparseRow]>,
+    ) -> Result<Option<Vec<f32>>, ClassifyError> {
+        if self.engine.classifier().scope.is_none() {
+            return Ok(None);
+        }
+        let t = tensor(embeddings)?;
+        Ok(self.engine.classifier().out_of_scope(&t, rows)?)
     }
 
     /// Embeds tickets through the batching worker: cleaned and tokenised on a blocking
@@ -272,6 +282,7 @@ impl ServingModel {
                 (embedded, probs)
             }
         };
+        let out_of_scope = self.out_of_scope(&embedded.embeddings, embedded.features())?;
         let Embedded {
             prepared,
             embeddings,
@@ -281,7 +292,11 @@ impl ServingModel {
         let classifications = tickets
             .iter()
             .zip(prepared.into_iter().zip(probs))
-            .map(|(t, (p, probs))| self.engine.finish(t, p, &probs))
+            .enumerate()
+            .map(|(i, (t, (p, probs)))| {
+                let scope = out_of_scope.as_ref().map(|s| s[i]);
+                self.engine.finish(t, p, &probs, scope)
+            })
             .collect();
         Ok(Classified {
             model: Arc::clone(self),
@@ -297,6 +312,15 @@ impl ServingModel {
             .await
             .map(|_| ())
     }
+}
+
+/// Embeddings (one per text) as one `[n, dim]` tensor.
+fn tensor(embeddings: &[Vec<f32>]) -> Result<Tensor, ClassifyError> {
+    let dim = embeddings.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
+    Tensor::from_vec(flat, (embeddings.len(), dim), &Device::Cpu).map_err(|e| {
+        BatchError::Inference(format!("embeddings of {} texts: {e}", embeddings.len())).into()
+    })
 }
 
 /// A ticket read for the model, and its n-gram features where the head reads them.

@@ -411,6 +411,139 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(err.matches("key must be a string").count(), 1, "{err}");
 }
 
+/// Examples labelled `out_of_scope` train a detector beside the head: `classify` answers
+/// `out_of_scope` for such tickets, `eval` reports its recall and in-scope rejection, and a
+/// model directory whose detector and metadata disagree is refused with a clear message.
+#[test]
+fn out_of_scope_examples_train_a_detector() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Safetensors);
+    common::tiny_taxonomy(&d.path().join("tax.toml"));
+    common::tiny_dataset(&d.path().join("in.jsonl"), 12, 0);
+    let topics = [
+        "weather forecast sunny tomorrow",
+        "резюме на вакансию бухгалтера",
+        "capital city of australia quiz",
+        "бабушка приедет в субботу вечером",
+        "poem about the autumn forest",
+    ];
+    let oos = |n: usize, offset: usize| -> String {
+        (0..n)
+            .map(|i| {
+                let t = topics[i % topics.len()];
+                let text = format!("{t} {}", ["", "lol", "ok", "!!", "ну"][(i / 5 + offset) % 5]);
+                serde_json::json!({"id": format!("oos-{}", i + offset), "text": text, "intent": "out_of_scope"})
+                    .to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    let train = std::fs::read_to_string(d.path().join("in.jsonl")).unwrap() + &oos(40, 0);
+    std::fs::write(d.path().join("train.jsonl"), train).unwrap();
+    let train = |data: &str, out: &str| {
+        let (data, out, tax, base) = (p(data), p(out), p("tax.toml"), p("base"));
+        common::run(&[
+            "train",
+            "--data",
+            &data,
+            "--taxonomy",
+            &tax,
+            "--base",
+            &base,
+            "--out",
+            &out,
+            "--no-cache",
+        ])
+    };
+    let (ok, _, err) = train("train.jsonl", "m");
+    assert!(ok, "{err}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("m/classifier.json")).unwrap())
+            .unwrap();
+    let threshold = meta["out_of_scope"]["threshold"].as_f64().unwrap();
+    assert!(threshold > 0.0 && threshold <= 1.0, "{meta}");
+    assert_eq!(
+        meta["out_of_scope"]["rejection"].as_f64().unwrap() as f32,
+        0.01
+    );
+    // A tenth of them (by id) went to the dev split without --dev, and are scored there.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("m/eval.json")).unwrap())
+            .unwrap();
+    let trained = meta["training"]["out_of_scope"]["examples"]
+        .as_u64()
+        .unwrap();
+    let dev = report["out_of_scope"]["all"]["out_of_scope"]
+        .as_u64()
+        .unwrap();
+    assert!(dev > 0 && trained + dev == 40, "{trained} + {dev}");
+    assert!(d.path().join("m/scope.safetensors").exists());
+
+    let classify = |text: &str| -> serde_json::Value {
+        let (ok, out, err) = common::run(&["classify", "--model", &p("m"), text]);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let away = classify("weather forecast sunny tomorrow");
+    assert_eq!(away["intent"], "out_of_scope", "{away}");
+    assert_eq!(away["chain"], serde_json::json!([]), "{away}");
+    assert!(
+        away["out_of_scope"].as_f64().unwrap() >= threshold,
+        "{away}"
+    );
+    assert!(
+        away["top_k"].as_array().is_some_and(|k| !k.is_empty()),
+        "{away}"
+    );
+    let refund = classify("refund my money back please");
+    assert_eq!(refund["intent"], "billing.refund", "{refund}");
+    assert!(
+        refund["out_of_scope"].as_f64().unwrap() < threshold,
+        "{refund}"
+    );
+
+    // eval scores the detector on the examples labelled out_of_scope, apart from the intents.
+    let test = std::fs::read_to_string(d.path().join("in.jsonl")).unwrap() + &oos(10, 3);
+    std::fs::write(d.path().join("test.jsonl"), test).unwrap();
+    let (ok, out, err) = common::run(&["eval", "--model", &p("m"), "--data", &p("test.jsonl")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("n = 72\n"), "{out}");
+    assert!(
+        out.contains("the figures above leave out the 10 examples labelled out_of_scope"),
+        "{out}"
+    );
+    assert!(out.contains("| all | 10 | 1.000 | 72 |"), "{out}");
+    assert!(!err.contains("does not know"), "{err}");
+
+    // Too few examples for a detector.
+    let few = std::fs::read_to_string(d.path().join("in.jsonl")).unwrap() + &oos(5, 0);
+    std::fs::write(d.path().join("few.jsonl"), few).unwrap();
+    let (ok, _, err) = train("few.jsonl", "m2");
+    // (Without --dev a tenth of them went to the dev split.)
+    assert!(
+        !ok && err.contains("few.jsonl: 3 training examples are labelled out_of_scope; the out-of-scope detector needs at least 20"),
+        "{err}"
+    );
+
+    // The detector's weights and the metadata must agree.
+    let refused = |expected: &str| {
+        let (ok, _, err) = common::run(&["classify", "--model", &p("m"), "hello"]);
+        assert!(!ok && err.contains(expected), "{err}");
+    };
+    let (weights, aside) = (d.path().join("m/scope.safetensors"), d.path().join("aside"));
+    std::fs::rename(&weights, &aside).unwrap();
+    refused("missing scope.safetensors (the out-of-scope detector)");
+    std::fs::rename(&aside, &weights).unwrap();
+    let mut meta = meta;
+    meta["out_of_scope"]["threshold"] = serde_json::json!(1.5);
+    std::fs::write(d.path().join("m/classifier.json"), meta.to_string()).unwrap();
+    refused("classifier.json: out_of_scope.threshold: must be in (0, 1], not 1.5");
+    meta.as_object_mut().unwrap().remove("out_of_scope");
+    std::fs::write(d.path().join("m/classifier.json"), meta.to_string()).unwrap();
+    refused("an out-of-scope detector, but classifier.json names none");
+}
+
 /// A CPU-only build asked for a GPU says so and how to get one, in one line.
 #[cfg(not(feature = "cuda"))]
 #[test]
@@ -481,7 +614,7 @@ fn rules_check_reports_every_error_with_its_line() {
     let taxonomy = concat!(env!("CARGO_MANIFEST_DIR"), "/training-data/taxonomy.toml");
     let (ok, out, err) = common::run(&["rules-check", "--taxonomy", taxonomy]);
     assert!(ok, "{err}");
-    assert!(out.contains("(built-in default rules): 14 rules"), "{out}");
+    assert!(out.contains("(built-in default rules): 15 rules"), "{out}");
     assert!(!err.contains("warning"), "{err}");
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("bad.toml");

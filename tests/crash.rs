@@ -244,6 +244,7 @@ fn second_model(dir: &Path) -> std::path::PathBuf {
     for f in [
         "head.safetensors",
         "ngrams.json",
+        "scope.safetensors",
         "taxonomy.toml",
         "eval.json",
     ] {

@@ -124,7 +124,8 @@ fn binary_finds_the_default_model_by_itself() {
 #[test]
 fn classify_with_rules_prints_each_decision() {
     let tickets = "{\"id\":\"1\",\"body\":\"Your whole platform is down for everyone in our company since 9am!\"}\n\
-                   {\"id\":\"2\",\"body\":\"You charged my card twice for the same order\",\"customer\":{\"tier\":\"vip\"}}\n";
+                   {\"id\":\"2\",\"body\":\"You charged my card twice for the same order\",\"customer\":{\"tier\":\"vip\"}}\n\
+                   {\"id\":\"3\",\"body\":\"Hi Marta, I will be late for dinner tonight, keep the soup warm for me\",\"customer\":{\"tier\":\"vip\"}}\n";
     let d = tempfile::tempdir().unwrap();
     let file = d.path().join("t.jsonl");
     std::fs::write(&file, tickets).unwrap();
@@ -153,8 +154,51 @@ fn classify_with_rules_prints_each_decision() {
         lines[1]["rule_ids"],
         serde_json::json!(["billing", "charge-dispute", "vip"])
     );
-    assert_eq!(lines[1]["trace"].as_array().unwrap().len(), 14);
+    assert_eq!(lines[1]["trace"].as_array().unwrap().len(), 15);
     assert_eq!(lines[1]["model_version"].as_str().unwrap().len(), 12);
+    // No request to this business: triage, whoever sent it.
+    assert_eq!(lines[2]["intent"]["intent"], "out_of_scope", "{out}");
+    assert_eq!(lines[2]["rule_ids"], serde_json::json!(["out-of-scope"]));
+    assert_eq!(lines[2]["team"], "triage");
+    assert_eq!(lines[2]["tags"], serde_json::json!(["out-of-scope"]));
+}
+
+/// Messages that are no request to this business leave the taxonomy; real requests, in any
+/// language, stay in it.
+#[test]
+fn the_detector_tells_requests_from_messages_that_are_none() {
+    let engine = engine();
+    let away = [
+        "Hi Marta, I will be late for dinner tonight, keep the soup warm for me",
+        "Здравствуйте! Направляю своё резюме на вакансию водителя погрузчика, опыт 6 лет",
+        "what is the tallest mountain in africa",
+        "ывапрол ывапрол ячсмит",
+    ];
+    let here = [
+        "Ich habe vor zwei Wochen eine Rückerstattung beantragt, wann bekomme ich mein Geld?",
+        "Мне дважды списали деньги за один заказ, верните, пожалуйста",
+        "Where is my parcel? It was supposed to arrive yesterday",
+        "I can't log in, the code never arrives",
+    ];
+    let tickets: Vec<Ticket> = away
+        .iter()
+        .chain(&here)
+        .map(|t| Ticket::from_text(t))
+        .collect();
+    let got = engine.classify(&tickets).unwrap();
+    for (c, text) in got.iter().zip(away.iter().chain(&here)) {
+        let p = c
+            .resolution
+            .out_of_scope
+            .expect("the shipped model has a detector");
+        let expect_away = away.contains(text);
+        assert_eq!(
+            c.resolution.is_out_of_scope(),
+            expect_away,
+            "{text}: {p} {:?}",
+            c.resolution.top_k
+        );
+    }
 }
 
 #[test]
@@ -219,7 +263,11 @@ fn near_ties_rechecked_are_scored_as_the_exact_model_scores_them() {
         Classifier::load(&dir, &opts).unwrap()
     };
     let texts: Vec<String> = CASES.iter().map(|(t, _)| t.to_string()).collect();
-    let probs = |c: &Classifier| c.classify_texts(&texts, BatchLimits::default()).unwrap();
+    let probs = |c: &Classifier| {
+        c.classify_texts(&texts, BatchLimits::default())
+            .unwrap()
+            .probs
+    };
     let exact = probs(&load(LinearMode::Dense, 1.0));
     let worst = |got: &[Vec<f32>]| {
         got.iter()

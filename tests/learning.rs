@@ -46,11 +46,15 @@ fn subset(from: &Path, to: &Path, per: usize, skip: usize) -> Vec<(String, Strin
     for line in std::fs::read_to_string(from).unwrap().lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         let intent = v["intent"].as_str().unwrap().to_string();
+        // Enough examples for the out-of-scope detector, which no ticket is corrected to.
+        let out_of_scope = intent == "out_of_scope";
+        let per = if out_of_scope { per.max(20) } else { per };
         let n = counts.entry(intent.clone()).or_default();
         *n += 1;
         if *n > skip && *n <= skip + per {
             out.push_str(line);
             out.push('\n');
+        } else if out_of_scope {
         } else if let Some(t) = v["text"].as_str() {
             rest.push((t.to_string(), intent));
         }

@@ -268,12 +268,56 @@ async fn previous_release_database() -> tempfile::TempDir {
         .execute(&pool)
         .await
         .unwrap();
+    // The rules file it was seeded from, unchanged since (the built-in rules have changed).
+    let seeded: String = sqlx::query_scalar("SELECT text FROM rules_versions WHERE version = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("rules.toml"), seeded).unwrap();
     pool.close().await;
     dir
 }
 
 fn helpdesk_model() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk")
+}
+
+/// With the shipped model and the default rules, a message that is no request to this
+/// business is answered `out_of_scope` over HTTP, with the detector's probability, and goes to
+/// triage by the default rule, explained in the trace.
+#[tokio::test]
+async fn a_message_that_is_no_request_is_routed_out_of_scope_to_triage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        intent_router::rules::DEFAULT_RULES,
+    )
+    .unwrap();
+    let app = App::in_dir(dir, &helpdesk_model(), "").await;
+    let body = json!({"id": "M-1", "subject": "Saturday", "body": "Mum, we arrive on Saturday at 6, could Dad pick us up at the station?"});
+    let d = route(&app, &body).await;
+    assert_eq!(d["intent"]["intent"], "out_of_scope", "{d}");
+    assert_eq!(d["intent"]["chain"], json!([]), "{d}");
+    assert!(d["intent"]["out_of_scope"].as_f64().unwrap() > 0.5, "{d}");
+    assert_eq!(d["rule_ids"], json!(["out-of-scope"]), "{d}");
+    assert_eq!(
+        (&d["team"], &d["status"]),
+        (&json!("triage"), &json!("new"))
+    );
+    assert_eq!(d["tags"], json!(["out-of-scope"]));
+    let rule = d["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["rule"] == "out-of-scope")
+        .unwrap();
+    assert_eq!(rule["matched"], true, "{d}");
+    let refund = route(&app, &json!({"id": "M-2", "body": "You charged me twice for one order, please refund the second payment"})).await;
+    assert_eq!(
+        refund["intent"]["intent"], "billing.charge_dispute",
+        "{refund}"
+    );
+    assert_eq!(refund["team"], "billing", "{refund}");
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ use crate::model::encoder::EncoderOptions;
 use crate::model::head::{HeadKind, HeadTraining};
 use crate::model::ngrams::NgramSettings;
 use crate::model::source::HubOptions;
-use crate::train::dataset;
 use crate::train::finetune::FineTune;
 use crate::train::trainer::{self, Progress, TrainOptions};
+use crate::train::{dataset, eval};
 
 pub(super) fn train(a: TrainArgs) -> Result<()> {
     let kind = match a.head.as_str() {
@@ -57,6 +57,7 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
             ..FineTune::default()
         }),
         ngrams,
+        scope_rejection: a.out_of_scope_rejection,
         preloaded: None,
     };
     let outcome = trainer::train(&opts, &Bars::default())?;
@@ -93,17 +94,21 @@ fn ngram_settings(a: &TrainArgs, kind: HeadKind) -> Result<Option<NgramSettings>
 
 pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let classifier = load_classifier(a.model, &a.runtime)?;
-    let examples = dataset::load(&a.data, &columns(&a.csv), true)?;
-    let known = &classifier.meta.labels;
-    let unseen: Vec<_> = examples
+    let all = dataset::load(&a.data, &columns(&a.csv), true)?;
+    let gold_out: Vec<bool> = all
         .iter()
-        .filter(|e| !known.contains(&e.intent))
+        .map(|e| e.intent == crate::intent::OUT_OF_SCOPE)
+        .collect();
+    let known = &classifier.meta.labels;
+    let unseen: Vec<_> = all
+        .iter()
+        .filter(|e| !known.contains(&e.intent) && e.intent != crate::intent::OUT_OF_SCOPE)
         .collect();
     if !unseen.is_empty() {
         eprintln!(
             "{} of {} examples carry an intent the model does not know; each counts as an error:",
             unseen.len(),
-            examples.len()
+            all.len()
         );
         for e in &unseen {
             eprintln!(
@@ -116,16 +121,37 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
             );
         }
     }
-    let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-    let probs = classifier.classify_texts(&texts, limits(&a.runtime))?;
+    let texts: Vec<String> = all.iter().map(|e| e.text.clone()).collect();
+    let scores = classifier.classify_texts(&texts, limits(&a.runtime))?;
+    let (examples, probs): (Vec<_>, Vec<_>) = all
+        .iter()
+        .zip(&scores.probs)
+        .zip(&gold_out)
+        .filter(|(_, &out)| !out)
+        .map(|((e, p), _)| (e.clone(), p.clone()))
+        .unzip();
     let m = &classifier.meta;
-    let report = trainer::score(
+    let mut report = trainer::score(
         &classifier.tree,
         &m.labels,
         &m.thresholds,
         &examples,
         &probs,
     );
+    let threshold = m.out_of_scope.map(|s| s.threshold);
+    if threshold.is_some() || gold_out.contains(&true) {
+        let langs: Vec<String> = all.iter().map(trainer::language_of).collect();
+        let items: Vec<eval::ScopeItem> = (0..all.len())
+            .map(|i| eval::ScopeItem {
+                gold_out: gold_out[i],
+                rejected: classifier
+                    .resolve(&scores.probs[i], scores.out_of_scope_of(i), 1)
+                    .is_out_of_scope(),
+                lang: &langs[i],
+            })
+            .collect();
+        report.out_of_scope = Some(eval::scope_report(threshold, &items));
+    }
     if a.save {
         trainer::write_report(&classifier.dir, &report)?;
     }

@@ -335,7 +335,8 @@ pub(super) fn note(d: &Routed) -> String {
     format!(
         "intent-router: {}\nteam {}, priority {}, status {}; rules {}\nmodel {}, rules v{}",
         if chain.is_empty() {
-            "unknown".to_string()
+            // `unknown` or `out_of_scope`.
+            d.intent.resolution.intent.clone()
         } else {
             chain.join(" > ")
         },

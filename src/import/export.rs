@@ -59,6 +59,9 @@ pub struct ExportedHead {
     pub temperature: f32,
     /// Head shape (`linear`, or `mlp` with GELU between `head.0` and `head.1`).
     pub head: serde_json::Value,
+    /// The out-of-scope detector's settings, where `scope.safetensors` was copied too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<crate::model::scope::ScopeSettings>,
 }
 
 /// Fills in the fields that `transformers` writes into every BERT `config.json` and that our own
@@ -140,10 +143,15 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
             let view = files::require(model, files::NGRAMS, "the head's n-gram view")?;
             fsutil::copy_into_staged(&view, &dir.join(files::NGRAMS))?;
         }
+        if meta.out_of_scope.is_some() {
+            let scope = files::require(model, files::SCOPE_WEIGHTS, "the out-of-scope detector")?;
+            fsutil::copy_into_staged(&scope, &dir.join(files::SCOPE_WEIGHTS))?;
+        }
         let info = ExportedHead {
             labels: meta.labels.clone(),
             temperature: meta.temperature,
             head: serde_json::to_value(meta.head).unwrap_or_default(),
+            out_of_scope: meta.out_of_scope,
         };
         fsutil::write_json_atomic(&dir.join("head.json"), &info)?;
     }

@@ -857,9 +857,9 @@ fn streams_of(o: &Observation) -> Vec<Stream> {
 }
 
 /// The chain of a dotted intent id, root first: `a.b.c` → `a`, `a.b`, `a.b.c`; none for
-/// `unknown`.
+/// `unknown` and `out_of_scope`.
 pub fn chain_of(intent: &str) -> Vec<String> {
-    if intent == crate::intent::UNKNOWN {
+    if intent == crate::intent::UNKNOWN || intent == crate::intent::OUT_OF_SCOPE {
         return Vec::new();
     }
     intent

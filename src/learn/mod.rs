@@ -8,6 +8,8 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Tensor;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -123,16 +125,40 @@ pub struct Scores {
     pub accuracy: f64,
     /// Macro-F1 over the labels present.
     pub macro_f1: f64,
+    /// Share of these (in-scope) examples the model's out-of-scope detector rejects; absent
+    /// without a detector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope_rejected: Option<f64>,
 }
 
 impl Scores {
-    fn of(r: &Report, n: usize) -> Self {
+    fn of(r: &Report, n: usize, out_of_scope_rejected: Option<f64>) -> Self {
         Self {
             n,
             accuracy: r.accuracy,
             macro_f1: r.macro_f1,
+            out_of_scope_rejected,
         }
     }
+}
+
+/// The share of `texts` (embedded as `emb`) that `model`'s out-of-scope detector rejects;
+/// `None` without a detector.
+fn rejected_share(
+    model: &Classifier,
+    emb: &Tensor,
+    texts: &[&str],
+) -> Result<Option<f64>, LearnError> {
+    let rows = model.ngram_features(texts);
+    let Some(scores) = model.out_of_scope(emb, rows.as_deref())? else {
+        return Ok(None);
+    };
+    let threshold = model
+        .scope
+        .as_ref()
+        .map_or(f32::INFINITY, |s| s.settings.threshold);
+    let rejected = scores.iter().filter(|&&p| p >= threshold).count();
+    Ok(Some(rejected as f64 / scores.len().max(1) as f64))
 }
 
 /// Active vs candidate on one data set.
@@ -269,6 +295,7 @@ fn compare(
             n: 0,
             accuracy: 0.0,
             macro_f1: 0.0,
+            out_of_scope_rejected: None,
         };
         return Ok((
             Comparison {
@@ -281,12 +308,12 @@ fn compare(
     let cand_emb = cache.embed(&candidate.encoder, examples, &trainer::Silent)?;
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let cand = candidate.probabilities(&cand_emb, &texts)?;
-    let act = if std::sync::Arc::ptr_eq(&active.encoder, &candidate.encoder) {
-        active.probabilities(&cand_emb, &texts)?
+    let act_emb = if std::sync::Arc::ptr_eq(&active.encoder, &candidate.encoder) {
+        cand_emb.clone()
     } else {
-        let emb = cache.embed(&active.encoder, examples, &trainer::Silent)?;
-        active.probabilities(&emb, &texts)?
+        cache.embed(&active.encoder, examples, &trainer::Silent)?
     };
+    let act = active.probabilities(&act_emb, &texts)?;
     let act = in_label_space(active, act, labels);
     let th = &candidate.meta.thresholds;
     let tree = &candidate.tree;
@@ -294,8 +321,16 @@ fn compare(
     let rc = trainer::score(tree, labels, th, examples, &cand);
     Ok((
         Comparison {
-            active: Scores::of(&ra, examples.len()),
-            candidate: Scores::of(&rc, examples.len()),
+            active: Scores::of(
+                &ra,
+                examples.len(),
+                rejected_share(active, &act_emb, &texts)?,
+            ),
+            candidate: Scores::of(
+                &rc,
+                examples.len(),
+                rejected_share(candidate, &cand_emb, &texts)?,
+            ),
         },
         rc,
     ))
@@ -315,9 +350,11 @@ pub fn retrain(
     let tree = taxonomy(&active.tree, added)?;
     let labels = dataset::taxonomy_labels(&tree);
     let columns = CsvColumns::default();
-    let base = dataset::load(&settings.base_data, &columns, true)?;
+    let (base, out_of_scope) =
+        dataset::split_out_of_scope(dataset::load(&settings.base_data, &columns, true)?);
     dataset::check_labels(&base, &labels, &settings.base_data)?;
-    let dev = dataset::load(&settings.dev_data, &columns, true)?;
+    let (dev, dev_out_of_scope) =
+        dataset::split_out_of_scope(dataset::load(&settings.dev_data, &columns, true)?);
     dataset::check_labels(&dev, &labels, &settings.dev_data)?;
     let owned: Vec<Correction> = corrections
         .iter()
@@ -356,6 +393,7 @@ pub fn retrain(
     let out = settings.registry.join(&id);
     let training = serde_json::json!({
         "base": base.len(),
+        "out_of_scope": out_of_scope.len(),
         "corrections": train_corr.len(),
         "held_out_corrections": held.len(),
         "correction_weight": weight,
@@ -365,6 +403,8 @@ pub fn retrain(
         train: base,
         extra,
         dev: dev.clone(),
+        out_of_scope,
+        dev_out_of_scope,
         tree,
         labels,
         record: serde_json::json!({
@@ -400,6 +440,10 @@ pub fn retrain(
         columns,
         fine_tune,
         ngrams: active.meta.ngrams,
+        scope_rejection: active
+            .meta
+            .out_of_scope
+            .map_or(crate::train::scope::DEFAULT_REJECTION, |s| s.rejection),
         preloaded: Some((active.encoder_hash.clone(), active.encoder.clone())),
     };
     let outcome = trainer::train_sets(&opts, sets, progress)?;
@@ -427,6 +471,20 @@ pub fn retrain(
             "dev accuracy would drop from {:.3} to {:.3} (tolerance {tol})",
             a.accuracy, c.accuracy
         ));
+    }
+    match (a.out_of_scope_rejected, c.out_of_scope_rejected) {
+        (Some(_), None) => reasons.push(
+            "the candidate has no out-of-scope detector (its base data has no examples labelled \
+             out_of_scope); the active model has one"
+                .to_string(),
+        ),
+        (a_rej, Some(c_rej)) if c_rej > a_rej.unwrap_or(0.0) + tol => reasons.push(format!(
+            "the out-of-scope detector would reject {:.3} of the in-scope dev tickets, not {:.3} \
+             (tolerance {tol})",
+            c_rej,
+            a_rej.unwrap_or(0.0)
+        )),
+        _ => {}
     }
     Ok(Candidate {
         id,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::decision::Routed;
-use crate::intent::{Scored, UNKNOWN};
+use crate::intent::{Scored, OUT_OF_SCOPE, UNKNOWN};
 use crate::rules::{Condition, RuleSet};
 use crate::store::{Feedback, ShadowRow};
 
@@ -193,7 +193,7 @@ pub struct ReviewItem {
 
 /// The `limit` logged, uncorrected tickets most worth an agent's label: `unknown` resolutions
 /// first, then disagreements with the shadow model (`shadow`: decision id -> its intent), then
-/// the smallest margins.
+/// `out_of_scope` resolutions, then the smallest margins.
 pub fn review_queue(
     recent: Vec<Routed>,
     shadow: Option<&HashMap<String, String>>,
@@ -212,9 +212,11 @@ pub fn review_queue(
                 (0, "the model did not recognise the intent".to_string())
             } else if let Some(s) = &shadow_intent {
                 (1, format!("the shadow model says {s}"))
+            } else if intent == OUT_OF_SCOPE {
+                (2, "the model found no request to this business".to_string())
             } else {
                 (
-                    2,
+                    3,
                     format!("small margin {margin:.2} between the top intents"),
                 )
             };

@@ -15,8 +15,9 @@ use super::encoder::{Encoder, EncoderError, EncoderOptions};
 use super::files::{self, FilesError};
 use super::head::{self, Head, HeadKind};
 use super::ngrams::{NgramSettings, NgramView, SparseRow};
+use super::scope::{ScopeDetector, ScopeSettings};
 use crate::batch::BatchLimits;
-use crate::intent::{IntentTree, TaxonomyError};
+use crate::intent::{IntentTree, Resolution, TaxonomyError};
 use crate::text::Tokens;
 
 /// Errors loading or running a classifier.
@@ -80,6 +81,9 @@ pub struct ClassifierMeta {
     /// The n-gram view the head reads beside the embedding (`ngrams.json`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ngrams: Option<NgramSettings>,
+    /// The out-of-scope detector (`scope.safetensors`), if the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<ScopeSettings>,
 }
 
 /// sha256 over an encoder directory's weight, config and tokenizer files (names included).
@@ -118,6 +122,8 @@ pub struct Classifier {
     pub head: Head,
     /// The n-gram view the head reads beside the embedding, if it reads one.
     pub ngrams: Option<NgramView>,
+    /// The out-of-scope detector, if the model has one.
+    pub scope: Option<ScopeDetector>,
     /// The taxonomy.
     pub tree: IntentTree,
     /// Its metadata.
@@ -193,6 +199,7 @@ impl Classifier {
             });
         }
         let ngrams = load_ngrams(dir, &meta, &head, &head_path)?;
+        let scope = load_scope(dir, &meta, &head, ngrams.as_ref())?;
         let opts = EncoderOptions {
             max_tokens: opts.max_tokens.or(Some(meta.max_tokens)),
             ..opts.clone()
@@ -217,6 +224,7 @@ impl Classifier {
             encoder_hash: found,
             head,
             ngrams,
+            scope,
             tree,
             meta,
             dir: dir.to_path_buf(),
@@ -250,6 +258,38 @@ impl Classifier {
         head::probabilities(&logits, self.meta.temperature).map_err(err)
     }
 
+    /// The out-of-scope detector's probabilities for embeddings `[n, dim]` and, where the
+    /// model reads them, the same texts' n-gram features; `None` without a detector.
+    pub fn out_of_scope(
+        &self,
+        embeddings: &Tensor,
+        rows: Option<&[SparseRow]>,
+    ) -> Result<Option<Vec<f32>>, ClassifierError> {
+        let Some(scope) = &self.scope else {
+            return Ok(None);
+        };
+        scope
+            .scores(embeddings, rows)
+            .map(Some)
+            .map_err(|e| ClassifierError::Head {
+                path: self.dir.join(files::SCOPE_WEIGHTS),
+                message: e.to_string(),
+            })
+    }
+
+    /// Resolves one text's label probabilities into an intent chain, keeping `k` top labels,
+    /// and applies the out-of-scope detector's probability where there is one.
+    pub fn resolve(&self, probs: &[f32], out_of_scope: Option<f32>, k: usize) -> Resolution {
+        let resolution = self
+            .tree
+            .resolver(&self.meta.labels, &self.meta.thresholds)
+            .resolve(probs, k);
+        match (out_of_scope, &self.scope) {
+            (Some(p), Some(scope)) => resolution.scoped(p, scope.settings.threshold),
+            _ => resolution,
+        }
+    }
+
     /// The n-gram view's features of `texts`, where the head reads them.
     pub fn ngram_features<S: AsRef<str>>(&self, texts: &[S]) -> Option<Vec<SparseRow>> {
         let view = self.ngrams.as_ref()?;
@@ -268,40 +308,109 @@ impl Classifier {
             .collect()
     }
 
-    /// Calibrated label probabilities for texts (model text, already cleaned); near ties are
-    /// encoded again with a refined pass and scored from that.
+    /// Calibrated label probabilities for texts (model text, already cleaned) and, where the
+    /// model has a detector, their out-of-scope probabilities; near ties are encoded again with
+    /// a refined pass and scored from that.
     pub fn classify_texts(
         &self,
         texts: &[String],
         limits: BatchLimits,
-    ) -> Result<Vec<Vec<f32>>, ClassifierError> {
+    ) -> Result<Scores, ClassifierError> {
         let tokens = self
             .encoder
             .text()
             .encode_many(texts)
             .map_err(EncoderError::from)?;
         let emb = self.encoder.embed_tokens(&tokens, limits, Pass::Infer)?;
-        let mut probs = self.probabilities(&emb, texts)?;
+        let rows = self.ngram_features(texts);
+        let mut out_of_scope = self.out_of_scope(&emb, rows.as_deref())?;
+        let mut probs = self.probabilities_with(&emb, rows.as_deref())?;
         let near = self.near_ties(&probs);
         if !near.is_empty() {
             let again: Vec<Tokens> = near.iter().map(|&i| tokens[i].clone()).collect();
             let emb =
                 self.encoder
                     .embed_tokens(&again, limits.for_pass(Pass::Refine), Pass::Refine)?;
-            let near_texts: Vec<&str> = near.iter().map(|&i| texts[i].as_str()).collect();
-            for (&i, p) in near.iter().zip(self.probabilities(&emb, &near_texts)?) {
+            let near_rows: Option<Vec<SparseRow>> = rows
+                .as_ref()
+                .map(|r| near.iter().map(|&i| r[i].clone()).collect());
+            for (&i, p) in near
+                .iter()
+                .zip(self.probabilities_with(&emb, near_rows.as_deref())?)
+            {
                 probs[i] = p;
+            }
+            // The detector reads the refined embedding too, as serving does.
+            if let (Some(all), Some(again)) = (
+                out_of_scope.as_mut(),
+                self.out_of_scope(&emb, near_rows.as_deref())?,
+            ) {
+                for (&i, p) in near.iter().zip(again) {
+                    all[i] = p;
+                }
             }
             self.rechecked
                 .fetch_add(near.len() as u64, Ordering::Relaxed);
         }
-        Ok(probs)
+        Ok(Scores {
+            probs,
+            out_of_scope,
+        })
     }
 
     /// Texts [`Classifier::classify_texts`] re-checked with a refined pass since loading.
     pub fn rechecked(&self) -> u64 {
         self.rechecked.load(Ordering::Relaxed)
     }
+}
+
+/// What a classifier says about a batch of texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// Calibrated label probabilities, one vector per text.
+    pub probs: Vec<Vec<f32>>,
+    /// The out-of-scope detector's probability per text, where the model has one.
+    pub out_of_scope: Option<Vec<f32>>,
+}
+
+impl Scores {
+    /// The out-of-scope probability of text `i`, where the model has a detector.
+    pub fn out_of_scope_of(&self, i: usize) -> Option<f32> {
+        self.out_of_scope.as_ref().map(|s| s[i])
+    }
+}
+
+/// The out-of-scope detector of a classifier directory, checked against the metadata and the
+/// head: `scope.safetensors` where classifier.json names one, reading what the head reads.
+fn load_scope(
+    dir: &Path,
+    meta: &ClassifierMeta,
+    head: &Head,
+    view: Option<&NgramView>,
+) -> Result<Option<ScopeDetector>, ClassifierError> {
+    let path = dir.join(files::SCOPE_WEIGHTS);
+    let Some(settings) = meta.out_of_scope else {
+        if path.exists() {
+            return Err(ClassifierError::Head {
+                path,
+                message: "an out-of-scope detector, but classifier.json names none (out_of_scope)"
+                    .into(),
+            });
+        }
+        return Ok(None);
+    };
+    settings.check().map_err(|e| ClassifierError::Head {
+        path: dir.join(files::CLASSIFIER_META),
+        message: format!("out_of_scope.{e}"),
+    })?;
+    let path = files::require(dir, files::SCOPE_WEIGHTS, "the out-of-scope detector")?;
+    let features = view.map_or(0, NgramView::len);
+    ScopeDetector::load(&path, settings, head.dim(), features)
+        .map(Some)
+        .map_err(|e| ClassifierError::Head {
+            path,
+            message: e.to_string(),
+        })
 }
 
 /// The n-gram view a classifier directory's head reads, checked against the metadata and the

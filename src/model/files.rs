@@ -27,6 +27,8 @@ pub const CLASSIFIER_META: &str = "classifier.json";
 pub const HEAD_WEIGHTS: &str = "head.safetensors";
 /// The n-gram view (vocabulary and IDF) of a classifier that reads one beside the embedding.
 pub const NGRAMS: &str = "ngrams.json";
+/// The out-of-scope detector's weights in a classifier directory.
+pub const SCOPE_WEIGHTS: &str = "scope.safetensors";
 /// Taxonomy copied into a classifier directory.
 pub const TAXONOMY: &str = "taxonomy.toml";
 

@@ -11,6 +11,7 @@ pub mod heap;
 pub mod kernels;
 pub mod ngrams;
 pub mod qgemm;
+pub mod scope;
 pub mod source;
 
 /// Largest absolute element-wise difference of two tensors of the same shape (unit tests).

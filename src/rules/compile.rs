@@ -209,6 +209,9 @@ fn conditions(ctx: &mut Ctx, raw: &Spanned<RawCondition>, path: &str) -> Vec<Con
     if let Some(u) = c.unknown {
         out.push(Condition::Unknown(u));
     }
+    if let Some(o) = c.out_of_scope {
+        out.push(Condition::OutOfScope(o));
+    }
     if let Some(i) = c.incident {
         out.push(Condition::Incident(i));
     }

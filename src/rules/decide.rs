@@ -67,6 +67,13 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
                 format!("intent is {}", if is { "unknown" } else { "known" }),
             )
         }
+        Condition::OutOfScope(want) => {
+            let is = f.intent.is_out_of_scope();
+            fail(
+                is == *want,
+                format!("ticket is {}", if is { "out of scope" } else { "in scope" }),
+            )
+        }
         Condition::Incident(want) => fail(
             f.incident.is_some() == *want,
             match f.incident {
@@ -268,6 +275,7 @@ then = { tags = ["refund-words", "vip"] }
                 p,
             }],
             margin: p / 2.0,
+            out_of_scope: None,
         }
     }
 
@@ -363,6 +371,67 @@ then = { tags = ["refund-words", "vip"] }
         assert_eq!((d.team.as_deref(), d.status), (Some("triage"), Status::New));
         let d = decide_for(UNKNOWN, 0.2, None);
         assert_eq!(d.rule_ids, vec!["uncertain"]);
+        // A ticket the detector rejects goes to triage, whatever its top label, before any
+        // rule of an intent or a tier.
+        let d = decide_for(crate::intent::OUT_OF_SCOPE, 0.9, Some("vip"));
+        assert_eq!(d.rule_ids, vec!["out-of-scope"]);
+        assert_eq!(
+            (d.team.as_deref(), d.status, d.priority, d.tags.clone()),
+            (
+                Some("triage"),
+                Status::New,
+                Priority::Normal,
+                vec!["out-of-scope".to_string()]
+            )
+        );
+        assert!(d
+            .trace
+            .iter()
+            .any(|t| t.failed.as_deref() == Some("intent out_of_scope is not under other.spam")));
+    }
+
+    #[test]
+    fn out_of_scope_condition_reads_the_detector() {
+        let rules = "[[rules]]\nid = \"away\"\nwhen.out_of_scope = true\nthen = { tags = [\"away\"] }\n\
+                     [[rules]]\nid = \"here\"\nwhen.out_of_scope = false\nthen = { tags = [\"here\"] }\n";
+        let tree = IntentTree::from_labels(&["billing.refund"]);
+        let rules = compile(rules, "r.toml", &tree).unwrap().ruleset;
+        let t = Ticket::from_text("x");
+        let fire = |res: Resolution| {
+            let f = Facts {
+                ticket: &t,
+                intent: &res,
+                language: "en",
+                received_at: chrono::Utc::now(),
+                incident: None,
+            };
+            let d = decide(&rules, &f);
+            (
+                d.rule_ids,
+                d.trace
+                    .iter()
+                    .filter_map(|t| t.failed.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let away = resolution("billing.refund", 0.8).scoped(0.9, 0.5);
+        assert_eq!(away.intent, crate::intent::OUT_OF_SCOPE);
+        assert_eq!(
+            fire(away),
+            (
+                vec!["away".to_string()],
+                vec!["ticket is out of scope".to_string()]
+            )
+        );
+        let here = resolution("billing.refund", 0.8).scoped(0.1, 0.5);
+        assert_eq!(here.intent, "billing.refund");
+        assert_eq!(
+            fire(here),
+            (
+                vec!["here".to_string()],
+                vec!["ticket is in scope".to_string()]
+            )
+        );
     }
 
     #[test]

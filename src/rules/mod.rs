@@ -154,6 +154,8 @@ pub enum Condition {
     Intent(Vec<String>),
     /// The intent is (or is not) `unknown`.
     Unknown(bool),
+    /// The ticket is (or is not) `out_of_scope`.
+    OutOfScope(bool),
     /// The ticket is (or is not) linked to an open incident.
     Incident(bool),
     /// Top-1 probability below.

@@ -65,6 +65,8 @@ pub struct RawCondition {
     pub intent: Option<Spanned<OneOrMany>>,
     /// Whether the intent resolved to `unknown`.
     pub unknown: Option<bool>,
+    /// Whether the out-of-scope detector found no request to this business.
+    pub out_of_scope: Option<bool>,
     /// Whether the ticket was linked to an open incident while routed.
     pub incident: Option<bool>,
     /// Top-1 probability below this.

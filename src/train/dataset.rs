@@ -297,10 +297,13 @@ pub fn check_labels(
     Ok(())
 }
 
-/// Checks that every label can name an intent (before any time goes into training: a label
-/// such as `HassTurnOn` would otherwise train a model that cannot be loaded).
+/// Checks that every label can name an intent or is `out_of_scope` (before any time goes into
+/// training: a label such as `HassTurnOn` would otherwise train a model that cannot be loaded).
 pub fn check_label_ids(examples: &[Example], path: &Path) -> Result<(), DatasetError> {
-    for ex in examples {
+    for ex in examples
+        .iter()
+        .filter(|e| e.intent != crate::intent::OUT_OF_SCOPE)
+    {
         if let Err(reason) = crate::intent::check_id(&ex.intent) {
             return Err(DatasetError::InvalidLabel {
                 path: path.into(),
@@ -311,6 +314,14 @@ pub fn check_label_ids(examples: &[Example], path: &Path) -> Result<(), DatasetE
         }
     }
     Ok(())
+}
+
+/// Splits examples into those of the taxonomy's intents and those labelled `out_of_scope`
+/// (the out-of-scope detector's), each in file order.
+pub fn split_out_of_scope(examples: Vec<Example>) -> (Vec<Example>, Vec<Example>) {
+    examples
+        .into_iter()
+        .partition(|e| e.intent != crate::intent::OUT_OF_SCOPE)
 }
 
 /// Labels of a taxonomy that a classifier predicts (its leaves).
@@ -406,6 +417,6 @@ mod tests {
         let (_d, p) = write("r.jsonl", "{\"text\":\"a\",\"intent\":\"unknown\"}\n");
         let ex = load(&p, &CsvColumns::default(), true).unwrap();
         let e = check_label_ids(&ex, &p).unwrap_err().to_string();
-        assert!(e.ends_with("r.jsonl:1: intent: invalid intent id \"unknown\": `unknown` is reserved for tickets no intent fits"), "{e}");
+        assert!(e.ends_with("r.jsonl:1: intent: invalid intent id \"unknown\": `unknown` and `out_of_scope` are reserved (the resolver answers them itself): rename the intent"), "{e}");
     }
 }

@@ -93,6 +93,86 @@ pub struct Report {
     /// errors; they count in `per_intent` and `macro_f1` with recall 0).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unseen_intents: BTreeMap<String, usize>,
+    /// How the out-of-scope detector did (where the model has one or the data has examples
+    /// labelled `out_of_scope`, which the figures above leave out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<ScopeReport>,
+}
+
+/// The out-of-scope detector's figures: recall on the examples labelled `out_of_scope`, and
+/// the share of the other (in-scope) examples it rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScopeReport {
+    /// The detector's threshold (absent: the model has no detector and rejects nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// All examples.
+    pub all: ScopeScore,
+    /// Per language.
+    pub per_language: BTreeMap<String, ScopeScore>,
+}
+
+/// Out-of-scope recall and in-scope rejection over one slice of examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScopeScore {
+    /// Examples labelled `out_of_scope`.
+    pub out_of_scope: usize,
+    /// Share of them the detector rejected.
+    pub recall: f64,
+    /// Examples of the taxonomy's intents.
+    pub in_scope: usize,
+    /// Share of them the detector rejected (wrongly).
+    pub rejected: f64,
+}
+
+/// One example as the out-of-scope detector saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeItem<'a> {
+    /// Whether its gold label is `out_of_scope`.
+    pub gold_out: bool,
+    /// Whether the detector rejected it.
+    pub rejected: bool,
+    /// Its language.
+    pub lang: &'a str,
+}
+
+fn scope_score(items: &[&ScopeItem]) -> ScopeScore {
+    let share = |gold_out: bool| {
+        let of: Vec<_> = items.iter().filter(|i| i.gold_out == gold_out).collect();
+        let hit = of.iter().filter(|i| i.rejected).count();
+        (
+            of.len(),
+            if of.is_empty() {
+                0.0
+            } else {
+                hit as f64 / of.len() as f64
+            },
+        )
+    };
+    let (out_of_scope, recall) = share(true);
+    let (in_scope, rejected) = share(false);
+    ScopeScore {
+        out_of_scope,
+        recall,
+        in_scope,
+        rejected,
+    }
+}
+
+/// The out-of-scope figures of `items` under a detector with `threshold` (`None`: no detector).
+pub fn scope_report(threshold: Option<f32>, items: &[ScopeItem]) -> ScopeReport {
+    let mut langs: BTreeMap<String, Vec<&ScopeItem>> = BTreeMap::new();
+    for i in items {
+        langs.entry(i.lang.to_string()).or_default().push(i);
+    }
+    ScopeReport {
+        threshold,
+        all: scope_score(&items.iter().collect::<Vec<_>>()),
+        per_language: langs
+            .into_iter()
+            .map(|(l, i)| (l, scope_score(&i)))
+            .collect(),
+    }
 }
 
 /// One scored example.
@@ -256,6 +336,7 @@ pub fn evaluate(labels: &[String], items: &[Scored]) -> Report {
         },
         calibration,
         unseen_intents,
+        out_of_scope: None,
     }
 }
 
@@ -270,6 +351,23 @@ impl Report {
             s.push_str("Intents the model does not know (every such example is an error):\n\n");
             for (l, n) in &self.unseen_intents {
                 s.push_str(&format!("- {l}: {n}\n"));
+            }
+            s.push('\n');
+        }
+        if let Some(o) = &self.out_of_scope {
+            s.push_str(&format!(
+                "Out of scope (threshold {}; the figures above leave out the {} examples labelled out_of_scope):\n\n\
+                 | language | out_of_scope | recall | in scope | rejected |\n|---|---:|---:|---:|---:|\n",
+                o.threshold.map_or_else(|| "none: the model has no detector".to_string(), |t| format!("{t:.4}")),
+                o.all.out_of_scope
+            ));
+            for (l, v) in std::iter::once(("all", &o.all))
+                .chain(o.per_language.iter().map(|(l, v)| (l.as_str(), v)))
+            {
+                s.push_str(&format!(
+                    "| {l} | {} | {:.3} | {} | {:.3} |\n",
+                    v.out_of_scope, v.recall, v.in_scope, v.rejected
+                ));
             }
             s.push('\n');
         }
@@ -375,5 +473,36 @@ mod tests {
         assert!(r.to_table().contains("- c.w: 1"));
         let (_, ece) = calibration(&items);
         assert!((r.ece - ece).abs() < 1e-12);
+    }
+
+    #[test]
+    fn out_of_scope_recall_and_in_scope_rejection() {
+        let item = |gold_out, rejected, lang| ScopeItem {
+            gold_out,
+            rejected,
+            lang,
+        };
+        let items = [
+            item(true, true, "en"),
+            item(true, false, "ru"),
+            item(true, true, "ru"),
+            item(false, false, "en"),
+            item(false, true, "en"),
+            item(false, false, "ru"),
+            item(false, false, "ru"),
+        ];
+        let r = scope_report(Some(0.75), &items);
+        assert_eq!((r.all.out_of_scope, r.all.in_scope), (3, 4));
+        assert!((r.all.recall - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.all.rejected - 0.25).abs() < 1e-9);
+        assert!((r.per_language["en"].recall - 1.0).abs() < 1e-9);
+        assert!((r.per_language["en"].rejected - 0.5).abs() < 1e-9);
+        assert!((r.per_language["ru"].recall - 0.5).abs() < 1e-9);
+        assert_eq!(r.per_language["ru"].rejected, 0.0);
+        let mut report = evaluate(&["a".to_string()], &[]);
+        report.out_of_scope = Some(r);
+        let table = report.to_table();
+        assert!(table.contains("| all | 3 | 0.667 | 4 | 0.250 |"), "{table}");
+        assert!(table.contains("threshold 0.7500"), "{table}");
     }
 }

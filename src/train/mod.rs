@@ -6,4 +6,5 @@ pub mod dataset;
 pub mod eval;
 pub mod finetune;
 pub mod hybrid;
+pub mod scope;
 pub mod trainer;

@@ -18,7 +18,7 @@ use crate::model::classifier::{encoder_hash, BaseRef, ClassifierMeta};
 use crate::model::encoder::{Encoder, EncoderError, EncoderOptions};
 use crate::model::files::{self, FilesError};
 use crate::model::head::{self, Head, HeadKind, HeadTraining};
-use crate::model::ngrams::{NgramSettings, NgramView};
+use crate::model::ngrams::{NgramSettings, NgramView, SparseRow};
 use crate::model::source::{self, HubOptions, SourceError};
 
 /// Errors of training.
@@ -82,6 +82,10 @@ pub struct TrainOptions {
     pub fine_tune: Option<FineTune>,
     /// Read an n-gram view beside the embedding (a linear head trained jointly over both).
     pub ngrams: Option<NgramSettings>,
+    /// Share of in-scope examples the out-of-scope detector's threshold is chosen to reject
+    /// (out of fold); the detector is trained where the data has examples labelled
+    /// `out_of_scope`.
+    pub scope_rejection: f32,
     /// An encoder already in memory with its content hash, used instead of loading the base
     /// again when the hashes match (the server retraining beside the model it serves).
     pub preloaded: Option<(String, std::sync::Arc<Encoder>)>,
@@ -147,6 +151,10 @@ pub struct TrainSets {
     pub extra: Vec<Example>,
     /// Dev examples (calibration and the report).
     pub dev: Vec<Example>,
+    /// Training examples labelled `out_of_scope` (the detector's; none: no detector).
+    pub out_of_scope: Vec<Example>,
+    /// Dev examples labelled `out_of_scope` (scored in the report).
+    pub dev_out_of_scope: Vec<Example>,
     /// Taxonomy.
     pub tree: IntentTree,
     /// Output labels, in head order.
@@ -157,8 +165,9 @@ pub struct TrainSets {
 
 /// Loads the data files `opts` names.
 pub fn load_sets(opts: &TrainOptions) -> Result<TrainSets, TrainError> {
-    let mut train_set = dataset::load(&opts.data, &opts.columns, true)?;
+    let train_set = dataset::load(&opts.data, &opts.columns, true)?;
     dataset::check_label_ids(&train_set, &opts.data)?;
+    let (mut train_set, mut out_of_scope) = dataset::split_out_of_scope(train_set);
     let tree = match &opts.taxonomy {
         Some(p) => IntentTree::load(p)?,
         None => IntentTree::from_labels(&dataset::labels_from_data(&train_set)),
@@ -169,23 +178,29 @@ pub fn load_sets(opts: &TrainOptions) -> Result<TrainSets, TrainError> {
         dataset::labels_from_data(&train_set)
     };
     dataset::check_labels(&train_set, &labels, &opts.data)?;
-    let dev_set = match &opts.dev {
+    let (dev_set, dev_out_of_scope) = match &opts.dev {
         Some(p) => {
-            let dev = dataset::load(p, &opts.columns, true)?;
+            let (dev, dev_out) =
+                dataset::split_out_of_scope(dataset::load(p, &opts.columns, true)?);
             dataset::check_labels(&dev, &labels, p)?;
-            dev
+            (dev, dev_out)
         }
         None => {
             let (dev, rest): (Vec<Example>, Vec<Example>) =
                 train_set.into_iter().partition(|e| in_dev_share(&e.id));
             train_set = rest;
-            dev
+            let (dev_out, rest): (Vec<Example>, Vec<Example>) =
+                out_of_scope.into_iter().partition(|e| in_dev_share(&e.id));
+            out_of_scope = rest;
+            (dev, dev_out)
         }
     };
     Ok(TrainSets {
         train: train_set,
         extra: Vec::new(),
         dev: dev_set,
+        out_of_scope,
+        dev_out_of_scope,
         tree,
         labels,
         record: serde_json::json!({
@@ -212,10 +227,13 @@ pub fn train_sets(
         train: mut train_set,
         extra,
         dev: dev_set,
+        out_of_scope,
+        dev_out_of_scope,
         tree,
         labels,
         record,
     } = sets;
+    check_scope(opts, out_of_scope.len())?;
     let base_dir = source::resolve_encoder(&opts.base, &opts.hub)?;
     let base_hash = encoder_hash(&base_dir)?;
     let encoder = match &opts.preloaded {
@@ -236,9 +254,11 @@ pub fn train_sets(
     };
     let ys: Vec<u32> = train_set.iter().map(index).collect();
     checkpoint(progress)?;
+    // The view reads the out-of-scope examples' words too: the detector weighs them.
+    let view_texts: Vec<&Example> = train_set.iter().chain(&out_of_scope).collect();
     let view = opts
         .ngrams
-        .map(|settings| fit_view(&train_set, &settings, opts))
+        .map(|settings| fit_view(&view_texts, &settings, opts))
         .transpose()?;
     let head = train_head(
         opts,
@@ -312,22 +332,85 @@ pub fn train_sets(
             )
         }
     };
-    let (temperature, report) = if dev_set.is_empty() {
-        (1.0, eval::evaluate(&labels, &[]))
+    let scope = if out_of_scope.is_empty() {
+        None
     } else {
-        let dev_x = cache.embed(&encoder, &dev_set, progress)?;
-        let rows = view.as_ref().map(|v| {
-            dev_set
-                .iter()
-                .map(|e| v.features(&e.text))
-                .collect::<Vec<_>>()
-        });
-        let logits = head.logits(&dev_x, rows.as_deref())?;
-        let dev_y: Vec<u32> = dev_set.iter().map(index).collect();
-        let t = head::fit_temperature(&logits, &dev_y)?;
-        let probs = head::probabilities(&logits, t)?;
-        (t, score(&tree, &labels, &opts.thresholds, &dev_set, &probs))
+        // The embeddings of the encoder that ships: the head's, unless it was fine-tuned.
+        let xs = match opts.fine_tune {
+            None => xs.clone(),
+            Some(_) => cache.embed(&encoder, &train_set, progress)?,
+        };
+        let out_xs = cache.embed(&encoder, &out_of_scope, progress)?;
+        let examples: Vec<&Example> = train_set.iter().chain(&out_of_scope).collect();
+        Some(fit_scope(
+            opts,
+            &Tensor::cat(&[xs, out_xs], 0)?,
+            &examples,
+            train_set.len(),
+            view.as_ref(),
+            progress,
+        )?)
     };
+    let detector = scope.as_ref().map(|s| &s.detector);
+    let features = |set: &[Example]| {
+        view.as_ref()
+            .map(|v| set.iter().map(|e| v.features(&e.text)).collect::<Vec<_>>())
+    };
+    let dev_x = if dev_set.is_empty() {
+        None
+    } else {
+        Some(cache.embed(&encoder, &dev_set, progress)?)
+    };
+    let (temperature, mut report) = match &dev_x {
+        None => (1.0, eval::evaluate(&labels, &[])),
+        Some(dev_x) => {
+            let logits = head.logits(dev_x, features(&dev_set).as_deref())?;
+            let dev_y: Vec<u32> = dev_set.iter().map(index).collect();
+            let t = head::fit_temperature(&logits, &dev_y)?;
+            let probs = head::probabilities(&logits, t)?;
+            (t, score(&tree, &labels, &opts.thresholds, &dev_set, &probs))
+        }
+    };
+    if detector.is_some() || !dev_out_of_scope.is_empty() {
+        // Which dev examples the detector rejects (none without a detector).
+        let rejected = |set: &[Example], xs: Option<&Tensor>| -> Result<Vec<bool>, TrainError> {
+            let (Some(d), Some(xs)) = (detector, xs) else {
+                return Ok(vec![false; set.len()]);
+            };
+            let t = d.settings.threshold;
+            let scores = d.scores(xs, features(set).as_deref())?;
+            Ok(scores.into_iter().map(|s| s >= t).collect())
+        };
+        let out_x = match (detector, dev_out_of_scope.is_empty()) {
+            (Some(_), false) => Some(cache.embed(&encoder, &dev_out_of_scope, progress)?),
+            _ => None,
+        };
+        let langs: Vec<String> = dev_set
+            .iter()
+            .chain(&dev_out_of_scope)
+            .map(language_of)
+            .collect();
+        let flags = rejected(&dev_set, dev_x.as_ref())?
+            .into_iter()
+            .map(|r| (false, r))
+            .chain(
+                rejected(&dev_out_of_scope, out_x.as_ref())?
+                    .into_iter()
+                    .map(|r| (true, r)),
+            );
+        let items: Vec<eval::ScopeItem> = flags
+            .zip(&langs)
+            .map(|((gold_out, rejected), lang)| eval::ScopeItem {
+                gold_out,
+                rejected,
+                lang,
+            })
+            .collect();
+        report.out_of_scope = Some(eval::scope_report(
+            detector.map(|d| d.settings.threshold),
+            &items,
+        ));
+    }
 
     let meta = ClassifierMeta {
         format_version: files::FORMAT_VERSION,
@@ -345,18 +428,31 @@ pub fn train_sets(
             "head": opts.head,
             "fine_tune": opts.fine_tune,
             "ngram_features": view.as_ref().map(NgramView::len),
+            "out_of_scope": scope.as_ref().map(|s| serde_json::json!({
+                "examples": out_of_scope.len(),
+                "folds": super::scope::FOLDS,
+                "tuning_recall": s.tuning_recall,
+                "tuning_rejected": s.tuning_rejected,
+            })),
             "base_model": opts.base,
             "date": now_rfc3339(),
             "metrics": {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "ece": report.ece,
                         "per_language": report.per_language},
         }),
         ngrams: opts.ngrams,
+        out_of_scope: scope.as_ref().map(|s| s.detector.settings),
     };
     let dir = staged.path();
     fsutil::write_atomic(&dir.join(files::HEAD_WEIGHTS), &head.to_safetensors()?)?;
     fsutil::write_atomic(&dir.join(files::TAXONOMY), tree.to_toml().as_bytes())?;
     if let Some(view) = &view {
         fsutil::write_atomic(&dir.join(files::NGRAMS), &view.to_json())?;
+    }
+    if let Some(scope) = &scope {
+        fsutil::write_atomic(
+            &dir.join(files::SCOPE_WEIGHTS),
+            &scope.detector.to_safetensors()?,
+        )?;
     }
     fsutil::write_json_atomic(&dir.join(files::CLASSIFIER_META), &meta)?;
     write_report(dir, &report)?;
@@ -370,7 +466,7 @@ pub fn train_sets(
 
 /// Fits the n-gram view on the training texts; only a linear head reads one.
 fn fit_view(
-    train_set: &[Example],
+    train_set: &[&Example],
     settings: &NgramSettings,
     opts: &TrainOptions,
 ) -> Result<NgramView, TrainError> {
@@ -389,6 +485,68 @@ fn fit_view(
         )));
     }
     Ok(view)
+}
+
+/// Refuses, before any work, a detector that cannot be trained: too few examples labelled
+/// `out_of_scope` in the data, or a rejection share outside (0, 1).
+fn check_scope(opts: &TrainOptions, out_of_scope: usize) -> Result<(), TrainError> {
+    use super::scope::MIN_EXAMPLES;
+    if !(opts.scope_rejection > 0.0 && opts.scope_rejection < 1.0) {
+        return Err(TrainError::Settings(format!(
+            "the out-of-scope rejection share (--out-of-scope-rejection) must be between 0 and \
+             1, not {}",
+            opts.scope_rejection
+        )));
+    }
+    if out_of_scope > 0 && out_of_scope < MIN_EXAMPLES {
+        return Err(TrainError::Settings(format!(
+            "{}: {out_of_scope} training examples are labelled out_of_scope; the out-of-scope \
+             detector needs at least {MIN_EXAMPLES} (or none, for a model without one)",
+            opts.data.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Trains the out-of-scope detector on embeddings `xs` of `examples`, the first `in_scope` of
+/// them in scope and the rest labelled `out_of_scope`.
+fn fit_scope(
+    opts: &TrainOptions,
+    xs: &Tensor,
+    examples: &[&Example],
+    in_scope: usize,
+    view: Option<&NgramView>,
+    progress: &dyn Progress,
+) -> Result<super::scope::Fitted, TrainError> {
+    use super::scope as detector;
+    let rows: Vec<SparseRow> = examples
+        .iter()
+        .map(|e| view.map(|v| v.features(&e.text)).unwrap_or_default())
+        .collect();
+    let out: Vec<bool> = (0..examples.len()).map(|i| i >= in_scope).collect();
+    let ids: Vec<String> = examples.iter().map(|e| e.id.clone()).collect();
+    let settings = opts.ngrams.unwrap_or_default();
+    progress.stage(
+        "out-of-scope detector",
+        (detector::FOLDS + 1) * hybrid::MAX_ITERATIONS,
+    );
+    let ex = detector::Examples {
+        xs,
+        rows: &rows,
+        features: view.map_or(0, NgramView::len),
+        out: &out,
+        ids: &ids,
+    };
+    Ok(detector::fit(&ex, &settings, opts.scope_rejection, &|i| {
+        progress.step(i)
+    })?)
+}
+
+/// An example's language: as labelled, or detected.
+pub fn language_of(e: &Example) -> String {
+    e.lang
+        .clone()
+        .unwrap_or_else(|| crate::lang::detect(&e.text).code)
 }
 
 /// Trains the head on embeddings `xs` of `examples`: with an n-gram view, one logistic
@@ -470,14 +628,7 @@ pub fn score(
             gold_labels.push(e.intent.clone());
         }
     }
-    let langs: Vec<String> = examples
-        .iter()
-        .map(|e| {
-            e.lang
-                .clone()
-                .unwrap_or_else(|| crate::lang::detect(&e.text).code)
-        })
-        .collect();
+    let langs: Vec<String> = examples.iter().map(language_of).collect();
     let items: Vec<eval::Scored> = examples
         .iter()
         .zip(probs)

@@ -74,6 +74,7 @@ pub fn tiny_model() -> &'static Path {
             columns: Default::default(),
             fine_tune: None,
             ngrams: None,
+            scope_rejection: 0.01,
             preloaded: None,
         };
         trainer::train(&opts, &Silent).expect("the tiny model trains");

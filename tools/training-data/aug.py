@@ -38,7 +38,9 @@ def variant(text, lang, k):
     if style=="email_quote": body+=R.choice(QUOTE_RU if lang=="ru" else QUOTE_EN)
     return {"body":body}
 def emit(path, prefix, data, variants):
-    """data: {intent: {lang: [texts]}}; writes JSONL with `variants` versions per text."""
+    """data: {intent: {lang: [texts]}}; writes JSONL with `variants` versions per text (ids
+    `<prefix>-<intent>-<lang>-<nnn>/<k>`: the part before `/` names the message, so `train`
+    keeps its variants in one fold)."""
     n=0
     with open(path,"w") as f:
         for intent, langs in data.items():
@@ -52,6 +54,6 @@ def emit(path, prefix, data, variants):
                             if key not in seen: break
                         if key in seen: continue
                         seen.add(key)
-                        ex.update({"id":f"{prefix}-{intent}-{lang}-{i:03d}-{k}","intent":intent,"lang":lang})
+                        ex.update({"id":f"{prefix}-{intent}-{lang}-{i:03d}/{k}","intent":intent,"lang":lang})
                         f.write(json.dumps(ex,ensure_ascii=False)+"\n"); n+=1
     return n
