@@ -332,15 +332,17 @@ pub struct TrainArgs {
     /// Read the embedding alone: no n-gram view beside it (the MLP head never reads one).
     #[arg(long)]
     pub no_ngrams: bool,
-    /// A word or character n-gram must occur in this many training texts to be a feature.
-    #[arg(long, default_value_t = 2, conflicts_with = "no_ngrams")]
-    pub ngram_min_df: usize,
-    /// Inverse regularisation strength of the linear head over embedding and n-grams.
-    #[arg(long, default_value_t = 10.0, conflicts_with = "no_ngrams")]
-    pub ngram_c: f32,
-    /// Scale of the embedding beside the n-grams in training.
-    #[arg(long, default_value_t = 2.0, conflicts_with = "no_ngrams")]
-    pub embedding_weight: f32,
+    /// A word or character n-gram must occur in this many training texts to be a feature
+    /// [default: 2].
+    #[arg(long, conflicts_with = "no_ngrams")]
+    pub ngram_min_df: Option<usize>,
+    /// Inverse regularisation strength of the linear head over embedding and n-grams
+    /// [default: 10].
+    #[arg(long, conflicts_with = "no_ngrams")]
+    pub ngram_c: Option<f32>,
+    /// Scale of the embedding beside the n-grams in training [default: 2].
+    #[arg(long, conflicts_with = "no_ngrams")]
+    pub embedding_weight: Option<f32>,
     /// Share of in-scope training examples (scored out of fold) the out-of-scope detector's
     /// threshold rejects; the detector is trained when the data has examples labelled
     /// `out_of_scope`.

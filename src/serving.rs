@@ -198,8 +198,16 @@ impl ServingModel {
     /// [`Classifier::near_ties`]) and takes their embeddings, probabilities and time from it.
     /// Whatever stops a re-check (a full queue, a failed batch) keeps that ticket's first
     /// answer: the request has one already.
-    async fn recheck(&self, out: &mut Embedded, probs: &mut [Vec<f32>]) {
-        let near = self.engine.classifier().near_ties(probs);
+    async fn recheck(
+        &self,
+        out: &mut Embedded,
+        probs: &mut [Vec<f32>],
+        out_of_scope: &mut Option<Vec<f32>>,
+    ) {
+        let near = self
+            .engine
+            .classifier()
+            .near_ties(probs, out_of_scope.as_deref());
         let mut pending = Vec::with_capacity(near.len());
         for i in near {
             match self.batcher.submit(out.tokens[i].clone(), Pass::Refine) {
@@ -212,18 +220,23 @@ impl ServingModel {
         }
         for (i, rx) in pending {
             let rechecked = match rx.await {
-                Ok(Ok(scored)) => self
-                    .probabilities(
-                        std::slice::from_ref(&scored.values),
-                        out.features.as_ref().map(|f| std::slice::from_ref(&f[i])),
-                    )
-                    .map(|mut p| (p.swap_remove(0), scored)),
+                Ok(Ok(scored)) => {
+                    let one = std::slice::from_ref(&scored.values);
+                    let rows = out.features.as_ref().map(|f| std::slice::from_ref(&f[i]));
+                    let scores = self
+                        .probabilities(one, rows)
+                        .and_then(|mut p| Ok((p.swap_remove(0), self.out_of_scope(one, rows)?)));
+                    scores.map(|(p, scope)| (p, scope, scored))
+                }
                 Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(BatchError::Stopped.into()),
             };
             match rechecked {
-                Ok((p, scored)) => {
+                Ok((p, scope, scored)) => {
                     probs[i] = p;
+                    if let (Some(all), Some(again)) = (out_of_scope.as_mut(), scope) {
+                        all[i] = again[0];
+                    }
                     out.embeddings[i] = scored.values;
                     out.stages[i].queue += scored.queued;
                     out.stages[i].inference += scored.inference;
@@ -258,7 +271,7 @@ impl ServingModel {
         tickets: &[Ticket],
         embeddings: Option<Vec<Vec<f32>>>,
     ) -> Result<Classified, ClassifyError> {
-        let (embedded, probs) = match embeddings {
+        let (embedded, probs, out_of_scope) = match embeddings {
             Some(embeddings) => {
                 let (prepared, features): (Vec<_>, Vec<_>) = self
                     .off_runtime(tickets, |engine, t| Ok(prepare(engine, t)))
@@ -273,16 +286,19 @@ impl ServingModel {
                     tokens: Vec::new(),
                 };
                 let probs = self.probabilities(&embedded.embeddings, embedded.features())?;
-                (embedded, probs)
+                let out_of_scope = self.out_of_scope(&embedded.embeddings, embedded.features())?;
+                (embedded, probs, out_of_scope)
             }
             None => {
                 let mut embedded = self.embed(tickets).await?;
                 let mut probs = self.probabilities(&embedded.embeddings, embedded.features())?;
-                self.recheck(&mut embedded, &mut probs).await;
-                (embedded, probs)
+                let mut out_of_scope =
+                    self.out_of_scope(&embedded.embeddings, embedded.features())?;
+                self.recheck(&mut embedded, &mut probs, &mut out_of_scope)
+                    .await;
+                (embedded, probs, out_of_scope)
             }
         };
-        let out_of_scope = self.out_of_scope(&embedded.embeddings, embedded.features())?;
         let Embedded {
             prepared,
             embeddings,

@@ -516,6 +516,18 @@ fn out_of_scope_examples_train_a_detector() {
     assert!(out.contains("| all | 10 | 1.000 | 72 |"), "{out}");
     assert!(!err.contains("does not know"), "{err}");
 
+    // Export carries the detector and its threshold.
+    let (ok, _, err) = common::run(&["export-hf", "--model", &p("m"), "--out", &p("hf")]);
+    assert!(ok, "{err}");
+    assert!(d.path().join("hf/scope.safetensors").exists());
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("hf/head.json")).unwrap()).unwrap();
+    assert_eq!(
+        info["out_of_scope"]["threshold"].as_f64(),
+        Some(threshold),
+        "{info}"
+    );
+
     // Too few examples for a detector.
     let few = std::fs::read_to_string(d.path().join("in.jsonl")).unwrap() + &oos(5, 0);
     std::fs::write(d.path().join("few.jsonl"), few).unwrap();
@@ -720,12 +732,16 @@ async fn the_linear_head_reads_an_ngram_view() {
     assert!(!d.path().join("plain/ngrams.json").exists());
     for (flags, message) in [
         (
-            ["--ngram-c", "0"],
+            &["--ngram-c", "0"][..],
             "--ngram-c: must be a positive number, not 0",
         ),
         (
-            ["--ngram-min-df", "1000"],
+            &["--ngram-min-df", "1000"][..],
             "no word or character n-gram occurs in 1000 training texts",
+        ),
+        (
+            &["--head", "mlp", "--ngram-c", "5"][..],
+            "--ngram-min-df, --ngram-c and --embedding-weight go with the linear head; --head mlp reads the embedding alone",
         ),
     ] {
         let (data, base, out) = (p("train.jsonl"), p("base"), p("m"));
@@ -788,6 +804,9 @@ async fn the_linear_head_reads_an_ngram_view() {
     let (ok, _, err) = common::run(&["export-hf", "--model", &p("a"), "--out", &p("hf")]);
     assert!(ok, "{err}");
     assert!(d.path().join("hf/ngrams.json").exists());
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("hf/head.json")).unwrap()).unwrap();
+    assert_eq!(info["ngrams"]["c"], 10.0, "{info}");
     std::fs::remove_file(d.path().join("b/ngrams.json")).unwrap();
     let (ok, _, err) = common::run(&["classify", "--model", &p("b"), "hello"]);
     assert!(

@@ -284,6 +284,18 @@ fn near_ties_rechecked_are_scored_as_the_exact_model_scores_them() {
         refined < 1e-4 && refined < int8 / 10.0,
         "int8 {int8}, re-checked {refined}"
     );
+    // The out-of-scope detector reads the re-checked embedding too.
+    let scope = |c: &Classifier| {
+        let s = c.classify_texts(&texts, BatchLimits::default()).unwrap();
+        s.out_of_scope.expect("the shipped model has a detector")
+    };
+    let exact_scope = scope(&load(LinearMode::Dense, 1.0));
+    let worst_scope = scope(&all)
+        .iter()
+        .zip(&exact_scope)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst_scope < 1e-4, "out-of-scope difference {worst_scope}");
     // The default margin re-checks only the tickets whose decision is close.
     let default = load(LinearMode::Int8, EncoderOptions::default().recheck_margin);
     probs(&default);

@@ -72,23 +72,35 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
 
 /// The n-gram view's settings: on for the linear head unless `--no-ngrams`.
 fn ngram_settings(a: &TrainArgs, kind: HeadKind) -> Result<Option<NgramSettings>> {
-    if a.no_ngrams || kind != HeadKind::Linear {
+    let given = a.ngram_min_df.is_some() || a.ngram_c.is_some() || a.embedding_weight.is_some();
+    if kind != HeadKind::Linear {
+        if given {
+            bail!(
+                "--ngram-min-df, --ngram-c and --embedding-weight go with the linear head; \
+                 --head {} reads the embedding alone",
+                a.head
+            );
+        }
         return Ok(None);
     }
-    if !(a.ngram_c > 0.0 && a.ngram_c.is_finite()) {
-        bail!("--ngram-c: must be a positive number, not {}", a.ngram_c);
+    if a.no_ngrams {
+        return Ok(None);
     }
-    if !(a.embedding_weight > 0.0 && a.embedding_weight.is_finite()) {
-        bail!(
-            "--embedding-weight: must be a positive number, not {}",
-            a.embedding_weight
-        );
+    let defaults = NgramSettings::default();
+    let c = a.ngram_c.unwrap_or(defaults.c);
+    if !(c > 0.0 && c.is_finite()) {
+        bail!("--ngram-c: must be a positive number, not {c}");
     }
+    let embedding_weight = a.embedding_weight.unwrap_or(defaults.embedding_weight);
+    if !(embedding_weight > 0.0 && embedding_weight.is_finite()) {
+        bail!("--embedding-weight: must be a positive number, not {embedding_weight}");
+    }
+    let min_df = a.ngram_min_df.unwrap_or(defaults.word_min_df);
     Ok(Some(NgramSettings {
-        word_min_df: a.ngram_min_df,
-        char_min_df: a.ngram_min_df,
-        embedding_weight: a.embedding_weight,
-        c: a.ngram_c,
+        word_min_df: min_df,
+        char_min_df: min_df,
+        embedding_weight,
+        c,
     }))
 }
 

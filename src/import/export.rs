@@ -59,6 +59,9 @@ pub struct ExportedHead {
     pub temperature: f32,
     /// Head shape (`linear`, or `mlp` with GELU between `head.0` and `head.1`).
     pub head: serde_json::Value,
+    /// The n-gram view's settings, where the head reads `ngrams.json` (copied too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngrams: Option<crate::model::ngrams::NgramSettings>,
     /// The out-of-scope detector's settings, where `scope.safetensors` was copied too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_scope: Option<crate::model::scope::ScopeSettings>,
@@ -151,6 +154,7 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
             labels: meta.labels.clone(),
             temperature: meta.temperature,
             head: serde_json::to_value(meta.head).unwrap_or_default(),
+            ngrams: meta.ngrams,
             out_of_scope: meta.out_of_scope,
         };
         fsutil::write_json_atomic(&dir.join("head.json"), &info)?;

@@ -382,7 +382,10 @@ pub fn retrain(
     for a in added {
         h.update(a.id.as_bytes());
     }
+    // The settings that shape the model, the active model's view and detector included.
     h.update(format!("{weight}:{:?}", settings.head).as_bytes());
+    let rejection = active.meta.out_of_scope.map(|s| s.rejection);
+    h.update(format!("{:?}:{rejection:?}", active.meta.ngrams).as_bytes());
     let data_hash = crate::import::hex(&h.finalize());
     // Time-ordered and unique even for two runs on the same data in one second.
     let id = format!(

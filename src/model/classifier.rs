@@ -297,14 +297,23 @@ impl Classifier {
     }
 
     /// Which of these probability vectors (one per text) are near ties to encode again with
-    /// [`Pass::Refine`]: those whose closest call is under the re-check margin.
-    pub fn near_ties(&self, probs: &[Vec<f32>]) -> Vec<usize> {
+    /// [`Pass::Refine`]: those whose closest call is under the re-check margin, or whose
+    /// out-of-scope probability (`out_of_scope`, where the model has a detector) is that close
+    /// to the detector's threshold.
+    pub fn near_ties(&self, probs: &[Vec<f32>], out_of_scope: Option<&[f32]>) -> Vec<usize> {
         if self.recheck_margin <= 0.0 {
             return Vec::new();
         }
         let resolver = self.tree.resolver(&self.meta.labels, &self.meta.thresholds);
+        let threshold = self.scope.as_ref().map(|s| s.settings.threshold);
+        let close_to_threshold = |i: usize| match (out_of_scope, threshold) {
+            (Some(s), Some(t)) => (s[i] - t).abs() < self.recheck_margin,
+            _ => false,
+        };
         (0..probs.len())
-            .filter(|&i| resolver.closest_call(&probs[i]) < self.recheck_margin)
+            .filter(|&i| {
+                resolver.closest_call(&probs[i]) < self.recheck_margin || close_to_threshold(i)
+            })
             .collect()
     }
 
@@ -325,7 +334,7 @@ impl Classifier {
         let rows = self.ngram_features(texts);
         let mut out_of_scope = self.out_of_scope(&emb, rows.as_deref())?;
         let mut probs = self.probabilities_with(&emb, rows.as_deref())?;
-        let near = self.near_ties(&probs);
+        let near = self.near_ties(&probs, out_of_scope.as_deref());
         if !near.is_empty() {
             let again: Vec<Tokens> = near.iter().map(|&i| tokens[i].clone()).collect();
             let emb =

@@ -186,26 +186,30 @@ impl Head {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let ngrams = match tensors.get(NGRAM_WEIGHTS) {
-            None => None,
-            Some(t) => {
-                let (labels, features) = t.dims2()?;
-                if labels != layers.last().map_or(0, |l| l.weight().dim(0).unwrap_or(0)) {
-                    candle_core::bail!(
-                        "{}: `{NGRAM_WEIGHTS}` has {labels} rows, not one per label",
-                        path.display()
-                    );
-                }
-                let weights = t.flatten_all()?.to_vec1()?;
-                Some(NgramWeights { weights, features })
-            }
-        };
-        Ok(Self {
+        let mut head = Self {
             kind,
             layers,
             dropout: Dropout::new(0.0, 0),
-            ngrams,
-        })
+            ngrams: None,
+        };
+        if let Some(t) = tensors.get(NGRAM_WEIGHTS) {
+            if kind != HeadKind::Linear {
+                candle_core::bail!(
+                    "{}: `{NGRAM_WEIGHTS}` goes with a linear head, not an MLP",
+                    path.display()
+                );
+            }
+            let (labels, features) = t.dims2()?;
+            if labels != head.labels() {
+                candle_core::bail!(
+                    "{}: `{NGRAM_WEIGHTS}` has {labels} rows, not one per label",
+                    path.display()
+                );
+            }
+            let weights = t.flatten_all()?.to_vec1()?;
+            head.ngrams = Some(NgramWeights { weights, features });
+        }
+        Ok(head)
     }
 
     /// A linear head over the embedding (`weight [labels, dim]`, `bias [labels]`) and n-gram
@@ -446,6 +450,27 @@ mod tests {
         assert_eq!(
             head.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap(),
             back.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ngram_weights_are_refused_beside_an_mlp() {
+        let z = |dims: &[usize]| Tensor::zeros(dims, DType::F32, &Device::Cpu).unwrap();
+        let map = HashMap::from([
+            ("head.0.weight".to_string(), z(&[4, 8])),
+            ("head.0.bias".to_string(), z(&[4])),
+            ("head.1.weight".to_string(), z(&[3, 4])),
+            ("head.1.bias".to_string(), z(&[3])),
+            (NGRAM_WEIGHTS.to_string(), z(&[3, 5])),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.safetensors");
+        candle_core::safetensors::save(&map, &p).unwrap();
+        let e = Head::load(&p, HeadKind::Mlp { hidden: 4 }).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("h.safetensors: `ngrams.weight` goes with a linear head, not an MLP"),
+            "{e}"
         );
     }
 }
