@@ -260,13 +260,19 @@ pub fn train_sets(
         .ngrams
         .map(|settings| fit_view(&view_texts, &settings, opts))
         .transpose()?;
+    // Fine-tuning tunes the encoder under a head that reads the embedding alone; the head with
+    // the view is fitted on the tuned embeddings afterwards.
+    let first_view = match opts.fine_tune {
+        None => view.as_ref(),
+        Some(_) => None,
+    };
     let head = train_head(
         opts,
         &xs,
         &train_set,
         &ys,
         labels.len(),
-        view.as_ref(),
+        first_view,
         progress,
     )?;
 
@@ -286,22 +292,9 @@ pub fn train_sets(
                 .encode_many(&texts)
                 .map_err(EncoderError::from)?;
             checkpoint(progress)?;
-            // The encoder is tuned under a head that reads the embedding alone; the hybrid
-            // head is fitted again on the tuned embeddings below.
-            let plain;
-            let start = match &view {
-                None => &head,
-                Some(_) => {
-                    progress.stage("training head", opts.head.epochs);
-                    plain = head::train_head(&xs, &ys, labels.len(), &opts.head, &|e| {
-                        progress.step(e)
-                    })?;
-                    &plain
-                }
-            };
             progress.stage("fine-tuning", ft.epochs);
             let tuned =
-                finetune::fine_tune(&encoder, start, &tokens, &ys, ft, opts.head.seed, &|e| {
+                finetune::fine_tune(&encoder, &head, &tokens, &ys, ft, opts.head.seed, &|e| {
                     progress.step(e)
                 })?;
             checkpoint(progress)?;
