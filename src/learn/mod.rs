@@ -386,6 +386,7 @@ pub fn retrain(
     h.update(format!("{weight}:{:?}", settings.head).as_bytes());
     let rejection = active.meta.out_of_scope.map(|s| s.rejection);
     h.update(format!("{:?}:{rejection:?}", active.meta.ngrams).as_bytes());
+    h.update(format!("{:?}:{fine_tune:?}", active.meta.head).as_bytes());
     let data_hash = crate::import::hex(&h.finalize());
     // Time-ordered and unique even for two runs on the same data in one second.
     let id = format!(
