@@ -14,7 +14,7 @@ use crate::batch::{BatchError, Batcher, BatcherConfig};
 use crate::engine::{Classification, Engine, EngineOptions, Prepared};
 use crate::metrics::Metrics;
 use crate::model::bert::Pass;
-use crate::model::classifier::{Classifier, ClassifierError};
+use crate::model::classifier::{Classifier, ClassifierError, Scores};
 use crate::model::encoder::EncoderOptions;
 use crate::model::ngrams::SparseRow;
 use crate::rules::compile::{CompileErrors, Compiled};
@@ -122,29 +122,20 @@ impl ServingModel {
         )
     }
 
-    /// Label probabilities for embeddings (one per text) and, where the head reads them, the
-    /// same texts' n-gram features.
-    pub fn probabilities(
+    /// Label probabilities and, where the model has a detector, out-of-scope probabilities
+    /// for embeddings (one per text) and, where the model reads them, the same texts' n-gram
+    /// features.
+    pub fn scores(
         &self,
         embeddings: &[Vec<f32>],
         rows: Option<&[SparseRow]>,
-    ) -> Result<Vec<Vec<f32>>, ClassifyError> {
+    ) -> Result<Scores, ClassifyError> {
         let t = tensor(embeddings)?;
-        Ok(self.engine.classifier().probabilities_with(&t, rows)?)
-    }
-
-    /// The out-of-scope detector's probabilities for embeddings (one per text), where the
-    /// model has a detector.
-    pub fn out_of_scope(
-        &self,
-        embeddings: &[Vec<f32>],
-        rows: Option<&[SparseRow]>,
-    ) -> Result<Option<Vec<f32>>, ClassifyError> {
-        if self.engine.classifier().scope.is_none() {
-            return Ok(None);
-        }
-        let t = tensor(embeddings)?;
-        Ok(self.engine.classifier().out_of_scope(&t, rows)?)
+        let classifier = self.engine.classifier();
+        Ok(Scores {
+            probs: classifier.probabilities_with(&t, rows)?,
+            out_of_scope: classifier.out_of_scope(&t, rows)?,
+        })
     }
 
     /// Embeds tickets through the batching worker: cleaned and tokenised on a blocking
@@ -223,10 +214,8 @@ impl ServingModel {
                 Ok(Ok(scored)) => {
                     let one = std::slice::from_ref(&scored.values);
                     let rows = out.features.as_ref().map(|f| std::slice::from_ref(&f[i]));
-                    let scores = self
-                        .probabilities(one, rows)
-                        .and_then(|mut p| Ok((p.swap_remove(0), self.out_of_scope(one, rows)?)));
-                    scores.map(|(p, scope)| (p, scope, scored))
+                    self.scores(one, rows)
+                        .map(|mut s| (s.probs.swap_remove(0), s.out_of_scope, scored))
                 }
                 Ok(Err(e)) => Err(e.into()),
                 Err(_) => Err(BatchError::Stopped.into()),
@@ -285,15 +274,18 @@ impl ServingModel {
                     embeddings,
                     tokens: Vec::new(),
                 };
-                let probs = self.probabilities(&embedded.embeddings, embedded.features())?;
-                let out_of_scope = self.out_of_scope(&embedded.embeddings, embedded.features())?;
+                let Scores {
+                    probs,
+                    out_of_scope,
+                } = self.scores(&embedded.embeddings, embedded.features())?;
                 (embedded, probs, out_of_scope)
             }
             None => {
                 let mut embedded = self.embed(tickets).await?;
-                let mut probs = self.probabilities(&embedded.embeddings, embedded.features())?;
-                let mut out_of_scope =
-                    self.out_of_scope(&embedded.embeddings, embedded.features())?;
+                let Scores {
+                    mut probs,
+                    mut out_of_scope,
+                } = self.scores(&embedded.embeddings, embedded.features())?;
                 self.recheck(&mut embedded, &mut probs, &mut out_of_scope)
                     .await;
                 (embedded, probs, out_of_scope)

@@ -150,14 +150,14 @@ fn rejected_share(
     texts: &[&str],
 ) -> Result<Option<f64>, LearnError> {
     let rows = model.ngram_features(texts);
-    let Some(scores) = model.out_of_scope(emb, rows.as_deref())? else {
+    let (Some(scope), Some(scores)) = (&model.scope, model.out_of_scope(emb, rows.as_deref())?)
+    else {
         return Ok(None);
     };
-    let threshold = model
-        .scope
-        .as_ref()
-        .map_or(f32::INFINITY, |s| s.settings.threshold);
-    let rejected = scores.iter().filter(|&&p| p >= threshold).count();
+    let rejected = scores
+        .iter()
+        .filter(|&&p| scope.settings.rejects(p))
+        .count();
     Ok(Some(rejected as f64 / scores.len().max(1) as f64))
 }
 

@@ -23,6 +23,11 @@ pub struct ScopeSettings {
 }
 
 impl ScopeSettings {
+    /// Whether a ticket with this out-of-scope probability is rejected.
+    pub fn rejects(&self, p: f32) -> bool {
+        p >= self.threshold
+    }
+
     /// Checks the values: a threshold in (0, 1], a rejection share in (0, 1).
     pub fn check(&self) -> std::result::Result<(), String> {
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {

@@ -92,22 +92,19 @@ pub fn fit(
             }
         }
     }
-    let threshold = scope::threshold_for(&in_scores, rejection);
+    let chosen = ScopeSettings {
+        threshold: scope::threshold_for(&in_scores, rejection),
+        rejection,
+    };
     let share = |scores: &[f32]| {
-        let hit = scores.iter().filter(|&&s| s >= threshold).count();
+        let hit = scores.iter().filter(|&&s| chosen.rejects(s)).count();
         hit as f64 / scores.len().max(1) as f64
     };
     let all: Vec<usize> = (0..ys.len()).collect();
     let offset = FOLDS * hybrid::MAX_ITERATIONS;
     let head = train_on(ex, &ys, &all, settings, &|i| progress(offset + i))?;
     Ok(Fitted {
-        detector: ScopeDetector::new(
-            head,
-            ScopeSettings {
-                threshold,
-                rejection,
-            },
-        ),
+        detector: ScopeDetector::new(head, chosen),
         tuning_recall: share(&out_scores),
         tuning_rejected: share(&in_scores),
     })

@@ -370,9 +370,8 @@ pub fn train_sets(
             let (Some(d), Some(xs)) = (detector, xs) else {
                 return Ok(vec![false; set.len()]);
             };
-            let t = d.settings.threshold;
             let scores = d.scores(xs, features(set).as_deref())?;
-            Ok(scores.into_iter().map(|s| s >= t).collect())
+            Ok(scores.into_iter().map(|s| d.settings.rejects(s)).collect())
         };
         let out_x = match (detector, dev_out_of_scope.is_empty()) {
             (Some(_), false) => Some(cache.embed(&encoder, &dev_out_of_scope, progress)?),
