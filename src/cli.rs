@@ -243,6 +243,9 @@ pub struct CsvArgs {
     /// CSV column with the example id.
     #[arg(long, default_value = "id")]
     pub id_column: String,
+    /// CSV column with further requests in the same ticket (intents separated by `,` or `;`).
+    #[arg(long, default_value = "also")]
+    pub also_column: String,
 }
 
 /// `classify`.
@@ -348,6 +351,15 @@ pub struct TrainArgs {
     /// `out_of_scope`.
     #[arg(long, default_value_t = crate::train::scope::DEFAULT_REJECTION)]
     pub out_of_scope_rejection: f32,
+    /// Written tickets with two or more requests (`intent` plus `also`), never trained on:
+    /// the further-request detector's threshold is the one that names their further requests
+    /// exactly most often (within --also-false-rate).
+    #[arg(long)]
+    pub multi_intent: Option<PathBuf>,
+    /// Share of single-request tuning tickets (a fold of the training data) the
+    /// further-request detector's threshold may give a further request.
+    #[arg(long, default_value_t = crate::train::also::DEFAULT_FALSE_RATE)]
+    pub also_false_rate: f32,
     /// Also fine-tune the encoder's top layers (slower; the model then carries its own encoder).
     #[arg(long)]
     pub fine_tune: bool,

@@ -86,7 +86,8 @@ impl Engine {
     }
 
     /// Reads a ticket for the model: cleaned text (transliterated Russian written back in
-    /// Cyrillic) and the detected language, detected once.
+    /// Cyrillic), the detected language, detected once, and its segments' guesses for the
+    /// further-request detector.
     pub fn prepare(&self, ticket: &Ticket) -> Prepared {
         let text = ticket.clean_text();
         let detected = lang::detect(&text);
@@ -96,6 +97,7 @@ impl Engine {
             text
         };
         Prepared {
+            guesses: self.classifier.guesses(&text),
             text,
             language: lang::prefer_given(ticket.language.as_deref(), detected),
         }
@@ -112,9 +114,12 @@ impl Engine {
     ) -> Classification {
         Classification {
             id: ticket.id.clone(),
-            resolution: self
-                .classifier
-                .resolve(probs, out_of_scope, self.opts.top_k),
+            resolution: self.classifier.resolve(
+                probs,
+                out_of_scope,
+                &prepared.guesses,
+                self.opts.top_k,
+            ),
             language: prepared.language.code,
             language_confidence: prepared.language.confidence,
             transliterated: prepared.language.transliterated,
@@ -144,6 +149,8 @@ pub struct Prepared {
     pub text: String,
     /// The ticket's language (given, or detected).
     pub language: Language,
+    /// Its segments' guesses for the further-request detector (see [`Classifier::guesses`]).
+    pub guesses: Vec<crate::model::also::Guess>,
 }
 
 /// Applies the rules to one classified ticket (pure; see [`crate::rules::decide`]); the time

@@ -128,6 +128,12 @@ pub fn check_id(id: &str) -> Result<(), IdProblem> {
     }
 }
 
+/// Whether one intent is the other or under it (in either direction).
+pub fn related(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x.strip_prefix(y).is_some_and(|r| r.starts_with('.'));
+    a == b || under(a, b) || under(b, a)
+}
+
 fn parent_of(id: &str) -> Option<&str> {
     id.rsplit_once('.').map(|(p, _)| p)
 }
@@ -366,6 +372,12 @@ pub struct Resolution {
     /// `out_of_scope` and the chain empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_scope: Option<f32>,
+    /// The requests the ticket holds: the resolved intent (with its probability in the chain)
+    /// first, then the further requests the model's further-request detector found, each with
+    /// its segment's probability; empty when `unknown` or `out_of_scope`. `chain` and `top_k`
+    /// describe the first alone. (Absent from decisions logged before it existed.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intents: Vec<Scored>,
 }
 
 impl Resolution {
@@ -376,8 +388,27 @@ impl Resolution {
         if score >= threshold {
             self.intent = OUT_OF_SCOPE.to_string();
             self.chain.clear();
+            self.intents.clear();
         }
         self
+    }
+
+    /// Adds further requests after the resolved intent (none for `unknown` or `out_of_scope`).
+    pub fn with_also(mut self, more: Vec<Scored>) -> Self {
+        if self.is_resolved() {
+            self.intents.extend(more);
+        }
+        self
+    }
+
+    /// The further requests found beside the resolved intent.
+    pub fn also(&self) -> &[Scored] {
+        self.intents.get(1..).unwrap_or_default()
+    }
+
+    /// Whether the ticket resolved to an intent (neither `unknown` nor `out_of_scope`).
+    pub fn is_resolved(&self) -> bool {
+        self.intent != UNKNOWN && !self.is_out_of_scope()
     }
 
     /// Whether the out-of-scope detector rejected the ticket.
@@ -450,6 +481,7 @@ impl Resolver<'_> {
             .last()
             .map_or_else(|| UNKNOWN.to_string(), |s| s.intent.clone());
         Resolution {
+            intents: chain.last().cloned().into_iter().collect(),
             intent,
             chain,
             top_k,
@@ -611,5 +643,13 @@ mod tests {
         assert!(away.chain.is_empty());
         assert_eq!((away.top_k.clone(), away.margin), (r.top_k, r.margin));
         assert_eq!(check_id(OUT_OF_SCOPE), Err(IdProblem::Reserved));
+    }
+
+    #[test]
+    fn related_intents() {
+        assert!(related("billing", "billing.refund"));
+        assert!(related("billing.refund", "billing"));
+        assert!(!related("billing", "billing_extra"));
+        assert!(!related("billing.refund", "billing.invoice"));
     }
 }

@@ -556,6 +556,136 @@ fn out_of_scope_examples_train_a_detector() {
     refused("an out-of-scope detector, but classifier.json names none");
 }
 
+/// A calibration set of tickets with two requests (`--multi-intent`) sets the further-request
+/// detector's threshold: `classify` lists both requests, `eval` reports recall, exact sets and
+/// false further requests, export carries the detector, and bad files are refused clearly.
+#[test]
+fn further_requests_are_detected_and_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Safetensors);
+    common::tiny_taxonomy(&d.path().join("tax.toml"));
+    common::tiny_dataset(&d.path().join("train.jsonl"), 12, 0);
+    let multi = |also: &str| -> String {
+        [
+            ("refund my money back please right now. where is my order parcel today", "billing.refund", "orders.status"),
+            ("где мой заказ уже неделю жду. вернуть деньги пожалуйста за прошлый заказ", "orders.status", "billing.refund"),
+            ("i forgot my password login code again. where is my order parcel today", "account.access", "orders.status"),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (text, intent, second))| {
+            let second = if i == 0 { also } else { second };
+            serde_json::json!({"id": format!("m-{i}"), "text": text, "intent": intent, "also": [second]})
+                .to_string()
+                + "\n"
+        })
+        .collect()
+    };
+    std::fs::write(d.path().join("multi.jsonl"), multi("orders.status")).unwrap();
+    let train = |out: &str, extra: &[&str]| {
+        let (data, out, tax, base) = (p("train.jsonl"), p(out), p("tax.toml"), p("base"));
+        let mut args = vec![
+            "train",
+            "--data",
+            &data,
+            "--taxonomy",
+            &tax,
+            "--base",
+            &base,
+            "--out",
+            &out,
+            "--no-cache",
+        ];
+        args.extend_from_slice(extra);
+        common::run(&args)
+    };
+    let calibration = p("multi.jsonl");
+    let (ok, _, err) = train("m", &["--multi-intent", &calibration]);
+    assert!(ok, "{err}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("m/classifier.json")).unwrap())
+            .unwrap();
+    let threshold = meta["also"]["threshold"].as_f64().unwrap();
+    assert!(threshold > 0.0 && threshold <= 1.0, "{meta}");
+    assert_eq!(meta["also"]["false_rate"].as_f64().unwrap() as f32, 0.02);
+    assert_eq!(
+        meta["training"]["also"]["calibration"]["tickets"], 3,
+        "{meta}"
+    );
+
+    let (ok, out, err) = common::run(&[
+        "classify",
+        "--model",
+        &p("m"),
+        "refund my money back please right now. where is my order parcel today",
+    ]);
+    assert!(ok, "{err}");
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut named: Vec<&str> = c["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["intent"].as_str().unwrap())
+        .collect();
+    named.sort();
+    assert_eq!(named, ["billing.refund", "orders.status"], "{c}");
+
+    // eval: the further requests' figures, beside the intents'.
+    let (ok, out, err) = common::run(&["eval", "--model", &p("m"), "--data", &calibration]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("Further requests (threshold {threshold:.2})")),
+        "{out}"
+    );
+    assert!(out.contains("| all | 3 |"), "{out}");
+
+    // Export carries the detector and its settings.
+    let (ok, _, err) = common::run(&["export-hf", "--model", &p("m"), "--out", &p("hf")]);
+    assert!(ok, "{err}");
+    assert!(d.path().join("hf/also.safetensors").exists());
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("hf/head.json")).unwrap()).unwrap();
+    assert_eq!(
+        info["also"]["threshold"].as_f64(),
+        Some(threshold),
+        "{info}"
+    );
+
+    // Outputs other than the head's labels, a missing detector file, an unknown further
+    // request, no n-gram view: each said clearly.
+    let mut wrong = meta.clone();
+    wrong["also"]["labels"] =
+        serde_json::json!(["orders.status", "billing.refund", "account.access"]);
+    std::fs::write(d.path().join("m/classifier.json"), wrong.to_string()).unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("m"), "hello"]);
+    assert!(
+        !ok && err.contains(
+            "also.labels: the further-request detector's outputs must be the head's labels"
+        ),
+        "{err}"
+    );
+    std::fs::write(d.path().join("m/classifier.json"), meta.to_string()).unwrap();
+    std::fs::remove_file(d.path().join("m/also.safetensors")).unwrap();
+    let (ok, _, err) = common::run(&["classify", "--model", &p("m"), "hello"]);
+    assert!(
+        !ok && err.contains("missing also.safetensors (the further-request detector)"),
+        "{err}"
+    );
+    std::fs::write(d.path().join("multi.jsonl"), multi("orders.lost")).unwrap();
+    let (ok, _, err) = train("m2", &["--multi-intent", &calibration]);
+    assert!(
+        !ok && err.contains("multi.jsonl:1: also: unknown intent \"orders.lost\""),
+        "{err}"
+    );
+    std::fs::write(d.path().join("multi.jsonl"), multi("orders.status")).unwrap();
+    let (ok, _, err) = train("m3", &["--multi-intent", &calibration, "--no-ngrams"]);
+    assert!(
+        !ok && err.contains("the further-request detector reads the n-gram view"),
+        "{err}"
+    );
+}
+
 /// A CPU-only build asked for a GPU says so and how to get one, in one line.
 #[cfg(not(feature = "cuda"))]
 #[test]
@@ -626,7 +756,7 @@ fn rules_check_reports_every_error_with_its_line() {
     let taxonomy = concat!(env!("CARGO_MANIFEST_DIR"), "/training-data/taxonomy.toml");
     let (ok, out, err) = common::run(&["rules-check", "--taxonomy", taxonomy]);
     assert!(ok, "{err}");
-    assert!(out.contains("(built-in default rules): 15 rules"), "{out}");
+    assert!(out.contains("(built-in default rules): 16 rules"), "{out}");
     assert!(!err.contains("warning"), "{err}");
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("bad.toml");

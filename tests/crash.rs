@@ -245,6 +245,7 @@ fn second_model(dir: &Path) -> std::path::PathBuf {
         "head.safetensors",
         "ngrams.json",
         "scope.safetensors",
+        "also.safetensors",
         "taxonomy.toml",
         "eval.json",
     ] {

@@ -154,7 +154,7 @@ fn classify_with_rules_prints_each_decision() {
         lines[1]["rule_ids"],
         serde_json::json!(["billing", "charge-dispute", "vip"])
     );
-    assert_eq!(lines[1]["trace"].as_array().unwrap().len(), 15);
+    assert_eq!(lines[1]["trace"].as_array().unwrap().len(), 16);
     assert_eq!(lines[1]["model_version"].as_str().unwrap().len(), 12);
     // No request to this business: triage, whoever sent it.
     assert_eq!(lines[2]["intent"]["intent"], "out_of_scope", "{out}");
@@ -198,6 +198,54 @@ fn the_detector_tells_requests_from_messages_that_are_none() {
             "{text}: {p} {:?}",
             c.resolution.top_k
         );
+    }
+}
+
+/// Tickets with two requests list both (the head's first); single requests list one.
+#[test]
+fn further_requests_are_found_beside_the_main_intent() {
+    let engine = engine();
+    let two = [
+        (
+            "My parcel arrived with the screen cracked and the box crushed. Also, I was charged \
+             twice for this order, please fix the second charge.",
+            ["billing.charge_dispute", "orders.delivery_issue"],
+        ),
+        (
+            "Посылка пришла с разбитым экраном, коробка смята. И ещё: пришлите, пожалуйста, \
+             счёт для бухгалтерии за мартовский заказ.",
+            ["billing.invoice", "orders.delivery_issue"],
+        ),
+    ];
+    let one = [
+        "I can't log in to my account since yesterday, the reset code never arrives. I tried \
+         three times already and checked the spam folder too.",
+        "Where is my parcel with the blue lamp? It was supposed to arrive here yesterday \
+         afternoon.",
+    ];
+    let tickets: Vec<Ticket> = two
+        .iter()
+        .map(|(t, _)| *t)
+        .chain(one)
+        .map(Ticket::from_text)
+        .collect();
+    let got = engine.classify(&tickets).unwrap();
+    for (c, (text, want)) in got.iter().zip(&two) {
+        let r = &c.resolution;
+        let mut named: Vec<&str> = r.intents.iter().map(|s| s.intent.as_str()).collect();
+        assert_eq!(named[0], r.intent, "{text}");
+        named.sort();
+        assert_eq!(named, want, "{text}: {:?}", r.intents);
+        assert_eq!(r.also().len(), 1);
+    }
+    for (c, text) in got[two.len()..].iter().zip(one) {
+        assert_eq!(
+            c.resolution.intents.len(),
+            1,
+            "{text}: {:?}",
+            c.resolution.intents
+        );
+        assert!(c.resolution.also().is_empty());
     }
 }
 

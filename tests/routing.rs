@@ -318,6 +318,52 @@ async fn a_message_that_is_no_request_is_routed_out_of_scope_to_triage() {
         "{refund}"
     );
     assert_eq!(refund["team"], "billing", "{refund}");
+    assert_eq!(
+        refund["intent"]["intents"].as_array().unwrap().len(),
+        1,
+        "one request: {refund}"
+    );
+}
+
+/// A ticket with two requests is routed by its main intent over HTTP, lists the further
+/// request in `intents` with its probability, and the default rules tag it.
+#[tokio::test]
+async fn a_second_request_in_a_ticket_is_listed_and_tagged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        intent_router::rules::DEFAULT_RULES,
+    )
+    .unwrap();
+    let app = App::in_dir(dir, &helpdesk_model(), "").await;
+    let body = json!({"id": "M-3", "subject": "Broken parcel and a double charge", "body": "My parcel arrived with the screen cracked and the box crushed. Also, I was charged twice for this order, please fix the second charge."});
+    let d = route(&app, &body).await;
+    let intents: Vec<&str> = d["intent"]["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["intent"].as_str().unwrap())
+        .collect();
+    let mut sorted = intents.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["billing.charge_dispute", "orders.delivery_issue"],
+        "{d}"
+    );
+    assert_eq!(
+        intents[0], d["intent"]["intent"],
+        "the main intent comes first: {d}"
+    );
+    let p = d["intent"]["intents"][1]["p"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0, "{d}");
+    let tags = d["tags"].as_array().unwrap();
+    assert!(tags.contains(&json!("several-requests")), "{d}");
+    assert!(tags.contains(&json!(format!("also:{}", intents[1]))), "{d}");
+    assert!(d["rule_ids"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("further-request")));
 }
 
 #[tokio::test]

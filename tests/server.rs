@@ -346,7 +346,7 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
     assert_eq!(b["language"], "en");
     assert_eq!(b["rules_version"], "1");
     assert_eq!(b["model_version"].as_str().unwrap().len(), 12);
-    assert_eq!(b["trace"].as_array().unwrap().len(), 15);
+    assert_eq!(b["trace"].as_array().unwrap().len(), 16);
     assert!(b["timings"]["total_ms"].as_f64().unwrap() > 0.0);
     assert!(!r.header["x-request-id"].is_empty());
     let echoed = s.call(

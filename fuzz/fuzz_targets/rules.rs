@@ -28,10 +28,21 @@ fuzz_target!(|data: &[u8]| {
                 chain: vec![],
                 top_k: vec![Scored { intent: "billing.refund".into(), p: 0.7 }],
                 margin: 0.4,
+                out_of_scope: None,
+                intents: vec![
+                    Scored { intent: "billing.refund".into(), p: 0.7 },
+                    Scored { intent: "orders.status".into(), p: 0.8 },
+                ],
             };
             let d = decide(
                 &c.ruleset,
-                &Facts { ticket: &ticket, intent: &res, language: "ru", received_at: chrono::Utc::now() },
+                &Facts {
+                    ticket: &ticket,
+                    intent: &res,
+                    language: "ru",
+                    received_at: chrono::Utc::now(),
+                    incident: None,
+                },
             );
             assert_eq!(d.trace.len() <= c.ruleset.rules.len(), true);
         }

@@ -1,4 +1,5 @@
-//! The ticket cleaner, language detection, transliteration and redaction take any text.
+//! The ticket cleaner, language detection, transliteration, redaction and the further-request
+//! detector's segmenter take any text.
 #![no_main]
 
 use intent_router::ticket::Ticket;
@@ -13,7 +14,14 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     let clean = ticket.clean_text();
-    let _ = ticket.model_text();
+    let model_text = ticket.model_text();
+    // Segments are pieces of the text, in order, none empty.
+    let mut rest = model_text.as_str();
+    for part in intent_router::model::also::segments(&model_text) {
+        assert!(!part.is_empty());
+        let at = rest.find(part).expect("a segment is a piece of the text");
+        rest = &rest[at + part.len()..];
+    }
     let lang = intent_router::lang::detect(&clean);
     if lang.transliterated {
         let _ = intent_router::lang::to_cyrillic(&clean);

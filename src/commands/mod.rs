@@ -65,6 +65,7 @@ fn columns(c: &CsvArgs) -> CsvColumns {
         intent: c.intent_column.clone(),
         lang: c.lang_column.clone(),
         id: c.id_column.clone(),
+        also: c.also_column.clone(),
     }
 }
 

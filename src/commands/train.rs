@@ -58,6 +58,8 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
         }),
         ngrams,
         scope_rejection: a.out_of_scope_rejection,
+        multi_intent: a.multi_intent,
+        also_false_rate: a.also_false_rate,
         preloaded: None,
     };
     let outcome = trainer::train(&opts, &Bars::default())?;
@@ -150,19 +152,43 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
         &examples,
         &probs,
     );
+    let resolved: Vec<_> = all
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let guesses = classifier.guesses(&e.text);
+            classifier.resolve(&scores.probs[i], scores.out_of_scope_of(i), &guesses, 1)
+        })
+        .collect();
+    let langs: Vec<String> = all.iter().map(trainer::language_of).collect();
     let threshold = m.out_of_scope.map(|s| s.threshold);
     if threshold.is_some() || gold_out.contains(&true) {
-        let langs: Vec<String> = all.iter().map(trainer::language_of).collect();
         let items: Vec<eval::ScopeItem> = (0..all.len())
             .map(|i| eval::ScopeItem {
                 gold_out: gold_out[i],
-                rejected: classifier
-                    .resolve(&scores.probs[i], scores.out_of_scope_of(i), 1)
-                    .is_out_of_scope(),
+                rejected: resolved[i].is_out_of_scope(),
                 lang: &langs[i],
             })
             .collect();
         report.out_of_scope = Some(eval::scope_report(threshold, &items));
+    }
+    if m.also.is_some() || all.iter().any(|e| !e.also.is_empty()) {
+        let items: Vec<eval::AlsoItem> = (0..all.len())
+            .filter(|&i| !gold_out[i])
+            .map(|i| eval::AlsoItem {
+                gold: &all[i].intent,
+                gold_also: &all[i].also,
+                intent: &resolved[i].intent,
+                found: resolved[i]
+                    .also()
+                    .iter()
+                    .map(|s| s.intent.as_str())
+                    .collect(),
+                lang: &langs[i],
+            })
+            .collect();
+        let threshold = m.also.as_ref().map(|a| a.threshold);
+        report.also = Some(eval::also_report(threshold, &items));
     }
     if a.save {
         trainer::write_report(&classifier.dir, &report)?;

@@ -323,22 +323,24 @@ fn event_kind(t: &str, json: &Value) -> EventKind {
     }
 }
 
-/// The internal note: the intent chain with probabilities, the decision and the rules.
+/// The internal note: the intent chain with probabilities, further requests, the decision and
+/// the rules.
 pub(super) fn note(d: &Routed) -> String {
-    let chain: Vec<String> = d
-        .intent
-        .resolution
-        .chain
-        .iter()
-        .map(|s| format!("{} ({:.0}%)", s.intent, s.p * 100.0))
-        .collect();
+    let scored = |s: &crate::intent::Scored| format!("{} ({:.0}%)", s.intent, s.p * 100.0);
+    let chain: Vec<String> = d.intent.resolution.chain.iter().map(scored).collect();
+    let also: Vec<String> = d.intent.resolution.also().iter().map(scored).collect();
     format!(
-        "intent-router: {}\nteam {}, priority {}, status {}; rules {}\nmodel {}, rules v{}",
+        "intent-router: {}{}\nteam {}, priority {}, status {}; rules {}\nmodel {}, rules v{}",
         if chain.is_empty() {
             // `unknown` or `out_of_scope`.
             d.intent.resolution.intent.clone()
         } else {
             chain.join(" > ")
+        },
+        if also.is_empty() {
+            String::new()
+        } else {
+            format!("; also {}", also.join(", "))
         },
         d.team.as_deref().unwrap_or("none"),
         d.priority.name(),
@@ -450,6 +452,34 @@ mod tests {
         zendesk()
             .event("zd", json.to_string().as_bytes(), &json, Utc::now())
             .unwrap()
+    }
+
+    #[test]
+    fn the_note_names_the_chain_and_further_requests() {
+        let routed = |intents: Value| -> Routed {
+            serde_json::from_value(json!({
+                "team": "logistics", "assignee": null, "status": "open", "priority": "high",
+                "tags": [], "rule_ids": ["orders"], "language": "en", "trace": [],
+                "model_version": "m1", "rules_version": "3", "received_at": "2026-12-06T10:00:00Z",
+                "intent": {"intent": "orders.delivery_issue", "margin": 0.9, "top_k": [],
+                    "chain": [{"intent": "orders", "p": 0.99}, {"intent": "orders.delivery_issue", "p": 0.95}],
+                    "intents": intents, "language": "en", "language_confidence": 1.0}
+            }))
+            .unwrap()
+        };
+        let main = json!({"intent": "orders.delivery_issue", "p": 0.95});
+        let two = note(&routed(
+            json!([main, {"intent": "billing.charge_dispute", "p": 0.82}]),
+        ));
+        assert!(
+            two.starts_with(
+                "intent-router: orders (99%) > orders.delivery_issue (95%); also \
+                 billing.charge_dispute (82%)\nteam logistics"
+            ),
+            "{two}"
+        );
+        let one = note(&routed(json!([main])));
+        assert!(one.starts_with("intent-router: orders (99%) > orders.delivery_issue (95%)\nteam"));
     }
 
     #[test]

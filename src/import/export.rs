@@ -65,6 +65,9 @@ pub struct ExportedHead {
     /// The out-of-scope detector's settings, where `scope.safetensors` was copied too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_scope: Option<crate::model::scope::ScopeSettings>,
+    /// The further-request detector's settings, where `also.safetensors` was copied too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also: Option<crate::model::also::AlsoSettings>,
 }
 
 /// Fills in the fields that `transformers` writes into every BERT `config.json` and that our own
@@ -150,12 +153,17 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
             let scope = files::require(model, files::SCOPE_WEIGHTS, "the out-of-scope detector")?;
             fsutil::copy_into_staged(&scope, &dir.join(files::SCOPE_WEIGHTS))?;
         }
+        if meta.also.is_some() {
+            let also = files::require(model, files::ALSO_WEIGHTS, "the further-request detector")?;
+            fsutil::copy_into_staged(&also, &dir.join(files::ALSO_WEIGHTS))?;
+        }
         let info = ExportedHead {
             labels: meta.labels.clone(),
             temperature: meta.temperature,
             head: serde_json::to_value(meta.head).unwrap_or_default(),
             ngrams: meta.ngrams,
             out_of_scope: meta.out_of_scope,
+            also: meta.also.clone(),
         };
         fsutil::write_json_atomic(&dir.join("head.json"), &info)?;
     }

@@ -677,10 +677,7 @@ fn narrowed(intent: &str, window: &[&Observation]) -> String {
         .unwrap_or_else(|| intent.to_string())
 }
 
-/// Whether one intent is the other or under it.
-pub fn related(a: &str, b: &str) -> bool {
-    a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
-}
+pub use crate::intent::related;
 
 /// The deepest intent both are or are under (`billing.refund` and `billing.invoice`:
 /// `billing`); `None` when they share none.
@@ -1036,13 +1033,5 @@ mod tests {
             Some("billing.refund")
         );
         assert_eq!(c("billing.refund", "login.reset"), None);
-    }
-
-    #[test]
-    fn related_intents() {
-        assert!(related("billing", "billing.refund"));
-        assert!(related("billing.refund", "billing"));
-        assert!(!related("billing", "billing_extra"));
-        assert!(!related("billing.refund", "billing.invoice"));
     }
 }

@@ -88,6 +88,7 @@ pub fn correction_examples(corrections: &[Correction]) -> (Vec<Example>, Vec<Exa
             text: ticket.model_text(),
             intent: c.intent.clone(),
             lang: Some(c.language.clone()).filter(|l| l == "ru" || l == "en"),
+            also: Vec::new(),
             line: 0,
         };
         if e.text.is_empty() {
@@ -385,7 +386,12 @@ pub fn retrain(
     // The settings that shape the model, the active model's view and detector included.
     h.update(format!("{weight}:{:?}", settings.head).as_bytes());
     let rejection = active.meta.out_of_scope.map(|s| s.rejection);
-    h.update(format!("{:?}:{rejection:?}", active.meta.ngrams).as_bytes());
+    let also_false_rate = active
+        .meta
+        .also
+        .as_ref()
+        .map_or(crate::train::also::DEFAULT_FALSE_RATE, |a| a.false_rate);
+    h.update(format!("{:?}:{rejection:?}:{also_false_rate}", active.meta.ngrams).as_bytes());
     h.update(format!("{:?}:{fine_tune:?}", active.meta.head).as_bytes());
     let data_hash = crate::import::hex(&h.finalize());
     // Time-ordered and unique even for two runs on the same data in one second.
@@ -409,6 +415,7 @@ pub fn retrain(
         dev: dev.clone(),
         out_of_scope,
         dev_out_of_scope,
+        multi: Vec::new(),
         tree,
         labels,
         record: serde_json::json!({
@@ -448,6 +455,8 @@ pub fn retrain(
             .meta
             .out_of_scope
             .map_or(crate::train::scope::DEFAULT_REJECTION, |s| s.rejection),
+        multi_intent: None,
+        also_false_rate,
         preloaded: Some((active.encoder_hash.clone(), active.encoder.clone())),
     };
     let outcome = trainer::train_sets(&opts, sets, progress)?;

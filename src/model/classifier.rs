@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::also::{AlsoDetector, AlsoSettings, Guess};
 use super::bert::Pass;
 use super::encoder::{Encoder, EncoderError, EncoderOptions};
 use super::files::{self, FilesError};
@@ -84,6 +85,9 @@ pub struct ClassifierMeta {
     /// The out-of-scope detector (`scope.safetensors`), if the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_scope: Option<ScopeSettings>,
+    /// The further-request detector (`also.safetensors`), if the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also: Option<AlsoSettings>,
 }
 
 /// sha256 over an encoder directory's weight, config and tokenizer files (names included).
@@ -124,6 +128,8 @@ pub struct Classifier {
     pub ngrams: Option<NgramView>,
     /// The out-of-scope detector, if the model has one.
     pub scope: Option<ScopeDetector>,
+    /// The further-request detector, if the model has one.
+    pub also: Option<AlsoDetector>,
     /// The taxonomy.
     pub tree: IntentTree,
     /// Its metadata.
@@ -200,6 +206,7 @@ impl Classifier {
         }
         let ngrams = load_ngrams(dir, &meta, &head, &head_path)?;
         let scope = load_scope(dir, &meta, &head, ngrams.as_ref())?;
+        let also = load_also(dir, &meta, ngrams.as_ref())?;
         let opts = EncoderOptions {
             max_tokens: opts.max_tokens.or(Some(meta.max_tokens)),
             ..opts.clone()
@@ -225,6 +232,7 @@ impl Classifier {
             head,
             ngrams,
             scope,
+            also,
             tree,
             meta,
             dir: dir.to_path_buf(),
@@ -278,15 +286,38 @@ impl Classifier {
     }
 
     /// Resolves one text's label probabilities into an intent chain, keeping `k` top labels,
-    /// and applies the out-of-scope detector's probability where there is one.
-    pub fn resolve(&self, probs: &[f32], out_of_scope: Option<f32>, k: usize) -> Resolution {
+    /// applies the out-of-scope detector's probability where there is one, and lists the
+    /// further requests among the text's segment guesses (see [`Classifier::guesses`]).
+    pub fn resolve(
+        &self,
+        probs: &[f32],
+        out_of_scope: Option<f32>,
+        guesses: &[Guess],
+        k: usize,
+    ) -> Resolution {
         let resolution = self
             .tree
             .resolver(&self.meta.labels, &self.meta.thresholds)
             .resolve(probs, k);
-        match (out_of_scope, &self.scope) {
+        let resolution = match (out_of_scope, &self.scope) {
             (Some(p), Some(scope)) => resolution.scoped(p, scope.settings.threshold),
             _ => resolution,
+        };
+        match &self.also {
+            Some(also) if resolution.is_resolved() => {
+                let more = also.pick(guesses, &resolution.intent);
+                resolution.with_also(more)
+            }
+            _ => resolution,
+        }
+    }
+
+    /// The further-request detector's guess for each segment of a model text (none without a
+    /// detector, or for a text of one segment).
+    pub fn guesses(&self, text: &str) -> Vec<Guess> {
+        match (&self.also, &self.ngrams) {
+            (Some(also), Some(view)) => also.guesses(text, view),
+            _ => Vec::new(),
         }
     }
 
@@ -420,6 +451,50 @@ fn load_scope(
             path,
             message: e.to_string(),
         })
+}
+
+/// The further-request detector of a classifier directory, checked against the metadata and
+/// the n-gram view it reads: `also.safetensors` where classifier.json names one.
+fn load_also(
+    dir: &Path,
+    meta: &ClassifierMeta,
+    view: Option<&NgramView>,
+) -> Result<Option<AlsoDetector>, ClassifierError> {
+    let path = dir.join(files::ALSO_WEIGHTS);
+    let invalid = |path: PathBuf, message: String| ClassifierError::Head { path, message };
+    let Some(settings) = &meta.also else {
+        if path.exists() {
+            let message = "a further-request detector, but classifier.json names none (also)";
+            return Err(invalid(path, message.into()));
+        }
+        return Ok(None);
+    };
+    let meta_path = dir.join(files::CLASSIFIER_META);
+    settings
+        .check()
+        .map_err(|e| invalid(meta_path.clone(), format!("also.{e}")))?;
+    // Its outputs are the head's labels, then `out_of_scope` where it learned such segments.
+    let outputs = &settings.labels;
+    let same = outputs.starts_with(&meta.labels)
+        && (outputs.len() == meta.labels.len()
+            || outputs[meta.labels.len()..] == [crate::intent::OUT_OF_SCOPE.to_string()]);
+    if !same {
+        let message = format!(
+            "also.labels: the further-request detector's outputs must be the head's labels \
+             (classifier.json labels), then optionally out_of_scope; found {}",
+            outputs.join(", ")
+        );
+        return Err(invalid(meta_path, message));
+    }
+    let Some(view) = view else {
+        let message = "also: the further-request detector reads the n-gram view, and \
+                       classifier.json names none (ngrams)";
+        return Err(invalid(meta_path, message.into()));
+    };
+    let path = files::require(dir, files::ALSO_WEIGHTS, "the further-request detector")?;
+    AlsoDetector::load(&path, settings.clone(), view.len())
+        .map(Some)
+        .map_err(|e| invalid(path, e.to_string()))
 }
 
 /// The n-gram view a classifier directory's head reads, checked against the metadata and the

@@ -29,6 +29,8 @@ pub const HEAD_WEIGHTS: &str = "head.safetensors";
 pub const NGRAMS: &str = "ngrams.json";
 /// The out-of-scope detector's weights in a classifier directory.
 pub const SCOPE_WEIGHTS: &str = "scope.safetensors";
+/// The further-request detector's weights in a classifier directory.
+pub const ALSO_WEIGHTS: &str = "also.safetensors";
 /// Taxonomy copied into a classifier directory.
 pub const TAXONOMY: &str = "taxonomy.toml";
 

@@ -1,6 +1,7 @@
 //! Models: the BERT encoder (dense or quantised weights), the classifier head, the on-disk
 //! directory formats and where models are found. No HTTP, no rules.
 
+pub mod also;
 pub mod attention;
 pub mod bert;
 pub mod classifier;

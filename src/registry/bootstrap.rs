@@ -15,15 +15,15 @@ use crate::model::files;
 use crate::serving::{self, ServingModel};
 use crate::store::{Exclusive, ModelRecord, ModelStatus, Store, StoreError};
 
-/// Content hash of a classifier directory (metadata, head, taxonomy, and the n-gram view and
-/// the out-of-scope detector where it has them), 12 hex digits: the id under which a model is
+/// Content hash of a classifier directory (metadata, head, taxonomy, and the n-gram view, the
+/// out-of-scope and the further-request detectors where it has them), 12 hex digits: the id under which a model is
 /// registered.
 pub fn model_version(dir: &Path) -> std::io::Result<String> {
     let mut h = Sha256::new();
     for name in [files::CLASSIFIER_META, files::HEAD_WEIGHTS, files::TAXONOMY] {
         h.update(std::fs::read(dir.join(name))?);
     }
-    for name in [files::NGRAMS, files::SCOPE_WEIGHTS] {
+    for name in [files::NGRAMS, files::SCOPE_WEIGHTS, files::ALSO_WEIGHTS] {
         match std::fs::read(dir.join(name)) {
             Ok(bytes) => h.update(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -187,24 +187,40 @@ fn probability(ctx: &mut Ctx, v: &Spanned<f64>, path: &str) -> f32 {
     x as f32
 }
 
+/// The intent nodes a condition names, each checked against the taxonomy.
+fn intent_nodes(ctx: &mut Ctx, raw: &Spanned<OneOrMany>, path: &str, key: &str) -> Vec<String> {
+    let nodes = raw.get_ref().to_vec();
+    for n in &nodes {
+        if !ctx.tree.contains(n) {
+            let known = known_intents(ctx.tree, n);
+            ctx.error(
+                raw.span().start,
+                &format!("{path}.{key}"),
+                format!("unknown intent \"{n}\"; known: {known}"),
+            );
+        }
+    }
+    nodes
+}
+
 /// Compiles a `when` table into the list of conditions it ANDs.
 fn conditions(ctx: &mut Ctx, raw: &Spanned<RawCondition>, path: &str) -> Vec<Condition> {
     let at = raw.span().start;
     let c = raw.get_ref();
     let mut out = Vec::new();
     if let Some(intent) = &c.intent {
-        let nodes = intent.get_ref().to_vec();
-        for n in &nodes {
-            if !ctx.tree.contains(n) {
-                let known = known_intents(ctx.tree, n);
-                ctx.error(
-                    intent.span().start,
-                    &format!("{path}.intent"),
-                    format!("unknown intent \"{n}\"; known: {known}"),
-                );
-            }
-        }
-        out.push(Condition::Intent(nodes));
+        out.push(Condition::Intent(intent_nodes(ctx, intent, path, "intent")));
+    }
+    if let Some(a) = c.also {
+        out.push(Condition::Also(a));
+    }
+    if let Some(intent) = &c.also_intent {
+        out.push(Condition::AlsoIntent(intent_nodes(
+            ctx,
+            intent,
+            path,
+            "also_intent",
+        )));
     }
     if let Some(u) = c.unknown {
         out.push(Condition::Unknown(u));
@@ -380,6 +396,16 @@ fn actions(ctx: &mut Ctx, raw: &Spanned<RawActions>, path: &str) -> Actions {
         }
         parsed
     });
+    for t in &a.tags {
+        let rest = t.replace(super::ALSO_INTENT, "");
+        if placeholder().is_match(&rest) {
+            let msg = format!(
+                "tag \"{t}\": the only placeholder is {}",
+                super::ALSO_INTENT
+            );
+            ctx.error(raw.span().start, &format!("{path}.tags"), msg);
+        }
+    }
     Actions {
         team: a.team.clone(),
         assignee,
@@ -388,6 +414,12 @@ fn actions(ctx: &mut Ctx, raw: &Spanned<RawActions>, path: &str) -> Actions {
         tags: a.tags.clone(),
         stop: a.stop,
     }
+}
+
+/// A `{word}` in a tag: a placeholder (only `{also_intent}` is one).
+fn placeholder() -> &'static Regex {
+    static R: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    R.get_or_init(|| Regex::new(r"\{[A-Za-z_]+\}").expect("static regex compiles. This is a bug."))
 }
 
 fn known_intents(tree: &IntentTree, wrong: &str) -> String {

@@ -1,7 +1,7 @@
 //! The pure decision step: ticket facts + classification + ruleset -> [`Decision`] with a trace.
 //! No state: assignment of a concrete agent for a strategy happens elsewhere.
 
-use super::{Actions, Condition, PriorityAction, RuleSet};
+use super::{Actions, Condition, PriorityAction, RuleSet, ALSO_INTENT};
 use crate::decision::{Decision, TraceStep};
 use crate::intent::{Resolution, UNKNOWN};
 use crate::rules::{Priority, Status};
@@ -72,6 +72,37 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
             fail(
                 is == *want,
                 format!("ticket is {}", if is { "out of scope" } else { "in scope" }),
+            )
+        }
+        Condition::Also(want) => {
+            let is = !f.intent.also().is_empty();
+            fail(
+                is == *want,
+                format!(
+                    "ticket holds {}",
+                    if is {
+                        "a further request"
+                    } else {
+                        "one request"
+                    }
+                ),
+            )
+        }
+        Condition::AlsoIntent(nodes) => {
+            let also = f.intent.also();
+            let named: Vec<&str> = also.iter().map(|s| s.intent.as_str()).collect();
+            fail(
+                also.iter()
+                    .any(|s| nodes.iter().any(|n| under(&s.intent, n))),
+                format!(
+                    "no further request under {} (further: {})",
+                    nodes.join(" / "),
+                    if named.is_empty() {
+                        "none".to_string()
+                    } else {
+                        named.join(", ")
+                    }
+                ),
             )
         }
         Condition::Incident(want) => fail(
@@ -174,7 +205,7 @@ fn check(c: &Condition, f: &Facts) -> Option<String> {
 }
 
 /// Applies actions onto a decision in progress.
-fn apply(d: &mut Decision, a: &Actions) {
+fn apply(d: &mut Decision, a: &Actions, f: &Facts) {
     if let Some(t) = &a.team {
         d.team = Some(t.clone());
     }
@@ -191,8 +222,19 @@ fn apply(d: &mut Decision, a: &Actions) {
         None => {}
     }
     for t in &a.tags {
-        if !d.tags.contains(t) {
-            d.tags.push(t.clone());
+        let tags: Vec<String> = if t.contains(ALSO_INTENT) {
+            f.intent
+                .also()
+                .iter()
+                .map(|s| t.replace(ALSO_INTENT, &s.intent))
+                .collect()
+        } else {
+            vec![t.clone()]
+        };
+        for t in tags {
+            if !d.tags.contains(&t) {
+                d.tags.push(t);
+            }
         }
     }
 }
@@ -209,7 +251,7 @@ pub fn decide(rules: &RuleSet, facts: &Facts) -> Decision {
         rule_ids: Vec::new(),
         trace: Vec::new(),
     };
-    apply(&mut d, &rules.defaults);
+    apply(&mut d, &rules.defaults, facts);
     for rule in &rules.rules {
         let failed = rule.when.iter().find_map(|c| check(c, facts));
         d.trace.push(TraceStep {
@@ -218,7 +260,7 @@ pub fn decide(rules: &RuleSet, facts: &Facts) -> Decision {
             failed: failed.clone(),
         });
         if failed.is_none() {
-            apply(&mut d, &rule.then);
+            apply(&mut d, &rule.then, facts);
             d.rule_ids.push(rule.id.clone());
             if rule.then.stop {
                 break;
@@ -276,6 +318,7 @@ then = { tags = ["refund-words", "vip"] }
             }],
             margin: p / 2.0,
             out_of_scope: None,
+            intents: vec![],
         }
     }
 
@@ -388,6 +431,65 @@ then = { tags = ["refund-words", "vip"] }
             .trace
             .iter()
             .any(|t| t.failed.as_deref() == Some("intent out_of_scope is not under other.spam")));
+    }
+
+    #[test]
+    fn further_requests_match_and_name_their_tags() {
+        let tree = IntentTree::from_labels(&["billing.refund", "orders.status", "tech.bug"]);
+        let rules = "[[rules]]\nid = \"more\"\nwhen.also = true\nthen = { tags = [\"also:{also_intent}\"] }\n\
+                     [[rules]]\nid = \"orders\"\nwhen.also_intent = \"orders\"\nthen = { priority = \"high\" }\n\
+                     [[rules]]\nid = \"one\"\nwhen.also = false\nthen = { tags = [\"single\"] }\n";
+        let rules = compile(rules, "r.toml", &tree).unwrap().ruleset;
+        let ticket = Ticket::from_text("x");
+        let run = |also: &[&str]| {
+            let mut r = resolution("billing.refund", 0.9);
+            r.intents = std::iter::once("billing.refund")
+                .chain(also.iter().copied())
+                .map(|i| Scored {
+                    intent: i.into(),
+                    p: 0.8,
+                })
+                .collect();
+            decide(
+                &rules,
+                &Facts {
+                    ticket: &ticket,
+                    intent: &r,
+                    language: "en",
+                    received_at: chrono::Utc::now(),
+                    incident: None,
+                },
+            )
+        };
+        let d = run(&["orders.status", "tech.bug"]);
+        assert_eq!(d.tags, ["also:orders.status", "also:tech.bug"]);
+        assert_eq!(d.priority, Priority::High);
+        let d = run(&["tech.bug"]);
+        assert_eq!(d.priority, Priority::Normal);
+        assert_eq!(
+            d.trace[1].failed.as_deref(),
+            Some("no further request under orders (further: tech.bug)")
+        );
+        let d = run(&[]);
+        assert_eq!(d.tags, ["single"]);
+        assert_eq!(
+            d.trace[0].failed.as_deref(),
+            Some("ticket holds one request")
+        );
+        // An unknown placeholder or intent is refused where it is written.
+        let bad = "[[rules]]\nid = \"x\"\nwhen.also_intent = \"order\"\nthen = { tags = [\"{intent}\"] }\n";
+        let e = compile(bad, "r.toml", &tree).unwrap_err().to_string();
+        // (Braces that name no placeholder are plain text.)
+        let plain = "[[rules]]\nid = \"x\"\nthen = { tags = [\"a{b\", \"{}\"] }\n";
+        assert!(compile(plain, "r.toml", &tree).is_ok());
+        assert!(
+            e.contains("rules[0].when.also_intent: unknown intent \"order\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("tag \"{intent}\": the only placeholder is {also_intent}"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct Actions {
     pub stop: bool,
 }
 
+/// In a tag, stands for each further request's intent.
+pub const ALSO_INTENT: &str = "{also_intent}";
+
 /// A compiled condition.
 #[derive(Debug, Clone)]
 pub enum Condition {
@@ -156,6 +159,10 @@ pub enum Condition {
     Unknown(bool),
     /// The ticket is (or is not) `out_of_scope`.
     OutOfScope(bool),
+    /// The ticket holds (or does not hold) a further request.
+    Also(bool),
+    /// A further request's intent is one of these nodes or below one.
+    AlsoIntent(Vec<String>),
     /// The ticket is (or is not) linked to an open incident.
     Incident(bool),
     /// Top-1 probability below.

@@ -67,6 +67,10 @@ pub struct RawCondition {
     pub unknown: Option<bool>,
     /// Whether the out-of-scope detector found no request to this business.
     pub out_of_scope: Option<bool>,
+    /// Whether the ticket holds a further request besides its intent.
+    pub also: Option<bool>,
+    /// Intent nodes of a further request; a node matches itself and its descendants.
+    pub also_intent: Option<Spanned<OneOrMany>>,
     /// Whether the ticket was linked to an open incident while routed.
     pub incident: Option<bool>,
     /// Top-1 probability below this.
@@ -111,7 +115,8 @@ pub struct RawActions {
     pub status: Option<Spanned<String>>,
     /// Priority: a level, or `raise` / `lower` (one level).
     pub priority: Option<Spanned<String>>,
-    /// Tags to add.
+    /// Tags to add; `{also_intent}` in a tag stands for each further request's intent (no tag
+    /// when there is none).
     #[serde(default)]
     pub tags: Vec<String>,
     /// Stop after this rule (first match wins); default: continue.

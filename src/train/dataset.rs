@@ -1,5 +1,5 @@
-//! Labelled data sets: JSONL (`{"text"}` or `{"subject", "body"}`, plus `intent`, optional `lang`
-//! and `id`) or CSV with a header row (column names configurable). Every error names the file,
+//! Labelled data sets: JSONL (`{"text"}` or `{"subject", "body"}`, plus `intent`, optional `lang`,
+//! `id` and `also`: further requests in the same ticket) or CSV with a header row (column names configurable). Every error names the file,
 //! line and field.
 
 use std::path::{Path, PathBuf};
@@ -30,10 +30,11 @@ pub enum DatasetError {
         field: String,
     },
     /// A label is not in the taxonomy.
-    #[error("{path}:{line}: intent: unknown intent \"{label}\"; known: {known}")]
+    #[error("{path}:{line}: {field}: unknown intent \"{label}\"; known: {known}")]
     UnknownLabel {
         path: PathBuf,
         line: usize,
+        field: &'static str,
         label: String,
         known: String,
     },
@@ -64,6 +65,8 @@ pub struct Example {
     pub intent: String,
     /// Language from the data, when present.
     pub lang: Option<String>,
+    /// Further requests in the same ticket, besides `intent` (multi-request sets).
+    pub also: Vec<String>,
     /// 1-based line in the file.
     pub line: usize,
 }
@@ -90,6 +93,8 @@ pub struct CsvColumns {
     pub lang: String,
     /// Id column.
     pub id: String,
+    /// Further requests column (intents separated by `,` or `;`).
+    pub also: String,
 }
 
 impl Default for CsvColumns {
@@ -101,6 +106,7 @@ impl Default for CsvColumns {
             intent: "intent".into(),
             lang: "lang".into(),
             id: "id".into(),
+            also: "also".into(),
         }
     }
 }
@@ -119,6 +125,8 @@ struct RawExample {
     intent: Option<String>,
     #[serde(default)]
     lang: Option<String>,
+    #[serde(default)]
+    also: Option<Vec<String>>,
 }
 
 /// Loads a data set (JSONL or, by extension `.csv`, CSV). With `require_intent`, every example
@@ -185,13 +193,14 @@ fn parse_csv(
     };
     let headers = reader.headers().map_err(|e| syntax(1, e))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let (text_c, subj_c, body_c, int_c, lang_c, id_c) = (
+    let (text_c, subj_c, body_c, int_c, lang_c, id_c, also_c) = (
         col(&cols.text),
         col(&cols.subject),
         col(&cols.body),
         col(&cols.intent),
         col(&cols.lang),
         col(&cols.id),
+        col(&cols.also),
     );
     if text_c.is_none() && body_c.is_none() {
         let field = format!(
@@ -229,6 +238,13 @@ fn parse_csv(
             body: get(body_c),
             intent: get(int_c),
             lang: get(lang_c),
+            also: get(also_c).map(|s| {
+                s.split([',', ';'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
         };
         out.push((line, raw));
     }
@@ -268,11 +284,25 @@ fn to_example(
         Some(v) if !v.is_null() => v.to_string(),
         _ => format!("{stem}:{line}"),
     };
+    let also: Vec<String> = raw
+        .also
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .collect();
+    if also.iter().any(String::is_empty) {
+        return Err(DatasetError::Syntax {
+            path: path.into(),
+            line,
+            message: "also: an empty intent in the list".into(),
+        });
+    }
     Ok(Example {
         id,
         text,
         intent: intent.unwrap_or_default(),
         lang: raw.lang,
+        also,
         line,
     })
 }
@@ -284,14 +314,18 @@ pub fn check_labels(
     path: &Path,
 ) -> Result<(), DatasetError> {
     for ex in examples {
-        if !labels.contains(&ex.intent) {
-            let known = crate::intent::closest_known(labels, &ex.intent);
-            return Err(DatasetError::UnknownLabel {
-                path: path.into(),
-                line: ex.line,
-                label: ex.intent.clone(),
-                known,
-            });
+        let fields = std::iter::once(("intent", &ex.intent));
+        for (field, label) in fields.chain(ex.also.iter().map(|a| ("also", a))) {
+            if !labels.contains(label) {
+                let known = crate::intent::closest_known(labels, label);
+                return Err(DatasetError::UnknownLabel {
+                    path: path.into(),
+                    line: ex.line,
+                    field,
+                    label: label.clone(),
+                    known,
+                });
+            }
         }
     }
     Ok(())

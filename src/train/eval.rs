@@ -97,6 +97,117 @@ pub struct Report {
     /// labelled `out_of_scope`, which the figures above leave out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_scope: Option<ScopeReport>,
+    /// How the further-request detector did (where the model has one or the data names
+    /// further requests, `also`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub also: Option<AlsoReport>,
+}
+
+/// The further-request detector's figures: on tickets that name further requests, the share
+/// of their requests beyond one that are named (main and further requests counted as a set)
+/// and the share whose requests are named exactly; on single-request tickets, the share
+/// given a further request (wrongly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlsoReport {
+    /// The detector's threshold (absent: the model has no detector and finds none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// All examples in scope.
+    pub all: AlsoScore,
+    /// Per language.
+    pub per_language: BTreeMap<String, AlsoScore>,
+}
+
+/// Further-request figures over one slice of examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlsoScore {
+    /// Tickets naming further requests.
+    pub multi: usize,
+    /// Share of their requests beyond one that the resolved intent and further requests name.
+    pub recall: f64,
+    /// Share of them whose set of requests (main and further) is exactly the gold set.
+    pub exact: f64,
+    /// Single-request tickets.
+    pub single: usize,
+    /// Share of them given a further request.
+    pub false_rate: f64,
+}
+
+/// One in-scope example as the further-request detector saw it.
+#[derive(Debug, Clone)]
+pub struct AlsoItem<'a> {
+    /// Its gold intent.
+    pub gold: &'a str,
+    /// Its gold further requests.
+    pub gold_also: &'a [String],
+    /// The resolved intent.
+    pub intent: &'a str,
+    /// The further requests found.
+    pub found: Vec<&'a str>,
+    /// Its language.
+    pub lang: &'a str,
+}
+
+fn also_score(items: &[&AlsoItem]) -> AlsoScore {
+    let share = |hit: usize, of: usize| if of == 0 { 0.0 } else { hit as f64 / of as f64 };
+    let (multi, single): (Vec<&&AlsoItem>, Vec<&&AlsoItem>) =
+        items.iter().partition(|i| !i.gold_also.is_empty());
+    let set = |main: &'_ str, more: Vec<&'_ str>| {
+        let mut s: Vec<String> = std::iter::once(main)
+            .chain(more)
+            .map(String::from)
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    // Requests are counted as sets: a ticket whose head names the further request and whose
+    // detector names the main one has both found.
+    let (mut wanted, mut found, mut exact) = (0, 0, 0);
+    for i in &multi {
+        let gold = set(i.gold, i.gold_also.iter().map(String::as_str).collect());
+        let named = set(i.intent, i.found.clone());
+        let hit = named.iter().filter(|n| gold.contains(n)).count();
+        wanted += gold.len() - 1;
+        found += hit.saturating_sub(1);
+        exact += usize::from(named == gold);
+    }
+    let wrong = single.iter().filter(|i| !i.found.is_empty()).count();
+    AlsoScore {
+        multi: multi.len(),
+        recall: share(found, wanted),
+        exact: share(exact, multi.len()),
+        single: single.len(),
+        false_rate: share(wrong, single.len()),
+    }
+}
+
+/// The further-request figures of `items` under a detector with `threshold` (`None`: no
+/// detector).
+pub fn also_report(threshold: Option<f32>, items: &[AlsoItem]) -> AlsoReport {
+    let (all, per_language) = all_and_per_language(items, |i| i.lang, also_score);
+    AlsoReport {
+        threshold,
+        all,
+        per_language,
+    }
+}
+
+/// A score over all items and over each language's.
+fn all_and_per_language<'a, I, S>(
+    items: &'a [I],
+    lang: impl Fn(&I) -> &str,
+    score: impl Fn(&[&'a I]) -> S,
+) -> (S, BTreeMap<String, S>) {
+    let mut langs: BTreeMap<String, Vec<&I>> = BTreeMap::new();
+    for i in items {
+        langs.entry(lang(i).to_string()).or_default().push(i);
+    }
+    let all = score(&items.iter().collect::<Vec<_>>());
+    (
+        all,
+        langs.into_iter().map(|(l, i)| (l, score(&i))).collect(),
+    )
 }
 
 /// The out-of-scope detector's figures: recall on the examples labelled `out_of_scope`, and
@@ -161,17 +272,11 @@ fn scope_score(items: &[&ScopeItem]) -> ScopeScore {
 
 /// The out-of-scope figures of `items` under a detector with `threshold` (`None`: no detector).
 pub fn scope_report(threshold: Option<f32>, items: &[ScopeItem]) -> ScopeReport {
-    let mut langs: BTreeMap<String, Vec<&ScopeItem>> = BTreeMap::new();
-    for i in items {
-        langs.entry(i.lang.to_string()).or_default().push(i);
-    }
+    let (all, per_language) = all_and_per_language(items, |i| i.lang, scope_score);
     ScopeReport {
         threshold,
-        all: scope_score(&items.iter().collect::<Vec<_>>()),
-        per_language: langs
-            .into_iter()
-            .map(|(l, i)| (l, scope_score(&i)))
-            .collect(),
+        all,
+        per_language,
     }
 }
 
@@ -337,6 +442,7 @@ pub fn evaluate(labels: &[String], items: &[Scored]) -> Report {
         calibration,
         unseen_intents,
         out_of_scope: None,
+        also: None,
     }
 }
 
@@ -367,6 +473,23 @@ impl Report {
                 s.push_str(&format!(
                     "| {l} | {} | {:.3} | {} | {:.3} |\n",
                     v.out_of_scope, v.recall, v.in_scope, v.rejected
+                ));
+            }
+            s.push('\n');
+        }
+        if let Some(a) = &self.also {
+            s.push_str(&format!(
+                "Further requests (threshold {}):\n\n\
+                 | language | several requests | recall | exact set | single request | given another |\n\
+                 |---|---:|---:|---:|---:|---:|\n",
+                a.threshold.map_or_else(|| "none: the model has no detector".to_string(), |t| format!("{t:.2}")),
+            ));
+            for (l, v) in std::iter::once(("all", &a.all))
+                .chain(a.per_language.iter().map(|(l, v)| (l.as_str(), v)))
+            {
+                s.push_str(&format!(
+                    "| {l} | {} | {:.3} | {:.3} | {} | {:.3} |\n",
+                    v.multi, v.recall, v.exact, v.single, v.false_rate
                 ));
             }
             s.push('\n');
@@ -504,5 +627,43 @@ mod tests {
         let table = report.to_table();
         assert!(table.contains("| all | 3 | 0.667 | 4 | 0.250 |"), "{table}");
         assert!(table.contains("threshold 0.7500"), "{table}");
+    }
+
+    #[test]
+    fn further_requests_recall_exact_set_and_false_rate() {
+        let two = ["b".to_string()];
+        let three = ["b".to_string(), "c".to_string()];
+        let item = |gold, gold_also, intent, found: Vec<&'static str>, lang| AlsoItem {
+            gold,
+            gold_also,
+            intent,
+            found,
+            lang,
+        };
+        let items = [
+            // Found exactly, even with main and further request swapped.
+            item("a", &two[..], "b", vec!["a"], "en"),
+            // One of two found: not exact.
+            item("a", &three[..], "a", vec!["c"], "en"),
+            // None found.
+            item("a", &two[..], "a", vec![], "ru"),
+            // Single requests: one given a further request.
+            item("a", &[], "a", vec!["b"], "ru"),
+            item("a", &[], "a", vec![], "ru"),
+        ];
+        let r = also_report(Some(0.6), &items);
+        assert_eq!((r.all.multi, r.all.single), (3, 2));
+        assert!((r.all.recall - 2.0 / 4.0).abs() < 1e-9, "{}", r.all.recall);
+        assert!((r.all.exact - 1.0 / 3.0).abs() < 1e-9);
+        assert!((r.all.false_rate - 0.5).abs() < 1e-9);
+        assert_eq!(r.per_language["en"].multi, 2);
+        assert_eq!(r.per_language["ru"].recall, 0.0);
+        let mut report = evaluate(&["a".to_string()], &[]);
+        report.also = Some(r);
+        let table = report.to_table();
+        assert!(
+            table.contains("| all | 3 | 0.500 | 0.333 | 2 | 0.500 |"),
+            "{table}"
+        );
     }
 }

@@ -212,6 +212,31 @@ fn minimise(problem: &Problem, progress: &dyn Fn(usize)) -> Vec<f32> {
     w
 }
 
+/// Trains a multinomial logistic regression over n-gram features alone (`features` wide) on
+/// labels `ys`, regularised by `c`: weights `[labels × features]` (row-major) and biases.
+pub fn train_sparse(
+    rows: &[SparseRow],
+    features: usize,
+    ys: &[u32],
+    labels: usize,
+    c: f32,
+    progress: &dyn Fn(usize),
+) -> (Vec<f32>, Vec<f32>) {
+    let n = ys.len();
+    let problem = Problem {
+        emb: vec![Vec::new(); n],
+        rows,
+        ys,
+        labels,
+        dim: 0,
+        features,
+        lambda: 1.0 / (f64::from(c) * n.max(1) as f64),
+    };
+    let mut w = minimise(&problem, progress);
+    let bias = w.split_off(labels * features);
+    (w, bias)
+}
+
 /// Trains a linear head over embeddings `[n, dim]` and the same examples' n-gram features
 /// (`features` wide) on labels `ys`.
 pub fn train_hybrid(

@@ -1,6 +1,7 @@
 //! Training and evaluation: data sets, the head trainer and the evaluation report. Never
 //! imports the HTTP layer.
 
+pub mod also;
 pub mod cache;
 pub mod dataset;
 pub mod eval;

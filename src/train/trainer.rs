@@ -86,6 +86,12 @@ pub struct TrainOptions {
     /// (out of fold); the detector is trained where the data has examples labelled
     /// `out_of_scope`.
     pub scope_rejection: f32,
+    /// Written tickets with several requests (`intent` + `also`) the further-request
+    /// detector's threshold is calibrated on (never trained on).
+    pub multi_intent: Option<PathBuf>,
+    /// Share of single-request tuning tickets the further-request detector's threshold may
+    /// give a further request.
+    pub also_false_rate: f32,
     /// An encoder already in memory with its content hash, used instead of loading the base
     /// again when the hashes match (the server retraining beside the model it serves).
     pub preloaded: Option<(String, std::sync::Arc<Encoder>)>,
@@ -155,6 +161,8 @@ pub struct TrainSets {
     pub out_of_scope: Vec<Example>,
     /// Dev examples labelled `out_of_scope` (scored in the report).
     pub dev_out_of_scope: Vec<Example>,
+    /// Tickets with several requests, calibrating the further-request detector.
+    pub multi: Vec<Example>,
     /// Taxonomy.
     pub tree: IntentTree,
     /// Output labels, in head order.
@@ -195,20 +203,52 @@ pub fn load_sets(opts: &TrainOptions) -> Result<TrainSets, TrainError> {
             (dev, dev_out)
         }
     };
+    let multi = match &opts.multi_intent {
+        Some(p) => load_multi(p, &opts.columns, &labels)?,
+        None => Vec::new(),
+    };
     Ok(TrainSets {
         train: train_set,
         extra: Vec::new(),
         dev: dev_set,
         out_of_scope,
         dev_out_of_scope,
+        multi,
         tree,
         labels,
         record: serde_json::json!({
             "data": opts.data.display().to_string(),
             "data_sha256": file_hash(&opts.data)?,
             "dev": opts.dev.as_ref().map(|d| d.display().to_string()),
+            "multi_intent": match &opts.multi_intent {
+                Some(p) => Some(serde_json::json!({
+                    "path": p.display().to_string(),
+                    "sha256": file_hash(p)?,
+                })),
+                None => None,
+            },
         }),
     })
+}
+
+/// Loads a calibration set of tickets with several requests: each names its further requests
+/// (`also`), all of them the model's labels.
+fn load_multi(
+    path: &Path,
+    columns: &CsvColumns,
+    labels: &[String],
+) -> Result<Vec<Example>, TrainError> {
+    let multi = dataset::load(path, columns, true)?;
+    dataset::check_labels(&multi, labels, path)?;
+    if let Some(e) = multi.iter().find(|e| e.also.is_empty()) {
+        return Err(TrainError::Settings(format!(
+            "{}:{}: also: a calibration ticket for further requests names none (--multi-intent \
+             takes tickets with two or more requests)",
+            path.display(),
+            e.line
+        )));
+    }
+    Ok(multi)
 }
 
 /// Trains and writes a classifier directory.
@@ -229,11 +269,13 @@ pub fn train_sets(
         dev: dev_set,
         out_of_scope,
         dev_out_of_scope,
+        multi,
         tree,
         labels,
         record,
     } = sets;
     check_scope(opts, out_of_scope.len())?;
+    check_also(opts, &multi)?;
     let base_dir = source::resolve_encoder(&opts.base, &opts.hub)?;
     let base_hash = encoder_hash(&base_dir)?;
     let encoder = match &opts.preloaded {
@@ -345,6 +387,21 @@ pub fn train_sets(
         )?)
     };
     let detector = scope.as_ref().map(|s| &s.detector);
+    let also = view
+        .as_ref()
+        .map(|view| {
+            fit_also(
+                opts,
+                &train_set,
+                &out_of_scope,
+                &labels,
+                &multi,
+                view,
+                progress,
+            )
+        })
+        .transpose()?
+        .flatten();
     let features = |set: &[Example]| {
         view.as_ref()
             .map(|v| set.iter().map(|e| v.features(&e.text)).collect::<Vec<_>>())
@@ -354,16 +411,47 @@ pub fn train_sets(
     } else {
         Some(cache.embed(&encoder, &dev_set, progress)?)
     };
-    let (temperature, mut report) = match &dev_x {
-        None => (1.0, eval::evaluate(&labels, &[])),
+    let (temperature, mut report, dev_probs) = match &dev_x {
+        None => (1.0, eval::evaluate(&labels, &[]), Vec::new()),
         Some(dev_x) => {
             let logits = head.logits(dev_x, features(&dev_set).as_deref())?;
             let dev_y: Vec<u32> = dev_set.iter().map(index).collect();
             let t = head::fit_temperature(&logits, &dev_y)?;
             let probs = head::probabilities(&logits, t)?;
-            (t, score(&tree, &labels, &opts.thresholds, &dev_set, &probs))
+            let report = score(&tree, &labels, &opts.thresholds, &dev_set, &probs);
+            (t, report, probs)
         }
     };
+    if let (Some(a), Some(view)) = (&also, &view) {
+        // The dev split's further requests, beside the head's resolved intent.
+        let resolver = tree.resolver(&labels, &opts.thresholds);
+        let langs: Vec<String> = dev_set.iter().map(language_of).collect();
+        let intents: Vec<String> = dev_probs
+            .iter()
+            .map(|p| resolver.resolve(p, 1).intent)
+            .collect();
+        let found: Vec<Vec<crate::intent::Scored>> = dev_set
+            .iter()
+            .zip(&intents)
+            .map(|(e, intent)| match intent.as_str() {
+                crate::intent::UNKNOWN => Vec::new(),
+                _ => a.detector.pick(&a.detector.guesses(&e.text, view), intent),
+            })
+            .collect();
+        let items: Vec<eval::AlsoItem> = (0..dev_set.len())
+            .map(|i| eval::AlsoItem {
+                gold: &dev_set[i].intent,
+                gold_also: &dev_set[i].also,
+                intent: &intents[i],
+                found: found[i].iter().map(|s| s.intent.as_str()).collect(),
+                lang: &langs[i],
+            })
+            .collect();
+        report.also = Some(eval::also_report(
+            Some(a.detector.settings.threshold),
+            &items,
+        ));
+    }
     if detector.is_some() || !dev_out_of_scope.is_empty() {
         // Which dev examples the detector rejects (none without a detector).
         let rejected = |set: &[Example], xs: Option<&Tensor>| -> Result<Vec<bool>, TrainError> {
@@ -426,6 +514,11 @@ pub fn train_sets(
                 "tuning_recall": s.tuning_recall,
                 "tuning_rejected": s.tuning_rejected,
             })),
+            "also": also.as_ref().map(|a| serde_json::json!({
+                "tuning_tickets": a.tuning_tickets,
+                "tuning_false_rate": a.tuning_false_rate,
+                "calibration": a.calibration,
+            })),
             "base_model": opts.base,
             "date": now_rfc3339(),
             "metrics": {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "ece": report.ece,
@@ -433,6 +526,7 @@ pub fn train_sets(
         }),
         ngrams: opts.ngrams,
         out_of_scope: scope.as_ref().map(|s| s.detector.settings),
+        also: also.as_ref().map(|a| a.detector.settings.clone()),
     };
     let dir = staged.path();
     fsutil::write_atomic(&dir.join(files::HEAD_WEIGHTS), &head.to_safetensors()?)?;
@@ -444,6 +538,12 @@ pub fn train_sets(
         fsutil::write_atomic(
             &dir.join(files::SCOPE_WEIGHTS),
             &scope.detector.to_safetensors()?,
+        )?;
+    }
+    if let Some(also) = &also {
+        fsutil::write_atomic(
+            &dir.join(files::ALSO_WEIGHTS),
+            &also.detector.to_safetensors()?,
         )?;
     }
     fsutil::write_json_atomic(&dir.join(files::CLASSIFIER_META), &meta)?;
@@ -498,6 +598,91 @@ fn check_scope(opts: &TrainOptions, out_of_scope: usize) -> Result<(), TrainErro
         )));
     }
     Ok(())
+}
+
+/// Refuses, before any work, a further-request share outside (0, 1), or a calibration set
+/// for a model that reads no n-gram view (the detector reads it).
+fn check_also(opts: &TrainOptions, multi: &[Example]) -> Result<(), TrainError> {
+    if !(opts.also_false_rate > 0.0 && opts.also_false_rate < 1.0) {
+        return Err(TrainError::Settings(format!(
+            "the further-request share (--also-false-rate) must be between 0 and 1, not {}",
+            opts.also_false_rate
+        )));
+    }
+    if !multi.is_empty() && opts.ngrams.is_none() {
+        return Err(TrainError::Settings(
+            "--multi-intent: the further-request detector reads the n-gram view; this model \
+             has none (--no-ngrams or --head mlp)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Trains the further-request detector on the n-gram view of the training texts (labelled
+/// with the head's labels, and `out_of_scope`), its threshold chosen on a held-out fold and
+/// the calibration set `multi`; `None` when no threshold keeps the share.
+fn fit_also(
+    opts: &TrainOptions,
+    train_set: &[Example],
+    out_of_scope: &[Example],
+    labels: &[String],
+    multi: &[Example],
+    view: &NgramView,
+    progress: &dyn Progress,
+) -> Result<Option<super::also::Fitted>, TrainError> {
+    use super::also as detector;
+    checkpoint(progress)?;
+    let examples: Vec<&Example> = train_set.iter().chain(out_of_scope).collect();
+    let mut outputs = labels.to_vec();
+    if !out_of_scope.is_empty() {
+        outputs.push(crate::intent::OUT_OF_SCOPE.to_string());
+    }
+    let ys: Vec<u32> = examples
+        .iter()
+        .map(|e| {
+            outputs
+                .iter()
+                .position(|l| *l == e.intent)
+                .expect("labels checked above. This is a bug.") as u32
+        })
+        .collect();
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let ids: Vec<&str> = examples.iter().map(|e| e.id.as_str()).collect();
+    let single: Vec<bool> = (0..examples.len())
+        .map(|i| i < train_set.len() && examples[i].also.is_empty())
+        .collect();
+    let rows: Vec<SparseRow> = texts.iter().map(|t| view.features(t)).collect();
+    let multi: Vec<detector::Multi> = multi
+        .iter()
+        .map(|m| detector::Multi {
+            text: &m.text,
+            intent: &m.intent,
+            also: &m.also,
+        })
+        .collect();
+    progress.stage("further requests", 2 * hybrid::MAX_ITERATIONS);
+    let ex = detector::Examples {
+        texts: &texts,
+        rows: &rows,
+        ys: &ys,
+        ids: &ids,
+        single: &single,
+        labels: &outputs,
+        features: view.len(),
+    };
+    let c = opts.ngrams.unwrap_or_default().c;
+    let fitted = detector::fit(&ex, view, c, opts.also_false_rate, &multi, &|i| {
+        progress.step(i)
+    });
+    if fitted.is_none() {
+        tracing::warn!(
+            share = opts.also_false_rate,
+            "no further-request detector: no threshold keeps the held-out single-request \
+             tickets within --also-false-rate"
+        );
+    }
+    Ok(fitted)
 }
 
 /// Trains the out-of-scope detector on embeddings `xs` of `examples`, the first `in_scope` of

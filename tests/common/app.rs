@@ -75,6 +75,8 @@ pub fn tiny_model() -> &'static Path {
             fine_tune: None,
             ngrams: None,
             scope_rejection: 0.01,
+            multi_intent: None,
+            also_false_rate: 0.02,
             preloaded: None,
         };
         trainer::train(&opts, &Silent).expect("the tiny model trains");

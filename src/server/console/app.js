@@ -243,9 +243,10 @@ $("#try-form").addEventListener("submit", async (e) => {
   const chain = d.intent.chain.map((c) => `<span><b>${esc(c.intent)}</b> ${pct(c.p)}</span>`).join(" › ") || `<b>${esc(d.intent.intent)}</b>`;
   const topk = d.intent.top_k.map((c) => `${esc(c.intent)} ${pct(c.p)}`).join(", ");
   const scope = d.intent.out_of_scope == null ? "" : `; out of scope ${pct(d.intent.out_of_scope)}`;
+  const also = (d.intent.intents || []).slice(1).map((s) => `; also ${esc(s.intent)} ${pct(s.p)}`).join("");
   const trace = d.trace.map((s) => `<tr class="${s.matched ? "" : "trace-miss"}"><td>${esc(s.rule)}</td><td>${s.matched ? "✔" : "✘"}</td><td>${esc(s.failed || "")}</td></tr>`).join("");
   out.innerHTML = `<div class="card" id="try-decision">
-    <h3>${t("try.chain")}</h3><p class="chain">${chain}</p><p class="muted">top-k: ${topk}; margin ${d.intent.margin.toFixed(2)}${scope}</p>
+    <h3>${t("try.chain")}</h3><p class="chain">${chain}</p><p class="muted">top-k: ${topk}; margin ${d.intent.margin.toFixed(2)}${scope}${also}</p>
     <p>${t("try.language")}: <b>${esc(d.language)}</b></p>
     <h3>${t("try.decision")}</h3>
     <p id="try-team">team: <b>${esc(d.team ?? "–")}</b> · status: <b>${esc(d.status)}</b> · priority: <b>${esc(d.priority)}</b> · tags: ${esc(d.tags.join(", ") || "–")}</p>
