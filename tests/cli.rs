@@ -679,6 +679,13 @@ fn further_requests_are_detected_and_reported() {
         "{err}"
     );
     std::fs::write(d.path().join("multi.jsonl"), multi("orders.status")).unwrap();
+    let (ok, _, err) = train("m3", &["--also-false-rate", "1.5"]);
+    assert!(
+        !ok && err.contains(
+            "the further-request share (--also-false-rate) must be between 0 and 1, not 1.5"
+        ),
+        "{err}"
+    );
     let (ok, _, err) = train("m3", &["--multi-intent", &calibration, "--no-ngrams"]);
     assert!(
         !ok && err.contains("the further-request detector reads the n-gram view"),

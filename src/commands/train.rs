@@ -135,6 +135,18 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
             );
         }
     }
+    for e in &all {
+        for also in e.also.iter().filter(|l| !known.contains(l)) {
+            eprintln!(
+                "  {}:{}: {}: also \"{also}\" is an intent the model does not know (never \
+                 found; known: {})",
+                a.data.display(),
+                e.line,
+                e.id,
+                crate::intent::closest_known(known, also)
+            );
+        }
+    }
     let texts: Vec<String> = all.iter().map(|e| e.text.clone()).collect();
     let scores = classifier.classify_texts(&texts, limits(&a.runtime))?;
     let (examples, probs): (Vec<_>, Vec<_>) = all

@@ -389,6 +389,11 @@ mod tests {
         let picked = pick_at(&guesses, "orders.status", 0.3, &labels());
         let names: Vec<&str> = picked.iter().map(|s| s.intent.as_str()).collect();
         assert_eq!(names, ["billing.refund", "billing.invoice"]);
+        // Three qualify: the two most probable are kept.
+        let guesses = [g(0, 0.7), g(1, 0.9), g(2, 0.8)];
+        let picked = pick_at(&guesses, "account.access", 0.5, &labels());
+        let names: Vec<&str> = picked.iter().map(|s| s.intent.as_str()).collect();
+        assert_eq!(names, ["billing.invoice", "orders.status"]);
     }
 
     #[test]

@@ -409,6 +409,42 @@ mod tests {
     }
 
     #[test]
+    fn further_requests_load_from_jsonl_and_csv_and_are_checked() {
+        let (_d, p) = write(
+            "m.jsonl",
+            "{\"text\":\"a. b\",\"intent\":\"x.y\",\"also\":[\"x.z\", \" q \"]}\n",
+        );
+        let ex = load(&p, &CsvColumns::default(), true).unwrap();
+        assert_eq!(ex[0].also, ["x.z", "q"]);
+        let labels = ["x.y".to_string(), "x.z".to_string()];
+        let e = check_labels(&ex, &labels, &p).unwrap_err().to_string();
+        assert!(
+            e.ends_with("m.jsonl:1: also: unknown intent \"q\"; known: x.y, x.z"),
+            "{e}"
+        );
+        let (_d, p) = write(
+            "m.csv",
+            "text,intent,also\n\"a. b\",x.y,\"x.z; q\"\nc,x.y,\n",
+        );
+        let ex = load(&p, &CsvColumns::default(), true).unwrap();
+        assert_eq!(
+            (ex[0].also.clone(), ex[1].also.len()),
+            (vec!["x.z".to_string(), "q".to_string()], 0)
+        );
+        let (_d, p) = write(
+            "e.jsonl",
+            "{\"text\":\"a\",\"intent\":\"x.y\",\"also\":[\"\"]}\n",
+        );
+        let e = load(&p, &CsvColumns::default(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("e.jsonl:1: also: an empty intent in the list"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_file_line_and_field() {
         let (_d, p) = write(
             "bad.jsonl",

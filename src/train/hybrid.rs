@@ -184,7 +184,11 @@ fn minimise(problem: &Problem, progress: &dyn Fn(usize)) -> Vec<f32> {
         };
         let Some((next, f_next, g_next)) = found else {
             // No step lowers the objective: as close as rounding allows.
-            tracing::info!(iterations = iteration, objective = f, "hybrid head trained");
+            tracing::info!(
+                iterations = iteration,
+                objective = f,
+                "logistic regression trained"
+            );
             break;
         };
         let s: Vec<f32> = next.iter().zip(&w).map(|(a, b)| a - b).collect();
@@ -204,7 +208,7 @@ fn minimise(problem: &Problem, progress: &dyn Fn(usize)) -> Vec<f32> {
                 iterations = iteration + 1,
                 objective = f,
                 converged = done,
-                "hybrid head trained"
+                "logistic regression trained"
             );
             break;
         }
