@@ -147,10 +147,7 @@ impl AlsoDetector {
                 Tensor::from_slice(&self.bias, outputs, &Device::Cpu)?,
             ),
         ]);
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("also.safetensors");
-        candle_core::safetensors::save(&map, &path)?;
-        Ok(std::fs::read(path)?)
+        super::head::safetensors_bytes(&map)
     }
 
     /// The output probabilities of one segment's n-gram features.

@@ -289,11 +289,17 @@ impl Head {
             let t = Tensor::from_slice(&n.weights, (self.labels(), n.features), &Device::Cpu)?;
             map.insert(NGRAM_WEIGHTS.to_string(), t);
         }
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("head.safetensors");
-        candle_core::safetensors::save(&map, &path)?;
-        Ok(std::fs::read(path)?)
+        safetensors_bytes(&map)
     }
+}
+
+/// Named tensors as the bytes of a safetensors file (candle writes only to a path: through a
+/// temporary file).
+pub fn safetensors_bytes(map: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("tensors.safetensors");
+    candle_core::safetensors::save(map, &path)?;
+    Ok(std::fs::read(path)?)
 }
 
 /// Trains a head on embeddings `xs` `[n, dim]` with label indices `ys`.
