@@ -150,7 +150,8 @@ fn read_all(tickets: &[Ticket]) -> Vec<Read> {
         let rows: Vec<Vec<f32>> = emb.to_vec2().unwrap();
         let items = chunk.iter().zip(prepared).zip(probs.iter().zip(rows));
         for (i, ((t, p), (probs, row))) in items.enumerate() {
-            let cl = engine.finish(t, p, probs, scope.as_ref().map(|s| s[i]));
+            let oos = scope.as_ref().map(|s| s[i]);
+            let cl = engine.finish(t, p, probs, oos, &c.thresholds);
             out.push(Read {
                 chain: chain_of(&cl.resolution.intent),
                 language: cl.language,

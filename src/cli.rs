@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// active rules [default: the built-in default rules, on first start only].
     #[arg(long, env = "INTENT_ROUTER_RULES")]
     pub rules: Option<PathBuf>,
+    /// Threshold edits for the active model (TOML: `depth = [...]`, `[nodes]`); imported as
+    /// its next thresholds version when they differ from its current edits and were not
+    /// imported before (edits made through the API since then stand).
+    #[arg(long, env = "INTENT_ROUTER_THRESHOLDS")]
+    pub thresholds: Option<PathBuf>,
     /// Accept requests without tokens (development; loopback addresses only).
     #[arg(long, env = "INTENT_ROUTER_DEV_NO_AUTH")]
     pub dev_no_auth: bool,
@@ -323,6 +328,9 @@ pub struct TrainArgs {
     /// Resolution thresholds per depth, comma-separated (the last repeats).
     #[arg(long, default_value = "0.5,0.5", value_delimiter = ',')]
     pub thresholds: Vec<f32>,
+    /// Keep the depth thresholds for every node: do not tune nodes' own on the tuning split.
+    #[arg(long)]
+    pub no_node_thresholds: bool,
     /// Embedding cache directory (default ~/.cache/intent-router/embeddings).
     #[arg(long, env = "INTENT_ROUTER_CACHE")]
     pub cache_dir: Option<PathBuf>,

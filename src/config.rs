@@ -78,6 +78,8 @@ pub struct FileConfig {
     pub database_password_file: Option<PathBuf>,
     /// Rules file that seeds the database.
     pub rules: Option<PathBuf>,
+    /// Threshold edits for the active model (TOML), imported at start.
+    pub thresholds: Option<PathBuf>,
     /// Accept requests without tokens (loopback only).
     pub dev_no_auth: Option<bool>,
     /// Inference device.
@@ -349,6 +351,8 @@ pub struct Settings {
     pub connect: Connect,
     /// Rules file that seeds the database (`None`: built-in default rules).
     pub rules: Option<PathBuf>,
+    /// Threshold edits for the active model, imported at start.
+    pub thresholds: Option<PathBuf>,
     /// Accept requests without tokens.
     pub dev_no_auth: bool,
     /// Inference device.
@@ -586,6 +590,7 @@ impl Settings {
             database,
             connect,
             rules: args.rules.clone().or(rel(file.rules)),
+            thresholds: args.thresholds.clone().or(rel(file.thresholds)),
             dev_no_auth,
             device: args
                 .device

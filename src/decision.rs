@@ -110,6 +110,10 @@ pub struct Routed {
     pub model_version: String,
     /// The rules that decided.
     pub rules_version: String,
+    /// The version of the model's threshold edits its chain was resolved with (0: as trained;
+    /// see `GET /v1/models/{id}/thresholds`); absent from decisions logged before edits existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds_version: Option<i64>,
     /// When the ticket was received.
     pub received_at: DateTime<Utc>,
     /// Whether the text was cut to the limit.
@@ -134,6 +138,8 @@ pub struct Versions {
     pub model: String,
     /// The rules' stored version number, or their content hash where nothing is stored.
     pub rules: String,
+    /// The version of the model's threshold edits (0: as trained).
+    pub thresholds: i64,
 }
 
 impl Routed {
@@ -169,6 +175,7 @@ impl Routed {
             trace: decision.trace,
             model_version: versions.model,
             rules_version: versions.rules,
+            thresholds_version: Some(versions.thresholds),
             received_at,
             truncated,
             incident_id: None,

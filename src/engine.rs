@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::BatchLimits;
 use crate::decision::Decision;
-use crate::intent::Resolution;
+use crate::intent::{Resolution, Thresholds};
 use crate::lang::{self, Language};
 use crate::model::classifier::{Classifier, ClassifierError};
 use crate::rules::decide::{decide, Facts};
@@ -104,13 +104,14 @@ impl Engine {
     }
 
     /// Turns a prepared ticket's label probabilities (and out-of-scope probability, where the
-    /// model has a detector) into its classification.
+    /// model has a detector) into its classification under `thresholds`.
     pub fn finish(
         &self,
         ticket: &Ticket,
         prepared: Prepared,
         probs: &[f32],
         out_of_scope: Option<f32>,
+        thresholds: &Thresholds,
     ) -> Classification {
         Classification {
             id: ticket.id.clone(),
@@ -119,6 +120,7 @@ impl Engine {
                 out_of_scope,
                 &prepared.guesses,
                 self.opts.top_k,
+                thresholds,
             ),
             language: prepared.language.code,
             language_confidence: prepared.language.confidence,
@@ -126,7 +128,7 @@ impl Engine {
         }
     }
 
-    /// Classifies tickets, results in input order.
+    /// Classifies tickets under the model's own thresholds, results in input order.
     pub fn classify(&self, tickets: &[Ticket]) -> Result<Vec<Classification>, ClassifierError> {
         let prepared: Vec<Prepared> = tickets.iter().map(|t| self.prepare(t)).collect();
         let texts: Vec<String> = prepared.iter().map(|p| p.text.clone()).collect();
@@ -136,7 +138,14 @@ impl Engine {
             .zip(prepared)
             .enumerate()
             .map(|(i, (ticket, p))| {
-                self.finish(ticket, p, &scores.probs[i], scores.out_of_scope_of(i))
+                let thresholds = &self.classifier.thresholds;
+                self.finish(
+                    ticket,
+                    p,
+                    &scores.probs[i],
+                    scores.out_of_scope_of(i),
+                    thresholds,
+                )
             })
             .collect())
     }

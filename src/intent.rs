@@ -2,7 +2,7 @@
 //! that turns calibrated label probabilities into an intent chain. No model, no I/O besides
 //! parsing a taxonomy file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -308,12 +308,114 @@ impl IntentTree {
     }
 
     /// Resolves label probabilities into a chain (see [`Resolver`]).
-    pub fn resolver<'a>(&'a self, labels: &'a [String], thresholds: &'a [f32]) -> Resolver<'a> {
+    pub fn resolver<'a>(
+        &'a self,
+        labels: &'a [String],
+        thresholds: &'a Thresholds,
+    ) -> Resolver<'a> {
         Resolver {
             tree: self,
             labels,
             thresholds,
         }
+    }
+}
+
+/// The probability a chain's node must reach to be entered: one value per depth (the last
+/// repeats; 0.5 when none are given), and per-node values that replace their depth's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Per depth, roots first (the last repeats).
+    #[serde(default)]
+    pub depth: Vec<f32>,
+    /// Per node, replacing its depth's value.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, f32>,
+}
+
+/// Why a set of thresholds cannot apply to a taxonomy.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ThresholdError {
+    /// A value outside 0..=1 (or not a number).
+    #[error("threshold of {at} is {value}: a threshold is a probability from 0 to 1")]
+    OutOfRange {
+        /// `depth N` or the node's id.
+        at: String,
+        /// The value given.
+        value: f32,
+    },
+    /// A node the taxonomy does not have.
+    #[error("threshold for `{id}`: the taxonomy has no such intent (known: {known})")]
+    UnknownNode {
+        /// The id given.
+        id: String,
+        /// The closest known ids.
+        known: String,
+    },
+}
+
+impl Thresholds {
+    /// One value per depth, no node's own.
+    pub fn per_depth(depth: Vec<f32>) -> Self {
+        Self {
+            depth,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// The value of a depth (the last repeats; 0.5 when none are given).
+    pub fn of_depth(&self, depth: usize) -> f32 {
+        self.depth
+            .get(depth)
+            .or(self.depth.last())
+            .copied()
+            .unwrap_or(0.5)
+    }
+
+    /// The value of node `id` at `depth`: its own, else its depth's.
+    pub fn of(&self, id: &str, depth: usize) -> f32 {
+        self.nodes
+            .get(id)
+            .copied()
+            .unwrap_or_else(|| self.of_depth(depth))
+    }
+
+    /// These thresholds with `overrides` laid over them: the overrides' depth values (when
+    /// they give any) replace these, and their node values are added, replacing these.
+    pub fn overridden_by(&self, overrides: &Thresholds) -> Thresholds {
+        let mut out = self.clone();
+        if !overrides.depth.is_empty() {
+            out.depth.clone_from(&overrides.depth);
+        }
+        out.nodes
+            .extend(overrides.nodes.iter().map(|(k, v)| (k.clone(), *v)));
+        out
+    }
+
+    /// Checks every value is a probability and every node is in `tree`.
+    pub fn check(&self, tree: &IntentTree) -> Result<(), ThresholdError> {
+        let in_range = |at: String, value: f32| {
+            if (0.0..=1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(ThresholdError::OutOfRange { at, value })
+            }
+        };
+        for (d, &v) in self.depth.iter().enumerate() {
+            in_range(format!("depth {d}"), v)?;
+        }
+        for (id, &v) in &self.nodes {
+            if tree.get(id).is_none() {
+                let ids: Vec<&str> = tree.nodes().iter().map(|n| n.id.as_str()).collect();
+                return Err(ThresholdError::UnknownNode {
+                    id: id.clone(),
+                    known: closest_known(&ids, id),
+                });
+            }
+            in_range(format!("`{id}`"), v)?;
+        }
+        Ok(())
     }
 }
 
@@ -418,23 +520,20 @@ impl Resolution {
 }
 
 /// Turns label probabilities into an intent chain: descend from the roots along the most
-/// probable child while its probability (the sum over its subtree) reaches the threshold of its
-/// depth; stop at the last node that did; `unknown` if no root does.
+/// probable child while its probability (the sum over its subtree) reaches its threshold (see
+/// [`Thresholds`]); stop at the last node that did; `unknown` if no root does.
 #[derive(Debug, Clone, Copy)]
 pub struct Resolver<'a> {
     tree: &'a IntentTree,
     labels: &'a [String],
-    thresholds: &'a [f32],
+    thresholds: &'a Thresholds,
 }
 
 impl Resolver<'_> {
-    /// Threshold of a depth (the last one repeats; 0.5 when none are given).
-    pub fn threshold(&self, depth: usize) -> f32 {
-        self.thresholds
-            .get(depth)
-            .or(self.thresholds.last())
-            .copied()
-            .unwrap_or(0.5)
+    /// Threshold of node `i`: its own, else its depth's.
+    fn threshold(&self, i: usize) -> f32 {
+        let node = &self.tree.nodes[i];
+        self.thresholds.of(&node.id, node.depth)
     }
 
     /// Node probabilities: each label's probability added to its node and all ancestors.
@@ -494,7 +593,7 @@ impl Resolver<'_> {
     /// over their subtrees) would have to move, each by at most this much, to turn the top
     /// label or the chain around: half the gap between the top two labels, and at every step
     /// of the chain half the gap between the best two candidates and the chosen one's distance
-    /// to its depth's threshold (a gap closes with two probabilities moving, a threshold is
+    /// to its threshold (a gap closes with two probabilities moving, a threshold is
     /// crossed by one).
     pub fn closest_call(&self, probs: &[f32]) -> f32 {
         let mut sorted = probs.to_vec();
@@ -506,8 +605,7 @@ impl Resolver<'_> {
         top.min(self.descend(&self.node_probs(probs)).1)
     }
 
-    /// Descends from the roots along the most probable child while it reaches its depth's
-    /// threshold: the chain's nodes and the closest call on the way (see `closest_call`).
+    /// Descends from the roots along the most probable child while it reaches its threshold: the chain's nodes and the closest call on the way (see `closest_call`).
     fn descend(&self, node_p: &[f32]) -> (Vec<usize>, f32) {
         let nodes = &self.tree.nodes;
         let roots: Vec<usize> = (0..nodes.len())
@@ -522,7 +620,7 @@ impl Resolver<'_> {
             for &other in candidates.iter().filter(|&&o| o != best) {
                 closest = closest.min((node_p[best] - node_p[other]) / 2.0);
             }
-            let threshold = self.threshold(nodes[best].depth);
+            let threshold = self.threshold(best);
             closest = closest.min((node_p[best] - threshold).abs());
             if node_p[best] < threshold {
                 break;
@@ -548,19 +646,22 @@ mod tests {
     #[test]
     fn the_closest_call_is_the_smallest_gap_that_could_turn_the_decision() {
         let (t, labels) = tree();
-        let r = t.resolver(&labels, &[0.5, 0.5]);
+        let half = Thresholds::per_depth(vec![0.5, 0.5]);
+        let r = t.resolver(&labels, &half);
         // billing 0.9 vs tech 0.1; refund 0.6 vs dispute 0.3; refund 0.1 over the threshold.
         assert!((r.closest_call(&[0.6, 0.3, 0.1]) - 0.1).abs() < 1e-6);
         // The top two labels nearly tie (0.01 each way), though their parent is clear.
         assert!((r.closest_call(&[0.46, 0.44, 0.1]) - 0.01).abs() < 1e-6);
         // Two roots nearly tie: billing 0.52 vs tech 0.48.
-        let low = t.resolver(&labels, &[0.4, 0.5]);
+        let th = Thresholds::per_depth(vec![0.4, 0.5]);
+        let low = t.resolver(&labels, &th);
         assert!((low.closest_call(&[0.3, 0.22, 0.48]) - 0.02).abs() < 1e-6);
         // The best leaf falls 0.03 short of its threshold: the chain stops at billing, and a
         // small shift would carry it on.
         assert!((r.closest_call(&[0.47, 0.2, 0.33]) - 0.03).abs() < 1e-6);
         // A root 0.01 under its threshold: unknown, but only just.
-        let r = t.resolver(&labels, &[0.7]);
+        let high = Thresholds::per_depth(vec![0.7]);
+        let r = t.resolver(&labels, &high);
         assert!((r.closest_call(&[0.33, 0.36, 0.31]) - 0.01).abs() < 1e-6);
     }
 
@@ -568,7 +669,7 @@ mod tests {
     fn confident_leaf_resolves_full_chain() {
         let (t, labels) = tree();
         let r = t
-            .resolver(&labels, &[0.5, 0.5])
+            .resolver(&labels, &Thresholds::per_depth(vec![0.5, 0.5]))
             .resolve(&[0.8, 0.1, 0.1], 2);
         assert_eq!(r.intent, "billing.refund");
         assert_eq!(
@@ -587,16 +688,87 @@ mod tests {
     fn uncertain_between_siblings_stops_at_parent() {
         let (t, labels) = tree();
         let r = t
-            .resolver(&labels, &[0.5, 0.5])
+            .resolver(&labels, &Thresholds::per_depth(vec![0.5, 0.5]))
             .resolve(&[0.45, 0.44, 0.11], 3);
         assert_eq!(r.intent, "billing");
         assert_eq!(r.chain.len(), 1);
     }
 
     #[test]
+    fn a_node_s_own_threshold_replaces_its_depth_s_at_any_depth() {
+        let (t, labels) = tree();
+        let probs = [0.55, 0.3, 0.15]; // billing 0.85 (refund 0.55), tech 0.15
+        let mut th = Thresholds::per_depth(vec![0.9, 0.5]);
+        // Depth 0 asks for 0.9: billing (0.85) falls short, unknown.
+        assert_eq!(t.resolver(&labels, &th).resolve(&probs, 1).intent, UNKNOWN);
+        // billing's own 0.8 lets it in; the leaf's depth (0.5) lets refund in.
+        th.nodes.insert("billing".into(), 0.8);
+        assert_eq!(
+            t.resolver(&labels, &th).resolve(&probs, 1).intent,
+            "billing.refund"
+        );
+        // refund's own 0.6 stops the chain at billing; another leaf keeps the depth's.
+        th.nodes.insert("billing.refund".into(), 0.6);
+        assert_eq!(
+            t.resolver(&labels, &th).resolve(&probs, 1).intent,
+            "billing"
+        );
+        let dispute = [0.3, 0.55, 0.15];
+        assert_eq!(
+            t.resolver(&labels, &th).resolve(&dispute, 1).intent,
+            "billing.charge_dispute"
+        );
+        // The closest call counts the node's own threshold: refund is 0.05 under its 0.6.
+        let r = t.resolver(&labels, &th);
+        assert!((r.closest_call(&probs) - 0.05).abs() < 1e-6);
+    }
+
+    #[test]
+    fn overrides_lay_depths_and_nodes_over_the_model_s() {
+        let mut model = Thresholds::per_depth(vec![0.5, 0.4]);
+        model.nodes.insert("billing".into(), 0.6);
+        model.nodes.insert("tech".into(), 0.7);
+        let mut over = Thresholds::default();
+        over.nodes.insert("tech".into(), 0.3);
+        let both = model.overridden_by(&over);
+        assert_eq!(both.depth, [0.5, 0.4]);
+        assert_eq!(both.of("tech", 0), 0.3);
+        assert_eq!(both.of("billing", 0), 0.6);
+        assert_eq!(both.of("billing.refund", 1), 0.4);
+        assert_eq!(both.of("a.b.c", 2), 0.4);
+        over.depth = vec![0.2];
+        assert_eq!(model.overridden_by(&over).of("billing.refund", 1), 0.2);
+    }
+
+    #[test]
+    fn thresholds_name_what_is_wrong() {
+        let (t, _) = tree();
+        let mut th = Thresholds::per_depth(vec![0.5, 1.5]);
+        assert_eq!(
+            th.check(&t).unwrap_err().to_string(),
+            "threshold of depth 1 is 1.5: a threshold is a probability from 0 to 1"
+        );
+        th.depth = vec![0.5];
+        th.nodes.insert("billing.refnd".into(), 0.5);
+        assert!(th.check(&t).unwrap_err().to_string().starts_with(
+            "threshold for `billing.refnd`: the taxonomy has no such intent (known: billing.refund, "
+        ));
+        th.nodes = [("tech".to_string(), f32::NAN)].into();
+        assert!(th
+            .check(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("`tech` is NaN"));
+        th.nodes = [("tech".to_string(), 0.0)].into();
+        assert_eq!(th.check(&t), Ok(()));
+    }
+
+    #[test]
     fn weak_top_level_is_unknown() {
         let (t, labels) = tree();
-        let r = t.resolver(&labels, &[0.7]).resolve(&[0.3, 0.3, 0.4], 3);
+        let r = t
+            .resolver(&labels, &Thresholds::per_depth(vec![0.7]))
+            .resolve(&[0.3, 0.3, 0.4], 3);
         assert_eq!(r.intent, UNKNOWN);
         assert!(r.chain.is_empty());
     }
@@ -633,7 +805,9 @@ mod tests {
     fn the_detector_overrides_the_chain_and_keeps_the_softmax() {
         let tree = IntentTree::from_labels(&["billing.refund", "tech.bug"]);
         let labels = ["billing.refund".to_string(), "tech.bug".to_string()];
-        let r = tree.resolver(&labels, &[0.5]).resolve(&[0.9, 0.1], 2);
+        let r = tree
+            .resolver(&labels, &Thresholds::per_depth(vec![0.5]))
+            .resolve(&[0.9, 0.1], 2);
         let kept = r.clone().scoped(0.2, 0.6);
         assert_eq!(kept.intent, "billing.refund");
         assert_eq!(kept.out_of_scope, Some(0.2));

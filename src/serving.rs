@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 
 use crate::batch::{BatchError, Batcher, BatcherConfig};
 use crate::engine::{Classification, Engine, EngineOptions, Prepared};
+use crate::intent::Thresholds;
 use crate::metrics::Metrics;
 use crate::model::bert::Pass;
 use crate::model::classifier::{Classifier, ClassifierError, Scores};
@@ -44,6 +45,18 @@ pub struct ServingModel {
     pub engine: Arc<Engine>,
     /// The batching worker of the engine's encoder (shared by models on one encoder).
     pub batcher: Batcher,
+    /// The chain thresholds it resolves with now.
+    thresholds: RwLock<Arc<ActiveThresholds>>,
+}
+
+/// The chain thresholds a serving model resolves with: its own, with the edits stored for it
+/// laid over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveThresholds {
+    /// The stored version of the edits (0: as trained).
+    pub version: i64,
+    /// What resolves: the model's own thresholds with the edits laid over them.
+    pub effective: Thresholds,
 }
 
 /// What classifying through a serving model gives: each ticket's classification and its
@@ -57,6 +70,8 @@ pub struct Classified {
     pub embeddings: Vec<Vec<f32>>,
     /// Per ticket, in order: where the time went (zero where embeddings were given).
     pub stages: Vec<Stages>,
+    /// The version of the model's threshold edits the chains were resolved with.
+    pub thresholds_version: i64,
 }
 
 /// Where one ticket's classification time went.
@@ -107,11 +122,37 @@ impl ServingModel {
                 Ok(emb)
             })
         });
+        let thresholds = RwLock::new(Arc::new(ActiveThresholds {
+            version: 0,
+            effective: engine.classifier().thresholds.clone(),
+        }));
         Self {
             id,
             engine,
             batcher,
+            thresholds,
         }
+    }
+
+    /// The chain thresholds it resolves with now.
+    pub fn thresholds(&self) -> Arc<ActiveThresholds> {
+        Arc::clone(
+            &self
+                .thresholds
+                .read()
+                .expect("thresholds lock poisoned. This is a bug."),
+        )
+    }
+
+    /// Resolves with the model's own thresholds and `edits` (stored as `version`) laid over
+    /// them from now on; a request already classifying finishes with the ones it read.
+    pub fn set_thresholds(&self, version: i64, edits: &Thresholds) {
+        let effective = self.engine.classifier().thresholds.overridden_by(edits);
+        *self
+            .thresholds
+            .write()
+            .expect("thresholds lock poisoned. This is a bug.") =
+            Arc::new(ActiveThresholds { version, effective });
     }
 
     /// Whether two models run the same encoder in memory (one embedding serves both).
@@ -194,11 +235,12 @@ impl ServingModel {
         out: &mut Embedded,
         probs: &mut [Vec<f32>],
         out_of_scope: &mut Option<Vec<f32>>,
+        thresholds: &Thresholds,
     ) {
         let near = self
             .engine
             .classifier()
-            .near_ties(probs, out_of_scope.as_deref());
+            .near_ties(probs, out_of_scope.as_deref(), thresholds);
         let mut pending = Vec::with_capacity(near.len());
         for i in near {
             match self.batcher.submit(out.tokens[i].clone(), Pass::Refine) {
@@ -251,8 +293,8 @@ impl ServingModel {
             .map_err(|e| BatchError::Inference(format!("preparing the tickets: {e}")))?
     }
 
-    /// Classifies tickets through this model's batching worker, results in input order, near
-    /// ties re-checked; `embeddings` skips the encoder when another model on the same encoder
+    /// Classifies tickets through this model's batching worker under its thresholds of the
+    /// moment (read once), results in input order, near ties re-checked; `embeddings` skips the encoder when another model on the same encoder
     /// already ran it (those are taken as they are: refined where that model's decision was
     /// close, not where this one's is).
     pub async fn classify(
@@ -260,6 +302,7 @@ impl ServingModel {
         tickets: &[Ticket],
         embeddings: Option<Vec<Vec<f32>>>,
     ) -> Result<Classified, ClassifyError> {
+        let thresholds = self.thresholds();
         let (embedded, probs, out_of_scope) = match embeddings {
             Some(embeddings) => {
                 let (prepared, features): (Vec<_>, Vec<_>) = self
@@ -286,7 +329,8 @@ impl ServingModel {
                     mut probs,
                     mut out_of_scope,
                 } = self.scores(&embedded.embeddings, embedded.features())?;
-                self.recheck(&mut embedded, &mut probs, &mut out_of_scope)
+                let th = &thresholds.effective;
+                self.recheck(&mut embedded, &mut probs, &mut out_of_scope, th)
                     .await;
                 (embedded, probs, out_of_scope)
             }
@@ -303,7 +347,8 @@ impl ServingModel {
             .enumerate()
             .map(|(i, (t, (p, probs)))| {
                 let scope = out_of_scope.as_ref().map(|s| s[i]);
-                self.engine.finish(t, p, &probs, scope)
+                self.engine
+                    .finish(t, p, &probs, scope, &thresholds.effective)
             })
             .collect();
         Ok(Classified {
@@ -311,6 +356,7 @@ impl ServingModel {
             classifications,
             embeddings,
             stages,
+            thresholds_version: thresholds.version,
         })
     }
 

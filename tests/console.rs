@@ -1,7 +1,7 @@
 //! The admin console in headless Chromium (Debian's `chromium` and `chromium-driver`, driven
 //! over WebDriver by fantoccini): log in, try a ticket, see a validation error at its line,
 //! edit and save a rule, simulate, roll back, correct a decision, read a model report, switch
-//! to Russian. With `INTENT_ROUTER_SCREENSHOTS=DIR` it saves a screenshot of each view there.
+//! to Russian, work the learning loop (review queue, corrections, thresholds, a new intent). With `INTENT_ROUTER_SCREENSHOTS=DIR` it saves a screenshot of each view there.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -259,6 +259,8 @@ fn console_drives_rules_tickets_decisions_and_models_in_chromium() {
         }
         assert!(done, "{}", c.find(Locator::Css("#jobs-table")).await.unwrap().text().await.unwrap());
         wait_text(&c, "#models-table", "m-").await;
+        // The job's line says what the gate made of the candidate.
+        wait_text(&c, "#jobs-table tr[data-status=succeeded]", "gate ").await;
         shot(&c, "models-retrained").await;
 
         // Russian interface.
@@ -387,4 +389,130 @@ fn the_incidents_view_charts_an_incident_and_sets_its_status() {
     assert_eq!(i["status"], "acknowledged", "{i}");
     let report = s.admin("GET", "/v1/incidents/link-report", None, &[]).body;
     assert_eq!(report["unlinked"], 1, "{report}");
+}
+
+/// Sets a number input's value as typing would, and lets the page react.
+async fn set_value(c: &Client, css: &str, value: f64) {
+    c.execute(
+        "const i = document.querySelector(arguments[0]); i.value = arguments[1]; i.dispatchEvent(new Event('input'));",
+        vec![json!(css), json!(value)],
+    )
+    .await
+    .unwrap();
+}
+
+#[test]
+fn the_learning_view_labels_the_review_queue_edits_thresholds_and_adds_an_intent() {
+    let d = tempfile::tempdir().unwrap();
+    let s = server::start(d.path(), &[]);
+    for (i, body) in [
+        "You charged my card twice for the same order, refund the extra charge",
+        "Hello, I have a question",
+        "Where is my parcel? The tracking number has not updated for a week",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = s.post("/v1/route", &json!({"id": format!("L-{i}"), "body": body}));
+        assert_eq!(r.status, 200);
+    }
+    let model = s.call("GET", "/readyz", "", None, &[]).body["model_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let thresholds = format!("/v1/models/{model}/thresholds");
+    let driver = chromedriver();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = logged_in(&driver, &s.base, "learning").await;
+        // The review queue: an agent labels the first ticket from it.
+        wait_text(&c, "#learn-review", "L-").await;
+        click(&c, "#learn-review button[data-correct]").await;
+        c.find(Locator::Css(".correct-form input[name=agent]"))
+            .await
+            .unwrap()
+            .send_keys("maria")
+            .await
+            .unwrap();
+        click(&c, ".correct-form button").await;
+        wait_text(&c, "#learn-review", "stored").await;
+        click(&c, "button[data-view=learning]").await;
+        wait_text(&c, "#learn-counts", "1 corrections").await;
+
+        // Thresholds: a depth's value moves the nodes that follow it; one node gets its own.
+        wait_text(&c, "#learn-thresholds", &model).await;
+        set_value(&c, "#learn-thresholds [data-depth='1']", 0.45).await;
+        set_value(&c, "#learn-thresholds [data-id='billing.refund']", 0.97).await;
+        shot(&c, "learning").await;
+        click(&c, "#thr-save").await;
+        wait_text(&c, "#thr-status", "version 1").await;
+        let v = s.admin("GET", &thresholds, None, &[]).body;
+        assert_eq!(v["version"], 1, "{v}");
+        let depth = v["overrides"]["depth"].as_array().unwrap();
+        assert_eq!(depth.len(), 2, "{v}");
+        assert!((depth[1].as_f64().unwrap() - 0.45).abs() < 1e-6, "{v}");
+        let nodes = v["overrides"]["nodes"].as_object().unwrap();
+        assert_eq!(nodes.len(), 1, "only the node given its own value: {v}");
+        assert!(
+            (nodes["billing.refund"].as_f64().unwrap() - 0.97).abs() < 1e-6,
+            "{v}"
+        );
+        // Someone else saves meanwhile: the console says so and reloads theirs.
+        let other = s.admin(
+            "PUT",
+            &thresholds,
+            Some(&json!({"overrides": {"nodes": {"billing": 0.6}}})),
+            &[("If-Match", "\"1\"")],
+        );
+        assert_eq!(other.status, 200, "{}", other.body);
+        set_value(&c, "#learn-thresholds [data-id='billing.refund']", 0.9).await;
+        click(&c, "#thr-save").await;
+        wait_text(&c, "#thr-status", "Someone saved version 2").await;
+        wait_text(&c, "#learn-thresholds h3", "version 2").await;
+        // Back to the model as trained.
+        click(&c, "#thr-reset").await;
+        wait_text(&c, "#thr-status", "version 3").await;
+
+        // A new intent, which agents can label with at once.
+        c.find(Locator::Css("#learn-add input[name=intent_id]"))
+            .await
+            .unwrap()
+            .send_keys("billing.crypto")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#learn-add input[name=en]"))
+            .await
+            .unwrap()
+            .send_keys("Paying in cryptocurrency")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#learn-add input[name=ru]"))
+            .await
+            .unwrap()
+            .send_keys("Оплата криптовалютой")
+            .await
+            .unwrap();
+        click(&c, "#learn-add button").await;
+        wait_text(&c, "#learn-status", "the next retraining learns it").await;
+
+        // In Russian.
+        click(&c, "#lang").await;
+        wait_text(&c, "button[data-view=learning]", "Обучение").await;
+        wait_text(&c, "#learn-thresholds h3", "Пороги цепочки").await;
+        shot(&c, "learning-ru").await;
+        c.close().await.unwrap();
+    });
+    let v = s.admin("GET", &thresholds, None, &[]).body;
+    assert_eq!(
+        (v["version"].as_i64(), &v["overrides"]),
+        (Some(3), &json!({"depth": [], "nodes": {}})),
+        "{v}"
+    );
+    let fb = s.admin("GET", "/v1/feedback/report", None, &[]).body;
+    assert_eq!(fb["feedback"], 1, "{fb}");
+    let intents = s.admin("GET", "/v1/intents", None, &[]).body;
+    assert!(intents.to_string().contains("billing.crypto"), "{intents}");
 }

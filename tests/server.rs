@@ -497,6 +497,8 @@ fn routes_tickets_end_to_end_with_logging_and_assignment() {
         "/v1/models/{id}/activate",
         "/v1/models/{id}/shadow",
         "/v1/models/{id}/shadow-report",
+        "/v1/models/{id}/thresholds",
+        "/v1/models/{id}/thresholds/history",
         "/v1/route/dry-run",
         "/v1/tickets/{id}",
         "/v1/decisions",
@@ -1050,4 +1052,209 @@ fn sigterm_finishes_requests_in_flight() {
     let exit = s.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
     assert!(s.dir.join("router.db").exists());
+}
+
+#[test]
+fn thresholds_are_edited_live_per_node_and_every_decision_names_their_version() {
+    let d = tempfile::tempdir().unwrap();
+    let s = start(d.path(), &[]);
+    let model = s.call("GET", "/readyz", "", None, &[]).body["model_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/models/{model}/thresholds");
+    let node = |view: &Value, id: &str| -> Value {
+        view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["intent"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {view}"))
+    };
+    // As trained: version 0, every node with the threshold that enters it.
+    let trained = s.admin("GET", &path, None, &[]);
+    assert_eq!(
+        (trained.status, trained.header["etag"].as_str()),
+        (200, "\"0\"")
+    );
+    assert_eq!(trained.body["version"], 0);
+    let refund = node(&trained.body, "billing.refund");
+    assert_eq!(refund["depth"], 1);
+    assert_eq!(refund["edited"], false);
+    assert_eq!(refund["effective"], refund["trained"]);
+
+    let first = s.post("/v1/route", &refund_ticket("T-1"));
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["intent"]["intent"], "billing.refund");
+    assert_eq!(first.body["thresholds_version"], 0);
+    let p = first.body["intent"]["chain"][1]["p"].as_f64().unwrap();
+    assert!(p < 1.0, "the leaf is not certain: {p}");
+
+    // Edits: the leaf asks for more than it has, the roots for less than their default;
+    // different values at different depths.
+    let above = (p + 1.0) / 2.0;
+    let edits = json!({"overrides": {"depth": [0.3, 0.5], "nodes": {"billing.refund": above}}, "note": "stricter refunds"});
+    let r = s.admin("PUT", &path, Some(&edits), &[]);
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (428, Some("if_match_required"))
+    );
+    let r = s.admin("PUT", &path, Some(&edits), &[("If-Match", "\"3\"")]);
+    assert_eq!(
+        (r.status, &r.body["error"]["details"]["current_version"]),
+        (412, &json!("0"))
+    );
+    let bad = json!({"overrides": {"nodes": {"billing.refnd": 0.5}}});
+    let r = s.admin("PUT", &path, Some(&bad), &[("If-Match", "\"0\"")]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "threshold for `billing.refnd`: the taxonomy has no such intent (known: billing.refund"
+        ),
+        "{message}"
+    );
+    let bad = json!({"overrides": {"depth": [1.5]}});
+    let r = s.admin("PUT", &path, Some(&bad), &[("If-Match", "\"0\"")]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("threshold of depth 0 is 1.5"));
+    let r = s.admin(
+        "PUT",
+        "/v1/models/nope/thresholds",
+        Some(&edits),
+        &[("If-Match", "\"0\"")],
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    let saved = s.admin("PUT", &path, Some(&edits), &[("If-Match", "\"0\"")]);
+    assert_eq!(
+        (saved.status, saved.header["etag"].as_str()),
+        (200, "\"1\""),
+        "{}",
+        saved.body
+    );
+    assert_eq!(saved.body["author"], "alice-admin");
+    let refund = node(&saved.body, "billing.refund");
+    assert_eq!(
+        (
+            &refund["edited"],
+            refund["effective"].as_f64().unwrap() as f32
+        ),
+        (&json!(true), above as f32)
+    );
+    // A root without a tuned value of its own follows the edited depth; a tuned one keeps its.
+    let root = node(&saved.body, "account");
+    assert_eq!(
+        (&root["edited"], &root["effective"]),
+        (&json!(true), &json!(0.3))
+    );
+    let tuned = saved.body["trained"]["nodes"].as_object().unwrap();
+    assert!(!tuned.is_empty(), "the shipped model has tuned thresholds");
+    for (id, value) in tuned {
+        let n = node(&saved.body, id);
+        if id != "billing.refund" {
+            assert_eq!(
+                (&n["effective"], &n["edited"]),
+                (value, &json!(false)),
+                "{id}"
+            );
+        }
+    }
+    // The model is the same; the chain now stops at the parent, and says which edits.
+    let second = s.post("/v1/route", &refund_ticket("T-2"));
+    assert_eq!(second.body["model_version"], model);
+    assert_eq!(second.body["intent"]["intent"], "billing");
+    assert_eq!(second.body["thresholds_version"], 1);
+    let id = second.body["decision_id"].as_str().unwrap();
+    let logged = s.admin("GET", &format!("/v1/decisions/{id}"), None, &[]);
+    assert_eq!(logged.body["thresholds_version"], 1, "{}", logged.body);
+    let classified = s.post("/v1/classify", &refund_ticket("T-3"));
+    assert_eq!(
+        (
+            &classified.body["intent"],
+            &classified.body["thresholds_version"]
+        ),
+        (&json!("billing"), &json!(1))
+    );
+    let history = s.admin("GET", &format!("{path}/history"), None, &[]);
+    assert_eq!(history.body["versions"][0]["note"], "stricter refunds");
+    assert_eq!(history.body["versions"].as_array().unwrap().len(), 1);
+    drop(s);
+
+    // A restart keeps them; a --thresholds file is imported once, as the next version.
+    std::fs::write(
+        d.path().join("thresholds.toml"),
+        "[nodes]\n\"billing.refund\" = 0.2\n",
+    )
+    .unwrap();
+    let file = d.path().join("thresholds.toml");
+    let s = start(d.path(), &["--thresholds", file.to_str().unwrap()]);
+    let now = s.admin("GET", &path, None, &[]);
+    assert_eq!(
+        (now.body["version"].as_i64(), now.body["author"].as_str()),
+        (Some(2), Some("config"))
+    );
+    assert_eq!(
+        s.post("/v1/route", &refund_ticket("T-4")).body["intent"]["intent"],
+        "billing.refund"
+    );
+    // Back to as trained through the API; the file, imported already, does not come back.
+    let r = s.admin(
+        "PUT",
+        &path,
+        Some(&json!({"overrides": {}})),
+        &[("If-Match", "\"2\"")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(s);
+    let s = start(d.path(), &["--thresholds", file.to_str().unwrap()]);
+    let now = s.admin("GET", &path, None, &[]);
+    assert_eq!(now.body["version"], 3);
+    assert_eq!(node(&now.body, "billing.refund")["edited"], false);
+    let r = s.post("/v1/route", &refund_ticket("T-5"));
+    assert_eq!(
+        (&r.body["intent"]["intent"], &r.body["thresholds_version"]),
+        (&json!("billing.refund"), &json!(3))
+    );
+    drop(s);
+
+    // A file naming an intent the model lacks stops the start with the file and the intent.
+    std::fs::write(&file, "[nodes]\n\"billing.refnd\" = 0.2\n").unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk");
+    let mut child = Command::new(common::binary())
+        .args(["serve", "--config"])
+        .arg(d.path().join("router.toml"))
+        .arg("--model")
+        .arg(&model)
+        .arg("--thresholds")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("serve started with a threshold file naming an unknown intent");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains(
+            "thresholds.toml: threshold for `billing.refnd`: the taxonomy has no such intent"
+        ),
+        "{err}"
+    );
 }

@@ -57,6 +57,7 @@ pub(super) fn classify(a: ClassifyArgs) -> Result<()> {
                     let versions = Versions {
                         model: model.clone(),
                         rules: rules_version.clone(),
+                        thresholds: 0,
                     };
                     let received_at = ticket.received_at.unwrap_or(now);
                     let routed = Routed::new(c, d, versions, received_at, false);

@@ -36,6 +36,7 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
             ..HeadTraining::default()
         },
         thresholds: a.thresholds,
+        node_thresholds: !a.no_node_thresholds,
         encoder: EncoderOptions {
             linear: runtime.linear.for_training(),
             ..runtime
@@ -68,6 +69,18 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
         outcome.out.display(),
         outcome.temperature
     );
+    if let Some(r) = &outcome.node_thresholds {
+        eprintln!(
+            "node thresholds: {} node(s) tuned on {} tuning tickets; chains to a leaf {:.1}% -> \
+             {:.1}%, resolved node right {:.1}% -> {:.1}%",
+            r.tuned_nodes,
+            r.tickets,
+            100.0 * r.before.leaf,
+            100.0 * r.after.leaf,
+            100.0 * r.before.precision,
+            100.0 * r.after.precision
+        );
+    }
     println!("{}", outcome.report.to_table());
     Ok(())
 }
@@ -160,7 +173,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let mut report = trainer::score(
         &classifier.tree,
         &m.labels,
-        &m.thresholds,
+        &classifier.thresholds,
         &examples,
         &probs,
     );
@@ -169,7 +182,8 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
         .enumerate()
         .map(|(i, e)| {
             let guesses = classifier.guesses(&e.text);
-            classifier.resolve(&scores.probs[i], scores.out_of_scope_of(i), &guesses, 1)
+            let th = &classifier.thresholds;
+            classifier.resolve(&scores.probs[i], scores.out_of_scope_of(i), &guesses, 1, th)
         })
         .collect();
     let langs: Vec<String> = all.iter().map(trainer::language_of).collect();

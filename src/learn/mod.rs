@@ -316,7 +316,7 @@ fn compare(
     };
     let act = active.probabilities(&act_emb, &texts)?;
     let act = in_label_space(active, act, labels);
-    let th = &candidate.meta.thresholds;
+    let th = &candidate.thresholds;
     let tree = &candidate.tree;
     let ra = trainer::score(tree, labels, th, examples, &act);
     let rc = trainer::score(tree, labels, th, examples, &cand);
@@ -441,6 +441,12 @@ pub fn retrain(
             ..settings.head
         },
         thresholds: active.meta.thresholds.clone(),
+        // Tuned again for the new head where the active model's were.
+        node_thresholds: active
+            .meta
+            .training
+            .get("node_thresholds")
+            .is_some_and(|r| !r.is_null()),
         encoder: EncoderOptions {
             max_tokens: Some(active.encoder.text().max_tokens()),
             linear: active.encoder.linear_mode(),

@@ -18,7 +18,7 @@ use super::head::{self, Head, HeadKind};
 use super::ngrams::{NgramSettings, NgramView, SparseRow};
 use super::scope::{ScopeDetector, ScopeSettings};
 use crate::batch::BatchLimits;
-use crate::intent::{IntentTree, Resolution, TaxonomyError};
+use crate::intent::{IntentTree, Resolution, TaxonomyError, ThresholdError, Thresholds};
 use crate::text::Tokens;
 
 /// Errors loading or running a classifier.
@@ -47,6 +47,12 @@ pub enum ClassifierError {
     /// The head does not match the metadata.
     #[error("{path}: {message}")]
     Head { path: PathBuf, message: String },
+    /// The thresholds do not fit the taxonomy.
+    #[error("{path}: {source}")]
+    Thresholds {
+        path: PathBuf,
+        source: ThresholdError,
+    },
 }
 
 /// Reference to the base encoder.
@@ -73,6 +79,9 @@ pub struct ClassifierMeta {
     pub temperature: f32,
     /// Resolution thresholds per depth.
     pub thresholds: Vec<f32>,
+    /// Nodes' own thresholds (tuned by `train`), replacing their depth's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_thresholds: std::collections::BTreeMap<String, f32>,
     /// Truncation used in training (tokens).
     pub max_tokens: usize,
     /// Base encoder.
@@ -88,6 +97,16 @@ pub struct ClassifierMeta {
     /// The further-request detector (`also.safetensors`), if the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub also: Option<AlsoSettings>,
+}
+
+impl ClassifierMeta {
+    /// The chain thresholds: per depth, and nodes' own.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            depth: self.thresholds.clone(),
+            nodes: self.node_thresholds.clone(),
+        }
+    }
 }
 
 /// sha256 over an encoder directory's weight, config and tokenizer files (names included).
@@ -134,6 +153,8 @@ pub struct Classifier {
     pub tree: IntentTree,
     /// Its metadata.
     pub meta: ClassifierMeta,
+    /// The chain thresholds it was trained with (per depth, and nodes' own).
+    pub thresholds: Thresholds,
     /// Directory it was loaded from.
     pub dir: PathBuf,
     /// Near ties under this closest call are re-checked with a refined pass (0: never; see
@@ -188,6 +209,13 @@ impl Classifier {
             });
         }
         let tree = IntentTree::load(&files::require(dir, files::TAXONOMY, "taxonomy")?)?;
+        let thresholds = meta.thresholds();
+        thresholds
+            .check(&tree)
+            .map_err(|source| ClassifierError::Thresholds {
+                path: meta_path.clone(),
+                source,
+            })?;
         let head_path = files::require(dir, files::HEAD_WEIGHTS, "classifier head weights")?;
         let head = Head::load(&head_path, meta.head).map_err(|e| ClassifierError::Head {
             path: head_path.clone(),
@@ -235,6 +263,7 @@ impl Classifier {
             also,
             tree,
             meta,
+            thresholds,
             dir: dir.to_path_buf(),
             recheck_margin,
             rechecked: AtomicU64::new(0),
@@ -285,19 +314,21 @@ impl Classifier {
             })
     }
 
-    /// Resolves one text's label probabilities into an intent chain, keeping `k` top labels,
-    /// applies the out-of-scope detector's probability where there is one, and lists the
-    /// further requests among the text's segment guesses (see [`Classifier::guesses`]).
+    /// Resolves one text's label probabilities into an intent chain under `thresholds` (the
+    /// model's own, or as a running server has them edited), keeping `k` top labels, applies
+    /// the out-of-scope detector's probability where there is one, and lists the further
+    /// requests among the text's segment guesses (see [`Classifier::guesses`]).
     pub fn resolve(
         &self,
         probs: &[f32],
         out_of_scope: Option<f32>,
         guesses: &[Guess],
         k: usize,
+        thresholds: &Thresholds,
     ) -> Resolution {
         let resolution = self
             .tree
-            .resolver(&self.meta.labels, &self.meta.thresholds)
+            .resolver(&self.meta.labels, thresholds)
             .resolve(probs, k);
         let resolution = match (out_of_scope, &self.scope) {
             (Some(p), Some(scope)) => resolution.scoped(p, scope.settings.threshold),
@@ -328,14 +359,19 @@ impl Classifier {
     }
 
     /// Which of these probability vectors (one per text) are near ties to encode again with
-    /// [`Pass::Refine`]: those whose closest call is under the re-check margin, or whose
-    /// out-of-scope probability (`out_of_scope`, where the model has a detector) is that close
-    /// to the detector's threshold.
-    pub fn near_ties(&self, probs: &[Vec<f32>], out_of_scope: Option<&[f32]>) -> Vec<usize> {
+    /// [`Pass::Refine`]: those whose closest call under `thresholds` is under the re-check
+    /// margin, or whose out-of-scope probability (`out_of_scope`, where the model has a
+    /// detector) is that close to the detector's threshold.
+    pub fn near_ties(
+        &self,
+        probs: &[Vec<f32>],
+        out_of_scope: Option<&[f32]>,
+        thresholds: &Thresholds,
+    ) -> Vec<usize> {
         if self.recheck_margin <= 0.0 {
             return Vec::new();
         }
-        let resolver = self.tree.resolver(&self.meta.labels, &self.meta.thresholds);
+        let resolver = self.tree.resolver(&self.meta.labels, thresholds);
         let threshold = self.scope.as_ref().map(|s| s.settings.threshold);
         let close_to_threshold = |i: usize| match (out_of_scope, threshold) {
             (Some(s), Some(t)) => (s[i] - t).abs() < self.recheck_margin,
@@ -365,7 +401,7 @@ impl Classifier {
         let rows = self.ngram_features(texts);
         let mut out_of_scope = self.out_of_scope(&emb, rows.as_deref())?;
         let mut probs = self.probabilities_with(&emb, rows.as_deref())?;
-        let near = self.near_ties(&probs, out_of_scope.as_deref());
+        let near = self.near_ties(&probs, out_of_scope.as_deref(), &self.thresholds);
         if !near.is_empty() {
             let again: Vec<Tokens> = near.iter().map(|&i| tokens[i].clone()).collect();
             let emb =

@@ -82,6 +82,7 @@ pub async fn bootstrap(
         ))
     };
     let active = start(load(&active.path, Vec::new()).await?, &active.id, &[]);
+    super::thresholds::follow_thresholds(store, &active).await?;
     active.warm_up().await?;
     let shadow = match records
         .iter()
@@ -89,7 +90,9 @@ pub async fn bootstrap(
     {
         Some(rec) => {
             let c = load(&rec.path, vec![Arc::clone(&active)]).await?;
-            Some(start(c, &rec.id, &[&active]))
+            let shadow = start(c, &rec.id, &[&active]);
+            super::thresholds::follow_thresholds(store, &shadow).await?;
+            Some(shadow)
         }
         None => None,
     };

@@ -28,8 +28,10 @@ use crate::train::trainer::{Progress, Silent, TrainError};
 
 mod bootstrap;
 mod jobs;
+mod thresholds;
 
 pub use bootstrap::{bootstrap, model_version};
+pub use thresholds::{NodeThreshold, ThresholdsChange, ThresholdsView};
 
 /// Why a registry operation failed; nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,22 @@ pub enum RegistryError {
     /// The model's taxonomy file is wrong.
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
+    /// The `--thresholds` file cannot be read or does not fit the active model.
+    #[error("--thresholds {}: {message}", path.display())]
+    ThresholdsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Threshold edits that do not fit the model.
+    #[error("model {id}: {source}")]
+    Thresholds {
+        /// The model.
+        id: String,
+        /// What is wrong.
+        source: crate::intent::ThresholdError,
+    },
     /// Only candidates run in shadow.
     #[error("model {id} is {status}; only candidates run in shadow")]
     NotACandidate {
@@ -425,13 +443,15 @@ impl ModelRegistry {
         .await
         .map_err(RegistryError::Unloadable)?;
         let refs: Vec<&ServingModel> = others.iter().map(|m| m.as_ref()).collect();
-        Ok(Arc::new(ServingModel::start(
+        let serving = Arc::new(ServingModel::start(
             classifier,
             record.id.clone(),
             self.inner.config.batching,
             Arc::clone(metrics),
             &refs,
-        )))
+        ));
+        thresholds::follow_thresholds(&self.inner.store, &serving).await?;
+        Ok(serving)
     }
 
     /// Trains a candidate on the base data plus agents' corrections, gates it against the
@@ -648,6 +668,7 @@ impl ModelRegistry {
             (None, Some(_)) => models.set_shadow(None),
             _ => {}
         }
+        self.follow_thresholds().await?;
         Ok(())
     }
 }

@@ -275,6 +275,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NoTrainingData { .. } => Code::NoTrainingData,
             RegistryError::NothingToRollBackTo => Code::NotFound,
             RegistryError::RetrainFailed(_) => Code::RetrainFailed,
+            RegistryError::Thresholds { .. } => Code::InvalidRequest,
             _ => return Self::internal(e),
         };
         Self::new(code, e.to_string())
@@ -368,6 +369,13 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { current, .. } => Self::new(
                 Code::VersionConflict,
                 format!("{e}: someone saved the rules since you read them; GET /v1/rules, reapply your change and send If-Match: \"{current}\""),
+            )
+            .with_details(json!({ "current_version": current.to_string() })),
+            StoreError::ThresholdsConflict {
+                ref model, current, ..
+            } => Self::new(
+                Code::VersionConflict,
+                format!("{e}: someone saved them since you read them; GET /v1/models/{model}/thresholds, reapply your change and send If-Match: \"{current}\""),
             )
             .with_details(json!({ "current_version": current.to_string() })),
             StoreError::ModelChanged { .. } | StoreError::RulesChanged { .. } => {

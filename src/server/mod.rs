@@ -14,6 +14,7 @@ pub mod jobs_api;
 pub mod learn_api;
 pub mod openapi;
 pub mod rules_api;
+pub mod thresholds_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -121,6 +122,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
         Arc::clone(&metrics),
         registry_config,
     );
+    if let Some(path) = &settings.thresholds {
+        registry.import_thresholds(path).await?;
+    }
     let jobs = Jobs::new(Arc::clone(&store), registry.clone(), error::job_error);
     let feedback = FeedbackService::new(Arc::clone(&store), models.clone(), rules.clone());
     jobs.fail_interrupted().await?;
@@ -230,6 +234,11 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(learn_api::activate))
         .routes(routes!(learn_api::set_shadow))
         .routes(routes!(learn_api::shadow_report))
+        .routes(routes!(
+            thresholds_api::get_thresholds,
+            thresholds_api::put_thresholds
+        ))
+        .routes(routes!(thresholds_api::thresholds_history))
         .routes(routes!(console::model_report))
         .routes(routes!(console::index))
         .routes(routes!(console::asset))

@@ -25,7 +25,8 @@ use crate::rules::RuleSet;
 use crate::store::RulesVersion;
 use crate::ticket::Ticket;
 
-fn etag(version: i64) -> HeaderValue {
+/// A version number as an ETag.
+pub(super) fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header")
 }
 
@@ -65,7 +66,7 @@ fn with_etag(version: i64, body: RulesBody) -> Response {
 }
 
 /// What `If-Match` asks for.
-enum IfMatch {
+pub(super) enum IfMatch {
     /// `*`: whatever version is current (RFC 9110).
     Any,
     /// `"7"` (or `7`): that version.
@@ -74,7 +75,7 @@ enum IfMatch {
 
 impl IfMatch {
     /// The version a change must be based on (`None`: any).
-    fn expected(self) -> Option<i64> {
+    pub(super) fn expected(self) -> Option<i64> {
         match self {
             Self::Any => None,
             Self::Version(v) => Some(v),
@@ -82,8 +83,8 @@ impl IfMatch {
     }
 }
 
-/// The `If-Match` header, if sent.
-fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
+/// The `If-Match` header, if sent; `read` names the request that gives the ETag.
+pub(super) fn if_match(headers: &HeaderMap, read: &str) -> Result<Option<IfMatch>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -94,7 +95,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError> {
     let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
     text.parse().map(|v| Some(IfMatch::Version(v))).map_err(|_| {
         ApiError::bad_request(format!(
-            "If-Match: \"{text}\" is not a rules version; send the ETag of GET /v1/rules, e.g. If-Match: \"3\", or * for whatever version is current"
+            "If-Match: \"{text}\" is not a version; send the ETag of {read}, e.g. If-Match: \"3\", or * for whatever version is current"
         ))
     })
 }
@@ -175,7 +176,7 @@ pub async fn put_rules(
     ApiJson(body): ApiJson<PutRules>,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.permit(caller, Scope::Admin)?;
-    let Some(expected) = if_match(&headers)? else {
+    let Some(expected) = if_match(&headers, "GET /v1/rules")? else {
         let current = state.rules.current().stored.version;
         return Err(ApiError::new(
             Code::IfMatchRequired,
@@ -401,7 +402,7 @@ pub async fn rollback(
     }
     .ok_or_else(|| ApiError::invalid("version: give a version number, e.g. {\"version\": 3}"))?;
     let old = state.store.rules_version(n).await?;
-    let expected = if_match(&headers)?.and_then(IfMatch::expected);
+    let expected = if_match(&headers, "GET /v1/rules")?.and_then(IfMatch::expected);
     save_and_activate(
         &state,
         RulesChange {

@@ -182,6 +182,8 @@ pub struct ClassifyReply {
     pub classification: Classification,
     /// The model that classified.
     pub model_version: String,
+    /// The version of the model's threshold edits the chain was resolved with (0: as trained).
+    pub thresholds_version: i64,
     /// Whether the text was cut to the limit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
@@ -252,6 +254,7 @@ impl RouteService {
         let classified = self.models.active().classify(&tickets, None).await?;
         let round = Round {
             model: &classified.model,
+            thresholds_version: classified.thresholds_version,
             rules: self.rules.current(),
             received,
             start,
@@ -416,6 +419,7 @@ impl RouteService {
         Ok(ClassifyReply {
             classification: out.classifications.remove(0),
             model_version: out.model.id.clone(),
+            thresholds_version: out.thresholds_version,
             truncated,
         })
     }
@@ -440,6 +444,7 @@ impl RouteService {
         let versions = Versions {
             model: out.model.id.clone(),
             rules: rules.stored.version.to_string(),
+            thresholds: out.thresholds_version,
         };
         let received_at = ticket.received_at.unwrap_or(now);
         let mut routed = Routed::new(c, d, versions, received_at, truncated);
@@ -585,6 +590,7 @@ struct Decided {
 /// What one routing call decides with: the model and the rules it read once, and its clock.
 struct Round<'a> {
     model: &'a ServingModel,
+    thresholds_version: i64,
     rules: Arc<ActiveRules>,
     received: DateTime<Utc>,
     start: Instant,
@@ -596,6 +602,7 @@ impl Round<'_> {
         Versions {
             model: self.model.id.clone(),
             rules: self.rules.stored.version.to_string(),
+            thresholds: self.thresholds_version,
         }
     }
 }

@@ -72,6 +72,18 @@ pub(crate) const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "threshold_versions",
+        key: &["model_id", "version"],
+        columns: &[
+            ("model_id", Text),
+            ("version", Int),
+            ("overrides", Text),
+            ("author", Text),
+            ("note", Text),
+            ("created_at", Time),
+        ],
+    },
+    Table {
         name: "decisions",
         key: &["decision_id"],
         columns: &[

@@ -59,6 +59,7 @@ mod shadow;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod thresholds;
 mod url;
 
 pub use assignments::Assignment;
@@ -78,6 +79,7 @@ pub use models::{ModelRecord, ModelStatus};
 pub use rules::RulesVersion;
 pub use sessions::ConsoleSession;
 pub use shadow::ShadowRow;
+pub use thresholds::ThresholdsVersion;
 pub use url::{redact, DatabaseUrl, UrlError};
 
 /// Storage errors.
@@ -100,6 +102,16 @@ pub enum StoreError {
     /// Someone else changed the rules first.
     #[error("the rules are at version {current}, not {expected}")]
     Conflict {
+        /// The version the caller based its change on.
+        expected: i64,
+        /// The current version.
+        current: i64,
+    },
+    /// Someone else changed a model's thresholds first.
+    #[error("the thresholds of model {model} are at version {current}, not {expected}")]
+    ThresholdsConflict {
+        /// The model.
+        model: String,
         /// The version the caller based its change on.
         expected: i64,
         /// The current version.
@@ -192,6 +204,8 @@ pub enum Topic {
     Erasures,
     /// An incident opened, grew or changed status (every replica links against it).
     Incidents,
+    /// A model's thresholds were edited.
+    Thresholds,
 }
 
 stored_names!(Topic, "change topic", {
@@ -200,6 +214,7 @@ stored_names!(Topic, "change topic", {
     Jobs = "jobs",
     Erasures = "erasures",
     Incidents = "incidents",
+    Thresholds = "thresholds",
 });
 
 /// The changes heard by [`Store::changes`]: each notification's topic, or `None` where some
@@ -437,6 +452,15 @@ port! {
     /// Appends a rules version if the current one is still `expected` and the active model is
     /// still `model`, the one the rules were compiled against (`None`: no check).
     fn save_rules(&self, text: &str, content_hash: &str, author: &str, note: &str, expected: Option<i64>, model: Option<&str>) -> RulesVersion;
+
+    // ---- threshold versions ----
+    /// A model's newest threshold edits (version 0, nothing edited, when none are stored).
+    fn current_thresholds(&self, model: &str) -> ThresholdsVersion;
+    /// Every stored version of a model's threshold edits, newest first.
+    fn thresholds_history(&self, model: &str) -> Vec<ThresholdsVersion>;
+    /// Appends a version of a model's threshold edits if its current one is still `expected`
+    /// (`None`: no check); announced.
+    fn save_thresholds(&self, model: &str, overrides: &crate::intent::Thresholds, author: &str, note: &str, expected: Option<i64>) -> ThresholdsVersion;
 
     // ---- idempotency ----
     /// The first answer under an idempotency key, if the same request was seen before (and a

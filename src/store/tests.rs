@@ -161,6 +161,47 @@ async fn migrates_once_and_keeps_rules_history_with_conflicts() {
 }
 
 #[tokio::test]
+async fn threshold_edits_are_numbered_per_model_with_conflicts_and_read_back() {
+    let (_dir, stores) = both().await;
+    for (url, store) in stores {
+        let none = store.current_thresholds("m1").await.unwrap();
+        assert_eq!(none, ThresholdsVersion::as_trained("m1"), "{url}");
+        let mut edits = crate::intent::Thresholds::per_depth(vec![0.4, 0.6]);
+        edits.nodes.insert("billing.refund".into(), 0.75);
+        let v1 = store
+            .save_thresholds("m1", &edits, "ann", "stricter", Some(0))
+            .await
+            .unwrap();
+        assert_eq!((v1.version, v1.model.as_str()), (1, "m1"));
+        // Another model counts its own versions.
+        let other = store
+            .save_thresholds("m2", &Default::default(), "bob", "", None)
+            .await
+            .unwrap();
+        assert_eq!(other.version, 1);
+        let err = store
+            .save_thresholds("m1", &Default::default(), "bob", "", Some(0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::ThresholdsConflict { model, expected: 0, current: 1 } if model == "m1"
+            ),
+            "{url}: {err}"
+        );
+        store
+            .save_thresholds("m1", &Default::default(), "bob", "back", None)
+            .await
+            .unwrap();
+        assert_eq!(store.current_thresholds("m1").await.unwrap().version, 2);
+        let history = store.thresholds_history("m1").await.unwrap();
+        assert_eq!(history.len(), 2, "{url}");
+        assert_eq!(history[1], v1, "{url}: read back as saved");
+    }
+}
+
+#[tokio::test]
 async fn assigns_round_robin_and_least_loaded_and_honours_idempotency() {
     let (_dir, stores) = both().await;
     for (url, store) in stores {

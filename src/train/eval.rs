@@ -101,6 +101,10 @@ pub struct Report {
     /// further requests, `also`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub also: Option<AlsoReport>,
+    /// How far the intent chains go under the model's thresholds, and how often the resolved
+    /// node holds the true intent (examples of known intents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chains: Option<super::thresholds::ChainFigures>,
 }
 
 /// The further-request detector's figures: on tickets that name further requests, the share
@@ -443,6 +447,7 @@ pub fn evaluate(labels: &[String], items: &[Scored]) -> Report {
         unseen_intents,
         out_of_scope: None,
         also: None,
+        chains: None,
     }
 }
 
@@ -453,6 +458,12 @@ impl Report {
             "n = {}\naccuracy = {:.4}\nmacro_f1 = {:.4}\ndomain_accuracy = {:.4}\nece = {:.4}\nunknown_rate = {:.4}\n\n",
             self.n, self.accuracy, self.macro_f1, self.domain_accuracy, self.ece, self.unknown_rate
         );
+        if let Some(c) = &self.chains {
+            s.push_str(&format!(
+                "Chains under the thresholds: to a leaf {:.4}, unknown {:.4}, resolved node holds the true intent {:.4}\n\n",
+                c.leaf, c.unknown, c.precision
+            ));
+        }
         if !self.unseen_intents.is_empty() {
             s.push_str("Intents the model does not know (every such example is an error):\n\n");
             for (l, n) in &self.unseen_intents {

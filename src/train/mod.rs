@@ -8,4 +8,5 @@ pub mod eval;
 pub mod finetune;
 pub mod hybrid;
 pub mod scope;
+pub mod thresholds;
 pub mod trainer;

@@ -13,7 +13,7 @@ use super::eval::{self, Report};
 use super::finetune::{self, FineTune};
 use super::hybrid;
 use crate::fsutil::{self, FsError, StagedDir};
-use crate::intent::{IntentTree, TaxonomyError};
+use crate::intent::{IntentTree, TaxonomyError, Thresholds};
 use crate::model::classifier::{encoder_hash, BaseRef, ClassifierMeta};
 use crate::model::encoder::{Encoder, EncoderError, EncoderOptions};
 use crate::model::files::{self, FilesError};
@@ -70,6 +70,8 @@ pub struct TrainOptions {
     pub head: HeadTraining,
     /// Resolution thresholds per depth.
     pub thresholds: Vec<f32>,
+    /// Tune nodes' own thresholds on the tuning split (see [`super::thresholds`]).
+    pub node_thresholds: bool,
     /// Encoder options (truncation, device...).
     pub encoder: EncoderOptions,
     /// Hub access.
@@ -106,6 +108,8 @@ pub struct TrainOutcome {
     pub report: Report,
     /// Fitted temperature.
     pub temperature: f32,
+    /// How the nodes' own thresholds were tuned, if they were.
+    pub node_thresholds: Option<super::thresholds::TuningReport>,
 }
 
 /// Progress callbacks (the CLI draws bars; tests pass no-ops).
@@ -367,19 +371,19 @@ pub fn train_sets(
             )
         }
     };
+    // The embeddings of the encoder that ships: the head's, unless it was fine-tuned.
+    let xs = match opts.fine_tune {
+        None => xs,
+        Some(_) => cache.embed(&encoder, &train_set, progress)?,
+    };
     let scope = if out_of_scope.is_empty() {
         None
     } else {
-        // The embeddings of the encoder that ships: the head's, unless it was fine-tuned.
-        let xs = match opts.fine_tune {
-            None => xs.clone(),
-            Some(_) => cache.embed(&encoder, &train_set, progress)?,
-        };
         let out_xs = cache.embed(&encoder, &out_of_scope, progress)?;
         let examples: Vec<&Example> = train_set.iter().chain(&out_of_scope).collect();
         Some(fit_scope(
             opts,
-            &Tensor::cat(&[xs, out_xs], 0)?,
+            &Tensor::cat(&[&xs, &out_xs], 0)?,
             &examples,
             train_set.len(),
             view.as_ref(),
@@ -411,20 +415,40 @@ pub fn train_sets(
     } else {
         Some(cache.embed(&encoder, &dev_set, progress)?)
     };
-    let (temperature, mut report, dev_probs) = match &dev_x {
-        None => (1.0, eval::evaluate(&labels, &[]), Vec::new()),
+    let (temperature, dev_probs) = match &dev_x {
+        None => (1.0, Vec::new()),
         Some(dev_x) => {
             let logits = head.logits(dev_x, features(&dev_set).as_deref())?;
             let dev_y: Vec<u32> = dev_set.iter().map(index).collect();
             let t = head::fit_temperature(&logits, &dev_y)?;
-            let probs = head::probabilities(&logits, t)?;
-            let report = score(&tree, &labels, &opts.thresholds, &dev_set, &probs);
-            (t, report, probs)
+            (t, head::probabilities(&logits, t)?)
         }
+    };
+    let depth_thresholds = Thresholds::per_depth(opts.thresholds.clone());
+    let tuned = match opts.node_thresholds {
+        false => None,
+        true => {
+            let fold = Fold {
+                xs: &xs,
+                examples: &train_set,
+                ys: &ys,
+                labels: &labels,
+                view: view.as_ref(),
+            };
+            tune_node_thresholds(opts, &fold, &tree, &depth_thresholds, temperature, progress)?
+        }
+    };
+    let thresholds = Thresholds {
+        depth: opts.thresholds.clone(),
+        nodes: tuned.as_ref().map(|t| t.nodes.clone()).unwrap_or_default(),
+    };
+    let mut report = match &dev_x {
+        None => eval::evaluate(&labels, &[]),
+        Some(_) => score(&tree, &labels, &thresholds, &dev_set, &dev_probs),
     };
     if let (Some(a), Some(view)) = (&also, &view) {
         // The dev split's further requests, beside the head's resolved intent.
-        let resolver = tree.resolver(&labels, &opts.thresholds);
+        let resolver = tree.resolver(&labels, &thresholds);
         let langs: Vec<String> = dev_set.iter().map(language_of).collect();
         let intents: Vec<String> = dev_probs
             .iter()
@@ -498,6 +522,7 @@ pub fn train_sets(
         head: opts.head.kind,
         temperature,
         thresholds: opts.thresholds.clone(),
+        node_thresholds: thresholds.nodes.clone(),
         max_tokens: encoder.text().max_tokens(),
         base,
         training: serde_json::json!({
@@ -519,6 +544,7 @@ pub fn train_sets(
                 "tuning_false_rate": a.tuning_false_rate,
                 "calibration": a.calibration,
             })),
+            "node_thresholds": tuned.as_ref().map(|t| &t.report),
             "base_model": opts.base,
             "date": now_rfc3339(),
             "metrics": {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "ece": report.ece,
@@ -553,6 +579,7 @@ pub fn train_sets(
         out,
         report,
         temperature,
+        node_thresholds: tuned.map(|t| t.report),
     })
 }
 
@@ -719,6 +746,64 @@ fn fit_scope(
     })?)
 }
 
+/// The training examples with their embeddings, labels and the n-gram view.
+struct Fold<'a> {
+    xs: &'a Tensor,
+    examples: &'a [Example],
+    ys: &'a [u32],
+    labels: &'a [String],
+    view: Option<&'a NgramView>,
+}
+
+/// Tunes nodes' own thresholds over `depth` on the tuning split (fold 0 of the training
+/// examples by id hash, variants together): a head fitted on the other folds scores it, its
+/// probabilities at the shipped head's `temperature`. `None` when either part is empty.
+fn tune_node_thresholds(
+    opts: &TrainOptions,
+    all: &Fold<'_>,
+    tree: &IntentTree,
+    depth: &Thresholds,
+    temperature: f32,
+    progress: &dyn Progress,
+) -> Result<Option<super::thresholds::Tuned>, TrainError> {
+    let (tuning, rest): (Vec<usize>, Vec<usize>) =
+        (0..all.examples.len()).partition(|&i| super::scope::fold_of(&all.examples[i].id) == 0);
+    if tuning.is_empty() || rest.is_empty() {
+        return Ok(None);
+    }
+    let pick = |idx: &[usize]| -> Result<(Tensor, Vec<Example>), TrainError> {
+        let at = Tensor::new(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            all.xs.device(),
+        )?;
+        let examples = idx.iter().map(|&i| all.examples[i].clone()).collect();
+        Ok((all.xs.index_select(&at, 0)?, examples))
+    };
+    let (rest_xs, rest_examples) = pick(&rest)?;
+    let rest_ys: Vec<u32> = rest.iter().map(|&i| all.ys[i]).collect();
+    checkpoint(progress)?;
+    let held_out = train_head(
+        opts,
+        &rest_xs,
+        &rest_examples,
+        &rest_ys,
+        all.labels.len(),
+        all.view,
+        progress,
+    )?;
+    let (xs, examples) = pick(&tuning)?;
+    let rows = all.view.map(|v| {
+        examples
+            .iter()
+            .map(|e| v.features(&e.text))
+            .collect::<Vec<_>>()
+    });
+    let probs = head::probabilities(&held_out.logits(&xs, rows.as_deref())?, temperature)?;
+    let gold: Vec<&str> = examples.iter().map(|e| e.intent.as_str()).collect();
+    let tuned = super::thresholds::tune(tree, all.labels, depth, &probs, &gold);
+    Ok(Some(tuned))
+}
+
 /// An example's language: as labelled, or detected.
 pub fn language_of(e: &Example) -> String {
     e.lang
@@ -794,7 +879,7 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<(), FsError> {
 pub fn score(
     tree: &IntentTree,
     labels: &[String],
-    thresholds: &[f32],
+    thresholds: &Thresholds,
     examples: &[Example],
     probs: &[Vec<f32>],
 ) -> Report {
@@ -821,7 +906,21 @@ pub fn score(
             })
         })
         .collect();
-    eval::evaluate(&gold_labels, &items)
+    let mut report = eval::evaluate(&gold_labels, &items);
+    let (known_probs, gold): (Vec<Vec<f32>>, Vec<&str>) = examples
+        .iter()
+        .zip(probs)
+        .filter(|(e, _)| labels.contains(&e.intent))
+        .map(|(e, p)| (p.clone(), e.intent.as_str()))
+        .unzip();
+    report.chains = Some(super::thresholds::chain_figures(
+        tree,
+        labels,
+        thresholds,
+        &known_probs,
+        &gold,
+    ));
+    report
 }
 
 fn file_hash(path: &Path) -> Result<String, FsError> {

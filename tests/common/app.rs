@@ -68,6 +68,7 @@ pub fn tiny_model() -> &'static Path {
                 ..Default::default()
             },
             thresholds: vec![0.5, 0.5],
+            node_thresholds: true,
             encoder: Default::default(),
             hub: Default::default(),
             cache_dir: None,

@@ -45,6 +45,15 @@ const T = {
     "inc.words": "Top words", "inc.representative": "Representative tickets", "inc.links": "Linked tickets", "inc.how": "How", "inc.why": "Why",
     "inc.acknowledge": "Acknowledge", "inc.resolve": "Resolve", "inc.dismiss": "Dismiss", "inc.reopen": "Reopen", "inc.unlink": "Unlink",
     "inc.changed": "Now {status}.", "inc.unlinked": "Unlinked.", "inc.merged": "Merged into {id}.",
+    "tab.learning": "Learning", "learn.review": "Review queue: tickets most worth a label", "learn.review_none": "Nothing to review.",
+    "learn.reason": "Why", "learn.label": "Label", "learn.report": "Corrections", "learn.counts": "{n} corrections, {i} with the right intent, {l} of them training labels (text still kept).",
+    "learn.rule": "Rule", "learn.corrected": "Corrected", "learn.teams": "Right teams", "learn.suggestion": "Suggestion", "learn.no_rules": "No team or assignee corrections.",
+    "learn.confusions": "Intent confusions", "learn.predicted": "Model said", "learn.right": "Agent said", "learn.count": "Times", "learn.no_confusions": "No intent corrections.",
+    "learn.add": "Add an intent", "learn.id": "Id (parent.child)", "learn.en": "English description", "learn.ru": "Russian description", "learn.add_submit": "Add",
+    "learn.thresholds": "Chain thresholds of the serving model {model} (version {v})", "learn.depth": "Depth {d}", "learn.node": "Intent", "learn.trained": "As trained",
+    "learn.effective": "Threshold", "learn.edited": "edited", "learn.save": "Save thresholds", "learn.reset": "Back to as trained",
+    "learn.saved": "Saved as version {v}; it serves now.", "learn.conflict": "Someone saved version {v} after you opened these thresholds: they are reloaded, apply your change again.",
+    "jobs.gate_passed": "gate passed", "jobs.gate_refused": "gate refused: {reasons}", "jobs.gate_f1": "dev macro-F1 {a} → {c}",
   },
   ru: {
     "tab.overview": "Обзор", "tab.try": "Проверить тикет", "tab.rules": "Правила", "tab.decisions": "Решения", "tab.models": "Модели",
@@ -88,6 +97,15 @@ const T = {
     "inc.words": "Частые слова", "inc.representative": "Типичные тикеты", "inc.links": "Связанные тикеты", "inc.how": "Как", "inc.why": "Почему",
     "inc.acknowledge": "Взять в работу", "inc.resolve": "Решён", "inc.dismiss": "Ложная тревога", "inc.reopen": "Открыть снова", "inc.unlink": "Отвязать",
     "inc.changed": "Теперь {status}.", "inc.unlinked": "Отвязан.", "inc.merged": "Объединён с {id}.",
+    "tab.learning": "Обучение", "learn.review": "Очередь разметки: тикеты, которым метка нужнее всего", "learn.review_none": "Размечать нечего.",
+    "learn.reason": "Почему", "learn.label": "Метка", "learn.report": "Исправления", "learn.counts": "{n} исправлений, {i} с верным намерением, из них {l} — обучающие метки (текст ещё хранится).",
+    "learn.rule": "Правило", "learn.corrected": "Исправлено", "learn.teams": "Верные команды", "learn.suggestion": "Предложение", "learn.no_rules": "Исправлений команды или исполнителя нет.",
+    "learn.confusions": "Путаница намерений", "learn.predicted": "Модель", "learn.right": "Агент", "learn.count": "Раз", "learn.no_confusions": "Исправлений намерения нет.",
+    "learn.add": "Добавить намерение", "learn.id": "Id (родитель.потомок)", "learn.en": "Описание по-английски", "learn.ru": "Описание по-русски", "learn.add_submit": "Добавить",
+    "learn.thresholds": "Пороги цепочки у модели {model} (версия {v})", "learn.depth": "Глубина {d}", "learn.node": "Намерение", "learn.trained": "После обучения",
+    "learn.effective": "Порог", "learn.edited": "изменён", "learn.save": "Сохранить пороги", "learn.reset": "Вернуть как после обучения",
+    "learn.saved": "Сохранено как версия {v}; уже действует.", "learn.conflict": "Кто-то сохранил версию {v}, пока вы редактировали: пороги перезагружены, повторите изменение.",
+    "jobs.gate_passed": "проверка пройдена", "jobs.gate_refused": "проверка не пройдена: {reasons}", "jobs.gate_f1": "macro-F1 на dev {a} → {c}",
   },
 };
 
@@ -461,6 +479,13 @@ loaders.models = async () => {
   table.querySelectorAll("[data-report]").forEach((b) => b.addEventListener("click", () => modelReport(b.dataset.report)));
   table.querySelectorAll("[data-shadow-report]").forEach((b) => b.addEventListener("click", () => shadowReport(b.dataset.shadowReport)));
 };
+// A retraining's gate: passed or the reasons it refused, and the dev macro-F1 of both models.
+function gate(g) {
+  if (!g) return "";
+  const f1 = g.dev && g.dev.active && g.dev.candidate ? `; ${t("jobs.gate_f1", { a: g.dev.active.macro_f1.toFixed(3), c: g.dev.candidate.macro_f1.toFixed(3) })}` : "";
+  return g.passed ? ` <span class="ok gate">(${t("jobs.gate_passed")}${f1})</span>` : ` <span class="error gate">(${esc(t("jobs.gate_refused", { reasons: g.reasons.join("; ") }))}${f1})</span>`;
+}
+
 // Retraining runs as a job: the table follows it until it ends.
 let jobsTimer = null;
 async function loadJobs() {
@@ -470,7 +495,7 @@ async function loadJobs() {
   const jobs = r.data.jobs;
   if (!jobs.length) { table.innerHTML = `<tr><td class="muted">${t("jobs.none")}</td></tr>`; return; }
   const progress = (j) => j.status !== "running" || !j.progress ? "–" : j.progress.total ? `${esc(j.progress.stage)} ${j.progress.done}/${j.progress.total}` : esc(j.progress.stage);
-  const outcome = (j) => j.result ? `${esc(j.result.outcome)}: ${esc(j.result.model.id)}` : j.error ? `<span class="error">${esc(j.error.code)}: ${esc(j.error.message)}</span>` : "";
+  const outcome = (j) => j.result ? `${esc(j.result.outcome)}: ${esc(j.result.model.id)}${gate(j.result.gate)}` : j.error ? `<span class="error">${esc(j.error.code)}: ${esc(j.error.message)}</span>` : "";
   table.innerHTML = `<tr><th>${t("jobs.started")}</th><th>${t("jobs.by")}</th><th>${t("jobs.status")}</th><th>${t("jobs.progress")}</th><th>${t("jobs.outcome")}</th><th></th></tr>` +
     jobs.map((j) => `<tr data-job="${esc(j.id)}" data-status="${esc(j.status)}"><td>${esc(new Date(j.created_at).toLocaleString())}</td><td>${esc(j.created_by)}</td>
       <td>${esc(j.status)}</td><td>${progress(j)}</td><td>${outcome(j)}</td>
@@ -497,6 +522,93 @@ $("#models-rollback").addEventListener("click", async () => {
   $("#models-status").className = r.status === 200 ? "ok" : "error";
   loaders.models();
 });
+
+// ---- learning: the review queue, the corrections report, adding an intent, the thresholds ----
+
+loaders.learning = async () => {
+  const [review, report, models] = await Promise.all([api("GET", "/v1/review?limit=20"), api("GET", "/v1/feedback/report"), api("GET", "/v1/models")]);
+  const rq = $("#learn-review");
+  if (review.status !== 200) rq.innerHTML = `<tr><td class="error">${esc(errorText(review))}</td></tr>`;
+  else if (!review.data.review.length) rq.innerHTML = `<tr><td class="muted">${t("learn.review_none")}</td></tr>`;
+  else {
+    rq.innerHTML = `<tr><th>${t("dec.ticket")}</th><th>${t("dec.intent")}</th><th>top 3</th><th>${t("learn.reason")}</th><th></th></tr>` +
+      review.data.review.map((x) => `<tr data-review="${esc(x.decision_id)}"><td>${esc(x.ticket_id ?? "–")}</td><td>${esc(x.intent)}</td>
+        <td>${x.top_k.map((s) => `${esc(s.intent)} ${pct(s.p)}`).join(", ")}</td><td>${esc(x.reason)}</td>
+        <td><button class="small secondary" data-correct="${esc(x.decision_id)}">${t("learn.label")}</button></td></tr>`).join("");
+    rq.querySelectorAll("[data-correct]").forEach((b) => b.addEventListener("click", () => correctForm(b)));
+  }
+  const rep = $("#learn-report");
+  if (report.status !== 200) rep.innerHTML = `<p class="error">${esc(errorText(report))}</p>`;
+  else {
+    const f = report.data;
+    const rules = f.rules.length ? `<table class="table" id="learn-rules"><tr><th>${t("learn.rule")}</th><th>${t("learn.corrected")}</th><th>${t("learn.teams")}</th><th>${t("learn.suggestion")}</th></tr>` +
+      f.rules.map((r) => `<tr><td>${esc(r.rule)}</td><td>${r.corrected}</td><td>${Object.entries(r.right_teams).map(([k, v]) => `${esc(k)} ×${v}`).join(", ")}</td><td>${esc(r.suggestion)}</td></tr>`).join("") + "</table>"
+      : `<p class="muted">${t("learn.no_rules")}</p>`;
+    const conf = f.intent_confusions.length ? `<table class="table" id="learn-confusions"><tr><th>${t("learn.predicted")}</th><th>${t("learn.right")}</th><th>${t("learn.count")}</th></tr>` +
+      f.intent_confusions.map((c) => `<tr><td>${esc(c.predicted)}</td><td>${esc(c.correct)}</td><td>${c.count}</td></tr>`).join("") + "</table>"
+      : `<p class="muted">${t("learn.no_confusions")}</p>`;
+    rep.innerHTML = `<p id="learn-counts">${esc(t("learn.counts", { n: f.feedback, i: f.intent_corrections, l: f.training_labels }))}</p>${rules}<h3>${t("learn.confusions")}</h3>${conf}`;
+  }
+  if (models.status === 200) loadThresholds(models.data.serving);
+};
+
+$("#learn-add").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.target;
+  const r = await api("POST", "/v1/intents", { id: f.intent_id.value.trim(), en: f.en.value.trim(), ru: f.ru.value.trim() });
+  $("#learn-status").textContent = r.status === 201 ? r.data.note : errorText(r);
+  $("#learn-status").className = r.status === 201 ? "ok" : "error";
+  if (r.status === 201) { leaves = leaves.concat([r.data.intent.id]); f.reset(); }
+});
+
+// The serving model's thresholds: depth values and one row per node; a node follows its depth's
+// value until it is given its own (tuned by training or edited here).
+let thresholdsETag = null;
+async function loadThresholds(model) {
+  const box = $("#learn-thresholds");
+  const r = await api("GET", `/v1/models/${encodeURIComponent(model)}/thresholds`);
+  if (r.status !== 200) { box.innerHTML = `<p class="error">${esc(errorText(r))}</p>`; return; }
+  thresholdsETag = r.headers.get("ETag");
+  const v = r.data;
+  v.trained.nodes = v.trained.nodes || {}; v.overrides.nodes = v.overrides.nodes || {};
+  const depths = Math.max(...v.nodes.map((n) => n.depth)) + 1;
+  const depthOf = (d) => { const list = v.overrides.depth.length ? v.overrides.depth : v.trained.depth; return list.length ? list[Math.min(d, list.length - 1)] : 0.5; };
+  const input = (attrs, value) => `<input type="number" min="0" max="1" step="0.01" ${attrs} value="${value}">`;
+  box.dataset.model = model;
+  box.innerHTML = `<h3>${esc(t("learn.thresholds", { model, v: v.version }))}</h3>
+    <div class="row">${Array.from({ length: depths }, (_, d) => `<label><span>${t("learn.depth", { d })}</span>${input(`data-depth="${d}" data-trained="${v.trained.depth.length ? v.trained.depth[Math.min(d, v.trained.depth.length - 1)] : 0.5}"`, depthOf(d))}</label>`).join("")}</div>
+    <table class="table" id="thr-table"><tr><th>${t("learn.node")}</th><th>${t("learn.trained")}</th><th>${t("learn.effective")}</th></tr>` +
+    v.nodes.map((n) => `<tr data-node="${esc(n.intent)}" data-level="${Math.min(n.depth, 3)}"><td>${esc(n.intent)}</td><td>${n.trained.toFixed(2)}</td>
+      <td>${input(`data-id="${esc(n.intent)}" data-d="${n.depth}" data-tuned="${v.trained.nodes[n.intent] ?? ""}" data-follow="${n.intent in v.trained.nodes || n.intent in v.overrides.nodes ? 0 : 1}"`, n.effective)}
+      ${n.edited ? `<span class="badge">${t("learn.edited")}</span>` : ""}</td></tr>`).join("") + `</table>
+    <div class="row"><button id="thr-save">${t("learn.save")}</button><button id="thr-reset" class="secondary">${t("learn.reset")}</button><span id="thr-status"></span></div>`;
+  const depthValue = (d) => +box.querySelector(`[data-depth="${Math.min(d, depths - 1)}"]`).value;
+  box.querySelectorAll("[data-depth]").forEach((i) => i.addEventListener("input", () => {
+    box.querySelectorAll('[data-id][data-follow="1"]').forEach((n) => { n.value = depthValue(+n.dataset.d); });
+  }));
+  box.querySelectorAll("[data-id]").forEach((i) => i.addEventListener("input", () => { i.dataset.follow = "0"; }));
+  $("#thr-save").addEventListener("click", () => {
+    const depth = [...box.querySelectorAll("[data-depth]")].map((i) => +i.value);
+    const trainedDepth = [...box.querySelectorAll("[data-depth]")].map((i) => +i.dataset.trained);
+    const nodes = {};
+    box.querySelectorAll("[data-id]").forEach((i) => {
+      const base = i.dataset.tuned !== "" ? +i.dataset.tuned : depthValue(+i.dataset.d);
+      if (Math.abs(+i.value - base) > 1e-6) nodes[i.dataset.id] = +i.value;
+    });
+    const sameDepth = depth.every((x, d) => Math.abs(x - trainedDepth[d]) < 1e-6);
+    saveThresholds(model, { depth: sameDepth ? [] : depth, nodes });
+  });
+  $("#thr-reset").addEventListener("click", () => saveThresholds(model, {}));
+}
+
+async function saveThresholds(model, overrides) {
+  const r = await api("PUT", `/v1/models/${encodeURIComponent(model)}/thresholds`, { overrides, note: "edited in the console" }, { "If-Match": thresholdsETag });
+  await loadThresholds(model);
+  const st = $("#thr-status");
+  if (r.status === 200) { st.textContent = t("learn.saved", { v: r.data.version }); st.className = "ok"; }
+  else if (r.status === 412) { st.textContent = t("learn.conflict", { v: r.data.error.details.current_version }); st.className = "error"; }
+  else { st.textContent = errorText(r); st.className = "error"; }
+}
 
 // ---- connectors: status, last events, write-backs and their dead letters ----
 

@@ -18,6 +18,7 @@ mod rules;
 mod sessions;
 mod shadow;
 mod texts;
+mod thresholds;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
