@@ -145,14 +145,20 @@ impl ServingModel {
     }
 
     /// Resolves with the model's own thresholds and `edits` (stored as `version`) laid over
-    /// them from now on; a request already classifying finishes with the ones it read.
-    pub fn set_thresholds(&self, version: i64, edits: &Thresholds) {
+    /// them from now on, unless it has a newer version already (versions only grow: a slower
+    /// reader never undoes a newer save); a request already classifying finishes with the
+    /// ones it read. Whether they changed.
+    pub fn set_thresholds(&self, version: i64, edits: &Thresholds) -> bool {
         let effective = self.engine.classifier().thresholds.overridden_by(edits);
-        *self
+        let mut current = self
             .thresholds
             .write()
-            .expect("thresholds lock poisoned. This is a bug.") =
-            Arc::new(ActiveThresholds { version, effective });
+            .expect("thresholds lock poisoned. This is a bug.");
+        if version <= current.version {
+            return false;
+        }
+        *current = Arc::new(ActiveThresholds { version, effective });
+        true
     }
 
     /// Whether two models run the same encoder in memory (one embedding serves both).

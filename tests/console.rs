@@ -460,6 +460,11 @@ fn the_learning_view_labels_the_review_queue_edits_thresholds_and_adds_an_intent
             (nodes["billing.refund"].as_f64().unwrap() - 0.97).abs() < 1e-6,
             "{v}"
         );
+        // A value outside 0..1 is refused in the page; nothing is sent.
+        set_value(&c, "#learn-thresholds [data-id='billing.refund']", 1.5).await;
+        click(&c, "#thr-save").await;
+        wait_text(&c, "#thr-status", "a threshold is a number from 0 to 1").await;
+        assert_eq!(s.admin("GET", &thresholds, None, &[]).body["version"], 1);
         // Someone else saves meanwhile: the console says so and reloads theirs.
         let other = s.admin(
             "PUT",

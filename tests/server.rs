@@ -1072,6 +1072,16 @@ fn thresholds_are_edited_live_per_node_and_every_decision_names_their_version() 
             .cloned()
             .unwrap_or_else(|| panic!("{id} in {view}"))
     };
+    // Admin only.
+    for (method, p) in [
+        ("GET", path.clone()),
+        ("PUT", path.clone()),
+        ("GET", format!("{path}/history")),
+    ] {
+        let body = json!({"overrides": {}}).to_string();
+        let r = s.call(method, &p, ROUTE_TOKEN, Some(&body), &[("If-Match", "*")]);
+        assert_eq!(r.status, 403, "{method} {p}: {}", r.body);
+    }
     // As trained: version 0, every node with the threshold that enters it.
     let trained = s.admin("GET", &path, None, &[]);
     assert_eq!(

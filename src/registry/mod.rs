@@ -66,8 +66,9 @@ pub enum RegistryError {
     /// The model's taxonomy file is wrong.
     #[error(transparent)]
     Taxonomy(#[from] TaxonomyError),
-    /// The `--thresholds` file cannot be read or does not fit the active model.
-    #[error("--thresholds {}: {message}", path.display())]
+    /// The thresholds file (`--thresholds`, `thresholds =`) cannot be read or does not fit the
+    /// active model.
+    #[error("thresholds file {}: {message}", path.display())]
     ThresholdsFile {
         /// The file.
         path: PathBuf,
@@ -351,6 +352,8 @@ impl ModelRegistry {
         let stored = self
             .checked(id, &serving.engine.classifier().tree, swap)
             .await??;
+        // Edits saved for it while it loaded and warmed up (it was not serving yet).
+        thresholds::follow_thresholds(store, &serving).await?;
         tracing::info!(model = id, "model activated");
         Ok(stored)
     }
@@ -634,6 +637,16 @@ impl ModelRegistry {
         // Read under the lock, so that a change this process is making is either all in the
         // records or not begun.
         let _one = self.inner.swap.lock().await;
+        let followed = self.follow_models(models).await;
+        // The thresholds of the models serving here are followed whatever became of the rest
+        // (a shadow that does not load, a model paused after a failure).
+        let thresholds = self.follow_thresholds().await;
+        followed?;
+        Ok(thresholds?)
+    }
+
+    /// The model and rules part of [`ModelRegistry::follow`], under its lock.
+    async fn follow_models(&self, models: &LiveModels) -> Result<(), RegistryError> {
         let records = self.list().await?;
         let rules = &self.inner.rules;
         let moved = records
@@ -668,7 +681,6 @@ impl ModelRegistry {
             (None, Some(_)) => models.set_shadow(None),
             _ => {}
         }
-        self.follow_thresholds().await?;
         Ok(())
     }
 }

@@ -144,9 +144,10 @@ impl ModelRegistry {
         Ok(ThresholdsView::new(saved, trained, &tree))
     }
 
-    /// Imports the edits of a `--thresholds` file (TOML: `depth = [...]` and `[nodes]`) for the
-    /// active model as its next version, unless they are its current edits or were imported
-    /// from a file before (the edits made through the API since then stand).
+    /// Imports the edits of a thresholds file (TOML: `depth = [...]` and `[nodes]`) for the
+    /// active model as its next version, unless they are its current edits or were the last
+    /// ones imported from a file (the edits made through the API since then stand). Read at
+    /// start only: a model activated later starts from its own thresholds.
     pub async fn import_thresholds(&self, path: &Path) -> Result<(), RegistryError> {
         let bad = |message: String| RegistryError::ThresholdsFile {
             path: path.to_path_buf(),
@@ -156,9 +157,12 @@ impl ModelRegistry {
         let overrides: Thresholds = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let active = super::active_record(&self.inner.store).await?;
         let history = self.inner.store.thresholds_history(&active.id).await?;
+        // Imported already (the file has not changed since its last import): the edits made
+        // through the API since stand.
         let imported = history
             .iter()
-            .any(|v| v.author == FILE_AUTHOR && v.overrides == overrides);
+            .find(|v| v.author == FILE_AUTHOR)
+            .is_some_and(|v| v.overrides == overrides);
         let current = history.first().map(|v| &v.overrides);
         if imported || current.unwrap_or(&Thresholds::default()) == &overrides {
             return Ok(());
@@ -221,9 +225,7 @@ pub(super) async fn follow_thresholds(
     model: &ServingModel,
 ) -> Result<(), StoreError> {
     let stored = store.current_thresholds(&model.id).await?;
-    // Versions only grow: an older read (a slower request beside a newer save) changes nothing.
-    if stored.version > model.thresholds().version {
-        model.set_thresholds(stored.version, &stored.overrides);
+    if model.set_thresholds(stored.version, &stored.overrides) {
         tracing::info!(
             model = model.id,
             version = stored.version,

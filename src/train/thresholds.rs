@@ -31,13 +31,13 @@ fn wilson(right: usize, n: usize) -> (f32, f32) {
     (centre - half, centre + half)
 }
 
-/// Tuning tickets a node must be the deciding candidate for (its parent entered, it the most
-/// probable child) before it gets a threshold of its own.
+/// Tuning tickets a node must be the deciding candidate for (its parent entered under the
+/// thresholds tuned above it, it the most probable child) before it gets a threshold of its own.
 pub const MIN_SUPPORT: usize = 20;
 
 /// The thresholds tried, lowest first: 0.20, 0.25, …, 0.90.
 fn grid() -> impl Iterator<Item = f32> {
-    (4..=18).map(|i| i as f32 * 0.05)
+    (4..=18).map(|i| i as f32 / 20.0)
 }
 
 /// What tuning found.
@@ -125,64 +125,47 @@ pub fn tune(
     // is right.
     let greedy = Thresholds::per_depth(vec![0.0]);
     let resolver = tree.resolver(labels, &greedy);
-    let mut points: BTreeMap<&str, Vec<(f32, bool)>> = BTreeMap::new();
-    for (p, g) in probs.iter().zip(gold) {
-        for step in resolver.resolve(p, 1).chain {
-            let id = tree
-                .get(&step.intent)
-                .expect("a chain names the tree's nodes. This is a bug.");
-            points
-                .entry(id.id.as_str())
-                .or_default()
-                .push((step.p, holds(&step.intent, g)));
-        }
-    }
-    let depth_of = |id: &str| tree.get(id).map_or(0, |n| n.depth);
+    let chains: Vec<Vec<(String, f32, bool)>> = probs
+        .iter()
+        .zip(gold)
+        .map(|(p, g)| {
+            let chain = resolver.resolve(p, 1).chain;
+            chain
+                .into_iter()
+                .map(|s| {
+                    let ok = holds(&s.intent, g);
+                    (s.intent, s.p, ok)
+                })
+                .collect()
+        })
+        .collect();
     let max_depth = tree.nodes().iter().map(|n| n.depth).max().unwrap_or(0);
     let target_precision: Vec<f32> = (0..=max_depth).map(|d| depth.of_depth(d)).collect();
-    let mut nodes = BTreeMap::new();
-    for (id, pts) in &points {
-        if pts.len() < MIN_SUPPORT {
-            continue;
-        }
-        let d = depth_of(id);
-        let (target, t0) = (target_precision[d], depth.of_depth(d));
-        let worth = |t: f32| -> f32 {
-            pts.iter()
-                .filter(|(p, _)| *p >= t)
-                .map(|&(_, ok)| if ok { 1.0 - target } else { -target })
-                .sum()
-        };
-        // The tickets between `t` and the depth's threshold are clearly right more often than
-        // the target (to enter them) or less often (to leave them).
-        let clear = |t: f32| -> bool {
-            let (lo, hi) = (t.min(t0), t.max(t0));
-            let band: Vec<bool> = pts
+    let mut tuned = Thresholds::per_depth(depth.depth.clone());
+    // Top down: a node's tickets are those whose chain reaches it under the thresholds chosen
+    // above it (a ticket that stops at a parent never asks the child).
+    for d in 0..=max_depth {
+        let mut points: BTreeMap<&str, Vec<(f32, bool)>> = BTreeMap::new();
+        for chain in &chains {
+            let reached = chain[..d.min(chain.len())]
                 .iter()
-                .filter(|(p, _)| *p >= lo && *p < hi)
-                .map(|&(_, ok)| ok)
-                .collect();
-            let (low, high) = wilson(band.iter().filter(|&&ok| ok).count(), band.len());
-            if t < t0 {
-                low > target
-            } else {
-                high < target
+                .enumerate()
+                .all(|(a, (id, p, _))| *p >= tuned.of(id, a));
+            if let (true, Some((id, p, ok))) = (reached, chain.get(d)) {
+                points.entry(id.as_str()).or_default().push((*p, *ok));
             }
-        };
-        let base = worth(t0);
-        // The best sum; among equals, the threshold closest to the depth's.
-        let best = grid()
-            .filter(|&t| (t - t0).abs() > 1e-6 && clear(t))
-            .map(|t| (worth(t), t))
-            .filter(|&(w, _)| w > base)
-            .max_by(|a, b| {
-                a.0.total_cmp(&b.0)
-                    .then((b.1 - t0).abs().total_cmp(&(a.1 - t0).abs()))
-            });
-        if let Some((_, t)) = best {
-            nodes.insert(id.to_string(), (t * 100.0).round() / 100.0);
         }
+        let chosen: Vec<(String, f32)> = points
+            .iter()
+            .filter(|(_, pts)| pts.len() >= MIN_SUPPORT)
+            .filter_map(|(id, pts)| {
+                own_threshold(pts, target_precision[d], depth.of_depth(d))
+                    .map(|t| (id.to_string(), t))
+            })
+            .collect();
+        tuned.nodes.extend(chosen);
     }
+    let nodes = tuned.nodes;
     let after = Thresholds {
         depth: depth.depth.clone(),
         nodes: nodes.clone(),
@@ -195,6 +178,45 @@ pub fn tune(
         after: chain_figures(tree, labels, &after, probs, gold),
     };
     Tuned { nodes, report }
+}
+
+/// A node's own threshold from its tuning tickets `pts` (probability, whether entering was
+/// right), held to `target` precision, its depth's threshold being `t0`; `None` when no
+/// threshold clearly does better than the depth's.
+fn own_threshold(pts: &[(f32, bool)], target: f32, t0: f32) -> Option<f32> {
+    let worth = |t: f32| -> f32 {
+        pts.iter()
+            .filter(|(p, _)| *p >= t)
+            .map(|&(_, ok)| if ok { 1.0 - target } else { -target })
+            .sum()
+    };
+    // The tickets between `t` and the depth's threshold are clearly right more often than
+    // the target (to enter them) or less often (to leave them).
+    let clear = |t: f32| -> bool {
+        let (lo, hi) = (t.min(t0), t.max(t0));
+        let band: Vec<bool> = pts
+            .iter()
+            .filter(|(p, _)| *p >= lo && *p < hi)
+            .map(|&(_, ok)| ok)
+            .collect();
+        let (low, high) = wilson(band.iter().filter(|&&ok| ok).count(), band.len());
+        if t < t0 {
+            low > target
+        } else {
+            high < target
+        }
+    };
+    let base = worth(t0);
+    // The best sum; among equals, the threshold closest to the depth's.
+    let best = grid()
+        .filter(|&t| (t - t0).abs() > 1e-6 && clear(t))
+        .map(|t| (worth(t), t))
+        .filter(|&(w, _)| w > base)
+        .max_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then((b.1 - t0).abs().total_cmp(&(a.1 - t0).abs()))
+        });
+    best.map(|(_, t)| t)
 }
 
 #[cfg(test)]
@@ -245,6 +267,20 @@ mod tests {
         assert_eq!(r.after.leaf, r.before.leaf);
         assert!((r.before.precision - 100.0 / 125.0).abs() < 1e-6, "{r:?}");
         assert_eq!(r.after.precision, 1.0);
+    }
+
+    #[test]
+    fn a_child_is_tuned_on_the_tickets_that_still_reach_it() {
+        let labels: Vec<String> = ["a.x", "a.y", "b.z"].map(String::from).to_vec();
+        let tree = IntentTree::from_labels(&labels);
+        let mut data = tickets(&labels, "a.x", 0.8, "a.x", 40);
+        // 30 tickets of b.z read as a (0.6) and a.x (0.55): wrong at both levels.
+        data.extend(vec![(vec![0.55, 0.05, 0.4], "b.z"); 30]);
+        let (probs, gold): (Vec<_>, Vec<_>) = data.into_iter().unzip();
+        let depth = Thresholds::per_depth(vec![0.5, 0.5]);
+        let tuned = tune(&tree, &labels, &depth, &probs, &gold);
+        // a rises past them; they no longer reach a.x, which keeps its depth's threshold.
+        assert_eq!(tuned.nodes, [("a".to_string(), 0.65)].into());
     }
 
     #[test]

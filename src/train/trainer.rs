@@ -425,9 +425,17 @@ pub fn train_sets(
         }
     };
     let depth_thresholds = Thresholds::per_depth(opts.thresholds.clone());
-    let tuned = match opts.node_thresholds {
-        false => None,
-        true => {
+    let tuned = match (opts.node_thresholds, &opts.fine_tune) {
+        (false, _) => None,
+        (true, Some(_)) => {
+            // The tuned encoder saw the tuning split: its held-out scores would be too sure.
+            tracing::warn!(
+                "nodes' own thresholds are not tuned with --fine-tune (the fine-tuned encoder \
+                 saw the tuning split); the depth thresholds serve"
+            );
+            None
+        }
+        (true, None) => {
             let fold = Fold {
                 xs: &xs,
                 examples: &train_set,

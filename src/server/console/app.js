@@ -52,6 +52,7 @@ const T = {
     "learn.add": "Add an intent", "learn.id": "Id (parent.child)", "learn.en": "English description", "learn.ru": "Russian description", "learn.add_submit": "Add",
     "learn.thresholds": "Chain thresholds of the serving model {model} (version {v})", "learn.depth": "Depth {d}", "learn.node": "Intent", "learn.trained": "As trained",
     "learn.effective": "Threshold", "learn.edited": "edited", "learn.save": "Save thresholds", "learn.reset": "Back to as trained",
+    "learn.invalid": "{what}: a threshold is a number from 0 to 1; nothing was saved.",
     "learn.saved": "Saved as version {v}; it serves now.", "learn.conflict": "Someone saved version {v} after you opened these thresholds: they are reloaded, apply your change again.",
     "jobs.gate_passed": "gate passed", "jobs.gate_refused": "gate refused: {reasons}", "jobs.gate_f1": "dev macro-F1 {a} → {c}",
   },
@@ -104,6 +105,7 @@ const T = {
     "learn.add": "Добавить намерение", "learn.id": "Id (родитель.потомок)", "learn.en": "Описание по-английски", "learn.ru": "Описание по-русски", "learn.add_submit": "Добавить",
     "learn.thresholds": "Пороги цепочки у модели {model} (версия {v})", "learn.depth": "Глубина {d}", "learn.node": "Намерение", "learn.trained": "После обучения",
     "learn.effective": "Порог", "learn.edited": "изменён", "learn.save": "Сохранить пороги", "learn.reset": "Вернуть как после обучения",
+    "learn.invalid": "{what}: порог — число от 0 до 1; ничего не сохранено.",
     "learn.saved": "Сохранено как версия {v}; уже действует.", "learn.conflict": "Кто-то сохранил версию {v}, пока вы редактировали: пороги перезагружены, повторите изменение.",
     "jobs.gate_passed": "проверка пройдена", "jobs.gate_refused": "проверка не пройдена: {reasons}", "jobs.gate_f1": "macro-F1 на dev {a} → {c}",
   },
@@ -584,10 +586,20 @@ async function loadThresholds(model) {
     <div class="row"><button id="thr-save">${t("learn.save")}</button><button id="thr-reset" class="secondary">${t("learn.reset")}</button><span id="thr-status"></span></div>`;
   const depthValue = (d) => +box.querySelector(`[data-depth="${Math.min(d, depths - 1)}"]`).value;
   box.querySelectorAll("[data-depth]").forEach((i) => i.addEventListener("input", () => {
+    const x = +i.value;
+    if (i.value.trim() === "" || !(x >= 0 && x <= 1)) return;
     box.querySelectorAll('[data-id][data-follow="1"]').forEach((n) => { n.value = depthValue(+n.dataset.d); });
   }));
   box.querySelectorAll("[data-id]").forEach((i) => i.addEventListener("input", () => { i.dataset.follow = "0"; }));
   $("#thr-save").addEventListener("click", () => {
+    // An empty or out-of-range field is refused here, before anything is sent.
+    const bad = [...box.querySelectorAll("input")].find((i) => i.value.trim() === "" || !(+i.value >= 0 && +i.value <= 1));
+    if (bad) {
+      bad.focus();
+      $("#thr-status").textContent = t("learn.invalid", { what: bad.dataset.id || t("learn.depth", { d: bad.dataset.depth }) });
+      $("#thr-status").className = "error";
+      return;
+    }
     const depth = [...box.querySelectorAll("[data-depth]")].map((i) => +i.value);
     const trainedDepth = [...box.querySelectorAll("[data-depth]")].map((i) => +i.dataset.trained);
     const nodes = {};
@@ -603,7 +615,8 @@ async function loadThresholds(model) {
 
 async function saveThresholds(model, overrides) {
   const r = await api("PUT", `/v1/models/${encodeURIComponent(model)}/thresholds`, { overrides, note: "edited in the console" }, { "If-Match": thresholdsETag });
-  await loadThresholds(model);
+  // Reloaded when saved, or when someone else saved first; otherwise the edits stay to mend.
+  if (r.status === 200 || r.status === 412) await loadThresholds(model);
   const st = $("#thr-status");
   if (r.status === 200) { st.textContent = t("learn.saved", { v: r.data.version }); st.className = "ok"; }
   else if (r.status === 412) { st.textContent = t("learn.conflict", { v: r.data.error.details.current_version }); st.className = "error"; }
