@@ -68,6 +68,10 @@ pub struct ExportedHead {
     /// The further-request detector's settings, where `also.safetensors` was copied too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub also: Option<crate::model::also::AlsoSettings>,
+    /// The chain thresholds as trained (per depth, and nodes' own), absent from exports made
+    /// before 2026-12-07.
+    #[serde(default)]
+    pub thresholds: crate::intent::Thresholds,
 }
 
 /// Fills in the fields that `transformers` writes into every BERT `config.json` and that our own
@@ -164,6 +168,7 @@ pub fn export_hf(model: &Path, out: &Path) -> Result<ExportSummary, ExportError>
             ngrams: meta.ngrams,
             out_of_scope: meta.out_of_scope,
             also: meta.also.clone(),
+            thresholds: meta.thresholds(),
         };
         fsutil::write_json_atomic(&dir.join("head.json"), &info)?;
     }
@@ -208,6 +213,14 @@ mod tests {
         let head: ExportedHead =
             serde_json::from_slice(&std::fs::read(out.join("head.json")).unwrap()).unwrap();
         assert_eq!(head.labels.len(), 17);
+        let model: ClassifierMeta = serde_json::from_slice(
+            &std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("models/helpdesk/classifier.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(head.thresholds, model.thresholds());
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["initializer_range"], 0.02, "{config}");

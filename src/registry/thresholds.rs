@@ -138,7 +138,7 @@ impl ModelRegistry {
         );
         for serving in self.serving_models() {
             if serving.id == id {
-                follow_thresholds(&self.inner.store, &serving).await?;
+                serving.set_thresholds(saved.version, &saved.overrides);
             }
         }
         Ok(ThresholdsView::new(saved, trained, &tree))
