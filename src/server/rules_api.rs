@@ -65,6 +65,15 @@ fn with_etag(version: i64, body: RulesBody) -> Response {
     resp
 }
 
+/// 428 for a change sent without `If-Match`: `read` gives the ETag, `current` is the version now.
+pub(super) fn if_match_required(read: &str, current: i64) -> ApiError {
+    ApiError::new(
+        Code::IfMatchRequired,
+        format!("send If-Match with the version you edited ({read} gives it as the ETag; now \"{current}\"), so that concurrent edits are not lost"),
+    )
+    .with_details(json!({ "current_version": current.to_string() }))
+}
+
 /// What `If-Match` asks for.
 pub(super) enum IfMatch {
     /// `*`: whatever version is current (RFC 9110).
@@ -178,11 +187,7 @@ pub async fn put_rules(
     let caller = state.auth.permit(caller, Scope::Admin)?;
     let Some(expected) = if_match(&headers, "GET /v1/rules")? else {
         let current = state.rules.current().stored.version;
-        return Err(ApiError::new(
-            Code::IfMatchRequired,
-            format!("send If-Match with the version you edited (GET /v1/rules gives it as the ETag; now \"{current}\"), so that concurrent edits are not lost"),
-        )
-        .with_details(json!({ "current_version": current.to_string() })));
+        return Err(if_match_required("GET /v1/rules", current));
     };
     save_and_activate(
         &state,

@@ -9,13 +9,12 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::error::{ApiError, Code};
+use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use super::rules_api::{etag, if_match, IfMatchHeader};
+use super::rules_api::{etag, if_match, if_match_required, IfMatchHeader};
 use super::AppState;
 use crate::config::Scope;
 use crate::intent::Thresholds;
@@ -82,11 +81,7 @@ pub async fn put_thresholds(
     let read = format!("GET /v1/models/{id}/thresholds");
     let Some(expected) = if_match(&headers, &read)? else {
         let current = state.registry.thresholds(&id).await?.edits.version;
-        return Err(ApiError::new(
-            Code::IfMatchRequired,
-            format!("send If-Match with the version you edited ({read} gives it as the ETag; now \"{current}\"), so that concurrent edits are not lost"),
-        )
-        .with_details(json!({ "current_version": current.to_string() })));
+        return Err(if_match_required(&read, current));
     };
     let change = ThresholdsChange {
         overrides: body.overrides,

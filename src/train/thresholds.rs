@@ -82,17 +82,17 @@ fn holds(node: &str, gold: &str) -> bool {
 }
 
 /// Chain figures of label probabilities `probs` with true intents `gold` under `thresholds`.
-pub fn chain_figures(
+pub fn chain_figures<P: AsRef<[f32]>>(
     tree: &IntentTree,
     labels: &[String],
     thresholds: &Thresholds,
-    probs: &[Vec<f32>],
+    probs: &[P],
     gold: &[&str],
 ) -> ChainFigures {
     let resolver = tree.resolver(labels, thresholds);
     let (mut leaf, mut unknown, mut right) = (0usize, 0usize, 0usize);
     for (p, g) in probs.iter().zip(gold) {
-        let r = resolver.resolve(p, 1);
+        let r = resolver.resolve(p.as_ref(), 1);
         match r.chain.last() {
             None => unknown += 1,
             Some(last) => {
@@ -165,19 +165,17 @@ pub fn tune(
             .collect();
         tuned.nodes.extend(chosen);
     }
-    let nodes = tuned.nodes;
-    let after = Thresholds {
-        depth: depth.depth.clone(),
-        nodes: nodes.clone(),
-    };
     let report = TuningReport {
         tickets: probs.len(),
         target_precision,
-        tuned_nodes: nodes.len(),
+        tuned_nodes: tuned.nodes.len(),
         before: chain_figures(tree, labels, depth, probs, gold),
-        after: chain_figures(tree, labels, &after, probs, gold),
+        after: chain_figures(tree, labels, &tuned, probs, gold),
     };
-    Tuned { nodes, report }
+    Tuned {
+        nodes: tuned.nodes,
+        report,
+    }
 }
 
 /// A node's own threshold from its tuning tickets `pts` (probability, whether entering was

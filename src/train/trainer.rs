@@ -915,11 +915,11 @@ pub fn score(
         })
         .collect();
     let mut report = eval::evaluate(&gold_labels, &items);
-    let (known_probs, gold): (Vec<Vec<f32>>, Vec<&str>) = examples
+    let (known_probs, gold): (Vec<&Vec<f32>>, Vec<&str>) = examples
         .iter()
         .zip(probs)
         .filter(|(e, _)| labels.contains(&e.intent))
-        .map(|(e, p)| (p.clone(), e.intent.as_str()))
+        .map(|(e, p)| (p, e.intent.as_str()))
         .unzip();
     report.chains = Some(super::thresholds::chain_figures(
         tree,
