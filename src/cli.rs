@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::batch::BatchLimits;
 use crate::model::encoder::{check_recheck_margin, DEFAULT_RECHECK_MARGIN};
+use crate::train::finetune::{Blocks, FineTune};
+
+/// Fine-tuning defaults, named in the flags' help.
+const FT: FineTune = FineTune::DEFAULT;
 
 /// intent-router: helpdesk ticket triage for Russian and English.
 #[derive(Debug, Parser)]
@@ -80,7 +84,8 @@ pub enum DbAction {
 /// `retrain`.
 #[derive(Debug, Args)]
 pub struct RetrainArgs {
-    /// Also fine-tune the encoder's top layers (slow; for larger jobs).
+    /// Also fine-tune the encoder (all its layers with the default recipe of `train
+    /// --fine-tune`; an hour or more on 2 cores: run it where it does not compete with serving).
     #[arg(long)]
     pub fine_tune: bool,
     /// Register the candidate but do not activate it, even if it passes.
@@ -368,18 +373,42 @@ pub struct TrainArgs {
     /// further-request detector's threshold may give a further request.
     #[arg(long, default_value_t = crate::train::also::DEFAULT_FALSE_RATE)]
     pub also_false_rate: f32,
-    /// Also fine-tune the encoder's top layers (slower; the model then carries its own encoder).
+    /// Also fine-tune the encoder (slower; the model then carries its own encoder): its layers
+    /// and the head train together, the best epoch on the dev split is kept.
     #[arg(long)]
     pub fine_tune: bool,
-    /// Top layers to fine-tune.
-    #[arg(long, default_value_t = 2, requires = "fine_tune")]
+    /// Top layers to fine-tune (the encoder's 12 by default: all but the word embeddings).
+    #[arg(long, default_value_t = FT.layers, requires = "fine_tune")]
     pub fine_tune_layers: usize,
-    /// Fine-tuning epochs.
-    #[arg(long, default_value_t = 3, requires = "fine_tune")]
+    /// Most fine-tuning epochs (training stops earlier once the dev split stops improving).
+    #[arg(long, default_value_t = FT.epochs, requires = "fine_tune")]
     pub fine_tune_epochs: usize,
-    /// Fine-tuning learning rate.
-    #[arg(long, default_value_t = 5e-5, requires = "fine_tune")]
+    /// Learning rate of the top layer after the warm-up (AdamW).
+    #[arg(long, default_value_t = FT.learning_rate, requires = "fine_tune")]
     pub fine_tune_lr: f64,
+    /// Learning rate of the head after the warm-up.
+    #[arg(long, default_value_t = FT.head_learning_rate, requires = "fine_tune")]
+    pub fine_tune_head_lr: f64,
+    /// Each lower layer learns at this times the rate of the layer above it.
+    #[arg(long, default_value_t = FT.layer_decay, requires = "fine_tune")]
+    pub fine_tune_layer_decay: f64,
+    /// Share of the steps over which the learning rates rise from zero.
+    #[arg(long, default_value_t = FT.warmup, requires = "fine_tune")]
+    pub fine_tune_warmup: f64,
+    /// Examples per fine-tuning step.
+    #[arg(long, default_value_t = FT.batch_size, requires = "fine_tune")]
+    pub fine_tune_batch_size: usize,
+    /// Class weights (mean class size / class size) ^ this: 0 weighs every example alike, 1
+    /// every class alike.
+    #[arg(long, default_value_t = FT.balance, requires = "fine_tune")]
+    pub fine_tune_balance: f64,
+    /// Epochs in a row without a better dev score before fine-tuning stops.
+    #[arg(long, default_value_t = FT.patience, requires = "fine_tune")]
+    pub fine_tune_patience: usize,
+    /// How the tuned encoder's matrices are stored: q8_0 (8-bit blocks) or q4_0 (4-bit, as the
+    /// base encoder ships).
+    #[arg(long, value_enum, default_value_t = FT.blocks, requires = "fine_tune")]
+    pub fine_tune_blocks: Blocks,
     /// Runtime options.
     #[command(flatten)]
     pub runtime: RuntimeArgs,

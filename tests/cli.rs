@@ -708,12 +708,97 @@ fn cuda_device_on_a_cpu_build_is_a_clear_error() {
 }
 
 #[test]
+fn fine_tune_settings_that_cannot_train_are_refused_before_work() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Gguf);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 4, 0);
+    for (flag, value, says) in [
+        ("--fine-tune-warmup", "1.5", "--fine-tune-warmup is 1.5"),
+        (
+            "--fine-tune-layer-decay",
+            "0",
+            "--fine-tune-layer-decay is 0",
+        ),
+        ("--fine-tune-balance", "2", "--fine-tune-balance is 2"),
+        ("--fine-tune-epochs", "0", "--fine-tune-epochs is 0"),
+    ] {
+        let (ok, _, err) = common::run(&[
+            "train",
+            "--data",
+            &p("train.jsonl"),
+            "--base",
+            &p("base"),
+            "--out",
+            &p("ft"),
+            "--no-cache",
+            "--fine-tune",
+            flag,
+            value,
+        ]);
+        assert!(!ok && err.contains(says), "{flag}: {err}");
+        assert!(!d.path().join("ft").exists());
+    }
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("ft"),
+        "--fine-tune",
+        "--fine-tune-blocks",
+        "q5_1",
+    ]);
+    assert!(!ok && err.contains("q8_0") && err.contains("q4_0"), "{err}");
+}
+
+#[test]
+fn fine_tune_of_a_safetensors_encoder_rewrites_its_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    let base = common::tiny_encoder(&d.path().join("base"), Format::Safetensors);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 8, 0);
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("ft"),
+        "--no-ngrams",
+        "--fine-tune",
+        "--fine-tune-epochs",
+        "1",
+        "--fine-tune-layers",
+        "1",
+        "--no-cache",
+    ]);
+    assert!(ok, "{err}");
+    assert!(!d.path().join("ft/encoder/overrides.safetensors").exists());
+    let tuned = candle_core::safetensors::load(
+        d.path().join("ft/encoder/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(tuned.len(), base.len());
+    let frozen = "encoder.layer.0.output.dense.weight";
+    assert_eq!(common::max_abs_diff(&tuned[frozen], &base[frozen]), 0.0);
+    let moved = "encoder.layer.1.output.dense.weight";
+    assert!(common::max_abs_diff(&tuned[moved], &base[moved]) > 0.0);
+    let (ok, _, err) = common::run(&["classify", "--model", &p("ft"), "refund my money"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
 fn fine_tune_writes_its_own_encoder_and_classifies() {
     let d = tempfile::tempdir().unwrap();
     let p = |s: &str| d.path().join(s).display().to_string();
     let base = common::tiny_encoder(&d.path().join("base"), Format::Gguf);
     common::tiny_dataset(&d.path().join("train.jsonl"), 8, 0);
-    let (ok, _, err) = common::run(&[
+    let args: Vec<String> = [
         "train",
         "--data",
         &p("train.jsonl"),
@@ -729,28 +814,62 @@ fn fine_tune_writes_its_own_encoder_and_classifies() {
         "--fine-tune-layers",
         "1",
         "--no-cache",
-    ]);
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ok, _, err) = common::run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{err}");
-    assert!(d.path().join("ft/encoder/overrides.safetensors").exists());
+    // The tuned tensors replace the base's in the model's own GGUF: no f32 copy beside it.
+    assert!(!d.path().join("ft/encoder/overrides.safetensors").exists());
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path().join("ft/classifier.json")).unwrap())
             .unwrap();
     assert_eq!(meta["base"]["path"], "encoder");
     assert_eq!(meta["training"]["fine_tune"]["layers"], 1);
+    assert_eq!(meta["training"]["fine_tune"]["blocks"], "q8_0");
+    // Dev scores per epoch (the dev split is carved from the data here), and the epoch kept.
+    let epochs = &meta["training"]["fine_tune_epochs"];
+    assert!(!epochs["dev"].as_array().unwrap().is_empty(), "{epochs}");
+    assert!(
+        (1..=2).contains(&epochs["kept"].as_u64().unwrap()),
+        "{epochs}"
+    );
+    assert!(err.contains("fine-tuning epoch 1: dev accuracy"), "{err}");
     // The linear head reads its n-gram view, fitted again on the tuned encoder.
     assert!(d.path().join("ft/ngrams.json").exists());
-    let overrides = candle_core::safetensors::load(
-        d.path().join("ft/encoder/overrides.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    assert!(
-        overrides.contains_key("encoder.layer.1.output.dense.weight")
-            && !overrides.contains_key("encoder.layer.0.output.dense.weight")
-    );
+    let (tuned, dtypes) = common::read_gguf(&d.path().join("ft/encoder/model.gguf"));
+    let (stored, base_dtypes) = common::read_gguf(&d.path().join("base/model.gguf"));
+    // Tuned matrices in 8-bit blocks, tuned vectors in f32, the frozen layer as the base's.
+    assert_eq!(dtypes["encoder.layer.1.output.dense.weight"], "Q8_0");
+    assert_eq!(dtypes["encoder.layer.1.output.LayerNorm.bias"], "F32");
+    for name in [
+        "encoder.layer.0.output.dense.weight",
+        "embeddings.word_embeddings.weight",
+    ] {
+        assert_eq!(dtypes[name], base_dtypes[name], "{name}");
+        assert_eq!(
+            common::max_abs_diff(&tuned[name], &stored[name]),
+            0.0,
+            "{name}"
+        );
+    }
+    assert_eq!(dtypes.len(), base_dtypes.len());
     // The fine-tuned layers moved away from the base ones.
     let name = "encoder.layer.1.output.LayerNorm.bias";
-    assert!(common::max_abs_diff(&overrides[name], &base[name]) > 0.0);
+    assert!(common::max_abs_diff(&tuned[name], &base[name]) > 0.0);
+    // The same data and seed give the same encoder and head, byte for byte, on one thread too.
+    let mut again = args.clone();
+    let out2 = p("ft2");
+    *again.iter_mut().find(|a| **a == p("ft")).unwrap() = out2.clone();
+    let (ok, _, err) = common::run_with_env(
+        &again.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("RAYON_NUM_THREADS", "1")],
+    );
+    assert!(ok, "{err}");
+    for file in ["encoder/model.gguf", "head.safetensors"] {
+        let read = |dir: &str| std::fs::read(d.path().join(dir).join(file)).unwrap();
+        assert!(read("ft") == read("ft2"), "{file} differs");
+    }
     let (ok, out, err) =
         common::run(&["classify", "--model", &p("ft"), "where is my order parcel"]);
     assert!(ok, "{err}");

@@ -420,6 +420,21 @@ fn a_retraining_job_reports_progress_and_stops_when_cancelled() {
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.body["status"], "running");
     let location = r.header["location"].clone();
+    // Fine-tuning the encoder is refused inside serve (named in the message), before the
+    // running job is looked at.
+    let ft = s.admin(
+        "POST",
+        "/v1/models/retrain",
+        Some(&json!({"fine_tune": true})),
+        &[],
+    );
+    assert_eq!(ft.status, 422, "{}", ft.body);
+    let message = ft.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("fine_tune: retraining inside serve trains the head only")
+            && message.contains("intent-router train --fine-tune"),
+        "{message}"
+    );
     // A second retraining is refused while one runs.
     let again = s.admin("POST", "/v1/models/retrain", None, &[]);
     assert_eq!(again.status, 409, "{}", again.body);

@@ -55,7 +55,13 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
             layers: a.fine_tune_layers,
             epochs: a.fine_tune_epochs,
             learning_rate: a.fine_tune_lr,
-            ..FineTune::default()
+            head_learning_rate: a.fine_tune_head_lr,
+            layer_decay: a.fine_tune_layer_decay,
+            warmup: a.fine_tune_warmup,
+            batch_size: a.fine_tune_batch_size,
+            balance: a.fine_tune_balance,
+            patience: a.fine_tune_patience,
+            blocks: a.fine_tune_blocks,
         }),
         ngrams,
         scope_rejection: a.out_of_scope_rejection,
@@ -249,6 +255,12 @@ impl Progress for Bars {
     fn step(&self, done: usize) {
         if let Some(b) = self.bar.lock().expect("progress lock").as_ref() {
             b.set_position(done as u64);
+        }
+    }
+    fn note(&self, line: &str) {
+        match self.bar.lock().expect("progress lock").as_ref() {
+            Some(b) if !b.is_hidden() => b.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 }

@@ -345,16 +345,7 @@ impl WeightSource for SafetensorsWeights {
         if let Some(t) = self.overrides.get(name) {
             return Ok(t.clone());
         }
-        for candidate in [name.to_string(), format!("bert.{name}")] {
-            if self.vb.contains_tensor(&candidate) {
-                return self.vb.get_unchecked(&candidate);
-            }
-        }
-        // Older checkpoints name LayerNorm parameters gamma/beta.
-        let legacy = name
-            .replace("LayerNorm.weight", "LayerNorm.gamma")
-            .replace("LayerNorm.bias", "LayerNorm.beta");
-        for candidate in [legacy.clone(), format!("bert.{legacy}")] {
+        for candidate in safetensors_names(name) {
             if self.vb.contains_tensor(&candidate) {
                 return self.vb.get_unchecked(&candidate);
             }
@@ -365,6 +356,80 @@ impl WeightSource for SafetensorsWeights {
     fn quantized(&self, _name: &str) -> candle_core::Result<Option<Arc<QTensor>>> {
         Ok(None)
     }
+}
+
+/// The names a safetensors file may give the HF tensor `name`: as is, with a `bert.` prefix,
+/// and with older checkpoints' gamma/beta for LayerNorm parameters.
+fn safetensors_names(name: &str) -> [String; 4] {
+    let legacy = name
+        .replace("LayerNorm.weight", "LayerNorm.gamma")
+        .replace("LayerNorm.bias", "LayerNorm.beta");
+    let prefixed = format!("bert.{legacy}");
+    [name.to_string(), format!("bert.{name}"), legacy, prefixed]
+}
+
+/// The weights file of encoder directory `base` with the `tuned` tensors (HF names) in place
+/// of its own: a GGUF keeps its other tensors as stored and takes tuned matrices in `blocks`
+/// (vectors in f32); a safetensors file takes them in f32. Returns the file's name and bytes.
+pub fn tuned_weights(
+    base: &Path,
+    tuned: &HashMap<String, Tensor>,
+    blocks: GgmlDType,
+) -> Result<(String, Vec<u8>), EncoderError> {
+    let meta = EncoderMeta::load(base)?;
+    let path = base.join(&meta.weights);
+    let ctx = path.display().to_string();
+    let unknown = |name: &str| EncoderError::Candle {
+        context: ctx.clone(),
+        source: candle_core::Error::Msg(format!("no tensor `{name}` to replace")),
+    };
+    let bytes = if meta.weights.ends_with(".gguf") {
+        let mut file = std::fs::File::open(&path).map_err(|source| FilesError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let content = gguf_file::Content::read(&mut file).map_err(candle(ctx.clone()))?;
+        if let Some(name) = tuned
+            .keys()
+            .find(|n| !content.tensor_infos.contains_key(*n))
+        {
+            return Err(unknown(name));
+        }
+        let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+        names.sort();
+        let mut tensors = Vec::with_capacity(names.len());
+        for name in names {
+            let q = match tuned.get(name) {
+                Some(t) if t.rank() == 2 => QTensor::quantize(t, blocks),
+                Some(t) => QTensor::quantize(t, GgmlDType::F32),
+                None => content.tensor(&mut file, name, &Device::Cpu),
+            }
+            .map_err(candle(format!("{ctx}: {name}")))?;
+            tensors.push((name.as_str(), q));
+        }
+        let mut metadata: Vec<(&str, &gguf_file::Value)> = content
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        metadata.sort_by_key(|(k, _)| *k);
+        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, q)| (*n, q)).collect();
+        let mut buf = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut buf, &metadata, &refs).map_err(candle(ctx.clone()))?;
+        buf.into_inner()
+    } else {
+        let mut all =
+            candle_core::safetensors::load(&path, &Device::Cpu).map_err(candle(ctx.clone()))?;
+        for (name, t) in tuned {
+            let key = safetensors_names(name)
+                .into_iter()
+                .find(|k| all.contains_key(k))
+                .ok_or_else(|| unknown(name))?;
+            all.insert(key, t.to_dtype(DType::F32).map_err(candle(ctx.clone()))?);
+        }
+        super::head::safetensors_bytes(&all).map_err(candle(ctx.clone()))?
+    };
+    Ok((meta.weights, bytes))
 }
 
 /// Opens the weights of an encoder directory (GGUF or safetensors, plus overrides).
@@ -415,4 +480,128 @@ fn load_overrides(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>
         return Ok(HashMap::new());
     }
     candle_core::safetensors::load(&path, device).map_err(candle(path.display().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An encoder directory holding `tensors` in `file` (GGUF: matrices in Q4_0).
+    fn weights_dir(file: &str, tensors: &HashMap<String, Tensor>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = serde_json::json!({"format_version": 1, "weights": file, "prefix": "query: ",
+            "pooling": "mean", "normalize": true, "max_tokens": 16, "source": "test"});
+        std::fs::write(dir.path().join(files::ENCODER_META), meta.to_string()).unwrap();
+        if file.ends_with(".gguf") {
+            let mut names: Vec<&String> = tensors.keys().collect();
+            names.sort();
+            let qs: Vec<(&str, QTensor)> = names
+                .iter()
+                .map(|n| {
+                    let t = &tensors[*n];
+                    let dtype = if t.rank() == 2 {
+                        GgmlDType::Q4_0
+                    } else {
+                        GgmlDType::F32
+                    };
+                    (n.as_str(), QTensor::quantize(t, dtype).unwrap())
+                })
+                .collect();
+            let refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (*n, q)).collect();
+            let mut f = std::fs::File::create(dir.path().join(file)).unwrap();
+            gguf_file::write(&mut f, &[], &refs).unwrap();
+        } else {
+            candle_core::safetensors::save(tensors, dir.path().join(file)).unwrap();
+        }
+        dir
+    }
+
+    fn base_tensors(prefix: &str) -> HashMap<String, Tensor> {
+        let dev = Device::Cpu;
+        HashMap::from([
+            (
+                format!("{prefix}l.0.dense.weight"),
+                Tensor::randn(0f32, 1.0, (4, 64), &dev).unwrap(),
+            ),
+            (
+                format!("{prefix}l.0.dense.bias"),
+                Tensor::randn(0f32, 1.0, 4, &dev).unwrap(),
+            ),
+            (
+                format!("{prefix}l.1.dense.weight"),
+                Tensor::randn(0f32, 1.0, (4, 64), &dev).unwrap(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn tuned_weights_replace_the_base_tensors_in_gguf_blocks() {
+        let dir = weights_dir("model.gguf", &base_tensors(""));
+        let tuned_w = Tensor::randn(0f32, 1.0, (4, 64), &Device::Cpu).unwrap();
+        let tuned_b = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+        let tuned = HashMap::from([
+            ("l.0.dense.weight".to_string(), tuned_w.clone()),
+            ("l.0.dense.bias".to_string(), tuned_b.clone()),
+        ]);
+        let (file, bytes) = tuned_weights(dir.path(), &tuned, GgmlDType::Q8_0).unwrap();
+        assert_eq!(file, "model.gguf");
+        let mut reader = std::io::Cursor::new(&bytes);
+        let content = gguf_file::Content::read(&mut reader).unwrap();
+        let read = |name: &str, reader: &mut std::io::Cursor<&Vec<u8>>| {
+            content.tensor(reader, name, &Device::Cpu).unwrap()
+        };
+        let w = read("l.0.dense.weight", &mut reader);
+        assert_eq!(w.dtype(), GgmlDType::Q8_0);
+        let diff = crate::model::max_abs_diff(&w.dequantize(&Device::Cpu).unwrap(), &tuned_w);
+        assert!(diff < 0.05, "{diff}");
+        let b = read("l.0.dense.bias", &mut reader);
+        assert_eq!(b.dtype(), GgmlDType::F32);
+        assert_eq!(
+            crate::model::max_abs_diff(&b.dequantize(&Device::Cpu).unwrap(), &tuned_b),
+            0.0
+        );
+        // Untouched tensors keep their stored blocks, byte for byte.
+        let mut base = std::fs::File::open(dir.path().join("model.gguf")).unwrap();
+        let base_content = gguf_file::Content::read(&mut base).unwrap();
+        let before = base_content
+            .tensor(&mut base, "l.1.dense.weight", &Device::Cpu)
+            .unwrap();
+        let after = read("l.1.dense.weight", &mut reader);
+        assert_eq!(after.dtype(), GgmlDType::Q4_0);
+        assert_eq!(after.data().unwrap(), before.data().unwrap());
+        // The same input writes the same bytes.
+        let again = tuned_weights(dir.path(), &tuned, GgmlDType::Q8_0).unwrap();
+        assert_eq!(again.1, bytes);
+    }
+
+    #[test]
+    fn tuned_weights_keep_a_safetensors_file_s_own_names() {
+        let dir = weights_dir("model.safetensors", &base_tensors("bert."));
+        let tuned_w = Tensor::randn(0f32, 1.0, (4, 64), &Device::Cpu).unwrap();
+        let tuned = HashMap::from([("l.0.dense.weight".to_string(), tuned_w.clone())]);
+        let (file, bytes) = tuned_weights(dir.path(), &tuned, GgmlDType::Q8_0).unwrap();
+        assert_eq!(file, "model.safetensors");
+        let read = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
+        assert_eq!(read.len(), 3);
+        let w = &read["bert.l.0.dense.weight"];
+        assert_eq!(crate::model::max_abs_diff(w, &tuned_w), 0.0);
+    }
+
+    #[test]
+    fn tuned_weights_refuse_a_tensor_the_base_lacks() {
+        for file in ["model.gguf", "model.safetensors"] {
+            let dir = weights_dir(file, &base_tensors(""));
+            let tuned = HashMap::from([(
+                "l.9.dense.weight".to_string(),
+                Tensor::zeros((4, 64), DType::F32, &Device::Cpu).unwrap(),
+            )]);
+            let err = tuned_weights(dir.path(), &tuned, GgmlDType::Q8_0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("no tensor `l.9.dense.weight` to replace") && err.contains(file),
+                "{err}"
+            );
+        }
+    }
 }

@@ -313,6 +313,7 @@ impl From<JobsError> for ApiError {
             JobsError::Finished { .. } | JobsError::Committing { .. } => {
                 Self::new(Code::JobFinished, e.to_string())
             }
+            JobsError::FineTuneInServe => Self::invalid(e.to_string()),
             JobsError::Corrupt { .. } => Self::internal(e),
         }
     }

@@ -342,7 +342,8 @@ pub async fn shadow_report(
     request_body(content = Option<RetrainParams>, description = "Optional: an empty body takes the defaults."),
     responses((status = 202, description = "Started.", body = JobInfo,
                headers(("Location" = String, description = "The job: /v1/jobs/{id}."))),
-              (status = 409, description = "A retraining is running, or there is no training data.")))]
+              (status = 409, description = "A retraining is running, or there is no training data."),
+              (status = 422, description = "`fine_tune` asked for: retraining inside serve trains the head only.")))]
 pub async fn retrain(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -40,6 +40,13 @@ pub enum JobsError {
         /// The job.
         id: String,
     },
+    /// `fine_tune` was asked of a retraining inside `serve`, which stays head-only.
+    #[error(
+        "fine_tune: retraining inside serve trains the head only (fine-tuning the encoder takes \
+         both cores for an hour or more beside routing); fine-tune offline with `intent-router \
+         retrain --fine-tune` or `intent-router train --fine-tune` and activate the result"
+    )]
+    FineTuneInServe,
     /// A stored job does not read as its kind.
     #[error("job {id}: stored parameters or result unreadable")]
     Corrupt {
@@ -55,7 +62,8 @@ pub enum JobsError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrainParams {
-    /// Also fine-tune the encoder's top layers (slow).
+    /// Refused when true: retraining inside `serve` trains the head only (fine-tuning runs
+    /// offline); kept so that stored jobs and `false` still read.
     #[serde(default)]
     pub fine_tune: bool,
     /// Run a passing candidate in shadow (true) or activate it (false); absent or null:
@@ -307,6 +315,9 @@ impl Jobs {
         params: RetrainParams,
         by: &str,
     ) -> Result<JobInfo, JobsError> {
+        if params.fine_tune {
+            return Err(JobsError::FineTuneInServe);
+        }
         let permit = self.registry.begin_retrain().await?;
         let job = Job {
             id: uuid::Uuid::now_v7().to_string(),

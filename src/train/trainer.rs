@@ -15,7 +15,7 @@ use super::hybrid;
 use crate::fsutil::{self, FsError, StagedDir};
 use crate::intent::{IntentTree, TaxonomyError, Thresholds};
 use crate::model::classifier::{encoder_hash, BaseRef, ClassifierMeta};
-use crate::model::encoder::{Encoder, EncoderError, EncoderOptions};
+use crate::model::encoder::{self, Encoder, EncoderError, EncoderOptions};
 use crate::model::files::{self, FilesError};
 use crate::model::head::{self, Head, HeadKind, HeadTraining};
 use crate::model::ngrams::{NgramSettings, NgramView, SparseRow};
@@ -118,6 +118,8 @@ pub trait Progress {
     fn stage(&self, name: &str, steps: usize);
     /// Steps done in the current stage.
     fn step(&self, done: usize);
+    /// A line worth showing beside the bars (a fine-tuning epoch's dev score).
+    fn note(&self, _line: &str) {}
     /// Whether to stop at the next checkpoint (every chunk of embeddings, every stage).
     fn cancelled(&self) -> bool {
         false
@@ -280,6 +282,9 @@ pub fn train_sets(
     } = sets;
     check_scope(opts, out_of_scope.len())?;
     check_also(opts, &multi)?;
+    if let Some(ft) = &opts.fine_tune {
+        ft.check().map_err(TrainError::Settings)?;
+    }
     let base_dir = source::resolve_encoder(&opts.base, &opts.hub)?;
     let base_hash = encoder_hash(&base_dir)?;
     let encoder = match &opts.preloaded {
@@ -323,6 +328,7 @@ pub fn train_sets(
     )?;
 
     let staged = StagedDir::new(&opts.out)?;
+    let mut fine_tune_epochs = None;
     let (encoder, head, base, cache) = match &opts.fine_tune {
         None => {
             let base = BaseRef {
@@ -332,22 +338,34 @@ pub fn train_sets(
             (encoder, head, base, cache)
         }
         Some(ft) => {
-            let texts: Vec<String> = train_set.iter().map(|e| e.text.clone()).collect();
-            let tokens = encoder
-                .text()
-                .encode_many(&texts)
-                .map_err(EncoderError::from)?;
+            let tokenize = |set: &[Example]| {
+                let texts: Vec<String> = set.iter().map(|e| e.text.clone()).collect();
+                encoder
+                    .text()
+                    .encode_many(&texts)
+                    .map_err(EncoderError::from)
+            };
+            let tokens = tokenize(&train_set)?;
+            let dev_tokens = tokenize(&dev_set)?;
+            let dev_ys: Vec<u32> = dev_set.iter().map(index).collect();
             checkpoint(progress)?;
-            progress.stage("fine-tuning", ft.epochs);
+            let train = finetune::Labelled {
+                tokens: &tokens,
+                ys: &ys,
+            };
+            let dev = (!dev_set.is_empty()).then_some(finetune::Labelled {
+                tokens: &dev_tokens,
+                ys: &dev_ys,
+            });
             let tuned =
-                finetune::fine_tune(&encoder, &head, &tokens, &ys, ft, opts.head.seed, &|e| {
-                    progress.step(e)
-                })?;
+                finetune::fine_tune(&encoder, &head, train, dev, ft, opts.head.seed, progress)?;
+            fine_tune_epochs = Some((tuned.epochs.clone(), tuned.kept));
             checkpoint(progress)?;
             let enc_dir = staged.path().join("encoder");
             copy_encoder_files(&base_dir, &enc_dir)?;
-            let overrides = enc_dir.join(files::OVERRIDES);
-            candle_core::safetensors::save(&tuned.overrides, &overrides)?;
+            let (file, bytes) =
+                encoder::tuned_weights(&base_dir, &tuned.tensors, ft.blocks.ggml())?;
+            fsutil::write_atomic(&enc_dir.join(file), &bytes)?;
             let sha256 = encoder_hash(&enc_dir)?;
             let tuned_encoder = std::sync::Arc::new(Encoder::load(&enc_dir, &opts.encoder)?);
             let cache = EmbeddingCache::new(cache.dir, &sha256, &tuned_encoder);
@@ -540,6 +558,10 @@ pub fn train_sets(
             "seed": opts.head.seed,
             "head": opts.head,
             "fine_tune": opts.fine_tune,
+            "fine_tune_epochs": fine_tune_epochs.as_ref().map(|(scores, kept)| serde_json::json!({
+                "dev": scores,
+                "kept": kept,
+            })),
             "ngram_features": view.as_ref().map(NgramView::len),
             "out_of_scope": scope.as_ref().map(|s| serde_json::json!({
                 "examples": out_of_scope.len(),

@@ -225,6 +225,24 @@ fn write_gguf(path: &Path, weights: &HashMap<String, Tensor>) {
     gguf_file::write(&mut f, &[], &refs).unwrap();
 }
 
+/// The tensors of a GGUF file, dequantised, and each one's stored type (`Q8_0`, `F32`...).
+pub fn read_gguf(path: &Path) -> (HashMap<String, Tensor>, HashMap<String, String>) {
+    let mut f = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let (mut tensors, mut dtypes) = (HashMap::new(), HashMap::new());
+    for name in content.tensor_infos.keys() {
+        let q = content
+            .tensor(&mut f, name, &candle_core::Device::Cpu)
+            .unwrap();
+        dtypes.insert(name.clone(), format!("{:?}", q.dtype()));
+        tensors.insert(
+            name.clone(),
+            q.dequantize(&candle_core::Device::Cpu).unwrap(),
+        );
+    }
+    (tensors, dtypes)
+}
+
 /// Writes a small, learnable labelled data set: three intents with distinctive words, in
 /// English and Russian.
 pub fn tiny_dataset(path: &Path, per_class: usize, offset: usize) {
