@@ -85,7 +85,7 @@ pub enum DbAction {
 #[derive(Debug, Args)]
 pub struct RetrainArgs {
     /// Also fine-tune the encoder (all its layers with the default recipe of `train
-    /// --fine-tune`; an hour or more on 2 cores: run it where it does not compete with serving).
+    /// --fine-tune`; half an hour or more on 2 cores: run it where it does not compete with serving).
     #[arg(long)]
     pub fine_tune: bool,
     /// Register the candidate but do not activate it, even if it passes.

@@ -793,6 +793,64 @@ fn fine_tune_of_a_safetensors_encoder_rewrites_its_file() {
 }
 
 #[test]
+fn fine_tune_scores_each_epoch_as_the_written_model_scores() {
+    // A high rate moves the layer's LayerNorm far: an epoch's dev score must read the current
+    // values, as the written model does (exact kernels, f32 weights, the co-trained head).
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s).display().to_string();
+    common::tiny_encoder(&d.path().join("base"), Format::Safetensors);
+    common::tiny_dataset(&d.path().join("train.jsonl"), 8, 0);
+    common::tiny_dataset(&d.path().join("dev.jsonl"), 6, 40);
+    let (ok, _, err) = common::run(&[
+        "train",
+        "--data",
+        &p("train.jsonl"),
+        "--dev",
+        &p("dev.jsonl"),
+        "--base",
+        &p("base"),
+        "--out",
+        &p("ft"),
+        "--no-ngrams",
+        "--no-cache",
+        "--fine-tune",
+        "--fine-tune-layers",
+        "1",
+        "--fine-tune-epochs",
+        "2",
+        "--fine-tune-lr",
+        "0.05",
+        "--fine-tune-warmup",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("ft/classifier.json")).unwrap())
+            .unwrap();
+    let epochs = &meta["training"]["fine_tune_epochs"];
+    let kept = epochs["kept"].as_u64().unwrap() as usize;
+    let kept_accuracy = epochs["dev"][kept - 1]["accuracy"].as_f64().unwrap();
+    let (ok, out, err) = common::run_with_env(
+        &[
+            "eval",
+            "--model",
+            &p("ft"),
+            "--data",
+            &p("dev.jsonl"),
+            "--json",
+        ],
+        &[("INTENT_ROUTER_GENERIC_KERNELS", "1")],
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let accuracy = report["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - kept_accuracy).abs() < 1e-9,
+        "{accuracy} vs {epochs}"
+    );
+}
+
+#[test]
 fn fine_tune_writes_its_own_encoder_and_classifies() {
     let d = tempfile::tempdir().unwrap();
     let p = |s: &str| d.path().join(s).display().to_string();

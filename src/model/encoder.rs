@@ -400,16 +400,25 @@ pub fn tuned_weights(
         let mut tensors = Vec::with_capacity(names.len());
         for name in names {
             let q = match tuned.get(name) {
-                Some(t) if t.rank() == 2 => QTensor::quantize(t, blocks),
+                // Blocks run along rows: a matrix whose rows do not divide into them stays f32.
+                Some(t)
+                    if t.rank() == 2
+                        && t.dim(1)
+                            .is_ok_and(|c| c.is_multiple_of(blocks.block_size())) =>
+                {
+                    QTensor::quantize(t, blocks)
+                }
                 Some(t) => QTensor::quantize(t, GgmlDType::F32),
                 None => content.tensor(&mut file, name, &Device::Cpu),
             }
             .map_err(candle(format!("{ctx}: {name}")))?;
             tensors.push((name.as_str(), q));
         }
+        // The writer aligns tensors its own way: the base's alignment key would misplace them.
         let mut metadata: Vec<(&str, &gguf_file::Value)> = content
             .metadata
             .iter()
+            .filter(|(k, _)| k.as_str() != "general.alignment")
             .map(|(k, v)| (k.as_str(), v))
             .collect();
         metadata.sort_by_key(|(k, _)| *k);
@@ -499,7 +508,7 @@ mod tests {
                 .iter()
                 .map(|n| {
                     let t = &tensors[*n];
-                    let dtype = if t.rank() == 2 {
+                    let dtype = if t.rank() == 2 && t.dim(1).unwrap().is_multiple_of(32) {
                         GgmlDType::Q4_0
                     } else {
                         GgmlDType::F32
@@ -531,6 +540,10 @@ mod tests {
                 format!("{prefix}l.1.dense.weight"),
                 Tensor::randn(0f32, 1.0, (4, 64), &dev).unwrap(),
             ),
+            (
+                format!("{prefix}l.2.odd.weight"),
+                Tensor::randn(0f32, 1.0, (4, 40), &dev).unwrap(),
+            ),
         ])
     }
 
@@ -539,9 +552,11 @@ mod tests {
         let dir = weights_dir("model.gguf", &base_tensors(""));
         let tuned_w = Tensor::randn(0f32, 1.0, (4, 64), &Device::Cpu).unwrap();
         let tuned_b = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+        let odd = Tensor::randn(0f32, 1.0, (4, 40), &Device::Cpu).unwrap();
         let tuned = HashMap::from([
             ("l.0.dense.weight".to_string(), tuned_w.clone()),
             ("l.0.dense.bias".to_string(), tuned_b.clone()),
+            ("l.2.odd.weight".to_string(), odd.clone()),
         ]);
         let (file, bytes) = tuned_weights(dir.path(), &tuned, GgmlDType::Q8_0).unwrap();
         assert_eq!(file, "model.gguf");
@@ -558,6 +573,13 @@ mod tests {
         assert_eq!(b.dtype(), GgmlDType::F32);
         assert_eq!(
             crate::model::max_abs_diff(&b.dequantize(&Device::Cpu).unwrap(), &tuned_b),
+            0.0
+        );
+        // Rows of 40 do not divide into blocks of 32: that matrix stays f32.
+        let o = read("l.2.odd.weight", &mut reader);
+        assert_eq!(o.dtype(), GgmlDType::F32);
+        assert_eq!(
+            crate::model::max_abs_diff(&o.dequantize(&Device::Cpu).unwrap(), &odd),
             0.0
         );
         // Untouched tensors keep their stored blocks, byte for byte.
@@ -582,7 +604,7 @@ mod tests {
         let (file, bytes) = tuned_weights(dir.path(), &tuned, GgmlDType::Q8_0).unwrap();
         assert_eq!(file, "model.safetensors");
         let read = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
-        assert_eq!(read.len(), 3);
+        assert_eq!(read.len(), 4);
         let w = &read["bert.l.0.dense.weight"];
         assert_eq!(crate::model::max_abs_diff(w, &tuned_w), 0.0);
     }

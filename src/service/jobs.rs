@@ -43,7 +43,7 @@ pub enum JobsError {
     /// `fine_tune` was asked of a retraining inside `serve`, which stays head-only.
     #[error(
         "fine_tune: retraining inside serve trains the head only (fine-tuning the encoder takes \
-         both cores for an hour or more beside routing); fine-tune offline with `intent-router \
+         both cores for half an hour or more beside routing); fine-tune offline with `intent-router \
          retrain --fine-tune` or `intent-router train --fine-tune` and activate the result"
     )]
     FineTuneInServe,

@@ -238,9 +238,14 @@ pub fn fine_tune(
         groups.push(Group { optimizer, peak });
     }
     let source = VarSource(trained);
-    let layers = (first..total)
-        .map(|i| BertLayer::load(&source, &bert.config, i, LinearMode::Dense, seed + i as u64))
-        .collect::<candle_core::Result<Vec<_>>>()?;
+    // Layers over the variables. Their LayerNorms keep copies of the parameters for the
+    // inference kernels, so scoring builds them again from the current values.
+    let build = || {
+        (first..total)
+            .map(|i| BertLayer::load(&source, &bert.config, i, LinearMode::Dense, seed + i as u64))
+            .collect::<candle_core::Result<Vec<_>>>()
+    };
+    let layers = build()?;
     let head_vars = VarMap::new();
     let head = head.trainable_copy(&head_vars, 0.1, seed)?;
     groups.push(Group {
@@ -290,7 +295,7 @@ pub fn fine_tune(
         let (Some(dev), Some(dev_states)) = (dev, &dev_states) else {
             continue;
         };
-        let score = evaluate(&layers, &head, dev_states, dev.ys, epoch)?;
+        let score = evaluate(&build()?, &head, dev_states, dev.ys, epoch)?;
         let better = best.as_ref().is_none_or(|(b, _)| {
             score.accuracy > b.accuracy || (score.accuracy == b.accuracy && score.loss < b.loss)
         });

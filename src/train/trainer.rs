@@ -46,7 +46,7 @@ pub enum TrainError {
     #[error("{0}")]
     Settings(String),
     /// Numerical failure in training.
-    #[error("training the head: {0}")]
+    #[error("training (head or fine-tuning): {0}")]
     Candle(#[from] candle_core::Error),
     /// Stopped on request (a cancelled job).
     #[error("cancelled")]
